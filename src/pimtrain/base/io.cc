@@ -1,0 +1,121 @@
+// File helpers implementation (zlib for gzip and CRC-32, POSIX for fsync/rename).
+#include "pimtrain/base/io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "pimtrain/base/error.h"
+
+namespace pim {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(path + ": cannot open (" + std::strerror(errno) + ")");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw IoError(path + ": read error");
+  return ss.str();
+}
+
+std::vector<uint8_t> ReadFileMaybeGzip(const std::string& path) {
+  std::string raw = ReadFile(path);
+  if (raw.size() < 2 || static_cast<uint8_t>(raw[0]) != 0x1f ||
+      static_cast<uint8_t>(raw[1]) != 0x8b) {
+    return std::vector<uint8_t>(raw.begin(), raw.end());
+  }
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw DataError(path + ": cannot start gzip decoder");
+  zs.next_in = reinterpret_cast<Bytef*>(raw.data());
+  zs.avail_in = static_cast<uInt>(raw.size());
+  std::vector<uint8_t> out;
+  out.resize(raw.size() * 4 + 1024);
+  int rc = Z_OK;
+  while (true) {
+    if (zs.total_out == out.size()) out.resize(out.size() * 2);
+    zs.next_out = out.data() + zs.total_out;
+    zs.avail_out = static_cast<uInt>(out.size() - zs.total_out);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    if (rc == Z_STREAM_END) break;
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0) break;  // input ended early
+    if (rc != Z_OK && rc != Z_BUF_ERROR) break;
+  }
+  size_t total = zs.total_out;
+  inflateEnd(&zs);
+  if (rc != Z_STREAM_END) {
+    throw DataError(path + ": corrupt or truncated gzip data" +
+                    (zs.msg != nullptr ? std::string(" (") + zs.msg + ")" : std::string()));
+  }
+  out.resize(total);
+  return out;
+}
+
+void MakeDirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec || !std::filesystem::is_directory(path)) {
+    throw IoError(path + ": cannot create directory" + (ec ? " (" + ec.message() + ")" : ""));
+  }
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void WriteFileAtomic(const std::string& path, std::string_view contents) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw IoError(path + ": cannot write (" + std::strerror(errno) + ")");
+  const char* p = contents.data();
+  size_t left = contents.size();
+  while (left > 0) {
+    ssize_t w = ::write(fd, p, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw IoError(path + ": write failed (" + std::strerror(err) + ")");
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw IoError(path + ": write failed (" + std::strerror(err) + ")");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw IoError(path + ": cannot replace (" + std::strerror(err) + ")");
+  }
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+uint32_t Crc32(const void* data, size_t size, uint32_t crc) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (size > 0) {
+    uInt chunk = static_cast<uInt>(std::min<size_t>(size, 1u << 30));
+    crc = static_cast<uint32_t>(crc32(crc, p, chunk));
+    p += chunk;
+    size -= chunk;
+  }
+  return crc;
+}
+
+}  // namespace pim

@@ -1,0 +1,25 @@
+// File helpers: whole-file reads (gzip detected by magic), atomic writes, CRC-32.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pim {
+
+// Reads a whole file; if it starts with the gzip magic (1f 8b) it is inflated. IoError if
+// missing or unreadable, DataError if the gzip stream is corrupt or truncated.
+std::vector<uint8_t> ReadFileMaybeGzip(const std::string& path);
+// Reads a whole file as is. IoError on failure.
+std::string ReadFile(const std::string& path);
+// Writes to PATH.tmp.PID, fsyncs, renames over PATH, fsyncs the directory: readers see the old
+// or the new contents, never a half-written file. IoError on failure (the temp file is removed).
+void WriteFileAtomic(const std::string& path, std::string_view contents);
+// Creates a directory and its parents; IoError if that fails or a file is in the way.
+void MakeDirs(const std::string& path);
+bool FileExists(const std::string& path);
+// zlib's CRC-32.
+uint32_t Crc32(const void* data, size_t size, uint32_t crc = 0);
+
+}  // namespace pim

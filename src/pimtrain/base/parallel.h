@@ -1,0 +1,48 @@
+// ThreadPool: fork-join parallel loops over index ranges with static partitioning.
+// Determinism rule: callers split only independent outputs across chunks and never split a
+// reduction, so results are identical for any thread count.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pim {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls fn(begin, end) on contiguous chunks covering [0, n), at most one chunk per thread,
+  // each at least `grain` long. Runs inline when one chunk suffices. Blocks until done.
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void WorkerLoop(int index);
+
+  int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable start_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  int job_chunks_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+// The process-wide pool used by kernels (set once from the config's `threads`).
+ThreadPool& DefaultPool();
+void SetDefaultThreads(int num_threads);
+
+}  // namespace pim

@@ -1,0 +1,70 @@
+// Layer role: one network layer with the four training stages kept apart (FP, BP, GC, WU).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/parallel.h"
+#include "pimtrain/nn/tensor.h"
+
+namespace pim {
+
+enum class Mode { kTrain, kEval };
+
+// A trainable tensor and its gradient (same shape). GC writes `grad` (overwrites, no
+// accumulation across steps); the optimizer reads it in WU.
+struct Parameter {
+  std::string name;  // "weight", "bias", "gamma", "beta"
+  Tensor value;
+  Tensor grad;
+};
+
+// Per-step context handed to every stage.
+struct StepContext {
+  uint64_t seed = 0;    // run seed
+  int64_t step = 0;     // global training step (batches since the start of the run)
+  int64_t epoch = 0;
+  Mode mode = Mode::kTrain;
+  ThreadPool* pool = nullptr;
+};
+
+class Layer {
+ public:
+  static constexpr const char* kRoleName = "layer";
+  virtual ~Layer() = default;
+
+  // Called once before use with the per-sample input shape (no batch dimension, channels last:
+  // (H, W, C) for images, (F) for vectors). Creates and initializes the parameters
+  // deterministically from `init_key` and returns the per-sample output shape. Throws
+  // ConfigError (naming the layer) when the input shape does not fit.
+  virtual Shape Build(const Shape& input, uint64_t init_key) = 0;
+
+  // FP. `x` is (N, input...) and must stay alive and unchanged until this step's backward
+  // stages are done (layers may keep a pointer to it). Resizes and fills `y`.
+  virtual void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) = 0;
+
+  // BP: the error at this layer's input from the error at its output. Resizes and fills `dx`.
+  // Only called after Forward in the same step with Mode::kTrain.
+  virtual void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) = 0;
+
+  // GC: gradients of this layer's parameters from its output error (writes Parameter::grad).
+  virtual void ComputeGradient(const Tensor& dy, const StepContext& ctx) {}
+
+  // WU: called after the optimizer has written new parameter values, so that a layer can
+  // write them into its storage (e.g. reprogram a macro). No-op for FP32 layers.
+  virtual void CommitUpdate(const StepContext& ctx) {}
+
+  // Trainable parameters (stable order) and non-trainable state saved in checkpoints.
+  virtual std::vector<Parameter*> Parameters() { return {}; }
+  virtual std::vector<std::pair<std::string, Tensor*>> Buffers() { return {}; }
+
+  // A one-line summary such as "linear 784 -> 256".
+  virtual std::string Summary() const = 0;
+  // Multiply-accumulates per sample in the forward pass (for reports and benchmarks).
+  virtual int64_t ForwardMacsPerSample() const { return 0; }
+};
+
+}  // namespace pim
