@@ -1,1 +1,266 @@
-int main() { return 0; }
+// The pimtrain command: train, eval, describe.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/sim/session.h"
+
+namespace pim {
+namespace {
+
+constexpr int kUserErrorExit = 2;
+
+std::string Percent(double f) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100.0 * f);
+  return buf;
+}
+
+// A one-line progress bar on a terminal (stderr), nothing otherwise.
+class Progress {
+ public:
+  Progress() : tty_(::isatty(STDERR_FILENO) == 1) {}
+  void Epoch(int64_t epoch, int64_t epochs) {
+    epoch_ = epoch;
+    epochs_ = epochs;
+  }
+  void Update(int64_t step, int64_t steps, double loss, double acc) {
+    if (!tty_) return;
+    int64_t stride = std::max<int64_t>(1, steps / 100);
+    if (step % stride != 0 && step != steps) return;
+    constexpr int kWidth = 30;
+    int filled = static_cast<int>(kWidth * step / steps);
+    std::string bar(filled, '#');
+    bar += std::string(kWidth - filled, '.');
+    std::fprintf(stderr, "\r  epoch %lld/%lld [%s] %3d%%  loss %.4f  acc %s ",
+                 static_cast<long long>(epoch_), static_cast<long long>(epochs_), bar.c_str(),
+                 static_cast<int>(100 * step / steps), loss, Percent(acc).c_str());
+    std::fflush(stderr);
+  }
+  void Clear() {
+    if (!tty_) return;
+    std::fprintf(stderr, "\r%80s\r", "");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool tty_;
+  int64_t epoch_ = 0, epochs_ = 0;
+};
+
+std::string DefaultRunDir() {
+  std::time_t t = std::time(nullptr);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "runs/%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+int Train(const std::vector<std::string>& configs, const std::vector<std::string>& sets,
+          std::string out, const std::string& resume) {
+  std::vector<std::string> files = configs;
+  bool resuming = !resume.empty();
+  if (resuming) {
+    if (!out.empty() && out != resume) {
+      throw ConfigError("--out and --resume name different directories; a resumed run continues "
+                        "in its own directory");
+    }
+    out = resume;
+    // Without a config, continue with the run's own resolved config.
+    if (files.empty()) files.push_back(resume + "/config.yaml");
+  }
+  if (out.empty()) out = DefaultRunDir();
+  ConfigNode config = ResolveConfig(files, sets);
+  std::string name = config.Has("name") ? config.GetString("name") : "default";
+  std::printf("pimtrain: training '%s' -> %s\n", name.c_str(), out.c_str());
+  Session session(config);
+  const LoadedData& data = session.data();
+  std::printf("data: %s, %lld train / %lld test samples of %s, %d classes\n", data.name.c_str(),
+              static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
+              data.sample_shape.ToString().c_str(), data.num_classes);
+  std::printf("model:\n%s", session.network().Summary().c_str());
+  std::fflush(stdout);
+
+  const int64_t epochs = config.At("train").GetInt("epochs");
+  Progress progress;
+  SessionCallbacks cb;
+  int64_t current = 0;
+  cb.on_progress = [&](int64_t step, int64_t steps, double loss, double acc) {
+    if (step == 1) progress.Epoch(++current, epochs);
+    progress.Update(step, steps, loss, acc);
+  };
+  cb.on_epoch = [&](const EpochMetrics& m) {
+    progress.Clear();
+    current = m.epoch;
+    std::printf("epoch %3lld/%lld  loss %.4f  train %s  test %s  lr %.4g  %.2f s\n",
+                static_cast<long long>(m.epoch), static_cast<long long>(epochs), m.train_loss,
+                Percent(m.train_accuracy).c_str(), Percent(m.test_accuracy).c_str(),
+                m.learning_rate, m.seconds);
+    std::fflush(stdout);
+  };
+  cb.on_info = [&](const std::string& msg) {
+    std::printf("%s\n", msg.c_str());
+    std::fflush(stdout);
+  };
+  // Resumed runs continue the epoch numbering from the checkpoint.
+  if (resuming) {
+    current = ReadCheckpointInfo(out + "/checkpoint.bin").epochs_done;
+  }
+  TrainSummary s = session.Train(out, resuming, cb);
+  std::printf("test accuracy: %s after %lld epochs (%.1f s training, peak memory %.0f MiB)\n",
+              Percent(s.test_accuracy).c_str(), static_cast<long long>(s.epochs.size()),
+              s.train_seconds, static_cast<double>(s.peak_rss_bytes) / (1 << 20));
+  std::printf("results: %s/metrics.jsonl, %s/summary.json\n", out.c_str(), out.c_str());
+  return 0;
+}
+
+int Eval(const std::vector<std::string>& configs, const std::vector<std::string>& sets,
+         const std::string& checkpoint) {
+  std::vector<std::string> files = configs;
+  if (files.empty()) {
+    throw ConfigError("eval needs a config (the run's DIR/config.yaml works)");
+  }
+  Session session(ResolveConfig(files, sets));
+  EvalResult r = session.EvaluateCheckpoint(checkpoint);
+  std::printf("test accuracy: %s  (loss %.4f, %lld samples)\n", Percent(r.accuracy).c_str(),
+              r.loss, static_cast<long long>(session.data().test.size()));
+  return 0;
+}
+
+void DescribeImpl(const ImplInfo& info) {
+  std::printf("%s/%s: %s\n", info.role.c_str(), info.name.c_str(), info.description.c_str());
+  if (info.schema.params().empty()) {
+    std::printf("  (no parameters)\n");
+    return;
+  }
+  for (const auto& p : info.schema.params()) {
+    std::string def = p.default_text().has_value() ? *p.default_text()
+                      : p.optional()               ? "(optional)"
+                                                   : "(required)";
+    std::printf("  %-18s %-30s default %-12s%s%s  %s\n", p.name().c_str(),
+                p.TypeDescription().c_str(), def.c_str(), p.unit().empty() ? "" : " unit ",
+                p.unit().c_str(), p.doc().c_str());
+  }
+}
+
+void DescribeSchema(const Schema& schema, const std::string& prefix) {
+  for (const auto& p : schema.params()) {
+    std::string def = p.default_text().has_value() ? *p.default_text()
+                      : p.optional()               ? "(optional)"
+                                                   : "(required)";
+    std::string name = prefix + p.name();
+    if (p.type() == ParamType::kSection) {
+      std::printf("  %-24s %s\n", (name + ":").c_str(), p.doc().c_str());
+      DescribeSchema(*p.section(), name + ".");
+      continue;
+    }
+    std::printf("  %-24s %-28s default %-14s  %s\n", name.c_str(), p.TypeDescription().c_str(),
+                def.c_str(), p.doc().c_str());
+  }
+}
+
+int Describe(const std::string& what) {
+  if (what.empty()) {
+    std::printf("config file keys:\n");
+    DescribeSchema(RootSchema(), "");
+    std::printf("\nregistered implementations (pimtrain describe ROLE or ROLE/NAME for details):\n");
+    for (const auto& role : RegistryIndex::Roles()) {
+      std::printf("%s:\n", role.c_str());
+      for (const auto* info : RegistryIndex::Implementations(role)) {
+        std::printf("  %-22s %s\n", info->name.c_str(), info->description.c_str());
+      }
+    }
+    return 0;
+  }
+  size_t slash = what.find('/');
+  std::string role = what.substr(0, slash);
+  auto roles = RegistryIndex::Roles();
+  if (std::find(roles.begin(), roles.end(), role) == roles.end()) {
+    throw ConfigError("describe: unknown role '" + role + "'" + DidYouMean(role, roles) +
+                      "; roles: " + [&] {
+                        std::string s;
+                        for (const auto& r : roles) s += (s.empty() ? "" : ", ") + r;
+                        return s;
+                      }());
+  }
+  if (slash == std::string::npos) {
+    for (const auto* info : RegistryIndex::Implementations(role)) {
+      DescribeImpl(*info);
+      std::printf("\n");
+    }
+    return 0;
+  }
+  std::string name = what.substr(slash + 1);
+  const ImplInfo* info = RegistryIndex::Find(role, name);
+  if (info == nullptr) {
+    std::vector<std::string> names;
+    for (const auto* i : RegistryIndex::Implementations(role)) names.push_back(i->name);
+    throw ConfigError("describe: unknown " + role + " '" + name + "'" + DidYouMean(name, names));
+  }
+  DescribeImpl(*info);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"pimtrain: train and run neural networks on simulated processing-in-memory chips"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "pimtrain 0.1.0");
+
+  std::vector<std::string> configs, sets;
+  std::string out, resume, checkpoint, what;
+
+  auto* train = app.add_subcommand("train", "train a model (the default MLP without a config)");
+  train->add_option("config", configs, "config files, merged in order")->check(CLI::ExistingFile);
+  train->add_option("--set", sets, "override a key: --set train.epochs=3 (repeatable)");
+  train->add_option("--out", out, "run directory (default runs/DATE-TIME)");
+  train->add_option("--resume", resume, "continue the run in DIR from its last checkpoint");
+
+  auto* eval = app.add_subcommand("eval", "test accuracy of a saved model");
+  eval->add_option("config", configs, "config files, merged in order")->check(CLI::ExistingFile);
+  eval->add_option("--set", sets, "override a key (repeatable)");
+  eval->add_option("--checkpoint", checkpoint, "run directory or checkpoint file")->required();
+
+  auto* describe = app.add_subcommand("describe", "list implementations and their parameters");
+  describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "pimtrain: error: %s (see pimtrain --help)\n", e.what());
+    return kUserErrorExit;
+  }
+
+  try {
+    if (train->parsed()) return Train(configs, sets, out, resume);
+    if (eval->parsed()) return Eval(configs, sets, checkpoint);
+    if (describe->parsed()) return Describe(what);
+  } catch (const Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "pimtrain: error: %s\n", e.what());
+    return kUserErrorExit;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "pimtrain: error: out of memory\n");
+    return kUserErrorExit;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace pim
+
+int main(int argc, char** argv) { return pim::Main(argc, argv); }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs pimtrain's Debian build and test dependencies (only what is missing; safe to re-run).
+set -euo pipefail
+packages=(
+  g++ cmake ninja-build ccache pkg-config
+  libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev
+  libgtest-dev libbenchmark-dev
+  dataset-fashion-mnist
+  "$@"
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

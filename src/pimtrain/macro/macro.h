@@ -1,0 +1,66 @@
+// Macro role: a PIM array (or a grid of them) that stores a weight matrix as the hardware does
+// and multiplies batches through it in either direction, counting hardware actions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pimtrain/base/action_counts.h"
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/matrix_view.h"
+#include "pimtrain/base/parallel.h"
+#include "pimtrain/base/stage.h"
+
+namespace pim {
+
+// kForward: rows -> cols, y = x W (x is batch x rows, y is batch x cols).
+// kTransposed: the same stored bits read for W^T, y = x W^T (x is batch x cols, y batch x rows).
+enum class Direction { kForward, kTransposed };
+
+// Everything a macro call may depend on besides its operands. Noise and stochastic rounding
+// draw from counter-based streams keyed by (seed, layer, step, stage, coordinates).
+struct RunContext {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  int layer = 0;
+  Stage stage = Stage::kForward;
+  ThreadPool* pool = nullptr;
+};
+
+// The geometry and precision every macro shares. Implementations add their own parameters.
+struct MacroSpec {
+  int64_t rows = 256;           // word lines per array (reduction dimension)
+  int64_t cols = 256;           // bit lines per array (outputs)
+  int64_t arrays_per_core = 1;  // arrays working in parallel in one core
+  int64_t cores = 1;
+  int input_bits = 8;           // bit-serial input width (forward activations)
+  int weight_bits = 8;          // weight width used in the forward direction
+  int weight_bits_backward = 8; // weight width used in the transposed direction
+};
+
+class Macro {
+ public:
+  static constexpr const char* kRoleName = "macro";
+  virtual ~Macro() = default;
+
+  virtual const MacroSpec& spec() const = 0;
+
+  // Stores a rows x cols weight matrix (any size: tiled onto fixed arrays) as the hardware
+  // stores it (quantized, sliced, rotated, ...). Counts the cell writes.
+  virtual void Program(ConstMatrixView w, ActionCounts& counts) = 0;
+
+  // y = x W or y = x W^T (see Direction) through the stored array, for a whole batch.
+  // Inputs are quantized as the chip's input path does; partial results across row tiles are
+  // accumulated digitally (counted).
+  virtual void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
+                        ActionCounts& counts) = 0;
+
+  // dW = X^T dY (rows x cols) for a batch, on the macro's gradient-calculation path.
+  virtual void GradientCalc(ConstMatrixView x, ConstMatrixView dy, MatrixView dw,
+                            const RunContext& ctx, ActionCounts& counts) = 0;
+
+  // The weights as the array holds them now, dequantized to float (rows x cols).
+  virtual void ReadWeights(MatrixView w) const = 0;
+};
+
+}  // namespace pim

@@ -1,0 +1,73 @@
+// SGD with momentum, Nesterov and L2 weight decay (PyTorch's update rule).
+#include <cmath>
+
+#include "pimtrain/base/registry.h"
+#include "pimtrain/nn/optimizer.h"
+
+namespace pim {
+namespace {
+
+// g = grad + wd * w;  v = mu * v + g;  w -= lr * (nesterov ? g + mu * v : v)
+class Sgd final : public Optimizer {
+ public:
+  explicit Sgd(const ConfigNode& p)
+      : lr_(p.GetDouble("learning_rate")),
+        momentum_(static_cast<float>(p.GetDouble("momentum"))),
+        weight_decay_(static_cast<float>(p.GetDouble("weight_decay"))),
+        nesterov_(p.GetBool("nesterov")) {}
+
+  static Schema GetSchema() {
+    Schema s;
+    s.Add(Param::Float("learning_rate").Default(0.01).Range(0, 100).Doc("base step size"));
+    s.Add(Param::Float("momentum").Default(0.0).Range(0, 1).Doc("heavy-ball momentum"));
+    s.Add(Param::Float("weight_decay").Default(0.0).Range(0, 1).Doc("L2 penalty added to grad"));
+    s.Add(Param::Bool("nesterov").Default(false).Doc("Nesterov momentum"));
+    return s;
+  }
+
+  void Attach(const std::vector<Parameter*>& params) override {
+    params_ = params;
+    velocity_.clear();
+    for (auto* p : params_) velocity_.emplace_back(p->value.shape());
+  }
+
+  void Step(double lr) override {
+    const float lr_f = static_cast<float>(lr);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      float* w = params_[i]->value.data();
+      const float* g = params_[i]->grad.data();
+      float* v = velocity_[i].data();
+      const int64_t n = params_[i]->value.numel();
+      DefaultPool().ParallelFor(n, 16384, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) {
+          float gj = g[j] + weight_decay_ * w[j];
+          if (momentum_ != 0.0f) {
+            v[j] = momentum_ * v[j] + gj;
+            gj = nesterov_ ? gj + momentum_ * v[j] : v[j];
+          }
+          w[j] -= lr_f * gj;
+        }
+      });
+    }
+  }
+
+  double base_learning_rate() const override { return lr_; }
+
+  std::vector<Tensor*> State() override {
+    std::vector<Tensor*> out;
+    for (auto& v : velocity_) out.push_back(&v);
+    return out;
+  }
+
+ private:
+  double lr_;
+  float momentum_, weight_decay_;
+  bool nesterov_;
+  std::vector<Parameter*> params_;
+  std::vector<Tensor> velocity_;
+};
+
+PIM_REGISTER(Optimizer, Sgd, "sgd", "stochastic gradient descent with momentum and weight decay");
+
+}  // namespace
+}  // namespace pim

@@ -1,0 +1,255 @@
+// Session implementation: config resolution, building components, the run directory.
+#include "pimtrain/sim/session.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/io.h"
+#include "pimtrain/base/parallel.h"
+#include "pimtrain/base/registry.h"
+
+namespace pim {
+
+const Schema& RootSchema() {
+  static const Schema schema = [] {
+    auto train = std::make_shared<Schema>();
+    train->Add(Param::Int("epochs").Default(10).Range(0, 100000).Doc("passes over the train set"));
+    train->Add(Param::Int("batch_size").Default(64).Range(1, 1 << 20).Unit("samples")
+                   .Doc("samples per training step"));
+    train->Add(Param::Int("eval_batch_size").Default(1000).Range(1, 1 << 20).Unit("samples")
+                   .Doc("samples per evaluation forward pass"));
+    train->Add(Param::Component("optimizer", "optimizer")
+                   .Default("{impl: sgd, learning_rate: 0.05, momentum: 0.9}")
+                   .Doc("weight-update rule (WU stage)"));
+    train->Add(Param::Component("schedule", "schedule").Default("{impl: cosine}")
+                   .Doc("learning-rate schedule"));
+    train->Add(Param::Component("algorithm", "algorithm").Default("{impl: backprop}")
+                   .Doc("where each layer's error comes from (backprop, ...)"));
+    train->Add(Param::Component("loss", "loss").Default("{impl: softmax_cross_entropy}")
+                   .Doc("training loss"));
+    train->Add(Param::Bool("checkpoint").Default(true)
+                   .Doc("write DIR/checkpoint.bin at each epoch end"));
+
+    Schema s;
+    s.Add(Param::String("name").Optional().Doc("a name for the run or preset"));
+    s.Add(Param::String("description").Optional().Doc("what this config is for"));
+    s.Add(Param::Int("seed").Default(1).Range(0, 9.0e15).Doc("seeds every random choice"));
+    s.Add(Param::Int("threads").Default(2).Range(0, 1024)
+              .Doc("worker threads (0 = all cores); results do not depend on it"));
+    s.Add(Param::Component("data", "dataset").Default("{impl: fashion_mnist}")
+              .Doc("the data set"));
+    s.Add(Param::Component("model", "model").Default("{impl: mlp, layers: [784, 256, 128, 10]}")
+              .Doc("the network"));
+    s.Add(Param::Section("train", train).Doc("training settings"));
+    s.Add(Param::Any("source").Optional().Doc("preset provenance: citation, assumptions"));
+    s.Add(Param::Any("expected").Optional().Doc("published figures a preset reproduces"));
+    return s;
+  }();
+  return schema;
+}
+
+ConfigNode ValidateRoot(const ConfigNode& merged) {
+  ConfigNode root = merged.IsNull() ? ConfigNode::Map() : merged;
+  root.SetPaths("");
+  return RootSchema().Validate(root);
+}
+
+ConfigNode ResolveConfig(const std::vector<std::string>& files,
+                         const std::vector<std::string>& sets) {
+  ConfigNode merged = ConfigNode::Map();
+  for (const auto& f : files) MergeInto(merged, LoadYamlFile(f));
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+std::string FirstDifference(const ConfigNode& a, const ConfigNode& b,
+                            const std::vector<std::string>& ignore) {
+  if (std::find(ignore.begin(), ignore.end(), a.path()) != ignore.end()) return "";
+  if (a.kind() != b.kind()) return a.path().empty() ? "(root)" : a.path();
+  if (a.IsScalar()) return a.text() == b.text() ? "" : a.path();
+  if (a.IsList()) {
+    if (a.items().size() != b.items().size()) return a.path();
+    for (size_t i = 0; i < a.items().size(); ++i) {
+      std::string d = FirstDifference(a.items()[i], b.items()[i], ignore);
+      if (!d.empty()) return d;
+    }
+    return "";
+  }
+  if (a.IsMap()) {
+    for (const auto& [k, v] : a.entries()) {
+      const ConfigNode* other = b.Find(k);
+      if (other == nullptr) {
+        std::string p = a.path().empty() ? k : a.path() + "." + k;
+        if (std::find(ignore.begin(), ignore.end(), p) != ignore.end()) continue;
+        return p;
+      }
+      std::string d = FirstDifference(v, *other, ignore);
+      if (!d.empty()) return d;
+    }
+    for (const auto& [k, v] : b.entries()) {
+      std::string p = a.path().empty() ? k : a.path() + "." + k;
+      if (a.Find(k) == nullptr && std::find(ignore.begin(), ignore.end(), p) == ignore.end()) {
+        return p;
+      }
+    }
+  }
+  return "";
+}
+
+Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
+  int threads = static_cast<int>(config_.GetInt("threads"));
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  SetDefaultThreads(threads);
+
+  auto dataset = Registry<Dataset>::Create(config_.At("data"));
+  data_ = dataset->Load();
+  if (data_.train.size() == 0) throw DataError(config_.At("data").Where() + ": no training data");
+
+  auto model = Registry<Model>::Create(config_.At("model"));
+  uint64_t seed = static_cast<uint64_t>(config_.GetInt("seed"));
+  net_ = std::make_unique<Network>(model->MakeLayers(data_.sample_shape, data_.num_classes),
+                                   data_.sample_shape, seed);
+  if (net_->output_shape() != Shape{data_.num_classes}) {
+    throw ConfigError(config_.At("model").Where() + ": the model's output shape " +
+                      net_->output_shape().ToString() + " does not match the data's " +
+                      std::to_string(data_.num_classes) + " classes");
+  }
+  const ConfigNode& train = config_.At("train");
+  opt_ = Registry<Optimizer>::Create(train.At("optimizer"));
+  opt_->Attach(net_->Parameters());
+  schedule_ = Registry<Schedule>::Create(train.At("schedule"));
+  loss_ = Registry<Loss>::Create(train.At("loss"));
+  algorithm_ = Registry<TrainingAlgorithm>::Create(train.At("algorithm"));
+  algorithm_->Setup(*net_, seed);
+
+  TrainerOptions opts;
+  opts.seed = seed;
+  opts.epochs = train.GetInt("epochs");
+  opts.batch_size = train.GetInt("batch_size");
+  opts.eval_batch_size = train.GetInt("eval_batch_size");
+  trainer_ = std::make_unique<Trainer>(*net_, *opt_, *schedule_, *loss_, *algorithm_, data_, opts);
+}
+
+Session::~Session() = default;
+
+namespace {
+
+int64_t PeakRssBytes() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+TrainSummary Session::Train(const std::string& out_dir, bool resume, const SessionCallbacks& cb) {
+  const ConfigNode& train = config_.At("train");
+  const int64_t epochs = train.GetInt("epochs");
+  const bool write_checkpoints = train.GetBool("checkpoint") && !out_dir.empty();
+  const std::string config_yaml = ToYaml(config_);
+  const std::string ckpt_path = out_dir + "/checkpoint.bin";
+
+  TrainSummary summary;
+  std::string metrics_jsonl;
+  int64_t start_epoch = 0;
+  if (resume) {
+    if (out_dir.empty()) throw ConfigError("--resume needs a run directory");
+    if (!FileExists(ckpt_path)) {
+      throw IoError(ckpt_path + ": no checkpoint to resume from");
+    }
+    CheckpointInfo info = ReadCheckpointInfo(ckpt_path);
+    ConfigNode saved = ValidateRoot(ParseYaml(info.config_yaml, ckpt_path));
+    std::string diff = FirstDifference(saved, config_, {"threads"});
+    if (!diff.empty()) {
+      throw ConfigError(ckpt_path + ": cannot resume: the config differs from the checkpoint's at '" +
+                        diff + "'");
+    }
+    info = LoadCheckpoint(ckpt_path, trainer_->StateTensors());
+    start_epoch = info.epochs_done;
+    metrics_jsonl = info.metrics_jsonl;
+    std::istringstream lines(metrics_jsonl);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line);
+      EpochMetrics m;
+      m.epoch = j.at("epoch");
+      m.train_loss = j.at("train_loss");
+      m.train_accuracy = j.at("train_accuracy");
+      m.test_loss = j.at("test_loss");
+      m.test_accuracy = j.at("test_accuracy");
+      m.learning_rate = j.at("learning_rate");
+      m.seconds = j.at("seconds");
+      m.eval_seconds = j.at("eval_seconds");
+      summary.epochs.push_back(m);
+    }
+    if (cb.on_info) {
+      cb.on_info("resumed from " + ckpt_path + " after epoch " + std::to_string(start_epoch));
+    }
+  }
+  if (!out_dir.empty()) {
+    MakeDirs(out_dir);
+    WriteFileAtomic(out_dir + "/config.yaml", config_yaml);
+  }
+
+  for (int64_t e = start_epoch; e < epochs; ++e) {
+    EpochMetrics m = trainer_->RunEpoch(e, cb.on_progress);
+    summary.epochs.push_back(m);
+    metrics_jsonl += m.ToJsonLine() + "\n";
+    if (!out_dir.empty()) {
+      WriteFileAtomic(out_dir + "/metrics.jsonl", metrics_jsonl);
+      if (write_checkpoints) {
+        SaveCheckpoint(ckpt_path, {e + 1, metrics_jsonl, config_yaml}, trainer_->StateTensors());
+      }
+    }
+    if (cb.on_epoch) cb.on_epoch(m);
+  }
+
+  for (const auto& m : summary.epochs) summary.train_seconds += m.seconds;
+  summary.test_accuracy =
+      summary.epochs.empty() ? trainer_->Evaluate(data_.test).accuracy
+                             : summary.epochs.back().test_accuracy;
+  summary.peak_rss_bytes = PeakRssBytes();
+
+  if (!out_dir.empty()) {
+    nlohmann::ordered_json j;
+    j["test_accuracy"] = summary.test_accuracy;
+    j["epochs"] = static_cast<int64_t>(summary.epochs.size());
+    j["train_seconds"] = summary.train_seconds;
+    j["peak_rss_bytes"] = summary.peak_rss_bytes;
+    j["parameters"] = [&] {
+      int64_t n = 0;
+      for (auto* p : net_->Parameters()) n += p->value.numel();
+      return n;
+    }();
+    j["forward_macs_per_sample"] = net_->ForwardMacsPerSample();
+    j["config"] = nlohmann::ordered_json::parse(ToJson(config_));
+    WriteFileAtomic(out_dir + "/summary.json", j.dump(2) + "\n");
+  }
+  return summary;
+}
+
+EvalResult Session::EvaluateCheckpoint(const std::string& path) {
+  std::string file = path;
+  if (!FileExists(file)) throw IoError(path + ": no such checkpoint file or run directory");
+  if (FileExists(path + "/checkpoint.bin")) file = path + "/checkpoint.bin";
+  CheckpointInfo info = ReadCheckpointInfo(file);
+  ConfigNode saved = ValidateRoot(ParseYaml(info.config_yaml, file));
+  std::string diff = FirstDifference(saved.At("model"), config_.At("model"), {});
+  if (!diff.empty()) {
+    throw ConfigError(file + ": the checkpoint's model differs from the config's at '" + diff +
+                      "'");
+  }
+  NamedTensors model_tensors;
+  for (auto& t : trainer_->StateTensors()) {
+    if (t.first.rfind("layers.", 0) == 0) model_tensors.push_back(t);
+  }
+  LoadCheckpoint(file, model_tensors, TensorMatch::kByName);
+  return trainer_->Evaluate(data_.test);
+}
+
+}  // namespace pim

@@ -1,0 +1,77 @@
+// Session: one resolved config in; a trained model, metrics and (later) a cost report out.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/schema.h"
+#include "pimtrain/nn/dataset.h"
+#include "pimtrain/nn/loss.h"
+#include "pimtrain/nn/model.h"
+#include "pimtrain/nn/optimizer.h"
+#include "pimtrain/train/algorithm.h"
+#include "pimtrain/train/trainer.h"
+
+namespace pim {
+
+// The schema of a whole config file (seed, threads, data, model, train, ...).
+const Schema& RootSchema();
+
+// Loads the files in order (later ones override earlier ones), applies each "--set k=v", and
+// validates the result against RootSchema: defaults filled in, every scalar typed.
+ConfigNode ResolveConfig(const std::vector<std::string>& files,
+                         const std::vector<std::string>& sets);
+// Validates an already merged tree.
+ConfigNode ValidateRoot(const ConfigNode& merged);
+
+// The first key where two resolved configs differ ("" if none), ignoring `ignore` keys.
+std::string FirstDifference(const ConfigNode& a, const ConfigNode& b,
+                            const std::vector<std::string>& ignore);
+
+struct TrainSummary {
+  std::vector<EpochMetrics> epochs;
+  double test_accuracy = 0;
+  double train_seconds = 0;
+  int64_t peak_rss_bytes = 0;
+};
+
+struct SessionCallbacks {
+  std::function<void(const EpochMetrics&)> on_epoch;
+  ProgressFn on_progress;
+  std::function<void(const std::string&)> on_info;  // one-line notices (resumed from ...)
+};
+
+class Session {
+ public:
+  // `resolved` must come from ResolveConfig/ValidateRoot. Loads the data and builds the model.
+  explicit Session(ConfigNode resolved);
+  ~Session();
+
+  const ConfigNode& config() const { return config_; }
+  const LoadedData& data() const { return data_; }
+  Network& network() { return *net_; }
+  Trainer& trainer() { return *trainer_; }
+
+  // Trains for train.epochs. With a non-empty `out_dir`, writes config.yaml, metrics.jsonl,
+  // checkpoint.bin (each epoch) and summary.json there, each atomically. With `resume`, first
+  // restores out_dir/checkpoint.bin (its config must match) and continues after its epoch.
+  TrainSummary Train(const std::string& out_dir, bool resume, const SessionCallbacks& cb);
+
+  // Restores the weights from a checkpoint file (or a run directory) and evaluates the test set.
+  EvalResult EvaluateCheckpoint(const std::string& path);
+
+ private:
+  ConfigNode config_;
+  LoadedData data_;
+  std::unique_ptr<Network> net_;
+  std::unique_ptr<Optimizer> opt_;
+  std::unique_ptr<Schedule> schedule_;
+  std::unique_ptr<Loss> loss_;
+  std::unique_ptr<TrainingAlgorithm> algorithm_;
+  std::unique_ptr<Trainer> trainer_;
+};
+
+}  // namespace pim

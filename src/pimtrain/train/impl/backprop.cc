@@ -1,0 +1,36 @@
+// `backprop`: the exact chain rule; every layer's output error comes from the layer above.
+#include "pimtrain/base/registry.h"
+#include "pimtrain/train/algorithm.h"
+
+namespace pim {
+namespace {
+
+class Backprop final : public TrainingAlgorithm {
+ public:
+  explicit Backprop(const ConfigNode&) {}
+  static Schema GetSchema() { return Schema(); }
+
+  StepResult TrainStep(Network& net, const Tensor& x, const int32_t* labels, Loss& loss,
+                       Optimizer& opt, double lr, const StepContext& ctx) override {
+    // FP
+    const Tensor& logits = net.Forward(x, ctx);
+    const int n = net.size();
+    LossResult lr_result = loss.Compute(logits, labels, &net.error(n));
+    // BP and GC, top layer first. The input layer's error is never needed.
+    for (int i = n - 1; i >= 0; --i) {
+      Layer& layer = net.layer(i);
+      layer.ComputeGradient(net.error(i + 1), ctx);
+      if (i > 0) layer.PropagateError(net.error(i + 1), net.error(i), ctx);
+    }
+    // WU
+    opt.Step(lr);
+    for (int i = 0; i < n; ++i) net.layer(i).CommitUpdate(ctx);
+    return {lr_result.loss_sum, lr_result.correct};
+  }
+};
+
+PIM_REGISTER(TrainingAlgorithm, Backprop, "backprop",
+             "error backpropagation: each layer's error from the layer above (exact gradient)");
+
+}  // namespace
+}  // namespace pim

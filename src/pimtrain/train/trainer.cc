@@ -1,0 +1,123 @@
+// Trainer implementation.
+#include "pimtrain/train/trainer.h"
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+namespace pim {
+
+namespace {
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::string EpochMetrics::ToJsonLine() const {
+  nlohmann::ordered_json j;
+  j["epoch"] = epoch;
+  j["train_loss"] = train_loss;
+  j["train_accuracy"] = train_accuracy;
+  j["test_loss"] = test_loss;
+  j["test_accuracy"] = test_accuracy;
+  j["learning_rate"] = learning_rate;
+  j["seconds"] = seconds;
+  j["eval_seconds"] = eval_seconds;
+  return j.dump();
+}
+
+Trainer::Trainer(Network& net, Optimizer& opt, Schedule& schedule, Loss& loss,
+                 TrainingAlgorithm& algorithm, const LoadedData& data, TrainerOptions options)
+    : net_(net),
+      opt_(opt),
+      schedule_(schedule),
+      loss_(loss),
+      algorithm_(algorithm),
+      data_(data),
+      options_(options) {}
+
+int64_t Trainer::steps_per_epoch() const {
+  return (data_.train.size() + options_.batch_size - 1) / options_.batch_size;
+}
+
+EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
+  const int64_t n = data_.train.size();
+  const int64_t steps = steps_per_epoch();
+  std::vector<int64_t> order = EpochOrder(options_.seed, epoch, n);
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  double lr = 0;
+  double start = Now();
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t b = s * options_.batch_size;
+    int64_t e = std::min(n, b + options_.batch_size);
+    GatherBatch(data_.train, order, b, e, batch_x_, batch_y_);
+    StepContext ctx;
+    ctx.seed = options_.seed;
+    ctx.step = epoch * steps + s;
+    ctx.epoch = epoch;
+    ctx.mode = Mode::kTrain;
+    ctx.pool = &DefaultPool();
+    lr = opt_.base_learning_rate() *
+         schedule_.Factor(epoch, static_cast<double>(s) / steps, options_.epochs);
+    StepResult r = algorithm_.TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx);
+    loss_sum += r.loss_sum;
+    correct += r.correct;
+    seen += e - b;
+    if (progress) progress(s + 1, steps, loss_sum / seen, static_cast<double>(correct) / seen);
+  }
+  EpochMetrics m;
+  m.epoch = epoch + 1;
+  m.seconds = Now() - start;
+  m.train_loss = loss_sum / std::max<int64_t>(1, seen);
+  m.train_accuracy = static_cast<double>(correct) / std::max<int64_t>(1, seen);
+  m.learning_rate = lr;
+  double eval_start = Now();
+  EvalResult ev = Evaluate(data_.test);
+  m.eval_seconds = Now() - eval_start;
+  m.test_loss = ev.loss;
+  m.test_accuracy = ev.accuracy;
+  return m;
+}
+
+EvalResult Trainer::Evaluate(const Split& split) {
+  const int64_t n = split.size();
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  Tensor x;
+  std::vector<int32_t> y;
+  for (int64_t b = 0; b < n; b += options_.eval_batch_size) {
+    int64_t e = std::min(n, b + options_.eval_batch_size);
+    GatherBatch(split, order, b, e, x, y);
+    StepContext ctx;
+    ctx.seed = options_.seed;
+    ctx.mode = Mode::kEval;
+    ctx.pool = &DefaultPool();
+    const Tensor& logits = net_.Forward(x, ctx);
+    LossResult r = loss_.Compute(logits, y.data(), nullptr);
+    loss_sum += r.loss_sum;
+    correct += r.correct;
+  }
+  EvalResult out;
+  out.loss = loss_sum / std::max<int64_t>(1, n);
+  out.accuracy = static_cast<double>(correct) / std::max<int64_t>(1, n);
+  return out;
+}
+
+NamedTensors Trainer::StateTensors() {
+  NamedTensors out;
+  for (int i = 0; i < net_.size(); ++i) {
+    std::string prefix = "layers." + std::to_string(i) + ".";
+    for (auto* p : net_.layer(i).Parameters()) out.emplace_back(prefix + p->name, &p->value);
+    for (auto& [name, t] : net_.layer(i).Buffers()) out.emplace_back(prefix + name, t);
+  }
+  auto state = opt_.State();
+  for (size_t i = 0; i < state.size(); ++i) {
+    out.emplace_back("optimizer." + std::to_string(i), state[i]);
+  }
+  return out;
+}
+
+}  // namespace pim

@@ -1,0 +1,69 @@
+// Trainer: the epoch loop (shuffle, batch, train step, evaluate) over built components.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "pimtrain/nn/dataset.h"
+#include "pimtrain/nn/loss.h"
+#include "pimtrain/nn/model.h"
+#include "pimtrain/nn/optimizer.h"
+#include "pimtrain/train/algorithm.h"
+#include "pimtrain/train/checkpoint.h"
+
+namespace pim {
+
+struct EpochMetrics {
+  int64_t epoch = 0;  // 1-based
+  double train_loss = 0;
+  double train_accuracy = 0;  // fraction in [0, 1]
+  double test_loss = 0;
+  double test_accuracy = 0;
+  double learning_rate = 0;  // at the epoch's last step
+  double seconds = 0;        // wall time of the training part of the epoch
+  double eval_seconds = 0;
+  std::string ToJsonLine() const;  // one metrics.jsonl line
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+struct TrainerOptions {
+  uint64_t seed = 1;
+  int64_t epochs = 1;
+  int64_t batch_size = 64;
+  int64_t eval_batch_size = 1000;
+};
+
+// Progress within an epoch: (steps done, steps total, running mean loss, running accuracy).
+using ProgressFn = std::function<void(int64_t, int64_t, double, double)>;
+
+class Trainer {
+ public:
+  Trainer(Network& net, Optimizer& opt, Schedule& schedule, Loss& loss,
+          TrainingAlgorithm& algorithm, const LoadedData& data, TrainerOptions options);
+
+  // Trains epoch `epoch` (0-based) and evaluates on the test split.
+  EpochMetrics RunEpoch(int64_t epoch, const ProgressFn& progress);
+  EvalResult Evaluate(const Split& split);
+
+  // Every tensor that defines the training state, in a fixed order, for checkpoints.
+  NamedTensors StateTensors();
+  int64_t steps_per_epoch() const;
+
+ private:
+  Network& net_;
+  Optimizer& opt_;
+  Schedule& schedule_;
+  Loss& loss_;
+  TrainingAlgorithm& algorithm_;
+  const LoadedData& data_;
+  TrainerOptions options_;
+  Tensor batch_x_;
+  std::vector<int32_t> batch_y_;
+};
+
+}  // namespace pim
