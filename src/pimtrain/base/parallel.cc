@@ -1,7 +1,10 @@
-// ThreadPool implementation: one job at a time, chunk i of k always covers the same range.
+// ThreadPool implementation: spin-then-sleep workers; chunk i of k always covers the same range.
 #include "pimtrain/base/parallel.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <chrono>
 #include <memory>
 
 #include "pimtrain/base/error.h"
@@ -9,10 +12,16 @@
 namespace pim {
 
 namespace {
+
 void ChunkRange(int64_t n, int chunks, int i, int64_t* b, int64_t* e) {
   *b = n * i / chunks;
   *e = n * (i + 1) / chunks;
 }
+
+// How long an idle worker spins before it sleeps: long enough to bridge the gap between the
+// parallel loops of one training step, short enough not to burn a core between steps.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -22,7 +31,7 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   start_cv_.notify_all();
   for (auto& w : workers_) w.join();
@@ -31,27 +40,32 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   while (true) {
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t n;
-    int chunks;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
-      chunks = job_chunks_;
+    // Spin for a while, then sleep until a new generation or stop.
+    auto deadline = std::chrono::steady_clock::now() + kSpin;
+    int polls = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+      _mm_pause();
+      if (++polls % 64 == 0 && std::chrono::steady_clock::now() > deadline) {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1);
+        start_cv_.wait(lock, [&] {
+          return stop_.load() || generation_.load(std::memory_order_acquire) != seen;
+        });
+        sleepers_.fetch_sub(1);
+        break;
+      }
     }
+    if (stop_.load()) return;
+    seen = generation_.load(std::memory_order_acquire);
+    const auto* job = job_;
+    const int64_t n = job_n_;
+    const int chunks = job_chunks_;
     if (index < chunks) {
       int64_t b, e;
       ChunkRange(n, chunks, index, &b, &e);
       if (b < e) (*job)(b, e);
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -64,20 +78,27 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n);
     return;
   }
+  job_ = &fn;
+  job_n_ = n;
+  job_chunks_ = chunks;
+  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
+    // The lock orders the publication against a worker that is about to sleep.
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    job_chunks_ = chunks;
-    pending_ = num_threads_ - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  start_cv_.notify_all();
+  if (sleepers_.load() > 0) start_cv_.notify_all();
   int64_t b, e;
   ChunkRange(n, chunks, 0, &b, &e);
   fn(b, e);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  // Yield now and then: on a busy machine the worker we wait for may need this core.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   job_ = nullptr;
 }
 

@@ -3,6 +3,7 @@
 // reduction, so results are identical for any thread count.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -23,6 +24,7 @@ class ThreadPool {
 
   // Calls fn(begin, end) on contiguous chunks covering [0, n), at most one chunk per thread,
   // each at least `grain` long. Runs inline when one chunk suffices. Blocks until done.
+  // Not reentrant: fn must not call ParallelFor on the same pool.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
@@ -30,15 +32,18 @@ class ThreadPool {
 
   int num_threads_;
   std::vector<std::thread> workers_;
+  // A job is published by bumping generation_; workers spin on it briefly before sleeping,
+  // because a condition-variable wake-up costs tens of microseconds and training issues
+  // thousands of short parallel loops per second.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sleepers_{0};
   std::mutex mu_;
   std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int job_chunks_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
 };
 
 // The process-wide pool used by kernels (set once from the config's `threads`).

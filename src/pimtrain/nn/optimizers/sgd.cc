@@ -32,20 +32,27 @@ class Sgd final : public Optimizer {
   }
 
   void Step(double lr) override {
-    const float lr_f = static_cast<float>(lr);
+    const float lr_f = static_cast<float>(lr), mu = momentum_, wd = weight_decay_;
     for (size_t i = 0; i < params_.size(); ++i) {
-      float* w = params_[i]->value.data();
-      const float* g = params_[i]->grad.data();
-      float* v = velocity_[i].data();
+      float* __restrict w = params_[i]->value.data();
+      const float* __restrict g = params_[i]->grad.data();
+      float* __restrict v = velocity_[i].data();
       const int64_t n = params_[i]->value.numel();
-      DefaultPool().ParallelFor(n, 16384, [&](int64_t b, int64_t e) {
-        for (int64_t j = b; j < e; ++j) {
-          float gj = g[j] + weight_decay_ * w[j];
-          if (momentum_ != 0.0f) {
-            v[j] = momentum_ * v[j] + gj;
-            gj = nesterov_ ? gj + momentum_ * v[j] : v[j];
+      // One branch-free loop per variant, so each vectorizes.
+      DefaultPool().ParallelFor(n, 32768, [&](int64_t b, int64_t e) {
+        if (mu == 0.0f) {
+          for (int64_t j = b; j < e; ++j) w[j] -= lr_f * (g[j] + wd * w[j]);
+        } else if (!nesterov_) {
+          for (int64_t j = b; j < e; ++j) {
+            v[j] = mu * v[j] + (g[j] + wd * w[j]);
+            w[j] -= lr_f * v[j];
           }
-          w[j] -= lr_f * gj;
+        } else {
+          for (int64_t j = b; j < e; ++j) {
+            const float gj = g[j] + wd * w[j];
+            v[j] = mu * v[j] + gj;
+            w[j] -= lr_f * (gj + mu * v[j]);
+          }
         }
       });
     }

@@ -1,0 +1,251 @@
+// `conv2d`: NHWC convolution as im2col + GEMM, weights (kh*kw*c, oc) = rows x cols.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/kernels/gemm.h"
+#include "pimtrain/kernels/im2col.h"
+#include "pimtrain/nn/layer.h"
+
+namespace pim {
+namespace {
+
+using kernels::GemmArgs;
+using kernels::Trans;
+
+ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
+
+// out[j] = sum_r d[r][j], each column summed in row order. Threads own blocks of 16 columns
+// (whole cache lines of a 64-byte-aligned row), never a share of the rows, so the sums do not
+// depend on the thread count; the block's partial sums stay in registers across the rows.
+void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool) {
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock;
+  pool.ParallelFor(blocks, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, rows * kBlock)),
+                   [&](int64_t b0, int64_t b1) {
+                     for (int64_t b = b0; b < b1; ++b) {
+                       const int64_t c0 = b * kBlock, len = std::min(kBlock, cols - c0);
+                       float acc[kBlock] = {};
+                       if (len == kBlock) {
+                         for (int64_t r = 0; r < rows; ++r) {
+                           const float* row = d + r * cols + c0;
+                           for (int64_t j = 0; j < kBlock; ++j) acc[j] += row[j];
+                         }
+                       } else {
+                         for (int64_t r = 0; r < rows; ++r) {
+                           const float* row = d + r * cols + c0;
+                           for (int64_t j = 0; j < len; ++j) acc[j] += row[j];
+                         }
+                       }
+                       std::copy(acc, acc + len, out + c0);
+                     }
+                   });
+}
+
+// A pool that runs everything inline, for GEMMs inside an already-parallel loop.
+ThreadPool& InlinePool() {
+  static ThreadPool pool(1);
+  return pool;
+}
+
+// Floats of column matrix per image group: small enough that a group's columns are still in
+// L2 when the GEMM reads them right after im2col writes them (or col2im reads them right after
+// the GEMM writes them).
+constexpr int64_t kGroupFloats = 64 * 1024;
+
+// With cols = im2col(X) (N*OH*OW x KH*KW*C):
+// FP:  Y = cols W + 1 b^T        (Y: N*OH*OW x OC, which is NHWC)
+// BP:  dX = col2im(dY W^T)
+// GC:  dW = cols^T dY,  db = 1^T dY
+// Work is split over groups of whole images (independent outputs); the group size depends only
+// on the geometry, so every GEMM call and every sum is the same for any thread count.
+class Conv2d final : public Layer {
+ public:
+  explicit Conv2d(const ConfigNode& p)
+      : where_(p.Where()),
+        oc_(p.GetInt("out_channels")),
+        k_(p.GetInt("kernel")),
+        stride_(p.GetInt("stride")),
+        pad_(p.GetInt("padding")),
+        has_bias_(p.GetBool("bias")) {}
+
+  static Schema GetSchema() {
+    Schema s;
+    s.Add(Param::Int("out_channels").Range(1, 1 << 20).Doc("output channels (macro columns)"));
+    s.Add(Param::Int("kernel").Range(1, 1024).Doc("kernel height and width"));
+    s.Add(Param::Int("stride").Default(1).Range(1, 1024).Doc("step between windows"));
+    s.Add(Param::Int("padding").Default(0).Range(0, 1024).Doc("zeros added on each side"));
+    s.Add(Param::Bool("bias").Default(true).Doc("add a learned bias per output channel"));
+    return s;
+  }
+
+  Shape Build(const Shape& input, uint64_t init_key) override {
+    if (input.rank() != 3 || input.numel() <= 0) {
+      throw ConfigError(where_ + ": conv2d needs (height, width, channels) input, got " +
+                        input.ToString());
+    }
+    geom_.h = input[0];
+    geom_.w = input[1];
+    geom_.c = input[2];
+    geom_.kh = geom_.kw = k_;
+    geom_.stride = stride_;
+    geom_.pad = pad_;
+    if (geom_.h + 2 * pad_ < k_ || geom_.w + 2 * pad_ < k_) {
+      throw ConfigError(where_ + ": kernel " + std::to_string(k_) +
+                        " is larger than the padded input " + input.ToString() + " (padding " +
+                        std::to_string(pad_) + ")");
+    }
+    const int64_t rows = geom_.col_width();
+    // PyTorch's default: kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    const float bound = 1.0f / std::sqrt(static_cast<float>(rows));
+    weight_ = {"weight", Tensor(Shape{rows, oc_}), Tensor(Shape{rows, oc_})};
+    CounterRng w_rng(init_key, 0);
+    for (int64_t i = 0; i < weight_.value.numel(); ++i) {
+      weight_.value[i] = bound * (2.0f * w_rng.Uniform(i) - 1.0f);
+    }
+    if (has_bias_) {
+      bias_ = {"bias", Tensor(Shape{oc_}), Tensor(Shape{oc_})};
+      CounterRng b_rng(init_key, 1);
+      for (int64_t i = 0; i < oc_; ++i) bias_.value[i] = bound * (2.0f * b_rng.Uniform(i) - 1.0f);
+    }
+    group_ = std::max<int64_t>(1, kGroupFloats / (geom_.rows_per_image() * rows));
+    return Shape{geom_.out_h(), geom_.out_w(), oc_};
+  }
+
+  void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
+    PIM_CHECK_MSG(
+        x.shape().rank() == 4 && x.shape().DropFirst() == Shape({geom_.h, geom_.w, geom_.c}),
+        "conv2d input " + x.shape().ToString());
+    x_ = &x;
+    geom_.n = x.shape()[0];
+    const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
+    // Training keeps every image's columns for GC; evaluation (batches of 1000) only needs one
+    // group's at a time, in a per-thread scratch.
+    const bool keep = ctx.mode == Mode::kTrain;
+    if (keep) cols_.Resize(Shape{geom_.n * rpi, width});
+    y.Resize(Shape{geom_.n, geom_.out_h(), geom_.out_w(), oc_});
+    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1) {
+      thread_local std::vector<float> scratch;
+      const int64_t rows = (n1 - n0) * rpi;
+      float* cols;
+      if (keep) {
+        cols = cols_.data() + n0 * rpi * width;
+      } else {
+        if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
+        cols = scratch.data();
+      }
+      float* out = y.data() + n0 * rpi * oc_;
+      kernels::Im2colImages(geom_, x.data(), cols, n0, n1);
+      // Start C at the bias (beta = 1): replaces the zeroing pass sgemm would do.
+      if (has_bias_) {
+        for (int64_t r = 0; r < rows; ++r) {
+          std::copy(bias_.value.data(), bias_.value.data() + oc_, out + r * oc_);
+        }
+      }
+      GemmArgs g;
+      g.m = rows;
+      g.n = oc_;
+      g.k = width;
+      g.a = cols;
+      g.lda = width;
+      g.b = weight_.value.data();
+      g.ldb = oc_;
+      g.beta = has_bias_ ? 1.0f : 0.0f;
+      g.c = out;
+      g.ldc = oc_;
+      kernels::fast::Gemm(g, &InlinePool());
+    });
+  }
+
+  void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
+    dx.Resize(x_->shape());
+    const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
+    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1) {
+      // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
+      thread_local std::vector<float> scratch;
+      const int64_t rows = (n1 - n0) * rpi;
+      if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
+      GemmArgs g;
+      g.trans_b = Trans::kYes;
+      g.m = rows;
+      g.n = width;
+      g.k = oc_;
+      g.a = dy.data() + n0 * rpi * oc_;
+      g.lda = oc_;
+      g.b = weight_.value.data();
+      g.ldb = oc_;
+      g.c = scratch.data();
+      g.ldc = width;
+      kernels::fast::Gemm(g, &InlinePool());
+      kernels::Col2imImages(geom_, scratch.data(), dx.data(), n0, n1);
+    });
+  }
+
+  void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
+    const int64_t rows = geom_.n * geom_.rows_per_image(), width = geom_.col_width();
+    // dW = cols^T dY: split over the rows of dW (taps), each summed over every pixel.
+    GemmArgs g;
+    g.trans_a = Trans::kYes;
+    g.m = width;
+    g.n = oc_;
+    g.k = rows;
+    g.a = cols_.data();
+    g.lda = width;
+    g.b = dy.data();
+    g.ldb = oc_;
+    g.c = weight_.grad.data();
+    g.ldc = oc_;
+    kernels::fast::Gemm(g, &PoolOf(ctx));
+    if (has_bias_) {
+      ColumnSums(dy.data(), rows, oc_, bias_.grad.data(), PoolOf(ctx));
+    }
+  }
+
+  std::vector<Parameter*> Parameters() override {
+    if (has_bias_) return {&weight_, &bias_};
+    return {&weight_};
+  }
+
+  std::string Summary() const override {
+    return "conv2d " + std::to_string(geom_.h) + "x" + std::to_string(geom_.w) + "x" +
+           std::to_string(geom_.c) + " -> " + std::to_string(geom_.out_h()) + "x" +
+           std::to_string(geom_.out_w()) + "x" + std::to_string(oc_) + ", kernel " +
+           std::to_string(k_) + ", stride " + std::to_string(stride_) + ", padding " +
+           std::to_string(pad_) + (has_bias_ ? "" : ", no bias");
+  }
+  int64_t ForwardMacsPerSample() const override {
+    return geom_.rows_per_image() * geom_.col_width() * oc_;
+  }
+
+ private:
+  // Runs fn(n0, n1) on groups of group_ images, whole groups per thread, at least ~256K
+  // multiply-accumulates per thread.
+  template <class Fn>
+  void ForGroups(const StepContext& ctx, int64_t macs_per_image, Fn&& fn) {
+    const int64_t groups = (geom_.n + group_ - 1) / group_;
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / (macs_per_image * group_));
+    PoolOf(ctx).ParallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
+      for (int64_t gi = g0; gi < g1; ++gi) {
+        fn(gi * group_, std::min(geom_.n, (gi + 1) * group_));
+      }
+    });
+  }
+
+  std::string where_;
+  int64_t oc_, k_, stride_, pad_;
+  bool has_bias_;
+  kernels::ConvGeometry geom_;
+  int64_t group_ = 1;
+  Parameter weight_, bias_;
+  Tensor cols_;  // im2col(x) from FP, reused by GC
+  const Tensor* x_ = nullptr;
+};
+
+PIM_REGISTER(Layer, Conv2d, "conv2d",
+             "2-D convolution on NHWC input (im2col + GEMM), weights (kh*kw*c, out_channels)");
+
+}  // namespace
+}  // namespace pim
