@@ -24,7 +24,11 @@ struct RunContext {
   int64_t step = 0;
   int layer = 0;
   Stage stage = Stage::kForward;
-  ThreadPool* pool = nullptr;
+  ThreadPool* pool = nullptr;  // runs the call's parallel loops; nullptr: inline
+  // The largest |x| of the whole tensor that this call's input is a slice of (a layer may
+  // multiply a batch in slices). Macros that scale inputs per tensor use it, so slicing does not
+  // change the numbers. Negative: use the input's own maximum.
+  float input_max_abs = -1.0f;
 };
 
 // The geometry and precision every macro shares. Implementations add their own parameters.
@@ -36,6 +40,10 @@ struct MacroSpec {
   int input_bits = 8;           // bit-serial input width (forward activations)
   int weight_bits = 8;          // weight width used in the forward direction
   int weight_bits_backward = 8; // weight width used in the transposed direction
+  // true: the layer keeps FP32 master weights and reprograms the array from them after each
+  // update (small updates accumulate); false: the array is the only copy (the chip's update is
+  // written into the cells, and an update below one LSB is lost unless rounded stochastically).
+  bool master_weights = true;
 };
 
 class Macro {

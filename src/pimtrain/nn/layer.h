@@ -14,6 +14,8 @@ namespace pim {
 
 enum class Mode { kTrain, kEval };
 
+class StagedMatmul;
+
 // A trainable tensor and its gradient (same shape). GC writes `grad` (overwrites, no
 // accumulation across steps); the optimizer reads it in WU.
 struct Parameter {
@@ -60,6 +62,10 @@ class Layer {
   // Trainable parameters (stable order) and non-trainable state saved in checkpoints.
   virtual std::vector<Parameter*> Parameters() { return {}; }
   virtual std::vector<std::pair<std::string, Tensor*>> Buffers() { return {}; }
+
+  // The weighted products of this layer (linear, conv2d), which a PIM macro can run; nullptr for
+  // layers without weights. After attaching a macro, call CommitUpdate to program it.
+  virtual StagedMatmul* matmul() { return nullptr; }
 
   // A one-line summary such as "linear 784 -> 256".
   virtual std::string Summary() const = 0;

@@ -12,6 +12,8 @@
 #include "pimtrain/base/io.h"
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 
@@ -35,6 +37,12 @@ const Schema& RootSchema() {
     train->Add(Param::Bool("checkpoint").Default(true)
                    .Doc("write DIR/checkpoint.bin at each epoch end"));
 
+    auto pim = std::make_shared<Schema>();
+    pim->Add(Param::Component("macro", "macro").Optional()
+                 .Doc("the PIM macro running every weighted layer (absent: exact FP32)"));
+    pim->Add(Param::Enum("placement", {"all", "hidden"}).Default("all")
+                 .Doc("all weighted layers on the macro, or all but the first and last"));
+
     Schema s;
     s.Add(Param::String("name").Optional().Doc("a name for the run or preset"));
     s.Add(Param::String("description").Optional().Doc("what this config is for"));
@@ -46,6 +54,7 @@ const Schema& RootSchema() {
     s.Add(Param::Component("model", "model").Default("{impl: mlp, layers: [784, 256, 128, 10]}")
               .Doc("the network"));
     s.Add(Param::Section("train", train).Doc("training settings"));
+    s.Add(Param::Section("pim", pim).Doc("which layers run on which PIM macro"));
     s.Add(Param::Any("source").Optional().Doc("preset provenance: citation, assumptions"));
     s.Add(Param::Any("expected").Optional().Doc("published figures a preset reproduces"));
     return s;
@@ -119,6 +128,7 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
                       net_->output_shape().ToString() + " does not match the data's " +
                       std::to_string(data_.num_classes) + " classes");
   }
+  AttachMacros();
   const ConfigNode& train = config_.At("train");
   opt_ = Registry<Optimizer>::Create(train.At("optimizer"));
   opt_->Attach(net_->Parameters());
@@ -136,6 +146,35 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
 }
 
 Session::~Session() = default;
+
+void Session::AttachMacros() {
+  const ConfigNode& pim = config_.At("pim");
+  const ConfigNode* macro = pim.Find("macro");
+  if (macro == nullptr) return;
+  std::vector<int> weighted;
+  for (int i = 0; i < net_->size(); ++i) {
+    if (net_->layer(i).matmul() != nullptr) weighted.push_back(i);
+  }
+  const bool hidden_only = pim.GetString("placement") == "hidden";
+  for (size_t k = 0; k < weighted.size(); ++k) {
+    if (hidden_only && (k == 0 || k + 1 == weighted.size())) continue;
+    net_->layer(weighted[k]).matmul()->AttachMacro(Registry<Macro>::Create(*macro), weighted[k]);
+  }
+  ProgramMacros();
+}
+
+void Session::ProgramMacros() {
+  StepContext ctx;
+  ctx.seed = static_cast<uint64_t>(config_.GetInt("seed"));
+  ctx.pool = &DefaultPool();
+  for (int i = 0; i < net_->size(); ++i) {
+    StagedMatmul* m = net_->layer(i).matmul();
+    if (m != nullptr && m->on_macro()) {
+      net_->layer(i).CommitUpdate(ctx);
+      m->TakeCounts();  // the initial programming is set-up, not training
+    }
+  }
+}
 
 namespace {
 
@@ -170,6 +209,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
                         diff + "'");
     }
     info = LoadCheckpoint(ckpt_path, trainer_->StateTensors());
+    ProgramMacros();
     start_epoch = info.epochs_done;
     metrics_jsonl = info.metrics_jsonl;
     std::istringstream lines(metrics_jsonl);
@@ -249,6 +289,7 @@ EvalResult Session::EvaluateCheckpoint(const std::string& path) {
     if (t.first.rfind("layers.", 0) == 0) model_tensors.push_back(t);
   }
   LoadCheckpoint(file, model_tensors, TensorMatch::kByName);
+  ProgramMacros();
   return trainer_->Evaluate(data_.test);
 }
 

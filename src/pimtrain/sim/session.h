@@ -64,6 +64,11 @@ class Session {
   EvalResult EvaluateCheckpoint(const std::string& path);
 
  private:
+  // Puts the weighted layers on the configured macro (pim.macro) and programs it.
+  void AttachMacros();
+  // Writes every macro layer's current weights into its array (after attach or a restore).
+  void ProgramMacros();
+
   ConfigNode config_;
   LoadedData data_;
   std::unique_ptr<Network> net_;

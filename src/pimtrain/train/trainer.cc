@@ -4,6 +4,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "pimtrain/nn/staged_matmul.h"
+
 namespace pim {
 
 namespace {
@@ -23,6 +25,7 @@ std::string EpochMetrics::ToJsonLine() const {
   j["learning_rate"] = learning_rate;
   j["seconds"] = seconds;
   j["eval_seconds"] = eval_seconds;
+  if (!hardware_json.empty()) j["layers"] = nlohmann::ordered_json::parse(hardware_json);
   return j.dump();
 }
 
@@ -72,8 +75,10 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
   m.train_loss = loss_sum / std::max<int64_t>(1, seen);
   m.train_accuracy = static_cast<double>(correct) / std::max<int64_t>(1, seen);
   m.learning_rate = lr;
+  m.hardware_json = TakeHardwareJson();
   double eval_start = Now();
   EvalResult ev = Evaluate(data_.test);
+  TakeHardwareJson();  // inference on the test set is not part of the training cost
   m.eval_seconds = Now() - eval_start;
   m.test_loss = ev.loss;
   m.test_accuracy = ev.accuracy;
@@ -104,6 +109,34 @@ EvalResult Trainer::Evaluate(const Split& split) {
   out.loss = loss_sum / std::max<int64_t>(1, n);
   out.accuracy = static_cast<double>(correct) / std::max<int64_t>(1, n);
   return out;
+}
+
+std::string Trainer::TakeHardwareJson() {
+  auto layers = nlohmann::ordered_json::array();
+  auto fraction = [](int64_t zeros, int64_t total) {
+    return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+  };
+  for (int i = 0; i < net_.size(); ++i) {
+    StagedMatmul* m = net_.layer(i).matmul();
+    if (m == nullptr || !m->on_macro()) continue;
+    SparsityStats sp = m->TakeSparsity();
+    auto counts = m->TakeCounts();
+    nlohmann::ordered_json l;
+    l["layer"] = i;
+    l["summary"] = net_.layer(i).Summary();
+    l["input_zero_fraction"] = fraction(sp.input_zeros, sp.input_elements);
+    l["error_zero_fraction"] = fraction(sp.error_zeros, sp.error_elements);
+    l["weight_zero_fraction"] = fraction(sp.weight_zeros, sp.weight_elements);
+    auto actions = nlohmann::ordered_json::object();
+    for (int s = 0; s < kNumStages; ++s) {
+      auto stage = nlohmann::ordered_json::object();
+      for (const auto& [name, n] : counts[s].counts()) stage[name] = n;
+      actions[StageName(static_cast<Stage>(s))] = stage;
+    }
+    l["actions"] = actions;
+    layers.push_back(l);
+  }
+  return layers.empty() ? "" : layers.dump();
 }
 
 NamedTensors Trainer::StateTensors() {

@@ -23,6 +23,10 @@ struct EpochMetrics {
   double learning_rate = 0;  // at the epoch's last step
   double seconds = 0;        // wall time of the training part of the epoch
   double eval_seconds = 0;
+  // Layers on a PIM macro: per layer, the zero fractions of its operands and the hardware
+  // actions of each training stage in this epoch, as a JSON array ("" when no layer is on a
+  // macro).
+  std::string hardware_json;
   std::string ToJsonLine() const;  // one metrics.jsonl line
 };
 
@@ -52,6 +56,8 @@ class Trainer {
 
   // Every tensor that defines the training state, in a fixed order, for checkpoints.
   NamedTensors StateTensors();
+  // Collects (and resets) the macro layers' counts and sparsity; "" when none is on a macro.
+  std::string TakeHardwareJson();
   int64_t steps_per_epoch() const;
 
  private:

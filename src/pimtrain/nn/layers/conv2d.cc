@@ -6,44 +6,16 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
-#include "pimtrain/kernels/gemm.h"
 #include "pimtrain/kernels/im2col.h"
 #include "pimtrain/nn/layer.h"
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 namespace {
 
-using kernels::GemmArgs;
-using kernels::Trans;
 
 ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
 
-// out[j] = sum_r d[r][j], each column summed in row order. Threads own blocks of 16 columns
-// (whole cache lines of a 64-byte-aligned row), never a share of the rows, so the sums do not
-// depend on the thread count; the block's partial sums stay in registers across the rows.
-void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool) {
-  constexpr int64_t kBlock = 16;
-  const int64_t blocks = (cols + kBlock - 1) / kBlock;
-  pool.ParallelFor(blocks, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, rows * kBlock)),
-                   [&](int64_t b0, int64_t b1) {
-                     for (int64_t b = b0; b < b1; ++b) {
-                       const int64_t c0 = b * kBlock, len = std::min(kBlock, cols - c0);
-                       float acc[kBlock] = {};
-                       if (len == kBlock) {
-                         for (int64_t r = 0; r < rows; ++r) {
-                           const float* row = d + r * cols + c0;
-                           for (int64_t j = 0; j < kBlock; ++j) acc[j] += row[j];
-                         }
-                       } else {
-                         for (int64_t r = 0; r < rows; ++r) {
-                           const float* row = d + r * cols + c0;
-                           for (int64_t j = 0; j < len; ++j) acc[j] += row[j];
-                         }
-                       }
-                       std::copy(acc, acc + len, out + c0);
-                     }
-                   });
-}
 
 // A pool that runs everything inline, for GEMMs inside an already-parallel loop.
 ThreadPool& InlinePool() {
@@ -127,7 +99,9 @@ class Conv2d final : public Layer {
     const bool keep = ctx.mode == Mode::kTrain;
     if (keep) cols_.Resize(Shape{geom_.n * rpi, width});
     y.Resize(Shape{geom_.n, geom_.out_h(), geom_.out_w(), oc_});
-    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1) {
+    // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
+    const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix(), nullptr) : -1.0f;
+    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       thread_local std::vector<float> scratch;
       const int64_t rows = (n1 - n0) * rpi;
       float* cols;
@@ -137,49 +111,24 @@ class Conv2d final : public Layer {
         if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
         cols = scratch.data();
       }
-      float* out = y.data() + n0 * rpi * oc_;
       kernels::Im2colImages(geom_, x.data(), cols, n0, n1);
-      // Start C at the bias (beta = 1): replaces the zeroing pass sgemm would do.
-      if (has_bias_) {
-        for (int64_t r = 0; r < rows; ++r) {
-          std::copy(bias_.value.data(), bias_.value.data() + oc_, out + r * oc_);
-        }
-      }
-      GemmArgs g;
-      g.m = rows;
-      g.n = oc_;
-      g.k = width;
-      g.a = cols;
-      g.lda = width;
-      g.b = weight_.value.data();
-      g.ldb = oc_;
-      g.beta = has_bias_ ? 1.0f : 0.0f;
-      g.c = out;
-      g.ldc = oc_;
-      kernels::fast::Gemm(g, &InlinePool());
+      matmul_.Forward(ConstMatrixView(cols, rows, width, width), weight_.value,
+                      has_bias_ ? bias_.value.data() : nullptr,
+                      MatrixView{y.data() + n0 * rpi * oc_, rows, oc_, oc_}, x_max, ctx, inner);
     });
   }
 
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     dx.Resize(x_->shape());
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
-    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1) {
+    const float dy_max = matmul_.on_macro() ? MaxAbs(dy.AsMatrix(), nullptr) : -1.0f;
+    ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
       thread_local std::vector<float> scratch;
       const int64_t rows = (n1 - n0) * rpi;
       if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
-      GemmArgs g;
-      g.trans_b = Trans::kYes;
-      g.m = rows;
-      g.n = width;
-      g.k = oc_;
-      g.a = dy.data() + n0 * rpi * oc_;
-      g.lda = oc_;
-      g.b = weight_.value.data();
-      g.ldb = oc_;
-      g.c = scratch.data();
-      g.ldc = width;
-      kernels::fast::Gemm(g, &InlinePool());
+      matmul_.Backward(ConstMatrixView(dy.data() + n0 * rpi * oc_, rows, oc_, oc_), weight_.value,
+                       MatrixView{scratch.data(), rows, width, width}, dy_max, ctx, inner);
       kernels::Col2imImages(geom_, scratch.data(), dx.data(), n0, n1);
     });
   }
@@ -187,22 +136,16 @@ class Conv2d final : public Layer {
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     const int64_t rows = geom_.n * geom_.rows_per_image(), width = geom_.col_width();
     // dW = cols^T dY: split over the rows of dW (taps), each summed over every pixel.
-    GemmArgs g;
-    g.trans_a = Trans::kYes;
-    g.m = width;
-    g.n = oc_;
-    g.k = rows;
-    g.a = cols_.data();
-    g.lda = width;
-    g.b = dy.data();
-    g.ldb = oc_;
-    g.c = weight_.grad.data();
-    g.ldc = oc_;
-    kernels::fast::Gemm(g, &PoolOf(ctx));
+    matmul_.Gradient(ConstMatrixView(cols_.data(), rows, width, width),
+                     ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(), ctx,
+                     &PoolOf(ctx));
     if (has_bias_) {
       ColumnSums(dy.data(), rows, oc_, bias_.grad.data(), PoolOf(ctx));
     }
   }
+
+  void CommitUpdate(const StepContext&) override { matmul_.Commit(weight_.value); }
+  StagedMatmul* matmul() override { return &matmul_; }
 
   std::vector<Parameter*> Parameters() override {
     if (has_bias_) return {&weight_, &bias_};
@@ -221,15 +164,25 @@ class Conv2d final : public Layer {
   }
 
  private:
-  // Runs fn(n0, n1) on groups of group_ images, whole groups per thread, at least ~256K
-  // multiply-accumulates per thread.
+  // Runs fn(n0, n1, pool) on groups of group_ images, whole groups per thread, at least ~256K
+  // multiply-accumulates per thread; fn's own products run inline. On a macro the groups run
+  // one after another (the macro parallelizes inside a call), in groups of >= 4096 rows so that
+  // each call amortizes the macro's per-call work.
   template <class Fn>
   void ForGroups(const StepContext& ctx, int64_t macs_per_image, Fn&& fn) {
+    if (matmul_.on_macro()) {
+      const int64_t group =
+          std::max(group_, (4096 + geom_.rows_per_image() - 1) / geom_.rows_per_image());
+      for (int64_t n0 = 0; n0 < geom_.n; n0 += group) {
+        fn(n0, std::min(geom_.n, n0 + group), &PoolOf(ctx));
+      }
+      return;
+    }
     const int64_t groups = (geom_.n + group_ - 1) / group_;
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / (macs_per_image * group_));
     PoolOf(ctx).ParallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
       for (int64_t gi = g0; gi < g1; ++gi) {
-        fn(gi * group_, std::min(geom_.n, (gi + 1) * group_));
+        fn(gi * group_, std::min(geom_.n, (gi + 1) * group_), &InlinePool());
       }
     });
   }
@@ -242,6 +195,7 @@ class Conv2d final : public Layer {
   Parameter weight_, bias_;
   Tensor cols_;  // im2col(x) from FP, reused by GC
   const Tensor* x_ = nullptr;
+  StagedMatmul matmul_;
 };
 
 PIM_REGISTER(Layer, Conv2d, "conv2d",

@@ -6,43 +6,15 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
-#include "pimtrain/kernels/gemm.h"
 #include "pimtrain/nn/layer.h"
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 namespace {
 
-using kernels::GemmArgs;
-using kernels::Trans;
 
 ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
 
-// out[j] = sum_r d[r][j], each column summed in row order. Threads own blocks of 16 columns
-// (whole cache lines of a 64-byte-aligned row), never a share of the rows, so the sums do not
-// depend on the thread count; the block's partial sums stay in registers across the rows.
-void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool) {
-  constexpr int64_t kBlock = 16;
-  const int64_t blocks = (cols + kBlock - 1) / kBlock;
-  pool.ParallelFor(blocks, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, rows * kBlock)),
-                   [&](int64_t b0, int64_t b1) {
-                     for (int64_t b = b0; b < b1; ++b) {
-                       const int64_t c0 = b * kBlock, len = std::min(kBlock, cols - c0);
-                       float acc[kBlock] = {};
-                       if (len == kBlock) {
-                         for (int64_t r = 0; r < rows; ++r) {
-                           const float* row = d + r * cols + c0;
-                           for (int64_t j = 0; j < kBlock; ++j) acc[j] += row[j];
-                         }
-                       } else {
-                         for (int64_t r = 0; r < rows; ++r) {
-                           const float* row = d + r * cols + c0;
-                           for (int64_t j = 0; j < len; ++j) acc[j] += row[j];
-                         }
-                       }
-                       std::copy(acc, acc + len, out + c0);
-                     }
-                   });
-}
 
 // FP:  Y = X W + 1 b^T           (X: N x in, W: in x out)
 // BP:  dX = dY W^T
@@ -84,61 +56,29 @@ class Linear final : public Layer {
     PIM_CHECK_MSG(x.numel() == n * in_, "linear input " + x.shape().ToString());
     x_ = &x;
     y.Resize(Shape{n, out_});
-    // Start C at the bias (beta = 1 below): this replaces the zeroing pass sgemm would do.
-    if (has_bias_) {
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy(bias_.value.data(), bias_.value.data() + out_, y.data() + i * out_);
-      }
-    }
-    GemmArgs g;
-    g.m = n;
-    g.n = out_;
-    g.k = in_;
-    g.a = x.data();
-    g.lda = in_;
-    g.b = weight_.value.data();
-    g.ldb = out_;
-    g.beta = has_bias_ ? 1.0f : 0.0f;
-    g.c = y.data();
-    g.ldc = out_;
-    kernels::fast::Gemm(g, &PoolOf(ctx));
+    matmul_.Forward(ConstMatrixView(x.data(), n, in_, in_), weight_.value,
+                    has_bias_ ? bias_.value.data() : nullptr, y.AsMatrix(), -1.0f, ctx,
+                    &PoolOf(ctx));
   }
 
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     const int64_t n = dy.shape()[0];
     dx.Resize(x_->shape());
-    GemmArgs g;
-    g.trans_b = Trans::kYes;
-    g.m = n;
-    g.n = in_;
-    g.k = out_;
-    g.a = dy.data();
-    g.lda = out_;
-    g.b = weight_.value.data();
-    g.ldb = out_;
-    g.c = dx.data();
-    g.ldc = in_;
-    kernels::fast::Gemm(g, &PoolOf(ctx));
+    matmul_.Backward(dy.AsMatrix(), weight_.value, MatrixView{dx.data(), n, in_, in_}, -1.0f, ctx,
+                     &PoolOf(ctx));
   }
 
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     const int64_t n = dy.shape()[0];
-    GemmArgs g;
-    g.trans_a = Trans::kYes;
-    g.m = in_;
-    g.n = out_;
-    g.k = n;
-    g.a = x_->data();
-    g.lda = in_;
-    g.b = dy.data();
-    g.ldb = out_;
-    g.c = weight_.grad.data();
-    g.ldc = out_;
-    kernels::fast::Gemm(g, &PoolOf(ctx));
+    matmul_.Gradient(ConstMatrixView(x_->data(), n, in_, in_), dy.AsMatrix(),
+                     weight_.grad.AsMatrix(), ctx, &PoolOf(ctx));
     if (has_bias_) {
       ColumnSums(dy.data(), n, out_, bias_.grad.data(), PoolOf(ctx));
     }
   }
+
+  void CommitUpdate(const StepContext&) override { matmul_.Commit(weight_.value); }
+  StagedMatmul* matmul() override { return &matmul_; }
 
   std::vector<Parameter*> Parameters() override {
     if (has_bias_) return {&weight_, &bias_};
@@ -158,6 +98,7 @@ class Linear final : public Layer {
   bool has_bias_;
   Parameter weight_, bias_;
   const Tensor* x_ = nullptr;
+  StagedMatmul matmul_;
 };
 
 PIM_REGISTER(Layer, Linear, "linear", "fully connected layer Y = X W + b (W stored in x out)");

@@ -1,0 +1,221 @@
+// StagedMatmul implementation: FP32 GEMMs or macro calls per stage, counts and sparsity.
+#include "pimtrain/nn/staged_matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "pimtrain/kernels/gemm.h"
+
+namespace pim {
+
+namespace {
+std::mutex& CountsMutex() {
+  static std::mutex mu;
+  return mu;
+}
+}  // namespace
+
+float MaxAbs(ConstMatrixView v, ThreadPool* pool) {
+  float m = 0.0f;
+  for (int64_t r = 0; r < v.rows; ++r) {
+    const float* row = v.Row(r);
+    for (int64_t c = 0; c < v.cols; ++c) m = std::max(m, std::fabs(row[c]));
+  }
+  return m;
+}
+
+int64_t CountZeros(ConstMatrixView v, ThreadPool* pool) {
+  int64_t z = 0;
+  for (int64_t r = 0; r < v.rows; ++r) {
+    const float* row = v.Row(r);
+    for (int64_t c = 0; c < v.cols; ++c) z += row[c] == 0.0f;
+  }
+  return z;
+}
+
+// out[j] = sum_r d[r][j], each column summed in row order. Threads own blocks of 16 columns
+// (whole cache lines of a 64-byte-aligned row), never a share of the rows, so the sums do not
+// depend on the thread count; the block's partial sums stay in registers across the rows.
+void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool) {
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock;
+  pool.ParallelFor(blocks, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, rows * kBlock)),
+                   [&](int64_t b0, int64_t b1) {
+                     for (int64_t b = b0; b < b1; ++b) {
+                       const int64_t c0 = b * kBlock, len = std::min(kBlock, cols - c0);
+                       float acc[kBlock] = {};
+                       if (len == kBlock) {
+                         for (int64_t r = 0; r < rows; ++r) {
+                           const float* row = d + r * cols + c0;
+                           for (int64_t j = 0; j < kBlock; ++j) acc[j] += row[j];
+                         }
+                       } else {
+                         for (int64_t r = 0; r < rows; ++r) {
+                           const float* row = d + r * cols + c0;
+                           for (int64_t j = 0; j < len; ++j) acc[j] += row[j];
+                         }
+                       }
+                       std::copy(acc, acc + len, out + c0);
+                     }
+                   });
+}
+
+void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer) {
+  macro_ = std::move(macro);
+  layer_ = layer;
+  programmed_ = false;
+}
+
+RunContext StagedMatmul::MakeRunContext(const StepContext& ctx, Stage stage, ThreadPool* pool,
+                                        float max_abs) const {
+  RunContext rc;
+  rc.seed = ctx.seed;
+  rc.step = ctx.step;
+  rc.layer = layer_;
+  rc.stage = stage;
+  rc.pool = pool;
+  rc.input_max_abs = max_abs;
+  return rc;
+}
+
+void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias, MatrixView y,
+                           float x_max_abs, const StepContext& ctx, ThreadPool* pool) {
+  const int64_t rows = w.shape()[0], cols = w.shape()[1];
+  PIM_CHECK(x.cols == rows && y.cols == cols && x.rows == y.rows);
+  if (!macro_) {
+    // Start C at the bias (beta = 1): replaces the zeroing pass sgemm would do.
+    if (bias != nullptr) {
+      for (int64_t r = 0; r < y.rows; ++r) std::copy(bias, bias + cols, y.Row(r));
+    }
+    kernels::GemmArgs g;
+    g.m = x.rows;
+    g.n = cols;
+    g.k = rows;
+    g.a = x.data;
+    g.lda = x.ld;
+    g.b = w.data();
+    g.ldb = cols;
+    g.beta = bias != nullptr ? 1.0f : 0.0f;
+    g.c = y.data;
+    g.ldc = y.ld;
+    kernels::fast::Gemm(g, pool);
+    return;
+  }
+  PIM_CHECK_MSG(programmed_, "layer on a macro used before its weights were programmed");
+  ActionCounts counts;
+  macro_->Multiply(x, y, Direction::kForward, MakeRunContext(ctx, Stage::kForward, pool, x_max_abs),
+                   counts);
+  if (bias != nullptr) {
+    // The bias is added digitally after the array (one add per output).
+    for (int64_t r = 0; r < y.rows; ++r) {
+      float* row = y.Row(r);
+      for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+    }
+    counts.Add("bias_adds", y.rows * cols);
+  }
+  SparsityStats s;
+  s.input_elements = x.rows * x.cols;
+  s.input_zeros = CountZeros(x, pool);
+  AddSparsity(s);
+  AddCounts(Stage::kForward, counts);
+}
+
+void StagedMatmul::Backward(ConstMatrixView dy, const Tensor& w, MatrixView dx, float dy_max_abs,
+                            const StepContext& ctx, ThreadPool* pool) {
+  const int64_t rows = w.shape()[0], cols = w.shape()[1];
+  PIM_CHECK(dy.cols == cols && dx.cols == rows && dy.rows == dx.rows);
+  if (!macro_) {
+    kernels::GemmArgs g;
+    g.trans_b = kernels::Trans::kYes;
+    g.m = dy.rows;
+    g.n = rows;
+    g.k = cols;
+    g.a = dy.data;
+    g.lda = dy.ld;
+    g.b = w.data();
+    g.ldb = cols;
+    g.c = dx.data;
+    g.ldc = dx.ld;
+    kernels::fast::Gemm(g, pool);
+    return;
+  }
+  ActionCounts counts;
+  macro_->Multiply(dy, dx, Direction::kTransposed,
+                   MakeRunContext(ctx, Stage::kBackward, pool, dy_max_abs), counts);
+  SparsityStats s;
+  s.error_elements = dy.rows * dy.cols;
+  s.error_zeros = CountZeros(dy, pool);
+  AddSparsity(s);
+  AddCounts(Stage::kBackward, counts);
+}
+
+void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw,
+                            const StepContext& ctx, ThreadPool* pool) {
+  if (!macro_) {
+    kernels::GemmArgs g;
+    g.trans_a = kernels::Trans::kYes;
+    g.m = x.cols;
+    g.n = dy.cols;
+    g.k = x.rows;
+    g.a = x.data;
+    g.lda = x.ld;
+    g.b = dy.data;
+    g.ldb = dy.ld;
+    g.c = dw.data;
+    g.ldc = dw.ld;
+    kernels::fast::Gemm(g, pool);
+    return;
+  }
+  ActionCounts counts;
+  macro_->GradientCalc(x, dy, dw, MakeRunContext(ctx, Stage::kGradient, pool, -1.0f), counts);
+  AddCounts(Stage::kGradient, counts);
+}
+
+void StagedMatmul::Commit(Tensor& w) {
+  if (!macro_) return;
+  ActionCounts counts;
+  MatrixView view = w.AsMatrix();
+  macro_->Program(view, counts);
+  if (!macro_->spec().master_weights) macro_->ReadWeights(view);
+  programmed_ = true;
+  SparsityStats s;
+  s.weight_elements = w.numel();
+  s.weight_zeros = CountZeros(view, nullptr);
+  {
+    std::lock_guard<std::mutex> lock(CountsMutex());
+    sparsity_.weight_elements = s.weight_elements;  // a state, not a sum
+    sparsity_.weight_zeros = s.weight_zeros;
+  }
+  AddCounts(Stage::kUpdate, counts);
+}
+
+void StagedMatmul::AddCounts(Stage s, const ActionCounts& c) {
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  counts_[static_cast<int>(s)].Merge(c);
+}
+
+std::array<ActionCounts, kNumStages> StagedMatmul::TakeCounts() {
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  auto out = counts_;
+  for (auto& c : counts_) c.Clear();
+  return out;
+}
+
+void StagedMatmul::AddSparsity(const SparsityStats& s) {
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  sparsity_.input_elements += s.input_elements;
+  sparsity_.input_zeros += s.input_zeros;
+  sparsity_.error_elements += s.error_elements;
+  sparsity_.error_zeros += s.error_zeros;
+}
+
+SparsityStats StagedMatmul::TakeSparsity() {
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  SparsityStats out = sparsity_;
+  sparsity_.input_elements = sparsity_.input_zeros = 0;
+  sparsity_.error_elements = sparsity_.error_zeros = 0;
+  return out;
+}
+
+}  // namespace pim

@@ -1,0 +1,70 @@
+// StagedMatmul: the matrix products of a weighted layer (FP, BP, GC) and its write-back (WU),
+// run in exact FP32 (GEMM) or through a PIM macro, with the macro's actions counted per stage.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+
+#include "pimtrain/base/action_counts.h"
+#include "pimtrain/base/stage.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/layer.h"
+
+namespace pim {
+
+// Sparsity seen by one layer in one epoch: zero elements of its operands, per stage.
+struct SparsityStats {
+  int64_t input_elements = 0, input_zeros = 0;  // FP inputs (activations)
+  int64_t error_elements = 0, error_zeros = 0;  // BP inputs (output errors)
+  int64_t weight_elements = 0, weight_zeros = 0;  // stored weights at the last programming
+};
+
+class StagedMatmul {
+ public:
+  // Runs every later product through `macro` (nullptr: back to FP32). `layer` keys its noise.
+  void AttachMacro(std::unique_ptr<Macro> macro, int layer);
+  bool on_macro() const { return macro_ != nullptr; }
+  Macro* macro() { return macro_.get(); }
+
+  // y = x W (+ bias broadcast over rows when non-null). x: n x rows(W); y: n x cols(W).
+  // `x_max_abs` is the largest |x| of the whole tensor x is a slice of (a macro scales inputs
+  // per tensor, so slicing a batch must not change the scale); pass a negative value for "x
+  // itself". `pool` runs the product (nullptr: inline).
+  void Forward(ConstMatrixView x, const Tensor& w, const float* bias, MatrixView y,
+               float x_max_abs, const StepContext& ctx, ThreadPool* pool);
+  // dx = dy W^T. dy: n x cols(W); dx: n x rows(W).
+  void Backward(ConstMatrixView dy, const Tensor& w, MatrixView dx, float dy_max_abs,
+                const StepContext& ctx, ThreadPool* pool);
+  // dw = x^T dy (overwritten). x: n x rows(W); dy: n x cols(W).
+  void Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw, const StepContext& ctx,
+                ThreadPool* pool);
+  // WU write-back: programs the macro with w. Without a master copy the layer's weights become
+  // what the array holds (the chip keeps no higher-precision copy), so `w` may change.
+  void Commit(Tensor& w);
+
+  // Counts since the last TakeCounts, per stage; thread-safe adds from parallel slices.
+  void AddCounts(Stage s, const ActionCounts& c);
+  std::array<ActionCounts, kNumStages> TakeCounts();
+  SparsityStats TakeSparsity();
+  void AddSparsity(const SparsityStats& s);
+
+ private:
+  RunContext MakeRunContext(const StepContext& ctx, Stage stage, ThreadPool* pool,
+                            float max_abs) const;
+
+  std::unique_ptr<Macro> macro_;
+  int layer_ = 0;
+  bool programmed_ = false;
+  std::array<ActionCounts, kNumStages> counts_;
+  SparsityStats sparsity_;
+};
+
+// Largest |v| over a matrix (0 for an empty one). NaN-free inputs assumed.
+float MaxAbs(ConstMatrixView v, ThreadPool* pool);
+// out[j] = sum_r d[r][j] (the bias gradient of a batch), deterministic for any thread count.
+void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool);
+// Number of exact zeros in a matrix.
+int64_t CountZeros(ConstMatrixView v, ThreadPool* pool);
+
+}  // namespace pim
