@@ -40,6 +40,8 @@ struct MacroSpec {
   int input_bits = 8;           // bit-serial input width (forward activations)
   int weight_bits = 8;          // weight width used in the forward direction
   int weight_bits_backward = 8; // weight width used in the transposed direction
+  int error_bits = 8;           // bit-serial width of transposed-direction inputs (errors)
+  int gradient_bits = 16;       // width of the output errors on the gradient path
   // true: the layer keeps FP32 master weights and reprograms the array from them after each
   // update (small updates accumulate); false: the array is the only copy (the chip's update is
   // written into the cells, and an update below one LSB is lost unless rounded stochastically).
@@ -54,8 +56,9 @@ class Macro {
   virtual const MacroSpec& spec() const = 0;
 
   // Stores a rows x cols weight matrix (any size: tiled onto fixed arrays) as the hardware
-  // stores it (quantized, sliced, rotated, ...). Counts the cell writes.
-  virtual void Program(ConstMatrixView w, ActionCounts& counts) = 0;
+  // stores it (quantized, sliced, rotated, ...). Counts the cell writes. `ctx` keys stochastic
+  // rounding (the WU stage of ctx.step), so a resumed run programs the same bits.
+  virtual void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) = 0;
 
   // y = x W or y = x W^T (see Direction) through the stored array, for a whole batch.
   // Inputs are quantized as the chip's input path does; partial results across row tiles are

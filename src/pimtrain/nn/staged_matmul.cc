@@ -172,11 +172,11 @@ void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw
   AddCounts(Stage::kGradient, counts);
 }
 
-void StagedMatmul::Commit(Tensor& w) {
+void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
   if (!macro_) return;
   ActionCounts counts;
   MatrixView view = w.AsMatrix();
-  macro_->Program(view, counts);
+  macro_->Program(view, MakeRunContext(ctx, Stage::kUpdate, ctx.pool, -1.0f), counts);
   if (!macro_->spec().master_weights) macro_->ReadWeights(view);
   programmed_ = true;
   SparsityStats s;

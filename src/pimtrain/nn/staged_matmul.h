@@ -41,7 +41,7 @@ class StagedMatmul {
                 ThreadPool* pool);
   // WU write-back: programs the macro with w. Without a master copy the layer's weights become
   // what the array holds (the chip keeps no higher-precision copy), so `w` may change.
-  void Commit(Tensor& w);
+  void Commit(Tensor& w, const StepContext& ctx);
 
   // Counts since the last TakeCounts, per stage; thread-safe adds from parallel slices.
   void AddCounts(Stage s, const ActionCounts& c);

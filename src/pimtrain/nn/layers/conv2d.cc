@@ -144,7 +144,7 @@ class Conv2d final : public Layer {
     }
   }
 
-  void CommitUpdate(const StepContext&) override { matmul_.Commit(weight_.value); }
+  void CommitUpdate(const StepContext& ctx) override { matmul_.Commit(weight_.value, ctx); }
   StagedMatmul* matmul() override { return &matmul_; }
 
   std::vector<Parameter*> Parameters() override {

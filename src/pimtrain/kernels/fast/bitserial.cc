@@ -1,0 +1,628 @@
+// Fast bit-serial PIM multiply: the digital adder trees and shift-adds are exact, so the result
+// is one exact integer GEMM (int16 slices, vpmaddwd, int32 blocks, int64 combine); the action
+// counts follow from operand statistics (docs/numerics.md, "Counting model").
+#include "pimtrain/kernels/bitserial.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+
+namespace pim::kernels::fast {
+namespace {
+
+// Register block: kMr rows x kNr columns of int32 accumulators (12 of 16 ymm registers).
+constexpr int kMr = 6;
+constexpr int kNr = 16;
+// Reduction block. Slices are at most 9-bit ([-128, 255]), so one product is at most
+// 255 * 255 = 65025 in magnitude and kKc of them stay below 2^31: the int32 accumulators of one
+// block are exact, and blocks are combined in int64.
+constexpr int64_t kKc = 512;
+static_assert(kKc % 2 == 0 && 65025 * kKc < (int64_t{1} << 31));
+// At most kMc rows of A per task (a kMc x kKc int16 block stays in L2 while the column panels
+// stream past it).
+constexpr int64_t kMc = 96;
+static_assert(kMc % kMr == 0);
+// At most kNg column panels per task (kKc x kNg*kNr int16 of B, in L2).
+constexpr int64_t kNg = 8;
+
+// An operand of <= 8 bits is one int16 slice; a wider one (<= 16 bits) is two 8-bit slices,
+// v = hi * 2^8 + lo with lo = v & 0xFF in [0, 255] and hi = v >> 8 (arithmetic), as the
+// hardware splits wide words into byte slices. Every slice lies in [-128, 255].
+inline int NumSlices(int bits) { return bits <= 8 ? 1 : 2; }
+inline int32_t Slice(int32_t v, int slice, int num_slices) {
+  if (num_slices == 1) return v;
+  return slice == 0 ? (v & 0xFF) : (v >> 8);
+}
+inline uint32_t PackPair(int32_t lo, int32_t hi) {
+  return (static_cast<uint32_t>(lo) & 0xFFFFu) | (static_cast<uint32_t>(hi) << 16);
+}
+
+template <class T>
+struct AlignedDelete {
+  void operator()(T* p) const { std::free(p); }
+};
+template <class T>
+using AlignedArray = std::unique_ptr<T[], AlignedDelete<T>>;
+template <class T>
+AlignedArray<T> AllocAligned(int64_t n) {
+  size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+  bytes = (bytes + 63) / 64 * 64;
+  return AlignedArray<T>(static_cast<T*>(std::aligned_alloc(64, bytes)));
+}
+
+// --- Operand statistics -----------------------------------------------------------------------
+
+inline uint32_t HorizontalOr(__m256i v) {
+  __m128i x = _mm_or_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0x4E));
+  x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0xB1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(x));
+}
+
+inline int32_t HorizontalSum(__m256i v) {
+  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4E));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+  return _mm_cvtsi128_si32(x);
+}
+inline int32_t HorizontalMin(__m256i v) {
+  __m128i x = _mm_min_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_min_epi32(x, _mm_shuffle_epi32(x, 0x4E));
+  x = _mm_min_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+  return _mm_cvtsi128_si32(x);
+}
+inline int32_t HorizontalMax(__m256i v) {
+  __m128i x = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_max_epi32(x, _mm_shuffle_epi32(x, 0x4E));
+  x = _mm_max_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+  return _mm_cvtsi128_si32(x);
+}
+
+inline bool InRange(int32_t v, int32_t lo, int32_t hi) { return v >= lo && v <= hi; }
+
+// --- Packing ----------------------------------------------------------------------------------
+// A (m x k) is packed per slice as int16 rows (row stride lda16 int16, zero-padded to an even
+// length and to a whole number of kMr-row panels), so int32 j of a row is the pair
+// (x[m][2j], x[m][2j+1]). B (k x n) is packed per slice as rows of int32 pairs
+// (w[2j][c], w[2j+1][c]), row j at j * ldb, zero-padded to whole kNr-column panels. vpmaddwd of
+// a broadcast A pair with a B vector yields x[m][2j] w[2j][c] + x[m][2j+1] w[2j+1][c] per
+// column; padding adds nothing. Both packs are streaming transforms (sequential reads and
+// writes); the micro-kernel then walks B with stride ldb, which the prefetchers follow.
+
+struct Layout {
+  int64_t m_panels, n_panels, k_blocks;
+  int64_t kp_total;  // ceil(k / 2): pairs in a packed A row, and in all k blocks of B
+  int64_t lda16;     // A row stride in int16
+  // First pair of k block b; block b covers k in [b*kKc, min(k, (b+1)*kKc)).
+  static int64_t KpOffset(int64_t b) { return b * (kKc / 2); }
+};
+
+inline int64_t KPairs(int64_t k, int64_t b) {
+  const int64_t len = std::min(k, (b + 1) * kKc) - b * kKc;
+  return (len + 1) / 2;
+}
+
+// Statistics of the input rows [m0, m1) (docs/numerics.md): the sums over (sample, row block i)
+// of the active planes A(m, i) = popcount(OR of the block's bit patterns) and of
+// A(m, i) * (k_i - 1); per word line r the plane population Px(r) += sum_m popcount(x[m][r]).
+// The same pass writes the rows' int16 slices into the packed A (one pass over X).
+struct InputStats {
+  int64_t active_planes = 0;
+  int64_t active_plane_rows = 0;
+  bool in_range = true;
+};
+
+// Per-byte popcounts of v (nibble lookup; AVX2 has no vpopcnt).
+inline __m256i PopcountBytes(__m256i v) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                       1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib));
+  __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+  return _mm256_add_epi8(lo, hi);
+}
+// Sums the four bytes of each 32-bit lane.
+inline __m256i SumBytesPerLane(__m256i bytes) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
+}
+
+// Rows m .. m+R-1 of StatsAndPackA (below), processed together so that the plane population
+// px is read and written once per R rows.
+template <int R>
+void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, int64_t m_base,
+                      int32_t* px, int16_t* a0, int16_t* a1, __m256i& vmin, __m256i& vmax,
+                      InputStats& s) {
+  const int ns = NumSlices(p.x.bits);
+  const uint32_t mask = (1u << p.x.bits) - 1u;
+  const int32_t lo = static_cast<int32_t>(IntMin(p.x.bits, p.x.sign));
+  const int32_t hi = static_cast<int32_t>(IntMax(p.x.bits, p.x.sign));
+  const __m256i vmask = _mm256_set1_epi32(static_cast<int32_t>(mask));
+  const __m256i byte = _mm256_set1_epi32(0xFF);
+  const bool contiguous = p.x.stride_j == 1;
+  // int32 lanes -> the low 128 bits hold the 8 values as int16, in order (no saturation: every
+  // slice is in [-128, 255]).
+  auto to_int16 = [](__m256i v) {
+    return _mm256_castsi256_si128(
+        _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0x08));  // lanes 0, 2
+  };
+  const int32_t* row[R];
+  int16_t* d0[R];
+  int16_t* d1[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = p.x.data + (m + i) * p.x.stride_i;
+    d0[i] = a0 + (m + i - m_base) * lay.lda16;
+    d1[i] = a1 + (m + i - m_base) * lay.lda16;
+  }
+  for (int64_t k0 = 0; k0 < p.k; k0 += p.tile_k) {
+    const int64_t k1 = std::min(p.k, k0 + p.tile_k);
+    uint32_t any[R] = {};
+    int64_t r = k0;
+    if (contiguous) {
+      __m256i vor[R];
+      for (int i = 0; i < R; ++i) vor[i] = _mm256_setzero_si256();
+      for (; r + 8 <= k1; r += 8) {
+        __m256i pop = _mm256_setzero_si256();  // byte counts, at most 8 * R per byte
+        for (int i = 0; i < R; ++i) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[i] + r));
+          vmin = _mm256_min_epi32(vmin, v);
+          vmax = _mm256_max_epi32(vmax, v);
+          const __m256i u = _mm256_and_si256(v, vmask);
+          vor[i] = _mm256_or_si256(vor[i], u);
+          pop = _mm256_add_epi8(pop, PopcountBytes(u));
+          if (ns == 1) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d0[i] + r), to_int16(v));
+          } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d0[i] + r),
+                             to_int16(_mm256_and_si256(v, byte)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d1[i] + r),
+                             to_int16(_mm256_srai_epi32(v, 8)));
+          }
+        }
+        __m256i* pr = reinterpret_cast<__m256i*>(px + r);
+        _mm256_storeu_si256(pr, _mm256_add_epi32(_mm256_loadu_si256(pr), SumBytesPerLane(pop)));
+      }
+      for (int i = 0; i < R; ++i) any[i] = HorizontalOr(vor[i]);
+    }
+    for (; r < k1; ++r) {
+      for (int i = 0; i < R; ++i) {
+        const int32_t v = row[i][r * p.x.stride_j];
+        s.in_range = s.in_range && InRange(v, lo, hi);
+        const uint32_t u = static_cast<uint32_t>(v) & mask;
+        any[i] |= u;
+        px[r] += __builtin_popcount(u);
+        d0[i][r] = static_cast<int16_t>(Slice(v, 0, ns));
+        if (ns == 2) d1[i][r] = static_cast<int16_t>(Slice(v, 1, ns));
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      const int64_t a = __builtin_popcount(any[i]);
+      s.active_planes += a;
+      s.active_plane_rows += a * (k1 - k0 - 1);
+    }
+  }
+  // Zero padding up to the packed row length.
+  for (int i = 0; i < R; ++i) {
+    for (int64_t r = p.k; r < 2 * lay.kp_total; ++r) {
+      d0[i][r] = 0;
+      if (ns == 2) d1[i][r] = 0;
+    }
+  }
+}
+
+// Rows [m0, m1) of X: statistics, and the packed rows written from a0 / a1 (slices 0 / 1) on,
+// row m at (m - m0) * lda16.
+InputStats StatsAndPackA(const BitSerialProblem& p, const Layout& lay, int64_t m0, int64_t m1,
+                         int32_t* px, int16_t* a0, int16_t* a1) {
+  InputStats s;
+  const int32_t lo = static_cast<int32_t>(IntMin(p.x.bits, p.x.sign));
+  const int32_t hi = static_cast<int32_t>(IntMax(p.x.bits, p.x.sign));
+  __m256i vmin = _mm256_set1_epi32(lo), vmax = _mm256_set1_epi32(hi);
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) StatsAndPackRows<4>(p, lay, m, m0, px, a0, a1, vmin, vmax, s);
+  for (; m < m1; ++m) StatsAndPackRows<1>(p, lay, m, m0, px, a0, a1, vmin, vmax, s);
+  if (HorizontalMin(vmin) < lo || HorizontalMax(vmax) > hi) s.in_range = false;
+  return s;
+}
+
+// Packs the k pairs [g0, g1) and column panels [np0, np1) of B, every slice: pair g, panel np at
+// out[s] + (g - g0) * ldb + (np - np0) * kNr. Writes the number of nonzero elements of each of
+// these rows within these columns into nonzero[r], and clears *in_range if an element is outside
+// the operand's range.
+void PackB(const BitSerialProblem& p, int64_t g0, int64_t g1, int64_t np0, int64_t np1,
+           int32_t* const out[2], int64_t ldb, int32_t* nonzero, bool* in_range) {
+  const int ns = NumSlices(p.w.bits);
+  const int32_t lo = static_cast<int32_t>(IntMin(p.w.bits, p.w.sign));
+  const int32_t hi = static_cast<int32_t>(IntMax(p.w.bits, p.w.sign));
+  const int64_t si = p.w.stride_i, sj = p.w.stride_j;
+  const __m256i zero = _mm256_setzero_si256(), byte = _mm256_set1_epi32(0xFF);
+  __m256i vmin = _mm256_set1_epi32(lo), vmax = _mm256_set1_epi32(hi);
+  bool ok = true;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t r0 = 2 * g, r1 = r0 + 1;
+    const bool has_r1 = r1 < p.k;
+    const int64_t base = (g - g0) * ldb - np0 * kNr;  // + panel * kNr
+    const int32_t* w0 = p.w.data + r0 * si;
+    const int32_t* w1 = has_r1 ? p.w.data + r1 * si : nullptr;
+    int64_t nz0 = 0, nz1 = 0;
+    int64_t panel = np0;
+    if (sj == 1 && has_r1) {
+      // Whole panels: two rows of 16 contiguous int32 -> 16 interleaved int16 pairs.
+      __m256i z0 = zero, z1 = zero;  // minus the zero counts per lane
+      for (; panel < np1 && (panel + 1) * kNr <= p.n; ++panel) {
+        const int64_t off = base + panel * kNr;
+        for (int h = 0; h < kNr; h += 8) {
+          const __m256i a =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + panel * kNr + h));
+          const __m256i c =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + panel * kNr + h));
+          vmin = _mm256_min_epi32(vmin, _mm256_min_epi32(a, c));
+          vmax = _mm256_max_epi32(vmax, _mm256_max_epi32(a, c));
+          z0 = _mm256_add_epi32(z0, _mm256_cmpeq_epi32(a, zero));
+          z1 = _mm256_add_epi32(z1, _mm256_cmpeq_epi32(c, zero));
+          auto store = [&](int slice, __m256i lo16, __m256i hi16) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(out[slice] + off + h),
+                               _mm256_blend_epi16(lo16, _mm256_slli_epi32(hi16, 16), 0xAA));
+          };
+          if (ns == 1) {
+            store(0, a, c);
+          } else {
+            store(0, _mm256_and_si256(a, byte), _mm256_and_si256(c, byte));
+            store(1, _mm256_srai_epi32(a, 8), _mm256_srai_epi32(c, 8));
+          }
+        }
+      }
+      nz0 = (panel - np0) * kNr + HorizontalSum(z0);
+      nz1 = (panel - np0) * kNr + HorizontalSum(z1);
+    }
+    // The ragged last panel, and strided rows.
+    for (; panel < np1; ++panel) {
+      const int64_t off = base + panel * kNr;
+      for (int64_t cc = 0; cc < kNr; ++cc) {
+        const int64_t col = panel * kNr + cc;
+        int32_t v0 = 0, v1 = 0;
+        if (col < p.n) {
+          v0 = w0[col * sj];
+          v1 = has_r1 ? w1[col * sj] : 0;
+          ok = ok && InRange(v0, lo, hi) && InRange(v1, lo, hi);
+          nz0 += v0 != 0;
+          nz1 += v1 != 0;
+        }
+        for (int sl = 0; sl < ns; ++sl) {
+          out[sl][off + cc] = static_cast<int32_t>(PackPair(Slice(v0, sl, ns), Slice(v1, sl, ns)));
+        }
+      }
+    }
+    nonzero[r0] = static_cast<int32_t>(nz0);
+    if (has_r1) nonzero[r1] = static_cast<int32_t>(nz1);
+  }
+  if (HorizontalMin(vmin) < lo || HorizontalMax(vmax) > hi) ok = false;
+  if (!ok) *in_range = false;
+}
+
+// A B row stride for `panels` column panels: an odd number of 64-byte lines, so that the rows of
+// a micro-panel spread over all L1 sets.
+inline int64_t PanelStride(int64_t panels) { return (panels + (panels % 2 == 0 ? 1 : 0)) * kNr; }
+
+// Grow-only scratch buffers of the calling thread, so repeated calls do not map and fault in
+// fresh pages for the packed operands.
+struct Workspace {
+  AlignedArray<int16_t> a;
+  int64_t a_cap = 0;
+  AlignedArray<int32_t> b;
+  int64_t b_cap = 0;
+};
+template <class T>
+T* Reserve(AlignedArray<T>& buf, int64_t& cap, int64_t n) {
+  if (n > cap || !buf) {
+    buf = AllocAligned<T>(n);
+    cap = n;
+  }
+  return buf.get();
+}
+Workspace& ThreadWorkspace() {
+  thread_local Workspace workspace;
+  return workspace;
+}
+
+// --- Micro- and macro-kernel ------------------------------------------------------------------
+
+// out[MR][kNr] = sum over kp pairs of A pairs x B pairs (int32, exact within one k block). A
+// row r's pairs start at a + r * lda, B's pair row j at b + j * ldb (int32 units).
+// out[kMr][kNr] = sum over kp pairs of A pairs x B pairs (int32, exact within one k block). A
+// row r's pairs start at a + r * lda, B's pair row j at b + j * ldb (int32 units). The twelve
+// accumulators are named variables and the function is kept out of line, so that the compiler
+// keeps all of them in registers (as arrays, or inlined into the callers, they spill).
+static_assert(kMr == 6 && kNr == 16);
+[[gnu::noinline]] void MicroKernel(int64_t kp, const int32_t* a, int64_t lda, const int32_t* b,
+                                   int64_t ldb, int32_t* out) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const int32_t* a0 = a;
+  const int32_t* a1 = a + lda;
+  const int32_t* a2 = a + 2 * lda;
+  const int32_t* a3 = a + 3 * lda;
+  const int32_t* a4 = a + 4 * lda;
+  const int32_t* a5 = a + 5 * lda;
+  // acc += madd(broadcast A pair, B vector): x[m][2j] w[2j][c] + x[m][2j+1] w[2j+1][c].
+#define PIM_ROW(ar, acc0, acc1)                                \
+  {                                                            \
+    const __m256i av = _mm256_set1_epi32(ar[j]);               \
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(av, b0));  \
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(av, b1));  \
+  }
+  for (int64_t j = 0; j < kp; ++j) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 8));
+    b += ldb;
+    PIM_ROW(a0, c00, c01)
+    PIM_ROW(a1, c10, c11)
+    PIM_ROW(a2, c20, c21)
+    PIM_ROW(a3, c30, c31)
+    PIM_ROW(a4, c40, c41)
+    PIM_ROW(a5, c50, c51)
+  }
+#undef PIM_ROW
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_store_si256(o + 0, c00);
+  _mm256_store_si256(o + 1, c01);
+  _mm256_store_si256(o + 2, c10);
+  _mm256_store_si256(o + 3, c11);
+  _mm256_store_si256(o + 4, c20);
+  _mm256_store_si256(o + 5, c21);
+  _mm256_store_si256(o + 6, c30);
+  _mm256_store_si256(o + 7, c31);
+  _mm256_store_si256(o + 8, c40);
+  _mm256_store_si256(o + 9, c41);
+  _mm256_store_si256(o + 10, c50);
+  _mm256_store_si256(o + 11, c51);
+}
+
+// y[rows][cols] (=|+=) tile << shift, for the valid rows x cols corner of a kMr x kNr tile.
+inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool first, int64_t* y,
+                      int64_t ldy) {
+  for (int r = 0; r < rows; ++r) {
+    int64_t* yr = y + r * ldy;
+    const int32_t* t = tile + r * kNr;
+    if (cols == kNr) {
+      for (int h = 0; h < kNr; h += 4) {
+        __m256i v = _mm256_cvtepi32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(t + h)));
+        v = _mm256_slli_epi64(v, shift);
+        __m256i* dst = reinterpret_cast<__m256i*>(yr + h);
+        if (!first) v = _mm256_add_epi64(v, _mm256_loadu_si256(dst));
+        _mm256_storeu_si256(dst, v);
+      }
+    } else {
+      for (int c = 0; c < cols; ++c) {
+        const int64_t v = static_cast<int64_t>(t[c]) * (int64_t{1} << shift);
+        yr[c] = first ? v : yr[c] + v;
+      }
+    }
+  }
+}
+
+// Multiplies row panels [mp0, mp1) by column panels [np0, np1) for k block kb, all slice
+// pairs: y (=|+=) sum_{a,b} 2^(8a + 8b) X_a W_b. `a[s]` points at slice s's packed row mp0*kMr
+// (whole rows, stride lda int32 pairs); `b[s]` at slice s's pair row of the block's first k
+// pair, panel np0 (stride ldb).
+void MacroKernel(const BitSerialProblem& p, int64_t kb, int64_t mp0, int64_t mp1, int64_t np0,
+                 int64_t np1, const int32_t* const a[2], int64_t lda, const int32_t* const b[2],
+                 int64_t ldb, bool first) {
+  alignas(32) int32_t tile[kMr * kNr];
+  const int xs = NumSlices(p.x.bits), ws = NumSlices(p.w.bits);
+  const int64_t kp = KPairs(p.k, kb), g0 = Layout::KpOffset(kb);
+  for (int sa = 0; sa < xs; ++sa) {
+    for (int sb = 0; sb < ws; ++sb) {
+      const int shift = 8 * (xs == 2 ? sa : 0) + 8 * (ws == 2 ? sb : 0);
+      for (int64_t np = np0; np < np1; ++np) {
+        const int32_t* bp = b[sb] + (np - np0) * kNr;
+        const int64_t c0 = np * kNr;
+        const int cols = static_cast<int>(std::min<int64_t>(kNr, p.n - c0));
+        for (int64_t mp = mp0; mp < mp1; ++mp) {
+          MicroKernel(kp, a[sa] + (mp - mp0) * kMr * lda + g0, lda, bp, ldb, tile);
+          const int64_t r0 = mp * kMr;
+          const int rows = static_cast<int>(std::min<int64_t>(kMr, p.m - r0));
+          StoreTile(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy);
+        }
+      }
+      first = false;
+    }
+  }
+}
+
+using ParallelFor =
+    std::function<void(int64_t, int64_t, const std::function<void(int64_t, int64_t)>&)>;
+
+// The exact product into p.y (m, n > 0), with the operand statistics: xstats and px per chunk of
+// samples, nonzero[g] per weight row for chunk g of the columns (summed by the caller), b_ok
+// cleared on an out-of-range weight. Two parallel sections per call (each costs a wake-up of the
+// pool's threads).
+void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
+              const ParallelFor& parallel_for, std::vector<InputStats>& xstats,
+              std::vector<std::vector<int32_t>>& px, std::vector<std::vector<int32_t>>& nonzero,
+              std::vector<char>& b_ok) {
+  const int xs = NumSlices(p.x.bits), ws = NumSlices(p.w.bits);
+  if (p.k == 0) {
+    for (int64_t m = 0; m < p.m; ++m) std::fill(p.y + m * p.ldy, p.y + m * p.ldy + p.n, 0);
+  }
+  const int64_t lda = lay.lda16 / 2;  // in int32 pairs
+  auto new_rows = [&](int64_t count) {
+    return std::vector<std::vector<int32_t>>(static_cast<size_t>(count),
+                                             std::vector<int32_t>(static_cast<size_t>(p.k), 0));
+  };
+
+  if (p.m >= p.n) {
+    // More A than B. Section 1 packs all of B (split over k pairs); section 2 gives each task a
+    // block of mc rows, which it packs with their statistics into its own cache-resident buffer
+    // and multiplies by every column panel: the packed A never leaves the cache.
+    int64_t m_blocks = (p.m + kMc - 1) / kMc;  // a multiple of the thread count, for balance
+    m_blocks = std::min((m_blocks + threads - 1) / threads * threads, lay.m_panels);
+    const int64_t mc = std::min(kMc, (lay.m_panels + m_blocks - 1) / m_blocks * kMr);
+    m_blocks = (p.m + mc - 1) / mc;
+    const int64_t ldb = PanelStride(lay.n_panels);
+    const int64_t b_size = lay.kp_total * ldb;
+    Workspace& main_ws = ThreadWorkspace();
+    int32_t* bbuf = Reserve(main_ws.b, main_ws.b_cap, b_size * ws);
+    int32_t* const bslices[2] = {bbuf, bbuf + (ws == 2 ? b_size : 0)};
+    nonzero = new_rows(1);
+    const int64_t chunks = std::min<int64_t>(threads, lay.kp_total);
+    parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t ch = b; ch < e; ++ch) {
+        const int64_t g0 = lay.kp_total * ch / chunks, g1 = lay.kp_total * (ch + 1) / chunks;
+        int32_t* const out[2] = {bslices[0] + g0 * ldb, bslices[1] + g0 * ldb};
+        bool ok = true;
+        PackB(p, g0, g1, 0, lay.n_panels, out, ldb, nonzero[0].data(), &ok);
+        if (!ok) b_ok[ch] = 0;
+      }
+    });
+    xstats.resize(static_cast<size_t>(m_blocks));
+    px = new_rows(m_blocks);
+    parallel_for(m_blocks, 1, [&](int64_t t0, int64_t t1) {
+      Workspace& w = ThreadWorkspace();
+      const int64_t a_size = mc * lay.lda16;
+      int16_t* abuf = Reserve(w.a, w.a_cap, a_size * xs);
+      for (int64_t mb = t0; mb < t1; ++mb) {
+        const int64_t m0 = mb * mc, m1 = std::min(p.m, m0 + mc);
+        xstats[mb] = StatsAndPackA(p, lay, m0, m1, px[mb].data(), abuf, abuf + a_size);
+        const int64_t mp0 = m0 / kMr, mp1 = (m1 + kMr - 1) / kMr;
+        for (int s = 0; s < xs; ++s) {  // rows of the last panel past m
+          std::fill(abuf + s * a_size + (m1 - m0) * lay.lda16,
+                    abuf + s * a_size + (mp1 - mp0) * kMr * lay.lda16, int16_t{0});
+        }
+        const int32_t* const aslices[2] = {reinterpret_cast<const int32_t*>(abuf),
+                                           reinterpret_cast<const int32_t*>(abuf + a_size)};
+        for (int64_t kb = 0; kb < lay.k_blocks; ++kb) {
+          const int64_t off = Layout::KpOffset(kb) * ldb;
+          const int32_t* const bblk[2] = {bslices[0] + off, bslices[1] + off};
+          MacroKernel(p, kb, mp0, mp1, 0, lay.n_panels, aslices, lda, bblk, ldb, kb == 0);
+        }
+      }
+    });
+    return;
+  }
+
+  // More B than A. Section 1 packs all of A with the statistics (split over samples); section 2
+  // gives each task a group of ng column panels, for which it packs B one k block at a time into
+  // its own cache-resident buffer and multiplies all of A by it, in row blocks of kMc.
+  const int64_t a_size = lay.m_panels * kMr * lay.lda16;  // int16 per slice
+  Workspace& main_ws = ThreadWorkspace();
+  int16_t* apack = Reserve(main_ws.a, main_ws.a_cap, a_size * xs);
+  const int64_t chunks = std::min<int64_t>(threads, p.m);
+  xstats.resize(static_cast<size_t>(chunks));
+  px = new_rows(chunks);
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t ch = b; ch < e; ++ch) {
+      const int64_t m0 = p.m * ch / chunks, m1 = p.m * (ch + 1) / chunks;
+      xstats[ch] = StatsAndPackA(p, lay, m0, m1, px[ch].data(), apack + m0 * lay.lda16,
+                                 apack + a_size + m0 * lay.lda16);
+    }
+  });
+  for (int s = 0; s < xs; ++s) {  // rows of the last panel past m
+    std::fill(apack + s * a_size + p.m * lay.lda16, apack + (s + 1) * a_size, int16_t{0});
+  }
+  // Column groups: at most kNg panels, at least one group per thread.
+  const int64_t ng = std::clamp<int64_t>((lay.n_panels + threads - 1) / threads, 1, kNg);
+  const int64_t n_groups = (lay.n_panels + ng - 1) / ng;
+  nonzero = new_rows(n_groups);
+  parallel_for(n_groups, 1, [&](int64_t t0, int64_t t1) {
+    Workspace& w = ThreadWorkspace();
+    const int64_t ldb = PanelStride(ng);
+    const int64_t b_size = (kKc / 2) * ldb;  // int32 per slice and k block
+    int32_t* bbuf = Reserve(w.b, w.b_cap, b_size * ws);
+    int32_t* const bslices[2] = {bbuf, bbuf + (ws == 2 ? b_size : 0)};
+    bool ok = true;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t np0 = t * ng, np1 = std::min(lay.n_panels, np0 + ng);
+      for (int64_t kb = 0; kb < lay.k_blocks; ++kb) {
+        const int64_t g0 = Layout::KpOffset(kb);
+        PackB(p, g0, g0 + KPairs(p.k, kb), np0, np1, bslices, ldb, nonzero[t].data(), &ok);
+        for (int64_t mp0 = 0; mp0 < lay.m_panels; mp0 += kMc / kMr) {
+          const int64_t mp1 = std::min(lay.m_panels, mp0 + kMc / kMr);
+          const int32_t* const aslices[2] = {
+              reinterpret_cast<const int32_t*>(apack + mp0 * kMr * lay.lda16),
+              reinterpret_cast<const int32_t*>(apack + a_size + mp0 * kMr * lay.lda16)};
+          MacroKernel(p, kb, mp0, mp1, np0, np1, aslices, lda, bslices, ldb, kb == 0);
+        }
+      }
+    }
+    if (!ok) b_ok[t0] = 0;
+  });
+}
+
+}  // namespace
+
+void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool) {
+  PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.tile_k >= 1 && p.tile_n >= 1);
+  PIM_CHECK(p.x.bits >= 1 && p.x.bits <= 16 && p.w.bits >= 1 && p.w.bits <= 16);
+  const ParallelFor parallel_for = [pool](int64_t n, int64_t grain,
+                                          const std::function<void(int64_t, int64_t)>& fn) {
+    if (pool != nullptr) {
+      pool->ParallelFor(n, grain, fn);
+    } else if (n > 0) {
+      fn(0, n);
+    }
+  };
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
+
+  Layout lay;
+  lay.m_panels = (p.m + kMr - 1) / kMr;
+  lay.n_panels = (p.n + kNr - 1) / kNr;
+  lay.k_blocks = (p.k + kKc - 1) / kKc;
+  lay.kp_total = (p.k + 1) / 2;
+  // Row stride: whole 64-byte lines, and not a multiple of 4 KiB, so that the kMr rows a
+  // micro-kernel streams do not alias in L1.
+  lay.lda16 = (2 * lay.kp_total + 31) / 32 * 32;
+  if (lay.lda16 % 2048 == 0) lay.lda16 += 32;
+
+  // Input statistics per chunk of samples (integer sums: the split does not change them), and
+  // the nonzero weights per row.
+  std::vector<InputStats> xstats;
+  std::vector<std::vector<int32_t>> px;
+  std::vector<std::vector<int32_t>> nonzero;
+  std::vector<char> b_ok(static_cast<size_t>(std::max<int64_t>(threads, lay.n_panels)), 1);
+  if (p.m > 0 && p.n > 0) {
+    Multiply(p, lay, threads, parallel_for, xstats, px, nonzero, b_ok);
+  }
+
+  // Counts from statistics (docs/numerics.md): with A(m, i) the active planes of sample m on row
+  // block i, Px(r) the plane population of word line r and nz(r) its nonzero weights.
+  bool ok = true;
+  int64_t sum_a = 0, sum_a_rows = 0;
+  for (const auto& s : xstats) {
+    ok = ok && s.in_range;
+    sum_a += s.active_planes;
+    sum_a_rows += s.active_plane_rows;
+  }
+  for (char c : b_ok) ok = ok && c;
+  PIM_CHECK_MSG(ok, "bit-serial operand out of its declared range");
+  int64_t and_ops = 0, gated = 0;
+  for (int64_t r = 0; r < p.k; ++r) {
+    int64_t pop = 0, nz = 0;
+    for (const auto& v : px) pop += v[r];
+    for (const auto& v : nonzero) nz += v[r];
+    and_ops += pop * nz;
+    gated += pop * (p.n - nz);
+  }
+  const int64_t k_blocks = (p.k + p.tile_k - 1) / p.tile_k;
+  const int64_t n_blocks = (p.n + p.tile_n - 1) / p.tile_n;
+  BitSerialCounts c;
+  c.bitserial_cycles = n_blocks * sum_a;
+  c.skipped_zero_cycles = n_blocks * (p.m * k_blocks * p.x.bits - sum_a);
+  c.cell_and_ops = p.w.bits * and_ops;
+  c.gated_zero_weight_ops = p.w.bits * gated;
+  c.adder_tree_adds = p.n * p.w.bits * sum_a_rows;
+  c.shift_adds = p.n * p.w.bits * sum_a;
+  c.tile_accumulations = p.m * p.n * std::max<int64_t>(k_blocks - 1, 0);
+  c.input_buffer_writes = p.m * p.k;
+  c.input_buffer_reads = p.m * p.k * n_blocks;
+  c.output_buffer_writes = p.m * p.n;
+  c.macs = p.m * p.k * p.n;
+  counts = c;
+}
+
+}  // namespace pim::kernels::fast
