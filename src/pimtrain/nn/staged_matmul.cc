@@ -61,9 +61,10 @@ void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPo
                    });
 }
 
-void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer) {
+void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer, ConvMapping mapping) {
   macro_ = std::move(macro);
   layer_ = layer;
+  mapping_ = mapping;
   programmed_ = false;
 }
 

@@ -20,10 +20,19 @@ struct SparsityStats {
   int64_t weight_elements = 0, weight_zeros = 0;  // stored weights at the last programming
 };
 
+// How a convolution's weights are laid onto arrays (the numbers are the same; the counts and
+// the array utilization differ).
+enum class ConvMapping {
+  kIm2col,       // the unrolled (kh*kw*c) x oc matrix tiled onto arrays, rows packed densely
+  kChannelWise,  // each kernel position's c x oc slice on its own arrays, positions over cycles
+};
+
 class StagedMatmul {
  public:
   // Runs every later product through `macro` (nullptr: back to FP32). `layer` keys its noise.
-  void AttachMacro(std::unique_ptr<Macro> macro, int layer);
+  void AttachMacro(std::unique_ptr<Macro> macro, int layer,
+                   ConvMapping mapping = ConvMapping::kIm2col);
+  ConvMapping mapping() const { return mapping_; }
   bool on_macro() const { return macro_ != nullptr; }
   Macro* macro() { return macro_.get(); }
 
@@ -55,6 +64,7 @@ class StagedMatmul {
 
   std::unique_ptr<Macro> macro_;
   int layer_ = 0;
+  ConvMapping mapping_ = ConvMapping::kIm2col;
   bool programmed_ = false;
   std::array<ActionCounts, kNumStages> counts_;
   SparsityStats sparsity_;

@@ -42,6 +42,9 @@ const Schema& RootSchema() {
                  .Doc("the PIM macro running every weighted layer (absent: exact FP32)"));
     pim->Add(Param::Enum("placement", {"all", "hidden"}).Default("all")
                  .Doc("all weighted layers on the macro, or all but the first and last"));
+    pim->Add(Param::Enum("conv_mapping", {"im2col", "channel_wise"}).Default("im2col")
+                 .Doc("conv weights on arrays: unrolled kh*kw*c rows packed densely, or one "
+                      "kernel position's c rows per array with positions over cycles"));
 
     Schema s;
     s.Add(Param::String("name").Optional().Doc("a name for the run or preset"));
@@ -158,7 +161,11 @@ void Session::AttachMacros() {
   const bool hidden_only = pim.GetString("placement") == "hidden";
   for (size_t k = 0; k < weighted.size(); ++k) {
     if (hidden_only && (k == 0 || k + 1 == weighted.size())) continue;
-    net_->layer(weighted[k]).matmul()->AttachMacro(Registry<Macro>::Create(*macro), weighted[k]);
+    const ConvMapping mapping = pim.GetString("conv_mapping") == "channel_wise"
+                                    ? ConvMapping::kChannelWise
+                                    : ConvMapping::kIm2col;
+    net_->layer(weighted[k]).matmul()->AttachMacro(Registry<Macro>::Create(*macro), weighted[k],
+                                                   mapping);
   }
   ProgramMacros();
 }
