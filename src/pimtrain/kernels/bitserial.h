@@ -3,6 +3,7 @@
 // exact integer GEMM with counts from operand statistics. Both agree bit for bit.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "pimtrain/base/action_counts.h"
@@ -26,7 +27,8 @@ struct IntOperand {
 // Y (m x n) = X (m x k) W (k x n) on fixed arrays: X is streamed bit-serially (one bit plane of
 // a block of k onto the word lines per cycle); W is stored in the cells, `w.bits` cells per
 // element. The reduction dimension k is cut into blocks of `tile_k` word lines and the outputs
-// into blocks of `tile_n`, one array per (k block, n block). See docs/numerics.md.
+// into blocks of `tile_n` (within segments, if set), one array per (k block, n block). See
+// docs/numerics.md.
 //
 //   Y[m][c] = sum_p s_p 2^p sum_q t_q 2^q sum_r x[m][r]_p AND w[r][c]_q
 //
@@ -40,9 +42,28 @@ struct BitSerialProblem {
   IntOperand w;          // k x n, stored in the array
   int64_t tile_k = 256;  // word lines per array (the reduction extent of one adder tree)
   int64_t tile_n = 256;  // weight columns per array (outputs of one array)
+  // Segments (a layer's mapping, docs/numerics.md "Mapping"): the reduction (the outputs) is cut
+  // into segments of segment_k (segment_n) elements that each start on a fresh array, and the
+  // blocks of tile_k (tile_n) are cut within each segment. 0: one segment (dense tiling).
+  int64_t segment_k = 0;
+  int64_t segment_n = 0;
   int64_t* y = nullptr;  // m x n, overwritten
   int64_t ldy = 0;       // row stride of y
 };
+
+// The end of the array block that starts at `pos` of a dimension of length `len`, cut into
+// blocks of `tile` within segments of `segment` (0: one segment).
+inline int64_t BlockEnd(int64_t pos, int64_t len, int64_t tile, int64_t segment) {
+  int64_t end = pos + tile;
+  if (segment > 0) end = std::min(end, (pos / segment + 1) * segment);
+  return std::min(end, len);
+}
+// The number of such blocks: sum over segments of ceil(segment length / tile).
+inline int64_t NumBlocks(int64_t len, int64_t tile, int64_t segment) {
+  if (segment <= 0 || segment >= len) return (len + tile - 1) / tile;
+  const int64_t rest = len % segment;
+  return len / segment * ((segment + tile - 1) / tile) + (rest + tile - 1) / tile;
+}
 
 // The hardware events of one BitSerialMatMul (docs/numerics.md, "Counting model").
 struct BitSerialCounts {

@@ -55,9 +55,19 @@ class Macro {
 
   virtual const MacroSpec& spec() const = 0;
 
+  // The layer's mapping (docs/numerics.md, "Mapping"): the stored matrix's rows are cut into
+  // segments of `rows_per_segment` rows that each start on a fresh array (a convolution mapped
+  // channel-wise: one segment per kernel position); 0 packs the rows densely. Takes effect at
+  // the next Program and holds for every later call until changed. A segmented layout changes
+  // the counts and the array occupancy, never the numbers of an exact macro. Macros without a
+  // tiling model may ignore it.
+  virtual void SetRowSegment(int64_t rows_per_segment) { (void)rows_per_segment; }
+
   // Stores a rows x cols weight matrix (any size: tiled onto fixed arrays) as the hardware
-  // stores it (quantized, sliced, rotated, ...). Counts the cell writes. `ctx` keys stochastic
-  // rounding (the WU stage of ctx.step), so a resumed run programs the same bits.
+  // stores it (quantized, sliced, rotated, ...). Counts the cell writes, and the occupancy of
+  // the arrays the layout takes: `array_cells_allocated` (every cell of those arrays) and
+  // `array_cells_used` (cells holding weight bits); utilization = used / allocated. `ctx` keys
+  // stochastic rounding (the WU stage of ctx.step), so a resumed run programs the same bits.
   virtual void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) = 0;
 
   // y = x W or y = x W^T (see Direction) through the stored array, for a whole batch.

@@ -66,6 +66,8 @@ void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer, ConvMapp
   layer_ = layer;
   mapping_ = mapping;
   programmed_ = false;
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  occupancy_ = ArrayOccupancy{};
 }
 
 RunContext StagedMatmul::MakeRunContext(const StepContext& ctx, Stage stage, ThreadPool* pool,
@@ -177,6 +179,7 @@ void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
   if (!macro_) return;
   ActionCounts counts;
   MatrixView view = w.AsMatrix();
+  macro_->SetRowSegment(mapping_ == ConvMapping::kChannelWise ? position_rows_ : 0);
   macro_->Program(view, MakeRunContext(ctx, Stage::kUpdate, ctx.pool, -1.0f), counts);
   if (!macro_->spec().master_weights) macro_->ReadWeights(view);
   programmed_ = true;
@@ -187,6 +190,8 @@ void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
     std::lock_guard<std::mutex> lock(CountsMutex());
     sparsity_.weight_elements = s.weight_elements;  // a state, not a sum
     sparsity_.weight_zeros = s.weight_zeros;
+    occupancy_.cells_allocated = counts.Get("array_cells_allocated");
+    occupancy_.cells_used = counts.Get("array_cells_used");
   }
   AddCounts(Stage::kUpdate, counts);
 }
@@ -209,6 +214,11 @@ void StagedMatmul::AddSparsity(const SparsityStats& s) {
   sparsity_.input_zeros += s.input_zeros;
   sparsity_.error_elements += s.error_elements;
   sparsity_.error_zeros += s.error_zeros;
+}
+
+ArrayOccupancy StagedMatmul::occupancy() const {
+  std::lock_guard<std::mutex> lock(CountsMutex());
+  return occupancy_;
 }
 
 SparsityStats StagedMatmul::TakeSparsity() {

@@ -21,10 +21,23 @@ struct SparsityStats {
 };
 
 // How a convolution's weights are laid onto arrays (the numbers are the same; the counts and
-// the array utilization differ).
+// the array utilization differ; docs/numerics.md, "Mapping"). FC layers have one mapping, the
+// dense tiling, under either value.
 enum class ConvMapping {
   kIm2col,       // the unrolled (kh*kw*c) x oc matrix tiled onto arrays, rows packed densely
   kChannelWise,  // each kernel position's c x oc slice on its own arrays, positions over cycles
+};
+
+// The arrays a layer's programmed weights occupy, from the last Program: every cell of those
+// arrays, and the cells holding weight bits.
+struct ArrayOccupancy {
+  int64_t cells_allocated = 0, cells_used = 0;
+  // used / allocated, in (0, 1]; 0 before the first Program.
+  double utilization() const {
+    return cells_allocated > 0
+               ? static_cast<double>(cells_used) / static_cast<double>(cells_allocated)
+               : 0.0;
+  }
 };
 
 class StagedMatmul {
@@ -33,6 +46,10 @@ class StagedMatmul {
   void AttachMacro(std::unique_ptr<Macro> macro, int layer,
                    ConvMapping mapping = ConvMapping::kIm2col);
   ConvMapping mapping() const { return mapping_; }
+  // For a convolution: the weight rows of one kernel position, i.e. its input channels (im2col
+  // orders the rows (kh, kw, c)). Under kChannelWise each position's rows take their own arrays.
+  // 0 (the default, FC layers): dense under either mapping. Applies from the next Commit.
+  void SetPositionRows(int64_t rows) { position_rows_ = rows; }
   bool on_macro() const { return macro_ != nullptr; }
   Macro* macro() { return macro_.get(); }
 
@@ -57,6 +74,8 @@ class StagedMatmul {
   std::array<ActionCounts, kNumStages> TakeCounts();
   SparsityStats TakeSparsity();
   void AddSparsity(const SparsityStats& s);
+  // The array occupancy of the last Commit on the macro (zeros without a macro).
+  ArrayOccupancy occupancy() const;
 
  private:
   RunContext MakeRunContext(const StepContext& ctx, Stage stage, ThreadPool* pool,
@@ -65,7 +84,9 @@ class StagedMatmul {
   std::unique_ptr<Macro> macro_;
   int layer_ = 0;
   ConvMapping mapping_ = ConvMapping::kIm2col;
+  int64_t position_rows_ = 0;
   bool programmed_ = false;
+  ArrayOccupancy occupancy_;
   std::array<ActionCounts, kNumStages> counts_;
   SparsityStats sparsity_;
 };

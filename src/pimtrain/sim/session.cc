@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -185,7 +186,14 @@ void Session::ProgramMacros() {
 
 namespace {
 
+// The process's peak resident memory: VmHWM from /proc, which starts afresh at exec
+// (getrusage's ru_maxrss carries over the high-water mark of the process that exec'd us, so a
+// run started from a big Python process would report Python's memory).
 int64_t PeakRssBytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;

@@ -127,6 +127,9 @@ std::string Trainer::TakeHardwareJson() {
     l["input_zero_fraction"] = fraction(sp.input_zeros, sp.input_elements);
     l["error_zero_fraction"] = fraction(sp.error_zeros, sp.error_elements);
     l["weight_zero_fraction"] = fraction(sp.weight_zeros, sp.weight_elements);
+    // Cells holding weight bits over cells of the arrays the layer's mapping occupies (the
+    // layout of the last programming).
+    l["array_utilization"] = m->occupancy().utilization();
     auto actions = nlohmann::ordered_json::object();
     for (int s = 0; s < kNumStages; ++s) {
       auto stage = nlohmann::ordered_json::object();

@@ -159,8 +159,9 @@ void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, i
     d0[i] = a0 + (m + i - m_base) * lay.lda16;
     d1[i] = a1 + (m + i - m_base) * lay.lda16;
   }
-  for (int64_t k0 = 0; k0 < p.k; k0 += p.tile_k) {
-    const int64_t k1 = std::min(p.k, k0 + p.tile_k);
+  int64_t k1 = 0;
+  for (int64_t k0 = 0; k0 < p.k; k0 = k1) {  // row blocks, cut within segments
+    k1 = BlockEnd(k0, p.k, p.tile_k, p.segment_k);
     uint32_t any[R] = {};
     int64_t r = k0;
     if (contiguous) {
@@ -558,6 +559,7 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
 
 void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.tile_k >= 1 && p.tile_n >= 1);
+  PIM_CHECK(p.segment_k >= 0 && p.segment_n >= 0);
   PIM_CHECK(p.x.bits >= 1 && p.x.bits <= 16 && p.w.bits >= 1 && p.w.bits <= 16);
   const ParallelFor parallel_for = [pool](int64_t n, int64_t grain,
                                           const std::function<void(int64_t, int64_t)>& fn) {
@@ -608,8 +610,8 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadP
     and_ops += pop * nz;
     gated += pop * (p.n - nz);
   }
-  const int64_t k_blocks = (p.k + p.tile_k - 1) / p.tile_k;
-  const int64_t n_blocks = (p.n + p.tile_n - 1) / p.tile_n;
+  const int64_t k_blocks = NumBlocks(p.k, p.tile_k, p.segment_k);
+  const int64_t n_blocks = NumBlocks(p.n, p.tile_n, p.segment_n);
   BitSerialCounts c;
   c.bitserial_cycles = n_blocks * sum_a;
   c.skipped_zero_cycles = n_blocks * (p.m * k_blocks * p.x.bits - sum_a);

@@ -44,6 +44,7 @@ void CheckRange(int32_t v, const IntOperand& op) {
 
 void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.tile_k >= 1 && p.tile_n >= 1);
+  PIM_CHECK(p.segment_k >= 0 && p.segment_n >= 0);
   PIM_CHECK(p.x.bits >= 1 && p.x.bits <= 16 && p.w.bits >= 1 && p.w.bits <= 16);
   const int bx = p.x.bits, bw = p.w.bits;
   BitSerialCounts c;
@@ -62,12 +63,14 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts) {
   const int64_t tile_cols = std::max<int64_t>(std::min(p.tile_n, p.n), 1);
   std::vector<int64_t> tile_out(static_cast<size_t>(tile_cols));
   for (int64_t m = 0; m < p.m; ++m) {
-    for (int64_t n0 = 0; n0 < p.n; n0 += p.tile_n) {  // one array column block
-      const int64_t n1 = std::min(p.n, n0 + p.tile_n);
+    int64_t n1 = 0;
+    for (int64_t n0 = 0; n0 < p.n; n0 = n1) {  // one array column block
+      n1 = BlockEnd(n0, p.n, p.tile_n, p.segment_n);
       int64_t* y = p.y + m * p.ldy;
       for (int64_t col = n0; col < n1; ++col) y[col] = 0;
-      for (int64_t k0 = 0; k0 < p.k; k0 += p.tile_k) {  // one array row block
-        const int64_t k1 = std::min(p.k, k0 + p.tile_k);
+      int64_t k1 = 0;
+      for (int64_t k0 = 0; k0 < p.k; k0 = k1) {  // one array row block
+        k1 = BlockEnd(k0, p.k, p.tile_k, p.segment_k);
         c.input_buffer_reads += k1 - k0;  // the block's elements go to the bit-serial drivers
         std::fill(tile_out.begin(), tile_out.end(), 0);
         for (int pl = 0; pl < bx; ++pl) {  // input bit plane = one cycle

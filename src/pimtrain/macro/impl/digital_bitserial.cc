@@ -240,9 +240,15 @@ class DigitalBitSerialMacro final : public Macro {
 
   const MacroSpec& spec() const override { return spec_; }
 
+  void SetRowSegment(int64_t rows_per_segment) override {
+    PIM_CHECK_MSG(rows_per_segment >= 0, "SetRowSegment: negative segment");
+    next_row_segment_ = rows_per_segment;
+  }
+
   void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) override {
     rows_ = w.rows;
     cols_ = w.cols;
+    row_segment_ = next_row_segment_;
     const int bs = spec_.weight_bits_backward, bf = spec_.weight_bits;
     const CounterRng rng = Rng(ctx, kStreamProgram);
     weight_exp_ = Quantize(w, bs, sign_, weight_rounding_, rng, stored_);
@@ -269,6 +275,12 @@ class DigitalBitSerialMacro final : public Macro {
       forward_[i] = v;
     }
     counts.Add("weight_writes", rows_ * cols_ * bs);  // every cell of every stored weight
+    // Occupancy: the layout takes row tiles (cut within row segments) x column tiles arrays of
+    // rows x cols weights, each bs cells wide; the stored weights fill rows_ x cols_ of them.
+    const int64_t arrays = kernels::NumBlocks(rows_, spec_.rows, row_segment_) *
+                           kernels::NumBlocks(cols_, spec_.cols, 0);
+    counts.Add("array_cells_allocated", arrays * spec_.rows * spec_.cols * bs);
+    counts.Add("array_cells_used", rows_ * cols_ * bs);
   }
 
   void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
@@ -288,12 +300,16 @@ class DigitalBitSerialMacro final : public Macro {
       p.w = {forward_.data(), cols_, 1, spec_.weight_bits, sign_};
       p.tile_k = spec_.rows;  // reduction over word lines
       p.tile_n = spec_.cols;
+      p.segment_k = row_segment_;  // each segment's rows start on fresh arrays
     } else {
       // T-PIM's transposed path: the same cells read column-wise; the reduction runs over the
       // array's columns and the outputs are its rows, at the full stored width.
       p.w = {stored_t_.data(), rows_, 1, spec_.weight_bits_backward, sign_};
       p.tile_k = spec_.cols;
       p.tile_n = spec_.rows;
+      // The stored rows are this read's outputs: segments only cut the output blocks (more
+      // arrays see each input plane); the reduction over the columns is tiled as before.
+      p.segment_n = row_segment_;
     }
     yq_.resize(static_cast<size_t>(p.m * n));
     p.y = yq_.data();
@@ -368,6 +384,8 @@ class DigitalBitSerialMacro final : public Macro {
   KernelChoice kernel_ = KernelChoice::kFast;
 
   int64_t rows_ = 0, cols_ = 0;
+  int64_t next_row_segment_ = 0;   // set by SetRowSegment, takes effect at Program
+  int64_t row_segment_ = 0;        // the programmed layout's row segment (0: dense)
   int weight_exp_ = 0;             // stored weight = stored_ * 2^weight_exp_
   int forward_exp_ = 0;            // forward weight = forward_ * 2^forward_exp_
   std::vector<int32_t> stored_;    // rows x cols at weight_bits_backward

@@ -71,6 +71,7 @@ class Conv2d final : public Layer {
                         std::to_string(pad_) + ")");
     }
     const int64_t rows = geom_.col_width();
+    matmul_.SetPositionRows(geom_.c);  // a kernel position's rows, for channel-wise mapping
     // PyTorch's default: kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     const float bound = 1.0f / std::sqrt(static_cast<float>(rows));
     weight_ = {"weight", Tensor(Shape{rows, oc_}), Tensor(Shape{rows, oc_})};
