@@ -1,5 +1,5 @@
-// Bit-serial PIM kernel speed: the exact 8b x 8b fast kernel (result and counts) against OpenBLAS
-// sgemm on the same shapes, single-threaded, in multiply-accumulates per second.
+// Bit-serial PIM kernel speed: the exact 8b x 8b (and wider) fast kernel (result and counts)
+// against OpenBLAS sgemm on the same shapes, single-threaded, in multiply-accumulates per second.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -39,18 +39,18 @@ void SetMacRate(benchmark::State& state, int64_t macs) {
                          benchmark::Counter::kIsRate);
 }
 
-// Exact integer Y = X W of `bits`-wide signed operands, plus every action count, on `threads`
-// threads.
-void BitSerialFast(benchmark::State& state, int bits, int threads = 1) {
+// Exact integer Y = X W of signed operands (X `bits_x`, W `bits_w` wide), plus every action
+// count, on `threads` threads.
+void BitSerialFast(benchmark::State& state, int bits_x, int bits_w, int threads = 1) {
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
-  std::vector<int32_t> x = RandomInts(m * k, bits, 1), w = RandomInts(k * n, bits, 2);
+  std::vector<int32_t> x = RandomInts(m * k, bits_x, 1), w = RandomInts(k * n, bits_w, 2);
   std::vector<int64_t> y(static_cast<size_t>(m * n));
   pim::kernels::BitSerialProblem p;
   p.m = m;
   p.k = k;
   p.n = n;
-  p.x = {x.data(), k, 1, bits, Signedness::kSigned};
-  p.w = {w.data(), n, 1, bits, Signedness::kSigned};
+  p.x = {x.data(), k, 1, bits_x, Signedness::kSigned};
+  p.w = {w.data(), n, 1, bits_w, Signedness::kSigned};
   p.tile_k = 256;
   p.tile_n = 256;
   p.y = y.data();
@@ -64,9 +64,13 @@ void BitSerialFast(benchmark::State& state, int bits, int threads = 1) {
   SetMacRate(state, m * k * n);
 }
 
-void BM_BitSerialFast8x8(benchmark::State& state) { BitSerialFast(state, 8); }
-void BM_BitSerialFast16x16(benchmark::State& state) { BitSerialFast(state, 16); }
-void BM_BitSerialFast8x8TwoThreads(benchmark::State& state) { BitSerialFast(state, 8, 2); }
+void BM_BitSerialFast8x8(benchmark::State& state) { BitSerialFast(state, 8, 8); }
+// T-PIM's error propagation (8-bit errors x 16-bit stored weights) and, transposed, its
+// gradient calculation (16-bit dY stored, 8-bit X streamed).
+void BM_BitSerialFast8x16(benchmark::State& state) { BitSerialFast(state, 8, 16); }
+void BM_BitSerialFast16x8(benchmark::State& state) { BitSerialFast(state, 16, 8); }
+void BM_BitSerialFast16x16(benchmark::State& state) { BitSerialFast(state, 16, 16); }
+void BM_BitSerialFast8x8TwoThreads(benchmark::State& state) { BitSerialFast(state, 8, 8, 2); }
 
 void BM_OpenBlasSgemm(benchmark::State& state) {
   openblas_set_num_threads(1);
@@ -116,6 +120,8 @@ void Shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_BitSerialFast8x8)->Apply(Shapes);
 BENCHMARK(BM_OpenBlasSgemm)->Apply(Shapes);
+BENCHMARK(BM_BitSerialFast8x16)->Apply(Shapes);
+BENCHMARK(BM_BitSerialFast16x8)->Apply(Shapes);
 BENCHMARK(BM_BitSerialFast16x16)->Apply(Shapes);
 BENCHMARK(BM_BitSerialFast8x8TwoThreads)->Apply(Shapes)->UseRealTime();
 BENCHMARK(BM_DigitalBitSerialMacroForward)->Apply(Shapes);

@@ -215,6 +215,53 @@ TEST(BitSerialKernel, FastIsExactWhereInt32WouldOverflow) {
   }
 }
 
+// The fast kernel feeds operands that fit int16 whole (no byte slices) into one GEMM pass and
+// sizes its int32 reduction blocks from the operands' widths (16b x 8b: one pass, blocks of at
+// most 510 elements). Extreme fills over long reductions put every block at its worst case.
+TEST(BitSerialKernel, FastIsExactAtTheSliceAndBlockBoundaries) {
+  const Signedness S = Signedness::kSigned, U = Signedness::kUnsigned;
+  struct Widths {
+    int bx;
+    Signedness sx;
+    int bw;
+    Signedness sw;
+  };
+  const Widths widths[] = {{16, S, 8, S}, {8, S, 16, S},  {16, S, 8, U},  {8, U, 16, S},
+                           {15, U, 8, S}, {16, U, 8, S},  {12, S, 12, S}, {14, S, 14, S},
+                           {16, S, 16, S}, {16, U, 16, S}, {9, S, 8, U},  {8, U, 8, U}};
+  for (const Widths& wd : widths) {
+    const int32_t xe[] = {static_cast<int32_t>(IntMin(wd.bx, wd.sx)),
+                          static_cast<int32_t>(IntMax(wd.bx, wd.sx))};
+    const int32_t we[] = {static_cast<int32_t>(IntMin(wd.bw, wd.sw)),
+                          static_cast<int32_t>(IntMax(wd.bw, wd.sw))};
+    for (auto [m, n] : {std::pair<int64_t, int64_t>{2, 19}, {19, 2}}) {  // both task layouts
+      for (int32_t xv : xe) {
+        for (int32_t wv : we) {
+          const int64_t k = 70000;
+          Case c = MakeCase(m, k, n, wd.bx, wd.sx, wd.bw, wd.sw, 256, 256, 0, 0, 8);
+          std::fill(c.x.begin(), c.x.end(), xv);
+          std::fill(c.w.begin(), c.w.end(), wv);
+          BitSerialCounts counts;
+          fast::BitSerialMatMul(c.p, counts, nullptr);
+          const std::string what = Describe(m, k, n, wd.bx, wd.sx, wd.bw, wd.sw) + " fill " +
+                                   std::to_string(xv) + "," + std::to_string(wv);
+          const int64_t expect = k * xv * int64_t{wv};
+          EXPECT_EQ(c.y, std::vector<int64_t>(static_cast<size_t>(m * n), expect)) << what;
+        }
+      }
+    }
+    // Random operands with one extreme row, against ref (counts too), around the block sizes.
+    for (int64_t k : {1, 6, 7, 255, 256, 257, 509, 510, 511, 512, 513, 1021, 1531}) {
+      Case c = MakeCase(3, k, 5, wd.bx, wd.sx, wd.bw, wd.sw, 128, 4, 0.2, 0.2, 9 + k);
+      for (int64_t r = 0; r < k; ++r) {
+        c.x[r] = xe[0];
+        c.w[r * 5] = we[0];
+      }
+      ExpectParity(c, Describe(3, k, 5, wd.bx, wd.sx, wd.bw, wd.sw));
+    }
+  }
+}
+
 TEST(BitSerialKernel, FastIsExactOnLargeRandomProblems) {
   static ThreadPool two(2);
   struct Shape {
@@ -441,6 +488,46 @@ TEST_F(BitSerialMacroTest, GradientCalcEqualsQuantizedOuterProductSum) {
   EXPECT_EQ(counts.Get("gc_operand_writes"), kB * kC * 16);
   EXPECT_EQ(counts.Get("macs"), kB * kR * kC);
   EXPECT_EQ(counts.Get("tile_accumulations"), kR * kC * 1);  // batch 5 on 4 word lines: 2 blocks
+}
+
+TEST_F(BitSerialMacroTest, GradientCalcOnStridedBatchesEqualsQuantizedOuterProductSum) {
+  // A batch of 21 (the macro transposes X in 8 x 8 blocks, plus edges), X read through a row
+  // stride wider than its 70 features, a NaN and infinities among them.
+  constexpr int64_t kBatch = 21, kLd = kR + 3;
+  auto macro = MakeMacro("{impl: digital_bitserial, rows: 16, cols: 8, gradient_bits: 16}");
+  std::vector<float> x = RandomFloats(kBatch * kLd, 2.0f, 0.3, 14);
+  std::vector<float> e = RandomFloats(kBatch * kC, 0.01f, 0.3, 15);
+  x[3 * kLd + 9] = std::numeric_limits<float>::quiet_NaN();
+  x[17 * kLd + 64] = std::numeric_limits<float>::infinity();
+  x[20 * kLd + 69] = -std::numeric_limits<float>::infinity();
+  std::vector<float> x_dense;  // the logical kBatch x kR matrix
+  for (int64_t b = 0; b < kBatch; ++b) {
+    x_dense.insert(x_dense.end(), x.begin() + b * kLd, x.begin() + b * kLd + kR);
+  }
+  std::vector<float> finite = x_dense;
+  for (float& v : finite) v = std::isfinite(v) ? v : 0.0f;
+  const int xexp = PowerOfTwoExponent(MaxAbs(finite), 8, Signedness::kSigned);
+  std::vector<float> dw(kR * kC);
+  ActionCounts counts;
+  macro->GradientCalc(ConstMatrixView(x.data(), kBatch, kR, kLd),
+                      ConstMatrixView(e.data(), kBatch, kC, kC), MatrixView{dw.data(), kR, kC, kC},
+                      RunContext{}, counts);
+  QuantizedMatrix eq = QuantizeIndependently(e, 16);
+  for (int64_t r = 0; r < kR; ++r) {
+    for (int64_t c = 0; c < kC; ++c) {
+      int64_t s = 0;
+      for (int64_t b = 0; b < kBatch; ++b) {
+        const float v = x_dense[b * kR + r];  // NaN -> 0, infinities clip
+        const int64_t xq =
+            std::isnan(v) ? 0
+                          : QuantizeToInt(v, xexp, 8, Signedness::kSigned, Rounding::kNearestEven);
+        s += xq * eq.q[b * kC + c];
+      }
+      const float expect = static_cast<float>(std::ldexp(static_cast<double>(s), xexp + eq.exp));
+      ASSERT_EQ(dw[r * kC + c], expect) << r << "," << c;
+    }
+  }
+  EXPECT_EQ(counts.Get("macs"), kBatch * kR * kC);
 }
 
 TEST_F(BitSerialMacroTest, TilingKeepsNumbersAndAddsTileAccumulations) {

@@ -19,11 +19,10 @@ namespace {
 // Register block: kMr rows x kNr columns of int32 accumulators (12 of 16 ymm registers).
 constexpr int kMr = 6;
 constexpr int kNr = 16;
-// Reduction block. Slices are at most 9-bit ([-128, 255]), so one product is at most
-// 255 * 255 = 65025 in magnitude and kKc of them stay below 2^31: the int32 accumulators of one
-// block are exact, and blocks are combined in int64.
+// Largest reduction block (a kMc x kKc int16 block of A stays in L2, as does a kKc x kNg*kNr
+// block of B). The block of one problem, kc <= kKc, is set by its slice scheme (below) so that
+// the int32 accumulators of one block are exact; blocks are combined in int64.
 constexpr int64_t kKc = 512;
-static_assert(kKc % 2 == 0 && 65025 * kKc < (int64_t{1} << 31));
 // At most kMc rows of A per task (a kMc x kKc int16 block stays in L2 while the column panels
 // stream past it).
 constexpr int64_t kMc = 96;
@@ -31,10 +30,61 @@ static_assert(kMc % kMr == 0);
 // At most kNg column panels per task (kKc x kNg*kNr int16 of B, in L2).
 constexpr int64_t kNg = 8;
 
-// An operand of <= 8 bits is one int16 slice; a wider one (<= 16 bits) is two 8-bit slices,
-// v = hi * 2^8 + lo with lo = v & 0xFF in [0, 255] and hi = v >> 8 (arithmetic), as the
-// hardware splits wide words into byte slices. Every slice lies in [-128, 255].
-inline int NumSlices(int bits) { return bits <= 8 ? 1 : 2; }
+// How the operands enter the int16 GEMM. An operand is either whole (one int16 slice: its
+// values fit int16, i.e. signed <= 16 bits or unsigned <= 15 bits) or split into two byte
+// slices, v = hi * 2^8 + lo with lo = v & 0xFF in [0, 255] and hi = v >> 8 (arithmetic), as the
+// hardware splits wide words into byte slices (every byte slice lies in [-128, 255]). Each slice
+// pair is one GEMM pass. With |x slice| <= Mx and |w slice| <= Mw, a vpmaddwd pair sum is at
+// most 2 Mx Mw and the int32 sum of a block of kc elements at most kc Mx Mw: kc is the largest
+// even number (<= kKc) that keeps this below 2^31. The scheme with the fewest passes whose kc
+// is at least min(kMinKc, k) wins: 8b x 8b and 16b x 8b are one pass, 16b x 16b two.
+constexpr int64_t kMinKc = 256;
+constexpr int64_t kInt32Max = (int64_t{1} << 31) - 1;
+
+struct SliceScheme {
+  int xs = 1, ws = 1;  // slices of X and W (1: whole, 2: bytes)
+  int64_t kc = kKc;    // reduction block (even)
+};
+
+// The largest magnitude of an operand's slices: whole (`split` false) or byte slices.
+inline int64_t SliceMagnitude(int bits, Signedness sign, bool split) {
+  if (split) return 255;
+  return sign == Signedness::kSigned ? int64_t{1} << (bits - 1) : (int64_t{1} << bits) - 1;
+}
+inline bool CanBeWhole(int bits, Signedness sign) {
+  return sign == Signedness::kSigned ? bits <= 16 : bits <= 15;
+}
+
+SliceScheme ChooseSlices(const BitSerialProblem& p) {
+  const int64_t k_even = std::max<int64_t>(2, (p.k + 1) / 2 * 2);
+  const int64_t need = std::min(kMinKc, k_even);
+  SliceScheme best;
+  int best_passes = 0;
+  for (int xsplit = 0; xsplit < 2; ++xsplit) {
+    for (int wsplit = 0; wsplit < 2; ++wsplit) {
+      if ((xsplit != 0 && p.x.bits <= 8) || (wsplit != 0 && p.w.bits <= 8)) continue;
+      if ((xsplit == 0 && !CanBeWhole(p.x.bits, p.x.sign)) ||
+          (wsplit == 0 && !CanBeWhole(p.w.bits, p.w.sign))) {
+        continue;
+      }
+      const int64_t prod = SliceMagnitude(p.x.bits, p.x.sign, xsplit != 0) *
+                           SliceMagnitude(p.w.bits, p.w.sign, wsplit != 0);
+      if (2 * prod > kInt32Max) continue;  // a single vpmaddwd pair sum would overflow
+      const int64_t kc = std::min(kKc, kInt32Max / prod / 2 * 2);
+      const int passes = (1 + xsplit) * (1 + wsplit);
+      if (kc < need && !(xsplit && wsplit)) continue;  // bytes x bytes always fit (kc = kKc)
+      if (best_passes == 0 || passes < best_passes ||
+          (passes == best_passes && kc > best.kc)) {
+        best = {1 + xsplit, 1 + wsplit, kc};
+        best_passes = passes;
+      }
+    }
+  }
+  return best;
+}
+static_assert(255 * 255 * kKc <= kInt32Max, "byte slices x byte slices: kc = kKc is exact");
+
+// Slice `slice` of v under an operand's slice count (1: v itself).
 inline int32_t Slice(int32_t v, int slice, int num_slices) {
   if (num_slices == 1) return v;
   return slice == 0 ? (v & 0xFF) : (v >> 8);
@@ -96,17 +146,18 @@ inline bool InRange(int32_t v, int32_t lo, int32_t hi) { return v >= lo && v <= 
 // writes); the micro-kernel then walks B with stride ldb, which the prefetchers follow.
 
 struct Layout {
+  SliceScheme sc;
   int64_t m_panels, n_panels, k_blocks;
   int64_t kp_total;  // ceil(k / 2): pairs in a packed A row, and in all k blocks of B
   int64_t lda16;     // A row stride in int16
-  // First pair of k block b; block b covers k in [b*kKc, min(k, (b+1)*kKc)).
-  static int64_t KpOffset(int64_t b) { return b * (kKc / 2); }
+  // First pair of k block b; block b covers k in [b*kc, min(k, (b+1)*kc)).
+  int64_t KpOffset(int64_t b) const { return b * (sc.kc / 2); }
+  // The pairs of k block b (of a reduction of length k).
+  int64_t KPairs(int64_t k, int64_t b) const {
+    const int64_t len = std::min(k, (b + 1) * sc.kc) - b * sc.kc;
+    return (len + 1) / 2;
+  }
 };
-
-inline int64_t KPairs(int64_t k, int64_t b) {
-  const int64_t len = std::min(k, (b + 1) * kKc) - b * kKc;
-  return (len + 1) / 2;
-}
 
 // Statistics of the input rows [m0, m1) (docs/numerics.md): the sums over (sample, row block i)
 // of the active planes A(m, i) = popcount(OR of the block's bit patterns) and of
@@ -138,7 +189,7 @@ template <int R>
 void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, int64_t m_base,
                       int32_t* px, int16_t* a0, int16_t* a1, __m256i& vmin, __m256i& vmax,
                       InputStats& s) {
-  const int ns = NumSlices(p.x.bits);
+  const int ns = lay.sc.xs;
   const uint32_t mask = (1u << p.x.bits) - 1u;
   const int32_t lo = static_cast<int32_t>(IntMin(p.x.bits, p.x.sign));
   const int32_t hi = static_cast<int32_t>(IntMax(p.x.bits, p.x.sign));
@@ -235,9 +286,8 @@ InputStats StatsAndPackA(const BitSerialProblem& p, const Layout& lay, int64_t m
 // out[s] + (g - g0) * ldb + (np - np0) * kNr. Writes the number of nonzero elements of each of
 // these rows within these columns into nonzero[r], and clears *in_range if an element is outside
 // the operand's range.
-void PackB(const BitSerialProblem& p, int64_t g0, int64_t g1, int64_t np0, int64_t np1,
+void PackB(const BitSerialProblem& p, int ns, int64_t g0, int64_t g1, int64_t np0, int64_t np1,
            int32_t* const out[2], int64_t ldb, int32_t* nonzero, bool* in_range) {
-  const int ns = NumSlices(p.w.bits);
   const int32_t lo = static_cast<int32_t>(IntMin(p.w.bits, p.w.sign));
   const int32_t hi = static_cast<int32_t>(IntMax(p.w.bits, p.w.sign));
   const int64_t si = p.w.stride_i, sj = p.w.stride_j;
@@ -411,12 +461,12 @@ inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool f
 // pairs: y (=|+=) sum_{a,b} 2^(8a + 8b) X_a W_b. `a[s]` points at slice s's packed row mp0*kMr
 // (whole rows, stride lda int32 pairs); `b[s]` at slice s's pair row of the block's first k
 // pair, panel np0 (stride ldb).
-void MacroKernel(const BitSerialProblem& p, int64_t kb, int64_t mp0, int64_t mp1, int64_t np0,
+void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64_t mp0, int64_t mp1, int64_t np0,
                  int64_t np1, const int32_t* const a[2], int64_t lda, const int32_t* const b[2],
                  int64_t ldb, bool first) {
   alignas(32) int32_t tile[kMr * kNr];
-  const int xs = NumSlices(p.x.bits), ws = NumSlices(p.w.bits);
-  const int64_t kp = KPairs(p.k, kb), g0 = Layout::KpOffset(kb);
+  const int xs = lay.sc.xs, ws = lay.sc.ws;
+  const int64_t kp = lay.KPairs(p.k, kb), g0 = lay.KpOffset(kb);
   for (int sa = 0; sa < xs; ++sa) {
     for (int sb = 0; sb < ws; ++sb) {
       const int shift = 8 * (xs == 2 ? sa : 0) + 8 * (ws == 2 ? sb : 0);
@@ -447,7 +497,7 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
               const ParallelFor& parallel_for, std::vector<InputStats>& xstats,
               std::vector<std::vector<int32_t>>& px, std::vector<std::vector<int32_t>>& nonzero,
               std::vector<char>& b_ok) {
-  const int xs = NumSlices(p.x.bits), ws = NumSlices(p.w.bits);
+  const int xs = lay.sc.xs, ws = lay.sc.ws;
   if (p.k == 0) {
     for (int64_t m = 0; m < p.m; ++m) std::fill(p.y + m * p.ldy, p.y + m * p.ldy + p.n, 0);
   }
@@ -477,7 +527,7 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
         const int64_t g0 = lay.kp_total * ch / chunks, g1 = lay.kp_total * (ch + 1) / chunks;
         int32_t* const out[2] = {bslices[0] + g0 * ldb, bslices[1] + g0 * ldb};
         bool ok = true;
-        PackB(p, g0, g1, 0, lay.n_panels, out, ldb, nonzero[0].data(), &ok);
+        PackB(p, ws, g0, g1, 0, lay.n_panels, out, ldb, nonzero[0].data(), &ok);
         if (!ok) b_ok[ch] = 0;
       }
     });
@@ -498,9 +548,9 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
         const int32_t* const aslices[2] = {reinterpret_cast<const int32_t*>(abuf),
                                            reinterpret_cast<const int32_t*>(abuf + a_size)};
         for (int64_t kb = 0; kb < lay.k_blocks; ++kb) {
-          const int64_t off = Layout::KpOffset(kb) * ldb;
+          const int64_t off = lay.KpOffset(kb) * ldb;
           const int32_t* const bblk[2] = {bslices[0] + off, bslices[1] + off};
-          MacroKernel(p, kb, mp0, mp1, 0, lay.n_panels, aslices, lda, bblk, ldb, kb == 0);
+          MacroKernel(p, lay, kb, mp0, mp1, 0, lay.n_panels, aslices, lda, bblk, ldb, kb == 0);
         }
       }
     });
@@ -533,21 +583,21 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
   parallel_for(n_groups, 1, [&](int64_t t0, int64_t t1) {
     Workspace& w = ThreadWorkspace();
     const int64_t ldb = PanelStride(ng);
-    const int64_t b_size = (kKc / 2) * ldb;  // int32 per slice and k block
+    const int64_t b_size = (lay.sc.kc / 2) * ldb;  // int32 per slice and k block
     int32_t* bbuf = Reserve(w.b, w.b_cap, b_size * ws);
     int32_t* const bslices[2] = {bbuf, bbuf + (ws == 2 ? b_size : 0)};
     bool ok = true;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t np0 = t * ng, np1 = std::min(lay.n_panels, np0 + ng);
       for (int64_t kb = 0; kb < lay.k_blocks; ++kb) {
-        const int64_t g0 = Layout::KpOffset(kb);
-        PackB(p, g0, g0 + KPairs(p.k, kb), np0, np1, bslices, ldb, nonzero[t].data(), &ok);
+        const int64_t g0 = lay.KpOffset(kb);
+        PackB(p, ws, g0, g0 + lay.KPairs(p.k, kb), np0, np1, bslices, ldb, nonzero[t].data(), &ok);
         for (int64_t mp0 = 0; mp0 < lay.m_panels; mp0 += kMc / kMr) {
           const int64_t mp1 = std::min(lay.m_panels, mp0 + kMc / kMr);
           const int32_t* const aslices[2] = {
               reinterpret_cast<const int32_t*>(apack + mp0 * kMr * lay.lda16),
               reinterpret_cast<const int32_t*>(apack + a_size + mp0 * kMr * lay.lda16)};
-          MacroKernel(p, kb, mp0, mp1, np0, np1, aslices, lda, bslices, ldb, kb == 0);
+          MacroKernel(p, lay, kb, mp0, mp1, np0, np1, aslices, lda, bslices, ldb, kb == 0);
         }
       }
     }
@@ -574,7 +624,8 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadP
   Layout lay;
   lay.m_panels = (p.m + kMr - 1) / kMr;
   lay.n_panels = (p.n + kNr - 1) / kNr;
-  lay.k_blocks = (p.k + kKc - 1) / kKc;
+  lay.sc = ChooseSlices(p);
+  lay.k_blocks = (p.k + lay.sc.kc - 1) / lay.sc.kc;
   lay.kp_total = (p.k + 1) / 2;
   // Row stride: whole 64-byte lines, and not a multiple of 4 KiB, so that the kMr rows a
   // micro-kernel streams do not alias in L1.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,13 +44,57 @@ int WeightWidth(const ConfigNode& p, const char* key) {
   return static_cast<int>(b);
 }
 
-// Quantizes v (rows x cols) into q to `bits`-wide integers with one power-of-two scale for the
-// whole tensor and returns the exponent: exp = PowerOfTwoExponent(max |v|) (max(v, 0) when
-// unsigned), q = round(v / 2^exp) clipped. Non-finite values: NaN -> 0, +-inf clip; they do not
-// set the scale. Stochastic rounding draws element i (row-major logical index) from `rng`. With
-// `transpose`, q is written cols x rows.
-int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, const CounterRng& rng,
-             std::vector<int32_t>& q, bool transpose = false) {
+// A grow-only buffer whose growth does not zero what is about to be overwritten (std::vector's
+// resize would value-initialize every new element, and the macro's buffers change size from
+// call to call: a forward output is 64 x 256, a gradient 784 x 256).
+template <class T>
+class Scratch {
+ public:
+  T* Get(int64_t n) {
+    if (n > cap_ || !data_) {
+      data_.reset(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);  // default-initialized
+      cap_ = n;
+    }
+    return data_.get();
+  }
+  const T* data() const { return data_.get(); }
+
+ private:
+  std::unique_ptr<T[]> data_;
+  int64_t cap_ = 0;
+};
+
+// One tensor's power-of-two quantization: q = round(v / 2^exp) clipped to the `bits`-wide range;
+// NaN -> 0, +-inf clip.
+struct Quantizer {
+  int exp = 0;
+  double inv_scale = 1, lo = 0, hi = 0;
+  // 2^-exp is a normal float: the float path applies (it is unless max |v| is near the float
+  // range's ends).
+  bool float_ok = false;
+  __m256 vscale, vlo, vhi;
+
+  // Round to nearest even: s = v * 2^-exp is exact; nearbyint rounds half to even (the default
+  // rounding mode).
+  int32_t Nearest(float v) const {
+    double t = std::nearbyint(static_cast<double>(v) * inv_scale);
+    t = t != t ? 0.0 : std::min(std::max(t, lo), hi);
+    return static_cast<int32_t>(t);
+  }
+  // The same arithmetic in float, 8 at a time (float_ok only): v * 2^-exp is exact (a power-of-
+  // two scale, and the result is far from overflow), vroundps rounds half to even, NaN -> 0.
+  __m256i Nearest8(const float* v) const {
+    __m256 t = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), vscale),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 is_num = _mm256_cmp_ps(t, t, _CMP_ORD_Q);
+    t = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(t, vlo), vhi), is_num);
+    return _mm256_cvtps_epi32(t);
+  }
+};
+
+// The scale of v for `bits`-wide integers: exp = PowerOfTwoExponent(max |v|) (max(v, 0) when
+// unsigned) over the finite elements (non-finite values do not set the scale).
+Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
   // max |v| (or max v when unsigned) over the finite elements: NaN and inf fail `a < inf`.
   const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
@@ -72,70 +117,131 @@ int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, co
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, vmax);
   for (float l : lanes) max_abs = std::max(max_abs, l);
-  const int exp = PowerOfTwoExponent(max_abs, bits, sign);
-  const double inv_scale = std::ldexp(1.0, -exp);  // exact: a power of two
-  const double lo = static_cast<double>(IntMin(bits, sign));
-  const double hi = static_cast<double>(IntMax(bits, sign));
-  // 2^-exp must be a normal float for the float path (it is unless max |v| is near the float
-  // range's ends).
-  const bool float_scale_ok = -exp >= -126 && -exp <= 127;
-  q.resize(static_cast<size_t>(v.rows * v.cols));
-  for (int64_t r = 0; r < v.rows; ++r) {
-    const float* row = v.Row(r);
-    if (rounding == Rounding::kNearestEven && !transpose) {
-      int32_t* out = q.data() + r * v.cols;
-      int64_t c = 0;
-      if (float_scale_ok) {
-        // The same arithmetic in float, 8 at a time: row[c] * 2^-exp is exact (a power-of-two
-        // scale, and the result is far from overflow), vroundps rounds half to even, NaN -> 0.
-        const __m256 vscale = _mm256_set1_ps(static_cast<float>(inv_scale));
-        const __m256 vlo = _mm256_set1_ps(static_cast<float>(lo));
-        const __m256 vhi = _mm256_set1_ps(static_cast<float>(hi));
-        for (; c + 8 <= v.cols; c += 8) {
-          __m256 t = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(row + c), vscale),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-          const __m256 is_num = _mm256_cmp_ps(t, t, _CMP_ORD_Q);
-          t = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(t, vlo), vhi), is_num);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), _mm256_cvtps_epi32(t));
+  Quantizer qz;
+  qz.exp = PowerOfTwoExponent(max_abs, bits, sign);
+  qz.inv_scale = std::ldexp(1.0, -qz.exp);  // exact: a power of two
+  qz.lo = static_cast<double>(IntMin(bits, sign));
+  qz.hi = static_cast<double>(IntMax(bits, sign));
+  qz.float_ok = -qz.exp >= -126 && -qz.exp <= 127;
+  qz.vscale = _mm256_set1_ps(static_cast<float>(qz.inv_scale));
+  qz.vlo = _mm256_set1_ps(static_cast<float>(qz.lo));
+  qz.vhi = _mm256_set1_ps(static_cast<float>(qz.hi));
+  return qz;
+}
+
+// Transposes the 8 x 8 int32 block in r[0..7] in place.
+inline void Transpose8x8(__m256i r[8]) {
+  __m256i t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  __m256i u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Quantizes v (rows x cols) into q to `bits`-wide integers with one power-of-two scale for the
+// whole tensor and returns the exponent (see Quantizer). Stochastic rounding draws element i
+// (row-major logical index) from `rng`. With `transpose`, q is written cols x rows.
+int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, const CounterRng& rng,
+             int32_t* q, bool transpose = false) {
+  const Quantizer qz = MakeQuantizer(v, bits, sign);
+  const int64_t rows = v.rows, cols = v.cols;
+  if (rounding == Rounding::kNearestEven) {
+    const bool vec = qz.float_ok;
+    if (!transpose) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = v.Row(r);
+        int32_t* out = q + r * cols;
+        int64_t c = 0;
+        if (vec) {
+          for (; c + 8 <= cols; c += 8) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), qz.Nearest8(row + c));
+          }
+        }
+        for (; c < cols; ++c) out[c] = qz.Nearest(row[c]);
+      }
+      return qz.exp;
+    }
+    // Transposed: 8 x 8 blocks quantized as 8 rows, transposed in registers.
+    const int64_t r8 = vec ? rows / 8 * 8 : 0, c8 = vec ? cols / 8 * 8 : 0;
+    for (int64_t r0 = 0; r0 < r8; r0 += 8) {
+      for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+        __m256i b[8];
+        for (int i = 0; i < 8; ++i) b[i] = qz.Nearest8(v.Row(r0 + i) + c0);
+        Transpose8x8(b);
+        for (int j = 0; j < 8; ++j) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + j) * rows + r0), b[j]);
         }
       }
-      for (; c < v.cols; ++c) {
-        // s is exact; nearbyint rounds half to even (the default rounding mode).
-        double t = std::nearbyint(static_cast<double>(row[c]) * inv_scale);
-        t = t != t ? 0.0 : std::min(std::max(t, lo), hi);
-        out[c] = static_cast<int32_t>(t);
+      for (int64_t r = r0; r < r0 + 8; ++r) {
+        for (int64_t c = c8; c < cols; ++c) q[c * rows + r] = qz.Nearest(v.Row(r)[c]);
       }
-      continue;
     }
-    for (int64_t c = 0; c < v.cols; ++c) {
-      const double s = static_cast<double>(row[c]) * inv_scale;  // exact
-      double t;
-      if (rounding == Rounding::kStochastic) {
-        const uint64_t i = static_cast<uint64_t>(r * v.cols + c);
-        const float u = CounterRng::ToUnitFloat(rng.Block(i >> 2)[i & 3]);
-        t = std::floor(s + static_cast<double>(u));  // E[t] = s
-      } else {
-        t = std::nearbyint(s);
-      }
-      t = t != t ? 0.0 : std::min(std::max(t, lo), hi);
-      const int64_t idx = transpose ? c * v.rows + r : r * v.cols + c;
-      q[static_cast<size_t>(idx)] = static_cast<int32_t>(t);
+    for (int64_t r = r8; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) q[c * rows + r] = qz.Nearest(v.Row(r)[c]);
+    }
+    return qz.exp;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = v.Row(r);
+    for (int64_t c = 0; c < cols; ++c) {
+      const double s = static_cast<double>(row[c]) * qz.inv_scale;  // exact
+      const uint64_t i = static_cast<uint64_t>(r * cols + c);
+      const float u = CounterRng::ToUnitFloat(rng.Block(i >> 2)[i & 3]);
+      double t = std::floor(s + static_cast<double>(u));  // E[t] = s
+      t = t != t ? 0.0 : std::min(std::max(t, qz.lo), qz.hi);
+      q[transpose ? c * rows + r : r * cols + c] = static_cast<int32_t>(t);
     }
   }
-  return exp;
+  return qz.exp;
 }
 
 // y = q * 2^exp in float: q -> double is exact (|q| < 2^53), the power-of-two scale is exact,
-// and the conversion to float rounds once, to nearest even.
-void Dequantize(const std::vector<int64_t>& q, int exp, MatrixView y) {
+// and the conversion to float rounds once, to nearest even. `bound` is a bound on |q|: below
+// 2^51 the conversion runs 4 at a time (int64 -> double through the 1.5 * 2^52 offset, exact
+// there), with the same double arithmetic.
+void Dequantize(const int64_t* q, int exp, double bound, MatrixView y) {
   const double scale = std::ldexp(1.0, exp);
+  const bool vec = bound < 0x1p51;
+  const __m256i magic_i = _mm256_set1_epi64x(0x4338000000000000);  // 0x1.8p52
+  const __m256d magic_d = _mm256_set1_pd(0x1.8p52);
+  const __m256d vscale = _mm256_set1_pd(scale);
   for (int64_t r = 0; r < y.rows; ++r) {
     float* row = y.Row(r);
-    const int64_t* src = q.data() + r * y.cols;
-    for (int64_t c = 0; c < y.cols; ++c) {
+    const int64_t* src = q + r * y.cols;
+    int64_t c = 0;
+    if (vec) {
+      for (; c + 8 <= y.cols; c += 8) {
+        __m128 half[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c + 4 * h));
+          const __m256d d =
+              _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(v, magic_i)), magic_d);
+          half[h] = _mm256_cvtpd_ps(_mm256_mul_pd(d, vscale));
+        }
+        _mm256_storeu_ps(row + c, _mm256_set_m128(half[1], half[0]));
+      }
+    }
+    for (; c < y.cols; ++c) {
       row[c] = static_cast<float>(static_cast<double>(src[c]) * scale);
     }
   }
+}
+
+// A bound on |y| of a k-long product of `bx`- and `bw`-bit operands.
+double ProductBound(int64_t k, int bx, int bw) {
+  return static_cast<double>(k) * std::ldexp(1.0, bx) * std::ldexp(1.0, bw);
 }
 
 class DigitalBitSerialMacro final : public Macro {
@@ -251,28 +357,72 @@ class DigitalBitSerialMacro final : public Macro {
     row_segment_ = next_row_segment_;
     const int bs = spec_.weight_bits_backward, bf = spec_.weight_bits;
     const CounterRng rng = Rng(ctx, kStreamProgram);
-    weight_exp_ = Quantize(w, bs, sign_, weight_rounding_, rng, stored_);
-    // The transposed read sees the same bits; a cols x rows copy only makes the kernel's reads
-    // contiguous.
-    stored_t_.resize(stored_.size());
-    for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) stored_t_[c * rows_ + r] = stored_[r * cols_ + c];
-    }
+    const size_t size = static_cast<size_t>(rows_ * cols_);
+    stored_.resize(size);
+    stored_t_.resize(size);
+    forward_.resize(size);
     // Forward weights: the top bf of the bs stored bits, w_f = floor(w_s / 2^(bs - bf)) (an
     // arithmetic shift: the low bit columns are simply not driven), or with kNearest
     // floor((w_s + 2^(bs-bf-1)) / 2^(bs-bf)) clipped to the bf-bit range. Scale 2^(exp + bs - bf).
     const int shift = bs - bf;
-    forward_exp_ = weight_exp_ + shift;
-    forward_.resize(stored_.size());
+    const bool nearest_read = shift > 0 && weight_read_ == WeightRead::kNearest;
     const int32_t fmax = static_cast<int32_t>(IntMax(bf, sign_));
-    for (size_t i = 0; i < stored_.size(); ++i) {
-      int32_t v = stored_[i];
-      if (shift > 0 && weight_read_ == WeightRead::kNearest) {
-        v = std::min((v + (int32_t{1} << (shift - 1))) >> shift, fmax);
-      } else {
-        v >>= shift;
+    const int32_t half = nearest_read ? int32_t{1} << (shift - 1) : 0;
+    auto forward = [&](int32_t v) { return nearest_read ? std::min((v + half) >> shift, fmax)
+                                                        : v >> shift; };
+    // The transposed read sees the same bits; the cols x rows copy only makes the kernel's reads
+    // contiguous. One pass writes all three: the stored weights, their transpose (8 x 8 blocks
+    // transposed in registers) and the forward weights.
+    const Quantizer qz = MakeQuantizer(w, bs, sign_);
+    weight_exp_ = qz.exp;
+    forward_exp_ = weight_exp_ + shift;
+    int64_t r8 = 0, c8 = 0;
+    if (weight_rounding_ == Rounding::kNearestEven && qz.float_ok) {
+      r8 = rows_ / 8 * 8;
+      c8 = cols_ / 8 * 8;
+      const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
+      const __m128i vshift = _mm_cvtsi32_si128(shift);
+      for (int64_t r0 = 0; r0 < r8; r0 += 8) {
+        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+          __m256i b[8];
+          for (int i = 0; i < 8; ++i) {
+            b[i] = qz.Nearest8(w.Row(r0 + i) + c0);
+            const int64_t at = (r0 + i) * cols_ + c0;
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(stored_.data() + at), b[i]);
+            const __m256i f =
+                nearest_read
+                    ? _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b[i], vhalf), vshift),
+                                       vfmax)
+                    : _mm256_sra_epi32(b[i], vshift);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(forward_.data() + at), f);
+          }
+          Transpose8x8(b);
+          for (int j = 0; j < 8; ++j) {
+            _mm256_storeu_si256(
+                reinterpret_cast<__m256i*>(stored_t_.data() + (c0 + j) * rows_ + r0), b[j]);
+          }
+        }
       }
-      forward_[i] = v;
+      // The edges (rows past r8, columns past c8) below, element by element.
+      for (int64_t r = 0; r < r8; ++r) {
+        for (int64_t c = c8; c < cols_; ++c) stored_[r * cols_ + c] = qz.Nearest(w.Row(r)[c]);
+      }
+      for (int64_t r = r8; r < rows_; ++r) {
+        for (int64_t c = 0; c < cols_; ++c) stored_[r * cols_ + c] = qz.Nearest(w.Row(r)[c]);
+      }
+    } else {
+      Quantize(w, bs, sign_, weight_rounding_, rng, stored_.data());
+    }
+    auto finish = [&](int64_t r, int64_t c) {
+      const int32_t v = stored_[r * cols_ + c];
+      stored_t_[c * rows_ + r] = v;
+      forward_[r * cols_ + c] = forward(v);
+    };
+    for (int64_t r = 0; r < r8; ++r) {
+      for (int64_t c = c8; c < cols_; ++c) finish(r, c);
+    }
+    for (int64_t r = r8; r < rows_; ++r) {
+      for (int64_t c = 0; c < cols_; ++c) finish(r, c);
     }
     counts.Add("weight_writes", rows_ * cols_ * bs);  // every cell of every stored weight
     // Occupancy: the layout takes row tiles (cut within row segments) x column tiles arrays of
@@ -290,12 +440,13 @@ class DigitalBitSerialMacro final : public Macro {
     PIM_CHECK_MSG(x.cols == k && y.cols == n && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
     const int bits = fwd ? spec_.input_bits : error_bits_;
-    const int ex = Quantize(x, bits, sign_, input_rounding_, Rng(ctx, kStreamInput), xq_);
+    int32_t* xq = xq_.Get(x.rows * x.cols);
+    const int ex = Quantize(x, bits, sign_, input_rounding_, Rng(ctx, kStreamInput), xq);
     kernels::BitSerialProblem p;
     p.m = x.rows;
     p.k = k;
     p.n = n;
-    p.x = {xq_.data(), k, 1, bits, sign_};
+    p.x = {xq, k, 1, bits, sign_};
     if (fwd) {
       p.w = {forward_.data(), cols_, 1, spec_.weight_bits, sign_};
       p.tile_k = spec_.rows;  // reduction over word lines
@@ -311,11 +462,11 @@ class DigitalBitSerialMacro final : public Macro {
       // arrays see each input plane); the reduction over the columns is tiled as before.
       p.segment_n = row_segment_;
     }
-    yq_.resize(static_cast<size_t>(p.m * n));
-    p.y = yq_.data();
+    p.y = yq_.Get(p.m * n);
     p.ldy = n;
     Run(p, ctx, counts);
-    Dequantize(yq_, ex + (fwd ? forward_exp_ : weight_exp_), y);
+    Dequantize(p.y, ex + (fwd ? forward_exp_ : weight_exp_), ProductBound(k, p.x.bits, p.w.bits),
+               y);
   }
 
   // GC path [assume]: dY (batch x cols) is written into a GC array at gradient_bits per element,
@@ -327,33 +478,46 @@ class DigitalBitSerialMacro final : public Macro {
     PIM_CHECK_MSG(x.rows == dy.rows && dw.rows == x.cols && dw.cols == dy.cols,
                   "GradientCalc: operand shapes do not match");
     const int64_t batch = x.rows;
+    int32_t* xq = xq_.Get(x.rows * x.cols);
+    int32_t* dyq = dyq_.Get(dy.rows * dy.cols);
     const int ex = Quantize(x, spec_.input_bits, sign_, input_rounding_, Rng(ctx, kStreamGradX),
-                            xq_, /*transpose=*/true);
+                            xq, /*transpose=*/true);
     const int edy =
-        Quantize(dy, gradient_bits_, sign_, input_rounding_, Rng(ctx, kStreamGradDy), dyq_);
+        Quantize(dy, gradient_bits_, sign_, input_rounding_, Rng(ctx, kStreamGradDy), dyq);
     kernels::BitSerialProblem p;
     p.m = x.cols;
     p.k = batch;
     p.n = dy.cols;
-    p.x = {xq_.data(), batch, 1, spec_.input_bits, sign_};
-    p.w = {dyq_.data(), dy.cols, 1, gradient_bits_, sign_};
+    p.x = {xq, batch, 1, spec_.input_bits, sign_};
+    p.w = {dyq, dy.cols, 1, gradient_bits_, sign_};
     p.tile_k = spec_.rows;
     p.tile_n = spec_.cols;
-    yq_.resize(static_cast<size_t>(p.m * p.n));
-    p.y = yq_.data();
+    p.y = yq_.Get(p.m * p.n);
     p.ldy = p.n;
     counts.Add("gc_operand_writes", batch * dy.cols * gradient_bits_);  // dY into the GC array
     Run(p, ctx, counts);
-    Dequantize(yq_, ex + edy, dw);
+    Dequantize(p.y, ex + edy, ProductBound(batch, spec_.input_bits, gradient_bits_), dw);
   }
 
   void ReadWeights(MatrixView w) const override {
     PIM_CHECK_MSG(w.rows == rows_ && w.cols == cols_, "ReadWeights: shape mismatch");
     const double scale = std::ldexp(1.0, weight_exp_);
+    // |stored| < 2^16 converts to float exactly; when 2^weight_exp_ is a normal float and the
+    // products stay below 2^128 (no underflow, no overflow), the float product is exact too, so
+    // it equals the double product rounded to float.
+    const bool vec = weight_exp_ >= -126 && weight_exp_ <= 111;
+    const __m256 vscale = _mm256_set1_ps(static_cast<float>(scale));
     for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) {
-        w.Row(r)[c] = static_cast<float>(stored_[r * cols_ + c] * scale);
+      float* row = w.Row(r);
+      const int32_t* src = stored_.data() + r * cols_;
+      int64_t c = 0;
+      if (vec) {
+        for (; c + 8 <= cols_; c += 8) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c));
+          _mm256_storeu_ps(row + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vscale));
+        }
       }
+      for (; c < cols_; ++c) row[c] = static_cast<float>(src[c] * scale);
     }
   }
 
@@ -392,8 +556,8 @@ class DigitalBitSerialMacro final : public Macro {
   std::vector<int32_t> stored_t_;  // the same, cols x rows
   std::vector<int32_t> forward_;   // rows x cols, top weight_bits of stored_
   // Per-call scratch (quantized operands, integer results), kept to avoid reallocation.
-  std::vector<int32_t> xq_, dyq_;
-  std::vector<int64_t> yq_;
+  Scratch<int32_t> xq_, dyq_;
+  Scratch<int64_t> yq_;
 };
 
 PIM_REGISTER(Macro, DigitalBitSerialMacro, "digital_bitserial",
