@@ -91,9 +91,10 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts);
 }  // namespace ref
 
 namespace fast {
-// The same result and counts: an exact int16 (vpmaddwd) GEMM over <= 8-bit slices combined in
-// int64, counts from popcounts and zero counts. Threads split output columns only.
-// `pool` may be null (single thread).
+// The same result and counts: an exact int16 (vpmaddwd) GEMM, operands whole where they fit
+// int16 (else byte slices), in int32 blocks short enough to stay exact, combined in int64;
+// counts from popcounts and zero counts. `pool` may be null (single thread); small products run
+// on the calling thread. Results do not depend on the thread count.
 void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool);
 }  // namespace fast
 

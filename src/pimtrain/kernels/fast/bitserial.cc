@@ -1,6 +1,7 @@
 // Fast bit-serial PIM multiply: the digital adder trees and shift-adds are exact, so the result
-// is one exact integer GEMM (int16 slices, vpmaddwd, int32 blocks, int64 combine); the action
-// counts follow from operand statistics (docs/numerics.md, "Counting model").
+// is one exact integer GEMM (int16 slices: whole operands where they fit, byte slices where
+// needed; vpmaddwd, int32 blocks sized to stay exact, int64 combine); the action counts follow
+// from operand statistics (docs/numerics.md, "Counting model").
 #include "pimtrain/kernels/bitserial.h"
 
 #include <immintrin.h>
@@ -27,6 +28,8 @@ constexpr int64_t kKc = 512;
 // stream past it).
 constexpr int64_t kMc = 96;
 static_assert(kMc % kMr == 0);
+// Products of fewer multiply-accumulates run on one thread.
+constexpr int64_t kSerialMacs = int64_t{1} << 20;
 // At most kNg column panels per task (kKc x kNg*kNr int16 of B, in L2).
 constexpr int64_t kNg = 8;
 
@@ -197,7 +200,7 @@ void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, i
   const __m256i byte = _mm256_set1_epi32(0xFF);
   const bool contiguous = p.x.stride_j == 1;
   // int32 lanes -> the low 128 bits hold the 8 values as int16, in order (no saturation: every
-  // slice is in [-128, 255]).
+  // slice fits int16, see SliceScheme).
   auto to_int16 = [](__m256i v) {
     return _mm256_castsi256_si128(
         _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0x08));  // lanes 0, 2
@@ -461,9 +464,9 @@ inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool f
 // pairs: y (=|+=) sum_{a,b} 2^(8a + 8b) X_a W_b. `a[s]` points at slice s's packed row mp0*kMr
 // (whole rows, stride lda int32 pairs); `b[s]` at slice s's pair row of the block's first k
 // pair, panel np0 (stride ldb).
-void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64_t mp0, int64_t mp1, int64_t np0,
-                 int64_t np1, const int32_t* const a[2], int64_t lda, const int32_t* const b[2],
-                 int64_t ldb, bool first) {
+void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64_t mp0,
+                 int64_t mp1, int64_t np0, int64_t np1, const int32_t* const a[2], int64_t lda,
+                 const int32_t* const b[2], int64_t ldb, bool first) {
   alignas(32) int32_t tile[kMr * kNr];
   const int xs = lay.sc.xs, ws = lay.sc.ws;
   const int64_t kp = lay.KPairs(p.k, kb), g0 = lay.KpOffset(kb);
@@ -611,6 +614,9 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadP
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.tile_k >= 1 && p.tile_n >= 1);
   PIM_CHECK(p.segment_k >= 0 && p.segment_n >= 0);
   PIM_CHECK(p.x.bits >= 1 && p.x.bits <= 16 && p.w.bits >= 1 && p.w.bits <= 16);
+  // Small products run on the calling thread: waking the pool's threads for two parallel
+  // sections costs more than they would save (results never depend on the thread count).
+  if (p.m * p.k * p.n < kSerialMacs) pool = nullptr;
   const ParallelFor parallel_for = [pool](int64_t n, int64_t grain,
                                           const std::function<void(int64_t, int64_t)>& fn) {
     if (pool != nullptr) {
