@@ -65,6 +65,7 @@ void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer, ConvMapp
   macro_ = std::move(macro);
   layer_ = layer;
   mapping_ = mapping;
+  last_weights_ = nullptr;
   programmed_ = false;
   std::lock_guard<std::mutex> lock(CountsMutex());
   occupancy_ = ArrayOccupancy{};
@@ -183,13 +184,9 @@ void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
   macro_->Program(view, MakeRunContext(ctx, Stage::kUpdate, ctx.pool, -1.0f), counts);
   if (!macro_->spec().master_weights) macro_->ReadWeights(view);
   programmed_ = true;
-  SparsityStats s;
-  s.weight_elements = w.numel();
-  s.weight_zeros = CountZeros(view, nullptr);
+  last_weights_ = &w;  // weight sparsity is read from it when the epoch's stats are taken
   {
     std::lock_guard<std::mutex> lock(CountsMutex());
-    sparsity_.weight_elements = s.weight_elements;  // a state, not a sum
-    sparsity_.weight_zeros = s.weight_zeros;
     occupancy_.cells_allocated = counts.Get("array_cells_allocated");
     occupancy_.cells_used = counts.Get("array_cells_used");
   }
@@ -224,6 +221,10 @@ ArrayOccupancy StagedMatmul::occupancy() const {
 SparsityStats StagedMatmul::TakeSparsity() {
   std::lock_guard<std::mutex> lock(CountsMutex());
   SparsityStats out = sparsity_;
+  if (last_weights_ != nullptr) {
+    out.weight_elements = last_weights_->numel();
+    out.weight_zeros = CountZeros(last_weights_->AsMatrix(), nullptr);
+  }
   sparsity_.input_elements = sparsity_.input_zeros = 0;
   sparsity_.error_elements = sparsity_.error_zeros = 0;
   return out;

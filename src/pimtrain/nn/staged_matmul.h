@@ -17,7 +17,7 @@ namespace pim {
 struct SparsityStats {
   int64_t input_elements = 0, input_zeros = 0;  // FP inputs (activations)
   int64_t error_elements = 0, error_zeros = 0;  // BP inputs (output errors)
-  int64_t weight_elements = 0, weight_zeros = 0;  // stored weights at the last programming
+  int64_t weight_elements = 0, weight_zeros = 0;  // weights as last programmed
 };
 
 // How a convolution's weights are laid onto arrays (the numbers are the same; the counts and
@@ -89,6 +89,7 @@ class StagedMatmul {
   ArrayOccupancy occupancy_;
   std::array<ActionCounts, kNumStages> counts_;
   SparsityStats sparsity_;
+  const Tensor* last_weights_ = nullptr;  // the weights as last programmed (the layer's tensor)
 };
 
 // Largest |v| over a matrix (0 for an empty one). NaN-free inputs assumed.

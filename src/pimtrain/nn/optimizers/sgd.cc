@@ -38,20 +38,31 @@ class Sgd final : public Optimizer {
       const float* __restrict g = params_[i]->grad.data();
       float* __restrict v = velocity_[i].data();
       const int64_t n = params_[i]->value.numel();
-      // One branch-free loop per variant, so each vectorizes.
-      DefaultPool().ParallelFor(n, 32768, [&](int64_t b, int64_t e) {
+      // One branch-free loop per variant, so each vectorizes. The pointers are re-declared
+      // __restrict inside the lambda: captured ones lose the qualifier and the compiler must
+      // assume aliasing.
+      float* const w_all = w;
+      const float* const g_all = g;
+      float* const v_all = v;
+      DefaultPool().ParallelFor(n, 32768, [=, this](int64_t b, int64_t e) {
+        float* __restrict wp = w_all + b;
+        const float* __restrict gp = g_all + b;
+        float* __restrict vp = v_all + b;
+        const int64_t len = e - b;
         if (mu == 0.0f) {
-          for (int64_t j = b; j < e; ++j) w[j] -= lr_f * (g[j] + wd * w[j]);
+          for (int64_t j = 0; j < len; ++j) wp[j] -= lr_f * (gp[j] + wd * wp[j]);
         } else if (!nesterov_) {
-          for (int64_t j = b; j < e; ++j) {
-            v[j] = mu * v[j] + (g[j] + wd * w[j]);
-            w[j] -= lr_f * v[j];
+          for (int64_t j = 0; j < len; ++j) {
+            const float vj = mu * vp[j] + (gp[j] + wd * wp[j]);
+            vp[j] = vj;
+            wp[j] -= lr_f * vj;
           }
         } else {
-          for (int64_t j = b; j < e; ++j) {
-            const float gj = g[j] + wd * w[j];
-            v[j] = mu * v[j] + gj;
-            w[j] -= lr_f * (gj + mu * v[j]);
+          for (int64_t j = 0; j < len; ++j) {
+            const float gj = gp[j] + wd * wp[j];
+            const float vj = mu * vp[j] + gj;
+            vp[j] = vj;
+            wp[j] -= lr_f * (gj + mu * vj);
           }
         }
       });
