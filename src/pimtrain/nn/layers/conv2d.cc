@@ -9,6 +9,7 @@
 #include "pimtrain/kernels/im2col.h"
 #include "pimtrain/nn/layer.h"
 #include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/nn/weighted_layer.h"
 
 namespace pim {
 namespace {
@@ -34,15 +35,15 @@ constexpr int64_t kGroupFloats = 64 * 1024;
 // GC:  dW = cols^T dY,  db = 1^T dY
 // Work is split over groups of whole images (independent outputs); the group size depends only
 // on the geometry, so every GEMM call and every sum is the same for any thread count.
-class Conv2d final : public Layer {
+class Conv2d final : public WeightedLayer {
  public:
   explicit Conv2d(const ConfigNode& p)
-      : where_(p.Where()),
+      : WeightedLayer(p.GetBool("bias")),
+        where_(p.Where()),
         oc_(p.GetInt("out_channels")),
         k_(p.GetInt("kernel")),
         stride_(p.GetInt("stride")),
-        pad_(p.GetInt("padding")),
-        has_bias_(p.GetBool("bias")) {}
+        pad_(p.GetInt("padding")) {}
 
   static Schema GetSchema() {
     Schema s;
@@ -72,18 +73,7 @@ class Conv2d final : public Layer {
     }
     const int64_t rows = geom_.col_width();
     matmul_.SetPositionRows(geom_.c);  // a kernel position's rows, for channel-wise mapping
-    // PyTorch's default: kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    const float bound = 1.0f / std::sqrt(static_cast<float>(rows));
-    weight_ = {"weight", Tensor(Shape{rows, oc_}), Tensor(Shape{rows, oc_})};
-    CounterRng w_rng(init_key, 0);
-    for (int64_t i = 0; i < weight_.value.numel(); ++i) {
-      weight_.value[i] = bound * (2.0f * w_rng.Uniform(i) - 1.0f);
-    }
-    if (has_bias_) {
-      bias_ = {"bias", Tensor(Shape{oc_}), Tensor(Shape{oc_})};
-      CounterRng b_rng(init_key, 1);
-      for (int64_t i = 0; i < oc_; ++i) bias_.value[i] = bound * (2.0f * b_rng.Uniform(i) - 1.0f);
-    }
+    InitParameters(rows, oc_, init_key);
     group_ = std::max<int64_t>(1, kGroupFloats / (geom_.rows_per_image() * rows));
     return Shape{geom_.out_h(), geom_.out_w(), oc_};
   }
@@ -114,7 +104,7 @@ class Conv2d final : public Layer {
       }
       kernels::Im2colImages(geom_, x.data(), cols, n0, n1);
       matmul_.Forward(ConstMatrixView(cols, rows, width, width), weight_.value,
-                      has_bias_ ? bias_.value.data() : nullptr,
+                      bias_data(),
                       MatrixView{y.data() + n0 * rpi * oc_, rows, oc_, oc_}, x_max, ctx, inner);
     });
   }
@@ -140,17 +130,7 @@ class Conv2d final : public Layer {
     matmul_.Gradient(ConstMatrixView(cols_.data(), rows, width, width),
                      ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(), ctx,
                      &PoolOf(ctx));
-    if (has_bias_) {
-      ColumnSums(dy.data(), rows, oc_, bias_.grad.data(), PoolOf(ctx));
-    }
-  }
-
-  void CommitUpdate(const StepContext& ctx) override { matmul_.Commit(weight_.value, ctx); }
-  StagedMatmul* matmul() override { return &matmul_; }
-
-  std::vector<Parameter*> Parameters() override {
-    if (has_bias_) return {&weight_, &bias_};
-    return {&weight_};
+    BiasGradient(dy.data(), rows, PoolOf(ctx));
   }
 
   std::string Summary() const override {
@@ -190,13 +170,10 @@ class Conv2d final : public Layer {
 
   std::string where_;
   int64_t oc_, k_, stride_, pad_;
-  bool has_bias_;
   kernels::ConvGeometry geom_;
   int64_t group_ = 1;
-  Parameter weight_, bias_;
   Tensor cols_;  // im2col(x) from FP, reused by GC
   const Tensor* x_ = nullptr;
-  StagedMatmul matmul_;
 };
 
 PIM_REGISTER(Layer, Conv2d, "conv2d",
