@@ -33,6 +33,9 @@ struct StepContext {
   ThreadPool* pool = nullptr;
 };
 
+// The pool a stage runs its parallel loops on (the process-wide one when the context has none).
+inline ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
+
 class Layer {
  public:
   static constexpr const char* kRoleName = "layer";

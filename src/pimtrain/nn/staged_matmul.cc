@@ -16,7 +16,7 @@ std::mutex& CountsMutex() {
 }
 }  // namespace
 
-float MaxAbs(ConstMatrixView v, ThreadPool* pool) {
+float MaxAbs(ConstMatrixView v) {
   float m = 0.0f;
   for (int64_t r = 0; r < v.rows; ++r) {
     const float* row = v.Row(r);
@@ -25,7 +25,7 @@ float MaxAbs(ConstMatrixView v, ThreadPool* pool) {
   return m;
 }
 
-int64_t CountZeros(ConstMatrixView v, ThreadPool* pool) {
+int64_t CountZeros(ConstMatrixView v) {
   int64_t z = 0;
   for (int64_t r = 0; r < v.rows; ++r) {
     const float* row = v.Row(r);
@@ -120,7 +120,7 @@ void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias
   }
   SparsityStats s;
   s.input_elements = x.rows * x.cols;
-  s.input_zeros = CountZeros(x, pool);
+  s.input_zeros = CountZeros(x);
   AddSparsity(s);
   AddCounts(Stage::kForward, counts);
 }
@@ -149,7 +149,7 @@ void StagedMatmul::Backward(ConstMatrixView dy, const Tensor& w, MatrixView dx, 
                    MakeRunContext(ctx, Stage::kBackward, pool, dy_max_abs), counts);
   SparsityStats s;
   s.error_elements = dy.rows * dy.cols;
-  s.error_zeros = CountZeros(dy, pool);
+  s.error_zeros = CountZeros(dy);
   AddSparsity(s);
   AddCounts(Stage::kBackward, counts);
 }
@@ -223,7 +223,7 @@ SparsityStats StagedMatmul::TakeSparsity() {
   SparsityStats out = sparsity_;
   if (last_weights_ != nullptr) {
     out.weight_elements = last_weights_->numel();
-    out.weight_zeros = CountZeros(last_weights_->AsMatrix(), nullptr);
+    out.weight_zeros = CountZeros(last_weights_->AsMatrix());
   }
   sparsity_.input_elements = sparsity_.input_zeros = 0;
   sparsity_.error_elements = sparsity_.error_zeros = 0;

@@ -93,10 +93,10 @@ class StagedMatmul {
 };
 
 // Largest |v| over a matrix (0 for an empty one). NaN-free inputs assumed.
-float MaxAbs(ConstMatrixView v, ThreadPool* pool);
+float MaxAbs(ConstMatrixView v);
 // out[j] = sum_r d[r][j] (the bias gradient of a batch), deterministic for any thread count.
 void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPool& pool);
 // Number of exact zeros in a matrix.
-int64_t CountZeros(ConstMatrixView v, ThreadPool* pool);
+int64_t CountZeros(ConstMatrixView v);
 
 }  // namespace pim

@@ -5,55 +5,22 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/nn/layer.h"
+#include "pimtrain/nn/layers/pool2d.h"
 
 namespace pim {
 namespace {
-
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
 
 // FP: y[n, oh, ow, c] = (1 / k^2) * sum over taps (i, j) inside the image of
 //     x[n, oh*s - p + i, ow*s - p + j, c]   (zero padding counts in the divisor: PyTorch's
 //     count_include_pad = True).
 // BP: dx[tap] += dy / k^2 for every tap inside the image (a fixed order per image).
-class AvgPool2d final : public Layer {
+class AvgPool2d final : public Pool2d {
  public:
-  explicit AvgPool2d(const ConfigNode& p)
-      : where_(p.Where()),
-        k_(p.GetInt("kernel")),
-        stride_(p.Has("stride") ? p.GetInt("stride") : k_),
-        pad_(p.GetInt("padding")) {
-    if (2 * pad_ > k_) {
-      throw ConfigError(p.At("padding").Where() + ": padding " + std::to_string(pad_) +
-                        " is more than half the kernel " + std::to_string(k_));
-    }
-  }
+  explicit AvgPool2d(const ConfigNode& p) : Pool2d(p) {}
 
-  static Schema GetSchema() {
-    Schema s;
-    s.Add(Param::Int("kernel").Range(1, 1024).Doc("window height and width"));
-    s.Add(Param::Int("stride").Range(1, 1024).Optional().Doc(
-        "step between windows (default: kernel)"));
-    s.Add(Param::Int("padding").Default(0).Range(0, 512).Doc(
-        "zero border, counted in the divisor, <= kernel/2"));
-    return s;
-  }
+  static Schema GetSchema() { return WindowSchema("zero border, counted in the divisor, <= kernel/2"); }
 
-  Shape Build(const Shape& input, uint64_t) override {
-    if (input.rank() != 3 || input.numel() <= 0) {
-      throw ConfigError(where_ + ": avg_pool2d needs (height, width, channels) input, got " +
-                        input.ToString());
-    }
-    h_ = input[0];
-    w_ = input[1];
-    c_ = input[2];
-    if (h_ + 2 * pad_ < k_ || w_ + 2 * pad_ < k_) {
-      throw ConfigError(where_ + ": kernel " + std::to_string(k_) + " is larger than the input " +
-                        input.ToString());
-    }
-    oh_ = (h_ + 2 * pad_ - k_) / stride_ + 1;
-    ow_ = (w_ + 2 * pad_ - k_) / stride_ + 1;
-    return Shape{oh_, ow_, c_};
-  }
+  Shape Build(const Shape& input, uint64_t) override { return BuildWindows(input, "avg_pool2d"); }
 
   void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
     const int64_t n = x.shape()[0];
@@ -121,10 +88,6 @@ class AvgPool2d final : public Layer {
            std::to_string(stride_) + (pad_ ? ", padding " + std::to_string(pad_) : "");
   }
 
- private:
-  std::string where_;
-  int64_t k_, stride_, pad_;
-  int64_t h_ = 0, w_ = 0, c_ = 0, oh_ = 0, ow_ = 0;
 };
 
 PIM_REGISTER(Layer, AvgPool2d, "avg_pool2d", "average pooling over square windows (NHWC)");

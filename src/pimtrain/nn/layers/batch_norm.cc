@@ -11,8 +11,6 @@
 namespace pim {
 namespace {
 
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
-
 // Ioffe & Szegedy (ICML 2015), PyTorch's conventions. With M = rows (every position of every
 // sample) and per channel c:
 // FP (train): mu = (1/M) sum x,  var = (1/M) sum (x - mu)^2,  xhat = (x - mu) / sqrt(var + eps),

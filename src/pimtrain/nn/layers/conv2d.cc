@@ -15,8 +15,6 @@ namespace pim {
 namespace {
 
 
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
-
 
 // A pool that runs everything inline, for GEMMs inside an already-parallel loop.
 ThreadPool& InlinePool() {
@@ -91,7 +89,7 @@ class Conv2d final : public WeightedLayer {
     if (keep) cols_.Resize(Shape{geom_.n * rpi, width});
     y.Resize(Shape{geom_.n, geom_.out_h(), geom_.out_w(), oc_});
     // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
-    const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix(), nullptr) : -1.0f;
+    const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix()) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       thread_local std::vector<float> scratch;
       const int64_t rows = (n1 - n0) * rpi;
@@ -112,7 +110,7 @@ class Conv2d final : public WeightedLayer {
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     dx.Resize(x_->shape());
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
-    const float dy_max = matmul_.on_macro() ? MaxAbs(dy.AsMatrix(), nullptr) : -1.0f;
+    const float dy_max = matmul_.on_macro() ? MaxAbs(dy.AsMatrix()) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
       thread_local std::vector<float> scratch;

@@ -11,8 +11,6 @@
 namespace pim {
 namespace {
 
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
-
 // FP (train): m_i = [u_i >= p] / (1 - p),  y = m * x   (inverted dropout: eval is the identity)
 // BP:         dx = m * dy
 // u_i is word i % 4 of Philox block i / 4 under the key MixKey(seed, layer key, step): a pure

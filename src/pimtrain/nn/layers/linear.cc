@@ -14,8 +14,6 @@ namespace pim {
 namespace {
 
 
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
-
 
 // FP:  Y = X W + 1 b^T           (X: N x in, W: in x out)
 // BP:  dX = dY W^T

@@ -7,55 +7,23 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/nn/layer.h"
+#include "pimtrain/nn/layers/pool2d.h"
 
 namespace pim {
 namespace {
-
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
 
 // FP: y[n, oh, ow, c] = max over taps (i, j) inside the image of x[n, oh*s - p + i, ow*s - p + j,
 // c]
 //     (padding never wins, as PyTorch's -inf padding; the first maximum wins ties; NaN wins).
 // BP: dx = 0, then dx[argmax] += dy for every output (overlapping windows accumulate, in a fixed
 //     order per image; images are split across threads).
-class MaxPool2d final : public Layer {
+class MaxPool2d final : public Pool2d {
  public:
-  explicit MaxPool2d(const ConfigNode& p)
-      : where_(p.Where()),
-        k_(p.GetInt("kernel")),
-        stride_(p.Has("stride") ? p.GetInt("stride") : k_),
-        pad_(p.GetInt("padding")) {
-    if (2 * pad_ > k_) {
-      throw ConfigError(p.At("padding").Where() + ": padding " + std::to_string(pad_) +
-                        " is more than half the kernel " + std::to_string(k_));
-    }
-  }
+  explicit MaxPool2d(const ConfigNode& p) : Pool2d(p) {}
 
-  static Schema GetSchema() {
-    Schema s;
-    s.Add(Param::Int("kernel").Range(1, 1024).Doc("window height and width"));
-    s.Add(Param::Int("stride").Range(1, 1024).Optional().Doc(
-        "step between windows (default: kernel)"));
-    s.Add(Param::Int("padding").Default(0).Range(0, 512).Doc("implicit -inf border, <= kernel/2"));
-    return s;
-  }
+  static Schema GetSchema() { return WindowSchema("implicit -inf border, <= kernel/2"); }
 
-  Shape Build(const Shape& input, uint64_t) override {
-    if (input.rank() != 3 || input.numel() <= 0) {
-      throw ConfigError(where_ + ": max_pool2d needs (height, width, channels) input, got " +
-                        input.ToString());
-    }
-    h_ = input[0];
-    w_ = input[1];
-    c_ = input[2];
-    if (h_ + 2 * pad_ < k_ || w_ + 2 * pad_ < k_) {
-      throw ConfigError(where_ + ": kernel " + std::to_string(k_) + " is larger than the input " +
-                        input.ToString());
-    }
-    oh_ = (h_ + 2 * pad_ - k_) / stride_ + 1;
-    ow_ = (w_ + 2 * pad_ - k_) / stride_ + 1;
-    return Shape{oh_, ow_, c_};
-  }
+  Shape Build(const Shape& input, uint64_t) override { return BuildWindows(input, "max_pool2d"); }
 
   void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
     const int64_t n = x.shape()[0];
@@ -158,9 +126,6 @@ class MaxPool2d final : public Layer {
     }
   }
 
-  std::string where_;
-  int64_t k_, stride_, pad_;
-  int64_t h_ = 0, w_ = 0, c_ = 0, oh_ = 0, ow_ = 0;
   std::vector<int32_t> argmax_;  // per output: the winning input's offset within its image
 };
 

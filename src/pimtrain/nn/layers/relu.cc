@@ -7,7 +7,6 @@
 namespace pim {
 namespace {
 
-ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
 constexpr int64_t kGrain = 16384;
 
 // FP: y = max(x, 0).  BP: dx = dy * [x > 0] (the subgradient 0 at x = 0, as PyTorch).
