@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# The main job: install dependencies, build, and train the default configuration on
-# Fashion-MNIST, printing per-epoch progress and the final test accuracy. Extra arguments go to
-# `pimtrain train` (e.g. a config file or --set train.epochs=2).
+# The main job: install dependencies, build, train the T-PIM preset (presets/chips/tpim.yaml: the
+# MLP on Fashion-MNIST with all four training stages on the simulated bit-serial SRAM macro) and
+# print per-epoch progress, the final test accuracy and the chip's cost report. Extra arguments
+# go to `pimtrain train`: another config file replaces the preset (e.g. configs/mlp.yaml for the
+# exact FP32 engine); --set options apply on top (e.g. --set train.epochs=2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh release
-exec build/release/pimtrain train "$@"
+args=("$@")
+has_config=0
+for a in "$@"; do
+  case "$a" in *.yaml | *.yml) has_config=1 ;; esac
+done
+if [ "$has_config" = 0 ]; then args=(presets/chips/tpim.yaml "${args[@]}"); fi
+exec build/release/pimtrain train "${args[@]}"

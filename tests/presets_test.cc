@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include "pimtrain/base/registry.h"
+#include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
 #include "test_util.h"
 
@@ -41,6 +43,51 @@ TEST(PresetTest, EveryChipPresetHasSourcesAndTrains) {
     EXPECT_EQ(r.epochs.size(), 1u);
     EXPECT_GT(r.test_accuracy, 0.0);
   }
+}
+
+// Each preset's `expected:` block: every published figure within its tolerance (10 % unless the
+// preset says otherwise), through the same macro benchmark and cost model `pimtrain cost` uses.
+TEST(PresetTest, PublishedFiguresAreReproduced) {
+  int figures = 0;
+  for (const auto& file : PresetFiles()) {
+    SCOPED_TRACE(file);
+    ConfigNode c = ResolveConfig({file}, {});
+    if (!c.Has("expected") || !c.Has("cost")) continue;
+    auto model = Registry<CostModel>::Create(c.At("cost"));
+    for (const FigureCheck& f : CheckExpected(c, *model)) {
+      EXPECT_TRUE(f.ok()) << f.figure << " at " << f.point << ": paper " << f.paper << ", model "
+                          << f.model << " (" << f.workload << ")";
+      EXPECT_LE(f.tolerance, 0.1) << f.figure;
+      ++figures;
+    }
+  }
+  EXPECT_GE(figures, 4);
+}
+
+// Training on a preset with a cost block prices each epoch: energy and time per stage and layer
+// in metrics.jsonl and summary.json; more training samples cost proportionally more.
+TEST(PresetTest, TrainingReportsTheCostOfEachEpoch) {
+  testing::TempDir dir;
+  testing::WriteTinyMnist(dir.path(), 128, 32, 28, /*gzip=*/true);
+  auto run = [&](int samples) {
+    ConfigNode c = ResolveConfig(
+        {std::string(PIMTRAIN_SOURCE_DIR) + "/presets/chips/tpim.yaml"},
+        {"data.dir=" + dir.path(), "data.train_limit=" + std::to_string(samples),
+         "data.test_limit=32", "train.epochs=1", "train.batch_size=32"});
+    Session s(c);
+    return s.Train("", false, {});
+  };
+  TrainSummary a = run(64), b = run(128);
+  ASSERT_TRUE(a.has_cost);
+  EXPECT_GT(a.cost.energy_pj, 0);
+  EXPECT_GT(a.cost.seconds, 0);
+  for (const char* stage : {"forward", "backward", "gradient", "update"}) {
+    EXPECT_GT(a.cost.EnergyByStage()[stage], 0) << stage;
+  }
+  EXPECT_EQ(a.cost.EnergyByLayer().size(), 3u);  // the three linear layers
+  EXPECT_NEAR(b.cost.macs / a.cost.macs, 2.0, 1e-9);
+  EXPECT_NEAR(b.cost.energy_pj / a.cost.energy_pj, 2.0, 0.25);
+  EXPECT_FALSE(a.epochs.back().cost_json.empty());
 }
 
 }  // namespace

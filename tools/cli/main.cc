@@ -1,4 +1,4 @@
-// The pimtrain command: train, eval, describe.
+// The pimtrain command: train, eval, cost, describe.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +12,9 @@
 
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
+#include "pimtrain/base/io.h"
+#include "pimtrain/cost/tech.h"
+#include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
 
 namespace pim {
@@ -118,6 +121,9 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
   std::printf("test accuracy: %s after %lld epochs (%.1f s training, peak memory %.0f MiB)\n",
               Percent(s.test_accuracy).c_str(), static_cast<long long>(s.epochs.size()),
               s.train_seconds, static_cast<double>(s.peak_rss_bytes) / (1 << 20));
+  if (s.has_cost) {
+    std::printf("\n%s\n%s", s.cost.Headline().c_str(), s.cost.ToTable().c_str());
+  }
   std::printf("results: %s/metrics.jsonl, %s/summary.json\n", out.c_str(), out.c_str());
   return 0;
 }
@@ -132,6 +138,59 @@ int Eval(const std::vector<std::string>& configs, const std::vector<std::string>
   EvalResult r = session.EvaluateCheckpoint(checkpoint);
   std::printf("test accuracy: %s  (loss %.4f, %lld samples)\n", Percent(r.accuracy).c_str(),
               r.loss, static_cast<long long>(session.data().test.size()));
+  return 0;
+}
+
+// A preset name ("tpim") or a config file path.
+std::string ResolvePresetOrFile(const std::string& arg) {
+  if (FileExists(arg)) return arg;
+  std::string preset = PresetsDir() + "/chips/" + arg + ".yaml";
+  if (FileExists(preset)) return preset;
+  throw IoError(arg + ": no such config file, and no preset of that name in " + PresetsDir() +
+                "/chips");
+}
+
+int Cost(const std::vector<std::string>& args, const std::vector<std::string>& sets, bool json,
+         const std::string& point) {
+  if (args.empty()) throw ConfigError("cost needs a preset name or a config file");
+  std::vector<std::string> files;
+  for (const auto& a : args) files.push_back(ResolvePresetOrFile(a));
+  ConfigNode config = ResolveConfig(files, sets);
+  const ConfigNode* block = config.Find("cost");
+  if (block == nullptr || block->IsNull()) {
+    throw ConfigError(files.back() + ": no cost: block (pimtrain describe cost_model)");
+  }
+  std::unique_ptr<CostModel> model = Registry<CostModel>::Create(*block);
+  std::vector<OperatingPoint> points;
+  if (!point.empty()) {
+    points.push_back(model->FindOperatingPoint(point));
+  } else {
+    points.push_back(model->operating_point());
+    for (const auto& p : model->operating_points()) points.push_back(p);
+  }
+  Workload dense;
+  dense.input_sparsity = 0;
+  std::vector<CostReport> reports;
+  for (const auto& p : points) reports.push_back(BenchmarkMacro(config, *model, dense, p));
+  std::vector<FigureCheck> checks = CheckExpected(config, *model);
+  std::string name = config.Has("name") ? config.GetString("name") : files.back();
+  if (json) {
+    std::string out = "{\n\"preset\": \"" + name + "\",\n\"workload\": \"" +
+                      dense.Describe() + "\",\n\"operating_points\": [";
+    for (size_t i = 0; i < reports.size(); ++i) {
+      out += (i ? ",\n" : "\n") + reports[i].ToJson();
+    }
+    out += "],\n\"expected\": " + FigureChecksJson(checks) + "\n}\n";
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  std::printf("%s: the chip's arrays filled with one dense workload (%s), priced at each "
+              "operating point\n\n", name.c_str(), dense.Describe().c_str());
+  for (const auto& r : reports) std::printf("%s\n", r.ToTable().c_str());
+  if (!checks.empty()) {
+    std::printf("published figures (expected:) vs the model:\n%s",
+                FigureChecksTable(checks).c_str());
+  }
   return 0;
 }
 
@@ -228,6 +287,15 @@ int Main(int argc, char** argv) {
   eval->add_option("--set", sets, "override a key (repeatable)");
   eval->add_option("--checkpoint", checkpoint, "run directory or checkpoint file")->required();
 
+  bool json = false;
+  std::string point;
+  auto* cost = app.add_subcommand("cost", "a preset's energy, latency and area figures, and its "
+                                          "published figures against the model");
+  cost->add_option("preset", configs, "preset name (presets/chips/NAME.yaml) or config files");
+  cost->add_option("--set", sets, "override a key (repeatable)");
+  cost->add_flag("--json", json, "print JSON (every figure with its unit)");
+  cost->add_option("--point", point, "only this operating point");
+
   auto* describe = app.add_subcommand("describe", "list implementations and their parameters");
   describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
 
@@ -247,6 +315,7 @@ int Main(int argc, char** argv) {
   try {
     if (train->parsed()) return Train(configs, sets, out, resume);
     if (eval->parsed()) return Eval(configs, sets, checkpoint);
+    if (cost->parsed()) return Cost(configs, sets, json, point);
     if (describe->parsed()) return Describe(what);
   } catch (const Error& e) {
     std::fflush(stdout);

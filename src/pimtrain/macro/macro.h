@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "pimtrain/base/action_counts.h"
@@ -82,6 +83,12 @@ class Macro {
 
   // The weights as the array holds them now, dequantized to float (rows x cols).
   virtual void ReadWeights(MatrixView w) const = 0;
+
+  // Structural figures the cost model needs besides the action counts: resolved widths (the ADC
+  // resolution a dataflow's formula gives, DAC bits, cell bits, datapath width), array geometry,
+  // and the like. Names are documented by each implementation; the cost model (src/pimtrain/cost)
+  // reads the ones its component tables need. Pure description: no state changes.
+  virtual std::map<std::string, double> HardwareParams() const { return {}; }
 };
 
 }  // namespace pim

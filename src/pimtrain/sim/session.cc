@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "pimtrain/base/registry.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/sim/limits.h"
 
 namespace pim {
 
@@ -37,6 +39,9 @@ const Schema& RootSchema() {
                    .Doc("training loss"));
     train->Add(Param::Bool("checkpoint").Default(true)
                    .Doc("write DIR/checkpoint.bin at each epoch end"));
+    train->Add(Param::Enum("on_nonfinite", {"stop", "skip_step"}).Default("stop")
+                   .Doc("NaN/Inf in loss, activations, errors, gradients or weights: stop the "
+                        "run naming layer, stage and step, or skip that step's update"));
 
     auto pim = std::make_shared<Schema>();
     pim->Add(Param::Component("macro", "macro").Optional()
@@ -59,6 +64,9 @@ const Schema& RootSchema() {
               .Doc("the network"));
     s.Add(Param::Section("train", train).Doc("training settings"));
     s.Add(Param::Section("pim", pim).Doc("which layers run on which PIM macro"));
+    s.Add(Param::Section("limits", LimitsSchema()).Doc("refuse runs too big to fit or to finish"));
+    s.Add(Param::Component("cost", "cost_model").Optional()
+              .Doc("prices the macro's counted actions: energy, latency, area (docs/cost.md)"));
     s.Add(Param::Any("source").Optional().Doc("preset provenance: citation, assumptions"));
     s.Add(Param::Any("expected").Optional().Doc("published figures a preset reproduces"));
     return s;
@@ -122,6 +130,7 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
   auto dataset = Registry<Dataset>::Create(config_.At("data"));
   data_ = dataset->Load();
   if (data_.train.size() == 0) throw DataError(config_.At("data").Where() + ": no training data");
+  CheckResourceLimits(config_, data_);  // before the model is allocated
 
   auto model = Registry<Model>::Create(config_.At("model"));
   uint64_t seed = static_cast<uint64_t>(config_.GetInt("seed"));
@@ -146,7 +155,11 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
   opts.epochs = train.GetInt("epochs");
   opts.batch_size = train.GetInt("batch_size");
   opts.eval_batch_size = train.GetInt("eval_batch_size");
+  opts.skip_nonfinite_steps = train.GetString("on_nonfinite") == "skip_step";
   trainer_ = std::make_unique<Trainer>(*net_, *opt_, *schedule_, *loss_, *algorithm_, data_, opts);
+  if (const ConfigNode* cost = config_.Find("cost"); cost != nullptr && !cost->IsNull()) {
+    cost_ = Registry<CostModel>::Create(*cost);
+  }
 }
 
 Session::~Session() = default;
@@ -186,6 +199,11 @@ void Session::ProgramMacros() {
 
 namespace {
 
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // The process's peak resident memory: VmHWM from /proc, which starts afresh at exec
 // (getrusage's ru_maxrss carries over the high-water mark of the process that exec'd us, so a
 // run started from a big Python process would report Python's memory).
@@ -218,7 +236,8 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     CheckpointInfo info = ReadCheckpointInfo(ckpt_path);
     ConfigNode saved = ValidateRoot(ParseYaml(info.config_yaml, ckpt_path));
-    std::string diff = FirstDifference(saved, config_, {"threads"});
+    std::string diff =
+        FirstDifference(saved, config_, {"threads", "limits", "train.on_nonfinite"});
     if (!diff.empty()) {
       throw ConfigError(ckpt_path + ": cannot resume: the config differs from the checkpoint's at '" +
                         diff + "'");
@@ -253,6 +272,19 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
 
   for (int64_t e = start_epoch; e < epochs; ++e) {
     EpochMetrics m = trainer_->RunEpoch(e, cb.on_progress);
+    if (cost_ != nullptr && !m.hardware.empty()) {
+      double t0 = NowSeconds();
+      RunShape shape{m.samples, train.GetInt("batch_size"), cost_->schedule()};
+      summary.cost = BuildCostReport(*cost_, m.hardware, cost_->operating_point(), shape);
+      summary.has_cost = true;
+      summary.cost_energy_pj_all_epochs += summary.cost.energy_pj;
+      m.cost_json = summary.cost.CompactJson();
+      summary.cost_pricing_seconds += NowSeconds() - t0;
+    }
+    if (m.skipped_steps > 0 && cb.on_info) {
+      cb.on_info("epoch " + std::to_string(m.epoch) + ": skipped " +
+                 std::to_string(m.skipped_steps) + " steps with NaN/Inf (train.on_nonfinite)");
+    }
     summary.epochs.push_back(m);
     metrics_jsonl += m.ToJsonLine() + "\n";
     if (!out_dir.empty()) {
@@ -282,6 +314,12 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       return n;
     }();
     j["forward_macs_per_sample"] = net_->ForwardMacsPerSample();
+    if (summary.has_cost) {
+      j["cost"] = nlohmann::ordered_json::parse(summary.cost.ToJson());
+      j["cost_energy_all_epochs"] = {{"value", summary.cost_energy_pj_all_epochs},
+                                     {"unit", "pJ"}};
+      j["cost_pricing_seconds"] = summary.cost_pricing_seconds;
+    }
     j["config"] = nlohmann::ordered_json::parse(ToJson(config_));
     WriteFileAtomic(out_dir + "/summary.json", j.dump(2) + "\n");
   }

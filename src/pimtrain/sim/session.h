@@ -8,6 +8,8 @@
 
 #include "pimtrain/base/config.h"
 #include "pimtrain/base/schema.h"
+#include "pimtrain/cost/cost_model.h"
+#include "pimtrain/cost/report.h"
 #include "pimtrain/nn/dataset.h"
 #include "pimtrain/nn/loss.h"
 #include "pimtrain/nn/model.h"
@@ -36,6 +38,12 @@ struct TrainSummary {
   double test_accuracy = 0;
   double train_seconds = 0;
   int64_t peak_rss_bytes = 0;
+  // The cost model's report of the last trained epoch (when the config has a `cost:` block and
+  // a layer runs on a macro); empty otherwise.
+  bool has_cost = false;
+  CostReport cost;
+  double cost_energy_pj_all_epochs = 0;  // summed over the epochs trained in this call
+  double cost_pricing_seconds = 0;       // wall time spent pricing counts
 };
 
 struct SessionCallbacks {
@@ -54,6 +62,8 @@ class Session {
   const LoadedData& data() const { return data_; }
   Network& network() { return *net_; }
   Trainer& trainer() { return *trainer_; }
+  // The config's cost model (nullptr without a `cost:` block).
+  const CostModel* cost_model() const { return cost_.get(); }
 
   // Trains for train.epochs. With a non-empty `out_dir`, writes config.yaml, metrics.jsonl,
   // checkpoint.bin (each epoch) and summary.json there, each atomically. With `resume`, first
@@ -77,6 +87,7 @@ class Session {
   std::unique_ptr<Loss> loss_;
   std::unique_ptr<TrainingAlgorithm> algorithm_;
   std::unique_ptr<Trainer> trainer_;
+  std::unique_ptr<CostModel> cost_;
 };
 
 }  // namespace pim

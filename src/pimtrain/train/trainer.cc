@@ -2,9 +2,11 @@
 #include "pimtrain/train/trainer.h"
 
 #include <chrono>
+#include <string_view>
 #include <nlohmann/json.hpp>
 
 #include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/train/numeric_guard.h"
 
 namespace pim {
 
@@ -25,7 +27,20 @@ std::string EpochMetrics::ToJsonLine() const {
   j["learning_rate"] = learning_rate;
   j["seconds"] = seconds;
   j["eval_seconds"] = eval_seconds;
-  if (!hardware_json.empty()) j["layers"] = nlohmann::ordered_json::parse(hardware_json);
+  if (skipped_steps > 0) j["skipped_steps"] = skipped_steps;
+  if (!hardware_json.empty()) {
+    j["layers"] = nlohmann::ordered_json::parse(hardware_json);
+    // The epoch's saturation events summed over the layers (per layer in layers[].saturation).
+    auto saturation = nlohmann::ordered_json::object();
+    for (const auto& l : j["layers"]) {
+      if (!l.contains("saturation")) continue;
+      for (const auto& [name, n] : l["saturation"].items()) {
+        saturation[name] = saturation.value(name, int64_t{0}) + n.get<int64_t>();
+      }
+    }
+    j["saturation"] = saturation;
+  }
+  if (!cost_json.empty()) j["cost"] = nlohmann::ordered_json::parse(cost_json);
   return j.dump();
 }
 
@@ -48,7 +63,8 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
   const int64_t steps = steps_per_epoch();
   std::vector<int64_t> order = EpochOrder(options_.seed, epoch, n);
   double loss_sum = 0;
-  int64_t correct = 0, seen = 0;
+  int64_t correct = 0, seen = 0, skipped = 0;
+  std::string last_fault;
   double lr = 0;
   double start = Now();
   for (int64_t s = 0; s < steps; ++s) {
@@ -63,11 +79,32 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
     ctx.pool = &DefaultPool();
     lr = opt_.base_learning_rate() *
          schedule_.Factor(epoch, static_cast<double>(s) / steps, options_.epochs);
-    StepResult r = algorithm_.TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx);
+    StepResult r;
+    bool before_update = true;  // a fault the algorithm raised before its WU can be skipped
+    try {
+      r = algorithm_.TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx);
+      before_update = false;
+      // Whatever the algorithm checked itself, the loss and the state it leaves must be finite.
+      CheckLossFinite(r.loss_sum, ctx);
+      CheckStateFinite(net_, ctx);
+    } catch (const NonfiniteFound& found) {
+      SkipOrStop(found.fault(), before_update, ctx);  // throws NumericError to stop
+      ++skipped;
+      last_fault = found.fault().Describe();
+      continue;
+    }
     loss_sum += r.loss_sum;
     correct += r.correct;
     seen += e - b;
-    if (progress) progress(s + 1, steps, loss_sum / seen, static_cast<double>(correct) / seen);
+    if (progress) {
+      const double shown = static_cast<double>(std::max<int64_t>(1, seen));
+      progress(s + 1, steps, loss_sum / shown, static_cast<double>(correct) / shown);
+    }
+  }
+  if (skipped > 0 && skipped == steps) {
+    throw NumericError("every step of epoch " + std::to_string(epoch + 1) +
+                       " hit a non-finite value and was skipped (the last: " + last_fault +
+                       "); the run cannot make progress");
   }
   EpochMetrics m;
   m.epoch = epoch + 1;
@@ -75,7 +112,9 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
   m.train_loss = loss_sum / std::max<int64_t>(1, seen);
   m.train_accuracy = static_cast<double>(correct) / std::max<int64_t>(1, seen);
   m.learning_rate = lr;
-  m.hardware_json = TakeHardwareJson();
+  m.skipped_steps = skipped;
+  m.samples = seen;
+  m.hardware_json = TakeHardwareJson(&m.hardware);
   double eval_start = Now();
   EvalResult ev = Evaluate(data_.test);
   TakeHardwareJson();  // inference on the test set is not part of the training cost
@@ -83,6 +122,27 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
   m.test_loss = ev.loss;
   m.test_accuracy = ev.accuracy;
   return m;
+}
+
+void Trainer::SkipOrStop(const NonfiniteFault& fault, bool before_update,
+                         const StepContext& ctx) {
+  if (!options_.skip_nonfinite_steps) {
+    throw NumericError(fault.Describe() +
+                       "; stopping (lower the learning rate, or set train.on_nonfinite: "
+                       "skip_step to skip such steps)");
+  }
+  if (!before_update) {
+    throw NumericError(fault.Describe() +
+                       "; the step cannot be skipped: the weights were already updated");
+  }
+  // The skipped step must leave no trace: parameters are untouched before WU, but layer state
+  // written in FP (batch-norm running statistics) may already hold the bad value.
+  try {
+    CheckStateFinite(net_, ctx);
+  } catch (const NonfiniteFound& state) {
+    throw NumericError(fault.Describe() + "; the step cannot be skipped: " +
+                       state.fault().Describe());
+  }
 }
 
 EvalResult Trainer::Evaluate(const Split& split) {
@@ -111,7 +171,7 @@ EvalResult Trainer::Evaluate(const Split& split) {
   return out;
 }
 
-std::string Trainer::TakeHardwareJson() {
+std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
   auto layers = nlohmann::ordered_json::array();
   auto fraction = [](int64_t zeros, int64_t total) {
     return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
@@ -137,7 +197,30 @@ std::string Trainer::TakeHardwareJson() {
       actions[StageName(static_cast<Stage>(s))] = stage;
     }
     l["actions"] = actions;
+    // Saturation events, summed over the stages: counts named *_clipped (e.g. adc_clipped, an
+    // ADC code clipped to full scale) or *_saturated (an accumulator held at its limit).
+    auto saturation = nlohmann::ordered_json::object();
+    for (int s = 0; s < kNumStages; ++s) {
+      for (const auto& [name, n] : counts[s].counts()) {
+        auto ends_with = [&](std::string_view suffix) {
+          return name.size() >= suffix.size() &&
+                 name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+        };
+        if (ends_with("_clipped") || ends_with("_saturated")) {
+          saturation[name] = saturation.value(name, int64_t{0}) + n;
+        }
+      }
+    }
+    if (!saturation.empty()) l["saturation"] = saturation;
     layers.push_back(l);
+    if (hardware != nullptr) {
+      LayerHardware h;
+      h.layer = i;
+      h.summary = net_.layer(i).Summary();
+      h.hw = m->macro()->HardwareParams();
+      h.counts = std::move(counts);
+      hardware->push_back(std::move(h));
+    }
   }
   return layers.empty() ? "" : layers.dump();
 }

@@ -5,12 +5,14 @@
 #include <functional>
 #include <string>
 
+#include "pimtrain/cost/cost_model.h"
 #include "pimtrain/nn/dataset.h"
 #include "pimtrain/nn/loss.h"
 #include "pimtrain/nn/model.h"
 #include "pimtrain/nn/optimizer.h"
 #include "pimtrain/train/algorithm.h"
 #include "pimtrain/train/checkpoint.h"
+#include "pimtrain/train/numeric_guard.h"
 
 namespace pim {
 
@@ -27,6 +29,11 @@ struct EpochMetrics {
   // actions of each training stage in this epoch, as a JSON array ("" when no layer is on a
   // macro).
   std::string hardware_json;
+  // The same layers' counts per stage and macro structure, for the cost model.
+  std::vector<LayerHardware> hardware;
+  int64_t samples = 0;  // training samples in the epoch
+  std::string cost_json;  // the cost model's headline figures of the epoch ("" without one)
+  int64_t skipped_steps = 0;  // steps skipped for a non-finite value (train.on_nonfinite)
   std::string ToJsonLine() const;  // one metrics.jsonl line
 };
 
@@ -40,6 +47,8 @@ struct TrainerOptions {
   int64_t epochs = 1;
   int64_t batch_size = 64;
   int64_t eval_batch_size = 1000;
+  // NaN/Inf found before a step's weight update: skip the step (true) or stop the run.
+  bool skip_nonfinite_steps = false;
 };
 
 // Progress within an epoch: (steps done, steps total, running mean loss, running accuracy).
@@ -56,11 +65,16 @@ class Trainer {
 
   // Every tensor that defines the training state, in a fixed order, for checkpoints.
   NamedTensors StateTensors();
-  // Collects (and resets) the macro layers' counts and sparsity; "" when none is on a macro.
-  std::string TakeHardwareJson();
+  // Collects (and resets) the macro layers' counts and sparsity as JSON ("" when none is on a
+  // macro) and, when `hardware` is non-null, as structured counts for the cost model.
+  std::string TakeHardwareJson(std::vector<LayerHardware>* hardware = nullptr);
   int64_t steps_per_epoch() const;
 
  private:
+  // After a NaN/Inf was found in a step: returns if the step can be skipped (configured, the
+  // fault came before WU, and no layer state took the bad value); throws NumericError otherwise.
+  void SkipOrStop(const NonfiniteFault& fault, bool before_update, const StepContext& ctx);
+
   Network& net_;
   Optimizer& opt_;
   Schedule& schedule_;

@@ -433,6 +433,19 @@ class DigitalBitSerialMacro final : public Macro {
     counts.Add("array_cells_used", rows_ * cols_ * bs);
   }
 
+  // The structure the cost model prices (bitserial_sram, docs/cost.md).
+  std::map<std::string, double> HardwareParams() const override {
+    return {{"rows", static_cast<double>(spec_.rows)},
+            {"cols", static_cast<double>(spec_.cols)},
+            {"bitlines", static_cast<double>(spec_.cols * spec_.weight_bits_backward)},
+            {"arrays_total", static_cast<double>(spec_.arrays_per_core * spec_.cores)},
+            {"input_bits", static_cast<double>(spec_.input_bits)},
+            {"error_bits", static_cast<double>(error_bits_)},
+            {"weight_bits", static_cast<double>(spec_.weight_bits)},
+            {"weight_bits_backward", static_cast<double>(spec_.weight_bits_backward)},
+            {"gradient_bits", static_cast<double>(gradient_bits_)}};
+  }
+
   void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
                 ActionCounts& counts) override {
     const bool fwd = dir == Direction::kForward;

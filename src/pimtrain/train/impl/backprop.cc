@@ -1,6 +1,7 @@
 // `backprop`: the exact chain rule; every layer's output error comes from the layer above.
 #include "pimtrain/base/registry.h"
 #include "pimtrain/train/algorithm.h"
+#include "pimtrain/train/numeric_guard.h"
 
 namespace pim {
 namespace {
@@ -16,11 +17,22 @@ class Backprop final : public TrainingAlgorithm {
     const Tensor& logits = net.Forward(x, ctx);
     const int n = net.size();
     LossResult lr_result = loss.Compute(logits, labels, &net.error(n));
+    // Non-finite values are caught where they first appear and before WU, so the step can
+    // still be skipped (NonfiniteFound; the trainer decides). The scans cost O(elements), a
+    // small fraction of the products that made them.
+    CheckActivationsFinite(net, ctx);
+    CheckLossFinite(lr_result.loss_sum, ctx);
     // BP and GC, top layer first. The input layer's error is never needed.
     for (int i = n - 1; i >= 0; --i) {
       Layer& layer = net.layer(i);
       layer.ComputeGradient(net.error(i + 1), ctx);
-      if (i > 0) layer.PropagateError(net.error(i + 1), net.error(i), ctx);
+      for (Parameter* p : layer.Parameters()) {
+        CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);
+      }
+      if (i > 0) {
+        layer.PropagateError(net.error(i + 1), net.error(i), ctx);
+        CheckFinite(net.error(i), net, i, Stage::kBackward, "input error", ctx);
+      }
     }
     // WU
     opt.Step(lr);

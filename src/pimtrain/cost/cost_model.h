@@ -1,0 +1,99 @@
+// CostModel role: prices the functional model's action counts in energy, time and area, using a
+// technology table (presets/tech) and the chip's component parameters (docs/cost.md).
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/action_counts.h"
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/schema.h"
+#include "pimtrain/base/stage.h"
+#include "pimtrain/cost/tech.h"
+
+namespace pim {
+
+// A supply voltage and clock the chip runs at.
+struct OperatingPoint {
+  std::string name = "nominal";
+  double voltage = 0.9;       // V
+  double frequency_mhz = 100; // MHz
+};
+
+// How per-stage latencies combine into the time of a training period (cost/pipeline.h).
+enum class StageSchedule { kSequential, kLayerPipelined };
+
+// The structural description of one macro (Macro::HardwareParams): rows, cols, widths, ...
+using HardwareParams = std::map<std::string, double>;
+
+// What one layer did on its macro in some period (an epoch, a benchmark): its counts per stage
+// and the hardware it ran on.
+struct LayerHardware {
+  int layer = 0;
+  std::string summary;  // "linear 784->256"
+  HardwareParams hw;
+  std::array<ActionCounts, kNumStages> counts;
+};
+
+// Counts priced at one operating point.
+struct PricedCounts {
+  std::map<std::string, double> energy_pj;  // dynamic energy by component (pJ)
+  double cycles = 0;                        // clock cycles the work occupies the chip's units
+  double TotalEnergyPj() const {
+    double e = 0;
+    for (const auto& [k, v] : energy_pj) e += v;
+    return e;
+  }
+};
+
+class CostModel {
+ public:
+  static constexpr const char* kRoleName = "cost_model";
+  virtual ~CostModel() = default;
+
+  const TechTable& tech() const { return tech_; }
+  // The operating point of a run (the config's voltage and frequency_mhz).
+  const OperatingPoint& operating_point() const { return op_; }
+  // Named operating points (e.g. the published ends of a chip's range); may be empty.
+  const std::vector<OperatingPoint>& operating_points() const { return points_; }
+  // The named point, or a ConfigError listing the known names.
+  OperatingPoint FindOperatingPoint(const std::string& name) const;
+
+  // Dynamic energy and cycles of `counts` (one stage of one layer) on hardware `hw` at `op`.
+  virtual PricedCounts Price(const ActionCounts& counts, Stage stage, const HardwareParams& hw,
+                             const OperatingPoint& op) const = 0;
+  // Chip area by component (mm2) for a chip built from macros like `hw`.
+  virtual std::map<std::string, double> AreaMm2(const HardwareParams& hw) const = 0;
+  // Die area used for leakage and GOPS/mm2: the published area when given, else the sum above.
+  double ChipAreaMm2(const HardwareParams& hw) const;
+  double LeakageMw(const HardwareParams& hw, const OperatingPoint& op) const;
+  // Off-chip traffic energy per bit (pJ, not voltage scaled: the DRAM interface is its own
+  // supply).
+  double offchip_pj_per_bit() const { return offchip_pj_per_bit_; }
+  StageSchedule schedule() const { return schedule_; }
+
+ protected:
+  // Reads the parameters every cost model shares (AddCommonParams).
+  explicit CostModel(const ConfigNode& p);
+  // tech, voltage, frequency_mhz, operating_points, chip_area_mm2, energy_pj overrides,
+  // offchip_pj_per_bit, schedule.
+  static void AddCommonParams(Schema& s, const char* default_tech, double voltage,
+                              double frequency_mhz);
+  // Energy of one action from the tech table (after the preset's overrides) at voltage v.
+  double E(const std::string& action, double v) const { return tech_.Energy(action, v); }
+
+  TechTable tech_;
+  OperatingPoint op_;
+  std::vector<OperatingPoint> points_;
+  double chip_area_mm2_ = 0;  // 0: from the component model
+  double offchip_pj_per_bit_ = 0;
+  StageSchedule schedule_ = StageSchedule::kSequential;
+};
+
+// A parameter of `hw`, or `fallback` when the macro does not report it.
+double HwParam(const HardwareParams& hw, const std::string& key, double fallback);
+
+}  // namespace pim

@@ -1,0 +1,158 @@
+// Cost model: schedules, technology scaling, pricing arithmetic and the derived figures.
+#include <gtest/gtest.h>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/cost/cost_model.h"
+#include "pimtrain/cost/pipeline.h"
+#include "pimtrain/cost/report.h"
+#include "pimtrain/cost/tech.h"
+
+namespace pim {
+namespace {
+
+TEST(PipelineTest, SequentialRunsStagesOneAfterAnother) {
+  PipelineTiming t = SequentialSchedule({1, 3, 2}, 4);
+  EXPECT_DOUBLE_EQ(t.initiation_interval, 6);
+  EXPECT_DOUBLE_EQ(t.total, 24);
+  EXPECT_DOUBLE_EQ(SequentialSchedule({1, 3, 2}, 0).total, 0);
+}
+
+TEST(PipelineTest, PipelinedIsBoundByTheSlowestStage) {
+  PipelineTiming t = PipelinedSchedule({1, 3, 2}, 4);
+  EXPECT_DOUBLE_EQ(t.initiation_interval, 3);
+  EXPECT_DOUBLE_EQ(t.fill, 1);
+  EXPECT_DOUBLE_EQ(t.drain, 2);
+  EXPECT_DOUBLE_EQ(t.total, 1 + 4 * 3 + 2);
+  // One item takes the sum of the stages; the same as sequential.
+  EXPECT_DOUBLE_EQ(PipelinedSchedule({1, 3, 2}, 1).total, 6);
+  // Balanced stages: the pipeline approaches n * II.
+  EXPECT_DOUBLE_EQ(PipelinedSchedule({2, 2, 2, 2}, 100).total, 2 * 3 + 100 * 2);
+  // The first of equal maxima is the bottleneck; the total does not depend on which.
+  PipelineTiming u = PipelinedSchedule({3, 1, 3}, 5);
+  EXPECT_DOUBLE_EQ(u.total, 7 + 4 * 3);
+  EXPECT_DOUBLE_EQ(PipelinedSchedule({}, 5).total, 0);
+}
+
+TEST(TechTest, LoadsScalesWithVoltageAndNode) {
+  TechTable t = LoadTech("28nm");
+  EXPECT_EQ(t.node_nm, 28);
+  const double e = t.energy_pj.at("sram8t_and");
+  EXPECT_DOUBLE_EQ(t.Energy("sram8t_and", t.nominal_voltage), e);
+  EXPECT_NEAR(t.Energy("sram8t_and", t.nominal_voltage / 2), e / 4, 1e-15);
+  TechTable s = t.ScaledTo(14);
+  EXPECT_NEAR(s.energy_pj.at("sram8t_and"), e / 2, 1e-15);
+  EXPECT_NEAR(s.area_um2.at("sram6t_cell"), t.area_um2.at("sram6t_cell") / 4, 1e-12);
+  // Lower voltage: slower clock and less leakage; at V_th the clock stops.
+  EXPECT_LT(t.MaxFrequencyMhz(0.6), t.MaxFrequencyMhz(0.9));
+  EXPECT_DOUBLE_EQ(t.MaxFrequencyMhz(0.9), t.max_frequency_mhz);
+  EXPECT_EQ(t.MaxFrequencyMhz(t.threshold_voltage), 0);
+  EXPECT_NEAR(t.LeakageMw(2.0, 0.45), 2.0 * t.leakage_mw_per_mm2 / 8, 1e-12);
+}
+
+TEST(TechTest, ErrorsNameTheTableAndTheEntry) {
+  try {
+    LoadTech("7nm_imaginary");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("7nm_imaginary"), std::string::npos);
+  }
+  TechTable t = LoadTech("28nm");
+  try {
+    t.Energy("flux_capacitor", 0.9);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("flux_capacitor"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("28nm.yaml"), std::string::npos);
+  }
+}
+
+std::unique_ptr<CostModel> BitSerialCost(const std::string& extra = "") {
+  return Registry<CostModel>::CreateFrom(ParseYaml(
+      "{impl: bitserial_sram, voltage: 0.9, frequency_mhz: 100, chip_area_mm2: 2.0" + extra + "}",
+      "test"));
+}
+
+TEST(CostModelTest, PricesEachCountWithItsComponent) {
+  auto model = BitSerialCost(", energy_pj: {chip_cycle: 0.5}");
+  const TechTable& t = model->tech();
+  ActionCounts c;
+  c.Add("cell_and_ops", 1000);
+  c.Add("bitserial_cycles", 40);
+  c.Add("macs", 500);
+  HardwareParams hw = {{"arrays_total", 4}, {"input_bits", 8}, {"bitlines", 128}};
+  PricedCounts p = model->Price(c, Stage::kForward, hw, model->operating_point());
+  EXPECT_NEAR(p.cycles, 10, 1e-12);  // 40 array cycles over 4 arrays in parallel
+  const double array = 1000 * t.energy_pj.at("sram8t_and") + 40 * t.energy_pj.at("array_cycle");
+  EXPECT_NEAR(p.energy_pj.at("array"), array, 1e-9);
+  EXPECT_NEAR(p.energy_pj.at("adder_tree"), 1000 * t.energy_pj.at("adder_tree_toggle"), 1e-9);
+  EXPECT_NEAR(p.energy_pj.at("chip_overhead"), 10 * 0.5, 1e-12);
+  // Half the voltage: a quarter of the dynamic energy, the same cycles.
+  OperatingPoint low{"low", 0.45, 100};
+  PricedCounts q = model->Price(c, Stage::kForward, hw, low);
+  EXPECT_NEAR(q.TotalEnergyPj(), p.TotalEnergyPj() / 4, 1e-9);
+  EXPECT_DOUBLE_EQ(q.cycles, p.cycles);
+}
+
+TEST(CostModelTest, ReportDerivesFiguresFromEnergyAndTime) {
+  auto model = BitSerialCost();
+  LayerHardware l;
+  l.hw = {{"arrays_total", 1}, {"input_bits", 8}, {"bitlines", 128}};
+  l.counts[0].Add("cell_and_ops", 1'000'000);
+  l.counts[0].Add("bitserial_cycles", 1000);
+  l.counts[0].Add("macs", 2'000'000);
+  l.counts[1].Add("bitserial_cycles", 500);
+  l.counts[1].Add("macs", 1'000'000);
+  CostReport r = BuildCostReport(*model, {l}, model->operating_point(), RunShape{100, 10});
+  EXPECT_EQ(r.items.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.cycles, 1500);
+  EXPECT_DOUBLE_EQ(r.seconds, 1500 / 100e6);
+  EXPECT_DOUBLE_EQ(r.ops, 6e6);
+  EXPECT_NEAR(r.leakage_energy_pj, r.leakage_mw * 1e-3 * r.seconds * 1e12, 1e-6);
+  EXPECT_NEAR(r.tops_per_watt, r.ops / r.energy_pj, 1e-12);
+  EXPECT_NEAR(r.power_mw, r.energy_pj * 1e-12 / r.seconds * 1e3, 1e-9);
+  EXPECT_NEAR(r.gops_per_mm2, r.ops / r.seconds / 1e9 / 2.0, 1e-9);
+  EXPECT_NEAR(r.samples_per_second, 100 / r.seconds, 1e-6);
+  double by_stage = 0;
+  for (const auto& [k, v] : r.EnergyByStage()) by_stage += v;
+  EXPECT_NEAR(by_stage, r.dynamic_energy_pj, 1e-6);
+  double by_component = 0;
+  for (const auto& [k, v] : r.EnergyByComponent()) by_component += v;
+  EXPECT_NEAR(by_component, r.energy_pj, 1e-6);
+  EXPECT_NE(r.ToJson().find("\"unit\": \"TOPS/W\""), std::string::npos);
+}
+
+TEST(CostModelTest, LayerPipelinedScheduleIsNeverSlowerThanSequential) {
+  auto model = BitSerialCost();
+  std::vector<LayerHardware> layers(3);
+  for (int i = 0; i < 3; ++i) {
+    layers[i].layer = i;
+    layers[i].hw = {{"arrays_total", 1}, {"bitlines", 128}};
+    for (int s = 0; s < 3; ++s) layers[i].counts[s].Add("bitserial_cycles", 640 * (i + 1));
+    layers[i].counts[3].Add("weight_writes", 128 * 10);
+  }
+  CostReport seq = BuildCostReport(*model, layers, model->operating_point(),
+                                   RunShape{64, 16, StageSchedule::kSequential});
+  CostReport pipe = BuildCostReport(*model, layers, model->operating_point(),
+                                    RunShape{64, 16, StageSchedule::kLayerPipelined});
+  EXPECT_DOUBLE_EQ(seq.cycles, seq.sequential_seconds * 100e6);
+  EXPECT_LT(pipe.cycles, seq.cycles);
+  // 4 batches of 16: chain of 9 stages per sample (10,20,30 FP; 30,20,10 BP; 30,20,10 GC
+  // cycles per sample), bottleneck 30: per batch sum + 15 * 30, plus the write-backs.
+  const double chain = 60 + 60 + 60;
+  EXPECT_NEAR(pipe.cycles, 4 * (chain + 15 * 30) + 3 * 10, 1e-9);
+}
+
+TEST(CostModelTest, OperatingPointsAreValidated) {
+  auto model = BitSerialCost(
+      ", operating_points: [{name: slow, voltage: 0.6, frequency_mhz: 20}]");
+  EXPECT_EQ(model->FindOperatingPoint("slow").frequency_mhz, 20);
+  EXPECT_THROW(model->FindOperatingPoint("fast"), ConfigError);
+  EXPECT_THROW(BitSerialCost(", operating_points: [{name: x, voltage: 9, frequency_mhz: 1}]"),
+               ConfigError);
+  EXPECT_THROW(BitSerialCost(", operating_points: [{name: x, volts: 1, frequency_mhz: 1}]"),
+               ConfigError);
+}
+
+}  // namespace
+}  // namespace pim

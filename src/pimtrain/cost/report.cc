@@ -1,0 +1,258 @@
+// CostReport: pricing a period's counts and the derived figures.
+#include "pimtrain/cost/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "pimtrain/cost/pipeline.h"
+
+namespace pim {
+
+double StageCost::EnergyPj() const {
+  double e = 0;
+  for (const auto& [k, v] : energy_pj) e += v;
+  return e;
+}
+
+namespace {
+
+// Cycles of the period under the layer-pipelined schedule: within a batch the samples flow
+// through the chain FP(0..L-1), BP(L-1..0), GC(L-1..0), each (layer, stage) its own unit; the
+// pipeline drains at every weight update (WU of all layers, one after another).
+double LayerPipelinedCycles(const std::vector<StageCost>& items, const RunShape& shape) {
+  if (shape.samples <= 0 || shape.batch_size <= 0) return 0;
+  const double per_sample = 1.0 / static_cast<double>(shape.samples);
+  std::vector<double> chain;
+  double wu = 0;
+  auto add = [&](Stage s, bool reverse) {
+    std::vector<double> part;
+    for (const auto& it : items) {
+      if (it.stage == s) part.push_back(it.cycles * per_sample);
+    }
+    if (reverse) std::reverse(part.begin(), part.end());
+    chain.insert(chain.end(), part.begin(), part.end());
+  };
+  add(Stage::kForward, false);
+  add(Stage::kBackward, true);
+  add(Stage::kGradient, true);
+  for (const auto& it : items) {
+    if (it.stage == Stage::kUpdate) wu += it.cycles;
+  }
+  const int64_t full = shape.samples / shape.batch_size;
+  const int64_t rest = shape.samples % shape.batch_size;
+  double c = static_cast<double>(full) * PipelinedSchedule(chain, shape.batch_size).total;
+  if (rest > 0) c += PipelinedSchedule(chain, rest).total;
+  return c + wu;  // WU cycles are per period already (one write-back per batch, summed)
+}
+
+std::string Si(double v, const char* unit) {
+  const char* prefixes[] = {"p", "n", "u", "m", "", "k", "M", "G", "T", "P"};
+  if (v == 0 || !std::isfinite(v)) return fmt::format("{:.3g} {}", v, unit);
+  int e = static_cast<int>(std::floor(std::log10(std::fabs(v)) / 3));
+  e = std::clamp(e, -4, 5);
+  return fmt::format("{:.4g} {}{}", v / std::pow(1000.0, e), prefixes[e + 4], unit);
+}
+
+}  // namespace
+
+CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardware>& layers,
+                           const OperatingPoint& op, const RunShape& shape) {
+  CostReport r;
+  r.op = op;
+  r.tech = model.tech().name;
+  r.shape = shape;
+  HardwareParams hw = layers.empty() ? HardwareParams{} : layers.front().hw;
+  r.area_mm2 = model.AreaMm2(hw);
+  r.chip_area_mm2 = model.ChipAreaMm2(hw);
+  r.leakage_mw = model.LeakageMw(hw, op);
+  r.max_frequency_mhz = model.tech().MaxFrequencyMhz(op.voltage);
+  for (const auto& l : layers) {
+    for (int s = 0; s < kNumStages; ++s) {
+      const ActionCounts& c = l.counts[s];
+      if (c.empty()) continue;
+      PricedCounts p = model.Price(c, static_cast<Stage>(s), l.hw, op);
+      StageCost item;
+      item.layer = l.layer;
+      item.summary = l.summary;
+      item.stage = static_cast<Stage>(s);
+      item.energy_pj = std::move(p.energy_pj);
+      item.cycles = p.cycles;
+      item.macs = static_cast<double>(c.Get("macs"));
+      r.items.push_back(std::move(item));
+    }
+  }
+  double seq_cycles = 0;
+  for (const auto& it : r.items) {
+    r.dynamic_energy_pj += it.EnergyPj();
+    seq_cycles += it.cycles;
+    r.macs += it.macs;
+  }
+  r.cycles = shape.schedule == StageSchedule::kLayerPipelined && shape.samples > 0
+                 ? LayerPipelinedCycles(r.items, shape)
+                 : seq_cycles;
+  const double hz = op.frequency_mhz * 1e6;
+  r.seconds = r.cycles / hz;
+  r.sequential_seconds = seq_cycles / hz;
+  r.leakage_energy_pj = r.leakage_mw * 1e-3 * r.seconds * 1e12;
+  r.energy_pj = r.dynamic_energy_pj + r.leakage_energy_pj;
+  r.ops = 2 * r.macs;
+  r.tops_per_watt = r.energy_pj > 0 ? r.ops / r.energy_pj : 0;  // ops/pJ = 1e12 ops/J = TOPS/W
+  r.gops_per_mm2 =
+      r.seconds > 0 && r.chip_area_mm2 > 0 ? r.ops / r.seconds / 1e9 / r.chip_area_mm2 : 0;
+  r.power_mw = r.seconds > 0 ? r.energy_pj * 1e-12 / r.seconds * 1e3 : 0;
+  if (shape.samples > 0 && r.seconds > 0) {
+    r.samples_per_second = static_cast<double>(shape.samples) / r.seconds;
+    r.energy_per_sample_uj = r.energy_pj * 1e-6 / static_cast<double>(shape.samples);
+  }
+  return r;
+}
+
+std::map<std::string, double> CostReport::EnergyByStage() const {
+  std::map<std::string, double> m;
+  for (const auto& it : items) m[StageName(it.stage)] += it.EnergyPj();
+  return m;
+}
+
+std::map<std::string, double> CostReport::EnergyByComponent() const {
+  std::map<std::string, double> m;
+  for (const auto& it : items) {
+    for (const auto& [k, v] : it.energy_pj) m[k] += v;
+  }
+  if (leakage_energy_pj > 0) m["leakage"] += leakage_energy_pj;
+  return m;
+}
+
+std::map<int, double> CostReport::EnergyByLayer() const {
+  std::map<int, double> m;
+  for (const auto& it : items) m[it.layer] += it.EnergyPj();
+  return m;
+}
+
+std::map<std::string, double> CostReport::CyclesByStage() const {
+  std::map<std::string, double> m;
+  for (const auto& it : items) m[StageName(it.stage)] += it.cycles;
+  return m;
+}
+
+std::string CostReport::ToJson() const {
+  using J = nlohmann::ordered_json;
+  auto fig = [](double v, const char* unit) { return J{{"value", v}, {"unit", unit}}; };
+  J j;
+  j["operating_point"] = {{"name", op.name},
+                          {"voltage", fig(op.voltage, "V")},
+                          {"frequency", fig(op.frequency_mhz, "MHz")},
+                          {"max_frequency", fig(max_frequency_mhz, "MHz")}};
+  j["tech"] = tech;
+  j["schedule"] = shape.schedule == StageSchedule::kSequential ? "sequential" : "layer_pipelined";
+  j["samples"] = shape.samples;
+  j["energy"] = fig(energy_pj, "pJ");
+  j["dynamic_energy"] = fig(dynamic_energy_pj, "pJ");
+  j["leakage_energy"] = fig(leakage_energy_pj, "pJ");
+  j["latency"] = fig(seconds, "s");
+  j["sequential_latency"] = fig(sequential_seconds, "s");
+  j["cycles"] = fig(cycles, "cycles");
+  j["macs"] = fig(macs, "MAC");
+  j["ops"] = fig(ops, "op (1 MAC = 2 op)");
+  j["tops_per_watt"] = fig(tops_per_watt, "TOPS/W");
+  j["gops_per_mm2"] = fig(gops_per_mm2, "GOPS/mm2");
+  j["power"] = fig(power_mw, "mW");
+  j["leakage_power"] = fig(leakage_mw, "mW");
+  j["chip_area"] = fig(chip_area_mm2, "mm2");
+  if (shape.samples > 0) {
+    j["samples_per_second"] = fig(samples_per_second, "samples/s");
+    j["energy_per_sample"] = fig(energy_per_sample_uj, "uJ");
+    j["latency_per_sample"] = fig(seconds / static_cast<double>(shape.samples) * 1e6, "us");
+  }
+  J area = J::object();
+  for (const auto& [k, v] : area_mm2) area[k] = fig(v, "mm2");
+  j["area_by_component"] = area;
+  J stages = J::object();
+  auto cyc = CyclesByStage();
+  for (const auto& [k, v] : EnergyByStage()) {
+    stages[k] = {{"energy", fig(v, "pJ")}, {"cycles", fig(cyc[k], "cycles")}};
+  }
+  j["by_stage"] = stages;
+  J comps = J::object();
+  for (const auto& [k, v] : EnergyByComponent()) comps[k] = fig(v, "pJ");
+  j["by_component"] = comps;
+  J layers = J::array();
+  for (const auto& it : items) {
+    J l;
+    l["layer"] = it.layer;
+    l["summary"] = it.summary;
+    l["stage"] = StageName(it.stage);
+    l["energy"] = fig(it.EnergyPj(), "pJ");
+    l["cycles"] = fig(it.cycles, "cycles");
+    l["macs"] = fig(it.macs, "MAC");
+    J c = J::object();
+    for (const auto& [k, v] : it.energy_pj) c[k] = fig(v, "pJ");
+    l["by_component"] = c;
+    layers.push_back(l);
+  }
+  j["by_layer_stage"] = layers;
+  return j.dump(2);
+}
+
+std::string CostReport::CompactJson() const {
+  nlohmann::ordered_json j;
+  j["energy_j"] = energy_pj * 1e-12;
+  j["latency_s"] = seconds;
+  j["power_w"] = power_mw * 1e-3;
+  j["tops_per_watt"] = tops_per_watt;
+  auto e = EnergyByStage();
+  auto c = CyclesByStage();
+  for (const auto& [k, v] : e) j["energy_j_" + k] = v * 1e-12;
+  for (const auto& [k, v] : c) j["cycles_" + k] = v;
+  return j.dump();
+}
+
+std::string CostReport::ToTable() const {
+  std::ostringstream o;
+  o << fmt::format("operating point {}: {:.3g} V, {:.4g} MHz (limit at this voltage {:.4g} MHz), "
+                   "{} technology, {} schedule\n",
+                   op.name, op.voltage, op.frequency_mhz, max_frequency_mhz, tech,
+                   shape.schedule == StageSchedule::kSequential ? "sequential" : "layer-pipelined");
+  o << fmt::format("  energy      {}  (dynamic {}, leakage {})\n", Si(energy_pj * 1e-12, "J"),
+                   Si(dynamic_energy_pj * 1e-12, "J"), Si(leakage_energy_pj * 1e-12, "J"));
+  o << fmt::format("  latency     {}  ({} cycles)\n", Si(seconds, "s"), Si(cycles, ""));
+  o << fmt::format("  power       {}\n", Si(power_mw * 1e-3, "W"));
+  o << fmt::format("  efficiency  {:.4g} TOPS/W, {:.4g} GOPS/mm2 (1 MAC = 2 ops; {:.4g} mm2)\n",
+                   tops_per_watt, gops_per_mm2, chip_area_mm2);
+  if (shape.samples > 0) {
+    o << fmt::format("  training    {:.4g} samples/s, {} per sample\n", samples_per_second,
+                     Si(energy_per_sample_uj * 1e-6, "J"));
+  }
+  auto stage_e = EnergyByStage();
+  auto stage_c = CyclesByStage();
+  o << "  per stage   ";
+  for (const auto& [k, v] : stage_e) {
+    o << fmt::format("{} {} / {} cyc   ", k, Si(v * 1e-12, "J"), Si(stage_c[k], ""));
+  }
+  o << "\n  per layer   ";
+  for (const auto& [k, v] : EnergyByLayer()) o << fmt::format("#{} {}   ", k, Si(v * 1e-12, "J"));
+  o << "\n  components  ";
+  auto comp = EnergyByComponent();
+  std::vector<std::pair<std::string, double>> sorted(comp.begin(), comp.end());
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.second > b.second; });
+  for (const auto& [k, v] : sorted) {
+    o << fmt::format("{} {:.1f}%   ", k, energy_pj > 0 ? 100 * v / energy_pj : 0.0);
+  }
+  o << "\n";
+  return o.str();
+}
+
+std::string CostReport::Headline() const {
+  std::ostringstream o;
+  o << fmt::format("simulated chip cost of the last epoch ({}, {:.3g} V, {:.4g} MHz): ", op.name,
+                   op.voltage, op.frequency_mhz);
+  o << fmt::format("{} and {} per epoch", Si(energy_pj * 1e-12, "J"), Si(seconds, "s"));
+  if (seconds > 0) o << fmt::format(" ({:.3g} epochs/s)", 1.0 / seconds);
+  o << fmt::format(", {} average, {:.4g} TOPS/W", Si(power_mw * 1e-3, "W"), tops_per_watt);
+  return o.str();
+}
+
+}  // namespace pim

@@ -1,0 +1,71 @@
+// CostReport: a period's counts (an epoch, a benchmark) priced by a CostModel, broken down per
+// layer, stage and component, with the derived figures defined in docs/cost.md.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pimtrain/cost/cost_model.h"
+
+namespace pim {
+
+struct StageCost {
+  int layer = 0;
+  std::string summary;
+  Stage stage = Stage::kForward;
+  std::map<std::string, double> energy_pj;  // dynamic, by component
+  double cycles = 0;
+  double macs = 0;
+  double EnergyPj() const;
+};
+
+// The shape of the period the counts cover.
+struct RunShape {
+  int64_t samples = 0;      // training samples (0: not a training period, e.g. a benchmark)
+  int64_t batch_size = 1;   // samples per weight update (pipelines drain at each update)
+  StageSchedule schedule = StageSchedule::kSequential;
+};
+
+struct CostReport {
+  OperatingPoint op;
+  std::string tech;
+  RunShape shape;
+  std::vector<StageCost> items;            // one per (layer, stage) with any work
+  std::map<std::string, double> area_mm2;  // modeled components of the chip
+  double chip_area_mm2 = 0;                // used for leakage and GOPS/mm2
+  double leakage_mw = 0;
+  double max_frequency_mhz = 0;            // the tech's limit at op.voltage
+
+  // Derived (docs/cost.md): filled by BuildCostReport.
+  double dynamic_energy_pj = 0;
+  double leakage_energy_pj = 0;
+  double energy_pj = 0;          // dynamic + leakage
+  double cycles = 0;             // under the schedule
+  double seconds = 0;            // cycles / f
+  double sequential_seconds = 0; // the same work with every stage one after another
+  double macs = 0;
+  double ops = 0;                // 2 * macs
+  double tops_per_watt = 0;      // ops / energy
+  double gops_per_mm2 = 0;       // ops / seconds / chip area
+  double power_mw = 0;           // energy / seconds
+  double samples_per_second = 0; // training samples / seconds
+  double energy_per_sample_uj = 0;
+
+  std::map<std::string, double> EnergyByStage() const;      // pJ
+  std::map<std::string, double> EnergyByComponent() const;  // pJ
+  std::map<int, double> EnergyByLayer() const;              // pJ
+  std::map<std::string, double> CyclesByStage() const;
+
+  std::string ToJson() const;   // every figure with its unit
+  // The headline figures in SI base units (J, s, W) and per stage, for one metrics.jsonl line.
+  std::string CompactJson() const;
+  std::string ToTable() const;  // for people
+  // The one-paragraph summary `pimtrain train` prints at the end.
+  std::string Headline() const;
+};
+
+CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardware>& layers,
+                           const OperatingPoint& op, const RunShape& shape);
+
+}  // namespace pim

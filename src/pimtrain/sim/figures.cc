@@ -1,0 +1,207 @@
+// Chip figures: macro benchmarks and the check of a preset's published figures.
+#include "pimtrain/sim/figures.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/base/schema.h"
+#include "pimtrain/macro/macro.h"
+
+namespace pim {
+
+std::string Workload::Describe() const {
+  std::ostringstream o;
+  for (const auto& [k, v] : macro_overrides.entries()) o << k << "=" << v.text() << " ";
+  o << "input_sparsity=" << input_sparsity << " weight_sparsity=" << weight_sparsity;
+  if (signed_inputs) o << " signed_inputs";
+  if (transposed) o << " transposed";
+  return o.str();
+}
+
+Workload ParseWorkload(const ConfigNode* node) {
+  Workload w;
+  if (node == nullptr || node->IsNull()) return w;
+  if (!node->IsMap()) throw ConfigError(node->Where() + ": a workload is a map");
+  for (const auto& [k, v] : node->entries()) {
+    auto fraction = [&] {
+      double x = v.AsDouble();
+      if (!(x >= 0 && x < 1)) {
+        throw ConfigError(v.Where() + ": " + v.text() + " is outside [0, 1)");
+      }
+      return x;
+    };
+    if (k == "input_sparsity") {
+      w.input_sparsity = fraction();
+    } else if (k == "weight_sparsity") {
+      w.weight_sparsity = fraction();
+    } else if (k == "signed_inputs") {
+      w.signed_inputs = v.AsBool();
+    } else if (k == "direction") {
+      std::string d = v.AsString();
+      if (d != "forward" && d != "transposed") {
+        throw ConfigError(v.Where() + ": '" + d + "' is not one of {forward, transposed}");
+      }
+      w.transposed = d == "transposed";
+    } else if (k == "batch") {
+      w.batch = v.AsInt();
+      if (w.batch < 1 || w.batch > 4096) {
+        throw ConfigError(v.Where() + ": " + v.text() + " is outside [1, 4096]");
+      }
+    } else {
+      w.macro_overrides.Set(k, v);  // a macro parameter; validated with the macro's schema
+    }
+  }
+  return w;
+}
+
+CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, const Workload& w,
+                          const OperatingPoint& op) {
+  const ConfigNode* block = config.At("pim").Find("macro");
+  if (block == nullptr || block->IsNull()) {
+    throw ConfigError("pim.macro: a cost benchmark needs a macro");
+  }
+  ConfigNode merged = *block;
+  MergeInto(merged, w.macro_overrides);
+  merged.SetPaths("pim.macro");
+  std::unique_ptr<Macro> macro = Registry<Macro>::CreateFrom(merged);
+  const MacroSpec& spec = macro->spec();
+  const HardwareParams hw0 = macro->HardwareParams();
+  const int64_t arrays = static_cast<int64_t>(HwParam(hw0, "arrays_total",
+                                                      static_cast<double>(spec.arrays_per_core *
+                                                                          spec.cores)));
+  // The chip full: one array-sized block of weights per array, side by side over the outputs.
+  const int64_t rows = spec.rows, cols = spec.cols * std::max<int64_t>(1, arrays);
+  const uint64_t seed = static_cast<uint64_t>(config.GetInt("seed"));
+  CounterRng wr(MixKey(seed, 0xC057, 1)), xr(MixKey(seed, 0xC057, 2));
+  std::vector<float> wv(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    auto b = wr.Block(i);
+    bool zero = CounterRng::ToUnitFloat(b[0]) < w.weight_sparsity;
+    wv[i] = zero ? 0.0f : 2.0f * CounterRng::ToUnitFloat(b[1]) - 1.0f;
+  }
+  const int64_t k = w.transposed ? cols : rows, n = w.transposed ? rows : cols;
+  std::vector<float> xv(w.batch * k), yv(w.batch * n);
+  for (int64_t i = 0; i < w.batch * k; ++i) {
+    auto b = xr.Block(i);
+    bool zero = CounterRng::ToUnitFloat(b[0]) < w.input_sparsity;
+    float u = CounterRng::ToUnitFloat(b[1]);
+    // Nonzero values away from 0, so that quantization does not add zeros of its own.
+    float mag = 0.05f + 0.95f * u;
+    float sign = w.signed_inputs && (b[2] & 1u) ? -1.0f : 1.0f;
+    xv[i] = zero ? 0.0f : sign * mag;
+  }
+  RunContext ctx;
+  ctx.seed = seed;
+  ctx.pool = &DefaultPool();
+  ctx.stage = Stage::kUpdate;
+  ActionCounts program_counts;
+  macro->Program(ConstMatrixView(wv.data(), rows, cols, cols), ctx, program_counts);
+  ctx.stage = w.transposed ? Stage::kBackward : Stage::kForward;
+  LayerHardware lh;
+  lh.layer = 0;
+  lh.summary = fmt::format("benchmark {}x{} x batch {}", rows, cols, w.batch);
+  lh.hw = macro->HardwareParams();
+  macro->Multiply(ConstMatrixView(xv.data(), w.batch, k, k), MatrixView{yv.data(), w.batch, n, n},
+                  w.transposed ? Direction::kTransposed : Direction::kForward, ctx,
+                  lh.counts[static_cast<int>(ctx.stage)]);
+  return BuildCostReport(model, {lh}, op, RunShape{});
+}
+
+const std::vector<std::pair<std::string, std::string>>& KnownFigures() {
+  static const std::vector<std::pair<std::string, std::string>> f = {
+      {"tops_per_watt", "TOPS/W"},   {"tflops_per_watt", "TFLOPS/W"},
+      {"power_mw", "mW"},            {"gops_per_mm2", "GOPS/mm2"},
+      {"gflops_per_mm2", "GFLOPS/mm2"}, {"energy_per_mac_pj", "pJ"},
+      {"throughput_gops", "GOPS"}};
+  return f;
+}
+
+double FigureValue(const CostReport& r, const std::string& figure) {
+  if (figure == "tops_per_watt" || figure == "tflops_per_watt") return r.tops_per_watt;
+  if (figure == "power_mw") return r.power_mw;
+  if (figure == "gops_per_mm2" || figure == "gflops_per_mm2") return r.gops_per_mm2;
+  if (figure == "energy_per_mac_pj") return r.macs > 0 ? r.energy_pj / r.macs : 0;
+  if (figure == "throughput_gops") return r.seconds > 0 ? r.ops / r.seconds * 1e-9 : 0;
+  std::string known;
+  for (const auto& [k, u] : KnownFigures()) known += (known.empty() ? "" : ", ") + k;
+  throw ConfigError("unknown figure '" + figure + "' (known: " + known + ")");
+}
+
+bool FigureCheck::ok() const { return std::fabs(relative_error()) <= tolerance; }
+double FigureCheck::relative_error() const {
+  return paper != 0 ? (model - paper) / paper : model;
+}
+
+std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel& model) {
+  std::vector<FigureCheck> out;
+  const ConfigNode* exp = config.Find("expected");
+  if (exp == nullptr || exp->IsNull()) return out;
+  if (!exp->IsList()) throw ConfigError(exp->Where() + ": expected a list of figures");
+  for (const auto& item : exp->items()) {
+    if (!item.IsMap()) throw ConfigError(item.Where() + ": a figure is a map");
+    for (const auto& [k, v] : item.entries()) {
+      static const std::vector<std::string> keys = {"figure", "value", "tolerance",
+                                                    "operating_point", "workload", "note",
+                                                    "calibrated"};
+      if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
+        throw ConfigError(v.Where() + ": unknown key" + DidYouMean(k, keys));
+      }
+    }
+    FigureCheck c;
+    c.figure = item.At("figure").AsString();
+    c.paper = item.At("value").AsDouble();
+    if (const ConfigNode* t = item.Find("tolerance")) c.tolerance = t->AsDouble();
+    if (const ConfigNode* n = item.Find("note")) c.note = n->AsString();
+    if (const ConfigNode* n = item.Find("calibrated")) c.calibrated = n->AsBool();
+    const ConfigNode* p = item.Find("operating_point");
+    OperatingPoint op = model.FindOperatingPoint(p != nullptr ? p->AsString() : "");
+    c.point = op.name;
+    Workload w = ParseWorkload(item.Find("workload"));
+    c.workload = w.Describe();
+    for (const auto& [k, u] : KnownFigures()) {
+      if (k == c.figure) c.unit = u;
+    }
+    CostReport r = BenchmarkMacro(config, model, w, op);
+    c.model = FigureValue(r, c.figure);
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string FigureChecksTable(const std::vector<FigureCheck>& checks) {
+  std::ostringstream o;
+  o << fmt::format("{:<18} {:>12} {:>12} {:>8}  {:<4} {:<12} {}\n", "figure", "paper", "model",
+                   "error", "ok", "point", "workload");
+  for (const auto& c : checks) {
+    o << fmt::format("{:<18} {:>12.4g} {:>12.4g} {:>+7.1f}%  {:<4} {:<12} {}{}\n", c.figure,
+                     c.paper, c.model, 100 * c.relative_error(), c.ok() ? "yes" : "NO", c.point,
+                     c.workload, c.calibrated ? "  [calibrated]" : "");
+  }
+  return o.str();
+}
+
+std::string FigureChecksJson(const std::vector<FigureCheck>& checks) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const auto& c : checks) {
+    a.push_back({{"figure", c.figure},
+                 {"unit", c.unit},
+                 {"paper", c.paper},
+                 {"model", c.model},
+                 {"relative_error", c.relative_error()},
+                 {"tolerance", c.tolerance},
+                 {"ok", c.ok()},
+                 {"operating_point", c.point},
+                 {"workload", c.workload},
+                 {"calibrated", c.calibrated},
+                 {"note", c.note}});
+  }
+  return a.dump(2);
+}
+
+}  // namespace pim

@@ -1,0 +1,59 @@
+// Chip figures from the cost model: a macro benchmark (the chip's arrays filled with one
+// synthetic workload, priced at an operating point) and the check of a preset's `expected:`
+// block against it (docs/cost.md, "Figures"; docs/fidelity.md).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/config.h"
+#include "pimtrain/cost/cost_model.h"
+#include "pimtrain/cost/report.h"
+
+namespace pim {
+
+// A synthetic workload: macro parameter overrides (widths, modes) plus operand statistics.
+struct Workload {
+  ConfigNode macro_overrides = ConfigNode::Map();
+  double input_sparsity = 0.5;   // fraction of exactly-zero input elements
+  double weight_sparsity = 0.0;  // fraction of exactly-zero weights
+  bool signed_inputs = false;    // inputs in [-1, 1) instead of post-ReLU [0, 1)
+  bool transposed = false;       // read the array transposed (the BP direction)
+  int64_t batch = 64;
+  std::string Describe() const;  // "input_bits=8 weight_bits=8 input_sparsity=0.5 ..."
+};
+
+// Parses a workload map ({input_sparsity, weight_sparsity, signed_inputs, direction, batch, and
+// any macro parameter}); `where` names it in errors.
+Workload ParseWorkload(const ConfigNode* node);
+
+// Fills every array of the chip (pim.macro of `config`) with random weights, multiplies a batch
+// of random inputs through them, and prices the counts of that multiply at `op` (programming
+// excluded: the weights are stationary). Deterministic for the config's seed.
+CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, const Workload& w,
+                          const OperatingPoint& op);
+
+// One published figure against the model.
+struct FigureCheck {
+  std::string figure;     // tops_per_watt, power_mw, ...
+  std::string unit;
+  std::string point;      // operating point name
+  std::string workload;   // Workload::Describe()
+  std::string note;       // why these settings (from the preset)
+  double paper = 0, model = 0, tolerance = 0.1;
+  bool calibrated = false;  // the preset says a parameter was fitted to this figure
+  bool ok() const;
+  double relative_error() const;
+};
+
+// The figure names BenchmarkMacro's report provides, with units.
+const std::vector<std::pair<std::string, std::string>>& KnownFigures();
+double FigureValue(const CostReport& r, const std::string& figure);
+
+// Evaluates every entry of the config's `expected:` list. Needs `cost:` and `pim.macro`.
+std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel& model);
+
+std::string FigureChecksTable(const std::vector<FigureCheck>& checks);
+std::string FigureChecksJson(const std::vector<FigureCheck>& checks);
+
+}  // namespace pim
