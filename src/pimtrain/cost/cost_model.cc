@@ -21,8 +21,14 @@ void CostModel::AddCommonParams(Schema& s, const char* default_tech, double volt
             .Doc("overrides of the tech table's per-action energies (calibrated components)"));
   s.Add(Param::Float("offchip_pj_per_bit").Default(20.0).Range(0, 1e4).Unit("pJ/bit")
             .Doc("energy of one bit moved to or from off-chip memory (LPDDR-class)"));
-  s.Add(Param::Enum("schedule", {"sequential", "layer_pipelined"}).Default("sequential")
-            .Doc("training stages one after another, or pipelined over layers and samples"));
+  s.Add(Param::Enum("schedule", {"sequential", "layer_pipelined", "super_pipelined"})
+            .Default("sequential")
+            .Doc("training stages one after another, pipelined over layers and samples, or "
+                 "SP-PIM's super-pipeline (local errors, double-buffered macros)"));
+  s.Add(Param::Float("activation_buffer_kb").Default(256.0).Range(0, 1e7).Unit("KiB")
+            .Doc("on-chip storage for activations kept until gradient calculation"));
+  s.Add(Param::Int("epu_lanes").Default(64).Range(1, 1 << 20)
+            .Doc("shift-add lanes of the error prediction unit (local error prediction)"));
 }
 
 CostModel::CostModel(const ConfigNode& p) {
@@ -32,8 +38,12 @@ CostModel::CostModel(const ConfigNode& p) {
   op_.frequency_mhz = p.GetDouble("frequency_mhz");
   chip_area_mm2_ = p.GetDouble("chip_area_mm2");
   offchip_pj_per_bit_ = p.GetDouble("offchip_pj_per_bit");
-  schedule_ = p.GetString("schedule") == "sequential" ? StageSchedule::kSequential
-                                                       : StageSchedule::kLayerPipelined;
+  const std::string schedule = p.GetString("schedule");
+  schedule_ = schedule == "sequential"        ? StageSchedule::kSequential
+              : schedule == "layer_pipelined" ? StageSchedule::kLayerPipelined
+                                              : StageSchedule::kSuperPipelined;
+  activation_buffer_kb_ = p.GetDouble("activation_buffer_kb");
+  epu_lanes_ = static_cast<double>(p.GetInt("epu_lanes"));
   if (const ConfigNode* e = p.Find("energy_pj"); e != nullptr && !e->IsNull()) {
     if (!e->IsMap()) throw ConfigError(e->path() + ": expected a map of action: pJ");
     for (const auto& [k, v] : e->entries()) {
@@ -91,6 +101,19 @@ double CostModel::ChipAreaMm2(const HardwareParams& hw) const {
 
 double CostModel::LeakageMw(const HardwareParams& hw, const OperatingPoint& op) const {
   return tech_.LeakageMw(ChipAreaMm2(hw), op.voltage);
+}
+
+void CostModel::PriceCommon(const ActionCounts& c, double v, PricedCounts& p) const {
+  const double shift_adds = static_cast<double>(c.Get("epu_shift_adds"));
+  const double other = static_cast<double>(c.Get("epu_sign_flips") + c.Get("epu_mask_ops"));
+  const double reads = static_cast<double>(c.Get("epu_reads"));
+  if (shift_adds + other + reads == 0) return;
+  // A shift by a constant is wiring; the add is a 16-bit adder; the feedback signs/exponents are
+  // read from a small register file (one byte per entry).
+  p.energy_pj["error_prediction"] += shift_adds * 16 * E("accumulator_add_bit", v) +
+                                     other * E("register_bit", v) +
+                                     reads * 8 * E("buffer_read_bit", v);
+  p.epu_cycles += (shift_adds + other) / epu_lanes_;
 }
 
 double HwParam(const HardwareParams& hw, const std::string& key, double fallback) {

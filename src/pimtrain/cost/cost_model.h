@@ -24,7 +24,12 @@ struct OperatingPoint {
 };
 
 // How per-stage latencies combine into the time of a training period (cost/pipeline.h).
-enum class StageSchedule { kSequential, kLayerPipelined };
+enum class StageSchedule {
+  kSequential,      // every stage of every layer one after another (T-PIM)
+  kLayerPipelined,  // samples flow through the (layer, stage) chain; drains at each update
+  kSuperPipelined,  // local errors (SP-PIM): FP and GC of each layer overlap on its
+                    // double-buffered macro, error prediction is its own unit (docs/cost.md)
+};
 
 // The structural description of one macro (Macro::HardwareParams): rows, cols, widths, ...
 using HardwareParams = std::map<std::string, double>;
@@ -42,6 +47,7 @@ struct LayerHardware {
 struct PricedCounts {
   std::map<std::string, double> energy_pj;  // dynamic energy by component (pJ)
   double cycles = 0;                        // clock cycles the work occupies the chip's units
+  double epu_cycles = 0;                    // cycles of the error prediction unit (SP-PIM)
   double TotalEnergyPj() const {
     double e = 0;
     for (const auto& [k, v] : energy_pj) e += v;
@@ -74,6 +80,9 @@ class CostModel {
   // supply).
   double offchip_pj_per_bit() const { return offchip_pj_per_bit_; }
   StageSchedule schedule() const { return schedule_; }
+  // On-chip capacity for the activations a training step keeps until its gradient calculation;
+  // what does not fit goes to off-chip memory and back.
+  double activation_buffer_bits() const { return activation_buffer_kb_ * 8192.0; }
 
  protected:
   // Reads the parameters every cost model shares (AddCommonParams).
@@ -91,6 +100,13 @@ class CostModel {
   double chip_area_mm2_ = 0;  // 0: from the component model
   double offchip_pj_per_bit_ = 0;
   StageSchedule schedule_ = StageSchedule::kSequential;
+  double activation_buffer_kb_ = 0;
+  double epu_lanes_ = 64;
+
+  // Prices the events every family shares, into `p`: the error prediction unit of local error
+  // prediction (`epu_*`: shift-adds, sign flips, masks, reads of the fixed feedback; on its own
+  // unit, so its cycles go to `p.epu_cycles`, not `p.cycles`).
+  void PriceCommon(const ActionCounts& c, double v, PricedCounts& p) const;
 };
 
 // A parameter of `hw`, or `fallback` when the macro does not report it.

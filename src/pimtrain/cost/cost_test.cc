@@ -143,6 +143,48 @@ TEST(CostModelTest, LayerPipelinedScheduleIsNeverSlowerThanSequential) {
   EXPECT_NEAR(pipe.cycles, 4 * (chain + 15 * 30) + 3 * 10, 1e-9);
 }
 
+TEST(CostModelTest, SuperPipelineOverlapsFpAndGcAndPredictsErrorsOnItsOwnUnit) {
+  auto model = BitSerialCost(", epu_lanes: 1");
+  std::vector<LayerHardware> layers(3);
+  const int64_t n = 64;
+  for (int i = 0; i < 3; ++i) {
+    layers[i].layer = i;
+    layers[i].hw = {{"arrays_total", 1}, {"bitlines", 128}, {"input_bits", 8}};
+    layers[i].counts[0].Add("bitserial_cycles", n * 10 * (i + 1));   // FP 10, 20, 30 per sample
+    layers[i].counts[2].Add("bitserial_cycles", n * 5 * (3 - i));    // GC 15, 10, 5
+    layers[i].counts[1].Add("epu_shift_adds", n * 4);                // EPU 4 per layer per sample
+    layers[i].counts[3].Add("shadow_weight_writes", 128 * 10);       // overlapped write-back
+  }
+  CostReport r = BuildCostReport(*model, layers, model->operating_point(),
+                                 RunShape{n, 16, StageSchedule::kSuperPipelined});
+  // Chain: FP 60, EPU 12, then the GCs in parallel (max 15) = 87; interval: the slowest unit,
+  // layer 2's macro max(30, 5) = 30 (the EPU's 12 is less).
+  EXPECT_NEAR(r.cycles, 4 * (87 + 15 * 30), 1e-9);
+  EXPECT_NEAR(r.sequential_seconds * 100e6, n * (60 + 30 + 12), 1e-9);
+  EXPECT_GT(r.EnergyByComponent()["error_prediction"], 0);
+  EXPECT_EQ(r.EnergyByStage()["update"] > 0, true);  // shadow writes cost energy, no time
+}
+
+TEST(CostModelTest, ActivationsSpillOffChipOnlyWhenTheyDoNotFit) {
+  std::vector<LayerHardware> layers(2);
+  for (int i = 0; i < 2; ++i) {
+    layers[i].layer = i;
+    layers[i].hw = {{"arrays_total", 1}, {"bitlines", 128}, {"input_bits", 8}};
+    layers[i].counts[0].Add("input_buffer_writes", 1000 * 100);  // 100 inputs per sample
+    layers[i].counts[0].Add("bitserial_cycles", 1000);
+  }
+  const RunShape shape{1000, 100, StageSchedule::kSequential};
+  auto small = BitSerialCost(", activation_buffer_kb: 1");   // 8192 bits < 100 * 1600 bits
+  auto large = BitSerialCost(", activation_buffer_kb: 100");
+  CostReport a = BuildCostReport(*small, layers, small->operating_point(), shape);
+  CostReport b = BuildCostReport(*large, layers, large->operating_point(), shape);
+  EXPECT_TRUE(a.activations_spill);
+  EXPECT_FALSE(b.activations_spill);
+  EXPECT_DOUBLE_EQ(b.offchip_bits, 1000 * 100 * 8);            // the inputs, read once
+  EXPECT_DOUBLE_EQ(a.offchip_bits, 1000 * 100 * 8 * (1 + 2 * 2));  // plus both layers, out and in
+  EXPECT_NEAR(a.EnergyByComponent()["offchip"], a.offchip_bits * 20.0, 1e-6);
+}
+
 TEST(CostModelTest, OperatingPointsAreValidated) {
   auto model = BitSerialCost(
       ", operating_points: [{name: slow, voltage: 0.6, frequency_mhz: 20}]");

@@ -20,14 +20,10 @@ double StageCost::EnergyPj() const {
 
 namespace {
 
-// Cycles of the period under the layer-pipelined schedule: within a batch the samples flow
-// through the chain FP(0..L-1), BP(L-1..0), GC(L-1..0), each (layer, stage) its own unit; the
-// pipeline drains at every weight update (WU of all layers, one after another).
-double LayerPipelinedCycles(const std::vector<StageCost>& items, const RunShape& shape) {
-  if (shape.samples <= 0 || shape.batch_size <= 0) return 0;
-  const double per_sample = 1.0 / static_cast<double>(shape.samples);
+// The per-sample chain of a training step: FP(0..L-1), then BP(L-1..0) and GC(L-1..0), each
+// (layer, stage) its own unit, in cycles per sample.
+std::vector<double> BackpropChain(const std::vector<StageCost>& items, double per_sample) {
   std::vector<double> chain;
-  double wu = 0;
   auto add = [&](Stage s, bool reverse) {
     std::vector<double> part;
     for (const auto& it : items) {
@@ -39,14 +35,78 @@ double LayerPipelinedCycles(const std::vector<StageCost>& items, const RunShape&
   add(Stage::kForward, false);
   add(Stage::kBackward, true);
   add(Stage::kGradient, true);
+  return chain;
+}
+
+double UpdateCycles(const std::vector<StageCost>& items) {
+  double wu = 0;
   for (const auto& it : items) {
     if (it.stage == Stage::kUpdate) wu += it.cycles;
   }
+  return wu;
+}
+
+// Batches of `batch` samples through a pipeline of the given (fill, II, drain) per batch.
+double PerBatch(const RunShape& shape, const std::vector<double>& chain) {
   const int64_t full = shape.samples / shape.batch_size;
   const int64_t rest = shape.samples % shape.batch_size;
   double c = static_cast<double>(full) * PipelinedSchedule(chain, shape.batch_size).total;
   if (rest > 0) c += PipelinedSchedule(chain, rest).total;
-  return c + wu;  // WU cycles are per period already (one write-back per batch, summed)
+  return c;
+}
+
+// Layer-pipelined (backprop): the chain above per batch; the pipeline drains at every weight
+// update, whose write-back cycles (per period already) are added.
+double LayerPipelinedCycles(const std::vector<StageCost>& items, const RunShape& shape) {
+  if (shape.samples <= 0 || shape.batch_size <= 0) return 0;
+  return PerBatch(shape, BackpropChain(items, 1.0 / static_cast<double>(shape.samples))) +
+         UpdateCycles(items);
+}
+
+// Super-pipelined (SP-PIM, local errors): per sample, FP(0..L-1), then the error prediction
+// unit (all layers' local errors from the output error), then the GCs, which no longer wait
+// for each other. Each layer's double-buffered macro runs its FP and GC from different buffers,
+// so the two overlap inside the macro: the macro's interval is max(FP_l, GC_l), not the sum.
+// Units: one per layer macro, and the EPU. Weight write-back goes to the shadow buffer
+// (overlapped); the pipeline still drains at each update so that the numbers match the
+// functional model (no stale weights).
+double SuperPipelinedCycles(const std::vector<StageCost>& items, const RunShape& shape,
+                            double* interval, double* chain_length) {
+  if (shape.samples <= 0 || shape.batch_size <= 0) return 0;
+  const double per_sample = 1.0 / static_cast<double>(shape.samples);
+  std::map<int, double> fp, gc;
+  double epu = 0;
+  for (const auto& it : items) {
+    if (it.stage == Stage::kForward) fp[it.layer] += it.cycles * per_sample;
+    if (it.stage == Stage::kGradient) gc[it.layer] += it.cycles * per_sample;
+    // Error propagation through a transposed array, if the algorithm still uses one.
+    if (it.stage == Stage::kBackward) gc[it.layer] += it.cycles * per_sample;
+    epu += it.epu_cycles * per_sample;
+  }
+  double fp_sum = 0, gc_max = 0, ii = epu;
+  for (const auto& [l, c] : fp) {
+    fp_sum += c;
+    ii = std::max(ii, std::max(c, gc[l]));
+  }
+  for (const auto& [l, c] : gc) gc_max = std::max(gc_max, c);
+  const double chain = fp_sum + epu + gc_max;
+  if (interval) *interval = ii;
+  if (chain_length) *chain_length = chain;
+  // As a pipeline: everything before the bottleneck is fill, after it drain.
+  const int64_t full = shape.samples / shape.batch_size;
+  const int64_t rest = shape.samples % shape.batch_size;
+  auto batch = [&](int64_t n) { return n > 0 ? chain + static_cast<double>(n - 1) * ii : 0.0; };
+  return static_cast<double>(full) * batch(shape.batch_size) + batch(rest) +
+         UpdateCycles(items);
+}
+
+const char* ScheduleName(StageSchedule s) {
+  switch (s) {
+    case StageSchedule::kSequential: return "sequential";
+    case StageSchedule::kLayerPipelined: return "layer_pipelined";
+    case StageSchedule::kSuperPipelined: return "super_pipelined";
+  }
+  return "?";
 }
 
 std::string Si(double v, const char* unit) {
@@ -81,7 +141,12 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
       item.stage = static_cast<Stage>(s);
       item.energy_pj = std::move(p.energy_pj);
       item.cycles = p.cycles;
+      item.epu_cycles = p.epu_cycles;
       item.macs = static_cast<double>(c.Get("macs"));
+      if (item.stage == Stage::kForward) {
+        item.activation_bits = static_cast<double>(c.Get("input_buffer_writes")) *
+                               HwParam(l.hw, "input_bits", 8);
+      }
       r.items.push_back(std::move(item));
     }
   }
@@ -91,13 +156,39 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
     seq_cycles += it.cycles;
     r.macs += it.macs;
   }
-  r.cycles = shape.schedule == StageSchedule::kLayerPipelined && shape.samples > 0
-                 ? LayerPipelinedCycles(r.items, shape)
-                 : seq_cycles;
+  for (const auto& it : r.items) seq_cycles += it.epu_cycles;  // the EPU unit, run alone
+  double interval = 0, chain = 0;
+  r.cycles = seq_cycles;
+  if (shape.samples > 0 && shape.schedule == StageSchedule::kLayerPipelined) {
+    r.cycles = LayerPipelinedCycles(r.items, shape);
+  } else if (shape.samples > 0 && shape.schedule == StageSchedule::kSuperPipelined) {
+    r.cycles = SuperPipelinedCycles(r.items, shape, &interval, &chain);
+  }
+  // Off-chip traffic of a training period: the inputs of the first layer are read once; the
+  // activations every layer keeps until its GC stay on chip if a batch's worth fits the
+  // activation buffer (for the super-pipeline: the samples in flight), else they are written
+  // out and read back.
+  if (shape.samples > 0) {
+    double act = 0, first = -1;
+    for (const auto& it : r.items) {
+      if (it.stage != Stage::kForward) continue;
+      act += it.activation_bits;
+      if (first < 0) first = it.activation_bits;
+    }
+    const double per_sample = act / static_cast<double>(shape.samples);
+    double in_flight = static_cast<double>(shape.batch_size);
+    if (shape.schedule == StageSchedule::kSuperPipelined && interval > 0) {
+      in_flight = std::min(in_flight, std::ceil(chain / interval));
+    }
+    r.activations_spill = per_sample * in_flight > model.activation_buffer_bits();
+    r.offchip_bits = std::max(0.0, first) + (r.activations_spill ? 2 * act : 0.0);
+  }
   const double hz = op.frequency_mhz * 1e6;
   r.seconds = r.cycles / hz;
   r.sequential_seconds = seq_cycles / hz;
   r.leakage_energy_pj = r.leakage_mw * 1e-3 * r.seconds * 1e12;
+  r.offchip_energy_pj = r.offchip_bits * model.offchip_pj_per_bit();
+  r.dynamic_energy_pj += r.offchip_energy_pj;
   r.energy_pj = r.dynamic_energy_pj + r.leakage_energy_pj;
   r.ops = 2 * r.macs;
   r.tops_per_watt = r.energy_pj > 0 ? r.ops / r.energy_pj : 0;  // ops/pJ = 1e12 ops/J = TOPS/W
@@ -123,6 +214,7 @@ std::map<std::string, double> CostReport::EnergyByComponent() const {
     for (const auto& [k, v] : it.energy_pj) m[k] += v;
   }
   if (leakage_energy_pj > 0) m["leakage"] += leakage_energy_pj;
+  if (offchip_energy_pj > 0) m["offchip"] += offchip_energy_pj;
   return m;
 }
 
@@ -147,7 +239,9 @@ std::string CostReport::ToJson() const {
                           {"frequency", fig(op.frequency_mhz, "MHz")},
                           {"max_frequency", fig(max_frequency_mhz, "MHz")}};
   j["tech"] = tech;
-  j["schedule"] = shape.schedule == StageSchedule::kSequential ? "sequential" : "layer_pipelined";
+  j["schedule"] = ScheduleName(shape.schedule);
+  j["offchip_traffic"] = fig(offchip_bits, "bit");
+  j["activations_spill"] = activations_spill;
   j["samples"] = shape.samples;
   j["energy"] = fig(energy_pj, "pJ");
   j["dynamic_energy"] = fig(dynamic_energy_pj, "pJ");
@@ -215,7 +309,7 @@ std::string CostReport::ToTable() const {
   o << fmt::format("operating point {}: {:.3g} V, {:.4g} MHz (limit at this voltage {:.4g} MHz), "
                    "{} technology, {} schedule\n",
                    op.name, op.voltage, op.frequency_mhz, max_frequency_mhz, tech,
-                   shape.schedule == StageSchedule::kSequential ? "sequential" : "layer-pipelined");
+                   ScheduleName(shape.schedule));
   o << fmt::format("  energy      {}  (dynamic {}, leakage {})\n", Si(energy_pj * 1e-12, "J"),
                    Si(dynamic_energy_pj * 1e-12, "J"), Si(leakage_energy_pj * 1e-12, "J"));
   o << fmt::format("  latency     {}  ({} cycles)\n", Si(seconds, "s"), Si(cycles, ""));

@@ -16,7 +16,9 @@ struct StageCost {
   Stage stage = Stage::kForward;
   std::map<std::string, double> energy_pj;  // dynamic, by component
   double cycles = 0;
+  double epu_cycles = 0;        // on the error prediction unit (local error prediction)
   double macs = 0;
+  double activation_bits = 0;   // FP inputs of the layer over the period (kept until GC)
   double EnergyPj() const;
 };
 
@@ -42,6 +44,11 @@ struct CostReport {
   double leakage_energy_pj = 0;
   double energy_pj = 0;          // dynamic + leakage
   double cycles = 0;             // under the schedule
+  // Off-chip traffic: the training inputs, plus (when they do not fit the activation buffer)
+  // the activations kept for gradient calculation, written and read back (docs/cost.md).
+  double offchip_bits = 0;
+  double offchip_energy_pj = 0;  // part of dynamic_energy_pj; not in any (layer, stage)
+  bool activations_spill = false;
   double seconds = 0;            // cycles / f
   double sequential_seconds = 0; // the same work with every stage one after another
   double macs = 0;

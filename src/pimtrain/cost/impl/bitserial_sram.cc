@@ -52,7 +52,9 @@ class BitSerialSramCost final : public CostModel {
     e["buffers"] = (n("input_buffer_writes") * in_bits * E("buffer_write_bit", v)) +
                    (n("input_buffer_reads") * in_bits * E("buffer_read_bit", v)) +
                    (n("output_buffer_writes") * output_bits_ * E("buffer_write_bit", v));
-    e["weight_write"] = (n("weight_writes") + n("gc_operand_writes")) * E("sram8t_write", v);
+    // Shadow writes (a double-buffered macro) cost the same energy but overlap computation.
+    e["weight_write"] = (n("weight_writes") + n("shadow_weight_writes") + n("gc_operand_writes")) *
+                        E("sram8t_write", v);
     // Time: the arrays apply their planes in parallel; a write-back writes one row of one array
     // (its bit lines) per cycle.
     const double bitlines = HwParam(hw, "bitlines", 256);
@@ -61,13 +63,14 @@ class BitSerialSramCost final : public CostModel {
                compute_duty_;
     // Chip-wide energy of every clock cycle, busy or not: clock distribution, controller, I/O.
     e["chip_overhead"] = p.cycles * E("chip_cycle", v);
+    PriceCommon(c, v, p);
     return p;
   }
 
   std::map<std::string, double> AreaMm2(const HardwareParams& hw) const override {
     const double arrays = HwParam(hw, "arrays_total", 1);
     const double rows = HwParam(hw, "rows", 256), bitlines = HwParam(hw, "bitlines", 256);
-    const double cells = arrays * rows * bitlines;
+    const double cells = arrays * rows * bitlines * HwParam(hw, "weight_buffers", 1);
     std::map<std::string, double> a;
     a["cells"] = cells * tech_.Area("sram8t_cell") * 1e-6;
     // One adder tree per bit line over the array's rows (rows - 1 two-input adders of growing
