@@ -19,6 +19,9 @@ void CostModel::AddCommonParams(Schema& s, const char* default_tech, double volt
             .Doc("published die area (leakage, GOPS/mm2); 0: the component model's area"));
   s.Add(Param::Any("energy_pj").Optional()
             .Doc("overrides of the tech table's per-action energies (calibrated components)"));
+  s.Add(Param::Float("energy_scale").Default(1.0).Range(0.01, 100)
+            .Doc("design factor on every per-action energy of the tech table (calibrated where a "
+                 "chip's measured efficiency fixes it; docs/fidelity.md)"));
   s.Add(Param::Float("offchip_pj_per_bit").Default(20.0).Range(0, 1e4).Unit("pJ/bit")
             .Doc("energy of one bit moved to or from off-chip memory (LPDDR-class)"));
   s.Add(Param::Enum("schedule", {"sequential", "layer_pipelined", "super_pipelined"})
@@ -38,6 +41,7 @@ CostModel::CostModel(const ConfigNode& p) {
   op_.frequency_mhz = p.GetDouble("frequency_mhz");
   chip_area_mm2_ = p.GetDouble("chip_area_mm2");
   offchip_pj_per_bit_ = p.GetDouble("offchip_pj_per_bit");
+  energy_scale_ = p.GetDouble("energy_scale");
   const std::string schedule = p.GetString("schedule");
   schedule_ = schedule == "sequential"        ? StageSchedule::kSequential
               : schedule == "layer_pipelined" ? StageSchedule::kLayerPipelined

@@ -71,6 +71,8 @@ class CostModel {
   // Dynamic energy and cycles of `counts` (one stage of one layer) on hardware `hw` at `op`.
   virtual PricedCounts Price(const ActionCounts& counts, Stage stage, const HardwareParams& hw,
                              const OperatingPoint& op) const = 0;
+  // The critical path of one macro access at `op` (ns); 0 when the model has none.
+  virtual double AccessTimeNs(const OperatingPoint& op) const { return 0; }
   // Chip area by component (mm2) for a chip built from macros like `hw`.
   virtual std::map<std::string, double> AreaMm2(const HardwareParams& hw) const = 0;
   // Die area used for leakage and GOPS/mm2: the published area when given, else the sum above.
@@ -92,7 +94,9 @@ class CostModel {
   static void AddCommonParams(Schema& s, const char* default_tech, double voltage,
                               double frequency_mhz);
   // Energy of one action from the tech table (after the preset's overrides) at voltage v.
-  double E(const std::string& action, double v) const { return tech_.Energy(action, v); }
+  double E(const std::string& action, double v) const {
+    return tech_.Energy(action, v) * energy_scale_;
+  }
 
   TechTable tech_;
   OperatingPoint op_;
@@ -102,6 +106,7 @@ class CostModel {
   StageSchedule schedule_ = StageSchedule::kSequential;
   double activation_buffer_kb_ = 0;
   double epu_lanes_ = 64;
+  double energy_scale_ = 1;  // design factor on every per-action energy (calibrated per chip)
 
   // Prices the events every family shares, into `p`: the error prediction unit of local error
   // prediction (`epu_*`: shift-adds, sign flips, masks, reads of the fixed feedback; on its own

@@ -130,6 +130,7 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
   r.chip_area_mm2 = model.ChipAreaMm2(hw);
   r.leakage_mw = model.LeakageMw(hw, op);
   r.max_frequency_mhz = model.tech().MaxFrequencyMhz(op.voltage);
+  r.access_time_ns = model.AccessTimeNs(op);
   for (const auto& l : layers) {
     for (int s = 0; s < kNumStages; ++s) {
       const ActionCounts& c = l.counts[s];
@@ -256,6 +257,7 @@ std::string CostReport::ToJson() const {
   j["power"] = fig(power_mw, "mW");
   j["leakage_power"] = fig(leakage_mw, "mW");
   j["chip_area"] = fig(chip_area_mm2, "mm2");
+  if (access_time_ns > 0) j["access_time"] = fig(access_time_ns, "ns");
   if (shape.samples > 0) {
     j["samples_per_second"] = fig(samples_per_second, "samples/s");
     j["energy_per_sample"] = fig(energy_per_sample_uj, "uJ");

@@ -38,6 +38,7 @@ struct CostReport {
   double chip_area_mm2 = 0;                // used for leakage and GOPS/mm2
   double leakage_mw = 0;
   double max_frequency_mhz = 0;            // the tech's limit at op.voltage
+  double access_time_ns = 0;               // the macro's critical path at op (0: not modeled)
 
   // Derived (docs/cost.md): filled by BuildCostReport.
   double dynamic_energy_pj = 0;

@@ -92,6 +92,7 @@ TechTable LoadTech(const std::string& name_or_path) {
   t.threshold_voltage = number("threshold_voltage", 0, t.nominal_voltage);
   t.max_frequency_mhz = number("max_frequency_mhz", 1, 1e5);
   t.leakage_mw_per_mm2 = number("leakage_mw_per_mm2", 0, 1e4);
+  t.fo4_ps = number("fo4_ps", 0.1, 1e4);
   auto table = [&](const char* key, std::map<std::string, double>& out) {
     const ConfigNode* n = root.Find(key);
     if (n == nullptr || !n->IsMap()) throw ConfigError(path + ": missing map '" + key + "'");

@@ -15,6 +15,7 @@ struct TechTable {
   double threshold_voltage = 0.4;  // V; sets the frequency limit's voltage dependence
   double max_frequency_mhz = 1000; // at the nominal voltage
   double leakage_mw_per_mm2 = 0.1; // at the nominal voltage
+  double fo4_ps = 15;              // fan-out-of-4 inverter delay at the nominal voltage
   std::map<std::string, double> energy_pj;  // dynamic energy per action at nominal voltage
   std::map<std::string, double> area_um2;   // area per component instance
 

@@ -2,6 +2,7 @@
 #include "pimtrain/sim/figures.h"
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -11,7 +12,9 @@
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
 #include "pimtrain/base/schema.h"
+#include "pimtrain/cost/tech.h"
 #include "pimtrain/macro/macro.h"
+#include "pimtrain/sim/session.h"
 
 namespace pim {
 
@@ -118,7 +121,8 @@ const std::vector<std::pair<std::string, std::string>>& KnownFigures() {
       {"tops_per_watt", "TOPS/W"},   {"tflops_per_watt", "TFLOPS/W"},
       {"power_mw", "mW"},            {"gops_per_mm2", "GOPS/mm2"},
       {"gflops_per_mm2", "GFLOPS/mm2"}, {"energy_per_mac_pj", "pJ"},
-      {"throughput_gops", "GOPS"}};
+      {"throughput_gops", "GOPS"},  {"access_time_ns", "ns"},
+      {"tops_per_watt_ratio", "x"}, {"gops_per_mm2_ratio", "x"}};
   return f;
 }
 
@@ -128,12 +132,15 @@ double FigureValue(const CostReport& r, const std::string& figure) {
   if (figure == "gops_per_mm2" || figure == "gflops_per_mm2") return r.gops_per_mm2;
   if (figure == "energy_per_mac_pj") return r.macs > 0 ? r.energy_pj / r.macs : 0;
   if (figure == "throughput_gops") return r.seconds > 0 ? r.ops / r.seconds * 1e-9 : 0;
+  if (figure == "access_time_ns") return r.access_time_ns;
   std::string known;
   for (const auto& [k, u] : KnownFigures()) known += (known.empty() ? "" : ", ") + k;
   throw ConfigError("unknown figure '" + figure + "' (known: " + known + ")");
 }
 
-bool FigureCheck::ok() const { return std::fabs(relative_error()) <= tolerance; }
+bool FigureCheck::ok() const {
+  return prediction_only() || std::fabs(relative_error()) <= tolerance;
+}
 double FigureCheck::relative_error() const {
   return paper != 0 ? (model - paper) / paper : model;
 }
@@ -148,14 +155,17 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
     for (const auto& [k, v] : item.entries()) {
       static const std::vector<std::string> keys = {"figure", "value", "tolerance",
                                                     "operating_point", "workload", "note",
-                                                    "calibrated"};
+                                                    "calibrated", "versus",
+                                                    "versus_operating_point"};
       if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
         throw ConfigError(v.Where() + ": unknown key" + DidYouMean(k, keys));
       }
     }
     FigureCheck c;
     c.figure = item.At("figure").AsString();
-    c.paper = item.At("value").AsDouble();
+    const ConfigNode* value = item.Find("value");
+    c.paper = value != nullptr && !value->IsNull() ? value->AsDouble()
+                                                   : std::numeric_limits<double>::quiet_NaN();
     if (const ConfigNode* t = item.Find("tolerance")) c.tolerance = t->AsDouble();
     if (const ConfigNode* n = item.Find("note")) c.note = n->AsString();
     if (const ConfigNode* n = item.Find("calibrated")) c.calibrated = n->AsBool();
@@ -168,7 +178,25 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
       if (k == c.figure) c.unit = u;
     }
     CostReport r = BenchmarkMacro(config, model, w, op);
-    c.model = FigureValue(r, c.figure);
+    const std::string suffix = "_ratio";
+    const bool ratio = c.figure.size() > suffix.size() &&
+                       c.figure.compare(c.figure.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (ratio) {
+      // This chip against another preset at equal silicon: the same workload on both.
+      const ConfigNode* vs = item.Find("versus");
+      if (vs == nullptr) throw ConfigError(item.Where() + ": a _ratio figure needs 'versus: PRESET'");
+      ConfigNode other = ResolveConfig({PresetsDir() + "/chips/" + vs->AsString() + ".yaml"}, {});
+      auto other_model = Registry<CostModel>::Create(other.At("cost"));
+      const ConfigNode* vp = item.Find("versus_operating_point");
+      OperatingPoint oop = other_model->FindOperatingPoint(vp != nullptr ? vp->AsString() : "");
+      CostReport o = BenchmarkMacro(other, *other_model, w, oop);
+      const std::string base = c.figure.substr(0, c.figure.size() - suffix.size());
+      const double denom = FigureValue(o, base);
+      c.model = denom != 0 ? FigureValue(r, base) / denom : 0;
+      c.workload += " vs " + vs->AsString();
+    } else {
+      c.model = FigureValue(r, c.figure);
+    }
     out.push_back(c);
   }
   return out;
@@ -179,6 +207,11 @@ std::string FigureChecksTable(const std::vector<FigureCheck>& checks) {
   o << fmt::format("{:<18} {:>12} {:>12} {:>8}  {:<4} {:<12} {}\n", "figure", "paper", "model",
                    "error", "ok", "point", "workload");
   for (const auto& c : checks) {
+    if (c.prediction_only()) {
+      o << fmt::format("{:<18} {:>12} {:>12.4g} {:>8}  {:<4} {:<12} {}\n", c.figure, "-",
+                       c.model, "", "pred", c.point, c.workload);
+      continue;
+    }
     o << fmt::format("{:<18} {:>12.4g} {:>12.4g} {:>+7.1f}%  {:<4} {:<12} {}{}\n", c.figure,
                      c.paper, c.model, 100 * c.relative_error(), c.ok() ? "yes" : "NO", c.point,
                      c.workload, c.calibrated ? "  [calibrated]" : "");
@@ -191,9 +224,9 @@ std::string FigureChecksJson(const std::vector<FigureCheck>& checks) {
   for (const auto& c : checks) {
     a.push_back({{"figure", c.figure},
                  {"unit", c.unit},
-                 {"paper", c.paper},
+                 {"paper", c.prediction_only() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.paper)},
                  {"model", c.model},
-                 {"relative_error", c.relative_error()},
+                 {"relative_error", c.prediction_only() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.relative_error())},
                  {"tolerance", c.tolerance},
                  {"ok", c.ok()},
                  {"operating_point", c.point},

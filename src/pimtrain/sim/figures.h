@@ -43,6 +43,8 @@ struct FigureCheck {
   double paper = 0, model = 0, tolerance = 0.1;
   bool calibrated = false;  // the preset says a parameter was fitted to this figure
   bool ok() const;
+  // No published value: the figure is printed as what the model predicts.
+  bool prediction_only() const { return paper != paper; }
   double relative_error() const;
 };
 

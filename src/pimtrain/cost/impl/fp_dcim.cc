@@ -1,0 +1,134 @@
+// fp_dcim cost model: prices the floating-point digital CIM macro's counts (ISSCC 2025 14.5;
+// SP-PIM's BF16 macro): pre-alignment, port reads and rotations of the cyclic transpose, 4b x 4b
+// multipliers (approximate mode drops partial-product terms), adder trees, nibble shift-adds,
+// renormalization, and the FP32 gradient path outside the macro (docs/cost.md, "fp_dcim").
+#include <algorithm>
+#include <cmath>
+
+#include "pimtrain/base/registry.h"
+#include "pimtrain/cost/cost_model.h"
+
+namespace pim {
+namespace {
+
+class FpDcimCost final : public CostModel {
+ public:
+  static Schema GetSchema() {
+    Schema s;
+    AddCommonParams(s, "28nm", 0.9, 400);
+    s.Add(Param::Float("toggle_rate").Default(0.5).Range(0.0, 1.0)
+              .Doc("switching activity of the datapath (the tech energies hold at 0.5)"));
+    s.Add(Param::Float("compute_duty").Default(1.0).Range(0.01, 1.0)
+              .Doc("fraction of clock cycles in which the multipliers work (rest: control, "
+                   "stalls)"));
+    s.Add(Param::Bool("gc_on_macro").Default(false)
+              .Doc("gradient calculation priced as macro MACs (SP-PIM runs FP and GC on the same "
+                   "macro) instead of an FP32 unit outside it"));
+    s.Add(Param::Int("offmacro_macs_per_cycle").Default(16).Range(1, 1 << 20)
+              .Doc("FP32 MACs per cycle of the gradient unit outside the macro"));
+    s.Add(Param::Float("access_fo4").Default(120).Range(1, 1e4)
+              .Doc("critical path of one macro access (read, multiply, tree, normalize) in FO4 "
+                   "delays"));
+    return s;
+  }
+  explicit FpDcimCost(const ConfigNode& p)
+      : CostModel(p),
+        toggle_(p.GetDouble("toggle_rate")),
+        duty_(p.GetDouble("compute_duty")),
+        gc_on_macro_(p.GetBool("gc_on_macro")),
+        offmacro_rate_(static_cast<double>(p.GetInt("offmacro_macs_per_cycle"))),
+        access_fo4_(p.GetDouble("access_fo4")) {}
+
+  PricedCounts Price(const ActionCounts& c, Stage stage, const HardwareParams& hw,
+                     const OperatingPoint& op) const override {
+    const double v = op.voltage;
+    auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
+    const double activity = toggle_ / 0.5;
+    const double arrays = std::max(1.0, HwParam(hw, "arrays_total", 1));
+    const double mults = std::max(1.0, HwParam(hw, "multipliers", 64));
+    const double port = HwParam(hw, "port_bits", 256);
+    const double tree_bits = HwParam(hw, "tree_result_bits", 14);
+    const double elem_bits = stage == Stage::kBackward ? HwParam(hw, "error_bits", 8)
+                                                       : HwParam(hw, "input_bits", 8);
+    const double or_bits = HwParam(hw, "approx_or_bits", 0);
+    PricedCounts p;
+    auto& e = p.energy_pj;
+    e["array_read"] = n("array_row_reads") * port * E("sram6t_read_bit", v);
+    e["transpose_rotation"] = n("rotations") * port * E("shifter_bit", v);
+    e["prealignment"] = n("exponent_compares") * E("exponent_compare", v) +
+                        // a barrel shifter: log2(max shift) = 4 stages of elem_bits muxes
+                        n("alignment_shifts") * elem_bits * 4 * E("shifter_bit", v) +
+                        n("exponent_adds") * E("exponent_compare", v) +
+                        n("format_conversions") * elem_bits * E("register_bit", v);
+    // A 4b x 4b multiplier has 16 partial-product terms; the broken-array multiplier skips the
+    // dropped ones. Zero nibbles gate the multiplier.
+    const double terms = 16 * n("multiplier_ops") - n("approx_dropped_terms");
+    e["multipliers"] = terms / 16 * E("mult4x4", v) * activity +
+                       n("gated_zero_ops") * E("gated_op", v);
+    // Tree adders grow from 8 to tree_bits bits (average about tree_bits - 3); the low or_bits
+    // of each are lower-part OR gates (about a fifth of a full adder).
+    const double add_bits = std::max(1.0, tree_bits - 3 - 0.8 * or_bits);
+    e["adder_tree"] = n("adder_tree_adds") * add_bits * E("adder_tree_add_bit", v) * activity +
+                      n("bias_compensations") * tree_bits * E("adder_tree_add_bit", v);
+    e["accumulate"] = (n("nibble_shift_adds") * (tree_bits + 8) +
+                       n("tree_accumulations") * (tree_bits + 10)) *
+                      E("accumulator_add_bit", v) * activity;
+    e["normalize"] = n("normalizations") * E("normalize", v);
+    e["buffers"] = n("input_buffer_reads") * elem_bits * E("buffer_read_bit", v) +
+                   n("output_buffer_writes") * 16 * E("buffer_write_bit", v);
+    e["weight_write"] = (n("weight_writes") + n("shadow_weight_writes")) * E("sram6t_write", v) +
+                        n("exponent_writes") * 8 * E("register_bit", v);
+    // Cycles: every tree pass uses the macro's multipliers once (gated ones included); the
+    // write-back writes one port-wide row per cycle.
+    double cycles = (n("multiplier_ops") + n("gated_zero_ops")) / mults / arrays +
+                    n("weight_writes") / port / arrays;
+    const double gc = n("off_macro_fp32_macs");
+    if (gc > 0) {
+      if (gc_on_macro_) {
+        // As BF16 MACs on the macro: two nibble passes of each operand (4 multiplies) per MAC.
+        const double mult_ops = 4 * gc;
+        e["multipliers"] += mult_ops * E("mult4x4", v) * activity;
+        e["adder_tree"] += mult_ops * add_bits * E("adder_tree_add_bit", v) * activity;
+        e["normalize"] += gc / std::max(1.0, HwParam(hw, "tree_inputs", 64)) * E("normalize", v);
+        cycles += mult_ops / mults / arrays;
+      } else {
+        e["gradient_unit"] = gc * E("fp_mac_fp32", v);
+        cycles += gc / offmacro_rate_;
+      }
+    }
+    p.cycles = cycles / duty_;
+    e["chip_overhead"] = p.cycles * E("chip_cycle", v);
+    PriceCommon(c, v, p);
+    return p;
+  }
+
+  std::map<std::string, double> AreaMm2(const HardwareParams& hw) const override {
+    const double arrays = HwParam(hw, "arrays_total", 1);
+    const double cells = arrays * HwParam(hw, "array_rows", 256) * HwParam(hw, "port_bits", 256) *
+                         HwParam(hw, "weight_buffers", 1);
+    const double mults = arrays * HwParam(hw, "multipliers", 64);
+    std::map<std::string, double> a;
+    a["cells"] = cells * tech_.Area("sram6t_cell") * 1e-6;
+    a["multipliers"] = mults * tech_.Area("mult4x4") * 1e-6;
+    a["adder_trees"] = mults * HwParam(hw, "tree_result_bits", 14) * tech_.Area("full_adder") * 1e-6;
+    a["alignment"] = arrays * HwParam(hw, "port_bits", 256) * 4 * tech_.Area("shifter_bit") * 1e-6;
+    return a;
+  }
+
+  double AccessTimeNs(const OperatingPoint& op) const override {
+    // FO4 delay scales with the clock limit's voltage dependence.
+    const double fo4_ps = tech_.fo4_ps * tech_.max_frequency_mhz / tech_.MaxFrequencyMhz(op.voltage);
+    return access_fo4_ * fo4_ps * 1e-3;
+  }
+
+ private:
+  double toggle_, duty_;
+  bool gc_on_macro_;
+  double offmacro_rate_, access_fo4_;
+};
+
+PIM_REGISTER(CostModel, FpDcimCost, "fp_dcim",
+             "floating-point digital CIM (ISSCC'25 14.5, SP-PIM): alignment, 4b multipliers, trees");
+
+}  // namespace
+}  // namespace pim
