@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -173,6 +174,11 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
   std::vector<CostReport> reports;
   for (const auto& p : points) reports.push_back(BenchmarkMacro(config, *model, dense, p));
   std::vector<FigureCheck> checks = CheckExpected(config, *model);
+  // A super-pipelined chip: what pipelining and local errors buy, on a slice of its workload.
+  std::optional<PipelineComparison> pipes;
+  if (model->schedule() == StageSchedule::kSuperPipelined) {
+    pipes = ComparePipelines(config, 6000);
+  }
   std::string name = config.Has("name") ? config.GetString("name") : files.back();
   if (json) {
     std::string out = "{\n\"preset\": \"" + name + "\",\n\"workload\": \"" +
@@ -180,7 +186,14 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
     for (size_t i = 0; i < reports.size(); ++i) {
       out += (i ? ",\n" : "\n") + reports[i].ToJson();
     }
-    out += "],\n\"expected\": " + FigureChecksJson(checks) + "\n}\n";
+    out += "],\n\"expected\": " + FigureChecksJson(checks);
+    if (pipes) {
+      out += ",\n\"pipelining\": {\"speedup\": " + std::to_string(pipes->speedup()) +
+             ", \"offchip_traffic_reduction\": " + std::to_string(pipes->traffic_reduction()) +
+             ",\n\"backprop_sequential\": " + pipes->backprop_sequential.ToJson() +
+             ",\n\"local_super_pipelined\": " + pipes->local_super_pipelined.ToJson() + "}";
+    }
+    out += "\n}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
@@ -190,6 +203,18 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
   if (!checks.empty()) {
     std::printf("published figures (expected:) vs the model:\n%s",
                 FigureChecksTable(checks).c_str());
+  }
+  if (pipes) {
+    const auto& b = pipes->backprop_sequential;
+    const auto& l = pipes->local_super_pipelined;
+    std::printf("\ntraining 6000 samples of the preset's workload at %s:\n", b.op.name.c_str());
+    std::printf("  %-40s %12s %14s %14s\n", "", "latency (s)", "energy (uJ)", "off-chip (Mbit)");
+    std::printf("  %-40s %12.4g %14.4g %14.4g\n", "backprop, no pipelining", b.seconds,
+                b.energy_pj * 1e-6, b.offchip_bits * 1e-6);
+    std::printf("  %-40s %12.4g %14.4g %14.4g\n", "local error prediction, super-pipelined",
+                l.seconds, l.energy_pj * 1e-6, l.offchip_bits * 1e-6);
+    std::printf("  pipelining speedup %.2fx, off-chip traffic reduced %.2fx\n", pipes->speedup(),
+                pipes->traffic_reduction());
   }
   return 0;
 }

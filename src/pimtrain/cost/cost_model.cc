@@ -1,6 +1,8 @@
 // CostModel: the parameters every cost model shares.
 #include "pimtrain/cost/cost_model.h"
 
+#include <algorithm>
+
 #include "pimtrain/base/error.h"
 
 namespace pim {
@@ -123,6 +125,24 @@ void CostModel::PriceCommon(const ActionCounts& c, double v, PricedCounts& p) co
 double HwParam(const HardwareParams& hw, const std::string& key, double fallback) {
   auto it = hw.find(key);
   return it == hw.end() ? fallback : it->second;
+}
+
+}  // namespace pim
+
+namespace pim {
+
+double ParallelArrays(const HardwareParams& hw) {
+  const double total = std::max(1.0, HwParam(hw, "arrays_total", 1));
+  const double used = HwParam(hw, "arrays_used", 0);
+  return used > 0 ? std::min(total, std::max(1.0, used)) : total;
+}
+
+double CellsPerArray(const HardwareParams& hw) {
+  if (hw.count("array_rows") && hw.count("port_bits")) {
+    return hw.at("array_rows") * hw.at("port_bits");
+  }
+  if (hw.count("rows") && hw.count("bitlines")) return hw.at("rows") * hw.at("bitlines");
+  return 0;
 }
 
 }  // namespace pim

@@ -117,4 +117,11 @@ class CostModel {
 // A parameter of `hw`, or `fallback` when the macro does not report it.
 double HwParam(const HardwareParams& hw, const std::string& key, double fallback);
 
+// The arrays a layer's stage can run on in parallel: its own arrays when the training period
+// recorded them (`arrays_used`, weight-stationary: a layer computes on the arrays holding its
+// weights), at most the chip's `arrays_total`; the whole chip for a benchmark.
+double ParallelArrays(const HardwareParams& hw);
+// Cells of one array from the macro's geometry (rows x bit lines), 0 if unknown.
+double CellsPerArray(const HardwareParams& hw);
+
 }  // namespace pim

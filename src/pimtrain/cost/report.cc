@@ -145,8 +145,11 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
       item.epu_cycles = p.epu_cycles;
       item.macs = static_cast<double>(c.Get("macs"));
       if (item.stage == Stage::kForward) {
-        item.activation_bits = static_cast<double>(c.Get("input_buffer_writes")) *
-                               HwParam(l.hw, "input_bits", 8);
+        // The layer's FP inputs: written once into its input buffer (bit-serial macros), or
+        // converted once into the input format (floating-point macros).
+        const int64_t elements = c.Get("input_buffer_writes") > 0 ? c.Get("input_buffer_writes")
+                                                                  : c.Get("format_conversions");
+        item.activation_bits = static_cast<double>(elements) * HwParam(l.hw, "input_bits", 8);
       }
       r.items.push_back(std::move(item));
     }

@@ -116,13 +116,49 @@ CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, cons
   return BuildCostReport(model, {lh}, op, RunShape{});
 }
 
+CostReport TrainingCost(const ConfigNode& config, int64_t slice_samples,
+                        const std::vector<std::string>& sets) {
+  ConfigNode c = config;
+  for (const char* key : {"expected", "source"}) c.Erase(key);
+  ApplySet(c, "data.train_limit=" + std::to_string(slice_samples));
+  ApplySet(c, "data.test_limit=100");
+  ApplySet(c, "train.epochs=1");
+  for (const auto& s : sets) ApplySet(c, s);
+  Session session(ValidateRoot(c));
+  TrainSummary t = session.Train("", false, {});
+  if (!t.has_cost) {
+    throw ConfigError("training cost needs a cost: block and at least one layer on pim.macro");
+  }
+  return t.cost;
+}
+
+double PipelineComparison::speedup() const {
+  return local_super_pipelined.seconds > 0
+             ? backprop_sequential.seconds / local_super_pipelined.seconds
+             : 0;
+}
+double PipelineComparison::traffic_reduction() const {
+  return local_super_pipelined.offchip_bits > 0
+             ? backprop_sequential.offchip_bits / local_super_pipelined.offchip_bits
+             : 0;
+}
+
+PipelineComparison ComparePipelines(const ConfigNode& config, int64_t slice_samples) {
+  PipelineComparison p;
+  p.local_super_pipelined = TrainingCost(config, slice_samples, {"cost.schedule=super_pipelined"});
+  p.backprop_sequential = TrainingCost(
+      config, slice_samples, {"train.algorithm={impl: backprop}", "cost.schedule=sequential"});
+  return p;
+}
+
 const std::vector<std::pair<std::string, std::string>>& KnownFigures() {
   static const std::vector<std::pair<std::string, std::string>> f = {
       {"tops_per_watt", "TOPS/W"},   {"tflops_per_watt", "TFLOPS/W"},
       {"power_mw", "mW"},            {"gops_per_mm2", "GOPS/mm2"},
       {"gflops_per_mm2", "GFLOPS/mm2"}, {"energy_per_mac_pj", "pJ"},
       {"throughput_gops", "GOPS"},  {"access_time_ns", "ns"},
-      {"tops_per_watt_ratio", "x"}, {"gops_per_mm2_ratio", "x"}};
+      {"tops_per_watt_ratio", "x"}, {"gops_per_mm2_ratio", "x"},
+      {"epochs_per_s", "epochs/s"}};
   return f;
 }
 
@@ -156,7 +192,8 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
       static const std::vector<std::string> keys = {"figure", "value", "tolerance",
                                                     "operating_point", "workload", "note",
                                                     "calibrated", "versus",
-                                                    "versus_operating_point"};
+                                                    "versus_operating_point", "slice_samples",
+                                                    "epoch_samples"};
       if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
         throw ConfigError(v.Where() + ": unknown key" + DidYouMean(k, keys));
       }
@@ -176,6 +213,21 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
     c.workload = w.Describe();
     for (const auto& [k, u] : KnownFigures()) {
       if (k == c.figure) c.unit = u;
+    }
+    if (c.figure == "epochs_per_s") {
+      // A training epoch of the preset's own workload, priced from a slice of it.
+      const ConfigNode* sl = item.Find("slice_samples");
+      const ConfigNode* ep = item.Find("epoch_samples");
+      const int64_t slice = sl != nullptr ? sl->AsInt() : 6000;
+      const int64_t epoch = ep != nullptr ? ep->AsInt() : 60000;
+      CostReport t = TrainingCost(config, slice);
+      c.model = t.seconds > 0 ? static_cast<double>(slice) / (t.seconds * static_cast<double>(epoch))
+                              : 0;
+      c.workload = "train " + std::to_string(slice) + " of " + std::to_string(epoch) +
+                   " samples, scaled";
+      c.unit = "epochs/s";
+      out.push_back(c);
+      continue;
     }
     CostReport r = BenchmarkMacro(config, model, w, op);
     const std::string suffix = "_ratio";

@@ -33,6 +33,21 @@ Workload ParseWorkload(const ConfigNode* node);
 CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, const Workload& w,
                           const OperatingPoint& op);
 
+// Trains one epoch of `config` on a slice of `slice_samples` training samples (the first ones
+// of the data set; epochs: 1) and prices it; per-sample figures hold for the whole epoch, whose
+// time is the slice's scaled by epoch_samples / slice_samples. `sets` are further overrides.
+CostReport TrainingCost(const ConfigNode& config, int64_t slice_samples,
+                        const std::vector<std::string>& sets = {});
+
+// SP-PIM's comparison: the same chip trained with plain backprop and no pipelining (sequential
+// schedule) against local error prediction on the super-pipeline, on the same slice.
+struct PipelineComparison {
+  CostReport backprop_sequential, local_super_pipelined;
+  double speedup() const;
+  double traffic_reduction() const;  // backprop off-chip bits / local error prediction's
+};
+PipelineComparison ComparePipelines(const ConfigNode& config, int64_t slice_samples);
+
 // One published figure against the model.
 struct FigureCheck {
   std::string figure;     // tops_per_watt, power_mw, ...

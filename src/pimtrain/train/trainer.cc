@@ -2,6 +2,7 @@
 #include "pimtrain/train/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <string_view>
 #include <nlohmann/json.hpp>
 
@@ -218,6 +219,11 @@ std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
       h.layer = i;
       h.summary = net_.layer(i).Summary();
       h.hw = m->macro()->HardwareParams();
+      // Weight-stationary: the layer computes on the arrays its weights occupy.
+      if (double cells = CellsPerArray(h.hw); cells > 0 && m->occupancy().cells_allocated > 0) {
+        h.hw["arrays_used"] =
+            std::ceil(static_cast<double>(m->occupancy().cells_allocated) / cells);
+      }
       h.counts = std::move(counts);
       hardware->push_back(std::move(h));
     }

@@ -31,7 +31,7 @@ class BitSerialSramCost final : public CostModel {
                      const OperatingPoint& op) const override {
     const double v = op.voltage;
     auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
-    const double arrays = std::max(1.0, HwParam(hw, "arrays_total", 1));
+    const double arrays = ParallelArrays(hw);
     const double in_bits = stage == Stage::kBackward ? HwParam(hw, "error_bits", 8)
                                                      : HwParam(hw, "input_bits", 8);
     PricedCounts p;

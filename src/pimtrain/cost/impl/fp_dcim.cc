@@ -24,6 +24,9 @@ class FpDcimCost final : public CostModel {
     s.Add(Param::Bool("gc_on_macro").Default(false)
               .Doc("gradient calculation priced as macro MACs (SP-PIM runs FP and GC on the same "
                    "macro) instead of an FP32 unit outside it"));
+    s.Add(Param::Bool("zero_skipping").Default(false)
+              .Doc("zero operands are skipped in time, not only gated (SP-PIM's dual sparsity: "
+                   "a zero activation or error is never fed to the multipliers)"));
     s.Add(Param::Int("offmacro_macs_per_cycle").Default(16).Range(1, 1 << 20)
               .Doc("FP32 MACs per cycle of the gradient unit outside the macro"));
     s.Add(Param::Float("access_fo4").Default(120).Range(1, 1e4)
@@ -36,6 +39,7 @@ class FpDcimCost final : public CostModel {
         toggle_(p.GetDouble("toggle_rate")),
         duty_(p.GetDouble("compute_duty")),
         gc_on_macro_(p.GetBool("gc_on_macro")),
+        zero_skipping_(p.GetBool("zero_skipping")),
         offmacro_rate_(static_cast<double>(p.GetInt("offmacro_macs_per_cycle"))),
         access_fo4_(p.GetDouble("access_fo4")) {}
 
@@ -44,7 +48,7 @@ class FpDcimCost final : public CostModel {
     const double v = op.voltage;
     auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
     const double activity = toggle_ / 0.5;
-    const double arrays = std::max(1.0, HwParam(hw, "arrays_total", 1));
+    const double arrays = ParallelArrays(hw);
     const double mults = std::max(1.0, HwParam(hw, "multipliers", 64));
     const double port = HwParam(hw, "port_bits", 256);
     const double tree_bits = HwParam(hw, "tree_result_bits", 14);
@@ -80,7 +84,8 @@ class FpDcimCost final : public CostModel {
                         n("exponent_writes") * 8 * E("register_bit", v);
     // Cycles: every tree pass uses the macro's multipliers once (gated ones included); the
     // write-back writes one port-wide row per cycle.
-    double cycles = (n("multiplier_ops") + n("gated_zero_ops")) / mults / arrays +
+    const double slots = n("multiplier_ops") + (zero_skipping_ ? 0.0 : n("gated_zero_ops"));
+    double cycles = slots / mults / arrays +
                     n("weight_writes") / port / arrays;
     const double gc = n("off_macro_fp32_macs");
     if (gc > 0) {
@@ -123,7 +128,7 @@ class FpDcimCost final : public CostModel {
 
  private:
   double toggle_, duty_;
-  bool gc_on_macro_;
+  bool gc_on_macro_, zero_skipping_;
   double offmacro_rate_, access_fo4_;
 };
 
