@@ -21,6 +21,8 @@ void CostModel::AddCommonParams(Schema& s, const char* default_tech, double volt
             .Doc("published die area (leakage, GOPS/mm2); 0: the component model's area"));
   s.Add(Param::Any("energy_pj").Optional()
             .Doc("overrides of the tech table's per-action energies (calibrated components)"));
+  s.Add(Param::Any("area_um2").Optional()
+            .Doc("overrides of the tech table's component areas (calibrated components)"));
   s.Add(Param::Float("energy_scale").Default(1.0).Range(0.01, 100)
             .Doc("design factor on every per-action energy of the tech table (calibrated where a "
                  "chip's measured efficiency fixes it; docs/fidelity.md)"));
@@ -56,6 +58,14 @@ CostModel::CostModel(const ConfigNode& p) {
       double x = v.AsDouble();
       if (!(x >= 0)) throw ConfigError(v.path() + ": energy must be >= 0, got " + v.text());
       tech_.energy_pj[k] = x;
+    }
+  }
+  if (const ConfigNode* a = p.Find("area_um2"); a != nullptr && !a->IsNull()) {
+    if (!a->IsMap()) throw ConfigError(a->path() + ": expected a map of component: um2");
+    for (const auto& [k, v] : a->entries()) {
+      double x = v.AsDouble();
+      if (!(x >= 0)) throw ConfigError(v.path() + ": area must be >= 0, got " + v.text());
+      tech_.area_um2[k] = x;
     }
   }
   if (const ConfigNode* l = p.Find("operating_points"); l != nullptr && !l->IsNull()) {

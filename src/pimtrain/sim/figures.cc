@@ -79,7 +79,12 @@ CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, cons
                                                       static_cast<double>(spec.arrays_per_core *
                                                                           spec.cores)));
   // The chip full: one array-sized block of weights per array, side by side over the outputs.
-  const int64_t rows = spec.rows, cols = spec.cols * std::max<int64_t>(1, arrays);
+  // Macros whose cols are bit lines (a weight spans `slices` x `polarities` of them) hold fewer
+  // weight columns per array.
+  const int64_t per_array = std::max<int64_t>(
+      1, static_cast<int64_t>(static_cast<double>(spec.cols) /
+                              (HwParam(hw0, "slices", 1) * HwParam(hw0, "polarities", 1))));
+  const int64_t rows = spec.rows, cols = per_array * std::max<int64_t>(1, arrays);
   const uint64_t seed = static_cast<uint64_t>(config.GetInt("seed"));
   CounterRng wr(MixKey(seed, 0xC057, 1)), xr(MixKey(seed, 0xC057, 2));
   std::vector<float> wv(rows * cols);
