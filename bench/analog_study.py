@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""Analog crossbar study (issue 4): (a) a digitally quantization-aware trained CNN deployed
+naively on the analog macro vs (b) PIM-QAT, for ADC bits 3..8, clean and with thermal noise +
+ADC non-linearity; a SINAD sweep; and the speed of one MLP training epoch on the analog macro
+against PyTorch FP32 (measured in the same run).
+
+Usage: /usr/bin/python3 bench/analog_study.py [--pimtrain build/release/pimtrain]
+           [--epochs 3] [--finetune-epochs 1] [--train-limit 0] [--test-limit 0]
+           [--bits 3,4,5,6,7,8] [--skip-accuracy] [--skip-speed] [--threads 2]
+
+Network: the foundation CNN (configs/cnn.yaml) with 4-bit weights and 4-bit activations on the
+pimqat preset's macro (4-bit DAC inputs, 1-bit weight cells, offset column, 512-row arrays,
+dataflow A). Digital QAT = pim_qat with adc_in_loop false (the ideal quantized product in FP,
+straight-through BP). Naive = that checkpoint evaluated on the analog macro with the ADC's
+hardware range. PIM-QAT = fine-tuned from the QAT checkpoint with the ADC in the loop, then
+deployed with pim_qat's calibrate mode (ADC range + gain, BN statistics).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+PRESET = os.path.join(ROOT, "presets", "chips", "pimqat.yaml")
+NONIDEAL = ["pim.macro.thermal_noise.sigma=2.0", "pim.macro.adc.inl_lsb=0.5"]
+
+
+def run(binary, cmd, sets, out=None):
+    full = [binary] + cmd + (["--out", out] if out else [])
+    for s in sets:
+        full += ["--set", s]
+    r = subprocess.run(full, check=True, capture_output=True, text=True)
+    return r.stdout
+
+
+def train(binary, sets, out):
+    run(binary, ["train", PRESET], sets, out)
+    with open(os.path.join(out, "summary.json")) as f:
+        return json.load(f)["test_accuracy"]
+
+
+def evaluate(binary, sets, ckpt):
+    text = run(binary, ["eval", PRESET, "--checkpoint", ckpt], sets)
+    return float(text.split("test accuracy:")[1].split("%")[0]) / 100.0
+
+
+def accuracy_study(args, base):
+    b = args.pimtrain
+    tmp = tempfile.mkdtemp(prefix="analog_study_")
+    qat = os.path.join(tmp, "qat")
+    t0 = time.time()
+    dig = train(b, base + [f"train.epochs={args.epochs}", "train.algorithm.adc_in_loop=false"], qat)
+    print(f"digital QAT (4b w / 4b a, ideal product), {args.epochs} epochs: "
+          f"{100 * dig:.2f}%  ({time.time() - t0:.0f} s)", flush=True)
+    rows = []
+    print(f"{'ADC':>4} {'cond':>9} {'naive fixed':>11} {'naive cal':>9} {'PIM-QAT':>8}"
+          f" {'QAT-naive':>9} {'QAT-PIMQAT':>10}", flush=True)
+    for cond, extra in (("clean", []), ("noise+INL", NONIDEAL)):
+        for bits in args.bits:
+            adc = [f"pim.macro.adc.bits={bits}"] + extra
+            # (a) naive: the digital model on the macro, ADC at its hardware full range.
+            naive = evaluate(b, base + adc + ["pim.macro.adc.range=fixed"], qat)
+            # (a') naive with the ADC range calibrated (no retraining): separates the range from
+            # the training.
+            cal_dir = os.path.join(tmp, f"cal_{cond}_{bits}")
+            naive_cal = train(b, base + adc + [
+                "train.epochs=1", "train.algorithm.mode=calibrate",
+                f"train.algorithm.init_from={qat}", f"data.train_limit={args.calib_limit}"],
+                cal_dir)
+            # (b) PIM-QAT: fine-tune with the ADC in the loop, then calibrate for deployment.
+            ft = os.path.join(tmp, f"ft_{cond}_{bits}")
+            train(b, base + adc + [f"train.epochs={args.finetune_epochs}",
+                                   f"train.algorithm.init_from={qat}",
+                                   "train.optimizer.learning_rate=0.01"], ft)
+            dep = os.path.join(tmp, f"dep_{cond}_{bits}")
+            pimqat = train(b, base + adc + [
+                "train.epochs=1", "train.algorithm.mode=calibrate",
+                f"train.algorithm.init_from={ft}", f"data.train_limit={args.calib_limit}"], dep)
+            rows.append((bits, cond, naive, naive_cal, pimqat))
+            print(f"{bits:>4} {cond:>9} {100 * naive:10.2f}% {100 * naive_cal:8.2f}% "
+                  f"{100 * pimqat:7.2f}% {100 * (dig - naive):8.2f}p {100 * (dig - pimqat):9.2f}p",
+                  flush=True)
+    print("\nSINAD sweep (ADC 8 bits, range calibrated, QAT model, lumped output noise):")
+    print(f"{'SINAD dB':>8} {'accuracy':>9}")
+    for db in args.sinad:
+        d = os.path.join(tmp, f"sinad_{db}")
+        acc = train(b, base + ["pim.macro.adc.bits=8", f"pim.macro.sinad.db={db}",
+                               "train.epochs=1", "train.algorithm.mode=calibrate",
+                               f"train.algorithm.init_from={qat}",
+                               f"data.train_limit={args.calib_limit}"], d)
+        print(f"{db:>8} {100 * acc:8.2f}%", flush=True)
+
+
+def speed_study(args):
+    import vs_pytorch  # noqa: E402  (Debian's python3-torch)
+    data = vs_pytorch.load_data()
+    best_torch = None
+    for t in args.speed_threads:
+        secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
+        s = min(secs)
+        print(f"PyTorch FP32 MLP epoch, {t} thread(s): {s:.2f} s", flush=True)
+        best_torch = s if best_torch is None else min(best_torch, s)
+    best_pim = None
+    sets = ["train.checkpoint=false", "train.epochs=1",
+            "pim.macro.impl=analog_crossbar", "pim.macro.rows=128", "pim.macro.cols=128",
+            "pim.macro.input_bits=8", "pim.macro.weight_bits=8",
+            "pim.macro.decomposition=bit_serial", "pim.macro.dataflow=A",
+            "pim.macro.thermal_noise.sigma=0.25", "pim.macro.adc.bits=8",
+            "data.normalize=unit"]
+    for t in args.speed_threads:
+        with tempfile.TemporaryDirectory() as out:
+            run(args.pimtrain, ["train", os.path.join(ROOT, "configs", "mlp.yaml")],
+                sets + [f"threads={t}"], out)
+            with open(os.path.join(out, "metrics.jsonl")) as f:
+                line = json.loads(f.readline())
+        s = line["seconds"]
+        conv = sum(l["actions"][st].get("adc_conversions", 0) for l in line["layers"]
+                   for st in ("forward", "backward"))
+        print(f"pimtrain analog MLP epoch, {t} thread(s): {s:.2f} s, {conv / 1e9:.2f} G ADC "
+              f"conversions ({conv / s / 1e9:.2f} G/s), test acc {100 * line['test_accuracy']:.2f}%",
+              flush=True)
+        best_pim = s if best_pim is None else min(best_pim, s)
+    print(f"best analog epoch / best PyTorch FP32 epoch: {best_pim / best_torch:.2f}x "
+          f"(target <= 3x)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--train-limit", type=int, default=0)
+    ap.add_argument("--test-limit", type=int, default=0)
+    ap.add_argument("--calib-limit", type=int, default=2048)
+    ap.add_argument("--bits", default="3,4,5,6,7,8")
+    ap.add_argument("--sinad", default="20,30,40,50,60")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-threads", default="1,2")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args()
+    args.bits = [int(v) for v in args.bits.split(",")]
+    args.sinad = [int(v) for v in args.sinad.split(",")]
+    args.speed_threads = [int(v) for v in args.speed_threads.split(",")]
+    base = [f"threads={args.threads}", "train.checkpoint=true"]
+    if args.train_limit:
+        base.append(f"data.train_limit={args.train_limit}")
+    if args.test_limit:
+        base.append(f"data.test_limit={args.test_limit}")
+    if not args.skip_accuracy:
+        accuracy_study(args, base)
+    if not args.skip_speed:
+        speed_study(args)
+
+
+if __name__ == "__main__":
+    main()

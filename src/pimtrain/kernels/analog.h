@@ -1,0 +1,159 @@
+// Analog crossbar matrix multiply with DAC input cycles, sliced multi-bit cells, per-column ADC
+// read-out chains (dataflows A / B / C), noise and non-linearity. ref/ loops like the equation
+// "for each input cycle, each weight slice, each column: partial sum over the row block ->
+// (noise) -> ADC -> shift -> accumulate"; fast/ computes the partial sums on bit-packed planes
+// (AND + popcount) and converts 8 at a time. Both agree bit for bit, codes and counts.
+// docs/analog.md has the equations.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "pimtrain/base/action_counts.h"
+#include "pimtrain/base/parallel.h"
+#include "pimtrain/numerics/adc.h"
+
+namespace pim::kernels {
+
+// The read-out chain after the array.
+struct AnalogReadout {
+  Dataflow dataflow = Dataflow::kA;
+  // A: converts each bit-line partial sum every input cycle; B: converts each analog buffer
+  // line (partial sums of equal significance summed); C: the NNADC converting the NNS+A output.
+  AdcTransfer adc;
+  float nnsa_sigma = 0.0f;  // C: Gaussian noise added at each NNS+A step (partial-sum units)
+};
+
+// Y (m x n) = X (m x k) W (k x n) on crossbars of `block` word lines.
+//
+// Inputs are sign-magnitude integers, |x| <= 2^x_bits - 1. With signed_inputs the positive
+// parts are applied in phase 0 and the magnitudes of the negative parts in phase 1, whose
+// result is subtracted digitally; otherwise only phase 0 runs (negative x is an error). Each
+// phase streams the magnitude LSB first through DACs of dac_bits: input cycle j applies the
+// chunk x_j = (|x| >> j*dac_bits) & (2^dac_bits - 1), j < ceil(x_bits / dac_bits).
+//
+// Weights are stored as non-negative levels per polarity: w[r * n*pol + c * pol + p] (pol = 1:
+// offset encoding, the macro subtracts the offset digitally; pol = 2: differential pair
+// W+ - W-, p = 1 subtracted). A level occupies `slices` cells of cell_bits each, slice q
+// holding (level >> q*cell_bits) & (2^cell_bits - 1). `conductance`, when set, holds each
+// cell's analog value (programming variation) at ((r * slices + q) * n*pol + c*pol + p);
+// otherwise a cell conducts exactly its level.
+//
+// Partial sum of one column over row block b, phase h, cycle j, slice q:
+//   ps = sum_{r in b} x_j[r] * cell_q[r]
+// Dataflow A: code = ADC(ps) every (b, h, j, q, column); acc += +-code << (j*dac_bits +
+//   q*cell_bits).
+// Dataflow B: buffer line L sums the ps of equal significance j*dac_bits + q*cell_bits = s_L in
+//   analog (ascending j, then q); code = ADC(line); acc += +-code << s_L.
+// Dataflow C: NNS+A per column V_j = 2^-dac_bits V_{j-1} + sum_q 2^(q cell_bits) ps_jq
+//   (+ noise), then code = ADC(2^((J-1) dac_bits) V_{J-1}); acc += +-code.
+// Output y[m][c] = sum_p (+-)acc (integer code sums; y_real = lsb * y - offset terms).
+//
+// Noise: every draw is NoiseNormal(noise_key, stream, index) with the index a function of the
+// draw's coordinates (docs/analog.md), so results do not depend on threads or loop order.
+struct AnalogProblem {
+  int64_t m = 0, k = 0, n = 0;
+  const int32_t* x = nullptr;  // m x k, row stride ldx
+  int64_t ldx = 0;
+  int x_bits = 8;    // magnitude bits of x, 1..16
+  bool signed_inputs = true;
+  int dac_bits = 1;  // 1..8
+  const int32_t* w = nullptr;  // k x n x polarities levels
+  int polarities = 1;          // 1 or 2
+  int cell_bits = 1;           // 1..4
+  int slices = 8;              // cells per level, slices * cell_bits <= 16
+  const float* conductance = nullptr;
+  int64_t block = 128;      // word lines summed by one bit line (reduction per array)
+  int64_t tile_cols = 128;  // bit lines per array (counts arrays along n * pol * slices)
+  // Array read cycles per input cycle: 1 when every slice's bit lines are sensed together (the
+  // forward read); slices * polarities in the transposed read, where word lines are sensed and
+  // each slice's bit lines must be driven in a cycle of their own.
+  int reads_per_cycle = 1;
+  bool skip_zero_cycles = true;  // an input cycle whose block inputs are all 0 is not applied
+  AnalogReadout readout;
+  uint64_t noise_key = 0;
+  int64_t* y = nullptr;  // m x n, overwritten
+  int64_t ldy = 0;
+};
+
+// Stream ids of the noise draws.
+constexpr uint64_t kNoiseStreamA = 1, kNoiseStreamB = 2, kNoiseStreamNnsa = 3,
+                   kNoiseStreamNnadc = 4;
+
+// The hardware events of one AnalogMatMul (docs/analog.md, "Counts").
+struct AnalogCounts {
+  int64_t macs = 0;                  // m k n
+  int64_t input_cycles = 0;          // array read cycles: (array, applied input cycle, read)
+  int64_t skipped_input_cycles = 0;  // the same, skipped because the block inputs were all 0
+  int64_t dac_conversions = 0;       // word-line drives: block rows per applied array cycle
+  int64_t cell_reads = 0;            // cells on driven (nonzero-input) rows x bit lines
+  int64_t adc_conversions = 0;
+  int64_t adc_clipped = 0;           // conversions whose ideal code fell outside [0, 2^bits-1]
+  int64_t shift_adds = 0;            // ADC codes shifted and added digitally
+  int64_t sample_holds = 0;          // S+H captures (one per conversion; C: per NNS+A step)
+  int64_t analog_buffer_writes = 0;  // B: partial sums written into the analog buffer
+  int64_t analog_accumulations = 0;  // C: NNS+A steps
+  int64_t tile_accumulations = 0;    // digital adds merging row blocks' results
+  int64_t input_buffer_reads = 0;    // input elements read out to the arrays' DACs
+  int64_t output_buffer_writes = 0;  // finished outputs
+
+  bool operator==(const AnalogCounts&) const = default;
+  void AddTo(ActionCounts& counts) const;
+};
+
+// Significance groups of dataflow B: the distinct shifts j*dac_bits + q*cell_bits, ascending.
+std::vector<int> SignificanceGroups(int cycles, int slices, int dac_bits, int cell_bits);
+inline int InputCycles(int x_bits, int dac_bits) { return (x_bits + dac_bits - 1) / dac_bits; }
+
+namespace ref {
+void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts);
+}  // namespace ref
+
+namespace fast {
+// Bit planes of the stored levels, per row block: plane t (bit t of the level, t < slices *
+// cell_bits) of column cp over the block's rows, in 64-bit words (rows from the block start).
+struct PackedAnalogWeights {
+  int64_t k = 0, ncp = 0, block = 0, words = 0;
+  int bits = 0;
+  std::vector<uint64_t> planes;  // [block][bit][cp][word]
+  const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
+    return planes.data() + ((b * bits + t) * ncp + cp) * words;
+  }
+};
+// Packs p.w (k x n*pol levels) for p.block. `pool` may be null.
+void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool);
+// The same results and counts as ref::AnalogMatMul. `packed` must come from PackWeights for the
+// same w and block (nullptr: packed here). Split over samples; any thread count gives the same.
+void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
+                  ThreadPool* pool);
+// Fills out[0..count) with NoiseNormal(key, stream, start + i), 8 Philox blocks at a time.
+void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out);
+}  // namespace fast
+
+}  // namespace pim::kernels
+
+// Shared read-out arithmetic of dataflows B and C (the reference and the fast kernel call the
+// same code, so their floating-point steps are identical).
+namespace pim::kernels::detail {
+
+// Index of a noise draw: ((((m * blocks + b) * 2 + h) * n1 + i1) * n2 + i2).
+inline uint64_t NoiseIndex(int64_t m, int64_t blocks, int64_t b, int h, int64_t n1, int64_t i1,
+                           int64_t n2, int64_t i2) {
+  return static_cast<uint64_t>((((m * blocks + b) * 2 + h) * n1 + i1) * n2 + i2);
+}
+
+// Dataflow B for one (sample m, block b, phase h): ps[(j * slices + q) * ncp + cp] holds the
+// partial sums of the applied cycles (applied[j] != 0). Converts every buffer line of every
+// column and adds sign * code << s_L into acc[cp].
+void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
+              const std::vector<int>& groups, int dac_bits, int cell_bits,
+              const AnalogReadout& ro, uint64_t key, int64_t m, int64_t blocks, int64_t b, int h,
+              int64_t sign, int64_t* acc, AnalogCounts& c);
+
+// Dataflow C for one (m, b, h): the NNS+A recurrence over all cycles (unapplied cycles add 0)
+// and one NNADC conversion per column; adds sign * code into acc[cp].
+void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
+              int dac_bits, int cell_bits, const AnalogReadout& ro, uint64_t key, int64_t m,
+              int64_t blocks, int64_t b, int h, int64_t sign, int64_t* acc, AnalogCounts& c);
+
+}  // namespace pim::kernels::detail

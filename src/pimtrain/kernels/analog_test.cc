@@ -1,0 +1,352 @@
+// Analog crossbar kernels: ref/fast parity (codes, outputs, counts) with noise, non-linearity and
+// programming variation on, at 1 and 2 threads; the ADC transfer; the dataflow formulas; the
+// coordinate-keyed noise.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "pimtrain/base/rng.h"
+#include "pimtrain/kernels/analog.h"
+#include "pimtrain/numerics/adc.h"
+
+namespace pim::kernels {
+namespace {
+
+struct Case {
+  int64_t m, k, n;
+  int x_bits, dac_bits, cell_bits, slices, polarities;
+  bool signed_inputs, variation, skip;
+  int64_t block;
+  Dataflow dataflow;
+  int adc_bits;
+  double range_fraction;  // full scale as a fraction of the largest possible partial sum
+  double sigma, inl_lsb, nnsa_sigma;
+};
+
+struct Data {
+  std::vector<int32_t> x, w;
+  std::vector<float> g;
+  AnalogProblem p;
+};
+
+// The largest partial sum one conversion of the dataflow can see.
+double MaxPartialSum(const Case& c) {
+  const double cell = (1 << c.cell_bits) - 1, dac = (1 << c.dac_bits) - 1;
+  const double a = static_cast<double>(c.block) * cell * dac;
+  const int cycles = InputCycles(c.x_bits, c.dac_bits);
+  if (c.dataflow == Dataflow::kA) return a;
+  if (c.dataflow == Dataflow::kB) return a * std::min(cycles, c.slices);
+  return static_cast<double>(c.block) * ((1 << c.x_bits) - 1) *
+         ((1 << (c.slices * c.cell_bits)) - 1);
+}
+
+Data Make(const Case& c, uint64_t seed) {
+  Data d;
+  const CounterRng rng(seed);
+  uint64_t i = 0;
+  const int64_t ncp = c.n * c.polarities;
+  d.x.resize(static_cast<size_t>(c.m * c.k));
+  const int32_t xmax = (1 << c.x_bits) - 1;
+  for (auto& v : d.x) {
+    // A third zeros (zero cycles get skipped), the rest spread over the whole range.
+    const uint64_t r = rng.Below(i++, 3);
+    int32_t mag = r == 0 ? 0 : static_cast<int32_t>(rng.Below(i++, xmax + 1));
+    if (c.signed_inputs && rng.Below(i++, 2) == 1) mag = -mag;
+    v = mag;
+  }
+  // Some rows all zero within a block, so whole cycles are skipped.
+  if (c.m > 1) {
+    for (int64_t r = 0; r < c.k; ++r) d.x[static_cast<size_t>(r)] = 0;
+  }
+  const int32_t wmax = (1 << (c.slices * c.cell_bits)) - 1;
+  d.w.resize(static_cast<size_t>(c.k * ncp));
+  for (auto& v : d.w) v = static_cast<int32_t>(rng.Below(i++, wmax + 1));
+  if (c.variation) {
+    d.g.resize(static_cast<size_t>(c.k * c.slices * ncp));
+    const int cmask = (1 << c.cell_bits) - 1;
+    for (int64_t r = 0; r < c.k; ++r) {
+      for (int q = 0; q < c.slices; ++q) {
+        for (int64_t cp = 0; cp < ncp; ++cp) {
+          const int level = (d.w[r * ncp + cp] >> (q * c.cell_bits)) & cmask;
+          d.g[(r * c.slices + q) * ncp + cp] =
+              static_cast<float>(level) * (1.0f + 0.05f * (2.0f * rng.Uniform(i++) - 1.0f));
+        }
+      }
+    }
+  }
+  AnalogProblem& p = d.p;
+  p.m = c.m;
+  p.k = c.k;
+  p.n = c.n;
+  p.x = d.x.data();
+  p.ldx = c.k;
+  p.x_bits = c.x_bits;
+  p.signed_inputs = c.signed_inputs;
+  p.dac_bits = c.dac_bits;
+  p.w = d.w.data();
+  p.polarities = c.polarities;
+  p.cell_bits = c.cell_bits;
+  p.slices = c.slices;
+  p.conductance = c.variation ? d.g.data() : nullptr;
+  p.block = c.block;
+  p.tile_cols = 64;
+  p.skip_zero_cycles = c.skip;
+  p.readout.dataflow = c.dataflow;
+  p.readout.adc =
+      MakeAdcTransfer(c.adc_bits, c.range_fraction * MaxPartialSum(c), c.inl_lsb, c.sigma);
+  p.readout.nnsa_sigma = static_cast<float>(c.nnsa_sigma);
+  p.noise_key = MixKey(seed, 77);
+  return d;
+}
+
+struct Result {
+  std::vector<int64_t> y;
+  AnalogCounts counts;
+};
+
+Result RunRef(Data& d) {
+  Result r;
+  r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -1);
+  AnalogProblem p = d.p;
+  p.y = r.y.data();
+  p.ldy = p.n;
+  ref::AnalogMatMul(p, r.counts);
+  return r;
+}
+
+Result RunFast(Data& d, ThreadPool* pool, bool prepack) {
+  Result r;
+  r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -2);
+  AnalogProblem p = d.p;
+  p.y = r.y.data();
+  p.ldy = p.n;
+  fast::PackedAnalogWeights packed;
+  if (prepack) fast::PackWeights(p, packed, pool);
+  fast::AnalogMatMul(p, prepack ? &packed : nullptr, r.counts, pool);
+  return r;
+}
+
+void ExpectSameCounts(const AnalogCounts& a, const AnalogCounts& b, const std::string& what) {
+  EXPECT_EQ(a.macs, b.macs) << what;
+  EXPECT_EQ(a.input_cycles, b.input_cycles) << what;
+  EXPECT_EQ(a.skipped_input_cycles, b.skipped_input_cycles) << what;
+  EXPECT_EQ(a.dac_conversions, b.dac_conversions) << what;
+  EXPECT_EQ(a.cell_reads, b.cell_reads) << what;
+  EXPECT_EQ(a.adc_conversions, b.adc_conversions) << what;
+  EXPECT_EQ(a.adc_clipped, b.adc_clipped) << what;
+  EXPECT_EQ(a.shift_adds, b.shift_adds) << what;
+  EXPECT_EQ(a.sample_holds, b.sample_holds) << what;
+  EXPECT_EQ(a.analog_buffer_writes, b.analog_buffer_writes) << what;
+  EXPECT_EQ(a.analog_accumulations, b.analog_accumulations) << what;
+  EXPECT_EQ(a.tile_accumulations, b.tile_accumulations) << what;
+  EXPECT_EQ(a.input_buffer_reads, b.input_buffer_reads) << what;
+  EXPECT_EQ(a.output_buffer_writes, b.output_buffer_writes) << what;
+}
+
+TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
+  ThreadPool two(2);
+  const CounterRng rng(2024);
+  uint64_t i = 0;
+  int64_t conversions = 0, clipped = 0;
+  for (int t = 0; t < 48; ++t) {
+    Case c;
+    c.m = 1 + static_cast<int64_t>(rng.Below(i++, 9));
+    c.k = 1 + static_cast<int64_t>(rng.Below(i++, 300));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 21));
+    c.x_bits = 1 + static_cast<int>(rng.Below(i++, 8));
+    c.dac_bits = 1 + static_cast<int>(rng.Below(i++, std::min(c.x_bits, 4)));
+    c.cell_bits = 1 + static_cast<int>(rng.Below(i++, 4));
+    c.slices = 1 + static_cast<int>(rng.Below(i++, std::min(8, 16 / c.cell_bits)));
+    c.polarities = 1 + static_cast<int>(rng.Below(i++, 2));
+    c.signed_inputs = rng.Below(i++, 2) == 1;
+    c.variation = rng.Below(i++, 4) == 0;
+    c.skip = rng.Below(i++, 4) != 0;
+    const int64_t blocks[] = {16, 64, 100, 128, 192, 256};
+    c.block = blocks[rng.Below(i++, 6)];
+    c.dataflow = static_cast<Dataflow>(rng.Below(i++, 3));
+    c.adc_bits = 2 + static_cast<int>(rng.Below(i++, 7));
+    // Ranges well below the largest partial sum, so some conversions clip and most do not.
+    c.range_fraction = 0.05 + 0.4 * rng.Uniform(i++);
+    c.sigma = rng.Below(i++, 5) == 0 ? 0.0 : 0.3 + 3.0 * rng.Uniform(i++);
+    c.inl_lsb = rng.Below(i++, 2) == 0 ? 0.0 : 0.4;
+    c.nnsa_sigma = c.dataflow == Dataflow::kC && c.sigma > 0 ? 0.7 : 0.0;
+    Data d = Make(c, 1000 + t);
+    const std::string what = "case " + std::to_string(t) + " dataflow " +
+                             std::to_string(static_cast<int>(c.dataflow)) + " k " +
+                             std::to_string(c.k) + " block " + std::to_string(c.block);
+    Result r = RunRef(d);
+    Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    conversions += r.counts.adc_conversions;
+    clipped += r.counts.adc_clipped;
+  }
+  // The data exercise the ADC's clipping: some conversions clip, most do not.
+  ASSERT_GT(conversions, 0);
+  const double frac = static_cast<double>(clipped) / static_cast<double>(conversions);
+  EXPECT_GT(frac, 0.0);
+  EXPECT_LT(frac, 1.0);
+}
+
+TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
+  // The benchmark's configuration (8b x 8b, 1-bit cells, 1-bit DAC, 128-row blocks), noise on,
+  // enough samples that two threads really split the work.
+  Case c{64, 300, 40, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 6, 0.15, 1.5, 0.0, 0};
+  Data d = Make(c, 5);
+  ThreadPool two(2);
+  Result r = RunRef(d);
+  Result f = RunFast(d, &two, true);
+  EXPECT_EQ(r.y, f.y);
+  ExpectSameCounts(r.counts, f.counts, "batch");
+  const double frac =
+      static_cast<double>(r.counts.adc_clipped) / static_cast<double>(r.counts.adc_conversions);
+  EXPECT_GT(frac, 0.0);
+  EXPECT_LT(frac, 1.0);
+}
+
+TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
+  for (Dataflow df : {Dataflow::kA, Dataflow::kB}) {
+    for (int pol : {1, 2}) {
+      Case c{3, 200, 7, 6, 2, 2, 3, pol, true, false, true, 128, df, 0, 1.0, 0, 0, 0};
+      const DataflowFigures f = DataflowFormula(df, 6, 6, 2, 2, 128, 8);
+      c.adc_bits = f.adc_bits;
+      Data d = Make(c, 9);
+      Result r = RunFast(d, nullptr, true);
+      EXPECT_EQ(r.counts.adc_clipped, 0);
+      for (int64_t m = 0; m < c.m; ++m) {
+        for (int64_t col = 0; col < c.n; ++col) {
+          int64_t exact = 0;
+          for (int64_t row = 0; row < c.k; ++row) {
+            const int64_t wv = pol == 1 ? d.w[row * c.n + col]
+                                        : d.w[(row * c.n + col) * 2] - d.w[(row * c.n + col) * 2 + 1];
+            exact += d.x[m * c.k + row] * wv;
+          }
+          EXPECT_EQ(r.y[m * c.n + col], exact) << "dataflow " << static_cast<int>(df);
+        }
+      }
+    }
+  }
+}
+
+// Neural-PIM's formulas (spec section 5) for 8b x 8b, 1-bit cells, 1-bit DACs, 128 rows, and the
+// conversions the kernels actually perform per weight group (one column, one row block).
+TEST(AnalogKernelTest, DataflowConversionsPerWeightGroupFollowTheFormulas) {
+  const struct {
+    Dataflow d;
+    int bits;
+    int64_t conv;
+  } want[] = {{Dataflow::kA, 8, 64}, {Dataflow::kB, 11, 15}, {Dataflow::kC, 8, 1}};
+  for (const auto& w : want) {
+    const DataflowFigures f = DataflowFormula(w.d, 8, 8, 1, 1, 128, 8);
+    EXPECT_EQ(f.adc_bits, w.bits);
+    EXPECT_EQ(f.conversions_per_group, w.conv);
+    EXPECT_EQ(f.input_cycles, 8);
+    Case c{1, 128, 1, 8, 1, 1, 8, 1, false, false, false, 128, w.d, f.adc_bits, 1.0, 0, 0, 0};
+    Data d = Make(c, 3);
+    Result r = RunRef(d);
+    Result fr = RunFast(d, nullptr, false);
+    EXPECT_EQ(r.counts.adc_conversions, w.conv);
+    EXPECT_EQ(fr.counts.adc_conversions, w.conv);
+    EXPECT_EQ(r.counts.input_cycles, 8);  // latency: ceil(P_I / P_D) cycles in all three
+  }
+  // Multi-bit cells and DACs: A with P_R = P_D = 2 adds the extra bit; B adds log2 of cycles.
+  EXPECT_EQ(DataflowFormula(Dataflow::kA, 8, 8, 2, 2, 128, 8).adc_bits, 11);
+  EXPECT_EQ(DataflowFormula(Dataflow::kA, 8, 8, 2, 2, 128, 8).conversions_per_group, 16);
+  EXPECT_EQ(DataflowFormula(Dataflow::kB, 8, 8, 2, 2, 128, 8).adc_bits, 13);
+  EXPECT_EQ(DataflowFormula(Dataflow::kB, 8, 8, 2, 2, 128, 8).conversions_per_group, 7);
+  EXPECT_EQ(DataflowFormula(Dataflow::kA, 8, 8, 2, 1, 128, 8).adc_bits, 9);
+  EXPECT_EQ(DataflowFormula(Dataflow::kC, 8, 8, 1, 4, 128, 6).adc_bits, 6);
+}
+
+TEST(AnalogKernelTest, SkippedZeroCyclesCostNothingAndChangeNothing) {
+  Case c{4, 256, 9, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 5, 0.2, 0, 0, 0};
+  Data d = Make(c, 11);
+  // Positive inputs only: the negative phase is skipped whole.
+  for (auto& v : d.x) v = std::abs(v);
+  Result skip = RunRef(d);
+  d.p.skip_zero_cycles = false;
+  Result all = RunRef(d);
+  EXPECT_EQ(skip.y, all.y);  // without noise a zero cycle converts to code 0
+  EXPECT_GT(skip.counts.skipped_input_cycles, 0);
+  EXPECT_LT(skip.counts.adc_conversions, all.counts.adc_conversions);
+  EXPECT_EQ(all.counts.skipped_input_cycles, 0);
+}
+
+TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalAtAnyOffset) {
+  for (uint64_t start : {uint64_t{0}, uint64_t{5}, uint64_t{63}, uint64_t{64}, uint64_t{1000003},
+                         (uint64_t{1} << 40) + 17}) {
+    for (int64_t count : {1, 7, 64, 65, 200}) {
+      std::vector<float> v(static_cast<size_t>(count));
+      fast::FillNormals(123, 4, start, count, v.data());
+      for (int64_t i = 0; i < count; ++i) {
+        ASSERT_EQ(v[i], NoiseNormal(123, 4, start + i)) << start << " " << i;
+      }
+    }
+  }
+}
+
+TEST(AnalogNoiseTest, NormalsHaveUnitVarianceAndGaussianTails) {
+  const int64_t n = 1 << 18;
+  std::vector<float> v(n);
+  fast::FillNormals(99, 1, 0, n, v.data());
+  double s = 0, s2 = 0, s4 = 0;
+  int64_t beyond2 = 0;
+  for (float z : v) {
+    s += z;
+    s2 += z * z;
+    s4 += static_cast<double>(z) * z * z * z;
+    beyond2 += std::fabs(z) > 2.0f;
+  }
+  EXPECT_NEAR(s / n, 0.0, 0.01);
+  EXPECT_NEAR(s2 / n, 1.0, 0.01);
+  EXPECT_NEAR(s4 / n, 3.0, 0.06);                    // kurtosis of a normal
+  EXPECT_NEAR(static_cast<double>(beyond2) / n, 0.0455, 0.002);  // P(|z| > 2)
+  // Every 16-bit value maps monotonically, to the normal quantile of its probability cell.
+  for (uint32_t h = 1; h < 65536; ++h) ASSERT_GT(GaussianFrom16(h), GaussianFrom16(h - 1));
+  EXPECT_NEAR(GaussianFrom16(55138), 1.0, 1e-3);  // Phi(1) = 0.841345 = 55138.5 / 65536
+  EXPECT_NEAR(GaussianFrom16(0), -4.3, 0.05);
+}
+
+TEST(AdcTransferTest, RoundsClipsAndFlagsClipping) {
+  const AdcTransfer a = MakeAdcTransfer(3, 70.0, 0.0, 0.0);  // lsb 10, codes 0..7
+  EXPECT_FLOAT_EQ(a.lsb, 10.0f);
+  EXPECT_EQ(a.Convert(0.0f, 0).code, 0);
+  EXPECT_EQ(a.Convert(14.0f, 0).code, 1);
+  EXPECT_EQ(a.Convert(15.0f, 0).code, 2);  // half to even: 1.5 -> 2
+  EXPECT_EQ(a.Convert(25.0f, 0).code, 2);  // 2.5 -> 2
+  EXPECT_FALSE(a.Convert(74.0f, 0).clipped);
+  EXPECT_EQ(a.Convert(76.0f, 0).code, 7);
+  EXPECT_TRUE(a.Convert(76.0f, 0).clipped);
+  EXPECT_TRUE(a.Convert(-6.0f, 0).clipped);
+  EXPECT_EQ(a.Convert(-6.0f, 0).code, 0);
+  // Enough bits: never coarser than one partial-sum unit, so integers convert exactly.
+  const AdcTransfer e = MakeAdcTransfer(8, 128.0, 0.0, 0.0);
+  for (int v = 0; v <= 128; ++v) EXPECT_EQ(e.Convert(static_cast<float>(v), 0).code, v);
+  // Noise moves the input by sigma * z.
+  const AdcTransfer nz = MakeAdcTransfer(8, 128.0, 0.0, 2.0);
+  EXPECT_EQ(nz.Convert(50.0f, 1.0f).code, 52);
+  EXPECT_NEAR(SinadSigma(100.0, 40.0), 1.0, 1e-12);
+}
+
+TEST(AdcTransferTest, BowNonlinearityIsMonotoneWithThePeakInlAtMidScale) {
+  const AdcTransfer a = MakeAdcTransfer(6, 63.0, 3.0, 0.0);  // lsb 1, 3 LSB INL
+  int prev = -1;
+  int max_dev = 0;
+  for (int v = 0; v <= 63; ++v) {
+    const int code = a.Convert(static_cast<float>(v), 0).code;
+    EXPECT_GE(code, prev);
+    prev = code;
+    max_dev = std::max(max_dev, code - v);
+  }
+  EXPECT_EQ(max_dev, 3);
+  EXPECT_EQ(a.Convert(0.0f, 0).code, 0);
+  EXPECT_EQ(a.Convert(63.0f, 0).code, 63);
+}
+
+}  // namespace
+}  // namespace pim::kernels

@@ -1,0 +1,231 @@
+// Reference analog crossbar multiply: the array's cycle-by-cycle read-out, written to read like
+// "for each input cycle, each weight slice, each column: partial sum over the row block ->
+// (noise) -> ADC -> shift -> accumulate" (docs/analog.md).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/kernels/analog.h"
+
+namespace pim::kernels {
+
+void AnalogCounts::AddTo(ActionCounts& counts) const {
+  counts.Add("macs", macs);
+  counts.Add("input_cycles", input_cycles);
+  counts.Add("skipped_input_cycles", skipped_input_cycles);
+  counts.Add("dac_conversions", dac_conversions);
+  counts.Add("cell_reads", cell_reads);
+  counts.Add("adc_conversions", adc_conversions);
+  counts.Add("adc_clipped", adc_clipped);
+  counts.Add("shift_adds", shift_adds);
+  counts.Add("sample_holds", sample_holds);
+  counts.Add("analog_buffer_writes", analog_buffer_writes);
+  counts.Add("analog_accumulations", analog_accumulations);
+  counts.Add("tile_accumulations", tile_accumulations);
+  counts.Add("input_buffer_reads", input_buffer_reads);
+  counts.Add("output_buffer_writes", output_buffer_writes);
+}
+
+std::vector<int> SignificanceGroups(int cycles, int slices, int dac_bits, int cell_bits) {
+  std::vector<int> s;
+  for (int j = 0; j < cycles; ++j) {
+    for (int q = 0; q < slices; ++q) s.push_back(j * dac_bits + q * cell_bits);
+  }
+  std::sort(s.begin(), s.end());
+  s.erase(std::unique(s.begin(), s.end()), s.end());
+  return s;
+}
+
+namespace detail {
+
+void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
+              const std::vector<int>& groups, int dac_bits, int cell_bits,
+              const AnalogReadout& ro, uint64_t key, int64_t m, int64_t blocks, int64_t b, int h,
+              int64_t sign, int64_t* acc, AnalogCounts& c) {
+  const int64_t nl = static_cast<int64_t>(groups.size());
+  for (int64_t l = 0; l < nl; ++l) {
+    const int s = groups[l];
+    for (int64_t cp = 0; cp < ncp; ++cp) {
+      // The buffer line of significance s: the analog sum of its cycles' partial sums.
+      double line = 0;
+      for (int j = 0; j < cycles; ++j) {
+        if (!applied[j]) continue;
+        for (int q = 0; q < slices; ++q) {
+          if (j * dac_bits + q * cell_bits == s) line += ps[(j * slices + q) * ncp + cp];
+        }
+      }
+      const float z = ro.adc.sigma != 0.0f
+                          ? NoiseNormal(key, kNoiseStreamB,
+                                        NoiseIndex(m, blocks, b, h, nl, l, ncp, cp))
+                          : 0.0f;
+      const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(line), z);
+      acc[cp] += sign * (static_cast<int64_t>(r.code) << s);
+      c.adc_clipped += r.clipped;
+    }
+  }
+  c.adc_conversions += nl * ncp;
+  c.sample_holds += nl * ncp;
+  c.shift_adds += nl * ncp;
+}
+
+void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
+              int dac_bits, int cell_bits, const AnalogReadout& ro, uint64_t key, int64_t m,
+              int64_t blocks, int64_t b, int h, int64_t sign, int64_t* acc, AnalogCounts& c) {
+  const double feedback = std::ldexp(1.0, -dac_bits);
+  const double unscale = std::ldexp(1.0, (cycles - 1) * dac_bits);
+  for (int64_t cp = 0; cp < ncp; ++cp) {
+    // NNS+A: V_j = 2^-P_D V_{j-1} + sum_q 2^(q P_R) ps_jq (+ noise), LSB-first inputs.
+    double v = 0;
+    for (int j = 0; j < cycles; ++j) {
+      double s = 0;
+      if (applied[j]) {
+        for (int q = 0; q < slices; ++q) {
+          s += std::ldexp(static_cast<double>(ps[(j * slices + q) * ncp + cp]), q * cell_bits);
+        }
+      }
+      v = v * feedback + s;
+      if (ro.nnsa_sigma != 0.0f) {
+        v += static_cast<double>(ro.nnsa_sigma) *
+             NoiseNormal(key, kNoiseStreamNnsa, NoiseIndex(m, blocks, b, h, cycles, j, ncp, cp));
+      }
+    }
+    const float z =
+        ro.adc.sigma != 0.0f
+            ? NoiseNormal(key, kNoiseStreamNnadc, NoiseIndex(m, blocks, b, h, 1, 0, ncp, cp))
+            : 0.0f;
+    const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(v * unscale), z);
+    acc[cp] += sign * static_cast<int64_t>(r.code);
+    c.adc_clipped += r.clipped;
+  }
+  c.analog_accumulations += cycles * ncp;
+  c.sample_holds += cycles * ncp;
+  c.adc_conversions += ncp;
+  c.shift_adds += ncp;
+}
+
+}  // namespace detail
+
+namespace ref {
+
+void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
+  PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.block >= 1 && p.tile_cols >= 1);
+  PIM_CHECK(p.x_bits >= 1 && p.x_bits <= 16 && p.dac_bits >= 1 && p.dac_bits <= 8);
+  PIM_CHECK(p.cell_bits >= 1 && p.cell_bits <= 4 && p.slices >= 1 &&
+            p.slices * p.cell_bits <= 16 && (p.polarities == 1 || p.polarities == 2));
+  const int pd = p.dac_bits, pr = p.cell_bits, S = p.slices;
+  const int cycles = InputCycles(p.x_bits, pd);
+  const int64_t ncp = p.n * p.polarities;
+  const int64_t blocks = (p.k + p.block - 1) / p.block;
+  const int64_t arrays_per_block = (ncp * S + p.tile_cols - 1) / p.tile_cols;
+  const int32_t xmax = (1 << p.x_bits) - 1, dmask = (1 << pd) - 1, cmask = (1 << pr) - 1;
+  const std::vector<int> groups = SignificanceGroups(cycles, S, pd, pr);
+  AnalogCounts c;
+
+  // The cell of slice q at (r, cp) as the array conducts it.
+  auto cell = [&](int64_t r, int q, int64_t cp) -> float {
+    if (p.conductance != nullptr) return p.conductance[(r * S + q) * ncp + cp];
+    return static_cast<float>((p.w[r * ncp + cp] >> (q * pr)) & cmask);
+  };
+  for (int64_t r = 0; r < p.k; ++r) {
+    for (int64_t cp = 0; cp < ncp; ++cp) {
+      PIM_CHECK_MSG(p.w[r * ncp + cp] >= 0 && p.w[r * ncp + cp] < (1 << (S * pr)),
+                    "analog weight level out of range");
+    }
+  }
+
+  std::vector<int64_t> acc(static_cast<size_t>(ncp));
+  std::vector<float> ps(static_cast<size_t>(cycles * S * ncp));
+  std::vector<int32_t> chunk(static_cast<size_t>(p.block));
+  std::vector<uint8_t> applied(static_cast<size_t>(cycles));
+  for (int64_t m = 0; m < p.m; ++m) {
+    const int32_t* xm = p.x + m * p.ldx;
+    for (int64_t r = 0; r < p.k; ++r) {
+      PIM_CHECK_MSG(std::abs(xm[r]) <= xmax && (p.signed_inputs || xm[r] >= 0),
+                    "analog input out of range");
+    }
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t b = 0; b < blocks; ++b) {  // one row block: the arrays sharing these word lines
+      const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block), rows = r1 - r0;
+      c.input_buffer_reads += rows * arrays_per_block;
+      for (int h = 0; h < (p.signed_inputs ? 2 : 1); ++h) {  // phase: positive, then negative x
+        const int64_t sign = h == 0 ? 1 : -1;
+        bool phase_applied = false;
+        for (int j = 0; j < cycles; ++j) {  // input cycle: one DAC chunk, LSB first
+          int64_t nonzero = 0;
+          for (int64_t r = r0; r < r1; ++r) {
+            const int32_t part = h == 0 ? std::max(xm[r], 0) : std::max(-xm[r], 0);
+            chunk[r - r0] = (part >> (j * pd)) & dmask;
+            nonzero += chunk[r - r0] != 0;
+          }
+          applied[j] = nonzero > 0 || !p.skip_zero_cycles;
+          const int64_t reads = arrays_per_block * p.reads_per_cycle;
+          if (!applied[j]) {
+            c.skipped_input_cycles += reads;
+            continue;
+          }
+          phase_applied = true;
+          c.input_cycles += reads;
+          c.dac_conversions += rows * reads;
+          c.cell_reads += nonzero * ncp * S;
+          for (int q = 0; q < S; ++q) {      // weight slice
+            for (int64_t cp = 0; cp < ncp; ++cp) {  // bit line (column, polarity)
+              // Partial sum over the block: integer levels sum exactly; conductances in float,
+              // word line after word line.
+              float sum;
+              if (p.conductance != nullptr) {
+                sum = 0.0f;
+                for (int64_t r = r0; r < r1; ++r) {
+                  if (chunk[r - r0] != 0) sum += static_cast<float>(chunk[r - r0]) * cell(r, q, cp);
+                }
+              } else {
+                int64_t isum = 0;
+                for (int64_t r = r0; r < r1; ++r) {
+                  isum += chunk[r - r0] * static_cast<int64_t>(cell(r, q, cp));
+                }
+                sum = static_cast<float>(isum);
+              }
+              ps[(j * S + q) * ncp + cp] = sum;
+              if (p.readout.dataflow != Dataflow::kA) continue;
+              // Dataflow A: this partial sum -> noise -> ADC -> shift -> accumulate.
+              const float z =
+                  p.readout.adc.sigma != 0.0f
+                      ? NoiseNormal(p.noise_key, kNoiseStreamA,
+                                    detail::NoiseIndex(m, blocks, b, h, cycles, j,
+                                                       S * ncp, q * ncp + cp))
+                      : 0.0f;
+              const AdcTransfer::Result res = p.readout.adc.Convert(sum, z);
+              acc[cp] += sign * (static_cast<int64_t>(res.code) << (j * pd + q * pr));
+              c.adc_clipped += res.clipped;
+              ++c.adc_conversions;
+              ++c.sample_holds;
+              ++c.shift_adds;
+            }
+          }
+          if (p.readout.dataflow == Dataflow::kB) c.analog_buffer_writes += S * ncp;
+        }
+        if (!phase_applied) continue;
+        if (p.readout.dataflow == Dataflow::kB) {
+          detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
+                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+        } else if (p.readout.dataflow == Dataflow::kC) {
+          detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
+                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+        }
+      }
+    }
+    int64_t* y = p.y + m * p.ldy;
+    for (int64_t col = 0; col < p.n; ++col) {
+      y[col] = acc[col * p.polarities];
+      if (p.polarities == 2) y[col] -= acc[col * 2 + 1];  // W- column subtracted digitally
+    }
+  }
+  c.tile_accumulations = p.m * p.n * std::max<int64_t>(blocks - 1, 0);
+  c.output_buffer_writes = p.m * p.n;
+  c.macs = p.m * p.k * p.n;
+  counts = c;
+}
+
+}  // namespace ref
+}  // namespace pim::kernels

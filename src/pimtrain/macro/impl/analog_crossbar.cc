@@ -1,0 +1,668 @@
+// analog_crossbar: an analog PIM crossbar (ISAAC / CASCADE / Neural-PIM / PIM-QAT's CAP-RAM) with
+// DAC input cycles, weights sliced over 1..4-bit cells (offset column or differential pairs),
+// per-column ADC read-out chains (dataflows A, B, C), noise and non-linearity, read in both
+// directions. Equations and choices: docs/analog.md.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/kernels/analog.h"
+#include "pimtrain/kernels/gemm.h"
+#include "pimtrain/macro/analog_config.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/numerics/adc.h"
+#include "pimtrain/numerics/fixed_point.h"
+
+namespace pim {
+namespace {
+
+enum class KernelChoice { kFast, kRef };
+enum class Encoding { kOffset, kDifferential };
+enum class RangeMode { kFixed, kCalibrated };
+
+constexpr uint64_t kStreamProgram = 11;
+
+// The ADC full scale candidates of the calibration search: 2^(-i/2) of the largest partial sum.
+constexpr int kCalibrationSteps = 24;
+// Calibration looks at no more than this many samples of the call's input.
+constexpr int64_t kCalibrationRows = 256;
+
+Dataflow ParseDataflow(const std::string& s) {
+  if (s == "B") return Dataflow::kB;
+  if (s == "C") return Dataflow::kC;
+  return Dataflow::kA;
+}
+
+// A tensor quantized to sign-magnitude integers |q| <= 2^bits - 1 with one power-of-two scale:
+// q = clamp(round_half_even(v / 2^exp)); NaN -> 0.
+int QuantizeSignMagnitude(ConstMatrixView v, int bits, float max_abs, std::vector<int32_t>& q) {
+  if (max_abs < 0) {
+    max_abs = 0;
+    for (int64_t r = 0; r < v.rows; ++r) {
+      const float* row = v.Row(r);
+      for (int64_t c = 0; c < v.cols; ++c) {
+        const float a = std::fabs(row[c]);
+        if (a < std::numeric_limits<float>::infinity() && a > max_abs) max_abs = a;
+      }
+    }
+  }
+  const int exp = PowerOfTwoExponent(max_abs, bits + 1, Signedness::kSigned);
+  const double inv = std::ldexp(1.0, -exp);
+  const double top = std::ldexp(1.0, bits) - 1;
+  q.resize(static_cast<size_t>(v.rows * v.cols));
+  for (int64_t r = 0; r < v.rows; ++r) {
+    const float* row = v.Row(r);
+    int32_t* out = q.data() + r * v.cols;
+    for (int64_t c = 0; c < v.cols; ++c) {
+      double t = std::nearbyint(static_cast<double>(row[c]) * inv);
+      t = t != t ? 0.0 : std::min(std::max(t, -top), top);
+      out[c] = static_cast<int32_t>(t);
+    }
+  }
+  return exp;
+}
+
+// One read direction's stored form and read-out chain.
+struct Side {
+  std::vector<int32_t> levels;     // k x (n * pol) levels, the kernel's w
+  std::vector<float> conductance;  // programming variation, else empty
+  kernels::fast::PackedAnalogWeights packed;
+  int64_t k = 0, n = 0;  // reduction and outputs of this direction
+  int64_t block = 128;   // reduction per array
+  int64_t tile_cols = 128;
+  int reads_per_cycle = 1;
+};
+
+class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
+ public:
+  explicit AnalogCrossbarMacro(const ConfigNode& p) {
+    spec_.rows = p.GetInt("rows");
+    spec_.cols = p.GetInt("cols");
+    spec_.arrays_per_core = p.GetInt("arrays_per_core");
+    spec_.cores = p.GetInt("cores");
+    spec_.input_bits = static_cast<int>(p.GetInt("input_bits"));
+    const int64_t eb = p.GetInt("error_bits");
+    spec_.error_bits = eb == 0 ? spec_.input_bits : static_cast<int>(eb);
+    spec_.weight_bits = static_cast<int>(p.GetInt("weight_bits"));
+    spec_.weight_bits_backward = spec_.weight_bits;
+    spec_.gradient_bits = 32;  // GC is digital FP32
+    spec_.master_weights = p.GetBool("master_weights");
+    const std::string dec = p.GetString("decomposition");
+    encoding_ = p.GetString("weight_encoding") == "differential" ? Encoding::kDifferential
+                                                                  : Encoding::kOffset;
+    dac_bits_ = static_cast<int>(p.GetInt("dac_bits"));
+    cell_bits_ = static_cast<int>(p.GetInt("cell_bits"));
+    const int bw = spec_.weight_bits;
+    if (dec == "bit_serial") {
+      dac_bits_ = 1;
+      cell_bits_ = 1;
+    } else if (dec == "native") {
+      encoding_ = Encoding::kOffset;
+      dac_bits_ = std::min(8, spec_.input_bits);
+      cell_bits_ = bw;
+    } else if (dec == "differential") {
+      encoding_ = Encoding::kDifferential;
+      dac_bits_ = std::min(8, spec_.input_bits);
+      cell_bits_ = bw - 1;
+    }
+    if (cell_bits_ < 1 || cell_bits_ > 4) {
+      const ConfigNode& n = p.At("decomposition");
+      throw ConfigError(n.Where() + ": " + dec + " with weight_bits " + std::to_string(bw) +
+                        " needs " + std::to_string(cell_bits_) +
+                        "-bit cells; cells hold 1..4 bits (use bit_serial or custom)");
+    }
+    stored_bits_ = encoding_ == Encoding::kOffset ? bw : bw - 1;
+    polarities_ = encoding_ == Encoding::kOffset ? 1 : 2;
+    slices_ = (stored_bits_ + cell_bits_ - 1) / cell_bits_;
+    dataflow_ = ParseDataflow(p.GetString("dataflow"));
+    output_bits_ = static_cast<int>(p.GetInt("output_bits"));
+    const ConfigNode& adc = p.At("adc");
+    adc_bits_cfg_ = static_cast<int>(adc.GetInt("bits"));
+    range_mode_ = adc.GetString("range") == "calibrated" ? RangeMode::kCalibrated
+                                                         : RangeMode::kFixed;
+    fs_fraction_ = adc.GetDouble("full_scale");
+    inl_lsb_ = adc.GetDouble("inl_lsb");
+    thermal_sigma_ = p.At("thermal_noise").GetDouble("sigma");
+    sinad_db_ = p.At("sinad").GetDouble("db");
+    program_sigma_ = p.At("programming_variation").GetDouble("sigma");
+    nnsa_sigma_ = p.At("nnsa").GetDouble("sigma");
+    readout_[0] = p.GetString("forward") == "ideal" ? Readout::kIdeal : Readout::kAnalog;
+    readout_[1] = p.GetString("backward") == "ideal" ? Readout::kIdeal : Readout::kAnalog;
+    skip_zero_cycles_ = p.GetBool("skip_zero_cycles");
+    kernel_ = p.GetString("kernel") == "ref" ? KernelChoice::kRef : KernelChoice::kFast;
+    pending_calibration_ = range_mode_ == RangeMode::kCalibrated;
+    calibrate_range_ = pending_calibration_;
+    calibrate_gain_ = false;
+    // Every configured ADC must be able to show its INL monotonically.
+    const int min_bits = std::max(1, Resolve(Direction::kForward).bits);
+    if (inl_lsb_ >= (std::ldexp(1.0, min_bits) - 1) / 4.0) {
+      const ConfigNode& n = adc.At("inl_lsb");
+      throw ConfigError(n.Where() + ": " + n.text() + " LSB of INL is too large for a " +
+                        std::to_string(min_bits) + "-bit ADC to stay monotone (< (2^bits-1)/4)");
+    }
+  }
+
+  static Schema GetSchema() {
+    auto adc = std::make_shared<Schema>();
+    adc->Add(Param::Int("bits").Default(0).Range(0, 20).Unit("bit").Doc(
+        "ADC resolution; 0: the dataflow's formula (A: P_R+P_D(-1)+log2 rows, B: A + log2 "
+        "cycles, C: output_bits)"));
+    adc->Add(Param::Enum("range", {"fixed", "calibrated"}).Default("fixed").Doc(
+        "fixed: full scale = full_scale x the largest possible partial sum (set by hardware); "
+        "calibrated: searched for least output error on the first forward input (and when a "
+        "training algorithm asks)"));
+    adc->Add(Param::Float("full_scale").Default(1.0).Range(1e-6, 1.0).Doc(
+        "fixed range as a fraction of the largest possible partial sum"));
+    adc->Add(Param::Float("inl_lsb").Default(0.0).Range(0, 1e6).Unit("LSB").Doc(
+        "bow-shaped integral non-linearity, peak at mid-scale (0: linear)"));
+    auto thermal = std::make_shared<Schema>();
+    thermal->Add(Param::Float("sigma").Default(0.0).Range(0, 1e9).Doc(
+        "Gaussian read noise per conversion, in partial-sum units (one cell level x one DAC "
+        "level = 1); 0: off"));
+    auto sinad = std::make_shared<Schema>();
+    sinad->Add(Param::Float("db").Default(0.0).Range(0, 200).Unit("dB").Doc(
+        "lumped output noise sigma = full scale / 10^(SINAD/20) per conversion (Neural-PIM); "
+        "0: off"));
+    auto prog = std::make_shared<Schema>();
+    prog->Add(Param::Float("sigma").Default(0.0).Range(0, 10).Doc(
+        "relative Gaussian spread of each cell's conductance, drawn when programmed; 0: off"));
+    auto nnsa = std::make_shared<Schema>();
+    nnsa->Add(Param::Float("sigma").Default(0.0).Range(0, 1e9).Doc(
+        "dataflow C: Gaussian noise added by each NNS+A step, partial-sum units; 0: off"));
+    Schema s;
+    s.Add(Param::Int("rows").Default(128).Range(1, 4096).Doc(
+        "word lines per array: the row block one bit line sums"));
+    s.Add(Param::Int("cols").Default(128).Range(1, 1 << 16).Doc("bit lines per array"));
+    s.Add(Param::Int("arrays_per_core").Default(1).Range(1, 1 << 20).Doc("arrays per core"));
+    s.Add(Param::Int("cores").Default(1).Range(1, 1 << 20).Doc("cores"));
+    s.Add(Param::Int("input_bits").Default(8).Range(1, 16).Unit("bit").Doc(
+        "magnitude bits of forward inputs (negative inputs run in a second phase)"));
+    s.Add(Param::Int("error_bits").Default(0).Range(0, 16).Unit("bit").Doc(
+        "magnitude bits of transposed-direction inputs (errors); 0 = input_bits"));
+    s.Add(Param::Int("weight_bits").Default(8).Range(2, 16).Unit("bit").Doc(
+        "signed weight width, symmetric range +-(2^(bits-1) - 1)"));
+    s.Add(Param::Enum("decomposition", {"bit_serial", "native", "differential", "custom"})
+              .Default("bit_serial")
+              .Doc("PIM-QAT's schemes: bit_serial (1-bit DAC, 1-bit cells, weight_encoding), "
+                   "native (one read per multi-bit MAC, offset column), differential (W+ - W- "
+                   "multi-bit cells), custom (dac_bits, cell_bits, weight_encoding)"));
+    s.Add(Param::Int("dac_bits").Default(1).Range(1, 8).Unit("bit").Doc(
+        "input bits per DAC cycle (custom)"));
+    s.Add(Param::Int("cell_bits").Default(1).Range(1, 4).Unit("bit").Doc(
+        "bits per cell (custom)"));
+    s.Add(Param::Enum("weight_encoding", {"offset", "differential"}).Default("offset").Doc(
+        "signed weights: offset (w + 2^(bits-1) stored, offset x sum(x) subtracted digitally) "
+        "or differential pairs in adjacent columns, each column converted"));
+    s.Add(Param::Enum("dataflow", {"A", "B", "C"}).Default("A").Doc(
+        "A (ISAAC/PRIME): ADC per bit-line partial sum per cycle; B (CASCADE): analog buffer "
+        "lines of equal significance converted; C (Neural-PIM): NNS+A analog accumulation, one "
+        "NNADC conversion"));
+    s.Add(Param::Int("output_bits").Default(8).Range(1, 20).Unit("bit").Doc(
+        "dataflow C: the NNADC resolution P_O"));
+    s.Add(Param::Section("adc", adc).Doc("the read-out ADC"));
+    s.Add(Param::Section("thermal_noise", thermal).Doc("per-conversion read noise"));
+    s.Add(Param::Section("sinad", sinad).Doc("SINAD-based lumped output noise"));
+    s.Add(Param::Section("programming_variation", prog).Doc("per-cell conductance spread"));
+    s.Add(Param::Section("nnsa", nnsa).Doc("Neural-PIM's neural shift-and-add"));
+    s.Add(Param::Enum("forward", {"analog", "ideal"}).Default("analog").Doc(
+        "forward read-out: the analog chain or the exact product of the quantized operands"));
+    s.Add(Param::Enum("backward", {"analog", "ideal"}).Default("analog").Doc(
+        "transposed (error propagation) read-out"));
+    s.Add(Param::Bool("skip_zero_cycles").Default(true).Doc(
+        "input cycles whose block inputs are all zero are not applied (no reads, no "
+        "conversions)"));
+    s.Add(Param::Bool("master_weights").Default(true).Doc(
+        "FP32 master weights outside the array (false: the layer's weights become the "
+        "quantized array weights after each update)"));
+    s.Add(Param::Enum("kernel", {"fast", "ref"}).Default("fast").Doc(
+        "fast: bit-packed planes and 8-wide conversions; ref: the cycle-by-cycle loops "
+        "(identical results, slow)"));
+    return s;
+  }
+
+  const MacroSpec& spec() const override { return spec_; }
+
+  // ---- AnalogTunable ----
+  void SetReadout(Direction dir, Readout r) override { readout_[Index(dir)] = r; }
+  Readout readout(Direction dir) const override { return readout_[Index(dir)]; }
+  void SetAdcBitsDelta(int delta) override { bits_delta_ = delta; }
+  void RequestCalibration(bool range, bool gain) override {
+    pending_calibration_ = range || gain;
+    calibrate_range_ = range;
+    calibrate_gain_ = gain;
+  }
+  double adc_full_scale_fraction() const override { return fs_fraction_; }
+  double output_gain() const override { return gain_; }
+
+  void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) override {
+    rows_ = w.rows;
+    cols_ = w.cols;
+    const int bw = spec_.weight_bits;
+    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1.
+    float max_abs = 0;
+    for (int64_t r = 0; r < w.rows; ++r) {
+      for (int64_t c = 0; c < w.cols; ++c) {
+        const float a = std::fabs(w.Row(r)[c]);
+        if (a < std::numeric_limits<float>::infinity() && a > max_abs) max_abs = a;
+      }
+    }
+    weight_exp_ = PowerOfTwoExponent(max_abs, bw, Signedness::kSigned);
+    const double inv = std::ldexp(1.0, -weight_exp_);
+    const double top = std::ldexp(1.0, bw - 1) - 1;
+    wq_.resize(static_cast<size_t>(rows_ * cols_));
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t c = 0; c < cols_; ++c) {
+        double t = std::nearbyint(static_cast<double>(w.Row(r)[c]) * inv);
+        t = t != t ? 0.0 : std::min(std::max(t, -top), top);
+        wq_[r * cols_ + c] = static_cast<int32_t>(t);
+      }
+    }
+    offset_ = encoding_ == Encoding::kOffset ? (int64_t{1} << (bw - 1)) : 0;
+    // Dequantized weights for the ideal read-out.
+    wdeq_.resize(wq_.size());
+    const float scale = static_cast<float>(std::ldexp(1.0, weight_exp_));
+    for (size_t i = 0; i < wq_.size(); ++i) wdeq_[i] = static_cast<float>(wq_[i]) * scale;
+
+    // Cell levels per polarity, both orientations.
+    const int pol = polarities_;
+    const int64_t ncp = cols_ * pol, nrp = rows_ * pol;
+    Side& f = side_[0];
+    Side& t = side_[1];
+    f.k = rows_;
+    f.n = cols_;
+    f.levels.resize(static_cast<size_t>(rows_ * ncp));
+    t.k = cols_;
+    t.n = rows_;
+    t.levels.resize(static_cast<size_t>(cols_ * nrp));
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t c = 0; c < cols_; ++c) {
+        const int32_t q = wq_[r * cols_ + c];
+        int32_t lv[2];
+        if (encoding_ == Encoding::kOffset) {
+          lv[0] = q + static_cast<int32_t>(offset_);
+        } else {
+          lv[0] = std::max(q, 0);
+          lv[1] = std::max(-q, 0);
+        }
+        for (int p = 0; p < pol; ++p) {
+          f.levels[r * ncp + c * pol + p] = lv[p];
+          t.levels[c * nrp + r * pol + p] = lv[p];
+        }
+      }
+    }
+    // Forward: the reduction over word lines, `rows` per array; bit lines: n * pol * slices.
+    f.block = spec_.rows;
+    f.tile_cols = spec_.cols;
+    f.reads_per_cycle = 1;
+    // Transposed: the inputs drive the bit lines of one slice and polarity per cycle, the word
+    // lines are sensed; an array holds cols / (pol * slices) weight columns.
+    t.block = std::max<int64_t>(1, spec_.cols / (pol * slices_));
+    t.tile_cols = spec_.rows * pol * slices_;
+    t.reads_per_cycle = pol * slices_;
+    // Programming variation: each cell's conductance = level * (1 + sigma z), z drawn per cell
+    // when written (keyed by the programming step), clipped at 0.
+    const int cmask = (1 << cell_bits_) - 1;
+    if (program_sigma_ > 0) {
+      const uint64_t key = MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
+                                  static_cast<uint64_t>(ctx.step), kStreamProgram);
+      f.conductance.resize(static_cast<size_t>(rows_ * slices_ * ncp));
+      t.conductance.resize(static_cast<size_t>(cols_ * slices_ * nrp));
+      for (int64_t r = 0; r < rows_; ++r) {
+        for (int q = 0; q < slices_; ++q) {
+          for (int64_t cp = 0; cp < ncp; ++cp) {
+            const int32_t level = (f.levels[r * ncp + cp] >> (q * cell_bits_)) & cmask;
+            const uint64_t cell = static_cast<uint64_t>((r * slices_ + q) * ncp + cp);
+            const float g = std::max(
+                0.0f, static_cast<float>(level) *
+                          (1.0f + static_cast<float>(program_sigma_) * NoiseNormal(key, 0, cell)));
+            f.conductance[cell] = g;
+            const int64_t c = cp / pol, p = cp % pol;
+            t.conductance[(c * slices_ + q) * nrp + r * pol + p] = g;
+          }
+        }
+      }
+    } else {
+      f.conductance.clear();
+      t.conductance.clear();
+    }
+    if (kernel_ == KernelChoice::kFast) {
+      for (int d = 0; d < 2; ++d) {
+        kernels::AnalogProblem prob = BaseProblem(side_[d]);
+        kernels::fast::PackWeights(prob, side_[d].packed, nullptr);
+      }
+    }
+    const int64_t cells = rows_ * cols_ * pol * slices_;
+    counts.Add("weight_writes", cells);
+    const int64_t arrays = ((rows_ + spec_.rows - 1) / spec_.rows) *
+                           ((cols_ * pol * slices_ + spec_.cols - 1) / spec_.cols);
+    counts.Add("array_cells_allocated", arrays * spec_.rows * spec_.cols);
+    counts.Add("array_cells_used", cells);
+  }
+
+  void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
+                ActionCounts& counts) override {
+    const bool fwd = dir == Direction::kForward;
+    const Side& side = side_[Index(dir)];
+    PIM_CHECK_MSG(x.cols == side.k && y.cols == side.n && x.rows == y.rows,
+                  "Multiply: operand shapes do not match the programmed weights");
+    const int bits = fwd ? spec_.input_bits : spec_.error_bits;
+    const int ex = QuantizeSignMagnitude(x, bits, ctx.input_max_abs, xq_);
+    if (readout_[Index(dir)] == Readout::kIdeal) {
+      // The transposed read carries the calibrated gain (y = g Q(x W) => dx = g dy W^T).
+      Ideal(x.rows, dir, ex, y, ctx, fwd ? 1.0 : gain_);
+      counts.Add("macs", x.rows * side.k * side.n);
+      counts.Add("digital_macs", x.rows * side.k * side.n);
+      return;
+    }
+    // Noise streams: keyed by (seed, layer, step, stage, direction, call within the step), so
+    // slices of a batch, and every evaluation batch, draw fresh noise.
+    if (ctx.step != last_step_ || ctx.stage != last_stage_) {
+      last_step_ = ctx.step;
+      last_stage_ = ctx.stage;
+      call_ = 0;
+    }
+    const uint64_t key =
+        MixKey(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), static_cast<uint64_t>(ctx.step),
+                      static_cast<uint64_t>(ctx.stage)),
+               static_cast<uint64_t>(call_++), static_cast<uint64_t>(Index(dir)), 0x616e61);
+    if (fwd && pending_calibration_) {
+      Calibrate(x.rows, ex, key, ctx);
+      pending_calibration_ = false;
+    }
+    const Chain chain = Resolve(dir);
+    yq_.resize(static_cast<size_t>(x.rows * side.n));
+    kernels::AnalogCounts kc;
+    Run(x.rows, dir, chain, key, yq_.data(), ctx, kc);
+    kc.AddTo(counts);
+    Finish(x.rows, dir, ex, chain, yq_.data(), gain_, y);
+    if (offset_ != 0) counts.Add("offset_corrections", x.rows * side.n);
+  }
+
+  // GC is digital: analog crossbars compute FP and BP in the array but not X^T dY (which would
+  // need the activations written into an array each step); dW = X^T dY in exact FP32.
+  void GradientCalc(ConstMatrixView x, ConstMatrixView dy, MatrixView dw, const RunContext& ctx,
+                    ActionCounts& counts) override {
+    PIM_CHECK_MSG(x.rows == dy.rows && dw.rows == x.cols && dw.cols == dy.cols,
+                  "GradientCalc: operand shapes do not match");
+    kernels::GemmArgs g;
+    g.trans_a = kernels::Trans::kYes;
+    g.m = x.cols;
+    g.n = dy.cols;
+    g.k = x.rows;
+    g.a = x.data;
+    g.lda = x.ld;
+    g.b = dy.data;
+    g.ldb = dy.ld;
+    g.c = dw.data;
+    g.ldc = dw.ld;
+    g.alpha = static_cast<float>(gain_);  // the calibrated output gain (PIM-QAT rescaling)
+    kernels::fast::Gemm(g, ctx.pool);
+    counts.Add("digital_macs", x.rows * x.cols * dy.cols);
+  }
+
+  void ReadWeights(MatrixView w) const override {
+    PIM_CHECK_MSG(w.rows == rows_ && w.cols == cols_, "ReadWeights: shape mismatch");
+    for (int64_t r = 0; r < rows_; ++r) {
+      std::copy(wdeq_.begin() + r * cols_, wdeq_.begin() + (r + 1) * cols_, w.Row(r));
+    }
+  }
+
+  std::map<std::string, double> HardwareParams() const override {
+    const Chain f = Resolve(Direction::kForward), t = Resolve(Direction::kTransposed);
+    const DataflowFigures fig = DataflowFormula(dataflow_, spec_.input_bits, stored_bits_,
+                                                cell_bits_, dac_bits_, spec_.rows, output_bits_);
+    return {{"rows", static_cast<double>(spec_.rows)},
+            {"cols", static_cast<double>(spec_.cols)},
+            {"block_rows", static_cast<double>(spec_.rows)},
+            {"arrays_total", static_cast<double>(spec_.arrays_per_core * spec_.cores)},
+            {"input_bits", static_cast<double>(spec_.input_bits)},
+            {"error_bits", static_cast<double>(spec_.error_bits)},
+            {"weight_bits", static_cast<double>(spec_.weight_bits)},
+            {"dac_bits", static_cast<double>(dac_bits_)},
+            {"cell_bits", static_cast<double>(cell_bits_)},
+            {"slices", static_cast<double>(slices_)},
+            {"polarities", static_cast<double>(polarities_)},
+            {"dataflow", static_cast<double>(static_cast<int>(dataflow_))},
+            {"adc_bits", static_cast<double>(f.bits)},
+            {"adc_bits_transposed", static_cast<double>(t.bits)},
+            {"output_bits", static_cast<double>(output_bits_)},
+            {"conversions_per_group", static_cast<double>(fig.conversions_per_group)},
+            {"input_cycles_per_group", static_cast<double>(fig.input_cycles)},
+            {"adc_full_scale_fraction", fs_fraction_}};
+  }
+
+ private:
+  struct Chain {
+    int bits = 8;
+    double design_full_scale = 1;  // the largest partial sum the converter can see
+    kernels::AnalogReadout readout;
+  };
+
+  static int Index(Direction d) { return d == Direction::kForward ? 0 : 1; }
+
+  // The read-out chain of a direction: resolution (configured or the dataflow's formula, plus
+  // the adjusted-precision delta), full scale, noise.
+  Chain Resolve(Direction dir, double fraction = -1) const {
+    const bool fwd = dir == Direction::kForward;
+    const int xb = fwd ? spec_.input_bits : spec_.error_bits;
+    const int64_t block = fwd ? spec_.rows
+                              : std::max<int64_t>(1, spec_.cols / (polarities_ * slices_));
+    Chain ch;
+    const DataflowFigures fig =
+        DataflowFormula(dataflow_, xb, stored_bits_, cell_bits_, dac_bits_, block, output_bits_);
+    ch.bits = std::clamp((adc_bits_cfg_ > 0 ? adc_bits_cfg_ : fig.adc_bits) + bits_delta_, 1, 24);
+    const double cell = std::ldexp(1.0, cell_bits_) - 1, dac = std::ldexp(1.0, dac_bits_) - 1;
+    const double a = static_cast<double>(block) * cell * dac;
+    const int cycles = kernels::InputCycles(xb, dac_bits_);
+    switch (dataflow_) {
+      case Dataflow::kA: ch.design_full_scale = a; break;
+      case Dataflow::kB: {
+        // The most partial sums any buffer line adds up.
+        int most = 0;
+        for (int s : kernels::SignificanceGroups(cycles, slices_, dac_bits_, cell_bits_)) {
+          int n = 0;
+          for (int j = 0; j < cycles; ++j) {
+            for (int q = 0; q < slices_; ++q) n += j * dac_bits_ + q * cell_bits_ == s;
+          }
+          most = std::max(most, n);
+        }
+        ch.design_full_scale = a * most;
+        break;
+      }
+      case Dataflow::kC:
+        ch.design_full_scale = static_cast<double>(block) * (std::ldexp(1.0, xb) - 1) *
+                               (std::ldexp(1.0, slices_ * cell_bits_) - 1);
+        break;
+    }
+    // The forward ADC's range is the configured or calibrated fraction; the transposed read's
+    // converter keeps the hardware's full range.
+    const double frac = fraction > 0 ? fraction : (fwd ? fs_fraction_ : 1.0);
+    const double fs = frac * ch.design_full_scale;
+    double sigma2 = thermal_sigma_ * thermal_sigma_;
+    if (sinad_db_ > 0) {
+      const double s = SinadSigma(fs, sinad_db_);
+      sigma2 += s * s;
+    }
+    ch.readout.dataflow = dataflow_;
+    ch.readout.adc = MakeAdcTransfer(ch.bits, fs, InlFor(ch.bits), std::sqrt(sigma2));
+    ch.readout.nnsa_sigma = static_cast<float>(nnsa_sigma_);
+    return ch;
+  }
+  // The configured INL, capped so that a converter made coarser by adjusted precision stays
+  // monotone.
+  double InlFor(int bits) const {
+    return std::min(inl_lsb_, 0.99 * (std::ldexp(1.0, bits) - 1) / 4.0);
+  }
+
+  kernels::AnalogProblem BaseProblem(const Side& s) const {
+    kernels::AnalogProblem p;
+    p.k = s.k;
+    p.n = s.n;
+    p.w = s.levels.data();
+    p.polarities = polarities_;
+    p.cell_bits = cell_bits_;
+    p.slices = slices_;
+    p.conductance = s.conductance.empty() ? nullptr : s.conductance.data();
+    p.block = s.block;
+    p.tile_cols = s.tile_cols;
+    p.reads_per_cycle = s.reads_per_cycle;
+    p.dac_bits = dac_bits_;
+    p.skip_zero_cycles = skip_zero_cycles_;
+    return p;
+  }
+
+  // Runs the kernel on the first m rows of xq_ into out (m x n integer code sums).
+  void Run(int64_t m, Direction dir, const Chain& chain, uint64_t key, int64_t* out,
+           const RunContext& ctx, kernels::AnalogCounts& kc) const {
+    const Side& s = side_[Index(dir)];
+    kernels::AnalogProblem p = BaseProblem(s);
+    p.m = m;
+    p.x = xq_.data();
+    p.ldx = s.k;
+    p.x_bits = dir == Direction::kForward ? spec_.input_bits : spec_.error_bits;
+    p.signed_inputs = true;
+    p.readout = chain.readout;
+    p.noise_key = key;
+    p.y = out;
+    p.ldy = s.n;
+    if (kernel_ == KernelChoice::kRef) {
+      kernels::ref::AnalogMatMul(p, kc);
+    } else {
+      kernels::fast::AnalogMatMul(p, &s.packed, kc, ctx.pool != nullptr ? ctx.pool : &DefaultPool());
+    }
+  }
+
+  // y = gain * 2^(ex + ew) * (lsb * codes - offset * sum_r x[r]).
+  void Finish(int64_t m, Direction dir, int ex, const Chain& chain, const int64_t* codes,
+              double gain, MatrixView y) const {
+    const Side& s = side_[Index(dir)];
+    const double scale = std::ldexp(1.0, ex + weight_exp_) * gain;
+    const double lsb = chain.readout.adc.lsb;
+    for (int64_t i = 0; i < m; ++i) {
+      int64_t xsum = 0;
+      if (offset_ != 0) {
+        const int32_t* xr = xq_.data() + i * s.k;
+        for (int64_t r = 0; r < s.k; ++r) xsum += xr[r];
+      }
+      const double off = static_cast<double>(offset_) * static_cast<double>(xsum);
+      float* row = y.Row(i);
+      const int64_t* cr = codes + i * s.n;
+      for (int64_t c = 0; c < s.n; ++c) {
+        row[c] = static_cast<float>((lsb * static_cast<double>(cr[c]) - off) * scale);
+      }
+    }
+  }
+
+  // The exact product of the quantized operands (FP32 GEMM of the dequantized values).
+  void Ideal(int64_t m, Direction dir, int ex, MatrixView y, const RunContext& ctx,
+             double gain) {
+    const Side& s = side_[Index(dir)];
+    xdeq_.resize(static_cast<size_t>(m * s.k));
+    const float sx = static_cast<float>(std::ldexp(1.0, ex));
+    for (size_t i = 0; i < xdeq_.size(); ++i) xdeq_[i] = static_cast<float>(xq_[i]) * sx;
+    kernels::GemmArgs g;
+    g.trans_b = dir == Direction::kForward ? kernels::Trans::kNo : kernels::Trans::kYes;
+    g.m = m;
+    g.n = s.n;
+    g.k = s.k;
+    g.a = xdeq_.data();
+    g.lda = s.k;
+    g.b = wdeq_.data();
+    g.ldb = cols_;
+    g.c = y.data;
+    g.ldc = y.ld;
+    g.alpha = static_cast<float>(gain);
+    kernels::fast::Gemm(g, ctx.pool);
+  }
+
+  // Searches the forward ADC full scale (2^(-i/2) of the largest partial sum, i < 24) for the
+  // least squared error against the ideal product on (up to 256 samples of) this input, then
+  // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>.
+  void Calibrate(int64_t m_all, int ex, uint64_t key, const RunContext& ctx) {
+    const int64_t m = std::min(m_all, kCalibrationRows);
+    const Side& s = side_[0];
+    std::vector<float> ideal(static_cast<size_t>(m * s.n)), got(ideal.size());
+    MatrixView iv{ideal.data(), m, s.n, s.n};
+    Ideal(m, Direction::kForward, ex, iv, ctx, 1.0);
+    std::vector<int64_t> codes(ideal.size());
+    double best_err = std::numeric_limits<double>::infinity();
+    double best_frac = fs_fraction_;
+    const double design = Resolve(Direction::kForward, 1.0).design_full_scale;
+    for (int i = 0; calibrate_range_ && i < kCalibrationSteps; ++i) {
+      const double frac = std::ldexp(1.0, -i / 2) * (i % 2 == 1 ? std::sqrt(0.5) : 1.0);
+      if (frac * design < 1.0) break;
+      const Chain ch = Resolve(Direction::kForward, frac);
+      kernels::AnalogCounts kc;
+      Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      MatrixView gv{got.data(), m, s.n, s.n};
+      Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
+      double err = 0;
+      for (size_t j = 0; j < got.size(); ++j) {
+        const double d = static_cast<double>(got[j]) - ideal[j];
+        err += d * d;
+      }
+      if (err < best_err) {
+        best_err = err;
+        best_frac = frac;
+      }
+    }
+    fs_fraction_ = best_frac;
+    gain_ = 1.0;
+    if (calibrate_gain_) {
+      const Chain ch = Resolve(Direction::kForward);
+      kernels::AnalogCounts kc;
+      Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      MatrixView gv{got.data(), m, s.n, s.n};
+      Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
+      double num = 0, den = 0;
+      for (size_t j = 0; j < got.size(); ++j) {
+        num += static_cast<double>(got[j]) * ideal[j];
+        den += static_cast<double>(got[j]) * got[j];
+      }
+      if (den > 0 && num > 0) gain_ = num / den;
+    }
+  }
+
+  MacroSpec spec_;
+  Encoding encoding_ = Encoding::kOffset;
+  int dac_bits_ = 1, cell_bits_ = 1, stored_bits_ = 8, polarities_ = 1, slices_ = 8;
+  Dataflow dataflow_ = Dataflow::kA;
+  int output_bits_ = 8;
+  int adc_bits_cfg_ = 0;
+  int bits_delta_ = 0;
+  RangeMode range_mode_ = RangeMode::kFixed;
+  double fs_fraction_ = 1.0;
+  double gain_ = 1.0;
+  double inl_lsb_ = 0, thermal_sigma_ = 0, sinad_db_ = 0, program_sigma_ = 0, nnsa_sigma_ = 0;
+  Readout readout_[2] = {Readout::kAnalog, Readout::kAnalog};
+  bool skip_zero_cycles_ = true;
+  bool pending_calibration_ = false, calibrate_range_ = false, calibrate_gain_ = false;
+  KernelChoice kernel_ = KernelChoice::kFast;
+
+  int64_t rows_ = 0, cols_ = 0;
+  int weight_exp_ = 0;
+  int64_t offset_ = 0;
+  std::vector<int32_t> wq_;
+  std::vector<float> wdeq_;
+  Side side_[2];
+  int64_t last_step_ = -1;
+  Stage last_stage_ = Stage::kForward;
+  int64_t call_ = 0;
+  std::vector<int32_t> xq_;
+  std::vector<int64_t> yq_;
+  std::vector<float> xdeq_;
+};
+
+PIM_REGISTER(Macro, AnalogCrossbarMacro, "analog_crossbar",
+             "analog crossbar: DAC input cycles, sliced cells, per-column ADC chains (dataflows "
+             "A/B/C), noise and non-linearity, read in both directions");
+
+}  // namespace
+}  // namespace pim

@@ -1,0 +1,314 @@
+// The analog_crossbar macro: exactness at full resolution, decompositions and dataflows (numbers
+// and counts), transposed reads, hardware parameters, noise determinism, calibration; training
+// through it on the synthetic data set (ref/fast and 1/2-thread identical, learns).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/macro/analog_config.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/sim/session.h"
+#include "test_util.h"
+
+namespace pim {
+namespace {
+
+std::unique_ptr<Macro> MakeMacro(const std::string& yaml) {
+  return Registry<Macro>::CreateFrom(ParseYaml("{impl: analog_crossbar, " + yaml + "}", "test"));
+}
+
+struct Mats {
+  int64_t m, k, n;
+  std::vector<float> x, w, y;
+};
+
+Mats Random(int64_t m, int64_t k, int64_t n, uint64_t seed, bool relu_x) {
+  Mats a{m, k, n, {}, {}, {}};
+  const CounterRng rng(seed);
+  a.x.resize(static_cast<size_t>(m * k));
+  a.w.resize(static_cast<size_t>(k * n));
+  a.y.resize(static_cast<size_t>(m * n));
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    const float v = rng.Normal(i);
+    a.x[i] = relu_x ? std::max(v, 0.0f) : v;
+  }
+  for (size_t i = 0; i < a.w.size(); ++i) a.w[i] = 0.1f * rng.Normal(1000000 + i);
+  return a;
+}
+
+ActionCounts Forward(Macro& mac, Mats& a, Direction dir = Direction::kForward, int64_t step = 0) {
+  RunContext ctx;
+  ctx.seed = 5;
+  ctx.step = step;
+  ActionCounts c;
+  mac.Program(ConstMatrixView(a.w.data(), a.k, a.n, a.n), ctx, c);
+  c.Clear();
+  if (dir == Direction::kForward) {
+    mac.Multiply(ConstMatrixView(a.x.data(), a.m, a.k, a.k), MatrixView{a.y.data(), a.m, a.n, a.n},
+                 dir, ctx, c);
+  } else {
+    a.y.resize(static_cast<size_t>(a.m * a.k));
+    mac.Multiply(ConstMatrixView(a.x.data(), a.m, a.n, a.n), MatrixView{a.y.data(), a.m, a.k, a.k},
+                 dir, ctx, c);
+  }
+  return c;
+}
+
+TEST(AnalogMacroTest, FullResolutionAdcEqualsTheIdealProductForEveryDecompositionAndDataflow) {
+  for (const char* dec : {"decomposition: bit_serial", "decomposition: native, weight_bits: 4",
+                          "decomposition: differential, weight_bits: 4",
+                          "decomposition: custom, dac_bits: 2, cell_bits: 2, weight_encoding: "
+                          "differential"}) {
+    for (const char* df : {"A", "B"}) {
+      const std::string cfg = std::string(dec) + ", input_bits: 4, rows: 64, dataflow: " + df;
+      Mats a = Random(5, 150, 11, 3, false);
+      auto analog = MakeMacro(cfg);
+      ActionCounts c = Forward(*analog, a);
+      const std::vector<float> got = a.y;
+      auto ideal = MakeMacro(cfg + ", forward: ideal");
+      Forward(*ideal, a);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], a.y[i], 1e-4 * (1 + std::fabs(a.y[i]))) << cfg << " at " << i;
+      }
+      EXPECT_EQ(c.Get("adc_clipped"), 0) << cfg;
+      EXPECT_GT(c.Get("adc_conversions"), 0) << cfg;
+    }
+  }
+}
+
+TEST(AnalogMacroTest, DecompositionsGiveDifferentNumbersAndCountsOnTheSameWeights) {
+  // 4-bit weights and inputs, a 4-bit ADC over its full range: each scheme loses differently.
+  std::vector<std::vector<float>> ys;
+  std::vector<int64_t> conversions;
+  for (const char* dec : {"bit_serial", "native", "differential"}) {
+    auto mac = MakeMacro(std::string("decomposition: ") + dec +
+                         ", input_bits: 4, weight_bits: 4, rows: 64, adc: {bits: 4}");
+    Mats a = Random(4, 100, 9, 8, true);
+    ActionCounts c = Forward(*mac, a);
+    ys.push_back(a.y);
+    conversions.push_back(c.Get("adc_conversions"));
+  }
+  EXPECT_NE(ys[0], ys[1]);
+  EXPECT_NE(ys[1], ys[2]);
+  EXPECT_NE(conversions[0], conversions[1]);
+  EXPECT_NE(conversions[1], conversions[2]);
+}
+
+TEST(AnalogMacroTest, HardwareParamsFollowTheDataflowFormulas) {
+  const struct {
+    const char* df;
+    double bits, conv;
+  } want[] = {{"A", 8, 64}, {"B", 11, 15}, {"C", 8, 1}};
+  for (const auto& w : want) {
+    auto mac = MakeMacro(std::string("dataflow: ") + w.df + ", rows: 128, input_bits: 8");
+    auto hp = mac->HardwareParams();
+    EXPECT_EQ(hp["adc_bits"], w.bits) << w.df;
+    EXPECT_EQ(hp["conversions_per_group"], w.conv) << w.df;
+    EXPECT_EQ(hp["slices"], 8);
+    EXPECT_EQ(hp["dac_bits"], 1);
+  }
+  auto tuned = MakeMacro("dataflow: A, adc: {bits: 5}");
+  EXPECT_EQ(tuned->HardwareParams()["adc_bits"], 5);
+}
+
+TEST(AnalogMacroTest, TransposedReadApproximatesWTransposedAndConvertsPerSlice) {
+  auto mac = MakeMacro("rows: 64, cols: 64, input_bits: 8, error_bits: 8");
+  Mats a = Random(3, 40, 24, 4, false);  // errors: 3 x 24, outputs 3 x 40
+  ActionCounts c = Forward(*mac, a, Direction::kTransposed);
+  std::vector<float> w(a.w.size());
+  mac->ReadWeights(MatrixView{w.data(), a.k, a.n, a.n});
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < a.m; ++i) {
+    for (int64_t r = 0; r < a.k; ++r) {
+      double exact = 0;
+      for (int64_t col = 0; col < a.n; ++col) exact += a.x[i * a.n + col] * w[r * a.n + col];
+      err += (a.y[i * a.k + r] - exact) * (a.y[i * a.k + r] - exact);
+      norm += exact * exact;
+    }
+  }
+  EXPECT_LT(err, 1e-3 * norm);
+  EXPECT_GT(c.Get("adc_conversions"), 0);
+  // Each slice's bit lines are driven in a cycle of their own: 8 reads per input cycle.
+  EXPECT_EQ(c.Get("input_cycles") % 8, 0);
+}
+
+TEST(AnalogMacroTest, NoiseIsKeyedSoRepeatsMatchAndStepsDiffer) {
+  const std::string cfg = "thermal_noise: {sigma: 2.0}, adc: {bits: 6}";
+  Mats a = Random(6, 200, 10, 5, true);
+  auto m1 = MakeMacro(cfg);
+  Forward(*m1, a, Direction::kForward, 3);
+  const auto y1 = a.y;
+  auto m2 = MakeMacro(cfg);
+  Forward(*m2, a, Direction::kForward, 3);
+  EXPECT_EQ(y1, a.y);
+  auto m3 = MakeMacro(cfg);
+  Forward(*m3, a, Direction::kForward, 4);
+  EXPECT_NE(y1, a.y);
+}
+
+TEST(AnalogMacroTest, CalibrationShrinksTheRangeAndReducesTheError) {
+  const std::string cfg = "input_bits: 4, weight_bits: 4, rows: 128";
+  Mats a = Random(32, 256, 16, 6, true);
+  std::vector<float> exact;
+  auto err = [&](const std::vector<float>& y) {
+    double e = 0;
+    for (size_t i = 0; i < y.size(); ++i) e += (y[i] - exact[i]) * (y[i] - exact[i]);
+    return e;
+  };
+  auto ideal = MakeMacro(cfg + ", forward: ideal");
+  Forward(*ideal, a);
+  exact = a.y;
+  ASSERT_GT(err(std::vector<float>(exact.size(), 0.0f)), 0.0);
+  auto fixed = MakeMacro(cfg + ", adc: {bits: 4}");
+  Forward(*fixed, a);
+  const double e_fixed = err(a.y);
+  auto cal = MakeMacro(cfg + ", adc: {bits: 4, range: calibrated}");
+  Forward(*cal, a);
+  const double e_cal = err(a.y);
+  auto* t = dynamic_cast<AnalogTunable*>(cal.get());
+  ASSERT_NE(t, nullptr);
+  EXPECT_LT(t->adc_full_scale_fraction(), 0.5);
+  EXPECT_LT(e_cal, 0.5 * e_fixed);
+}
+
+const char* kAnalogCnn = R"(
+seed: 4
+data: {impl: synthetic, train_size: 64, test_size: 32, height: 8, width: 8, channels: 2, classes: 4,
+       noise: 1.0}
+model:
+  impl: sequential
+  layers:
+    - {impl: conv2d, out_channels: 6, kernel: 3, padding: 1}
+    - {impl: relu}
+    - {impl: max_pool2d, kernel: 2}
+    - {impl: flatten}
+    - {impl: linear, out_features: 16}
+    - {impl: relu}
+    - {impl: linear, out_features: 4}
+train: {epochs: 2, batch_size: 16, optimizer: {impl: sgd, learning_rate: 0.05, momentum: 0.9}}
+pim:
+  macro: {impl: analog_crossbar, rows: 16, cols: 32, input_bits: 6, weight_bits: 6,
+          dataflow: A, adc: {bits: 5, inl_lsb: 0.5}, thermal_noise: {sigma: 0.25}}
+)";
+
+ConfigNode Resolve(const std::vector<std::string>& sets) {
+  ConfigNode merged = ParseYaml(kAnalogCnn, "analog.yaml");
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+std::vector<std::vector<float>> Weights(Session& s) {
+  std::vector<std::vector<float>> out;
+  for (auto& [name, t] : s.trainer().StateTensors()) {
+    out.emplace_back(t->data(), t->data() + t->numel());
+  }
+  return out;
+}
+
+TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
+  Session fast(Resolve({"pim.macro.kernel=fast"}));
+  fast.Train("", false, {});
+  Session ref(Resolve({"pim.macro.kernel=ref"}));
+  ref.Train("", false, {});
+  EXPECT_EQ(Weights(fast), Weights(ref));
+}
+
+TEST(AnalogTrainingTest, OneAndTwoThreadsGiveIdenticalWeights) {
+  Session one(Resolve({"threads=1"}));
+  one.Train("", false, {});
+  Session two(Resolve({"threads=2"}));
+  two.Train("", false, {});
+  EXPECT_EQ(Weights(one), Weights(two));
+}
+
+TEST(AnalogTrainingTest, LearnsOnTheMacroAndCountsConversionsAndClipping) {
+  testing::TempDir dir;
+  Session s(Resolve({"train.epochs=4"}));
+  TrainSummary sum = s.Train(dir.path(), false, {});
+  EXPECT_GT(sum.test_accuracy, 0.5);
+  const auto& hw = sum.epochs.back().hardware_json;
+  EXPECT_NE(hw.find("adc_conversions"), std::string::npos);
+  EXPECT_NE(hw.find("adc_clipped"), std::string::npos);
+  EXPECT_NE(hw.find("input_cycles"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pim
+
+namespace pim {
+namespace {
+
+const char* kQatCnn = R"(
+seed: 4
+data: {impl: synthetic, train_size: 64, test_size: 32, height: 8, width: 8, channels: 2, classes: 4,
+       noise: 1.0}
+model:
+  impl: sequential
+  layers:
+    - {impl: conv2d, out_channels: 6, kernel: 3, padding: 1}
+    - {impl: batch_norm}
+    - {impl: relu}
+    - {impl: max_pool2d, kernel: 2}
+    - {impl: flatten}
+    - {impl: linear, out_features: 4}
+train: {epochs: 3, batch_size: 16, optimizer: {impl: sgd, learning_rate: 0.05, momentum: 0.9},
+        algorithm: {impl: pim_qat, calibrate_every: 2}}
+pim:
+  macro: {impl: analog_crossbar, rows: 16, cols: 32, input_bits: 4, weight_bits: 4,
+          adc: {bits: 3, inl_lsb: 0.3}, thermal_noise: {sigma: 0.3}}
+)";
+
+ConfigNode ResolveQat(const std::vector<std::string>& sets) {
+  ConfigNode merged = ParseYaml(kQatCnn, "qat.yaml");
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+TEST(PimQatTest, TrainsWithTheAdcInTheLoopAndSetsTheReadouts) {
+  Session s(ResolveQat({}));
+  TrainSummary sum = s.Train("", false, {});
+  EXPECT_GT(sum.test_accuracy, 0.5);
+  auto* t = dynamic_cast<AnalogTunable*>(s.network().layer(0).matmul()->macro());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->readout(Direction::kForward), AnalogTunable::Readout::kAnalog);
+  EXPECT_EQ(t->readout(Direction::kTransposed), AnalogTunable::Readout::kIdeal);  // STE
+  EXPECT_LT(t->adc_full_scale_fraction(), 1.0);  // forward rescaling moved the range
+  EXPECT_GT(t->output_gain(), 0.0);
+}
+
+TEST(PimQatTest, CalibrateModeKeepsTheWeightsAndReestimatesBatchNorm) {
+  testing::TempDir dir;
+  {
+    Session s(ResolveQat({"train.algorithm.adc_in_loop=false", "train.epochs=2"}));
+    s.Train(dir.File("qat"), false, {});
+  }
+  Session deploy(ResolveQat({"train.epochs=1", "train.algorithm.mode=calibrate",
+                             "train.algorithm.init_from=" + dir.File("qat")}));
+  NamedTensors before;
+  std::vector<std::vector<float>> loaded;
+  for (auto& [name, t] : deploy.trainer().StateTensors()) {
+    if (name.rfind("layers.", 0) == 0) loaded.emplace_back(t->data(), t->data() + t->numel());
+  }
+  deploy.Train("", false, {});
+  size_t i = 0;
+  bool bn_changed = false;
+  for (auto& [name, t] : deploy.trainer().StateTensors()) {
+    if (name.rfind("layers.", 0) != 0) continue;
+    std::vector<float> now(t->data(), t->data() + t->numel());
+    if (name.find("running_") != std::string::npos) {
+      bn_changed = bn_changed || now != loaded[i];
+    } else {
+      EXPECT_EQ(now, loaded[i]) << name;  // no weight update in calibration
+    }
+    ++i;
+  }
+  EXPECT_TRUE(bn_changed);
+}
+
+}  // namespace
+}  // namespace pim
