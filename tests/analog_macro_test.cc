@@ -197,18 +197,10 @@ pim:
 )";
 
 ConfigNode Resolve(const std::vector<std::string>& sets) {
-  ConfigNode merged = ParseYaml(kAnalogCnn, "analog.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
+  return testing::ResolveYaml(kAnalogCnn, "analog.yaml", sets);
 }
 
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
-}
+std::vector<std::vector<float>> Weights(Session& s) { return testing::StateValues(s); }
 
 TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
   Session fast(Resolve({"pim.macro.kernel=fast"}));

@@ -305,18 +305,10 @@ pim:
 )";
 
 ConfigNode Resolve(const std::vector<std::string>& sets) {
-  ConfigNode merged = ParseYaml(kPimCnn, "pim.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
+  return testing::ResolveYaml(kPimCnn, "pim.yaml", sets);
 }
 
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
-}
+std::vector<std::vector<float>> Weights(Session& s) { return testing::StateValues(s); }
 
 nlohmann::json FirstEpochLayers(const std::string& dir) {
   std::istringstream in(ReadFile(dir + "/metrics.jsonl"));

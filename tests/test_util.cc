@@ -1,6 +1,8 @@
 // Shared test helpers implementation.
 #include "test_util.h"
 
+#include "pimtrain/sim/session.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -90,6 +92,21 @@ CommandResult RunCommand(const std::string& command) {
   ::unlink(out_tmpl);
   ::unlink(err_tmpl);
   return r;
+}
+
+ConfigNode ResolveYaml(const std::string& yaml, const std::string& origin,
+                       const std::vector<std::string>& sets) {
+  ConfigNode merged = ParseYaml(yaml, origin);
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+std::vector<std::vector<float>> StateValues(Session& s) {
+  std::vector<std::vector<float>> out;
+  for (auto& [name, t] : s.trainer().StateTensors()) {
+    out.emplace_back(t->data(), t->data() + t->numel());
+  }
+  return out;
 }
 
 }  // namespace pim::testing

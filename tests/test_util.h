@@ -5,6 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "pimtrain/base/config.h"
+
+namespace pim {
+class Session;
+}
+
 namespace pim::testing {
 
 // A fresh empty directory under the system temp dir, removed when the object dies.
@@ -35,5 +41,12 @@ struct CommandResult {
 };
 // Runs a shell command, capturing stdout and stderr.
 CommandResult RunCommand(const std::string& command);
+
+// A config from YAML text (`origin` names it in errors) with `--set` overrides applied, validated.
+ConfigNode ResolveYaml(const std::string& yaml, const std::string& origin,
+                       const std::vector<std::string>& sets = {});
+// Every training-state tensor of a session (weights, buffers, optimizer state), copied, for
+// bit-identity comparisons.
+std::vector<std::vector<float>> StateValues(Session& s);
 
 }  // namespace pim::testing

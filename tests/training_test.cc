@@ -37,18 +37,10 @@ train:
 )";
 
 ConfigNode Resolve(const std::string& yaml, const std::vector<std::string>& sets = {}) {
-  ConfigNode merged = ParseYaml(yaml, "test.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
+  return testing::ResolveYaml(yaml, "test.yaml", sets);
 }
 
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
-}
+std::vector<std::vector<float>> Weights(Session& s) { return testing::StateValues(s); }
 
 // metrics.jsonl without the wall-clock fields.
 std::string StripTimes(const std::string& jsonl) {
