@@ -7,6 +7,8 @@ against PyTorch FP32 (measured in the same run).
 Usage: /usr/bin/python3 bench/analog_study.py [--pimtrain build/release/pimtrain]
            [--epochs 3] [--finetune-epochs 1] [--train-limit 0] [--test-limit 0]
            [--bits 3,4,5,6,7,8] [--skip-accuracy] [--skip-speed] [--threads 2]
+           [--noise-bits 4] [--finetune-limit 5000] [--qat-from DIR] [--work DIR]
+           [--set KEY=VALUE ...]
 
 Network: the foundation CNN (configs/cnn.yaml) with 4-bit weights and 4-bit activations on the
 pimqat preset's macro (4-bit DAC inputs, 1-bit weight cells, offset column, 512-row arrays,
@@ -50,17 +52,28 @@ def evaluate(binary, sets, ckpt):
 
 def accuracy_study(args, base):
     b = args.pimtrain
-    tmp = tempfile.mkdtemp(prefix="analog_study_")
+    tmp = args.work or tempfile.mkdtemp(prefix="analog_study_")
+    os.makedirs(tmp, exist_ok=True)
+    print(f"runs in {tmp}", flush=True)
     qat = os.path.join(tmp, "qat")
     t0 = time.time()
-    dig = train(b, base + [f"train.epochs={args.epochs}", "train.algorithm.adc_in_loop=false"], qat)
+    if args.qat_from:
+        # Reuse a digital-QAT run made with the same base settings (e.g. an earlier invocation).
+        qat = args.qat_from
+        with open(os.path.join(qat, "summary.json")) as f:
+            dig = json.load(f)["test_accuracy"]
+    else:
+        dig = train(b, base + [f"train.epochs={args.epochs}",
+                               "train.algorithm.adc_in_loop=false"], qat)
     print(f"digital QAT (4b w / 4b a, ideal product), {args.epochs} epochs: "
           f"{100 * dig:.2f}%  ({time.time() - t0:.0f} s)", flush=True)
     rows = []
     print(f"{'ADC':>4} {'cond':>9} {'naive fixed':>11} {'naive cal':>9} {'PIM-QAT':>8}"
           f" {'QAT-naive':>9} {'QAT-PIMQAT':>10}", flush=True)
-    for cond, extra in (("clean", []), ("noise+INL", NONIDEAL)):
-        for bits in args.bits:
+    for cond, extra, bit_list in (("clean", [], args.bits),
+                                  ("noise+INL", NONIDEAL, args.noise_bits)):
+        for bits in bit_list:
+            t0 = time.time()
             adc = [f"pim.macro.adc.bits={bits}"] + extra
             # (a) naive: the digital model on the macro, ADC at its hardware full range.
             naive = evaluate(b, base + adc + ["pim.macro.adc.range=fixed"], qat)
@@ -73,7 +86,8 @@ def accuracy_study(args, base):
                 cal_dir)
             # (b) PIM-QAT: fine-tune with the ADC in the loop, then calibrate for deployment.
             ft = os.path.join(tmp, f"ft_{cond}_{bits}")
-            train(b, base + adc + [f"train.epochs={args.finetune_epochs}",
+            ft_limit = [f"data.train_limit={args.finetune_limit}"] if args.finetune_limit else []
+            train(b, base + adc + ft_limit + [f"train.epochs={args.finetune_epochs}",
                                    f"train.algorithm.init_from={qat}",
                                    "train.optimizer.learning_rate=0.01"], ft)
             dep = os.path.join(tmp, f"dep_{cond}_{bits}")
@@ -82,8 +96,8 @@ def accuracy_study(args, base):
                 f"train.algorithm.init_from={ft}", f"data.train_limit={args.calib_limit}"], dep)
             rows.append((bits, cond, naive, naive_cal, pimqat))
             print(f"{bits:>4} {cond:>9} {100 * naive:10.2f}% {100 * naive_cal:8.2f}% "
-                  f"{100 * pimqat:7.2f}% {100 * (dig - naive):8.2f}p {100 * (dig - pimqat):9.2f}p",
-                  flush=True)
+                  f"{100 * pimqat:7.2f}% {100 * (dig - naive):8.2f}p {100 * (dig - pimqat):9.2f}p"
+                  f"  ({time.time() - t0:.0f} s)", flush=True)
     print("\nSINAD sweep (ADC 8 bits, range calibrated, QAT model, lumped output noise):")
     print(f"{'SINAD dB':>8} {'accuracy':>9}")
     for db in args.sinad:
@@ -137,6 +151,15 @@ def main():
     ap.add_argument("--test-limit", type=int, default=0)
     ap.add_argument("--calib-limit", type=int, default=2048)
     ap.add_argument("--bits", default="3,4,5,6,7,8")
+    ap.add_argument("--noise-bits", default=None,
+                    help="ADC bits for the noise+INL rows (default: --bits)")
+    ap.add_argument("--finetune-limit", type=int, default=0,
+                    help="training samples for the PIM-QAT fine-tune (default: --train-limit)")
+    ap.add_argument("--qat-from", default="",
+                    help="reuse this digital-QAT run directory instead of training one")
+    ap.add_argument("--work", default="", help="keep the runs in this directory")
+    ap.add_argument("--set", action="append", default=[], dest="extra_sets",
+                    help="extra pimtrain --set override for every accuracy run (repeatable)")
     ap.add_argument("--sinad", default="20,30,40,50,60")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-threads", default="1,2")
@@ -144,13 +167,17 @@ def main():
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     args.bits = [int(v) for v in args.bits.split(",")]
-    args.sinad = [int(v) for v in args.sinad.split(",")]
+    # --noise-bits "" runs no noise+INL rows.
+    args.noise_bits = (args.bits if args.noise_bits is None
+                       else [int(v) for v in args.noise_bits.split(",") if v])
+    args.sinad = [int(v) for v in args.sinad.split(",") if v]
     args.speed_threads = [int(v) for v in args.speed_threads.split(",")]
     base = [f"threads={args.threads}", "train.checkpoint=true"]
     if args.train_limit:
         base.append(f"data.train_limit={args.train_limit}")
     if args.test_limit:
         base.append(f"data.test_limit={args.test_limit}")
+    base += args.extra_sets
     if not args.skip_accuracy:
         accuracy_study(args, base)
     if not args.skip_speed:

@@ -17,6 +17,7 @@
 #include "pimtrain/cost/tech.h"
 #include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
+#include "sweep.h"
 
 namespace pim {
 namespace {
@@ -324,6 +325,8 @@ int Main(int argc, char** argv) {
   auto* describe = app.add_subcommand("describe", "list implementations and their parameters");
   describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
 
+  auto sweep = AddSweepCommand(app);  // tools/cli/sweep.cc
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -342,6 +345,7 @@ int Main(int argc, char** argv) {
     if (eval->parsed()) return Eval(configs, sets, checkpoint);
     if (cost->parsed()) return Cost(configs, sets, json, point);
     if (describe->parsed()) return Describe(what);
+    if (sweep->app->parsed()) return RunSweepCommand(*sweep);
   } catch (const Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "pimtrain: error: %s\n", e.what());

@@ -14,14 +14,28 @@ namespace pim::kernels {
 
 // An integer operand read through strides: element (i, j) is data[i * stride_i + j * stride_j].
 // Values must lie in the range of a `bits`-wide integer of the given signedness (checked).
+//
+// The stored operand W may instead keep 16-bit words (data16 set, data null: a macro's weights,
+// at most 16 bits, in half the memory), read as int16 when signed and as uint16 when unsigned,
+// and may be read through an arithmetic right shift (element = word >> shift: the top bits of
+// wider stored weights, as a forward path that drives only the top bit columns reads them).
+// The fast kernel takes both only for W; X is plain int32 there.
 struct IntOperand {
   const int32_t* data = nullptr;
   int64_t stride_i = 0;
   int64_t stride_j = 1;
   int bits = 8;  // 1..16
   Signedness sign = Signedness::kSigned;
+  const int16_t* data16 = nullptr;
+  int shift = 0;  // 0..15
 
-  int32_t At(int64_t i, int64_t j) const { return data[i * stride_i + j * stride_j]; }
+  int32_t At(int64_t i, int64_t j) const {
+    const int64_t at = i * stride_i + j * stride_j;
+    if (data16 == nullptr) return data[at] >> shift;
+    return (sign == Signedness::kSigned ? int32_t{data16[at]}
+                                        : int32_t{static_cast<uint16_t>(data16[at])}) >>
+           shift;
+  }
 };
 
 // Y (m x n) = X (m x k) W (k x n) on fixed arrays: X is streamed bit-serially (one bit plane of
@@ -96,6 +110,15 @@ namespace fast {
 // counts from popcounts and zero counts. `pool` may be null (single thread); small products run
 // on the calling thread. Results do not depend on the thread count.
 void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool);
+
+// The same product and counts, with Y delivered scaled to float: yf[i][j] (row stride ldyf) =
+// float(double(Y[i][j]) * 2^exp), rounded once to nearest even, which is exactly what scaling
+// p.y afterwards gives (Y -> double is exact, |Y| < 2^53; the power-of-two scale is exact
+// unless the double under- or overflows, alike in both). Each element is converted as its last
+// partial sum is added, so a product done in one pass and one reduction block never writes Y as
+// int64 at all; otherwise p.y holds the partial sums (its contents are unspecified afterwards).
+void BitSerialMatMulScaled(const BitSerialProblem& p, int exp, float* yf, int64_t ldyf,
+                           BitSerialCounts& counts, ThreadPool* pool);
 }  // namespace fast
 
 }  // namespace pim::kernels

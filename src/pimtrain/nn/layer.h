@@ -74,6 +74,16 @@ class Layer {
   virtual std::string Summary() const = 0;
   // Multiply-accumulates per sample in the forward pass (for reports and benchmarks).
   virtual int64_t ForwardMacsPerSample() const { return 0; }
+
+  // Whether any layer reads the error this layer's PropagateError writes. Network clears it for
+  // the layers with no parameterized layer below them (the first linear after a flatten): their
+  // input error feeds no gradient, so a weighted layer then skips its BP product, as a chip
+  // would, and writes zeros into dx. True for a layer used on its own.
+  void set_input_error_needed(bool needed) { input_error_needed_ = needed; }
+  bool input_error_needed() const { return input_error_needed_; }
+
+ private:
+  bool input_error_needed_ = true;
 };
 
 }  // namespace pim

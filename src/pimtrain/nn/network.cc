@@ -11,6 +11,13 @@ Network::Network(std::vector<std::unique_ptr<Layer>> layers, const Shape& input,
     s = layers_[i]->Build(s, MixKey(seed, 0x1A7E, i));
   }
   output_shape_ = s;
+  // A layer's input error is used only by the parameterized layers below it (through the chain
+  // of errors); below the first of them nothing reads it.
+  bool params_below = false;
+  for (auto& layer : layers_) {
+    layer->set_input_error_needed(params_below);
+    params_below = params_below || !layer->Parameters().empty();
+  }
   acts_.resize(layers_.size() + 1);
   errs_.resize(layers_.size() + 1);
 }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <memory>
@@ -285,6 +286,54 @@ InputStats StatsAndPackA(const BitSerialProblem& p, const Layout& lay, int64_t m
   return s;
 }
 
+// Whole panels of two 16-bit rows (IntOperand::data16) from column panel `panel` on: 16 words
+// of each row -> 16 interleaved int16 pairs per slice, read through the operand's shift. Returns
+// the first panel not packed; adds minus the zero counts of the rows to z0, z1 (int32 lanes) and
+// folds the values into the running minimum and maximum (signed or unsigned 16-bit lanes).
+int64_t PackPanels16(const BitSerialProblem& p, int ns, const int16_t* h0, const int16_t* h1,
+                     int64_t panel, int64_t np1, int64_t base, int32_t* const out[2], __m256i& z0,
+                     __m256i& z1, __m256i& vmin, __m256i& vmax) {
+  const bool sgn = p.w.sign == Signedness::kSigned;
+  const __m128i vshift = _mm_cvtsi32_si128(p.w.shift);
+  const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+  const __m256i byte = _mm256_set1_epi16(0xFF);
+  // (x0[c], x1[c]) pairs, columns in order: unpack interleaves within 128-bit lanes.
+  auto store = [&](int slice, int64_t off, __m256i x0, __m256i x1) {
+    const __m256i lo = _mm256_unpacklo_epi16(x0, x1), hi = _mm256_unpackhi_epi16(x0, x1);
+    __m256i* dst = reinterpret_cast<__m256i*>(out[slice] + off);
+    _mm256_store_si256(dst, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_store_si256(dst + 1, _mm256_permute2x128_si256(lo, hi, 0x31));
+  };
+  auto shr = [&](__m256i v, __m128i count) {
+    return sgn ? _mm256_sra_epi16(v, count) : _mm256_srl_epi16(v, count);
+  };
+  for (; panel < np1 && (panel + 1) * kNr <= p.n; ++panel) {
+    const int64_t off = base + panel * kNr;
+    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h0 + panel * kNr));
+    __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h1 + panel * kNr));
+    if (p.w.shift > 0) {
+      a = shr(a, vshift);
+      c = shr(c, vshift);
+    }
+    if (sgn) {
+      vmin = _mm256_min_epi16(vmin, _mm256_min_epi16(a, c));
+      vmax = _mm256_max_epi16(vmax, _mm256_max_epi16(a, c));
+    } else {
+      vmax = _mm256_max_epu16(vmax, _mm256_max_epu16(a, c));  // the minimum, 0, always holds
+    }
+    z0 = _mm256_add_epi32(z0, _mm256_madd_epi16(_mm256_cmpeq_epi16(a, zero), ones));
+    z1 = _mm256_add_epi32(z1, _mm256_madd_epi16(_mm256_cmpeq_epi16(c, zero), ones));
+    if (ns == 1) {
+      store(0, off, a, c);
+    } else {
+      const __m128i eight = _mm_cvtsi32_si128(8);
+      store(0, off, _mm256_and_si256(a, byte), _mm256_and_si256(c, byte));
+      store(1, off, shr(a, eight), shr(c, eight));
+    }
+  }
+  return panel;
+}
+
 // Packs the k pairs [g0, g1) and column panels [np0, np1) of B, every slice: pair g, panel np at
 // out[s] + (g - g0) * ldb + (np - np0) * kNr. Writes the number of nonzero elements of each of
 // these rows within these columns into nonzero[r], and clears *in_range if an element is outside
@@ -294,27 +343,38 @@ void PackB(const BitSerialProblem& p, int ns, int64_t g0, int64_t g1, int64_t np
   const int32_t lo = static_cast<int32_t>(IntMin(p.w.bits, p.w.sign));
   const int32_t hi = static_cast<int32_t>(IntMax(p.w.bits, p.w.sign));
   const int64_t si = p.w.stride_i, sj = p.w.stride_j;
+  const bool words16 = p.w.data16 != nullptr;
+  const __m128i vshift = _mm_cvtsi32_si128(p.w.shift);
   const __m256i zero = _mm256_setzero_si256(), byte = _mm256_set1_epi32(0xFF);
   __m256i vmin = _mm256_set1_epi32(lo), vmax = _mm256_set1_epi32(hi);
+  // The same bounds in 16-bit lanes (as uint16 when unsigned; lo = 0 then).
+  __m256i vmin16 = _mm256_set1_epi16(static_cast<int16_t>(lo));
+  __m256i vmax16 = _mm256_set1_epi16(static_cast<int16_t>(static_cast<uint16_t>(hi)));
   bool ok = true;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t r0 = 2 * g, r1 = r0 + 1;
     const bool has_r1 = r1 < p.k;
     const int64_t base = (g - g0) * ldb - np0 * kNr;  // + panel * kNr
-    const int32_t* w0 = p.w.data + r0 * si;
-    const int32_t* w1 = has_r1 ? p.w.data + r1 * si : nullptr;
     int64_t nz0 = 0, nz1 = 0;
     int64_t panel = np0;
-    if (sj == 1 && has_r1) {
+    if (sj == 1 && has_r1 && words16) {
+      __m256i z0 = zero, z1 = zero;  // minus the zero counts
+      panel = PackPanels16(p, ns, p.w.data16 + r0 * si, p.w.data16 + r1 * si, panel, np1, base,
+                           out, z0, z1, vmin16, vmax16);
+      nz0 = (panel - np0) * kNr + HorizontalSum(z0);
+      nz1 = (panel - np0) * kNr + HorizontalSum(z1);
+    } else if (sj == 1 && has_r1) {
+      const int32_t* w0 = p.w.data + r0 * si;
+      const int32_t* w1 = p.w.data + r1 * si;
       // Whole panels: two rows of 16 contiguous int32 -> 16 interleaved int16 pairs.
       __m256i z0 = zero, z1 = zero;  // minus the zero counts per lane
       for (; panel < np1 && (panel + 1) * kNr <= p.n; ++panel) {
         const int64_t off = base + panel * kNr;
         for (int h = 0; h < kNr; h += 8) {
-          const __m256i a =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + panel * kNr + h));
-          const __m256i c =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + panel * kNr + h));
+          const __m256i a = _mm256_sra_epi32(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + panel * kNr + h)), vshift);
+          const __m256i c = _mm256_sra_epi32(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + panel * kNr + h)), vshift);
           vmin = _mm256_min_epi32(vmin, _mm256_min_epi32(a, c));
           vmax = _mm256_max_epi32(vmax, _mm256_max_epi32(a, c));
           z0 = _mm256_add_epi32(z0, _mm256_cmpeq_epi32(a, zero));
@@ -341,8 +401,8 @@ void PackB(const BitSerialProblem& p, int ns, int64_t g0, int64_t g1, int64_t np
         const int64_t col = panel * kNr + cc;
         int32_t v0 = 0, v1 = 0;
         if (col < p.n) {
-          v0 = w0[col * sj];
-          v1 = has_r1 ? w1[col * sj] : 0;
+          v0 = p.w.At(r0, col);
+          v1 = has_r1 ? p.w.At(r1, col) : 0;
           ok = ok && InRange(v0, lo, hi) && InRange(v1, lo, hi);
           nz0 += v0 != 0;
           nz1 += v1 != 0;
@@ -356,6 +416,18 @@ void PackB(const BitSerialProblem& p, int ns, int64_t g0, int64_t g1, int64_t np
     if (has_r1) nonzero[r1] = static_cast<int32_t>(nz1);
   }
   if (HorizontalMin(vmin) < lo || HorizontalMax(vmax) > hi) ok = false;
+  if (words16) {
+    alignas(32) int16_t mins[16], maxs[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(mins), vmin16);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(maxs), vmax16);
+    for (int l = 0; l < 16; ++l) {
+      if (p.w.sign == Signedness::kSigned) {
+        ok = ok && mins[l] >= lo && maxs[l] <= hi;
+      } else {
+        ok = ok && static_cast<uint16_t>(maxs[l]) <= hi;
+      }
+    }
+  }
   if (!ok) *in_range = false;
 }
 
@@ -437,6 +509,62 @@ static_assert(kMr == 6 && kNr == 16);
   _mm256_store_si256(o + 11, c51);
 }
 
+// Where finished elements go when the caller wants them as float (BitSerialMatMulScaled):
+// yf = float(double(Y) * scale). `vec`: |Y| < 2^51, so int64 -> double may go through the
+// 1.5 * 2^52 offset (exact there).
+struct FloatOut {
+  float* yf = nullptr;
+  int64_t ldyf = 0;
+  double scale = 1;
+  bool vec = false;
+};
+
+// Four finished int64 sums -> float, as the scalar path rounds: exact double, exact scaling,
+// one rounding to float.
+inline __m128 ScaleToFloat(__m256i v, const FloatOut& fo) {
+  const __m256i magic_i = _mm256_set1_epi64x(0x4338000000000000);  // 0x1.8p52
+  const __m256d magic_d = _mm256_set1_pd(0x1.8p52);
+  const __m256d d = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(v, magic_i)), magic_d);
+  return _mm256_cvtpd_ps(_mm256_mul_pd(d, _mm256_set1_pd(fo.scale)));
+}
+
+// The tile's finished elements as float (the last partial sum of every element: `first` says
+// whether it is also the only one, then y is not read).
+inline void StoreTileFloat(const int32_t* tile, int rows, int cols, int shift, bool first,
+                           const int64_t* y, int64_t ldy, float* yf, const FloatOut& fo) {
+  for (int r = 0; r < rows; ++r) {
+    const int64_t* yr = y + r * ldy;
+    float* fr = yf + r * fo.ldyf;
+    const int32_t* t = tile + r * kNr;
+    if (cols == kNr && fo.vec) {
+      if (first && shift == 0) {
+        // int32 -> double is exact: no int64 at all.
+        const __m256d vs = _mm256_set1_pd(fo.scale);
+        for (int h = 0; h < kNr; h += 4) {
+          const __m256d d =
+              _mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i*>(t + h)));
+          _mm_storeu_ps(fr + h, _mm256_cvtpd_ps(_mm256_mul_pd(d, vs)));
+        }
+        continue;
+      }
+      for (int h = 0; h < kNr; h += 4) {
+        __m256i v = _mm256_cvtepi32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(t + h)));
+        v = _mm256_slli_epi64(v, shift);
+        if (!first) {
+          v = _mm256_add_epi64(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yr + h)));
+        }
+        _mm_storeu_ps(fr + h, ScaleToFloat(v, fo));
+      }
+      continue;
+    }
+    for (int c = 0; c < cols; ++c) {
+      int64_t v = static_cast<int64_t>(t[c]) * (int64_t{1} << shift);
+      if (!first) v += yr[c];
+      fr[c] = static_cast<float>(static_cast<double>(v) * fo.scale);
+    }
+  }
+}
+
 // y[rows][cols] (=|+=) tile << shift, for the valid rows x cols corner of a kMr x kNr tile.
 inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool first, int64_t* y,
                       int64_t ldy) {
@@ -463,16 +591,19 @@ inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool f
 // Multiplies row panels [mp0, mp1) by column panels [np0, np1) for k block kb, all slice
 // pairs: y (=|+=) sum_{a,b} 2^(8a + 8b) X_a W_b. `a[s]` points at slice s's packed row mp0*kMr
 // (whole rows, stride lda int32 pairs); `b[s]` at slice s's pair row of the block's first k
-// pair, panel np0 (stride ldb).
+// pair, panel np0 (stride ldb). With a float output (fo.yf), the last slice pair of the last k
+// block writes the finished elements there instead of into y.
 void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64_t mp0,
                  int64_t mp1, int64_t np0, int64_t np1, const int32_t* const a[2], int64_t lda,
-                 const int32_t* const b[2], int64_t ldb, bool first) {
+                 const int32_t* const b[2], int64_t ldb, bool first, const FloatOut& fo) {
   alignas(32) int32_t tile[kMr * kNr];
   const int xs = lay.sc.xs, ws = lay.sc.ws;
   const int64_t kp = lay.KPairs(p.k, kb), g0 = lay.KpOffset(kb);
   for (int sa = 0; sa < xs; ++sa) {
     for (int sb = 0; sb < ws; ++sb) {
       const int shift = 8 * (xs == 2 ? sa : 0) + 8 * (ws == 2 ? sb : 0);
+      const bool to_float =
+          fo.yf != nullptr && kb + 1 == lay.k_blocks && sa + 1 == xs && sb + 1 == ws;
       for (int64_t np = np0; np < np1; ++np) {
         const int32_t* bp = b[sb] + (np - np0) * kNr;
         const int64_t c0 = np * kNr;
@@ -481,7 +612,12 @@ void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64
           MicroKernel(kp, a[sa] + (mp - mp0) * kMr * lda + g0, lda, bp, ldb, tile);
           const int64_t r0 = mp * kMr;
           const int rows = static_cast<int>(std::min<int64_t>(kMr, p.m - r0));
-          StoreTile(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy);
+          if (to_float) {
+            StoreTileFloat(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy,
+                           fo.yf + r0 * fo.ldyf + c0, fo);
+          } else {
+            StoreTile(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy);
+          }
         }
       }
       first = false;
@@ -497,12 +633,15 @@ using ParallelFor =
 // cleared on an out-of-range weight. Two parallel sections per call (each costs a wake-up of the
 // pool's threads).
 void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
-              const ParallelFor& parallel_for, std::vector<InputStats>& xstats,
-              std::vector<std::vector<int32_t>>& px, std::vector<std::vector<int32_t>>& nonzero,
-              std::vector<char>& b_ok) {
+              const ParallelFor& parallel_for, const FloatOut& fo,
+              std::vector<InputStats>& xstats, std::vector<std::vector<int32_t>>& px,
+              std::vector<std::vector<int32_t>>& nonzero, std::vector<char>& b_ok) {
   const int xs = lay.sc.xs, ws = lay.sc.ws;
   if (p.k == 0) {
-    for (int64_t m = 0; m < p.m; ++m) std::fill(p.y + m * p.ldy, p.y + m * p.ldy + p.n, 0);
+    for (int64_t m = 0; m < p.m; ++m) {
+      std::fill(p.y + m * p.ldy, p.y + m * p.ldy + p.n, 0);
+      if (fo.yf != nullptr) std::fill(fo.yf + m * fo.ldyf, fo.yf + m * fo.ldyf + p.n, 0.0f);
+    }
   }
   const int64_t lda = lay.lda16 / 2;  // in int32 pairs
   auto new_rows = [&](int64_t count) {
@@ -553,7 +692,8 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
         for (int64_t kb = 0; kb < lay.k_blocks; ++kb) {
           const int64_t off = lay.KpOffset(kb) * ldb;
           const int32_t* const bblk[2] = {bslices[0] + off, bslices[1] + off};
-          MacroKernel(p, lay, kb, mp0, mp1, 0, lay.n_panels, aslices, lda, bblk, ldb, kb == 0);
+          MacroKernel(p, lay, kb, mp0, mp1, 0, lay.n_panels, aslices, lda, bblk, ldb, kb == 0,
+                      fo);
         }
       }
     });
@@ -600,7 +740,7 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
           const int32_t* const aslices[2] = {
               reinterpret_cast<const int32_t*>(apack + mp0 * kMr * lay.lda16),
               reinterpret_cast<const int32_t*>(apack + a_size + mp0 * kMr * lay.lda16)};
-          MacroKernel(p, lay, kb, mp0, mp1, np0, np1, aslices, lda, bslices, ldb, kb == 0);
+          MacroKernel(p, lay, kb, mp0, mp1, np0, np1, aslices, lda, bslices, ldb, kb == 0, fo);
         }
       }
     }
@@ -608,12 +748,15 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
   });
 }
 
-}  // namespace
-
-void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool) {
+// BitSerialMatMul and BitSerialMatMulScaled (fo.yf set).
+void MatMul(const BitSerialProblem& p, const FloatOut& fo, BitSerialCounts& counts,
+            ThreadPool* pool) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.tile_k >= 1 && p.tile_n >= 1);
   PIM_CHECK(p.segment_k >= 0 && p.segment_n >= 0);
   PIM_CHECK(p.x.bits >= 1 && p.x.bits <= 16 && p.w.bits >= 1 && p.w.bits <= 16);
+  PIM_CHECK_MSG(p.x.data16 == nullptr && p.x.shift == 0,
+                "the fast kernel reads X as plain int32 (16-bit words and shifts: W only)");
+  PIM_CHECK(p.w.shift >= 0 && p.w.shift < 16);
   // Small products run on the calling thread: waking the pool's threads for two parallel
   // sections costs more than they would save (results never depend on the thread count).
   if (p.m * p.k * p.n < kSerialMacs) pool = nullptr;
@@ -645,7 +788,7 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadP
   std::vector<std::vector<int32_t>> nonzero;
   std::vector<char> b_ok(static_cast<size_t>(std::max<int64_t>(threads, lay.n_panels)), 1);
   if (p.m > 0 && p.n > 0) {
-    Multiply(p, lay, threads, parallel_for, xstats, px, nonzero, b_ok);
+    Multiply(p, lay, threads, parallel_for, fo, xstats, px, nonzero, b_ok);
   }
 
   // Counts from statistics (docs/numerics.md): with A(m, i) the active planes of sample m on row
@@ -682,6 +825,24 @@ void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadP
   c.output_buffer_writes = p.m * p.n;
   c.macs = p.m * p.k * p.n;
   counts = c;
+}
+
+}  // namespace
+
+void BitSerialMatMul(const BitSerialProblem& p, BitSerialCounts& counts, ThreadPool* pool) {
+  MatMul(p, FloatOut{}, counts, pool);
+}
+
+void BitSerialMatMulScaled(const BitSerialProblem& p, int exp, float* yf, int64_t ldyf,
+                           BitSerialCounts& counts, ThreadPool* pool) {
+  PIM_CHECK(yf != nullptr && ldyf >= p.n);
+  FloatOut fo;
+  fo.yf = yf;
+  fo.ldyf = ldyf;
+  fo.scale = std::ldexp(1.0, exp);
+  // |Y| <= k 2^bx 2^bw (every product of a bx-bit and a bw-bit integer is below 2^(bx + bw)).
+  fo.vec = static_cast<double>(p.k) * std::ldexp(1.0, p.x.bits + p.w.bits) < 0x1p51;
+  MatMul(p, fo, counts, pool);
 }
 
 }  // namespace pim::kernels::fast

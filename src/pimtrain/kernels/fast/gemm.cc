@@ -1,46 +1,84 @@
-// Fast GEMM: OpenBLAS sgemm (single-threaded) on blocks of C split across our own thread pool.
+// Fast GEMM: oneDNN's sgemm, one single-threaded call per chunk of C. The chunks are fixed by the
+// shape alone and threads take whole chunks, so the result is identical at any thread count.
 #include "pimtrain/kernels/gemm.h"
 
-#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
 
 #include <algorithm>
-#include <mutex>
 
 #include "pimtrain/base/error.h"
 
 namespace pim::kernels::fast {
 namespace {
 
-// Chunk boundaries fall on multiples of this many rows of C. OpenBLAS (row-major call = its
-// column-major C^T) tiles our rows by its register block and computes leftover rows with
-// narrower kernels that round differently, so a chunk starting off a tile boundary changes the
-// last bits of its rows (measured with OpenBLAS 0.3.21's Zen kernel: splits at multiples of 12
-// keep every bit, at 16 or 32 they do not). Splitting columns is worse: the tiling along them
-// depends on the call's width (no alignment kept the bits), so we never split columns.
-// kernels_test checks the bit-identity on awkward shapes; a CPU whose kernel tiles by another
-// block would fail it there.
-constexpr int64_t kRowAlign = 12;
-// Below this many multiply-accumulates per chunk, waking a worker costs more than it saves.
-constexpr int64_t kMinMacsPerChunk = int64_t{1} << 20;
-// Each chunk packs all of op(B) again; with fewer rows than this the repacking outweighs the
-// second core (measured on the 25-row weight gradient of a 5x5 conv on one channel).
-constexpr int64_t kMinRowsPerChunk = 32;
+// oneDNN picks its kernel and blocking by the call's size, so the last bits of an element depend
+// on which rows and columns share its call (splits at 8 or 32 rows change them; measured with
+// oneDNN 2.6.3 on AVX2). A split by thread count would therefore change results. Instead C is cut
+// into chunks that depend only on (m, n, k) and every chunk is one call, whatever the threads.
+//
+// Below this many multiply-accumulates a chunk is not split further: each chunk packs the shared
+// operand again and misses in cache where one call would not, so a split costs the one-thread
+// run ~10 % on the MLP's shapes (measured with cold caches: 64 x 256 x 784 runs at 54 GFLOP/s
+// in one call, 49 in two column halves, 46 in four quarters).
+constexpr int64_t kMinMacsPerChunk = int64_t{1} << 22;
+// At most this many chunks (a power of two, so that 1, 2, 4 or 8 threads share them evenly).
+constexpr int64_t kMaxChunks = 8;
+// Chunk edges fall on multiples of 16 (two AVX2 vectors), and chunks are at least this wide or
+// tall; narrower calls fall off oneDNN's fast paths (16-row chunks of a 64-row product ran at
+// ~75 % of one call).
+constexpr int64_t kAlign = 16;
+constexpr int64_t kMinCols = 64;
+constexpr int64_t kMinRows = 32;
 
-void DisableOpenBlasThreads() {
-  // We parallelize over independent blocks of C ourselves; OpenBLAS's own threads would split
-  // in ways that depend on its thread count and would oversubscribe the cores.
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
+
+// The chunks of C: `count` blocks of `size` columns (by_cols) or rows, the last one shorter.
+struct Chunks {
+  bool by_cols = false;
+  int64_t size = 0;
+  int64_t count = 1;
+};
+
+Chunks ChunksOf(const GemmArgs& g) {
+  const int64_t macs = g.m * g.n * g.k;
+  int64_t q = 1;
+  while (q < kMaxChunks && macs / (2 * q) >= kMinMacsPerChunk) q *= 2;
+  for (; q > 1; q /= 2) {
+    // Prefer columns: a column chunk re-reads only op(A), usually the smaller operand here.
+    if (g.n / q >= kMinCols) {
+      const int64_t w = RoundUp(CeilDiv(g.n, q), kAlign);
+      return {true, w, CeilDiv(g.n, w)};
+    }
+    if (g.m / q >= kMinRows) {
+      const int64_t h = RoundUp(CeilDiv(g.m, q), kAlign);
+      return {false, h, CeilDiv(g.m, h)};
+    }
+  }
+  return {false, g.m, 1};
 }
 
-CBLAS_TRANSPOSE ToCblas(Trans t) { return t == Trans::kYes ? CblasTrans : CblasNoTrans; }
+// oneDNN threads with OpenMP; each of our threads calls it single-threaded (set once per thread,
+// since the OpenMP thread count is a per-thread setting).
+void SingleThreadedOneDnn() {
+  thread_local bool done = false;
+  if (!done) {
+    omp_set_num_threads(1);
+    done = true;
+  }
+}
 
-// Rows [r0, r1) of C, one sgemm over the full K.
-void Rows(const GemmArgs& g, int64_t r0, int64_t r1) {
-  const float* a = g.trans_a == Trans::kNo ? g.a + r0 * g.lda : g.a + r0;
-  cblas_sgemm(CblasRowMajor, ToCblas(g.trans_a), ToCblas(g.trans_b), static_cast<int>(r1 - r0),
-              static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a, static_cast<int>(g.lda),
-              g.b, static_cast<int>(g.ldb), g.beta, g.c + r0 * g.ldc, static_cast<int>(g.ldc));
+// Rows [r0, r1) x columns [c0, c1) of C, one sgemm over the full K.
+void Block(const GemmArgs& g, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  const bool ta = g.trans_a == Trans::kYes, tb = g.trans_b == Trans::kYes;
+  const float* a = ta ? g.a + r0 : g.a + r0 * g.lda;
+  const float* b = tb ? g.b + c0 * g.ldb : g.b + c0;
+  SingleThreadedOneDnn();
+  const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', r1 - r0, c1 - c0, g.k,
+                                      g.alpha, a, g.lda, b, g.ldb, g.beta,
+                                      g.c + r0 * g.ldc + c0, g.ldc);
+  PIM_CHECK_MSG(st == dnnl_success, "dnnl_sgemm failed with status " + std::to_string(st));
 }
 
 }  // namespace
@@ -58,16 +96,21 @@ void Gemm(const GemmArgs& g, ThreadPool* pool) {
   PIM_CHECK(g.lda >= (g.trans_a == Trans::kNo ? g.k : g.m));
   PIM_CHECK(g.ldb >= (g.trans_b == Trans::kNo ? g.n : g.k));
   PIM_CHECK(g.ldc >= g.n);
-  DisableOpenBlasThreads();
+  const Chunks ch = ChunksOf(g);
+  if (ch.count == 1) {
+    Block(g, 0, g.m, 0, g.n);
+    return;
+  }
   if (pool == nullptr) pool = &DefaultPool();
-  // Split C into row blocks; each chunk is one sgemm over the whole reduction, so every element
-  // is summed exactly as in a one-thread run.
-  const int64_t blocks = (g.m + kRowAlign - 1) / kRowAlign;
-  const int64_t macs_per_block = kRowAlign * g.n * g.k;
-  const int64_t grain = std::max({int64_t{1}, kMinMacsPerChunk / macs_per_block,
-                                  (kMinRowsPerChunk + kRowAlign - 1) / kRowAlign});
-  pool->ParallelFor(blocks, grain, [&](int64_t b0, int64_t b1) {
-    Rows(g, b0 * kRowAlign, std::min(g.m, b1 * kRowAlign));
+  pool->ParallelFor(ch.count, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t lo = q * ch.size;
+      if (ch.by_cols) {
+        Block(g, 0, g.m, lo, std::min(g.n, lo + ch.size));
+      } else {
+        Block(g, lo, std::min(g.m, lo + ch.size), 0, g.n);
+      }
+    }
   });
 }
 

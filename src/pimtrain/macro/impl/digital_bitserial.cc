@@ -149,6 +149,13 @@ inline void Transpose8x8(__m256i r[8]) {
   }
 }
 
+// Eight int32 lanes -> eight 16-bit words (the low 128 bits), exact for values in the int16 range
+// (is_signed) or in [0, 65535] (unsigned).
+inline __m128i Narrow16(__m256i v, bool is_signed) {
+  const __m256i p = is_signed ? _mm256_packs_epi32(v, v) : _mm256_packus_epi32(v, v);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08));  // lanes 0 and 2
+}
+
 // Quantizes v (rows x cols) into q to `bits`-wide integers with one power-of-two scale for the
 // whole tensor and returns the exponent (see Quantizer). Stochastic rounding draws element i
 // (row-major logical index) from `rng`. With `transpose`, q is written cols x rows.
@@ -358,71 +365,59 @@ class DigitalBitSerialMacro final : public Macro {
     const int bs = spec_.weight_bits_backward, bf = spec_.weight_bits;
     const CounterRng rng = Rng(ctx, kStreamProgram);
     const size_t size = static_cast<size_t>(rows_ * cols_);
-    stored_.resize(size);
-    stored_t_.resize(size);
-    forward_.resize(size);
     // Forward weights: the top bf of the bs stored bits, w_f = floor(w_s / 2^(bs - bf)) (an
     // arithmetic shift: the low bit columns are simply not driven), or with kNearest
     // floor((w_s + 2^(bs-bf-1)) / 2^(bs-bf)) clipped to the bf-bit range. Scale 2^(exp + bs - bf).
+    // Truncation is the kernel's shifted read of the stored words; only kNearest keeps a copy.
     const int shift = bs - bf;
     const bool nearest_read = shift > 0 && weight_read_ == WeightRead::kNearest;
     const int32_t fmax = static_cast<int32_t>(IntMax(bf, sign_));
     const int32_t half = nearest_read ? int32_t{1} << (shift - 1) : 0;
-    auto forward = [&](int32_t v) { return nearest_read ? std::min((v + half) >> shift, fmax)
-                                                        : v >> shift; };
-    // The transposed read sees the same bits; the cols x rows copy only makes the kernel's reads
-    // contiguous. One pass writes all three: the stored weights, their transpose (8 x 8 blocks
-    // transposed in registers) and the forward weights.
+    auto forward = [&](int32_t v) { return std::min((v + half) >> shift, fmax); };
+    forward_shift_ = nearest_read ? 0 : shift;
+    stored_.resize(size);
+    forward_.resize(nearest_read ? size : 0);
+    transposed_valid_ = false;  // built by the first transposed read (TransposedWeights)
+    // One pass writes the stored weights (and the rounded forward weights). The transposed read
+    // sees the same bits through a cols x rows copy (contiguous reads for the kernel), made when
+    // a transposed read first needs it: a layer whose input error nobody reads (the first
+    // layer) never does, and its copy would be a third of this pass's memory traffic.
     const Quantizer qz = MakeQuantizer(w, bs, sign_);
     weight_exp_ = qz.exp;
     forward_exp_ = weight_exp_ + shift;
-    int64_t r8 = 0, c8 = 0;
+    const bool is_signed = sign_ == Signedness::kSigned;
+    // Row by row: 8 columns at a time, the tail element by element (the same rounding).
+    int64_t c8 = 0;
     if (weight_rounding_ == Rounding::kNearestEven && qz.float_ok) {
-      r8 = rows_ / 8 * 8;
       c8 = cols_ / 8 * 8;
       const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
       const __m128i vshift = _mm_cvtsi32_si128(shift);
-      for (int64_t r0 = 0; r0 < r8; r0 += 8) {
-        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
-          __m256i b[8];
-          for (int i = 0; i < 8; ++i) {
-            b[i] = qz.Nearest8(w.Row(r0 + i) + c0);
-            const int64_t at = (r0 + i) * cols_ + c0;
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(stored_.data() + at), b[i]);
+      for (int64_t r = 0; r < rows_; ++r) {
+        const float* row = w.Row(r);
+        int16_t* st = stored_.data() + r * cols_;
+        for (int64_t c = 0; c < c8; c += 8) {
+          const __m256i b = qz.Nearest8(row + c);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c), Narrow16(b, is_signed));
+          if (nearest_read) {
             const __m256i f =
-                nearest_read
-                    ? _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b[i], vhalf), vshift),
-                                       vfmax)
-                    : _mm256_sra_epi32(b[i], vshift);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(forward_.data() + at), f);
-          }
-          Transpose8x8(b);
-          for (int j = 0; j < 8; ++j) {
-            _mm256_storeu_si256(
-                reinterpret_cast<__m256i*>(stored_t_.data() + (c0 + j) * rows_ + r0), b[j]);
+                _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b, vhalf), vshift), vfmax);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(forward_.data() + r * cols_ + c),
+                             Narrow16(f, is_signed));
           }
         }
-      }
-      // The edges (rows past r8, columns past c8) below, element by element.
-      for (int64_t r = 0; r < r8; ++r) {
-        for (int64_t c = c8; c < cols_; ++c) stored_[r * cols_ + c] = qz.Nearest(w.Row(r)[c]);
-      }
-      for (int64_t r = r8; r < rows_; ++r) {
-        for (int64_t c = 0; c < cols_; ++c) stored_[r * cols_ + c] = qz.Nearest(w.Row(r)[c]);
+        for (int64_t c = c8; c < cols_; ++c) st[c] = static_cast<int16_t>(qz.Nearest(row[c]));
       }
     } else {
-      Quantize(w, bs, sign_, weight_rounding_, rng, stored_.data());
+      int32_t* q = wq_.Get(rows_ * cols_);
+      Quantize(w, bs, sign_, weight_rounding_, rng, q);
+      for (size_t i = 0; i < size; ++i) stored_[i] = static_cast<int16_t>(q[i]);
     }
-    auto finish = [&](int64_t r, int64_t c) {
-      const int32_t v = stored_[r * cols_ + c];
-      stored_t_[c * rows_ + r] = v;
-      forward_[r * cols_ + c] = forward(v);
-    };
-    for (int64_t r = 0; r < r8; ++r) {
-      for (int64_t c = c8; c < cols_; ++c) finish(r, c);
-    }
-    for (int64_t r = r8; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) finish(r, c);
+    if (nearest_read) {
+      for (int64_t r = 0; r < rows_; ++r) {
+        for (int64_t c = c8; c < cols_; ++c) {
+          forward_[r * cols_ + c] = static_cast<int16_t>(forward(StoredAt(r * cols_ + c)));
+        }
+      }
     }
     counts.Add("weight_writes", rows_ * cols_ * bs);  // every cell of every stored weight
     // Occupancy: the layout takes row tiles (cut within row segments) x column tiles arrays of
@@ -461,14 +456,17 @@ class DigitalBitSerialMacro final : public Macro {
     p.n = n;
     p.x = {xq, k, 1, bits, sign_};
     if (fwd) {
-      p.w = {forward_.data(), cols_, 1, spec_.weight_bits, sign_};
+      p.w = {nullptr, cols_, 1, spec_.weight_bits, sign_};
+      p.w.data16 = forward_.empty() ? stored_.data() : forward_.data();
+      p.w.shift = forward_shift_;
       p.tile_k = spec_.rows;  // reduction over word lines
       p.tile_n = spec_.cols;
       p.segment_k = row_segment_;  // each segment's rows start on fresh arrays
     } else {
       // T-PIM's transposed path: the same cells read column-wise; the reduction runs over the
       // array's columns and the outputs are its rows, at the full stored width.
-      p.w = {stored_t_.data(), rows_, 1, spec_.weight_bits_backward, sign_};
+      p.w = {nullptr, rows_, 1, spec_.weight_bits_backward, sign_};
+      p.w.data16 = TransposedWeights();
       p.tile_k = spec_.cols;
       p.tile_n = spec_.rows;
       // The stored rows are this read's outputs: segments only cut the output blocks (more
@@ -477,9 +475,7 @@ class DigitalBitSerialMacro final : public Macro {
     }
     p.y = yq_.Get(p.m * n);
     p.ldy = n;
-    Run(p, ctx, counts);
-    Dequantize(p.y, ex + (fwd ? forward_exp_ : weight_exp_), ProductBound(k, p.x.bits, p.w.bits),
-               y);
+    Run(p, ex + (fwd ? forward_exp_ : weight_exp_), y, ctx, counts);
   }
 
   // GC path [assume]: dY (batch x cols) is written into a GC array at gradient_bits per element,
@@ -508,8 +504,7 @@ class DigitalBitSerialMacro final : public Macro {
     p.y = yq_.Get(p.m * p.n);
     p.ldy = p.n;
     counts.Add("gc_operand_writes", batch * dy.cols * gradient_bits_);  // dY into the GC array
-    Run(p, ctx, counts);
-    Dequantize(p.y, ex + edy, ProductBound(batch, spec_.input_bits, gradient_bits_), dw);
+    Run(p, ex + edy, dw, ctx, counts);
   }
 
   void ReadWeights(MatrixView w) const override {
@@ -520,17 +515,19 @@ class DigitalBitSerialMacro final : public Macro {
     // it equals the double product rounded to float.
     const bool vec = weight_exp_ >= -126 && weight_exp_ <= 111;
     const __m256 vscale = _mm256_set1_ps(static_cast<float>(scale));
+    const bool is_signed = sign_ == Signedness::kSigned;
     for (int64_t r = 0; r < rows_; ++r) {
       float* row = w.Row(r);
-      const int32_t* src = stored_.data() + r * cols_;
+      const int16_t* src = stored_.data() + r * cols_;
       int64_t c = 0;
       if (vec) {
         for (; c + 8 <= cols_; c += 8) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c));
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
+          const __m256i v = is_signed ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h);
           _mm256_storeu_ps(row + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vscale));
         }
       }
-      for (; c < cols_; ++c) row[c] = static_cast<float>(src[c] * scale);
+      for (; c < cols_; ++c) row[c] = static_cast<float>(StoredAt(r * cols_ + c) * scale);
     }
   }
 
@@ -541,12 +538,54 @@ class DigitalBitSerialMacro final : public Macro {
                       stream);
   }
 
-  void Run(const kernels::BitSerialProblem& p, const RunContext& ctx, ActionCounts& counts) const {
+  // A stored word as the integer it holds (int16 when signed, uint16 when unsigned).
+  int32_t StoredAt(int64_t i) const {
+    return sign_ == Signedness::kSigned ? int32_t{stored_[i]}
+                                        : int32_t{static_cast<uint16_t>(stored_[i])};
+  }
+
+  // stored_ transposed (cols x rows), made once per Program: 8 x 8 blocks of words, widened
+  // (the raw 16 bits, zero-extended), transposed in registers and narrowed back; the edges
+  // element by element.
+  const int16_t* TransposedWeights() {
+    if (transposed_valid_) return stored_t_.data();
+    stored_t_.resize(stored_.size());
+    const int64_t r8 = rows_ / 8 * 8, c8 = cols_ / 8 * 8;
+    for (int64_t r0 = 0; r0 < r8; r0 += 8) {
+      for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+        __m256i b[8];
+        for (int i = 0; i < 8; ++i) {
+          b[i] = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+              reinterpret_cast<const __m128i*>(stored_.data() + (r0 + i) * cols_ + c0)));
+        }
+        Transpose8x8(b);
+        for (int j = 0; j < 8; ++j) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(stored_t_.data() + (c0 + j) * rows_ + r0),
+                           Narrow16(b[j], /*is_signed=*/false));
+        }
+      }
+      for (int64_t r = r0; r < r0 + 8; ++r) {
+        for (int64_t c = c8; c < cols_; ++c) stored_t_[c * rows_ + r] = stored_[r * cols_ + c];
+      }
+    }
+    for (int64_t r = r8; r < rows_; ++r) {
+      for (int64_t c = 0; c < cols_; ++c) stored_t_[c * rows_ + r] = stored_[r * cols_ + c];
+    }
+    transposed_valid_ = true;
+    return stored_t_.data();
+  }
+
+  // The exact product, dequantized into y: y = p.y * 2^exp (the fast kernel scales each
+  // element as it finishes it, with the same arithmetic as Dequantize).
+  void Run(const kernels::BitSerialProblem& p, int exp, MatrixView y, const RunContext& ctx,
+           ActionCounts& counts) const {
     kernels::BitSerialCounts c;
     if (kernel_ == KernelChoice::kRef) {
       kernels::ref::BitSerialMatMul(p, c);
+      Dequantize(p.y, exp, ProductBound(p.k, p.x.bits, p.w.bits), y);
     } else {
-      kernels::fast::BitSerialMatMul(p, c, ctx.pool != nullptr ? ctx.pool : &DefaultPool());
+      kernels::fast::BitSerialMatMulScaled(p, exp, y.data, y.ld, c,
+                                           ctx.pool != nullptr ? ctx.pool : &DefaultPool());
     }
     c.AddTo(counts);
   }
@@ -565,11 +604,17 @@ class DigitalBitSerialMacro final : public Macro {
   int64_t row_segment_ = 0;        // the programmed layout's row segment (0: dense)
   int weight_exp_ = 0;             // stored weight = stored_ * 2^weight_exp_
   int forward_exp_ = 0;            // forward weight = forward_ * 2^forward_exp_
-  std::vector<int32_t> stored_;    // rows x cols at weight_bits_backward
-  std::vector<int32_t> stored_t_;  // the same, cols x rows
-  std::vector<int32_t> forward_;   // rows x cols, top weight_bits of stored_
+  // The stored words (at most 16 bits: int16 when signed, uint16 when unsigned), half the memory
+  // traffic of int32 in Program, ReadWeights and the kernel's packing.
+  std::vector<int16_t> stored_;    // rows x cols at weight_bits_backward
+  std::vector<int16_t> stored_t_;  // the same, cols x rows (valid when transposed_valid_)
+  bool transposed_valid_ = false;
+  // The forward read: stored_ >> forward_shift_ (truncation), or, with forward_weight_read
+  // nearest, the rounded top bits in forward_ (forward_shift_ 0).
+  std::vector<int16_t> forward_;
+  int forward_shift_ = 0;
   // Per-call scratch (quantized operands, integer results), kept to avoid reallocation.
-  Scratch<int32_t> xq_, dyq_;
+  Scratch<int32_t> xq_, dyq_, wq_;
   Scratch<int64_t> yq_;
 };
 

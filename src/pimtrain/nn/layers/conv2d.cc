@@ -6,6 +6,7 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
+#include "pimtrain/kernels/gemm.h"
 #include "pimtrain/kernels/im2col.h"
 #include "pimtrain/nn/layer.h"
 #include "pimtrain/nn/staged_matmul.h"
@@ -26,6 +27,18 @@ ThreadPool& InlinePool() {
 // L2 when the GEMM reads them right after im2col writes them (or col2im reads them right after
 // the GEMM writes them).
 constexpr int64_t kGroupFloats = 64 * 1024;
+// The FP32 weight gradient sums the image groups in this many fixed parts, each part's groups in
+// order into its own buffer, then the parts in order: threads take whole parts, so the sums do
+// not depend on the thread count (a power of two: 1, 2 or 4 threads share them evenly).
+constexpr int64_t kGradientParts = 4;
+
+// A per-thread, 64-byte-aligned scratch of at least n floats (a GEMM's operand: the same
+// alignment on every thread).
+float* ThreadScratch(int slot, int64_t n) {
+  thread_local Tensor scratch[2];
+  if (scratch[slot].numel() < n) scratch[slot].Resize(Shape{n});
+  return scratch[slot].data();
+}
 
 // With cols = im2col(X) (N*OH*OW x KH*KW*C):
 // FP:  Y = cols W + 1 b^T        (Y: N*OH*OW x OC, which is NHWC)
@@ -83,23 +96,18 @@ class Conv2d final : public WeightedLayer {
     x_ = &x;
     geom_.n = x.shape()[0];
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
-    // Training keeps every image's columns for GC; evaluation (batches of 1000) only needs one
-    // group's at a time, in a per-thread scratch.
-    const bool keep = ctx.mode == Mode::kTrain;
+    // On a macro, training keeps every image's columns for GC (one call over the batch, as the
+    // chip's GC array sees it). Otherwise one group's columns at a time, in a per-thread
+    // scratch that stays in cache for the GEMM: the FP32 GC builds them again, group by group,
+    // which costs less than writing the batch's columns out to memory and reading them back.
+    const bool keep = ctx.mode == Mode::kTrain && matmul_.on_macro();
     if (keep) cols_.Resize(Shape{geom_.n * rpi, width});
     y.Resize(Shape{geom_.n, geom_.out_h(), geom_.out_w(), oc_});
     // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
     const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix()) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
-      thread_local std::vector<float> scratch;
       const int64_t rows = (n1 - n0) * rpi;
-      float* cols;
-      if (keep) {
-        cols = cols_.data() + n0 * rpi * width;
-      } else {
-        if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
-        cols = scratch.data();
-      }
+      float* cols = keep ? cols_.data() + n0 * rpi * width : ThreadScratch(0, rows * width);
       kernels::Im2colImages(geom_, x.data(), cols, n0, n1);
       matmul_.Forward(ConstMatrixView(cols, rows, width, width), weight_.value,
                       bias_data(),
@@ -109,25 +117,32 @@ class Conv2d final : public WeightedLayer {
 
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     dx.Resize(x_->shape());
+    if (!input_error_needed()) {
+      dx.Zero();
+      return;
+    }
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
     const float dy_max = matmul_.on_macro() ? MaxAbs(dy.AsMatrix()) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
-      thread_local std::vector<float> scratch;
       const int64_t rows = (n1 - n0) * rpi;
-      if (static_cast<int64_t>(scratch.size()) < rows * width) scratch.resize(rows * width);
+      float* dcols = ThreadScratch(1, rows * width);
       matmul_.Backward(ConstMatrixView(dy.data() + n0 * rpi * oc_, rows, oc_, oc_), weight_.value,
-                       MatrixView{scratch.data(), rows, width, width}, dy_max, ctx, inner);
-      kernels::Col2imImages(geom_, scratch.data(), dx.data(), n0, n1);
+                       MatrixView{dcols, rows, width, width}, dy_max, ctx, inner);
+      kernels::Col2imImages(geom_, dcols, dx.data(), n0, n1);
     });
   }
 
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     const int64_t rows = geom_.n * geom_.rows_per_image(), width = geom_.col_width();
-    // dW = cols^T dY: split over the rows of dW (taps), each summed over every pixel.
-    matmul_.Gradient(ConstMatrixView(cols_.data(), rows, width, width),
-                     ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(), ctx,
-                     &PoolOf(ctx));
+    if (matmul_.on_macro()) {
+      // dW = cols^T dY over the whole batch, on the macro's GC path.
+      matmul_.Gradient(ConstMatrixView(cols_.data(), rows, width, width),
+                       ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(), ctx,
+                       &PoolOf(ctx));
+    } else {
+      FloatGradient(dy, ctx);
+    }
     BiasGradient(dy.data(), rows, PoolOf(ctx));
   }
 
@@ -166,11 +181,55 @@ class Conv2d final : public WeightedLayer {
     });
   }
 
+  // FP32 GC: dW = sum over image groups g of cols_g^T dY_g, cols_g rebuilt in a per-thread
+  // scratch. The groups are cut into kGradientParts fixed runs; part 0 accumulates into dW and
+  // part q > 0 into partial q (each GEMM adds its product to the running sum, beta = 1), then
+  // dW += partial 1, partial 2, ... in order. Parts, groups and every GEMM's shape depend on the
+  // geometry alone, so dW is the same for any thread count.
+  void FloatGradient(const Tensor& dy, const StepContext& ctx) {
+    const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
+    const int64_t groups = (geom_.n + group_ - 1) / group_;
+    const int64_t parts = std::min(kGradientParts, groups);
+    const int64_t size = width * oc_;
+    if (partials_.numel() < (parts - 1) * size) partials_.Resize(Shape{(parts - 1) * size});
+    float* dw = weight_.grad.data();
+    PoolOf(ctx).ParallelFor(parts, 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        float* sum = q == 0 ? dw : partials_.data() + (q - 1) * size;
+        const int64_t g0 = groups * q / parts, g1 = groups * (q + 1) / parts;
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t n0 = g * group_, n1 = std::min(geom_.n, n0 + group_);
+          const int64_t rows = (n1 - n0) * rpi;
+          float* cols = ThreadScratch(0, rows * width);
+          kernels::Im2colImages(geom_, x_->data(), cols, n0, n1);
+          kernels::GemmArgs a;
+          a.trans_a = kernels::Trans::kYes;
+          a.m = width;
+          a.n = oc_;
+          a.k = rows;
+          a.a = cols;
+          a.lda = width;
+          a.b = dy.data() + n0 * rpi * oc_;
+          a.ldb = oc_;
+          a.beta = g == g0 ? 0.0f : 1.0f;
+          a.c = sum;
+          a.ldc = oc_;
+          kernels::fast::Gemm(a, &InlinePool());
+        }
+      }
+    });
+    for (int64_t q = 1; q < parts; ++q) {
+      const float* part = partials_.data() + (q - 1) * size;
+      for (int64_t i = 0; i < size; ++i) dw[i] += part[i];
+    }
+  }
+
   std::string where_;
   int64_t oc_, k_, stride_, pad_;
   kernels::ConvGeometry geom_;
   int64_t group_ = 1;
-  Tensor cols_;  // im2col(x) from FP, reused by GC
+  Tensor cols_;      // im2col(x) from FP, reused by GC (on a macro only)
+  Tensor partials_;  // the FP32 GC's partial sums, parts 1 .. kGradientParts - 1
   const Tensor* x_ = nullptr;
 };
 

@@ -52,6 +52,10 @@ class Linear final : public WeightedLayer {
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     const int64_t n = dy.shape()[0];
     dx.Resize(x_->shape());
+    if (!input_error_needed()) {
+      dx.Zero();
+      return;
+    }
     matmul_.Backward(dy.AsMatrix(), weight_.value, MatrixView{dx.data(), n, in_, in_}, -1.0f, ctx,
                      &PoolOf(ctx));
   }

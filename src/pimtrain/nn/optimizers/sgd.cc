@@ -33,38 +33,13 @@ class Sgd final : public Optimizer {
 
   void Step(double lr) override {
     const float lr_f = static_cast<float>(lr), mu = momentum_, wd = weight_decay_;
+    const bool nesterov = nesterov_;
     for (size_t i = 0; i < params_.size(); ++i) {
-      float* __restrict w = params_[i]->value.data();
-      const float* __restrict g = params_[i]->grad.data();
-      float* __restrict v = velocity_[i].data();
-      const int64_t n = params_[i]->value.numel();
-      // One branch-free loop per variant, so each vectorizes. The pointers are re-declared
-      // __restrict inside the lambda: captured ones lose the qualifier and the compiler must
-      // assume aliasing.
-      float* const w_all = w;
-      const float* const g_all = g;
-      float* const v_all = v;
-      DefaultPool().ParallelFor(n, 32768, [=, this](int64_t b, int64_t e) {
-        float* __restrict wp = w_all + b;
-        const float* __restrict gp = g_all + b;
-        float* __restrict vp = v_all + b;
-        const int64_t len = e - b;
-        if (mu == 0.0f) {
-          for (int64_t j = 0; j < len; ++j) wp[j] -= lr_f * (gp[j] + wd * wp[j]);
-        } else if (!nesterov_) {
-          for (int64_t j = 0; j < len; ++j) {
-            const float vj = mu * vp[j] + (gp[j] + wd * wp[j]);
-            vp[j] = vj;
-            wp[j] -= lr_f * vj;
-          }
-        } else {
-          for (int64_t j = 0; j < len; ++j) {
-            const float gj = gp[j] + wd * wp[j];
-            const float vj = mu * vp[j] + gj;
-            vp[j] = vj;
-            wp[j] -= lr_f * (gj + mu * vj);
-          }
-        }
+      float* const w = params_[i]->value.data();
+      const float* const g = params_[i]->grad.data();
+      float* const v = velocity_[i].data();
+      DefaultPool().ParallelFor(params_[i]->value.numel(), 32768, [=](int64_t b, int64_t e) {
+        Update(w + b, g + b, v + b, e - b, lr_f, mu, wd, nesterov);
       });
     }
   }
@@ -78,6 +53,30 @@ class Sgd final : public Optimizer {
   }
 
  private:
+  // One branch-free loop per variant, so each vectorizes (elementwise, no reduction: vector
+  // and scalar code round alike). A free function with __restrict parameters and the scalars
+  // passed by value: inside a lambda the compiler reloaded mu and lr from the closure on every
+  // element (they might alias the stores) and left the loop scalar, 4-8x slower.
+  static void Update(float* __restrict wp, const float* __restrict gp, float* __restrict vp,
+                     int64_t len, float lr_f, float mu, float wd, bool nesterov) {
+    if (mu == 0.0f) {
+      for (int64_t j = 0; j < len; ++j) wp[j] -= lr_f * (gp[j] + wd * wp[j]);
+    } else if (!nesterov) {
+      for (int64_t j = 0; j < len; ++j) {
+        const float vj = mu * vp[j] + (gp[j] + wd * wp[j]);
+        vp[j] = vj;
+        wp[j] -= lr_f * vj;
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) {
+        const float gj = gp[j] + wd * wp[j];
+        const float vj = mu * vp[j] + gj;
+        vp[j] = vj;
+        wp[j] -= lr_f * (gj + mu * vj);
+      }
+    }
+  }
+
   double lr_;
   float momentum_, weight_decay_;
   bool nesterov_;

@@ -1,0 +1,63 @@
+// The fixed random power-of-two matrices of local error prediction (SP-PIM; equations in
+// docs/local_error_prediction.md), exposed so that tests can read their entries.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "pimtrain/base/matrix_view.h"
+#include "pimtrain/base/parallel.h"
+
+namespace pim {
+
+// How a matrix's entries are drawn: each entry is nonzero with probability `density`, and a
+// nonzero entry is +-2^-k with the sign and k in [k_min, k_max] drawn uniformly.
+struct PotMatrixParams {
+  double density = 1.0;
+  int k_min = 0;
+  int k_max = 0;
+};
+
+// The Philox key of network layer `layer`'s matrix in a run with seed `seed`.
+uint64_t PotMatrixKey(uint64_t seed, int layer);
+
+// Entry (r, c) of a rows x cols matrix drawn with `key` (0 or +-2^-k): a pure function of
+// (key, r * cols + c), so the matrix is the same on every thread count and in every process.
+// Philox block r * cols + c (stream 0): word 0 decides nonzero (24-bit uniform < density),
+// word 1's low bit the sign (1: negative), word 2 the exponent k = k_min + (w2 * span) >> 32
+// with span = k_max - k_min + 1.
+float PotEntry(uint64_t key, int64_t r, int64_t c, int64_t cols, const PotMatrixParams& p);
+
+// A fixed rows x cols matrix with entries PotEntry, stored by rows with its nonzeros only
+// (column order within a row), as the error prediction unit would hold it: a sign and a shift
+// per entry.
+class PotMatrix {
+ public:
+  PotMatrix() = default;
+  PotMatrix(uint64_t key, int64_t rows, int64_t cols, const PotMatrixParams& p);
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t nonzeros() const { return static_cast<int64_t>(col_.size()); }
+  int64_t negatives() const { return negatives_; }
+  // M[r][c] (0 where no entry).
+  float At(int64_t r, int64_t c) const;
+
+  // out = e M^T, out: n x rows, e: n x cols. Every output starts at +0 and adds the row's
+  // products M[r][c] * e[s][c] in ascending c. A product with +-2^-k is exact (an exponent
+  // change, i.e. the chip's shift) unless it leaves the normal range.
+  void Project(ConstMatrixView e, MatrixView out, ThreadPool& pool) const;
+  // z = h M, z: n x cols, h: n x rows. Every output starts at +0 and adds h[s][r] * M[r][c] in
+  // ascending r. Zero h are skipped, which changes no bit: adding +-0 to a sum that starts at +0
+  // leaves it unchanged.
+  void Reduce(ConstMatrixView h, MatrixView z, ThreadPool& pool) const;
+
+ private:
+  int64_t rows_ = 0, cols_ = 0;
+  std::vector<int64_t> row_start_;  // rows_ + 1 offsets into col_ / value_
+  std::vector<int32_t> col_;
+  std::vector<float> value_;
+  int64_t negatives_ = 0;
+};
+
+}  // namespace pim

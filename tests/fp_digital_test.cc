@@ -1,0 +1,260 @@
+// The fp_digital macro (ISSCC 2025 14.5): ref (generic encoder, port reads through the
+// cyclically mapped array) == fast (fused encode/align, integer GEMM, formula counts) in
+// outputs and every count; forward and BP are W and W^T exactly where nothing is lost; port,
+// rotation and buffer counts per direction; vector-wise beats layer-wise alignment; training on
+// the macro is deterministic and learns.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/numerics/formats.h"
+#include "pimtrain/sim/session.h"
+
+namespace pim {
+namespace {
+
+std::unique_ptr<Macro> MakeMacro(const std::string& yaml) {
+  return Registry<Macro>::CreateFrom(ParseYaml("{impl: fp_digital, " + yaml + "}", "test"));
+}
+
+// Random values with a spread of 2^spread in magnitude, a few zeros, and optionally one huge
+// element per row.
+std::vector<float> RandomValues(int64_t rows, int64_t cols, int spread, bool huge, uint64_t key) {
+  CounterRng rng(key);
+  std::vector<float> v(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const auto b = rng.Block(i);
+    const float mag = std::ldexp(1.0f + (b[0] >> 9) * 0x1p-23f, -static_cast<int>(b[1] % (spread + 1)));
+    v[i] = b[3] % 11 == 0 ? 0.0f : (b[2] & 1 ? -mag : mag);
+    if (huge && i % cols == 3) v[i] *= 300.0f;
+  }
+  return v;
+}
+
+struct MacroRun {
+  std::vector<float> fwd, bwd, weights;
+  ActionCounts program, forward, backward;
+};
+
+MacroRun RunMacro(const std::string& yaml, int64_t batch, int64_t rows, int64_t cols, int spread,
+             bool huge, ThreadPool* pool, uint64_t key) {
+  auto m = MakeMacro(yaml);
+  std::vector<float> w = RandomValues(rows, cols, spread, huge, key);
+  std::vector<float> x = RandomValues(batch, rows, spread, huge, key + 1);
+  std::vector<float> e = RandomValues(batch, cols, spread, huge, key + 2);
+  for (float& v : e) v *= 1e-4f;  // errors are small: exercises the tensor scale
+  RunContext ctx;
+  ctx.seed = 3;
+  ctx.step = 7;
+  ctx.pool = pool;
+  MacroRun r;
+  ctx.stage = Stage::kUpdate;
+  m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, r.program);
+  r.fwd.resize(batch * cols);
+  r.bwd.resize(batch * rows);
+  ctx.stage = Stage::kForward;
+  m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(r.fwd.data(), batch, cols, cols),
+              Direction::kForward, ctx, r.forward);
+  ctx.stage = Stage::kBackward;
+  m->Multiply(ConstMatrixView(e.data(), batch, cols, cols), MatrixView(r.bwd.data(), batch, rows, rows),
+              Direction::kTransposed, ctx, r.backward);
+  r.weights.resize(rows * cols);
+  m->ReadWeights(MatrixView(r.weights.data(), rows, cols, cols));
+  return r;
+}
+
+std::vector<uint32_t> Bits(const std::vector<float>& v) {
+  std::vector<uint32_t> out;
+  for (float f : v) out.push_back(std::bit_cast<uint32_t>(f));
+  return out;
+}
+
+TEST(FpDigitalMacroTest, RefAndFastAgreeInOutputsAndCounts) {
+  ThreadPool two(2);
+  const std::vector<std::string> configs = {
+      "",  // BF16 accurate, vector-wise, truncation
+      "input_format: e4m3, weight_format: e4m3, error_format: e5m2",
+      "input_format: e4m3, weight_format: e4m3, error_format: e5m2, output_format: fp32, "
+      "align_rounding: nearest",
+      "alignment: layer",
+      "alignment: layer, input_format: e4m3, weight_format: e4m3, error_format: e5m2",
+      "input_bits: 12, weight_bits: 6, error_bits: 5, align_rounding: nearest",
+      "input_format: fp16, weight_format: fp16, error_format: fp16, output_format: fp32",
+      "input_format: int8, weight_format: int8, error_format: int8",
+      "input_format: int4, weight_format: int4, error_format: int8, alignment: layer",
+      "rounding: stochastic, weight_rounding: stochastic",
+      "mode: approximate",
+      "mode: approximate, input_format: e4m3, weight_format: e4m3, approx_or_bits: 4, "
+      "approx_dropped_columns: 3",
+      "tensor_scaling: false, input_format: e4m3, weight_format: e4m3, error_format: e5m2",
+      "port_bits: 64, tree_inputs: 16",
+  };
+  uint64_t key = 10;
+  for (const std::string& cfg : configs) {
+    for (bool huge : {false, true}) {
+      SCOPED_TRACE(cfg + (huge ? " (huge element)" : ""));
+      const MacroRun ref = RunMacro("kernel: ref, " + cfg, 5, 70, 37, 12, huge, nullptr, key);
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
+        const MacroRun fast = RunMacro("kernel: fast, " + cfg, 5, 70, 37, 12, huge, pool, key);
+        EXPECT_EQ(Bits(fast.fwd), Bits(ref.fwd));
+        EXPECT_EQ(Bits(fast.bwd), Bits(ref.bwd));
+        EXPECT_EQ(Bits(fast.weights), Bits(ref.weights));
+        EXPECT_EQ(fast.program.counts(), ref.program.counts());
+        EXPECT_EQ(fast.forward.counts(), ref.forward.counts());
+        EXPECT_EQ(fast.backward.counts(), ref.backward.counts());
+      }
+      ++key;
+    }
+  }
+}
+
+// INT8 weights and inputs that are small integers: nothing is lost in alignment, so forward is
+// x W and BP is e W^T exactly, rounded once to BF16.
+TEST(FpDigitalMacroTest, ForwardAndBackwardAreWAndWTransposed) {
+  const int64_t batch = 3, rows = 70, cols = 40;
+  CounterRng rng(1);
+  std::vector<float> w(rows * cols), x(batch * rows), e(batch * cols);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(rng.Below(i, 15)) - 7;
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.Below(1000 + i, 15)) - 7;
+  for (size_t i = 0; i < e.size(); ++i) e[i] = static_cast<float>(rng.Below(5000 + i, 15)) - 7;
+  for (const char* kernel : {"ref", "fast"}) {
+    auto m = MakeMacro(std::string("kernel: ") + kernel +
+                       ", input_format: int8, weight_format: int8, error_format: int8, "
+                       "output_format: fp32, port_bits: 64");
+    RunContext ctx;
+    ActionCounts pc, fc, bc;
+    m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, pc);
+    std::vector<float> y(batch * cols), dx(batch * rows);
+    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(y.data(), batch, cols, cols),
+                Direction::kForward, ctx, fc);
+    m->Multiply(ConstMatrixView(e.data(), batch, cols, cols), MatrixView(dx.data(), batch, rows, rows),
+                Direction::kTransposed, ctx, bc);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t c = 0; c < cols; ++c) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; ++r) s += double{x[b * rows + r]} * w[r * cols + c];
+        EXPECT_EQ(y[b * cols + c], static_cast<float>(s)) << kernel;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        double s = 0;
+        for (int64_t c = 0; c < cols; ++c) s += double{e[b * cols + c]} * w[r * cols + c];
+        EXPECT_EQ(dx[b * rows + r], static_cast<float>(s)) << kernel;
+      }
+    }
+    // Port model: 64-bit port, 8-bit cells: n = 8 weights per read. Forward: each of the 40
+    // outputs reads ceil(70 / 8) = 9 rows per sample; 40 - 5 outputs sit at a nonzero rotation.
+    // BP: each of the 70 outputs reads ceil(40 / 8) = 5 diagonals; 70 - 9 are rotated.
+    EXPECT_EQ(fc.Get("array_row_reads"), batch * 40 * 9);
+    EXPECT_EQ(fc.Get("rotations"), batch * (40 - 5) * 9);
+    EXPECT_EQ(fc.Get("input_buffer_reads"), batch * rows * 5);
+    EXPECT_EQ(fc.Get("output_buffer_writes"), batch * cols);
+    EXPECT_EQ(bc.Get("array_row_reads"), batch * 70 * 5);
+    EXPECT_EQ(bc.Get("rotations"), batch * (70 - 9) * 5);
+    EXPECT_EQ(bc.Get("input_buffer_reads"), batch * cols * 9);
+    EXPECT_EQ(bc.Get("exponent_adds"), batch * cols);
+    EXPECT_EQ(pc.Get("weight_writes"), rows * cols * 8);
+    EXPECT_EQ(pc.Get("exponent_writes"), cols);
+    // S is 40 x 70 in 8 x 8 blocks: 5 x 9 blocks of 8 physical rows = 360 rows, 2 arrays of 256.
+    EXPECT_EQ(pc.Get("array_cells_allocated"), 2 * 256 * 64);
+    EXPECT_EQ(pc.Get("array_cells_used"), rows * cols * 8);
+    EXPECT_EQ(fc.Get("macs"), batch * rows * cols);
+  }
+}
+
+// Relative error of one long dot product against FP64, BF16 at 8 bits: vector-wise alignment
+// loses only against each vector's own maximum, layer-wise against the tensor's.
+TEST(FpDigitalMacroTest, VectorWiseAlignmentBeatsLayerWise) {
+  const int64_t batch = 16, rows = 256, cols = 16;
+  auto error = [&](const char* mode) {
+    CounterRng rng(9);
+    std::vector<float> w(rows * cols), x(batch * rows);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = rng.Normal(i);
+    // Rows of x at scales 2^0 .. 2^-15: a per-tensor exponent truncates the small rows.
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t r = 0; r < rows; ++r) {
+        x[b * rows + r] = std::ldexp(std::fabs(rng.Normal(10000 + b * rows + r)), -static_cast<int>(b));
+      }
+    }
+    auto m = MakeMacro(std::string("alignment: ") + mode + ", output_format: fp32");
+    RunContext ctx;
+    ActionCounts c;
+    m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, c);
+    std::vector<float> y(batch * cols);
+    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(y.data(), batch, cols, cols),
+                Direction::kForward, ctx, c);
+    double mean = 0;  // the mean over samples of each sample's relative RMS error
+    for (int64_t b = 0; b < batch; ++b) {
+      double err = 0, norm = 0;
+      for (int64_t col = 0; col < cols; ++col) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; ++r) s += double{x[b * rows + r]} * w[r * cols + col];
+        err += (y[b * cols + col] - s) * (y[b * cols + col] - s);
+        norm += s * s;
+      }
+      mean += std::sqrt(err / norm) / batch;
+    }
+    return mean;
+  };
+  const double vec = error("vector"), layer = error("layer");
+  EXPECT_LT(vec, 0.05);
+  EXPECT_LT(2 * vec, layer);
+}
+
+TEST(FpDigitalMacroTest, BadWidthsAreConfigErrors) {
+  EXPECT_THROW(MakeMacro("input_format: int8, input_bits: 6"), ConfigError);
+  EXPECT_THROW(MakeMacro("input_bits: 1"), ConfigError);
+  EXPECT_THROW(MakeMacro("weight_bits: 16, port_bits: 8"), ConfigError);
+  EXPECT_THROW(MakeMacro("input_format: fp8"), ConfigError);
+  auto m = MakeMacro("input_format: e4m3, weight_format: e4m3, error_format: e5m2");
+  EXPECT_EQ(m->spec().input_bits, 4);
+  EXPECT_EQ(m->spec().error_bits, 4);
+  EXPECT_EQ(m->HardwareParams().at("weights_per_read"), 64.0);
+}
+
+const char* kFpMlp = R"(
+seed: 4
+data: {impl: synthetic, train_size: 128, test_size: 64, height: 6, width: 6, channels: 1,
+       classes: 4, noise: 0.8}
+model: {impl: mlp, layers: [36, 24, 4]}
+train: {epochs: 3, batch_size: 16, optimizer: {impl: sgd, learning_rate: 0.05, momentum: 0.9}}
+pim:
+  macro: {impl: fp_digital, input_format: e4m3, weight_format: e4m3, error_format: e5m2}
+)";
+
+ConfigNode ResolveMlp(const std::vector<std::string>& sets) {
+  ConfigNode merged = ParseYaml(kFpMlp, "fp.yaml");
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+std::vector<std::vector<float>> Weights(Session& s) {
+  std::vector<std::vector<float>> out;
+  for (auto& [name, t] : s.trainer().StateTensors()) {
+    out.emplace_back(t->data(), t->data() + t->numel());
+  }
+  return out;
+}
+
+TEST(FpDigitalMacroTest, TrainingIsDeterministicAcrossKernelsAndThreadsAndLearns) {
+  Session fast1(ResolveMlp({"threads=1", "pim.macro.rounding=stochastic"}));
+  TrainSummary a = fast1.Train("", false, {});
+  Session fast2(ResolveMlp({"threads=2", "pim.macro.rounding=stochastic"}));
+  fast2.Train("", false, {});
+  Session ref(ResolveMlp({"threads=2", "pim.macro.rounding=stochastic", "pim.macro.kernel=ref"}));
+  ref.Train("", false, {});
+  EXPECT_EQ(Weights(fast1), Weights(fast2));
+  EXPECT_EQ(Weights(fast1), Weights(ref));
+  EXPECT_GT(a.test_accuracy, 0.5);
+}
+
+}  // namespace
+}  // namespace pim

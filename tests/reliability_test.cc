@@ -1,0 +1,348 @@
+// Reliability: runs killed with SIGKILL at random points resume to bit-identical weights;
+// NaN/Inf stops a run (or skips the step) naming layer, stage and step; saturation counts are
+// summed per epoch; oversized configs are refused up front with an estimate.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/io.h"
+#include "pimtrain/sim/limits.h"
+#include "pimtrain/sim/session.h"
+#include "pimtrain/train/numeric_guard.h"
+#include "test_util.h"
+
+extern char** environ;
+
+namespace pim {
+namespace {
+
+using testing::RunCommand;
+
+// Synthetic data (no files), a small MLP and many short epochs, so a run spends its time in
+// training steps and checkpoint writes rather than start-up, and random kill times land in
+// every phase of an epoch.
+const char* kTinyConfig = R"(
+seed: 4
+threads: 1
+data: {impl: synthetic, train_size: 480, test_size: 64, height: 6, width: 6, classes: 5}
+model: {impl: mlp, layers: [36, 48, 5]}
+train:
+  epochs: 12
+  batch_size: 16
+  optimizer: {impl: sgd, learning_rate: 0.05, momentum: 0.9}
+)";
+
+ConfigNode Resolve(const std::string& yaml, const std::vector<std::string>& sets = {}) {
+  ConfigNode merged = ParseYaml(yaml, "test.yaml");
+  for (const auto& s : sets) ApplySet(merged, s);
+  return ValidateRoot(merged);
+}
+
+// --- crash safety ---
+
+// Starts the CLI with `args`, output discarded; returns its pid.
+pid_t Spawn(const std::vector<std::string>& args) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  EXPECT_EQ(rc, 0);
+  return pid;
+}
+
+// What a checkpoint pins down: progress, every tensor's bytes, and the metrics so far without
+// their wall-clock fields.
+struct RunState {
+  int64_t epochs_done = -1;
+  std::string tensors;  // header's tensor list + the raw payload
+  std::string metrics;
+  bool operator==(const RunState& o) const {
+    return epochs_done == o.epochs_done && tensors == o.tensors && metrics == o.metrics;
+  }
+};
+
+RunState ReadState(const std::string& ckpt) {
+  // ReadCheckpointInfo verifies magic, lengths and CRC: a torn file would throw here.
+  CheckpointInfo info = ReadCheckpointInfo(ckpt);
+  std::string bytes = ReadFile(ckpt);
+  uint32_t header_len = 0;
+  for (int i = 0; i < 4; ++i) {
+    header_len |= static_cast<uint32_t>(static_cast<uint8_t>(bytes[8 + i])) << (8 * i);
+  }
+  auto header = nlohmann::json::parse(bytes.substr(12, header_len));
+  RunState s;
+  s.epochs_done = info.epochs_done;
+  s.tensors = header.at("tensors").dump() + "|" +
+              bytes.substr(12 + header_len, bytes.size() - 16 - header_len);
+  std::istringstream lines(info.metrics_jsonl);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("seconds");
+    j.erase("eval_seconds");
+    s.metrics += j.dump() + "\n";
+  }
+  return s;
+}
+
+// `trials` runs, each SIGKILLed after a random delay in [0, one whole run's time), then resumed
+// (or, when killed before its first checkpoint, started again): every one must end with the
+// uninterrupted run's exact weights, optimizer state and metrics.
+void KillAndResumeTrials(int trials, uint32_t seed) {
+  testing::TempDir dir;
+  const std::string config = dir.File("tiny.yaml");
+  WriteFileAtomic(config, kTinyConfig);
+  const std::string cli = PIMTRAIN_CLI;
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto full = RunCommand(cli + " train " + config + " --out " + dir.File("full"));
+  const double full_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const RunState expected = ReadState(dir.File("full/checkpoint.bin"));
+  ASSERT_EQ(expected.epochs_done, 12);
+
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> delay(0.0, full_seconds);
+  std::map<int64_t, int> killed_after;  // epochs done at the kill (-1: no checkpoint yet)
+  int identical = 0;
+  for (int t = 0; t < trials; ++t) {
+    SCOPED_TRACE("trial " + std::to_string(t));
+    const std::string out = dir.File("trial" + std::to_string(t));
+    pid_t pid = Spawn({cli, "train", config, "--out", out});
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+
+    const std::string ckpt = out + "/checkpoint.bin";
+    const bool has_checkpoint = FileExists(ckpt);
+    int64_t done = has_checkpoint ? ReadState(ckpt).epochs_done : -1;
+    ++killed_after[done];
+    auto r = has_checkpoint ? RunCommand(cli + " train --resume " + out)
+                            : RunCommand(cli + " train " + config + " --out " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    if (has_checkpoint) {
+      EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+    }
+    RunState got = ReadState(ckpt);
+    EXPECT_TRUE(got == expected) << "killed after epoch " << done;
+    identical += got == expected;
+  }
+  std::string histogram;
+  for (const auto& [epochs, n] : killed_after) {
+    histogram += " " + (epochs < 0 ? std::string("none") : std::to_string(epochs)) + ":" +
+                 std::to_string(n);
+  }
+  std::printf("[ reliability ] %d/%d SIGKILL trials resumed bit-identical; run %.3f s; "
+              "checkpoints present at the kill (epochs done:trials):%s\n",
+              identical, trials, full_seconds, histogram.c_str());
+  EXPECT_EQ(identical, trials);
+}
+
+TEST(ReliabilityTest, TwentyRandomSigkillsResumeBitIdentical) { KillAndResumeTrials(20, 2024); }
+
+TEST(ReliabilityTest, CorruptCheckpointIsRefusedNeverLoaded) {
+  testing::TempDir dir;
+  WriteFileAtomic(dir.File("tiny.yaml"), kTinyConfig);
+  const std::string cli = PIMTRAIN_CLI;
+  const std::string out = dir.File("run");
+  ASSERT_EQ(RunCommand(cli + " train " + dir.File("tiny.yaml") + " --set train.epochs=2 --out " +
+                       out).exit_code,
+            0);
+  const std::string ckpt = out + "/checkpoint.bin";
+  const std::string good = ReadFile(ckpt);
+  // Every 97th byte flipped in turn (header, payload and CRC alike) is caught.
+  for (size_t at = 0; at < good.size(); at += 97) {
+    std::string bad = good;
+    bad[at] ^= 0x01;
+    WriteFileAtomic(ckpt, bad);
+    EXPECT_THROW(ReadCheckpointInfo(ckpt), DataError) << "byte " << at;
+  }
+  std::string bad = good;
+  bad[good.size() / 2] ^= 0x40;
+  WriteFileAtomic(ckpt, bad);
+  auto r = RunCommand(cli + " train --resume " + out);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
+  EXPECT_EQ(ReadFile(ckpt), bad) << "a refused checkpoint must be left as it was";
+}
+
+// --- numeric faults ---
+
+// Puts a NaN into one training sample (sample 7 of the split, so one batch per epoch).
+void PoisonSample(Session& s, int64_t sample) {
+  auto& data = const_cast<LoadedData&>(s.data());
+  data.train.images.data()[sample * data.sample_shape.numel() + 3] = NAN;
+}
+
+std::string OneLine(const std::string& s) {
+  EXPECT_EQ(s.find('\n'), std::string::npos) << s;
+  return s;
+}
+
+TEST(NumericFaultTest, ExplodingLearningRateStopsNamingLayerStageAndStep) {
+  Session s(Resolve(kTinyConfig,
+                    {"train.optimizer={impl: sgd, learning_rate: 100, momentum: 0.9}",
+                     "train.schedule.impl=constant"}));
+  try {
+    s.Train("", false, {});
+    FAIL() << "a learning rate of 100 should overflow";
+  } catch (const NumericError& e) {
+    std::string m = OneLine(e.what());
+    EXPECT_NE(m.find(" in layer "), std::string::npos) << m;
+    EXPECT_NE(m.find(" at stage "), std::string::npos) << m;
+    EXPECT_NE(m.find(", step "), std::string::npos) << m;
+    EXPECT_NE(m.find("train.on_nonfinite: skip_step"), std::string::npos) << m;
+  }
+}
+
+TEST(NumericFaultTest, NanInputStopsAtTheFirstLayerThatCarriesIt) {
+  Session s(Resolve(kTinyConfig, {"train.epochs=1"}));
+  PoisonSample(s, 7);
+  try {
+    s.Train("", false, {});
+    FAIL() << "the NaN sample should stop the run";
+  } catch (const NumericError& e) {
+    std::string m = OneLine(e.what());
+    EXPECT_EQ(m.rfind("NaN in layer 0 (flatten", 0), 0u) << m;
+    EXPECT_NE(m.find("output"), std::string::npos) << m;
+    EXPECT_NE(m.find("at stage FP (forward)"), std::string::npos) << m;
+    EXPECT_NE(m.find("(epoch 1)"), std::string::npos) << m;
+  }
+}
+
+TEST(NumericFaultTest, SkipStepSkipsOnlyTheBadStepAndTrainsOn) {
+  testing::TempDir dir;
+  Session s(Resolve(kTinyConfig, {"train.epochs=3", "train.on_nonfinite=skip_step"}));
+  PoisonSample(s, 7);
+  TrainSummary summary = s.Train(dir.path(), false, {});
+  ASSERT_EQ(summary.epochs.size(), 3u);
+  for (const auto& m : summary.epochs) {
+    EXPECT_EQ(m.skipped_steps, 1);  // sample 7 is in exactly one batch per epoch
+    EXPECT_TRUE(std::isfinite(m.train_loss));
+  }
+  EXPECT_GT(summary.test_accuracy, 0.5);  // 5 classes: chance is 0.2
+  for (auto& [name, t] : s.trainer().StateTensors()) {
+    EXPECT_EQ(FirstNonfinite(t->data(), t->numel()), -1) << name;
+  }
+  std::string metrics = ReadFile(dir.File("metrics.jsonl"));
+  EXPECT_NE(metrics.find("\"skipped_steps\":1"), std::string::npos) << metrics;
+}
+
+TEST(NumericFaultTest, SkipIsRefusedOnceBatchNormStatisticsTookTheValue) {
+  Session s(Resolve(kTinyConfig, {"model.batch_norm=true", "train.on_nonfinite=skip_step"}));
+  PoisonSample(s, 7);
+  try {
+    s.Train("", false, {});
+    FAIL() << "running statistics cannot be rolled back";
+  } catch (const NumericError& e) {
+    std::string m = OneLine(e.what());
+    EXPECT_NE(m.find("cannot be skipped"), std::string::npos) << m;
+    EXPECT_NE(m.find("batch_norm"), std::string::npos) << m;
+    EXPECT_NE(m.find("running_"), std::string::npos) << m;
+  }
+}
+
+TEST(NumericFaultTest, FirstNonfiniteFindsEveryKindAnywhere) {
+  std::mt19937 rng(5);
+  for (int64_t n : {1, 7, 4095, 4096, 4097, 20000}) {
+    std::vector<float> x(n);
+    for (auto& v : x) v = std::uniform_real_distribution<float>(-1e30f, 1e30f)(rng);
+    EXPECT_EQ(FirstNonfinite(x.data(), n), -1);
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+      for (int64_t at : {int64_t{0}, n / 2, n - 1}) {
+        std::vector<float> y = x;
+        y[at] = bad;
+        if (at + 1 < n) y[n - 1] = bad;  // a later one must not win
+        EXPECT_EQ(FirstNonfinite(y.data(), n), at) << n << " " << at;
+      }
+    }
+  }
+  const float largest = 3.4028235e38f, denormal = 1e-45f;
+  std::vector<float> edge = {largest, -largest, denormal, -0.0f};
+  EXPECT_EQ(FirstNonfinite(edge.data(), 4), -1);
+}
+
+TEST(NumericFaultTest, SaturationCountsAreSummedPerLayerAndEpoch) {
+  EpochMetrics m;
+  m.hardware_json =
+      R"([{"layer":1,"saturation":{"adc_clipped":5}},{"layer":2},)"
+      R"({"layer":3,"saturation":{"adc_clipped":2,"accumulator_saturated":1}}])";
+  auto j = nlohmann::json::parse(m.ToJsonLine());
+  EXPECT_EQ(j["saturation"]["adc_clipped"], 7);
+  EXPECT_EQ(j["saturation"]["accumulator_saturated"], 1);
+  EXPECT_EQ(j["layers"][2]["saturation"]["adc_clipped"], 2);
+  m.hardware_json = R"([{"layer":1}])";
+  EXPECT_TRUE(nlohmann::json::parse(m.ToJsonLine())["saturation"].empty());
+}
+
+// --- limits ---
+
+TEST(LimitsTest, EstimateMatchesTheBuiltNetwork) {
+  const std::vector<std::vector<std::string>> variants = {
+      {},
+      {"model.batch_norm=true", "model.dropout=0.1", "train.optimizer={impl: adam}"},
+      {"data.channels=3", "data.height=9", "data.width=9",
+       "model={impl: sequential, layers: [{impl: conv2d, out_channels: 4, kernel: 3, "
+       "padding: 1}, {impl: batch_norm}, {impl: relu}, {impl: max_pool2d, kernel: 2}, "
+       "{impl: conv2d, out_channels: 6, kernel: 2, stride: 2, bias: false}, "
+       "{impl: avg_pool2d, kernel: 2, stride: 1}, {impl: flatten}, {impl: dropout, p: 0.2}, "
+       "{impl: linear, out_features: 5}]}"}};
+  for (const auto& sets : variants) {
+    std::vector<std::string> all = sets;
+    all.push_back("train.epochs=0");
+    Session s(Resolve(kTinyConfig, all));
+    ResourceEstimate e = EstimateResources(s.config(), s.data());
+    SCOPED_TRACE(s.network().Summary());
+    EXPECT_TRUE(e.complete) << e.stopped_at;
+    int64_t params = 0;
+    for (auto* p : s.network().Parameters()) params += p->value.numel();
+    EXPECT_EQ(e.parameters, static_cast<double>(params));
+    EXPECT_EQ(e.forward_macs_per_sample, static_cast<double>(s.network().ForwardMacsPerSample()));
+    EXPECT_EQ(e.macs_per_epoch, e.forward_macs_per_sample * (3 * 480 + 64));
+    EXPECT_GE(e.model_bytes, 4.0 * 3 * static_cast<double>(params));  // value, grad, state
+  }
+}
+
+TEST(LimitsTest, HugeLayerIsRefusedBeforeAllocationWithAnEstimate) {
+  auto config = Resolve(kTinyConfig, {"model.layers=[36, 1000000, 1000000, 5]"});
+  try {
+    Session s(config);
+    FAIL() << "a 10^6 x 10^6 layer cannot fit";
+  } catch (const ConfigError& e) {
+    std::string m = OneLine(e.what());
+    EXPECT_NE(m.find("needs at least 10.9 TiB of memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("1e+12 parameters"), std::string::npos) << m;
+    EXPECT_NE(m.find("limits.max_memory_bytes"), std::string::npos) << m;
+  }
+}
+
+TEST(LimitsTest, ConfiguredLimitsApply) {
+  EXPECT_THROW(Session(Resolve(kTinyConfig, {"limits.max_memory_bytes=50000"})), ConfigError);
+  EXPECT_NO_THROW(Session(Resolve(kTinyConfig, {"limits.max_memory_bytes=1e9"})));
+  // 36*48 + 48*5 = 1968 MACs per sample; 3 * 480 + 64 samples: 2,959,872 per epoch.
+  EXPECT_THROW(Session(Resolve(kTinyConfig, {"limits.max_macs_per_epoch=2.9e6"})), ConfigError);
+  EXPECT_NO_THROW(Session(Resolve(kTinyConfig, {"limits.max_macs_per_epoch=3e6"})));
+  EXPECT_NO_THROW(Session(Resolve(kTinyConfig, {"limits.max_macs_per_epoch=0"})));
+}
+
+}  // namespace
+}  // namespace pim
