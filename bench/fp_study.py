@@ -212,8 +212,8 @@ def main():
 
     if "nmed" in parts:
         print("\n### Approximate MAC: NMED against the exact MAC (64-input MAC, all nibble "
-              "passes); NMED_max = mean |error| / largest possible |S|, NMED_obs = mean |error| "
-              "/ largest |S| observed\n")
+              "passes, approximations on the least significant pair); NMED_max = mean |error| / largest "
+              "possible |S|, NMED_obs = mean |error| / largest |S| observed\n")
         res = bench(args, "FpApproxNmed")
         print("| width | data | dropped i+j< | OR bits | bias comp | NMED_max % | NMED_obs % | "
               "mean error / max_obs % |")
