@@ -5,7 +5,11 @@ input/weight widths, and the simulation speed of a T-PIM epoch against the FP32 
 PyTorch FP32 (measured in the same run).
 
 Usage: /usr/bin/python3 bench/tpim_study.py [--net mlp|cnn] [--epochs 10] [--threads 2]
-           [--pimtrain build/release/pimtrain] [--speed-only]
+           [--pimtrain build/release/pimtrain] [--speed-only [--repeat N]]
+
+--speed-only --repeat N (MLP) times the T-PIM preset, the FP32 engine and PyTorch N times each,
+rotating their order, and reports each side's median epoch over all repetitions, the ratios of
+those medians, and the range of the per-repetition ratios (for a shared, noisy machine).
 """
 import argparse
 import json
@@ -39,10 +43,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     preset = os.path.join(ROOT, "presets", "chips", "tpim.yaml" if args.net == "mlp"
                           else "tpim_cnn.yaml")
     b, e, t = args.pimtrain, args.epochs, args.threads
+    if args.speed_only and args.repeat > 1 and args.net == "mlp":
+        return speed_repeated(args, preset)
 
     fp_s, fp_acc, _ = run(b, preset, ["pim.macro=null"], e, t)
     print(f"T-PIM study: {args.net}, {e} epochs, {t} threads, preset {os.path.relpath(preset, ROOT)}")
@@ -77,6 +84,48 @@ def main():
         tm = float(np.median(tsec))
         print(f"PyTorch FP32 MLP epoch: {tm:.2f} s; T-PIM (preset) / PyTorch = "
               f"{rows[0]['seconds'] / tm:.2f}, T-PIM / pimtrain FP32 = {rows[0]['seconds'] / fp_s:.2f}")
+
+
+def run_epochs(binary, preset, sets, epochs, threads):
+    """Every training epoch's seconds of one run."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [binary, "train", preset, "--out", out, "--set", f"train.epochs={epochs}",
+               "--set", f"threads={threads}", "--set", "train.checkpoint=false"]
+        for s in sets:
+            cmd += ["--set", s]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            return [json.loads(l)["seconds"] for l in f if l.strip()]
+
+
+def speed_repeated(args, preset):
+    import vs_pytorch
+    data = vs_pytorch.load_data()
+    b, e, t = args.pimtrain, args.epochs, args.threads
+    sides = {
+        "tpim": lambda: run_epochs(b, preset, [], e, t),
+        "fp32": lambda: run_epochs(b, preset, ["pim.macro=null"], e, t),
+        "torch": lambda: vs_pytorch.run_torch("mlp", t, e, data)[0],
+    }
+    order = list(sides)
+    times = {k: [] for k in sides}
+    per_rep = []
+    for r in range(args.repeat):
+        rep = {}
+        for k in order[r % 3:] + order[:r % 3]:
+            rep[k] = sides[k]()
+            times[k] += rep[k]
+        per_rep.append({k: float(np.median(v)) for k, v in rep.items()})
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    vs_fp = [x["tpim"] / x["fp32"] for x in per_rep]
+    vs_torch = [x["tpim"] / x["torch"] for x in per_rep]
+    print(f"T-PIM speed: mlp, {e} epochs x {args.repeat} runs each, {t} threads, preset "
+          f"{os.path.relpath(preset, ROOT)} (median epoch seconds over all runs)")
+    print(f"{'T-PIM s/ep':>10} {'FP32 s/ep':>10} {'torch s/ep':>10} {'T-PIM/FP32':>10} "
+          f"{'range':>11} {'T-PIM/torch':>11} {'range':>11}")
+    print(f"{med['tpim']:10.3f} {med['fp32']:10.3f} {med['torch']:10.3f} "
+          f"{med['tpim'] / med['fp32']:10.2f} {min(vs_fp):5.2f}-{max(vs_fp):<5.2f} "
+          f"{med['tpim'] / med['torch']:11.2f} {min(vs_torch):5.2f}-{max(vs_torch):<5.2f}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,17 @@
 same hyper-parameters, same machine, same run: epoch seconds, their ratio, test accuracy.
 
 Usage: /usr/bin/python3 bench/vs_pytorch.py [--nets mlp,cnn] [--threads 1,2] [--epochs-mlp 10]
-           [--epochs-cnn 5] [--pimtrain build/release/pimtrain] [--json out.json]
+           [--epochs-cnn 5] [--repeat 1] [--pimtrain build/release/pimtrain] [--json out.json]
 
 Both sides: batch 64, SGD lr 0.05 momentum 0.9, cosine schedule stepped per batch, inputs
 standardized with the training set's mean and std, shuffled each epoch. PyTorch gets its best
 case: the data set preloaded as one tensor, batches sliced from it (no DataLoader overhead).
 Epoch seconds count the training part only (no evaluation) on both sides.
+
+On a shared machine, --repeat N runs each (net, threads) pair N times, alternating which side
+goes first, and reports the median over all of a side's epochs; the ratio column is that of the
+two medians and "ratio range" the lowest and highest ratio of one repetition's pair of medians.
+Accuracy is the last repetition's (every repetition trains the same way).
 """
 import argparse
 import gzip
@@ -107,26 +112,43 @@ def main():
     ap.add_argument("--epochs-mlp", type=int, default=10)
     ap.add_argument("--epochs-cnn", type=int, default=5)
     ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per (net, threads), alternating which side goes first")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     data = load_data()
     rows = []
     print(f"torch {torch.__version__}, {os.cpu_count()} cpus, batch 64, SGD lr 0.05 m 0.9, cosine")
     hdr = f"{'net':4} {'thr':>3} {'ep':>3} {'pimtrain s/ep':>13} {'torch s/ep':>10} {'ratio':>6} " \
-          f"{'pimtrain acc':>12} {'torch acc':>9} {'pimtrain RSS':>12}"
+          f"{'ratio range':>11} {'pimtrain acc':>12} {'torch acc':>9} {'pimtrain RSS':>12}"
     print(hdr)
     for net in args.nets.split(","):
         epochs = args.epochs_mlp if net == "mlp" else args.epochs_cnn
         for t in [int(x) for x in args.threads.split(",")]:
-            p_sec, p_acc, rss = run_pimtrain(args.pimtrain, net, t, epochs)
-            t_sec, t_acc = run_torch(net, t, epochs, data)
+            p_all, t_all, ratios = [], [], []
+            for r in range(args.repeat):
+                def pim_side():
+                    return run_pimtrain(args.pimtrain, net, t, epochs)
+                def torch_side():
+                    return run_torch(net, t, epochs, data)
+                if r % 2 == 0:
+                    p_sec, p_acc, rss = pim_side()
+                    t_sec, t_acc = torch_side()
+                else:
+                    t_sec, t_acc = torch_side()
+                    p_sec, p_acc, rss = pim_side()
+                p_all += p_sec
+                t_all += t_sec
+                ratios.append(float(np.median(p_sec)) / float(np.median(t_sec)))
             # Median epoch time: robust to one noisy epoch on a shared machine.
-            pm, tm = float(np.median(p_sec)), float(np.median(t_sec))
-            row = dict(net=net, threads=t, epochs=epochs, pimtrain_epoch_s=pm, torch_epoch_s=tm,
-                       ratio=pm / tm, pimtrain_acc=p_acc, torch_acc=t_acc,
+            pm, tm = float(np.median(p_all)), float(np.median(t_all))
+            row = dict(net=net, threads=t, epochs=epochs, repeat=args.repeat, pimtrain_epoch_s=pm,
+                       torch_epoch_s=tm, ratio=pm / tm, ratio_min=min(ratios),
+                       ratio_max=max(ratios), pimtrain_acc=p_acc, torch_acc=t_acc,
                        pimtrain_peak_rss_mib=rss / 2**20)
             rows.append(row)
-            print(f"{net:4} {t:3d} {epochs:3d} {pm:13.3f} {tm:10.3f} {pm / tm:6.2f} "
+            span = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            print(f"{net:4} {t:3d} {epochs:3d} {pm:13.3f} {tm:10.3f} {pm / tm:6.2f} {span:>11} "
                   f"{100 * p_acc:11.2f}% {100 * t_acc:8.2f}% {rss / 2**20:9.0f} MiB", flush=True)
     if args.json:
         with open(args.json, "w") as f:

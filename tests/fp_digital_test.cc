@@ -33,7 +33,8 @@ std::vector<float> RandomValues(int64_t rows, int64_t cols, int spread, bool hug
   std::vector<float> v(rows * cols);
   for (int64_t i = 0; i < rows * cols; ++i) {
     const auto b = rng.Block(i);
-    const float mag = std::ldexp(1.0f + (b[0] >> 9) * 0x1p-23f, -static_cast<int>(b[1] % (spread + 1)));
+    const float mag =
+        std::ldexp(1.0f + (b[0] >> 9) * 0x1p-23f, -static_cast<int>(b[1] % (spread + 1)));
     v[i] = b[3] % 11 == 0 ? 0.0f : (b[2] & 1 ? -mag : mag);
     if (huge && i % cols == 3) v[i] *= 300.0f;
   }
@@ -62,11 +63,11 @@ MacroRun RunMacro(const std::string& yaml, int64_t batch, int64_t rows, int64_t 
   r.fwd.resize(batch * cols);
   r.bwd.resize(batch * rows);
   ctx.stage = Stage::kForward;
-  m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(r.fwd.data(), batch, cols, cols),
-              Direction::kForward, ctx, r.forward);
+  m->Multiply(ConstMatrixView(x.data(), batch, rows, rows),
+              MatrixView(r.fwd.data(), batch, cols, cols), Direction::kForward, ctx, r.forward);
   ctx.stage = Stage::kBackward;
-  m->Multiply(ConstMatrixView(e.data(), batch, cols, cols), MatrixView(r.bwd.data(), batch, rows, rows),
-              Direction::kTransposed, ctx, r.backward);
+  m->Multiply(ConstMatrixView(e.data(), batch, cols, cols),
+              MatrixView(r.bwd.data(), batch, rows, rows), Direction::kTransposed, ctx, r.backward);
   r.weights.resize(rows * cols);
   m->ReadWeights(MatrixView(r.weights.data(), rows, cols, cols));
   return r;
@@ -134,10 +135,10 @@ TEST(FpDigitalMacroTest, ForwardAndBackwardAreWAndWTransposed) {
     ActionCounts pc, fc, bc;
     m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, pc);
     std::vector<float> y(batch * cols), dx(batch * rows);
-    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(y.data(), batch, cols, cols),
-                Direction::kForward, ctx, fc);
-    m->Multiply(ConstMatrixView(e.data(), batch, cols, cols), MatrixView(dx.data(), batch, rows, rows),
-                Direction::kTransposed, ctx, bc);
+    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows),
+                MatrixView(y.data(), batch, cols, cols), Direction::kForward, ctx, fc);
+    m->Multiply(ConstMatrixView(e.data(), batch, cols, cols),
+                MatrixView(dx.data(), batch, rows, rows), Direction::kTransposed, ctx, bc);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t c = 0; c < cols; ++c) {
         double s = 0;
@@ -181,7 +182,8 @@ TEST(FpDigitalMacroTest, VectorWiseAlignmentBeatsLayerWise) {
     // Rows of x at scales 2^0 .. 2^-15: a per-tensor exponent truncates the small rows.
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t r = 0; r < rows; ++r) {
-        x[b * rows + r] = std::ldexp(std::fabs(rng.Normal(10000 + b * rows + r)), -static_cast<int>(b));
+        x[b * rows + r] =
+            std::ldexp(std::fabs(rng.Normal(10000 + b * rows + r)), -static_cast<int>(b));
       }
     }
     auto m = MakeMacro(std::string("alignment: ") + mode + ", output_format: fp32");
@@ -189,8 +191,8 @@ TEST(FpDigitalMacroTest, VectorWiseAlignmentBeatsLayerWise) {
     ActionCounts c;
     m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, c);
     std::vector<float> y(batch * cols);
-    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows), MatrixView(y.data(), batch, cols, cols),
-                Direction::kForward, ctx, c);
+    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows),
+                MatrixView(y.data(), batch, cols, cols), Direction::kForward, ctx, c);
     double mean = 0;  // the mean over samples of each sample's relative RMS error
     for (int64_t b = 0; b < batch; ++b) {
       double err = 0, norm = 0;

@@ -41,8 +41,10 @@ Case MakeCase(int64_t m, int64_t k, int64_t n, int bx, int bw, double zero, int 
   c.w.resize(k * n);
   for (auto& v : c.x) v = draw(bx);
   for (auto& v : c.w) v = draw(bw);
-  for (int64_t i = 0; i < m; ++i) c.xe.push_back(static_cast<int>(rng.Below(ctr++, 2 * exp_range + 1)) - exp_range);
-  for (int64_t j = 0; j < n; ++j) c.we.push_back(static_cast<int>(rng.Below(ctr++, 2 * exp_range + 1)) - exp_range);
+  for (int64_t i = 0; i < m; ++i)
+    c.xe.push_back(static_cast<int>(rng.Below(ctr++, 2 * exp_range + 1)) - exp_range);
+  for (int64_t j = 0; j < n; ++j)
+    c.we.push_back(static_cast<int>(rng.Below(ctr++, 2 * exp_range + 1)) - exp_range);
   c.y.assign(m * n, -1.0f);
   c.p.m = m;
   c.p.k = k;
@@ -76,7 +78,8 @@ TEST(FpDcimTest, RefAccurateIsTheExactSumRoundedToTheOutputFormat) {
           for (int64_t j = 0; j < c.p.n; ++j) {
             int64_t s = 0;
             for (int64_t r = 0; r < c.p.k; ++r) s += int64_t{c.p.x.At(i, r)} * c.p.w.At(r, j);
-            const float want = fp::RoundTo(out, std::ldexp(static_cast<double>(s), c.xe[i] + c.we[j]));
+            const float want =
+                fp::RoundTo(out, std::ldexp(static_cast<double>(s), c.xe[i] + c.we[j]));
             EXPECT_EQ(std::bit_cast<uint32_t>(c.y[i * c.p.n + j]), std::bit_cast<uint32_t>(want))
                 << fp::Name(out) << " bits " << bits << " s " << s;
           }

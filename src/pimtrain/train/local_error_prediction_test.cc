@@ -107,7 +107,9 @@ std::vector<float> ProjectRef(const PotMatrix& m, const float* e, int64_t n) {
   return out;
 }
 
-std::vector<float> Vec(const Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); }
+std::vector<float> Vec(const Tensor& t) {
+  return std::vector<float>(t.data(), t.data() + t.numel());
+}
 
 TEST(LocalErrorPredictionTest, MatrixEntriesArePowersOfTwoInRangeWithTheDensity) {
   const PotMatrixParams p{0.3, 2, 5};
@@ -256,9 +258,8 @@ TEST(LocalErrorPredictionTest, EpuCountsReachTheMacroLayersUnderBackward) {
     StepContext ctx;
     ctx.seed = rig.seed;
     for (int i : {0, 2, 4}) {
-      net.layer(i).matmul()->AttachMacro(
-          Registry<Macro>::CreateFrom(ParseYaml("{impl: digital_bitserial, rows: 8, cols: 4}", "t")),
-          i);
+      const char* macro = "{impl: digital_bitserial, rows: 8, cols: 4}";
+      net.layer(i).matmul()->AttachMacro(Registry<Macro>::CreateFrom(ParseYaml(macro, "t")), i);
       net.layer(i).CommitUpdate(ctx);
       net.layer(i).matmul()->TakeCounts();
       net.layer(i).matmul()->TakeSparsity();
@@ -304,7 +305,19 @@ TEST(LocalErrorPredictionTest, ProductsAreIdenticalOnOneAndTwoThreads) {
   m.Reduce(h.AsMatrix(), z2.AsMatrix(), two);
   EXPECT_EQ(Vec(p1), Vec(p2));
   EXPECT_EQ(Vec(z1), Vec(z2));
+  // The dense loops equal the sums over nonzero entries only (what the EPU adds).
   EXPECT_EQ(Vec(p1), ProjectRef(m, e.data(), n));
+  std::vector<float> z_ref(n * 10);
+  for (int64_t s = 0; s < n; ++s) {
+    for (int64_t c = 0; c < 10; ++c) {
+      float acc = 0.0f;
+      for (int64_t r = 0; r < 64; ++r) {
+        if (m.At(r, c) != 0.0f && h[s * 64 + r] != 0.0f) acc += h[s * 64 + r] * m.At(r, c);
+      }
+      z_ref[s * 10 + c] = acc;
+    }
+  }
+  EXPECT_EQ(Vec(z1), z_ref);
 }
 
 const char* kSyntheticMlp = R"(
@@ -334,8 +347,8 @@ std::vector<std::vector<float>> Weights(Session& s) {
 
 TEST(LocalErrorPredictionTest, BothVariantsLearnAndAreDeterministicOverThreads) {
   for (const char* variant : {"dfa", "local_classifier"}) {
-    const std::string alg = std::string("train.algorithm={impl: local_error_prediction, variant: ") +
-                            variant + "}";
+    const std::string alg =
+        std::string("train.algorithm={impl: local_error_prediction, variant: ") + variant + "}";
     Session one(Resolve({alg, "threads=1"}));
     const TrainSummary a = one.Train("", false, {});
     Session two(Resolve({alg, "threads=2"}));

@@ -250,7 +250,8 @@ void ApproxProducts(const DcimProblem& p, int64_t i0, int64_t i1, int64_t* s) {
       for (int i = 0; i < 4; ++i) {
         for (int j = 0; j < 4; ++j) {
           if (i + j < dropped) {
-            quarters[sx][sw] += (((sx && i == 3) != (sw && j == 3)) ? -1 : 1) * (int64_t{1} << (i + j));
+            quarters[sx][sw] +=
+                (((sx && i == 3) != (sw && j == 3)) ? -1 : 1) * (int64_t{1} << (i + j));
           }
         }
       }

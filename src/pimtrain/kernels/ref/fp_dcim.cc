@@ -24,7 +24,8 @@ void DcimCounts::AddTo(ActionCounts& counts) const {
 }
 
 bool DcimUsesFloat(int x_bits, int w_bits, int64_t k) {
-  const int64_t float_chunk = static_cast<int64_t>(0x1p24 / std::ldexp(1.0, x_bits - 1 + w_bits - 1));
+  const int64_t float_chunk =
+      static_cast<int64_t>(0x1p24 / std::ldexp(1.0, x_bits - 1 + w_bits - 1));
   return float_chunk >= std::min<int64_t>(k, 64);
 }
 

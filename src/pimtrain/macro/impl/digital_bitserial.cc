@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -94,8 +95,9 @@ struct Quantizer {
 
 // The scale of v for `bits`-wide integers: exp = PowerOfTwoExponent(max |v|) (max(v, 0) when
 // unsigned) over the finite elements (non-finite values do not set the scale).
-Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
-  // max |v| (or max v when unsigned) over the finite elements: NaN and inf fail `a < inf`.
+// max |v| (or max v when unsigned, at least 0) over the finite elements: NaN and inf fail
+// `a < inf`. A maximum: any split of v and any order give the same value.
+float MaxForScale(ConstMatrixView v, Signedness sign) {
   const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 vmax = _mm256_setzero_ps();
@@ -117,6 +119,11 @@ Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, vmax);
   for (float l : lanes) max_abs = std::max(max_abs, l);
+  return max_abs;
+}
+
+// The quantizer of a tensor whose MaxForScale is max_abs.
+Quantizer QuantizerFor(float max_abs, int bits, Signedness sign) {
   Quantizer qz;
   qz.exp = PowerOfTwoExponent(max_abs, bits, sign);
   qz.inv_scale = std::ldexp(1.0, -qz.exp);  // exact: a power of two
@@ -128,6 +135,13 @@ Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
   qz.vhi = _mm256_set1_ps(static_cast<float>(qz.hi));
   return qz;
 }
+
+Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
+  return QuantizerFor(MaxForScale(v, sign), bits, sign);
+}
+
+// Rows of a weight matrix per parallel chunk of Program and ReadWeights: ~16K elements.
+int64_t RowGrain(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)); }
 
 // Transposes the 8 x 8 int32 block in r[0..7] in place.
 inline void Transpose8x8(__m256i r[8]) {
@@ -382,7 +396,16 @@ class DigitalBitSerialMacro final : public Macro {
     // sees the same bits through a cols x rows copy (contiguous reads for the kernel), made when
     // a transposed read first needs it: a layer whose input error nobody reads (the first
     // layer) never does, and its copy would be a third of this pass's memory traffic.
-    const Quantizer qz = MakeQuantizer(w, bs, sign_);
+    // Elementwise work (and a maximum) over independent rows: split over the pool's threads.
+    ThreadPool& pool = ctx.pool != nullptr ? *ctx.pool : DefaultPool();
+    float max_abs = 0.0f;
+    std::mutex max_mu;
+    pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
+      const float m = MaxForScale(ConstMatrixView(w.Row(r0), r1 - r0, cols_, w.ld), sign_);
+      std::lock_guard<std::mutex> lock(max_mu);
+      max_abs = std::max(max_abs, m);  // a maximum: the same in any order
+    });
+    const Quantizer qz = QuantizerFor(max_abs, bs, sign_);
     weight_exp_ = qz.exp;
     forward_exp_ = weight_exp_ + shift;
     const bool is_signed = sign_ == Signedness::kSigned;
@@ -392,21 +415,23 @@ class DigitalBitSerialMacro final : public Macro {
       c8 = cols_ / 8 * 8;
       const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
       const __m128i vshift = _mm_cvtsi32_si128(shift);
-      for (int64_t r = 0; r < rows_; ++r) {
-        const float* row = w.Row(r);
-        int16_t* st = stored_.data() + r * cols_;
-        for (int64_t c = 0; c < c8; c += 8) {
-          const __m256i b = qz.Nearest8(row + c);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c), Narrow16(b, is_signed));
-          if (nearest_read) {
-            const __m256i f =
-                _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b, vhalf), vshift), vfmax);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(forward_.data() + r * cols_ + c),
-                             Narrow16(f, is_signed));
+      pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* row = w.Row(r);
+          int16_t* st = stored_.data() + r * cols_;
+          for (int64_t c = 0; c < c8; c += 8) {
+            const __m256i b = qz.Nearest8(row + c);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c), Narrow16(b, is_signed));
+            if (nearest_read) {
+              const __m256i f =
+                  _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b, vhalf), vshift), vfmax);
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(forward_.data() + r * cols_ + c),
+                               Narrow16(f, is_signed));
+            }
           }
+          for (int64_t c = c8; c < cols_; ++c) st[c] = static_cast<int16_t>(qz.Nearest(row[c]));
         }
-        for (int64_t c = c8; c < cols_; ++c) st[c] = static_cast<int16_t>(qz.Nearest(row[c]));
-      }
+      });
     } else {
       int32_t* q = wq_.Get(rows_ * cols_);
       Quantize(w, bs, sign_, weight_rounding_, rng, q);
@@ -516,19 +541,22 @@ class DigitalBitSerialMacro final : public Macro {
     const bool vec = weight_exp_ >= -126 && weight_exp_ <= 111;
     const __m256 vscale = _mm256_set1_ps(static_cast<float>(scale));
     const bool is_signed = sign_ == Signedness::kSigned;
-    for (int64_t r = 0; r < rows_; ++r) {
-      float* row = w.Row(r);
-      const int16_t* src = stored_.data() + r * cols_;
-      int64_t c = 0;
-      if (vec) {
-        for (; c + 8 <= cols_; c += 8) {
-          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
-          const __m256i v = is_signed ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h);
-          _mm256_storeu_ps(row + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vscale));
+    // Independent rows, split over the process-wide pool (the interface passes no context).
+    DefaultPool().ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = w.Row(r);
+        const int16_t* src = stored_.data() + r * cols_;
+        int64_t c = 0;
+        if (vec) {
+          for (; c + 8 <= cols_; c += 8) {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
+            const __m256i v = is_signed ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h);
+            _mm256_storeu_ps(row + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vscale));
+          }
         }
+        for (; c < cols_; ++c) row[c] = static_cast<float>(StoredAt(r * cols_ + c) * scale);
       }
-      for (; c < cols_; ++c) row[c] = static_cast<float>(StoredAt(r * cols_ + c) * scale);
-    }
+    });
   }
 
  private:

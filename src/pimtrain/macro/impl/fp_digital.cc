@@ -861,7 +861,8 @@ class FpDigitalMacro final : public Macro {
       for (int64_t i = 0; i < rows; ++i) {
         const int32_t* ei = e + i * cols;
         const uint32_t* ri = r + i * cols;
-        for (int64_t j = 0; j < cols; ++j) shared[j] = std::max(shared[j], ri[j] << 1 ? ei[j] : kNone);
+        for (int64_t j = 0; j < cols; ++j)
+          shared[j] = std::max(shared[j], ri[j] << 1 ? ei[j] : kNone);
       }
       for (int32_t& x : shared) x = exponent_of(x);
     }

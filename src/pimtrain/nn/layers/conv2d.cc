@@ -6,6 +6,7 @@
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
+#include "pimtrain/kernels/conv_direct.h"
 #include "pimtrain/kernels/gemm.h"
 #include "pimtrain/kernels/im2col.h"
 #include "pimtrain/nn/layer.h"
@@ -27,6 +28,12 @@ ThreadPool& InlinePool() {
 // L2 when the GEMM reads them right after im2col writes them (or col2im reads them right after
 // the GEMM writes them).
 constexpr int64_t kGroupFloats = 64 * 1024;
+// Columns of a whole batch up to this many floats (16 MiB, within the last-level cache) are kept
+// from FP for the FP32 GC; larger ones are rebuilt by GC group by group, which costs less than
+// writing them out to memory and reading them back (measured on the CNN: keeping the 5 MiB of
+// the first conv's columns saves ~0.8 s an epoch over rebuilding them; rebuilding the 20 MiB of
+// the second conv's saves ~1.4 s over keeping them).
+constexpr int64_t kKeepColumnsFloats = int64_t{4} << 20;
 // The FP32 weight gradient sums the image groups in this many fixed parts, each part's groups in
 // order into its own buffer, then the parts in order: threads take whole parts, so the sums do
 // not depend on the thread count (a power of two: 1, 2 or 4 threads share them evenly).
@@ -86,6 +93,7 @@ class Conv2d final : public WeightedLayer {
     matmul_.SetPositionRows(geom_.c);  // a kernel position's rows, for channel-wise mapping
     InitParameters(rows, oc_, init_key);
     group_ = std::max<int64_t>(1, kGroupFloats / (geom_.rows_per_image() * rows));
+    direct_ = kernels::DirectConvFits(geom_, oc_);
     return Shape{geom_.out_h(), geom_.out_w(), oc_};
   }
 
@@ -96,13 +104,22 @@ class Conv2d final : public WeightedLayer {
     x_ = &x;
     geom_.n = x.shape()[0];
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
-    // On a macro, training keeps every image's columns for GC (one call over the batch, as the
-    // chip's GC array sees it). Otherwise one group's columns at a time, in a per-thread
-    // scratch that stays in cache for the GEMM: the FP32 GC builds them again, group by group,
-    // which costs less than writing the batch's columns out to memory and reading them back.
-    const bool keep = ctx.mode == Mode::kTrain && matmul_.on_macro();
+    // Training keeps every image's columns for GC when on a macro (one call over the batch, as
+    // the chip's GC array sees it) or when they fit in cache (KeepsColumns). Otherwise one
+    // group's columns at a time, in a per-thread scratch that stays in cache for the GEMM: the
+    // FP32 GC builds them again, group by group.
+    const bool keep = ctx.mode == Mode::kTrain && KeepsColumns();
     if (keep) cols_.Resize(Shape{geom_.n * rpi, width});
     y.Resize(Shape{geom_.n, geom_.out_h(), geom_.out_w(), oc_});
+    if (Direct()) {
+      // FP32, few taps x channels: no columns (conv_direct.h). Images are independent outputs.
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / (rpi * width * oc_));
+      PoolOf(ctx).ParallelFor(geom_.n, grain, [&](int64_t n0, int64_t n1) {
+        kernels::fast::ConvDirectForward(geom_, x.data(), weight_.value.data(), bias_data(), oc_,
+                                         y.data(), n0, n1);
+      });
+      return;
+    }
     // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
     const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix()) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
@@ -135,8 +152,11 @@ class Conv2d final : public WeightedLayer {
 
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     const int64_t rows = geom_.n * geom_.rows_per_image(), width = geom_.col_width();
-    if (matmul_.on_macro()) {
-      // dW = cols^T dY over the whole batch, on the macro's GC path.
+    if (Direct()) {
+      kernels::fast::ConvDirectWeightGradient(geom_, x_->data(), dy.data(), oc_,
+                                              weight_.grad.data(), &PoolOf(ctx));
+    } else if (KeepsColumns()) {
+      // dW = cols^T dY over the whole batch (on a macro: its GC path).
       matmul_.Gradient(ConstMatrixView(cols_.data(), rows, width, width),
                        ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(), ctx,
                        &PoolOf(ctx));
@@ -180,6 +200,15 @@ class Conv2d final : public WeightedLayer {
       }
     });
   }
+
+  // Whether FP keeps the batch's columns for GC (geom_.n set by FP). Depends on the geometry
+  // and the batch alone, never on the threads: the two ways sum dW in different orders.
+  bool KeepsColumns() const {
+    return matmul_.on_macro() ||
+           (!direct_ && geom_.n * geom_.rows_per_image() * geom_.col_width() <= kKeepColumnsFloats);
+  }
+  // FP and GC by the direct kernels: FP32 layers whose reduction is narrow (DirectConvFits).
+  bool Direct() const { return direct_ && !matmul_.on_macro(); }
 
   // FP32 GC: dW = sum over image groups g of cols_g^T dY_g, cols_g rebuilt in a per-thread
   // scratch. The groups are cut into kGradientParts fixed runs; part 0 accumulates into dW and
@@ -228,6 +257,7 @@ class Conv2d final : public WeightedLayer {
   int64_t oc_, k_, stride_, pad_;
   kernels::ConvGeometry geom_;
   int64_t group_ = 1;
+  bool direct_ = false;
   Tensor cols_;      // im2col(x) from FP, reused by GC (on a macro only)
   Tensor partials_;  // the FP32 GC's partial sums, parts 1 .. kGradientParts - 1
   const Tensor* x_ = nullptr;

@@ -71,6 +71,8 @@ std::vector<GradCase> GradCases() {
       {"{impl: conv2d, out_channels: 2, kernel: 3, stride: 2, padding: 1}", Shape{7, 6, 3}, 2},
       {"{impl: conv2d, out_channels: 3, kernel: 5, padding: 2, bias: false}", Shape{6, 6, 1}, 2},
       {"{impl: conv2d, out_channels: 2, kernel: 2, stride: 3}", Shape{7, 8, 2}, 3},
+      // Whole vectors of output channels and few taps: the direct kernels (conv_direct.h).
+      {"{impl: conv2d, out_channels: 8, kernel: 3, padding: 1}", Shape{5, 5, 2}, 2},
       {"{impl: relu}", Shape{4, 5}, 3, Inputs::kAwayFromZero},
       {"{impl: max_pool2d, kernel: 2}", Shape{6, 6, 3}, 2, Inputs::kDistinct},
       {"{impl: max_pool2d, kernel: 3, stride: 2}", Shape{7, 6, 2}, 2, Inputs::kDistinct},
@@ -302,6 +304,81 @@ TEST(LayerTest, Conv2dMatchesNaiveReference) {
   }
 }
 
+// conv2d's FP32 products take three paths by shape (direct kernels for narrow reductions, the
+// batch's columns kept for GC, or rebuilt in GC image group by image group); each must compute
+// the convolution and its weight and bias gradients.
+TEST(LayerTest, Conv2dForwardAndGradientsMatchTheDefinitionOnEveryPath) {
+  struct PathCase {
+    const char* what;
+    int64_t n, h, w, c, oc, k, stride, pad;
+  };
+  const PathCase cases[] = {
+      {"direct (5x5x1 taps, 8 channels)", 3, 9, 8, 1, 8, 5, 1, 2},
+      {"columns kept (3x3x8 taps)", 3, 7, 7, 8, 12, 3, 2, 1},
+      {"columns rebuilt (5x5x16 taps, 41 images)", 41, 16, 16, 16, 8, 5, 1, 2},
+  };
+  ThreadPool pool(2);
+  for (const PathCase& t : cases) {
+    SCOPED_TRACE(t.what);
+    auto layer = MakeLayer("{impl: conv2d, out_channels: " + std::to_string(t.oc) +
+                           ", kernel: " + std::to_string(t.k) + ", stride: " +
+                           std::to_string(t.stride) + ", padding: " + std::to_string(t.pad) + "}");
+    const Shape out = layer->Build(Shape{t.h, t.w, t.c}, 21);
+    const int64_t oh_n = out[0], ow_n = out[1], taps = t.k * t.k * t.c;
+    Tensor x(Shape{t.n, t.h, t.w, t.c});
+    FillInputs(x, Inputs::kUniform, 30);
+    StepContext ctx;
+    ctx.mode = Mode::kTrain;
+    ctx.pool = &pool;
+    Tensor y;
+    layer->Forward(x, y, ctx);
+    Tensor dy(y.shape());
+    FillInputs(dy, Inputs::kUniform, 31);
+    layer->ComputeGradient(dy, ctx);
+    const Tensor& wt = layer->Parameters()[0]->value;
+    const Tensor& b = layer->Parameters()[1]->value;
+    const Tensor& dw = layer->Parameters()[0]->grad;
+    const Tensor& db = layer->Parameters()[1]->grad;
+    // x under tap (i, j, ch) of output pixel (bi, oh, ow), 0 in the padding.
+    auto tap = [&](int64_t bi, int64_t oh, int64_t ow, int64_t i, int64_t j, int64_t ch) {
+      const int64_t ih = oh * t.stride - t.pad + i, iw = ow * t.stride - t.pad + j;
+      if (ih < 0 || ih >= t.h || iw < 0 || iw >= t.w) return 0.0;
+      return static_cast<double>(x[((bi * t.h + ih) * t.w + iw) * t.c + ch]);
+    };
+    std::vector<double> dw_ref(taps * t.oc, 0.0), dw_abs(taps * t.oc, 0.0), db_ref(t.oc, 0.0);
+    for (int64_t bi = 0; bi < t.n; ++bi) {
+      for (int64_t oh = 0; oh < oh_n; ++oh) {
+        for (int64_t ow = 0; ow < ow_n; ++ow) {
+          const int64_t pix = (bi * oh_n + oh) * ow_n + ow;
+          for (int64_t o = 0; o < t.oc; ++o) {
+            double s = b[o], a = std::abs(b[o]);
+            const double d = dy[pix * t.oc + o];
+            db_ref[o] += d;
+            for (int64_t i = 0; i < t.k; ++i) {
+              for (int64_t j = 0; j < t.k; ++j) {
+                for (int64_t ch = 0; ch < t.c; ++ch) {
+                  const int64_t r = (i * t.k + j) * t.c + ch;
+                  const double v = tap(bi, oh, ow, i, j, ch);
+                  s += v * wt[r * t.oc + o];
+                  a += std::abs(v * wt[r * t.oc + o]);
+                  dw_ref[r * t.oc + o] += v * d;
+                  dw_abs[r * t.oc + o] += std::abs(v * d);
+                }
+              }
+            }
+            ASSERT_NEAR(y[pix * t.oc + o], s, 1e-6 * (taps + 1) * a + 1e-7) << "y at " << pix;
+          }
+        }
+      }
+    }
+    const double rows = static_cast<double>(t.n * oh_n * ow_n);
+    for (int64_t r = 0; r < taps * t.oc; ++r) {
+      ASSERT_NEAR(dw[r], dw_ref[r], 1e-6 * rows * dw_abs[r] + 1e-7) << "dW at " << r;
+    }
+    for (int64_t o = 0; o < t.oc; ++o) ASSERT_NEAR(db[o], db_ref[o], 1e-6 * rows) << "db " << o;
+  }
+}
+
 TEST(LayerTest, PoolsMatchTheirDefinitions) {
   auto mp = MakeLayer("{impl: max_pool2d, kernel: 2}");
   auto ap = MakeLayer("{impl: avg_pool2d, kernel: 2}");
@@ -424,6 +501,7 @@ TEST(LayerTest, ForwardAndBackwardAreBitIdenticalAtOneAndTwoThreads) {
       {"{impl: conv2d, out_channels: 16, kernel: 5, padding: 2}", Shape{28, 28, 1}, 64},
       {"{impl: conv2d, out_channels: 32, kernel: 5, padding: 2}", Shape{14, 14, 16}, 64},
       {"{impl: conv2d, out_channels: 8, kernel: 3, stride: 2, padding: 1}", Shape{15, 15, 3}, 37},
+      {"{impl: conv2d, out_channels: 32, kernel: 5, padding: 2}", Shape{14, 14, 16}, 20},
       {"{impl: linear, out_features: 256}", Shape{784}, 64},
       {"{impl: linear, out_features: 128}", Shape{256}, 64},
       {"{impl: linear, out_features: 10}", Shape{1568}, 61},

@@ -54,9 +54,10 @@ class MaxPool2d final : public Pool2d {
     const int64_t per_out = oh_ * ow_ * c_, per_in = h_ * w_ * c_;
     const int64_t grain = std::max<int64_t>(1, 16384 / per_in);
     PoolOf(ctx).ParallelFor(n, grain, [&](int64_t n0, int64_t n1) {
-      std::memset(dx.data() + n0 * per_in, 0, sizeof(float) * (n1 - n0) * per_in);
       for (int64_t b = n0; b < n1; ++b) {
+        // Each image is cleared right before its scatter, so both touch it in cache.
         float* img = dx.data() + b * per_in;
+        std::memset(img, 0, sizeof(float) * per_in);
         const float* d = dy.data() + b * per_out;
         const int32_t* arg = argmax_.data() + b * per_out;
         for (int64_t i = 0; i < per_out; ++i) img[arg[i]] += d[i];

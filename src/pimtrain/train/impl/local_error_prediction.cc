@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -34,62 +35,73 @@ float PotEntry(uint64_t key, int64_t r, int64_t c, int64_t cols, const PotMatrix
 }
 
 PotMatrix::PotMatrix(uint64_t key, int64_t rows, int64_t cols, const PotMatrixParams& p)
-    : rows_(rows), cols_(cols) {
-  row_start_.reserve(rows + 1);
-  row_start_.push_back(0);
+    : rows_(rows), cols_(cols), m_(rows * cols), mt_(rows * cols) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const float v = PotEntry(key, r, c, cols, p);
-      if (v == 0.0f) continue;
-      col_.push_back(static_cast<int32_t>(c));
-      value_.push_back(v);
+      m_[r * cols + c] = v;
+      mt_[c * rows + r] = v;
+      nonzeros_ += v != 0.0f;
       negatives_ += v < 0.0f;
     }
-    row_start_.push_back(static_cast<int64_t>(col_.size()));
   }
-}
-
-float PotMatrix::At(int64_t r, int64_t c) const {
-  for (int64_t i = row_start_[r]; i < row_start_[r + 1]; ++i) {
-    if (col_[i] == c) return value_[i];
-  }
-  return 0.0f;
 }
 
 namespace {
-// Samples per parallel chunk: at least ~32K shifted adds per chunk.
+// Samples per parallel chunk: at least ~256K multiply-adds, so that an MLP's batch (64 x 256 x
+// 10) runs inline: waking the pool costs more than the product, and much more on a loaded machine.
 int64_t SampleGrain(int64_t work_per_sample) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_sample));
+  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, work_per_sample));
 }
 }  // namespace
 
 // Threads own whole samples (independent outputs); each sum has one fixed order.
 void PotMatrix::Project(ConstMatrixView e, MatrixView out, ThreadPool& pool) const {
   PIM_CHECK(e.cols == cols_ && out.cols == rows_ && e.rows == out.rows);
-  pool.ParallelFor(e.rows, SampleGrain(nonzeros()), [&](int64_t s0, int64_t s1) {
+  pool.ParallelFor(e.rows, SampleGrain(rows_ * cols_), [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       const float* es = e.Row(s);
       float* o = out.Row(s);
-      for (int64_t r = 0; r < rows_; ++r) {
-        float acc = 0.0f;
-        for (int64_t i = row_start_[r]; i < row_start_[r + 1]; ++i) acc += value_[i] * es[col_[i]];
-        o[r] = acc;
+      std::fill(o, o + rows_, 0.0f);
+      // Class by class over all rows: each o[r] still adds its terms in ascending c.
+      for (int64_t c = 0; c < cols_; ++c) {
+        const float ec = es[c];
+        const float* col = mt_.data() + c * rows_;
+        for (int64_t r = 0; r < rows_; ++r) o[r] += col[r] * ec;
       }
     }
   });
 }
 
+// Tiles of 8 samples: h's tile transposed to rows x 8, then one 8-wide accumulator per class
+// (a lane per sample) adds h[., r] * M[r][c] over r. Each z[s][c] still adds its terms in
+// ascending r, from +0, zero terms included (which change no bit).
 void PotMatrix::Reduce(ConstMatrixView h, MatrixView z, ThreadPool& pool) const {
   PIM_CHECK(h.cols == rows_ && z.cols == cols_ && h.rows == z.rows);
-  pool.ParallelFor(h.rows, SampleGrain(nonzeros()), [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      const float* hs = h.Row(s);
-      float* zs = z.Row(s);
-      std::fill(zs, zs + cols_, 0.0f);
+  constexpr int64_t kTile = 8;
+  using F8 = float __attribute__((vector_size(32)));  // one lane per sample of the tile
+  pool.ParallelFor(h.rows, SampleGrain(rows_ * cols_), [&](int64_t s0, int64_t s1) {
+    std::vector<float> ht(rows_ * kTile);
+    std::vector<F8> acc(cols_);
+    for (int64_t t0 = s0; t0 < s1; t0 += kTile) {
+      const int64_t nt = std::min(kTile, s1 - t0);
+      std::fill(ht.begin(), ht.end(), 0.0f);
+      for (int64_t t = 0; t < nt; ++t) {
+        const float* hs = h.Row(t0 + t);
+        for (int64_t r = 0; r < rows_; ++r) ht[r * kTile + t] = hs[r];
+      }
+      // One accumulator per class: independent add chains, r ascending in each.
+      std::fill(acc.begin(), acc.end(), F8{});
       for (int64_t r = 0; r < rows_; ++r) {
-        const float hv = hs[r];
-        if (hv == 0.0f) continue;
-        for (int64_t i = row_start_[r]; i < row_start_[r + 1]; ++i) zs[col_[i]] += hv * value_[i];
+        F8 hr;
+        std::memcpy(&hr, ht.data() + r * kTile, sizeof(hr));
+        const float* row = m_.data() + r * cols_;
+        // A separate multiply and add (-ffp-contract=off): no fused rounding.
+        for (int64_t c = 0; c < cols_; ++c) acc[c] += hr * row[c];
+      }
+      for (int64_t t = 0; t < nt; ++t) {
+        float* zs = z.Row(t0 + t);
+        for (int64_t c = 0; c < cols_; ++c) zs[c] = acc[c][t];
       }
     }
   });

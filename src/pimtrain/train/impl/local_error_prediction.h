@@ -28,9 +28,11 @@ uint64_t PotMatrixKey(uint64_t seed, int layer);
 // with span = k_max - k_min + 1.
 float PotEntry(uint64_t key, int64_t r, int64_t c, int64_t cols, const PotMatrixParams& p);
 
-// A fixed rows x cols matrix with entries PotEntry, stored by rows with its nonzeros only
-// (column order within a row), as the error prediction unit would hold it: a sign and a shift
-// per entry.
+// A fixed rows x cols matrix with entries PotEntry. The chip's error prediction unit holds a sign
+// and a shift per nonzero entry and adds only those; the simulator keeps the matrix dense (and
+// transposed) so that its loops vectorize. A zero entry contributes a +-0 term, which changes no
+// bit of a sum that starts at +0 (such a sum is never -0, and x + +-0 = x for x != 0), so for
+// finite operands the dense sums below equal the nonzero-only sums bit for bit.
 class PotMatrix {
  public:
   PotMatrix() = default;
@@ -38,26 +40,24 @@ class PotMatrix {
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  int64_t nonzeros() const { return static_cast<int64_t>(col_.size()); }
+  int64_t nonzeros() const { return nonzeros_; }
   int64_t negatives() const { return negatives_; }
   // M[r][c] (0 where no entry).
-  float At(int64_t r, int64_t c) const;
+  float At(int64_t r, int64_t c) const { return m_[r * cols_ + c]; }
 
-  // out = e M^T, out: n x rows, e: n x cols. Every output starts at +0 and adds the row's
-  // products M[r][c] * e[s][c] in ascending c. A product with +-2^-k is exact (an exponent
-  // change, i.e. the chip's shift) unless it leaves the normal range.
+  // out = e M^T, out: n x rows, e: n x cols. Every output starts at +0 and adds the products
+  // M[r][c] * e[s][c] in ascending c. A product with +-2^-k is exact (an exponent change, the
+  // chip's shift) unless it leaves the normal range.
   void Project(ConstMatrixView e, MatrixView out, ThreadPool& pool) const;
   // z = h M, z: n x cols, h: n x rows. Every output starts at +0 and adds h[s][r] * M[r][c] in
-  // ascending r. Zero h are skipped, which changes no bit: adding +-0 to a sum that starts at +0
-  // leaves it unchanged.
+  // ascending r (zero terms included: no bit changes, as above).
   void Reduce(ConstMatrixView h, MatrixView z, ThreadPool& pool) const;
 
  private:
   int64_t rows_ = 0, cols_ = 0;
-  std::vector<int64_t> row_start_;  // rows_ + 1 offsets into col_ / value_
-  std::vector<int32_t> col_;
-  std::vector<float> value_;
-  int64_t negatives_ = 0;
+  std::vector<float> m_;   // rows x cols
+  std::vector<float> mt_;  // cols x rows (M^T), for Project
+  int64_t nonzeros_ = 0, negatives_ = 0;
 };
 
 }  // namespace pim

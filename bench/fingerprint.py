@@ -1,0 +1,68 @@
+#!/usr/bin/python3
+"""Fingerprints of short training runs: a hash of the final weights (checkpoint tensors) and of
+the metrics (timings and the cost block left out), per case and thread count. Two builds compute
+the same numbers exactly when their fingerprints match; a build is thread-count invariant when
+its rows for 1 and 2 threads match. Used for the speed work (bench/results_perf.md).
+
+Usage: /usr/bin/python3 bench/fingerprint.py [--pimtrain build/release/pimtrain]
+           [--cases mlp,cnn,tpim,tpim_cnn] [--threads 1,2]
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = {
+    "mlp": ("configs/mlp.yaml", ["train.epochs=2"]),
+    "cnn": ("configs/cnn.yaml", ["train.epochs=1", "data.train_limit=12000",
+                                 "data.test_limit=2000"]),
+    "tpim": ("presets/chips/tpim.yaml", ["train.epochs=1"]),
+    "tpim_cnn": ("presets/chips/tpim_cnn.yaml", ["train.epochs=1", "data.train_limit=3000",
+                                                 "data.test_limit=1000"]),
+}
+
+
+def fingerprint(binary, config, sets, threads):
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [binary, "train", os.path.join(ROOT, config), "--out", out,
+               "--set", f"threads={threads}"]
+        for s in sets:
+            cmd += ["--set", s]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(out, "checkpoint.bin"), "rb") as f:
+            blob = f.read()
+        header_len = int.from_bytes(blob[8:12], "little")
+        weights = hashlib.sha256(blob[12 + header_len:-4]).hexdigest()[:16]
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            metrics = [json.loads(l) for l in f if l.strip()]
+    seconds = [m["seconds"] for m in metrics]
+    for m in metrics:
+        for k in ("seconds", "eval_seconds", "cost"):
+            m.pop(k, None)
+    digest = hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()[:16]
+    return weights, digest, metrics[-1], seconds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--threads", default="1,2")
+    args = ap.parse_args()
+    print(f"{'case':9} {'thr':>3} {'weights':16} {'metrics':16} {'train loss':>19} "
+          f"{'test acc':>8}  epoch seconds")
+    for case in args.cases.split(","):
+        config, sets = CASES[case]
+        for t in args.threads.split(","):
+            w, m, last, sec = fingerprint(args.pimtrain, config, sets, int(t))
+            print(f"{case:9} {t:>3} {w} {m} {last['train_loss']!r:>19} "
+                  f"{100 * last['test_accuracy']:7.2f}%  {[round(s, 2) for s in sec]}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
