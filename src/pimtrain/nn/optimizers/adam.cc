@@ -1,4 +1,6 @@
 // Adam (Kingma & Ba, ICLR 2015) with optional L2 weight decay, PyTorch's formulation.
+#include <immintrin.h>
+
 #include <cmath>
 
 #include "pimtrain/base/registry.h"
@@ -10,6 +12,8 @@ namespace {
 // g = grad + wd*w; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 class Adam final : public Optimizer {
+  static constexpr float kFlush = 1e-30f;
+
  public:
   explicit Adam(const ConfigNode& p)
       : lr_(p.GetDouble("learning_rate")),
@@ -48,16 +52,53 @@ class Adam final : public Optimizer {
     const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
     const float eps = static_cast<float>(eps_), lr_f = static_cast<float>(lr);
     for (size_t i = 0; i < params_.size(); ++i) {
-      float* w = params_[i]->value.data();
-      const float* g = params_[i]->grad.data();
-      float* m = m_[i].data();
-      float* v = v_[i].data();
-      DefaultPool().ParallelFor(params_[i]->value.numel(), 16384, [&](int64_t b, int64_t e) {
-        for (int64_t j = b; j < e; ++j) {
-          float gj = g[j] + weight_decay_ * w[j];
-          m[j] = b1 * m[j] + (1.0f - b1) * gj;
-          v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
-          w[j] -= lr_f * (m[j] * c1) / (std::sqrt(v[j] * c2) + eps);
+      float* __restrict w = params_[i]->value.data();
+      const float* __restrict g = params_[i]->grad.data();
+      float* __restrict m = m_[i].data();
+      float* __restrict v = v_[i].data();
+      const float wd = weight_decay_;
+      DefaultPool().ParallelFor(params_[i]->value.numel(), 16384, [=](int64_t b, int64_t e) {
+        // AVX2 body and scalar tail do the same IEEE operations in the same order (sqrt and
+        // division are correctly rounded either way), so the chunking cannot change a bit.
+        // Written out because std::sqrt keeps errno semantics, which stops the compiler from
+        // vectorizing the loop (the step took 10x SGD's time).
+        const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
+        const __m256 va1 = _mm256_set1_ps(1.0f - b1), va2 = _mm256_set1_ps(1.0f - b2);
+        const __m256 vwd = _mm256_set1_ps(wd), vlr = _mm256_set1_ps(lr_f);
+        const __m256 vc1 = _mm256_set1_ps(c1), vc2 = _mm256_set1_ps(c2);
+        const __m256 veps = _mm256_set1_ps(eps), vflush = _mm256_set1_ps(kFlush);
+        const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        int64_t j = b;
+        for (; j + 8 <= e; j += 8) {
+          const __m256 wj = _mm256_loadu_ps(w + j);
+          const __m256 gj = _mm256_add_ps(_mm256_loadu_ps(g + j), _mm256_mul_ps(vwd, wj));
+          __m256 mj = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + j)),
+                                    _mm256_mul_ps(va1, gj));
+          __m256 vj = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + j)),
+                                    _mm256_mul_ps(_mm256_mul_ps(va2, gj), gj));
+          mj = _mm256_andnot_ps(
+              _mm256_cmp_ps(_mm256_and_ps(mj, abs_mask), vflush, _CMP_LT_OQ), mj);
+          vj = _mm256_andnot_ps(_mm256_cmp_ps(vj, vflush, _CMP_LT_OQ), vj);
+          _mm256_storeu_ps(m + j, mj);
+          _mm256_storeu_ps(v + j, vj);
+          const __m256 step = _mm256_div_ps(
+              _mm256_mul_ps(vlr, _mm256_mul_ps(mj, vc1)),
+              _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vj, vc2)), veps));
+          _mm256_storeu_ps(w + j, _mm256_sub_ps(wj, step));
+        }
+        for (; j < e; ++j) {
+          const float gj = g[j] + wd * w[j];
+          float mj = b1 * m[j] + (1.0f - b1) * gj;
+          float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+          // Moments of a weight whose gradient stays zero (a weight on an always-zero input
+          // pixel) decay geometrically into the subnormal range, where every float operation
+          // costs ~100 cycles. Below kFlush they are set to 0; the step they would make is
+          // below lr * kFlush / eps ~ 1e-25, far under half an ulp of any trained weight.
+          mj = std::fabs(mj) < kFlush ? 0.0f : mj;
+          vj = vj < kFlush ? 0.0f : vj;
+          m[j] = mj;
+          v[j] = vj;
+          w[j] -= lr_f * (mj * c1) / (std::sqrt(vj * c2) + eps);
         }
       });
     }
