@@ -7,7 +7,7 @@ all measured in one invocation with the algorithms interleaved (so machine load 
 Usage: /usr/bin/python3 bench/lep_study.py [--pimtrain build/release/pimtrain] [--net mlp|cnn]
            [--epochs 10]
            [--seeds 2,3,4] [--threads 2] [--optimizer YAML] [--macro-epochs 2]
-           [--skip-accuracy] [--skip-macro] [--json out.json]
+           [--skip-accuracy] [--skip-macro] [--chip-epochs 3] [--json out.json]
 
 Phase 1 (accuracy, speed): configs/mlp.yaml (the default run: standard-normalized inputs,
 cosine schedule, batch 64) on the FP32 engine with the optimizer of --optimizer (the same for
@@ -16,6 +16,9 @@ Phase 2 (sparsity, speed on a macro): presets/chips/tpim.yaml (the digital bit-s
 every weighted layer, which reports per-layer zero fractions in metrics.jsonl; inputs scaled to
 [0, 1] so that background pixels are zeros) with the same optimizer and algorithms, the first
 seed, --macro-epochs epochs.
+Phase 3 (the chip): presets/chips/sppim.yaml trained with each algorithm for --chip-epochs
+epochs: accuracy per epoch, sparsity, simulated epochs/s, energy per epoch and off-chip traffic
+from the preset's cost model.
 """
 import argparse
 import json
@@ -59,6 +62,48 @@ def mean_std(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
+def chip(args, seeds, results):
+    """Phase 3: the SP-PIM chip (presets/chips/sppim.yaml: double-buffered BF16 fp_digital
+    macros, dual sparsity, super-pipelined schedule, its own optimizer) trained with each
+    algorithm; the cost model prices every epoch. Backprop is priced as the chip would run it:
+    its errors are not local, so the cost model pipelines it layer by layer (docs/cost.md)."""
+    preset = os.path.join(ROOT, "presets", "chips", "sppim.yaml")
+    runs = {}
+    for name, alg in ALGORITHMS:
+        sets = [f"threads={args.threads}", f"seed={seeds[0]}", f"train.epochs={args.chip_epochs}",
+                f"train.algorithm={alg}"]
+        runs[name] = run(args.pimtrain, preset, sets, f"{name} on the sppim chip")
+    results["chip"] = runs
+    print(f"## On the SP-PIM chip (presets/chips/sppim.yaml, its optimizer), seed {seeds[0]}, "
+          f"{args.chip_epochs} epochs\n")
+    print("| epoch | " + " | ".join(n for n, _ in ALGORITHMS) + " |")
+    print("|" + "---|" * (len(ALGORITHMS) + 1))
+    for e in range(args.chip_epochs):
+        print(f"| {e + 1} | " + " | ".join(f"{100 * runs[n][e]['test_accuracy']:.2f}"
+                                          for n, _ in ALGORITHMS) + " |")
+    print("\nZero fractions of the last epoch (activations: the layer's inputs; errors: the "
+          "error its GC uses):\n")
+    print("| algorithm | layer | activation zeros | error zeros |")
+    print("|---|---|---|---|")
+    for name, _ in ALGORITHMS:
+        for layer in runs[name][-1]["layers"]:
+            measured = name != "backprop" or layer["actions"]["backward"]
+            err = f"{layer['error_zero_fraction']:.3f}" if measured else "n/a (no BP)"
+            print(f"| {name} | {layer['summary']} | {layer['input_zero_fraction']:.3f} | {err} |")
+    print("\nSimulated chip, last epoch (60 000 samples), priced by the preset's cost model:\n")
+    print("| algorithm | test acc. (%) | simulated epochs/s | energy per epoch (mJ) | "
+          "off-chip traffic (MB) | off-chip energy (mJ) | TOPS/W | simulation s/epoch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, _ in ALGORITHMS:
+        last = runs[name][-1]
+        c = last["cost"]
+        sec = statistics.median(l["seconds"] for l in runs[name])
+        print(f"| {name} | {100 * last['test_accuracy']:.2f} | {1 / c['latency_s']:.2f} | "
+              f"{1e3 * c['energy_j']:.2f} | {c['offchip_bytes'] / 1e6:.1f} | "
+              f"{1e3 * c['offchip_energy_j']:.2f} | {c['tops_per_watt']:.3g} | {sec:.2f} |")
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
@@ -72,6 +117,8 @@ def main():
     ap.add_argument("--macro-epochs", type=int, default=2)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-macro", action="store_true")
+    ap.add_argument("--chip-epochs", type=int, default=3,
+                    help="epochs of phase 3 (the sppim chip preset); 0 skips it")
     ap.add_argument("--json", help="also write every run's metrics here")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -152,6 +199,9 @@ def main():
             print(f"| {name} | {100 * lines[-1]['test_accuracy']:.2f} | {sec:.2f} | "
                   f"{sec / bp_sec:.2f}x | {epu:.3g} |")
         print()
+
+    if args.chip_epochs > 0 and args.net == "mlp":
+        chip(args, seeds, results)
 
     if args.json:
         with open(args.json, "w") as f:

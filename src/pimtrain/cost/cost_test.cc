@@ -165,6 +165,27 @@ TEST(CostModelTest, SuperPipelineOverlapsFpAndGcAndPredictsErrorsOnItsOwnUnit) {
   EXPECT_EQ(r.EnergyByStage()["update"] > 0, true);  // shadow writes cost energy, no time
 }
 
+TEST(CostModelTest, BackpropCannotBeSuperPipelined) {
+  // Errors propagated through the arrays (BP cycles on the macros) are not local: a
+  // super_pipelined request is priced layer-pipelined, and the report says so.
+  auto model = BitSerialCost("");
+  std::vector<LayerHardware> layers(2);
+  for (int i = 0; i < 2; ++i) {
+    layers[i].layer = i;
+    layers[i].hw = {{"arrays_total", 1}, {"bitlines", 128}, {"input_bits", 8}};
+    for (int s = 0; s < 3; ++s) layers[i].counts[s].Add("bitserial_cycles", 64 * 10);
+  }
+  CostReport super = BuildCostReport(*model, layers, model->operating_point(),
+                                     RunShape{64, 16, StageSchedule::kSuperPipelined});
+  CostReport layer = BuildCostReport(*model, layers, model->operating_point(),
+                                     RunShape{64, 16, StageSchedule::kLayerPipelined});
+  EXPECT_TRUE(super.super_pipeline_refused);
+  EXPECT_FALSE(layer.super_pipeline_refused);
+  EXPECT_EQ(super.shape.schedule, StageSchedule::kLayerPipelined);
+  EXPECT_DOUBLE_EQ(super.cycles, layer.cycles);
+  EXPECT_NE(super.ToTable().find("needs local errors"), std::string::npos);
+}
+
 TEST(CostModelTest, ActivationsSpillOffChipOnlyWhenTheyDoNotFit) {
   std::vector<LayerHardware> layers(2);
   for (int i = 0; i < 2; ++i) {

@@ -163,9 +163,21 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
   for (const auto& it : r.items) seq_cycles += it.epu_cycles;  // the EPU unit, run alone
   double interval = 0, chain = 0;
   r.cycles = seq_cycles;
-  if (shape.samples > 0 && shape.schedule == StageSchedule::kLayerPipelined) {
+  // The super-pipeline needs local errors: an algorithm that propagates errors through the
+  // arrays (backprop: BP cycles on the macros) makes each layer's error wait for the layer
+  // above, so the chip can only pipeline it layer by layer (the report says so).
+  if (shape.schedule == StageSchedule::kSuperPipelined) {
+    for (const auto& it : r.items) {
+      if (it.stage == Stage::kBackward && it.cycles > 0) {
+        r.shape.schedule = StageSchedule::kLayerPipelined;
+        r.super_pipeline_refused = true;
+        break;
+      }
+    }
+  }
+  if (shape.samples > 0 && r.shape.schedule == StageSchedule::kLayerPipelined) {
     r.cycles = LayerPipelinedCycles(r.items, shape);
-  } else if (shape.samples > 0 && shape.schedule == StageSchedule::kSuperPipelined) {
+  } else if (shape.samples > 0 && r.shape.schedule == StageSchedule::kSuperPipelined) {
     r.cycles = SuperPipelinedCycles(r.items, shape, &interval, &chain);
   }
   // Off-chip traffic of a training period: the inputs of the first layer are read once; the
@@ -181,7 +193,7 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
     }
     const double per_sample = act / static_cast<double>(shape.samples);
     double in_flight = static_cast<double>(shape.batch_size);
-    if (shape.schedule == StageSchedule::kSuperPipelined && interval > 0) {
+    if (r.shape.schedule == StageSchedule::kSuperPipelined && interval > 0) {
       in_flight = std::min(in_flight, std::ceil(chain / interval));
     }
     r.activations_spill = per_sample * in_flight > model.activation_buffer_bits();
@@ -302,6 +314,8 @@ std::string CostReport::CompactJson() const {
   j["latency_s"] = seconds;
   j["power_w"] = power_mw * 1e-3;
   j["tops_per_watt"] = tops_per_watt;
+  j["offchip_bytes"] = offchip_bits / 8;
+  j["offchip_energy_j"] = offchip_energy_pj * 1e-12;
   auto e = EnergyByStage();
   auto c = CyclesByStage();
   for (const auto& [k, v] : e) j["energy_j_" + k] = v * 1e-12;
@@ -315,6 +329,10 @@ std::string CostReport::ToTable() const {
                    "{} technology, {} schedule\n",
                    op.name, op.voltage, op.frequency_mhz, max_frequency_mhz, tech,
                    ScheduleName(shape.schedule));
+  if (super_pipeline_refused) {
+    o << "  (super_pipelined needs local errors: this algorithm propagates errors through the "
+         "arrays, so the layers are pipelined one after another)\n";
+  }
   o << fmt::format("  energy      {}  (dynamic {}, leakage {})\n", Si(energy_pj * 1e-12, "J"),
                    Si(dynamic_energy_pj * 1e-12, "J"), Si(leakage_energy_pj * 1e-12, "J"));
   o << fmt::format("  latency     {}  ({} cycles)\n", Si(seconds, "s"), Si(cycles, ""));

@@ -48,6 +48,9 @@ struct CostReport {
   // Off-chip traffic: the training inputs, plus (when they do not fit the activation buffer)
   // the activations kept for gradient calculation, written and read back (docs/cost.md).
   double offchip_bits = 0;
+  // The config asked for super_pipelined but the algorithm propagates errors through the
+  // arrays (backprop): priced layer_pipelined instead (shape.schedule says which was used).
+  bool super_pipeline_refused = false;
   double offchip_energy_pj = 0;  // part of dynamic_energy_pj; not in any (layer, stage)
   bool activations_spill = false;
   double seconds = 0;            // cycles / f
