@@ -8,6 +8,7 @@ Usage: /usr/bin/python3 bench/analog_study.py [--pimtrain build/release/pimtrain
            [--epochs 3] [--finetune-epochs 1] [--train-limit 0] [--test-limit 0]
            [--bits 3,4,5,6,7,8] [--skip-accuracy] [--skip-speed] [--threads 2]
            [--noise-bits 4] [--finetune-limit 5000] [--qat-from DIR] [--work DIR]
+           [--finetune-lr 0.002] [--calibrate-every 20] [--calib-batch 256]
            [--set KEY=VALUE ...]
 
 Network: the foundation CNN (configs/cnn.yaml) with 4-bit weights and 4-bit activations on the
@@ -15,11 +16,13 @@ pimqat preset's macro (4-bit DAC inputs, 1-bit weight cells, offset column, 512-
 dataflow A). Digital QAT = pim_qat with adc_in_loop false (the ideal quantized product in FP,
 straight-through BP). Naive = that checkpoint evaluated on the analog macro with the ADC's
 hardware range. PIM-QAT = fine-tuned from the QAT checkpoint with the ADC in the loop, then
-deployed with pim_qat's calibrate mode (ADC range + gain, BN statistics).
+deployed with pim_qat's calibrate mode (ADC range + gain, BN statistics). Peer = the same
+fine-tune without the ADC (digital QAT trained as long as PIM-QAT).
 """
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,12 @@ def accuracy_study(args, base):
     print(f"digital QAT (4b w / 4b a, ideal product), {args.epochs} epochs: "
           f"{100 * dig:.2f}%  ({time.time() - t0:.0f} s)", flush=True)
     rows = []
+    # Deployment calibration: mode=calibrate on the first calib_limit training samples, in
+    # batches of calib_batch (the ADC range and gain are fitted on the first batch; a fully
+    # connected layer sees one row per sample, so a 64-sample batch gives it only 64 rows).
+    deploy = ["train.epochs=1", "train.algorithm.mode=calibrate",
+              f"data.train_limit={args.calib_limit}",
+              f"train.batch_size={min(args.calib_batch, args.calib_limit)}"]
     print(f"{'ADC':>4} {'cond':>9} {'naive fixed':>11} {'naive cal':>9} {'PIM-QAT':>8}"
           f" {'QAT-naive':>9} {'QAT-PIMQAT':>10}", flush=True)
     for cond, extra, bit_list in (("clean", [], args.bits),
@@ -80,32 +89,34 @@ def accuracy_study(args, base):
             # (a') naive with the ADC range calibrated (no retraining): separates the range from
             # the training.
             cal_dir = os.path.join(tmp, f"cal_{cond}_{bits}")
-            naive_cal = train(b, base + adc + [
-                "train.epochs=1", "train.algorithm.mode=calibrate",
-                f"train.algorithm.init_from={qat}", f"data.train_limit={args.calib_limit}"],
-                cal_dir)
+            naive_cal = train(b, base + adc + deploy + [f"train.algorithm.init_from={qat}"],
+                              cal_dir)
             # (b) PIM-QAT: fine-tune with the ADC in the loop, then calibrate for deployment.
             ft = os.path.join(tmp, f"ft_{cond}_{bits}")
             ft_limit = [f"data.train_limit={args.finetune_limit}"] if args.finetune_limit else []
-            train(b, base + adc + ft_limit + [f"train.epochs={args.finetune_epochs}",
-                                   f"train.algorithm.init_from={qat}",
-                                   "train.optimizer.learning_rate=0.01"], ft)
+            ft_sets = ft_limit + [f"train.epochs={args.finetune_epochs}",
+                                  f"train.algorithm.init_from={qat}",
+                                  f"train.optimizer.learning_rate={args.finetune_lr}"]
+            pimqat_own = train(b, base + adc + ft_sets + [
+                f"train.algorithm.calibrate_every={args.calibrate_every}"], ft)
+            # The digital peer: the same fine-tune (epochs, samples, rate, seed) without the ADC,
+            # so both sides have trained equally long.
+            peer = train(b, base + adc + ft_sets + ["train.algorithm.adc_in_loop=false"],
+                         os.path.join(tmp, f"peer_{cond}_{bits}"))
             dep = os.path.join(tmp, f"dep_{cond}_{bits}")
-            pimqat = train(b, base + adc + [
-                "train.epochs=1", "train.algorithm.mode=calibrate",
-                f"train.algorithm.init_from={ft}", f"data.train_limit={args.calib_limit}"], dep)
+            pimqat = train(b, base + adc + deploy + [f"train.algorithm.init_from={ft}"], dep)
             rows.append((bits, cond, naive, naive_cal, pimqat))
             print(f"{bits:>4} {cond:>9} {100 * naive:10.2f}% {100 * naive_cal:8.2f}% "
                   f"{100 * pimqat:7.2f}% {100 * (dig - naive):8.2f}p {100 * (dig - pimqat):9.2f}p"
+                  f"  peer {100 * peer:.2f}% (peer - PIM-QAT {100 * (peer - pimqat):.2f}p; "
+                  f"PIM-QAT with its training calibration {100 * pimqat_own:.2f}%)"
                   f"  ({time.time() - t0:.0f} s)", flush=True)
     print("\nSINAD sweep (ADC 8 bits, range calibrated, QAT model, lumped output noise):")
     print(f"{'SINAD dB':>8} {'accuracy':>9}")
     for db in args.sinad:
         d = os.path.join(tmp, f"sinad_{db}")
-        acc = train(b, base + ["pim.macro.adc.bits=8", f"pim.macro.sinad.db={db}",
-                               "train.epochs=1", "train.algorithm.mode=calibrate",
-                               f"train.algorithm.init_from={qat}",
-                               f"data.train_limit={args.calib_limit}"], d)
+        acc = train(b, base + ["pim.macro.adc.bits=8", f"pim.macro.sinad.db={db}"] + deploy +
+                    [f"train.algorithm.init_from={qat}"], d)
         print(f"{db:>8} {100 * acc:8.2f}%", flush=True)
 
 
@@ -113,10 +124,14 @@ def speed_study(args):
     import vs_pytorch  # noqa: E402  (Debian's python3-torch)
     data = vs_pytorch.load_data()
     best_torch = None
+    # Wall-clock epoch seconds are the figure; CPU seconds (whole process: training, evaluation,
+    # start-up) are printed too, to show how much a loaded machine stretched the wall clock.
     for t in args.speed_threads:
+        c0 = time.process_time()
         secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
         s = min(secs)
-        print(f"PyTorch FP32 MLP epoch, {t} thread(s): {s:.2f} s", flush=True)
+        print(f"PyTorch FP32 MLP epoch, {t} thread(s): {s:.2f} s "
+              f"(2 epochs + evaluation: {time.process_time() - c0:.1f} CPU s)", flush=True)
         best_torch = s if best_torch is None else min(best_torch, s)
     best_pim = None
     sets = ["train.checkpoint=false", "train.epochs=1",
@@ -126,6 +141,7 @@ def speed_study(args):
             "pim.macro.thermal_noise.sigma=0.25", "pim.macro.adc.bits=8",
             "data.normalize=unit"]
     for t in args.speed_threads:
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with tempfile.TemporaryDirectory() as out:
             run(args.pimtrain, ["train", os.path.join(ROOT, "configs", "mlp.yaml")],
                 sets + [f"threads={t}"], out)
@@ -134,9 +150,11 @@ def speed_study(args):
         s = line["seconds"]
         conv = sum(l["actions"][st].get("adc_conversions", 0) for l in line["layers"]
                    for st in ("forward", "backward"))
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
         print(f"pimtrain analog MLP epoch, {t} thread(s): {s:.2f} s, {conv / 1e9:.2f} G ADC "
-              f"conversions ({conv / s / 1e9:.2f} G/s), test acc {100 * line['test_accuracy']:.2f}%",
-              flush=True)
+              f"conversions ({conv / s / 1e9:.2f} G/s), test acc {100 * line['test_accuracy']:.2f}% "
+              f"(1 epoch + evaluation: {cpu:.1f} CPU s)", flush=True)
         best_pim = s if best_pim is None else min(best_pim, s)
     print(f"best analog epoch / best PyTorch FP32 epoch: {best_pim / best_torch:.2f}x "
           f"(target <= 3x)")
@@ -150,6 +168,11 @@ def main():
     ap.add_argument("--train-limit", type=int, default=0)
     ap.add_argument("--test-limit", type=int, default=0)
     ap.add_argument("--calib-limit", type=int, default=2048)
+    ap.add_argument("--calib-batch", type=int, default=256,
+                    help="batch size of the deployment calibration runs")
+    ap.add_argument("--finetune-lr", type=float, default=0.002)
+    ap.add_argument("--calibrate-every", type=int, default=20,
+                    help="steps between ADC range/gain calibrations in the PIM-QAT fine-tune")
     ap.add_argument("--bits", default="3,4,5,6,7,8")
     ap.add_argument("--noise-bits", default=None,
                     help="ADC bits for the noise+INL rows (default: --bits)")

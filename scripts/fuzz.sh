@@ -7,6 +7,9 @@
 #     MAX_SECONDS  wall-time cap per target (default 900)
 #     TARGET       config idx cifar10 checkpoint results (default: all)
 #
+# Environment: PIMTRAIN_FUZZ_BUILD (build directory, default build/fuzz), PIMTRAIN_FUZZ_JOBS
+# (ninja jobs, default nproc), PIMTRAIN_FUZZ_NO_BUILD=1 (run the binaries already built).
+#
 # Inputs that grow coverage go to build/fuzz/corpus/<target>/ (not in the repo); crashes, hangs
 # and sanitizer reports leave build/fuzz/artifacts/<target>-*. The script prints one line per
 # target (executions, seconds, new corpus size, verdict) and exits non-zero on any finding.
@@ -21,10 +24,12 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(config idx cifar10 checkpoint results)
 build="${PIMTRAIN_FUZZ_BUILD:-build/fuzz}"
 
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER="${CXX_FUZZ:-clang++}" -DPIMTRAIN_FUZZ=ON -DPIMTRAIN_TESTS=OFF \
-  -DPIMTRAIN_BENCH=OFF >/dev/null
-ninja -C "$build" -j "$(nproc)" $(printf 'fuzz_%s ' "${targets[@]}")
+if [ "${PIMTRAIN_FUZZ_NO_BUILD:-0}" != 1 ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER="${CXX_FUZZ:-clang++}" -DPIMTRAIN_FUZZ=ON -DPIMTRAIN_TESTS=OFF \
+    -DPIMTRAIN_BENCH=OFF >/dev/null
+  ninja -C "$build" -j "${PIMTRAIN_FUZZ_JOBS:-$(nproc)}" $(printf 'fuzz_%s ' "${targets[@]}")
+fi
 
 # Inputs above these sizes add nothing: a CIFAR record is 3073 bytes, the rest are small texts.
 declare -A max_len=([config]=4096 [idx]=4096 [cifar10]=8192 [checkpoint]=4096 [results]=4096)

@@ -6,6 +6,8 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libdnnl-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
+  openmpi-bin libopenmpi-dev python3-matplotlib
+  python3-dev pybind11-dev python3-numpy python3-pytest python3-torch
   "$@"
 )
 missing=()

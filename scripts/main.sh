@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh release
+/usr/bin/python3 python/install_pth.py build/release  # import pimtrain from anywhere
 args=("$@")
 has_config=0
 for a in "$@"; do

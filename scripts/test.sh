@@ -11,6 +11,7 @@ scripts/install-deps.sh
 # checkout are hashed relative to it, and the debug build's working directory is not hashed.
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 scripts/build.sh release
+/usr/bin/python3 python/install_pth.py build/release  # import pimtrain from anywhere
 ctest --preset release -j "$(nproc)" -LE slow
 
 if [ "${PIMTRAIN_SKIP_ASAN:-0}" != 1 ]; then

@@ -176,6 +176,27 @@ TEST(AnalogMacroTest, CalibrationShrinksTheRangeAndReducesTheError) {
   EXPECT_LT(e_cal, 0.5 * e_fixed);
 }
 
+// Calibration spreads its 256 rows over the whole call: a 512-row input whose halves differ in
+// scale calibrates to the same range whichever half comes first (taking the first 256 rows
+// would calibrate on one half only).
+TEST(AnalogMacroTest, CalibrationSamplesRowsAcrossTheCall) {
+  const std::string cfg = "input_bits: 4, weight_bits: 4, rows: 128, adc: {bits: 4, range: calibrated}";
+  Mats base = Random(512, 256, 16, 8, true);
+  auto fraction = [&](bool small_first) {
+    Mats a = base;
+    for (int64_t r = 0; r < a.m; ++r) {
+      const bool small = (r < 256) == small_first;
+      for (int64_t c = 0; c < a.k; ++c) a.x[r * a.k + c] *= small ? 0.125f : 1.0f;
+    }
+    auto mac = MakeMacro(cfg);
+    Forward(*mac, a);
+    return dynamic_cast<AnalogTunable*>(mac.get())->adc_full_scale_fraction();
+  };
+  const double sl = fraction(true), ls = fraction(false);
+  EXPECT_EQ(sl, ls);
+  EXPECT_LT(sl, 1.0);
+}
+
 const char* kAnalogCnn = R"(
 seed: 4
 data: {impl: synthetic, train_size: 64, test_size: 32, height: 8, width: 8, channels: 2, classes: 4,

@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "pimtrain/base/io.h"
@@ -117,6 +119,34 @@ TEST_F(ErrorsTest, OutOfRange) {
 TEST_F(ErrorsTest, BadSetSyntax) {
   ExpectError("--set without =", Train(config_ + " --set train.epochs"),
               {"expected KEY=VALUE"});
+}
+
+TEST_F(ErrorsTest, ConfigNotUtf8) {
+  Write("latin1.yaml", "seed: 2\nname: \"Ki\xff\"\n");  // Latin-1, not UTF-8
+  ExpectError("config not UTF-8", Train(config_ + " " + dir_.File("latin1.yaml")),
+              {"latin1.yaml:2", "not valid UTF-8", "0xFF"});
+}
+
+TEST_F(ErrorsTest, RecursiveYamlAlias) {
+  // Used to recurse until the stack overflowed (a crash, found by fuzz_config).
+  Write("alias.yaml", "seed: 2\nx: &a {b: *a}\n");
+  ExpectError("recursive YAML alias", Train(config_ + " " + dir_.File("alias.yaml")),
+              {"alias.yaml:2", "nested more than 64 levels deep"});
+}
+
+TEST_F(ErrorsTest, NumberOutOfItsType) {
+  Write("big.yaml", "seed: 99999999999999999999\n");
+  ExpectError("integer too large", Train(config_ + " " + dir_.File("big.yaml")),
+              {"big.yaml:1", "seed", "expected an integer", "'99999999999999999999'"});
+  ExpectError("not-a-number value",
+              Train(config_ + " --set 'train.optimizer={impl: sgd, learning_rate: .nan}'"),
+              {"train.optimizer.learning_rate", "expected a number", "'.nan'"});
+}
+
+TEST_F(ErrorsTest, ConfigIsADirectory) {
+  ASSERT_EQ(::mkdir(dir_.File("adir").c_str(), 0755), 0);
+  ExpectError("config path is a directory", RunCommand(Cli() + " train " + dir_.File("adir")),
+              {"adir", "directory"});
 }
 
 TEST_F(ErrorsTest, MissingConfigFile) {
@@ -266,6 +296,38 @@ TEST_F(CheckpointErrorsTest, NotACheckpoint) {
   ExpectError("wrong magic number (checkpoint)",
               RunCommand(Cli() + " train --resume " + dir_.File("out")),
               {"checkpoint.bin", "bad magic"});
+}
+
+// The checkpoint `bytes` with its JSON header passed through `edit`, and a valid CRC: what a
+// tool other than pimtrain might write.
+std::string WithHeader(const std::string& bytes,
+                       const std::function<void(nlohmann::json&)>& edit) {
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<uint8_t>(bytes[8 + i])} << (8 * i);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(12, len));
+  edit(header);
+  const std::string h = header.dump();
+  std::string out = bytes.substr(0, 8);
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((h.size() >> (8 * i)) & 0xff);
+  out += h + bytes.substr(12 + len, bytes.size() - 16 - len);
+  const uint32_t crc = Crc32(out.data(), out.size());
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((crc >> (8 * i)) & 0xff);
+  return out;
+}
+
+TEST_F(CheckpointErrorsTest, CheckpointWithAValidChecksumButABadHeader) {
+  WriteFileAtomic(ckpt_, WithHeader(bytes_, [](nlohmann::json& h) {
+                    h["tensors"][0].erase("shape");
+                  }));
+  ExpectError("checkpoint header missing a field (valid CRC)",
+              RunCommand(Cli() + " train --resume " + dir_.File("out")),
+              {"checkpoint.bin", "not a valid pimtrain checkpoint", "'shape' not found"});
+  WriteFileAtomic(ckpt_, WithHeader(bytes_, [](nlohmann::json& h) {
+                    h["metrics_jsonl"] = "{\"epoch\": 1}\n";
+                  }));
+  ExpectError("checkpoint metrics malformed (valid CRC)",
+              RunCommand(Cli() + " train --resume " + dir_.File("out")),
+              {"checkpoint.bin", "metrics are not valid", "'train_loss' not found"});
 }
 
 TEST_F(CheckpointErrorsTest, ResumeWithADifferentConfig) {

@@ -255,8 +255,85 @@ TEST(SweepTest, AWorkerThatDiesIsAFailedPointNotAFailedSweep) {
   }
 }
 
+// Under `mpirun -np 2` the points are dealt over the two ranks: each runs exactly once, and the
+// results file has the same rows, in the same order, as a one-process run of the same sweep
+// (only the wall-clock seconds differ); a rerun skips them all, and a lost row is run again.
+TEST(SweepTest, MpiRanksRunEachPointOnceWithTheResultsOfOneProcess) {
+  if (RunCommand("command -v mpirun").exit_code != 0) {
+    GTEST_SKIP() << "mpirun not found (apt-get install openmpi-bin): MPI sweeps not tested";
+  }
+  TinySweep s;
+  s.WriteSweep("grid:\n  pim.macro.input_bits: [2, 4, 6]\n  train.optimizer.learning_rate: "
+               "[0.05, 0.2]\n");
+  const std::string one = s.dir.File("one"), two = s.dir.File("two");
+  auto r1 = RunCommand(Cli() + " sweep " + s.sweep + " --out " + one);
+  ASSERT_EQ(r1.exit_code, 0) << r1.out << r1.err;
+  // Root may run mpirun only when it says so; two ranks on a two-core machine need
+  // --oversubscribe; no binding, so each rank's workers may use any core.
+  const std::string mpirun =
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe "
+      "--bind-to none -np 2 ";
+  auto r2 = RunCommand(mpirun + Cli() + " sweep " + s.sweep + " --out " + two);
+  if (r2.err.find("built without MPI") != std::string::npos) {
+    GTEST_SKIP() << "this pimtrain was built without MPI (no libopenmpi-dev, or a sanitizer "
+                    "build): " << r2.err;
+  }
+  ASSERT_EQ(r2.exit_code, 0) << r2.out << r2.err;
+  EXPECT_NE(r2.out.find("on each of 2 MPI ranks"), std::string::npos) << r2.out;
+  EXPECT_NE(r2.out.find("6 ran, 0 skipped, 0 failed"), std::string::npos) << r2.out;
+
+  auto without_seconds = [](std::vector<nlohmann::json> rows) {
+    for (auto& r : rows) r.erase("seconds");
+    return rows;
+  };
+  const auto rows1 = without_seconds(Rows(one + "/results.jsonl"));
+  const auto rows2 = without_seconds(Rows(two + "/results.jsonl"));
+  ASSERT_EQ(rows1.size(), 6u);
+  EXPECT_EQ(rows2, rows1);
+  EXPECT_EQ(ReadFile(two + "/results.csv").substr(0, 200),
+            ReadFile(one + "/results.csv").substr(0, 200));
+  // Both ranks ran points, three each, and each point ran once: its log has one training run.
+  size_t by_rank[2] = {0, 0};
+  for (size_t pos = 0; (pos = r2.out.find("rank ", pos)) != std::string::npos; ++pos) {
+    if (r2.out.compare(pos, 9, "rank 0: [") == 0) ++by_rank[0];
+    if (r2.out.compare(pos, 9, "rank 1: [") == 0) ++by_rank[1];
+  }
+  EXPECT_EQ(by_rank[0], 3u) << r2.out;
+  EXPECT_EQ(by_rank[1], 3u) << r2.out;
+  for (const auto& row : rows2) {
+    const std::string log = ReadFile(two + "/" + row["dir"].get<std::string>() + "/log.txt");
+    size_t epochs = 0;
+    for (size_t pos = 0; (pos = log.find("epoch 1 ", pos)) != std::string::npos; ++pos) ++epochs;
+    EXPECT_EQ(epochs, 1u) << row.dump() << "\n" << log;
+  }
+
+  // Resumable as a one-process sweep: nothing runs again; rows lost (the last two) run again
+  // and the file ends as before.
+  auto again = RunCommand(mpirun + Cli() + " sweep " + s.sweep + " --out " + two);
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("0 ran, 6 skipped, 0 failed"), std::string::npos) << again.out;
+  std::string text = ReadFile(two + "/results.jsonl");
+  for (int i = 0; i < 2; ++i) text.erase(text.rfind('\n', text.size() - 2) + 1);
+  WriteFileAtomic(two + "/results.jsonl", text);
+  auto resumed = RunCommand(mpirun + Cli() + " sweep " + s.sweep + " --out " + two);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("2 ran, 4 skipped, 0 failed"), std::string::npos) << resumed.out;
+  EXPECT_EQ(without_seconds(Rows(two + "/results.jsonl")), rows1);
+
+  // A mistake in the sweep file is reported once, by rank 0, and every rank exits.
+  s.WriteSweep("grid:\n  pim.macro.input_bitz: [2]\n");
+  auto bad = RunCommand(mpirun + Cli() + " sweep " + s.sweep + " --out " + two);
+  EXPECT_NE(bad.exit_code, 0);
+  size_t errors = 0;
+  for (size_t pos = 0; (pos = bad.err.find("pimtrain: error:", pos)) != std::string::npos; ++pos) {
+    ++errors;
+  }
+  EXPECT_EQ(errors, 1u) << bad.err;
+  EXPECT_NE(bad.err.find("input_bitz"), std::string::npos) << bad.err;
+}
+
 TEST(SweepTest, TheExampleSweepsValidate) {
-  for (const char* name : {"adc_bits.yaml"}) {
+  for (const char* name : {"adc_bits.yaml", "mpi_bench.yaml"}) {
     SweepSpec spec = LoadSweep(std::string(PIMTRAIN_SOURCE_DIR) + "/sweeps/" + name);
     EXPECT_GT(spec.points.size(), 1u) << name;
   }

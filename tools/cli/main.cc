@@ -17,6 +17,7 @@
 #include "pimtrain/cost/tech.h"
 #include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
+#include "report.h"
 #include "sweep.h"
 
 namespace pim {
@@ -326,6 +327,7 @@ int Main(int argc, char** argv) {
   describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
 
   auto sweep = AddSweepCommand(app);  // tools/cli/sweep.cc
+  auto report = AddReportCommand(app);  // tools/cli/report.cc
 
   try {
     app.parse(argc, argv);
@@ -346,6 +348,7 @@ int Main(int argc, char** argv) {
     if (cost->parsed()) return Cost(configs, sets, json, point);
     if (describe->parsed()) return Describe(what);
     if (sweep->app->parsed()) return RunSweepCommand(*sweep);
+    if (report->app->parsed()) return RunReportCommand(*report);
   } catch (const Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "pimtrain: error: %s\n", e.what());

@@ -1,14 +1,23 @@
 // `pimtrain sweep SWEEP.yaml [--jobs N] [--out DIR]`, and `pimtrain sweep --worker DIR`, the
-// process that runs one point for it.
+// process that runs one point for it. Under `mpirun -np N` the points are spread over the N
+// ranks (docs/sweeps.md, "MPI").
 #include "sweep.h"
 
 #include <unistd.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <thread>
 
 #include "pimtrain/base/error.h"
 #include "pimtrain/sim/sweep.h"
+
+#ifdef PIMTRAIN_WITH_MPI
+#include <mpi.h>
+#endif
 
 namespace pim {
 namespace {
@@ -22,14 +31,114 @@ std::string SelfExecutable() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+// The number of ranks mpirun started, from Open MPI's environment (1 when not under mpirun).
+int MpiWorldSize() {
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (size == nullptr) return 1;
+  char* end = nullptr;
+  long n = std::strtol(size, &end, 10);
+  return end != size && *end == '\0' && n >= 1 && n <= 1 << 20 ? static_cast<int>(n) : 1;
+}
+
+#ifdef PIMTRAIN_WITH_MPI
+// SweepRanks over Open MPI point-to-point messages. Waiting is done by probing and sleeping,
+// never in a blocking MPI call: Open MPI busy-polls in those, and a rank waiting for the others
+// would take a core from the points they are running.
+class MpiRanks : public SweepRanks {
+ public:
+  MpiRanks() {
+    MPI_Init(nullptr, nullptr);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiRanks() override {
+    // Every queued message delivered before the rank leaves.
+    for (auto& r : pending_) WaitFor(&r);
+    MPI_Finalize();
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  std::string Broadcast(const std::string& text) override {
+    if (rank_ == 0) {
+      std::vector<MPI_Request> requests(static_cast<size_t>(size_ - 1));
+      for (int r = 1; r < size_; ++r) {
+        MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, r, kPlanTag,
+                  MPI_COMM_WORLD, &requests[static_cast<size_t>(r - 1)]);
+      }
+      for (auto& r : requests) WaitFor(&r);
+      return text;
+    }
+    MPI_Status status;
+    for (;;) {
+      int flag = 0;
+      MPI_Iprobe(0, kPlanTag, MPI_COMM_WORLD, &flag, &status);
+      if (flag != 0) break;
+      Nap();
+    }
+    return Receive(status, kPlanTag);
+  }
+
+  void Send(const std::string& text) override {
+    sent_.push_back(text);
+    pending_.emplace_back();
+    MPI_Isend(sent_.back().data(), static_cast<int>(sent_.back().size()), MPI_CHAR, 0, kRowTag,
+              MPI_COMM_WORLD, &pending_.back());
+  }
+
+  bool Poll(std::string* text) override {
+    int flag = 0;
+    MPI_Status status;
+    MPI_Iprobe(MPI_ANY_SOURCE, kRowTag, MPI_COMM_WORLD, &flag, &status);
+    if (flag == 0) return false;
+    *text = Receive(status, kRowTag);
+    return true;
+  }
+
+  [[noreturn]] void Abort(const std::string& message) override {
+    std::fflush(stdout);
+    std::fprintf(stderr, "pimtrain: error: rank %d of %d: %s\n", rank_, size_, message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 2);
+    std::_Exit(2);
+  }
+
+ private:
+  static constexpr int kPlanTag = 1, kRowTag = 2;
+  static void Nap() { std::this_thread::sleep_for(std::chrono::milliseconds(5)); }
+  static void WaitFor(MPI_Request* r) {
+    for (;;) {
+      int done = 0;
+      MPI_Test(r, &done, MPI_STATUS_IGNORE);
+      if (done != 0) return;
+      Nap();
+    }
+  }
+  static std::string Receive(MPI_Status status, int tag) {
+    int count = 0;
+    MPI_Get_count(&status, MPI_CHAR, &count);
+    std::string text(static_cast<size_t>(count), '\0');
+    MPI_Recv(text.data(), count, MPI_CHAR, status.MPI_SOURCE, tag, MPI_COMM_WORLD,
+             MPI_STATUS_IGNORE);
+    return text;
+  }
+
+  int rank_ = 0, size_ = 1;
+  std::deque<std::string> sent_;  // buffers of the messages in flight (deque: stable addresses)
+  std::deque<MPI_Request> pending_;
+};
+#endif
+
 }  // namespace
 
 std::unique_ptr<SweepCommand> AddSweepCommand(CLI::App& app) {
   auto cmd = std::make_unique<SweepCommand>();
   cmd->app = app.add_subcommand(
-      "sweep", "run every point of a design-space sweep (docs/sweeps.md); resumable");
+      "sweep", "run every point of a design-space sweep (docs/sweeps.md); resumable; under "
+               "mpirun the points are spread over the ranks");
   cmd->app->add_option("sweep", cmd->file, "SWEEP.yaml: base, set, grid or points, out, mode");
-  cmd->app->add_option("--jobs,-j", cmd->jobs, "points run at once, each in its own process")
+  cmd->app->add_option("--jobs,-j", cmd->jobs,
+                       "points run at once (per MPI rank), each in its own process")
       ->check(CLI::Range(1, 1024));
   cmd->app->add_option("--out", cmd->out, "results directory (overrides out: in the file)");
   // The worker mode is internal: the sweep starts one such process per point.
@@ -43,15 +152,42 @@ int RunSweepCommand(const SweepCommand& cmd) {
     RunSweepPoint(cmd.worker, ParseSweepMode(cmd.mode, "--mode"));
     return 0;
   }
-  if (cmd.file.empty()) throw ConfigError("sweep needs a SWEEP.yaml (docs/sweeps.md)");
-  SweepSpec spec = LoadSweep(cmd.file, cmd.out);
   SweepOptions options;
   options.jobs = cmd.jobs;
   options.executable = SelfExecutable();
+  const int world = MpiWorldSize();
+#ifdef PIMTRAIN_WITH_MPI
+  std::unique_ptr<MpiRanks> mpi;
+  if (world > 1) {
+    mpi = std::make_unique<MpiRanks>();
+    options.ranks = mpi.get();
+  }
+#else
+  if (world > 1) {
+    throw UnsupportedError("launched by mpirun with " + std::to_string(world) +
+                           " ranks, but this pimtrain was built without MPI (install "
+                           "libopenmpi-dev and rebuild; docs/sweeps.md)");
+  }
+#endif
+  const bool root = options.ranks == nullptr || options.ranks->rank() == 0;
   options.on_message = [](const std::string& m) {
     std::printf("%s\n", m.c_str());
     std::fflush(stdout);
   };
+  if (!root) {
+    // Rank 0 reads the sweep file and reports its errors; this rank runs what it is sent.
+    SweepOutcome o = RunSweepPeer(options);
+    if (o.abandoned) return 2;
+    return o.failed > 0 ? 1 : 0;
+  }
+  SweepSpec spec;
+  try {
+    if (cmd.file.empty()) throw ConfigError("sweep needs a SWEEP.yaml (docs/sweeps.md)");
+    spec = LoadSweep(cmd.file, cmd.out);
+  } catch (const Error& e) {
+    if (options.ranks != nullptr) AbandonSweep(*options.ranks, e.what());
+    throw;
+  }
   SweepOutcome o = RunSweep(spec, options);
   return o.failed > 0 ? 1 : 0;
 }

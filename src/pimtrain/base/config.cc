@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -209,7 +210,80 @@ std::vector<double> ConfigNode::AsDoubleList() const {
 
 namespace {
 
-ConfigNode FromYaml(const YAML::Node& y, const std::string& origin) {
+// Offset of the first byte of `s` that is not part of well-formed UTF-8 (no overlong forms,
+// surrogates or code points above U+10FFFF), or npos.
+size_t FirstInvalidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const unsigned char b = p[i + k];
+      if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// Config text must be UTF-8: other bytes would not survive the YAML written into run
+// directories and checkpoints, nor the JSON of summaries.
+void RequireUtf8(const std::string& text, const char* what, const YAML::Mark& mark,
+                 const std::string& origin) {
+  const size_t bad = FirstInvalidUtf8(text);
+  if (bad == std::string_view::npos) return;
+  char byte[8];
+  std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[bad]));
+  throw ConfigError(origin + ":" + std::to_string(mark.line + 1) + ": not valid UTF-8 (byte " +
+                    byte + " at offset " + std::to_string(bad) + " of a " +
+                    what + "); save the file as UTF-8");
+}
+
+// Bounds on what one YAML text may expand to. Aliases make the node graph a DAG (and a
+// recursive anchor, "a: &x [*x]", a cycle), so without them a few lines could recurse forever
+// or expand to billions of nodes. Hand-written configs are a few levels deep and hold hundreds
+// of values.
+constexpr int kMaxYamlDepth = 64;
+constexpr int64_t kMaxYamlNodes = 100000;
+
+struct YamlBudget {
+  int depth = 0;
+  int64_t nodes = 0;
+};
+
+ConfigNode FromYaml(const YAML::Node& y, const std::string& origin, YamlBudget& budget) {
+  auto where = [&] { return origin + ":" + std::to_string(y.Mark().line + 1); };
+  if (budget.depth >= kMaxYamlDepth) {
+    throw ConfigError(where() + ": nested more than " + std::to_string(kMaxYamlDepth) +
+                      " levels deep (a recursive alias?)");
+  }
+  if (++budget.nodes > kMaxYamlNodes) {
+    throw ConfigError(where() + ": expands to more than " + std::to_string(kMaxYamlNodes) +
+                      " values (aliases repeated inside aliases?)");
+  }
+  struct Level {
+    int& depth;
+    explicit Level(int& d) : depth(++d) {}
+    ~Level() { --depth; }
+  } level(budget.depth);
   ConfigNode n;
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
@@ -217,12 +291,13 @@ ConfigNode FromYaml(const YAML::Node& y, const std::string& origin) {
       n = ConfigNode();
       break;
     case YAML::NodeType::Scalar:
+      RequireUtf8(y.Scalar(), "value", y.Mark(), origin);
       n = ConfigNode::Scalar(y.Scalar(),
                              y.Tag() == "!" ? ScalarType::kString : ScalarType::kUnknown);
       break;
     case YAML::NodeType::Sequence:
       n = ConfigNode::List();
-      for (const auto& item : y) n.Append(FromYaml(item, origin));
+      for (const auto& item : y) n.Append(FromYaml(item, origin, budget));
       break;
     case YAML::NodeType::Map:
       n = ConfigNode::Map();
@@ -232,11 +307,12 @@ ConfigNode FromYaml(const YAML::Node& y, const std::string& origin) {
                             ": map keys must be plain names");
         }
         std::string key = kv.first.Scalar();
+        RequireUtf8(key, "key", kv.first.Mark(), origin);
         if (n.Has(key)) {
           throw ConfigError(origin + ":" + std::to_string(kv.first.Mark().line + 1) +
                             ": duplicate key '" + key + "'");
         }
-        n.Set(key, FromYaml(kv.second, origin));
+        n.Set(key, FromYaml(kv.second, origin, budget));
       }
       break;
   }
@@ -253,7 +329,8 @@ ConfigNode ParseYaml(const std::string& text, const std::string& origin) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": malformed YAML: " + e.msg);
   }
-  ConfigNode n = FromYaml(y, origin);
+  YamlBudget budget;
+  ConfigNode n = FromYaml(y, origin, budget);
   n.SetPaths("");
   n.SetOriginIfEmpty(origin);
   return n;

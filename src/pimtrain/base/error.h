@@ -6,11 +6,16 @@
 
 namespace pim {
 
+// `text` on one line: control characters (line breaks included), which quoted user input can
+// carry into a message, written as escapes (\n, \r, \t, \xNN).
+std::string OneLineMessage(const std::string& text);
+
 // Base of every error caused by the user's input (config, files, data). The message is one line
 // that names what was wrong and where; the CLI prints it and exits with code 2.
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& what) : std::runtime_error(OneLineMessage(what)) {}
+  explicit Error(const char* what) : Error(std::string(what)) {}
 };
 
 // A config key is unknown, has the wrong type, or is out of range.

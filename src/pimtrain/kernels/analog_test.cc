@@ -209,6 +209,43 @@ TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
   EXPECT_LT(frac, 1.0);
 }
 
+// The fast kernel's vector paths of dataflow A (1-bit DAC and cells): one- and two-word blocks,
+// a short last block, 8 / 16 columns at a time with a scalar tail, both signs; noise with INL,
+// and small noise without INL (the shortcut that skips the inverse CDF when no central draw can
+// change the code: integer steps, a coarse ADC where some can, programming variation).
+TEST(AnalogKernelTest, DataflowAVectorPathsMatchTheReference) {
+  int64_t conversions = 0, clipped = 0;
+  const struct {
+    int adc_bits;
+    double sigma, inl;
+    bool variation;
+  } chains[] = {{5, 1.2, 0.4, false}, {5, 0.2, 0.0, false}, {3, 0.5, 0.0, false},
+                {3, 0.5, 0.0, true}};
+  for (const auto& ch : chains) {
+  for (int64_t block : {64, 128}) {
+    for (int64_t k : {block * 2, block * 2 + 21}) {
+      for (int64_t n : {16, 37}) {
+        Case c{5, k, n, 8, 1, 1, 8, 1, true, ch.variation, true, block, Dataflow::kA,
+               ch.adc_bits, 0.2, ch.sigma, ch.inl, 0};
+        Data d = Make(c, static_cast<uint64_t>(k * 100 + n));
+        Result r = RunRef(d);
+        Result f = RunFast(d, nullptr, true);
+        const std::string what = "bits " + std::to_string(ch.adc_bits) + " block " +
+                                 std::to_string(block) + " k " + std::to_string(k) + " n " +
+                                 std::to_string(n);
+        EXPECT_EQ(r.y, f.y) << what;
+        ExpectSameCounts(r.counts, f.counts, what);
+        conversions += r.counts.adc_conversions;
+        clipped += r.counts.adc_clipped;
+      }
+    }
+  }
+  }
+  ASSERT_GT(conversions, 0);
+  EXPECT_GT(clipped, 0);
+  EXPECT_LT(clipped, conversions);
+}
+
 TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
   for (Dataflow df : {Dataflow::kA, Dataflow::kB}) {
     for (int pol : {1, 2}) {
@@ -285,6 +322,19 @@ TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalAtAnyOffset) {
       fast::FillNormals(123, 4, start, count, v.data());
       for (int64_t i = 0; i < count; ++i) {
         ASSERT_EQ(v[i], NoiseNormal(123, 4, start + i)) << start << " " << i;
+      }
+    }
+  }
+}
+
+// Long runs take the whole-group paths (8 and 16 lanes) and the batched tail patching.
+TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalOverLongRuns) {
+  for (uint64_t start : {uint64_t{0}, uint64_t{64 * 3}, uint64_t{29}, (uint64_t{1} << 35) - 64 * 5}) {
+    for (int64_t count : {int64_t{64 * 7}, int64_t{40000}}) {
+      std::vector<float> v(static_cast<size_t>(count));
+      fast::FillNormals(7, 1, start, count, v.data());
+      for (int64_t i = 0; i < count; ++i) {
+        ASSERT_EQ(v[i], NoiseNormal(7, 1, start + i)) << start << " " << i;
       }
     }
   }

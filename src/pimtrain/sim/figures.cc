@@ -32,10 +32,11 @@ Workload ParseWorkload(const ConfigNode* node) {
   if (node == nullptr || node->IsNull()) return w;
   if (!node->IsMap()) throw ConfigError(node->Where() + ": a workload is a map");
   for (const auto& [k, v] : node->entries()) {
-    auto fraction = [&] {
-      double x = v.AsDouble();
+    const auto& value = v;  // (clang 14 cannot capture a structured binding)
+    auto fraction = [&value] {
+      double x = value.AsDouble();
       if (!(x >= 0 && x < 1)) {
-        throw ConfigError(v.Where() + ": " + v.text() + " is outside [0, 1)");
+        throw ConfigError(value.Where() + ": " + value.text() + " is outside [0, 1)");
       }
       return x;
     };

@@ -247,19 +247,24 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     start_epoch = info.epochs_done;
     metrics_jsonl = info.metrics_jsonl;
     std::istringstream lines(metrics_jsonl);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.empty()) continue;
-      auto j = nlohmann::json::parse(line);
-      EpochMetrics m;
-      m.epoch = j.at("epoch");
-      m.train_loss = j.at("train_loss");
-      m.train_accuracy = j.at("train_accuracy");
-      m.test_loss = j.at("test_loss");
-      m.test_accuracy = j.at("test_accuracy");
-      m.learning_rate = j.at("learning_rate");
-      m.seconds = j.at("seconds");
-      m.eval_seconds = j.at("eval_seconds");
-      summary.epochs.push_back(m);
+    try {
+      for (std::string line; std::getline(lines, line);) {
+        if (line.empty()) continue;
+        auto j = nlohmann::json::parse(line);
+        EpochMetrics m;
+        m.epoch = j.at("epoch");
+        m.train_loss = j.at("train_loss");
+        m.train_accuracy = j.at("train_accuracy");
+        m.test_loss = j.at("test_loss");
+        m.test_accuracy = j.at("test_accuracy");
+        m.learning_rate = j.at("learning_rate");
+        m.seconds = j.at("seconds");
+        m.eval_seconds = j.at("eval_seconds");
+        summary.epochs.push_back(m);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      // Only a checkpoint written by something else gets here: the CRC matched.
+      throw DataError(ckpt_path + ": the checkpoint's metrics are not valid (" + e.what() + ")");
     }
     if (cb.on_info) {
       cb.on_info("resumed from " + ckpt_path + " after epoch " + std::to_string(start_epoch));
@@ -314,6 +319,19 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       return n;
     }();
     j["forward_macs_per_sample"] = net_->ForwardMacsPerSample();
+    // Saturation events of all epochs (resumed ones included), summed from the metrics lines.
+    auto saturation = nlohmann::ordered_json::object();
+    std::istringstream metric_lines(metrics_jsonl);
+    for (std::string line; std::getline(metric_lines, line);) {
+      if (line.empty()) continue;
+      auto m = nlohmann::ordered_json::parse(line);
+      if (!m.contains("saturation") || !m["saturation"].is_object()) continue;
+      for (const auto& [name, n] : m["saturation"].items()) {
+        if (!n.is_number_integer()) continue;
+        saturation[name] = saturation.value(name, int64_t{0}) + n.get<int64_t>();
+      }
+    }
+    if (!saturation.empty()) j["saturation"] = saturation;
     if (summary.has_cost) {
       j["cost"] = nlohmann::ordered_json::parse(summary.cost.ToJson());
       j["cost_energy_all_epochs"] = {{"value", summary.cost_energy_pj_all_epochs},

@@ -13,7 +13,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
+#include <set>
 #include <string_view>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -195,6 +198,7 @@ class ResultsFiles {
       }
       for (auto& p : r.points) {
         order_.push_back(p.point);
+        initial_.insert(p.point);
         records_[p.point] = Json::parse(lines.at(static_cast<size_t>(p.line - 1)));
       }
     }
@@ -246,6 +250,25 @@ class ResultsFiles {
     WriteFileAtomic(spec_.out + "/" + kResultsCsv, csv);
   }
 
+  // Puts the rows that were not in the file when it was read in the order of `ids` (the plan's
+  // expansion order), after the earlier rows, and rewrites the file if that changed anything.
+  // Rows then come in the same order however many jobs or ranks ran them, in whatever order
+  // they finished; a retried point keeps the place of its earlier row, as Put left it.
+  void Reorder(const std::vector<std::string>& ids) {
+    std::vector<std::string> order;
+    for (const auto& i : order_) {
+      if (initial_.count(i) > 0) order.push_back(i);
+    }
+    for (const auto& i : ids) {
+      if (initial_.count(i) == 0 && records_.count(i) > 0) order.push_back(i);
+    }
+    if (order.size() != order_.size() || order == order_) return;
+    order_ = std::move(order);
+    std::string jsonl;
+    for (const auto& i : order_) jsonl += records_.at(i).dump() + "\n";
+    WriteFileAtomic(path_, jsonl);
+  }
+
   const std::string& path() const { return path_; }
   const std::vector<std::string>& Ids() const { return order_; }
 
@@ -253,12 +276,39 @@ class ResultsFiles {
   const SweepSpec& spec_;
   std::string path_;
   std::vector<std::string> order_;
+  std::set<std::string> initial_;  // the points with a row when the file was read
   std::map<std::string, Json> records_;
 };
 
+// A point to run, as rank 0 plans it; the plan goes to the other ranks as JSON, so a rank needs
+// neither the sweep file nor the base configs to run its share.
+struct Planned {
+  std::string id;           // the point's identity
+  std::string name;         // its directory under out/
+  std::string config_yaml;  // the resolved config (point.yaml)
+  Json values;              // the varied keys' values
+  uint32_t crc = 0;
+};
+
+Json PlanJson(const std::string& out, SweepMode mode, const std::vector<Planned>& plan) {
+  Json j;
+  j["out"] = out;
+  j["mode"] = SweepModeName(mode);
+  Json points = Json::array();
+  for (const auto& p : plan) {
+    points.push_back(Json{{"id", p.id},
+                          {"dir", p.name},
+                          {"config", p.config_yaml},
+                          {"values", p.values},
+                          {"config_crc", p.crc}});
+  }
+  j["points"] = std::move(points);
+  return j;
+}
+
 struct Running {
   pid_t pid = -1;
-  const SweepPoint* point = nullptr;
+  const Planned* point = nullptr;
   std::string name;  // its directory under out/
   std::string dir;   // out/name
   double start = 0;
@@ -492,80 +542,27 @@ SweepSpec LoadSweep(const std::string& file, const std::string& out_override) {
   return spec;
 }
 
-SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
-  PIM_CHECK(options.jobs >= 1);
-  PIM_CHECK(!options.executable.empty());
-  auto say = [&](const std::string& m) {
-    if (options.on_message) options.on_message(m);
-  };
-  MakeDirs(spec.out);
-  ResultsFiles results(spec);
+namespace {
 
-  SweepOutcome outcome;
-  outcome.total = static_cast<int>(spec.points.size());
-  std::vector<const SweepPoint*> todo;
-  for (const auto& p : spec.points) {
-    if (results.Finished(p.id)) {
-      // A finished row from another config (base files or set: edited since) would silently
-      // mix two experiments in one table.
-      const Json& r = *results.Find(p.id);
-      auto crc = r.find("config_crc");
-      if (crc != r.end() && crc->is_number_unsigned() && crc->get<uint32_t>() != p.config_crc) {
-        throw ConfigError(results.path() + ": point '" + p.id +
-                          "' finished with a different config (base or set: changed since); "
-                          "use another out: directory or delete its line");
-      }
-      ++outcome.skipped;
-    } else {
-      todo.push_back(&p);
-    }
-  }
-  say("sweep: " + std::to_string(outcome.total) + " points (" + std::to_string(outcome.skipped) +
-      " finished earlier), running " + std::to_string(todo.size()) + " with " +
-      std::to_string(options.jobs) + " job" + (options.jobs > 1 ? "s" : "") + " -> " + spec.out);
-  results.WriteCsv();  // the table of what is already done, even if nothing runs
-
-  // Directories: a point keeps the one its earlier row names; a new point takes point-<index>
-  // unless a row of another point (from before the grid changed) owns it, then the next free
-  // number. So extending a grid never overwrites a finished point's run files.
-  std::map<std::string, std::string> owner;  // directory name -> point id
-  for (const auto& id : results.Ids()) {
-    const Json& r = *results.Find(id);
-    auto d = r.find("dir");
-    if (d != r.end() && d->is_string() && IsPointDirName(d->get<std::string>())) {
-      owner.emplace(d->get<std::string>(), id);
-    }
-  }
-  int spare = static_cast<int>(spec.points.size());
-  std::map<const SweepPoint*, std::string> dir_name;
-  for (const SweepPoint* p : todo) {
-    if (const Json* r = results.Find(p->id)) {
-      auto d = r->find("dir");
-      if (d != r->end() && d->is_string() && IsPointDirName(d->get<std::string>()) &&
-          owner.at(d->get<std::string>()) == p->id) {
-        dir_name[p] = d->get<std::string>();
-        continue;
-      }
-    }
-    std::string name = PointDirName(p->index);
-    while (owner.count(name) > 0 && owner.at(name) != p->id) name = PointDirName(spare++);
-    owner[name] = p->id;
-    dir_name[p] = name;
-  }
-
+// Runs `mine` (this rank's points), at most options.jobs at once, each in a worker process, and
+// passes each finished point's row to `record`; `idle` runs whenever no worker finished (rank 0
+// collects the other ranks' rows there). `prefix` starts each progress line.
+void RunShare(const std::vector<const Planned*>& mine, const std::string& out, SweepMode mode,
+              const SweepOptions& options, const std::string& prefix,
+              const std::function<void(const Json&)>& record, const std::function<void()>& idle) {
   std::vector<Running> running;
   size_t next = 0;
   int done = 0;
-  const int to_run = static_cast<int>(todo.size());
-  while (next < todo.size() || !running.empty()) {
-    while (next < todo.size() && static_cast<int>(running.size()) < options.jobs) {
-      const SweepPoint& p = *todo[next++];
-      const std::string name = dir_name.at(&p), dir = spec.out + "/" + name;
+  const int to_run = static_cast<int>(mine.size());
+  while (next < mine.size() || !running.empty()) {
+    while (next < mine.size() && static_cast<int>(running.size()) < options.jobs) {
+      const Planned& p = *mine[next++];
+      const std::string dir = out + "/" + p.name;
       MakeDirs(dir);
-      WriteFileAtomic(dir + "/" + kPointConfig, ToYaml(p.resolved));
+      WriteFileAtomic(dir + "/" + kPointConfig, p.config_yaml);
       ::unlink((dir + "/" + kPointResult).c_str());  // never read an earlier run's result
       running.push_back(
-          {SpawnWorker(options.executable, dir, spec.mode), &p, name, dir, NowSeconds()});
+          {SpawnWorker(options.executable, dir, mode), &p, p.name, dir, NowSeconds()});
     }
     // Reap whichever worker finished (polling our own pids only: waitpid(-1) would also reap
     // children that a host process of this library started).
@@ -575,7 +572,7 @@ SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
       pid_t r = ::waitpid(running[i].pid, &status, WNOHANG);
       if (r == 0) continue;
       if (r < 0 && errno == EINTR) continue;
-      const SweepPoint& p = *running[i].point;
+      const Planned& p = *running[i].point;
       const std::string name = running[i].name, dir = running[i].dir;
       const double wall = NowSeconds() - running[i].start;
       running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
@@ -597,12 +594,12 @@ SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
       const bool ok = r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && have_result &&
                       result["status"] == "ok";
       row["status"] = ok ? "ok" : "failed";
-      const Json values = PointValues(spec, p), metrics = MetricsOrNull(result);
-      for (const auto& [k, v] : values.items()) row[k] = v;
+      const Json metrics = MetricsOrNull(result);
+      for (const auto& [k, v] : p.values.items()) row[k] = v;
       for (const auto& [k, v] : metrics.items()) row[k] = v;
       if (row["seconds"].is_null()) row["seconds"] = wall;
       row["dir"] = name;
-      row["config_crc"] = p.config_crc;
+      row["config_crc"] = p.crc;
       std::string error;
       if (!ok) {
         if (have_result && result.contains("error")) {
@@ -621,15 +618,10 @@ SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
         }
         row["error"] = error;
       }
-      results.Put(p.id, row);
+      record(row);
       ++done;
-      if (ok) {
-        ++outcome.ran;
-      } else {
-        ++outcome.failed;
-      }
-      std::string line = "[" + std::to_string(done) + "/" + std::to_string(to_run) + "] " +
-                         name + " " + p.id + ": ";
+      std::string line = prefix + "[" + std::to_string(done) + "/" + std::to_string(to_run) +
+                         "] " + name + " " + p.id + ": ";
       if (ok) {
         std::string acc = FormatMetric(row, "test_accuracy", "test %.2f%%", 100);
         std::string e = FormatMetric(row, "energy_j", "energy %.4g J", 1);
@@ -642,14 +634,189 @@ SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
       } else {
         line += "FAILED: " + error + " (log: " + dir + "/" + kPointLog + ")";
       }
-      say(line);
+      if (options.on_message) options.on_message(line);
       break;
     }
-    if (!reaped) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!reaped) {
+      if (idle) idle();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+// Rank r's share of the plan: its r-th, r+size-th, ... points.
+std::vector<const Planned*> ShareOf(const std::vector<Planned>& plan, int rank, int size) {
+  std::vector<const Planned*> mine;
+  for (size_t k = static_cast<size_t>(rank); k < plan.size(); k += static_cast<size_t>(size)) {
+    mine.push_back(&plan[k]);
+  }
+  return mine;
+}
+
+}  // namespace
+
+void AbandonSweep(SweepRanks& ranks, const std::string& why) {
+  if (ranks.rank() == 0 && ranks.size() > 1) ranks.Broadcast(Json{{"error", why}}.dump());
+}
+
+SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options) {
+  PIM_CHECK(options.jobs >= 1);
+  PIM_CHECK(!options.executable.empty());
+  SweepRanks* ranks =
+      options.ranks != nullptr && options.ranks->size() > 1 ? options.ranks : nullptr;
+  PIM_CHECK(ranks == nullptr || ranks->rank() == 0);
+  auto say = [&](const std::string& m) {
+    if (options.on_message) options.on_message(m);
+  };
+
+  SweepOutcome outcome;
+  outcome.total = static_cast<int>(spec.points.size());
+  std::unique_ptr<ResultsFiles> results;
+  std::vector<Planned> plan;
+  try {
+    MakeDirs(spec.out);
+    results = std::make_unique<ResultsFiles>(spec);
+    std::vector<const SweepPoint*> todo;
+    for (const auto& p : spec.points) {
+      if (results->Finished(p.id)) {
+        // A finished row from another config (base files or set: edited since) would silently
+        // mix two experiments in one table.
+        const Json& r = *results->Find(p.id);
+        auto crc = r.find("config_crc");
+        if (crc != r.end() && crc->is_number_unsigned() &&
+            crc->get<uint32_t>() != p.config_crc) {
+          throw ConfigError(results->path() + ": point '" + p.id +
+                            "' finished with a different config (base or set: changed since); "
+                            "use another out: directory or delete its line");
+        }
+        ++outcome.skipped;
+      } else {
+        todo.push_back(&p);
+      }
+    }
+
+    // Directories: a point keeps the one its earlier row names; a new point takes point-<index>
+    // unless a row of another point (from before the grid changed) owns it, then the next free
+    // number. So extending a grid never overwrites a finished point's run files.
+    std::map<std::string, std::string> owner;  // directory name -> point id
+    for (const auto& id : results->Ids()) {
+      const Json& r = *results->Find(id);
+      auto d = r.find("dir");
+      if (d != r.end() && d->is_string() && IsPointDirName(d->get<std::string>())) {
+        owner.emplace(d->get<std::string>(), id);
+      }
+    }
+    int spare = static_cast<int>(spec.points.size());
+    for (const SweepPoint* p : todo) {
+      Planned planned;
+      planned.id = p->id;
+      planned.config_yaml = ToYaml(p->resolved);
+      planned.values = PointValues(spec, *p);
+      planned.crc = p->config_crc;
+      if (const Json* r = results->Find(p->id)) {
+        auto d = r->find("dir");
+        if (d != r->end() && d->is_string() && IsPointDirName(d->get<std::string>()) &&
+            owner.at(d->get<std::string>()) == p->id) {
+          planned.name = d->get<std::string>();
+        }
+      }
+      if (planned.name.empty()) {
+        std::string name = PointDirName(p->index);
+        while (owner.count(name) > 0 && owner.at(name) != p->id) name = PointDirName(spare++);
+        owner[name] = p->id;
+        planned.name = name;
+      }
+      plan.push_back(std::move(planned));
+    }
+    results->WriteCsv();  // the table of what is already done, even if nothing runs
+  } catch (const Error& e) {
+    if (ranks != nullptr) AbandonSweep(*ranks, e.what());
+    throw;
+  }
+  const int size = ranks == nullptr ? 1 : ranks->size();
+  if (ranks != nullptr) ranks->Broadcast(PlanJson(spec.out, spec.mode, plan).dump());
+  say("sweep: " + std::to_string(outcome.total) + " points (" + std::to_string(outcome.skipped) +
+      " finished earlier), running " + std::to_string(plan.size()) + " with " +
+      std::to_string(options.jobs) + " job" + (options.jobs > 1 ? "s" : "") +
+      (size > 1 ? " on each of " + std::to_string(size) + " MPI ranks" : "") + " -> " +
+      spec.out);
+
+  auto record = [&](const Json& row) {
+    results->Put(row.at("point").get<std::string>(), row);
+    if (row.at("status") == "ok") {
+      ++outcome.ran;
+    } else {
+      ++outcome.failed;
+    }
+  };
+  int peers_done = 0;
+  auto collect = [&] {
+    std::string text;
+    while (ranks != nullptr && ranks->Poll(&text)) {
+      Json m = Json::parse(text);
+      if (m.contains("row")) record(m["row"]);
+      if (m.contains("done")) ++peers_done;
+    }
+  };
+  try {
+    RunShare(ShareOf(plan, 0, size), spec.out, spec.mode, options,
+             size > 1 ? "rank 0: " : "", record, collect);
+    while (peers_done < size - 1) {
+      collect();
+      if (peers_done < size - 1) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::vector<std::string> ids;
+    for (const auto& p : plan) ids.push_back(p.id);
+    results->Reorder(ids);
+  } catch (const std::exception& e) {
+    // The other ranks are running their points: end them too rather than leave them waiting.
+    if (ranks != nullptr) ranks->Abort(e.what());
+    throw;
   }
   say("sweep: " + std::to_string(outcome.ran) + " ran, " + std::to_string(outcome.skipped) +
       " skipped, " + std::to_string(outcome.failed) + " failed; results: " + spec.out + "/" +
       kResultsJsonl + ", " + spec.out + "/" + kResultsCsv);
+  return outcome;
+}
+
+SweepOutcome RunSweepPeer(const SweepOptions& options) {
+  PIM_CHECK(options.ranks != nullptr && options.ranks->rank() > 0);
+  PIM_CHECK(options.jobs >= 1);
+  PIM_CHECK(!options.executable.empty());
+  SweepRanks& ranks = *options.ranks;
+  SweepOutcome outcome;
+  Json message = Json::parse(ranks.Broadcast(""));
+  if (message.contains("error")) {
+    outcome.abandoned = true;
+    return outcome;
+  }
+  try {
+    std::vector<Planned> plan;
+    for (const auto& p : message.at("points")) {
+      Planned planned;
+      planned.id = p.at("id").get<std::string>();
+      planned.name = p.at("dir").get<std::string>();
+      planned.config_yaml = p.at("config").get<std::string>();
+      planned.values = p.at("values");
+      planned.crc = p.at("config_crc").get<uint32_t>();
+      plan.push_back(std::move(planned));
+    }
+    const std::string out = message.at("out").get<std::string>();
+    const SweepMode mode = ParseSweepMode(message.at("mode").get<std::string>(), "plan");
+    auto record = [&](const Json& row) {
+      ranks.Send(Json{{"row", row}}.dump());
+      if (row.at("status") == "ok") {
+        ++outcome.ran;
+      } else {
+        ++outcome.failed;
+      }
+    };
+    RunShare(ShareOf(plan, ranks.rank(), ranks.size()), out, mode, options,
+             "rank " + std::to_string(ranks.rank()) + ": ", record, nullptr);
+    ranks.Send(Json{{"done", true}}.dump());
+  } catch (const std::exception& e) {
+    ranks.Abort(e.what());
+  }
   return outcome;
 }
 

@@ -23,12 +23,30 @@ uint32_t GetU32(const std::string& s, size_t at) {
   return v;
 }
 
-struct Parsed {
-  CheckpointInfo info;
-  nlohmann::json tensors;
-  size_t payload_offset = 0;
+// A name from the file as errors show it: control bytes as '?', at most 80 bytes.
+std::string Shown(const std::string& name) {
+  std::string out = name.substr(0, 80);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = '?';
+  }
+  return out;
+}
+
+// A stored tensor, validated: its shape, and where its values start in the file.
+struct StoredTensor {
+  std::string name;
+  Shape shape;
+  size_t offset = 0;
 };
 
+struct Parsed {
+  CheckpointInfo info;
+  std::vector<StoredTensor> tensors;
+};
+
+// Checks everything a reader relies on before any value is used: magic, CRC, header JSON and
+// its types, every tensor's shape against its element count and the payload, with no
+// arithmetic that could overflow (the CRC catches damage, not a crafted file).
 Parsed Parse(const std::string& path, const std::string& bytes) {
   auto bad = [&](const std::string& what) -> DataError {
     return DataError(path + ": not a valid pimtrain checkpoint (" + what + ")");
@@ -43,20 +61,55 @@ Parsed Parse(const std::string& path, const std::string& bytes) {
   uint32_t header_len = GetU32(bytes, 8);
   if (12 + static_cast<size_t>(header_len) + 4 > bytes.size()) throw bad("header length");
   Parsed p;
-  nlohmann::json h;
+  size_t offset = 12 + static_cast<size_t>(header_len);
+  const size_t payload_end = bytes.size() - 4;
   try {
-    h = nlohmann::json::parse(bytes.substr(12, header_len));
-    p.info.epochs_done = h.at("epochs_done").get<int64_t>();
+    nlohmann::json h = nlohmann::json::parse(bytes.substr(12, header_len));
+    const auto& epochs = h.at("epochs_done");
+    if (!epochs.is_number_integer() || epochs.get<int64_t>() < 0) {
+      throw bad("header: epochs_done is not a count");
+    }
+    p.info.epochs_done = epochs.get<int64_t>();
     p.info.metrics_jsonl = h.at("metrics_jsonl").get<std::string>();
     p.info.config_yaml = h.at("config_yaml").get<std::string>();
-    p.tensors = h.at("tensors");
+    const auto& tensors = h.at("tensors");
+    if (!tensors.is_array()) throw bad("header: tensors is not a list");
+    for (const auto& entry : tensors) {
+      StoredTensor t;
+      t.name = entry.at("name").get<std::string>();
+      const auto& shape = entry.at("shape");
+      const auto& numel = entry.at("numel");
+      if (!shape.is_array() || shape.size() > static_cast<size_t>(Shape::kMaxRank) ||
+          !numel.is_number_integer()) {
+        throw bad("tensor " + Shown(t.name) + " has an inconsistent shape");
+      }
+      // The element count may not exceed what is left of the payload, so neither the product
+      // of the dimensions nor the byte count can overflow.
+      const uint64_t room = (payload_end - offset) / sizeof(float);
+      std::vector<int64_t> dims;
+      uint64_t product = 1;
+      for (const auto& d : shape) {
+        if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+          throw bad("tensor " + Shown(t.name) + " has an inconsistent shape");
+        }
+        dims.push_back(d.get<int64_t>());
+        const uint64_t u = static_cast<uint64_t>(dims.back());
+        product = (u != 0 && product > room / u) ? room + 1 : product * u;
+      }
+      if (dims.empty()) product = 0;  // as Shape::numel counts a rank-0 shape
+      if (product > room) throw bad("payload length");
+      if (numel.get<int64_t>() < 0 || static_cast<uint64_t>(numel.get<int64_t>()) != product) {
+        throw bad("tensor " + Shown(t.name) + " has an inconsistent shape");
+      }
+      t.shape = Shape(dims);
+      t.offset = offset;
+      offset += static_cast<size_t>(product) * sizeof(float);
+      p.tensors.push_back(std::move(t));
+    }
   } catch (const nlohmann::json::exception& e) {
     throw bad(std::string("header: ") + e.what());
   }
-  p.payload_offset = 12 + header_len;
-  size_t total = 0;
-  for (const auto& t : p.tensors) total += t.at("numel").get<size_t>() * sizeof(float);
-  if (p.payload_offset + total + 4 != bytes.size()) throw bad("payload length");
+  if (offset != payload_end) throw bad("payload length");
   return p;
 }
 
@@ -103,32 +156,14 @@ CheckpointInfo LoadCheckpoint(const std::string& path, const NamedTensors& t,
                     " tensors, the configured run has " + std::to_string(t.size()) +
                     " (was it saved from a different config?)");
   }
-  // Offsets of every stored tensor, by name.
-  struct Stored {
-    Shape shape;
-    size_t offset;
-  };
-  std::vector<std::pair<std::string, Stored>> stored;
-  size_t off = p.payload_offset;
-  for (size_t i = 0; i < p.tensors.size(); ++i) {
-    const auto& entry = p.tensors[i];
-    std::string name = entry.at("name").get<std::string>();
-    auto dims = entry.at("shape").get<std::vector<int64_t>>();
-    if (dims.size() > static_cast<size_t>(Shape::kMaxRank) ||
-        Shape(dims).numel() != entry.at("numel").get<int64_t>()) {
-      throw DataError(path + ": tensor " + name + " has an inconsistent shape");
-    }
-    stored.push_back({name, {Shape(dims), off}});
-    off += static_cast<size_t>(Shape(dims).numel()) * sizeof(float);
-  }
   std::vector<size_t> offsets;
   for (size_t i = 0; i < t.size(); ++i) {
-    const Stored* found = nullptr;
+    const StoredTensor* found = nullptr;
     if (match == TensorMatch::kExact) {
-      if (stored[i].first == t[i].first) found = &stored[i].second;
+      if (p.tensors[i].name == t[i].first) found = &p.tensors[i];
     } else {
-      for (const auto& [name, s] : stored)
-        if (name == t[i].first) found = &s;
+      for (const auto& s : p.tensors)
+        if (s.name == t[i].first) found = &s;
     }
     if (found == nullptr) {
       throw DataError(path + ": checkpoint has no tensor " + t[i].first +

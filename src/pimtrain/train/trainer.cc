@@ -199,15 +199,16 @@ std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
     }
     l["actions"] = actions;
     // Saturation events, summed over the stages: counts named *_clipped (e.g. adc_clipped, an
-    // ADC code clipped to full scale) or *_saturated (an accumulator held at its limit).
+    // ADC code clipped to full scale), *_saturated or *_saturations (e.g. alignment_saturations,
+    // a pre-aligned mantissa held at the datapath's largest magnitude).
     auto saturation = nlohmann::ordered_json::object();
     for (int s = 0; s < kNumStages; ++s) {
       for (const auto& [name, n] : counts[s].counts()) {
-        auto ends_with = [&](std::string_view suffix) {
-          return name.size() >= suffix.size() &&
-                 name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+        const std::string_view key = name;  // (clang 14 cannot capture a structured binding)
+        auto ends_with = [key](std::string_view suffix) {
+          return key.size() >= suffix.size() && key.substr(key.size() - suffix.size()) == suffix;
         };
-        if (ends_with("_clipped") || ends_with("_saturated")) {
+        if (ends_with("_clipped") || ends_with("_saturated") || ends_with("_saturations")) {
           saturation[name] = saturation.value(name, int64_t{0}) + n;
         }
       }

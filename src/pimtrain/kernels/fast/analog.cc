@@ -12,8 +12,37 @@
 #include "pimtrain/base/rng.h"
 #include "pimtrain/kernels/analog.h"
 
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace pim::kernels::fast {
 namespace {
+
+// ---- Coordinate-keyed normals, 8 or 16 Philox blocks at a time --------------------------
+// The central 95 % of each 16-bit uniform h maps through Acklam's rational in float (the scalar
+// GaussianFrom16's operations, one IEEE operation each, so any vector width rounds alike); the
+// tails (h < kGaussTail or h >= 65536 - kGaussTail, ~5 % of lanes) are patched from the quantile
+// table. A branch per tail lane mispredicts often (a third of the 8-lane vectors hold one), so
+// the tail lanes are compressed, without branches, into a list of (position << 12 | table index)
+// entries and patched in one loop per call.
+constexpr uint32_t kTailHiBase = 65536 - 2 * kGaussTail;  // table index of h = h - kTailHiBase
+constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
+constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
+
+// For each 8-bit lane mask, the lane numbers of its set bits first (compressing a vector).
+struct CompressTable {
+  alignas(32) uint32_t idx[256][8];
+  constexpr CompressTable() : idx() {
+    for (int m = 0; m < 256; ++m) {
+      int n = 0;
+      for (int l = 0; l < 8; ++l) {
+        if (m & (1 << l)) idx[m][n++] = static_cast<uint32_t>(l);
+      }
+      for (; n < 8; ++n) idx[m][n] = 0;
+    }
+  }
+};
+constexpr CompressTable kCompress;
 
 // 32 x 32 -> 64-bit products of 8 lanes: hi and lo words.
 inline void MulHiLo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
@@ -23,29 +52,123 @@ inline void MulHiLo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
   *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
 }
 
-// The 64 normals of group g (Philox blocks 8g .. 8g+7), in index order (see adc.h).
-void GroupNormals(uint64_t key, uint64_t stream, uint64_t g, float* out) {
-  alignas(32) uint32_t lo[8], hi[8];
-  for (int l = 0; l < 8; ++l) {
-    const uint64_t ctr = g * 8 + static_cast<uint64_t>(l);
-    lo[l] = static_cast<uint32_t>(ctr);
-    hi[l] = static_cast<uint32_t>(ctr >> 32);
+// Acklam's central rational on 8 lanes of 16-bit uniforms (as int32).
+inline __m256 Central8(__m256i h) {
+  const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
+  const __m256 t =
+      _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(h), vhalf), vinv), vhalf);
+  const __m256 r = _mm256_mul_ps(t, t);
+  __m256 num = _mm256_set1_ps(kGaussA[0]), den = _mm256_set1_ps(kGaussB[0]);
+  for (int i = 1; i < 6; ++i) {
+    num = _mm256_add_ps(_mm256_mul_ps(num, r), _mm256_set1_ps(kGaussA[i]));
+    den = _mm256_add_ps(_mm256_mul_ps(den, r), _mm256_set1_ps(i < 5 ? kGaussB[i] : 1.0f));
   }
-  __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
-  __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
-  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  return _mm256_div_ps(_mm256_mul_ps(t, num), den);
+}
+
+// Appends the tail lanes of h (8 lanes at positions pos + lane) to list; returns the new size.
+inline int64_t TailList8(__m256i h, uint32_t pos, uint32_t* list, int64_t n) {
+  const __m256i lo_edge = _mm256_set1_epi32(static_cast<int>(kGaussTail));
+  const __m256i hi_edge = _mm256_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
+  const __m256i hi_tail = _mm256_cmpgt_epi32(h, hi_edge);
+  const __m256i tail = _mm256_or_si256(_mm256_cmpgt_epi32(lo_edge, h), hi_tail);
+  const unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(tail)));
+  const __m256i tidx = _mm256_sub_epi32(
+      h, _mm256_and_si256(hi_tail, _mm256_set1_epi32(static_cast<int>(kTailHiBase))));
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i posv = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(pos)), lanes);
+  const __m256i entry = _mm256_or_si256(_mm256_slli_epi32(posv, kPosShift), tidx);
+  const __m256i perm =
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.idx[mask]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(list + n),
+                      _mm256_permutevar8x32_epi32(entry, perm));
+  return n + __builtin_popcount(mask);
+}
+
+// Ten Philox-4x32 rounds on 8 lanes (counters c0..c3, key k0, k1): the words in place.
+inline void Philox8(__m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3, uint32_t k0,
+                    uint32_t k1) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
   for (int r = 0; r < 10; ++r) {
     __m256i hi0, lo0, hi1, lo1;
-    MulHiLo(c0, m0, &hi0, &lo0);
-    MulHiLo(c2, m1, &hi1, &lo1);
+    MulHiLo(*c0, m0, &hi0, &lo0);
+    MulHiLo(*c2, m1, &hi1, &lo1);
     const __m256i n0 =
-        _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+        _mm256_xor_si256(_mm256_xor_si256(hi1, *c1), _mm256_set1_epi32(static_cast<int>(k0)));
     const __m256i n2 =
-        _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+        _mm256_xor_si256(_mm256_xor_si256(hi0, *c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    *c1 = lo1;
+    *c3 = lo0;
+    *c0 = n0;
+    *c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
+// adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
+int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                      uint32_t* list, int64_t n) {
+  const uint64_t ctr = g * 8;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // 8g + lane never carries into the high word (8g's low 3 bits are 0).
+  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))),
+                                lanes);
+  __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
+  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+  Philox8(&c0, &c1, &c2, &c3, static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  const __m256i words[4] = {c0, c1, c2, c3};
+  const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
+  for (int half = 0; half < 2; ++half) {
+    for (int w = 0; w < 4; ++w) {
+      const __m256i h =
+          _mm256_and_si256(half == 0 ? words[w] : _mm256_srli_epi32(words[w], 16), mask16);
+      const int o = 32 * half + 8 * w;
+      _mm256_storeu_ps(out + o, Central8(h));
+      n = TailList8(h, pos + static_cast<uint32_t>(o), list, n);
+    }
+  }
+  return n;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// 16 lanes: groups g and g + 1 at once (Philox blocks 8g .. 8g+15); out[0..128).
+// pe / po hold the even / odd lanes' 64-bit products; a masked in-lane dword swap merges them.
+inline void MulHiLo16(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
+  const __m512i pe = _mm512_mul_epu32(a, m);
+  const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  *lo = _mm512_mask_shuffle_epi32(pe, 0xAAAA, po, _MM_PERM_CDAB);
+  *hi = _mm512_mask_shuffle_epi32(po, 0x5555, pe, _MM_PERM_CDAB);
+}
+
+int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                           uint32_t* list, int64_t n) {
+  const uint64_t ctr = g * 8;
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // 8g + lane (lane < 16) may carry into the high word when 8g's low word is 2^32 - 8.
+  const uint32_t lo32 = static_cast<uint32_t>(ctr);
+  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo32)), lanes);
+  const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, _mm512_set1_epi32(static_cast<int>(lo32)));
+  __m512i c1 = _mm512_mask_add_epi32(
+      _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32))), carry,
+      _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32))),
+      _mm512_set1_epi32(1));
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int r = 0; r < 10; ++r) {
+    __m512i hi0, lo0, hi1, lo1;
+    MulHiLo16(c0, m0, &hi0, &lo0);
+    MulHiLo16(c2, m1, &hi1, &lo1);
+    const __m512i n0 =
+        _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
+    const __m512i n2 =
+        _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
     c1 = lo1;
     c3 = lo0;
     c0 = n0;
@@ -53,61 +176,124 @@ void GroupNormals(uint64_t key, uint64_t stream, uint64_t g, float* out) {
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  // GaussianFrom16 on 8 lanes: Acklam's central rational in float, the tails patched from the
-  // quantile table (about a third of the vectors hold a tail lane).
-  const GaussianTable& table = GetGaussianTable();
-  const __m256i words[4] = {c0, c1, c2, c3};
-  const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
-  const __m256i lo_edge = _mm256_set1_epi32(static_cast<int>(kGaussTail));
-  const __m256i hi_edge = _mm256_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
-  const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  __m256 a[6], b[5];
-  for (int i = 0; i < 6; ++i) a[i] = _mm256_set1_ps(kGaussA[i]);
-  for (int i = 0; i < 5; ++i) b[i] = _mm256_set1_ps(kGaussB[i]);
-  // Eight vectors of 16-bit uniforms, in output order (half, word). The rational is evaluated on
-  // four vectors at a time, interleaved, so the Horner chains' latencies overlap.
-  __m256i hs[8];
+  const __m512i words[4] = {c0, c1, c2, c3};
+  const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
+  const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
+  const __m512i lo_edge = _mm512_set1_epi32(static_cast<int>(kGaussTail));
+  const __m512i hi_edge = _mm512_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
+  // Lane l of a vector lands at group (l / 8), offset l % 8: position pos + 64 (l / 8) + l % 8.
+  const __m512i lane_pos =
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71);
+  const __m512i pos_shifted = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos)), lane_pos), kPosShift);
+  const __m512i tail_span = _mm512_set1_epi32(static_cast<int>(65536 - 2 * kGaussTail));
+  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(kTailHiBase));
   for (int half = 0; half < 2; ++half) {
+    __m512i hv[4];
+    __m512 t[4], r[4], num[4], den[4];
     for (int w = 0; w < 4; ++w) {
-      hs[4 * half + w] =
-          _mm256_and_si256(half == 0 ? words[w] : _mm256_srli_epi32(words[w], 16), mask16);
-    }
-  }
-  for (int v0 = 0; v0 < 8; v0 += 4) {
-    __m256 t[4], r[4], num[4], den[4];
-    for (int v = 0; v < 4; ++v) {
-      t[v] = _mm256_sub_ps(
-          _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(hs[v0 + v]), vhalf), vinv), vhalf);
-      r[v] = _mm256_mul_ps(t[v], t[v]);
-      num[v] = a[0];
-      den[v] = b[0];
+      hv[w] = _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
+      t[w] = _mm512_sub_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(hv[w]), vhalf), vinv),
+                           vhalf);
+      r[w] = _mm512_mul_ps(t[w], t[w]);
+      num[w] = _mm512_set1_ps(kGaussA[0]);
+      den[w] = _mm512_set1_ps(kGaussB[0]);
     }
     for (int i = 1; i < 6; ++i) {
-      for (int v = 0; v < 4; ++v) {
-        num[v] = _mm256_add_ps(_mm256_mul_ps(num[v], r[v]), a[i]);
-        den[v] = _mm256_add_ps(_mm256_mul_ps(den[v], r[v]), i < 5 ? b[i] : one);
+      const __m512 a = _mm512_set1_ps(kGaussA[i]);
+      const __m512 b = _mm512_set1_ps(i < 5 ? kGaussB[i] : 1.0f);
+      for (int w = 0; w < 4; ++w) {
+        num[w] = _mm512_add_ps(_mm512_mul_ps(num[w], r[w]), a);
+        den[w] = _mm512_add_ps(_mm512_mul_ps(den[w], r[w]), b);
       }
     }
-    for (int v = 0; v < 4; ++v) {
-      _mm256_storeu_ps(out + 8 * (v0 + v), _mm256_div_ps(_mm256_mul_ps(t[v], num[v]), den[v]));
+    for (int w = 0; w < 4; ++w) {
+      const __m512 z = _mm512_div_ps(_mm512_mul_ps(t[w], num[w]), den[w]);
+      const int o = 32 * half + 8 * w;
+      _mm256_storeu_ps(out + o, _mm512_castps512_ps256(z));
+      _mm256_storeu_ps(out + 64 + o, _mm512_extractf32x8_ps(z, 1));
+      // Tail <=> (h - kGaussTail) mod 2^32 >= 65536 - 2 kGaussTail (one unsigned compare).
+      const __mmask16 tail = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(hv[w], lo_edge), tail_span);
+      const __mmask16 hi_tail = _mm512_mask_cmpgt_epi32_mask(tail, hv[w], hi_edge);
+      const __m512i tidx = _mm512_mask_sub_epi32(hv[w], hi_tail, hv[w], hi_base);
+      const __m512i entry = _mm512_or_si512(
+          _mm512_add_epi32(pos_shifted, _mm512_set1_epi32(static_cast<int>(
+                                            static_cast<uint32_t>(o) << kPosShift))),
+          tidx);
+      _mm512_storeu_si512(list + n, _mm512_maskz_compress_epi32(tail, entry));
+      n += __builtin_popcount(static_cast<unsigned>(tail));
     }
   }
-  for (int v = 0; v < 8; ++v) {
-    const __m256i h = hs[v];
-    const __m256i tail =
-        _mm256_or_si256(_mm256_cmpgt_epi32(lo_edge, h), _mm256_cmpgt_epi32(h, hi_edge));
-    unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(tail)));
-    if (mask != 0) {
-      alignas(32) uint32_t hv[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(hv), h);
-      float* o = out + 8 * v;
-      while (mask != 0) {
-        const int l = __builtin_ctz(mask);
-        mask &= mask - 1;
-        o[l] = hv[l] < kGaussTail ? table.tail[hv[l]] : table.tail[hv[l] - (65536 - 2 * kGaussTail)];
+  return n;
+}
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
+// blocks and layout as the normals, without the inverse CDF).
+void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out) {
+  const uint64_t end = start + static_cast<uint64_t>(count);
+  uint64_t i = start;
+  alignas(64) uint32_t tmp[128];
+  while (i < end) {
+    const uint64_t g = i >> 6;
+    const uint64_t ctr = g * 8;
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const uint32_t lo32 = static_cast<uint32_t>(ctr);
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo32)), lanes);
+    const __mmask16 carry =
+        _mm512_cmplt_epu32_mask(c0, _mm512_set1_epi32(static_cast<int>(lo32)));
+    const __m512i hi32 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
+    __m512i c1 = _mm512_mask_add_epi32(hi32, carry, hi32, _mm512_set1_epi32(1));
+    __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+    __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+    const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
+    const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
+    uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+    for (int r = 0; r < 10; ++r) {
+      __m512i hi0, lo0, hi1, lo1;
+      MulHiLo16(c0, m0, &hi0, &lo0);
+      MulHiLo16(c2, m1, &hi1, &lo1);
+      const __m512i n0 =
+          _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
+      const __m512i n2 =
+          _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+      c1 = lo1;
+      c3 = lo0;
+      c0 = n0;
+      c2 = n2;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const __m512i words[4] = {c0, c1, c2, c3};
+    const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
+    const bool direct = (i & 63) == 0 && end - i >= 128;
+    uint32_t* o = direct ? out + (i - start) : tmp;
+    for (int half = 0; half < 2; ++half) {
+      for (int w = 0; w < 4; ++w) {
+        const __m512i h =
+            _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
+        const int off = 32 * half + 8 * w;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + off), _mm512_castsi512_si256(h));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64 + off),
+                            _mm512_extracti64x4_epi64(h, 1));
       }
     }
+    if (direct) {
+      i += 128;
+    } else {
+      const uint64_t g_end = std::min(end, (g + 2) << 6);
+      std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(uint32_t));
+      i = g_end;
+    }
+  }
+}
+#endif
+
+inline void PatchTails(float* out, const uint32_t* list, int64_t n) {
+  const float* tail = GetGaussianTable().tail;
+  for (int64_t i = 0; i < n; ++i) {
+    out[list[i] >> kPosShift] = tail[list[i] & ((1u << kPosShift) - 1)];
   }
 }
 
@@ -116,18 +302,39 @@ void GroupNormals(uint64_t key, uint64_t stream, uint64_t g, float* out) {
 void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
   if (count <= 0) return;
   const uint64_t end = start + static_cast<uint64_t>(count);
+  // Whole groups in chunks whose positions fit the list entries; partial groups via tmp.
+  constexpr int64_t kChunkGroups = 256;  // 16384 normals
+  static_assert(kChunkGroups * 64 <= kMaxListPositions);
+  thread_local std::vector<uint32_t> list(static_cast<size_t>(kChunkGroups * 64 + 16));
   alignas(32) float tmp[64];
   uint64_t i = start;
   while (i < end) {
     const uint64_t g = i >> 6;
-    const uint64_t g_end = std::min(end, (g + 1) << 6);
-    if ((i & 63) == 0 && g_end - i == 64) {
-      GroupNormals(key, stream, g, out + (i - start));
-    } else {
-      GroupNormals(key, stream, g, tmp);
+    if ((i & 63) != 0 || end - i < 64) {
+      const uint64_t g_end = std::min(end, (g + 1) << 6);
+      const int64_t n = GroupNormals8(key, stream, g, tmp, 0, list.data(), 0);
+      PatchTails(tmp, list.data(), n);
       std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(float));
+      i = g_end;
+      continue;
     }
-    i = g_end;
+    const uint64_t groups =
+        std::min<uint64_t>((end - i) >> 6, static_cast<uint64_t>(kChunkGroups));
+    float* o = out + (i - start);
+    int64_t n = 0;
+    uint64_t k = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    for (; k + 2 <= groups; k += 2) {
+      n = GroupPairNormals16(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k),
+                             list.data(), n);
+    }
+#endif
+    for (; k < groups; ++k) {
+      n = GroupNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
+                        n);
+    }
+    PatchTails(o, list.data(), n);
+    i += groups * 64;
   }
 }
 
@@ -140,6 +347,39 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   out.words = (p.block + 63) / 64;
   out.bits = p.slices * p.cell_bits;
   out.planes.assign(static_cast<size_t>(blocks * out.bits * ncp * out.words), 0);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (out.bits <= 8) {
+    // Levels of 64 rows of a column as 64 bytes; a byte-wise bit test gives the plane word.
+    auto pack8 = [&](int64_t b0, int64_t b1) {
+      std::vector<uint8_t> col(static_cast<size_t>(ncp * 64));
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
+        for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
+          const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
+          std::fill(col.begin(), col.end(), 0);
+          for (int64_t r = rs; r < re; ++r) {
+            const int32_t* row = p.w + r * ncp;
+            uint8_t* c = col.data() + (r - rs);
+            for (int64_t cp = 0; cp < ncp; ++cp) c[cp * 64] = static_cast<uint8_t>(row[cp]);
+          }
+          for (int64_t cp = 0; cp < ncp; ++cp) {
+            const __m512i v = _mm512_loadu_si512(col.data() + cp * 64);
+            for (int t = 0; t < out.bits; ++t) {
+              out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
+                  _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
+            }
+          }
+        }
+      }
+    };
+    if (pool != nullptr) {
+      pool->ParallelFor(blocks, 1, pack8);
+    } else {
+      pack8(0, blocks);
+    }
+    return;
+  }
+#endif
   auto pack = [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
@@ -184,6 +424,10 @@ struct Worker {
   std::vector<int64_t> acc;
   std::vector<uint8_t> applied;
   std::vector<int32_t> chunk;
+  // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
+  // columns of one slice's tail draws.
+  bool shortcut = false;
+  std::vector<uint32_t> uni, tails;
   AnalogCounts c;
 
   Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed)
@@ -205,6 +449,17 @@ struct Worker {
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
     chunk.resize(static_cast<size_t>(p.block));
+    // Worth it when the central draws span less than one code (most conversions then do not
+    // depend on them); exact only for a linear transfer (INL's float steps need not be
+    // monotone).
+    const AdcTransfer& adc = p.readout.adc;
+    const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
+    shortcut = p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f && adc.inl_k == 0.0f &&
+               adc.sigma * zspan * adc.inv_lsb < 1.0f;
+    if (shortcut) {
+      uni.resize(static_cast<size_t>(S * ncp));
+      tails.resize(static_cast<size_t>(ncp + 16));
+    }
   }
 
   const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
@@ -229,7 +484,8 @@ struct Worker {
     }
   }
 
-  // Partial sums of cycle j (phase h, block b) into ps[(j*S + q)*ncp + cp] from the planes.
+  // Partial sums of cycle j (phase h, block b) into psi[(j*S + q)*ncp + cp] from the planes:
+  // the block's first wn words (W > 0: wn = W, known at compile time) of each plane.
   template <int W>
   void PopcountSums(int64_t b, int h, int j, int64_t wn) {
     const uint64_t* xp[8];
@@ -240,15 +496,43 @@ struct Worker {
       na = xp[a] != nullptr ? a + 1 : na;
     }
     const int64_t nw = W > 0 ? W : wn;
+    const int64_t stride = words;  // words per column in the packed planes
+    const int64_t ncp = this->ncp;  // a local: the vector stores below may alias members
     for (int q = 0; q < S; ++q) {
       if (pd == 1 && pr == 1) {
         const uint64_t* x0 = xp[0];
         const uint64_t* wp = pw.Plane(b, q, 0);
-        // Integer counts; converted to float 8 at a time by the read-out (scalar stores followed
-        // at once by a vector load of the same bytes would stall on store forwarding).
+        // Integer counts; converted to float by the read-out (scalar stores followed at once by
+        // a vector load of the same bytes would stall on store forwarding).
         int32_t* iout = psi.data() + (j * S + q) * ncp;
-        for (int64_t cp = 0; cp < ncp; ++cp) {
-          const uint64_t* wc = wp + cp * nw;
+        int64_t cp = 0;
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+        if (W == 2 && stride == 2) {
+          // Eight columns (16 words) per step: AND with the input words, popcount, add each
+          // column's two words.
+          const __m512i xv = _mm512_broadcast_i64x2(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(x0)));
+          const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+          const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+          for (; cp + 8 <= ncp; cp += 8) {
+            const uint64_t* wc = wp + cp * 2;
+            const __m512i a = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc)));
+            const __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc + 8)));
+            const __m512i sum = _mm512_add_epi64(_mm512_permutex2var_epi64(a, even, c),
+                                                 _mm512_permutex2var_epi64(a, odd, c));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(iout + cp), _mm512_cvtepi64_epi32(sum));
+          }
+        } else if (W == 1 && stride == 1) {
+          const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x0[0]));
+          for (; cp + 8 <= ncp; cp += 8) {
+            const __m512i wv = _mm512_loadu_si512(wp + cp);
+            const __m512i cnt = _mm512_popcnt_epi64(_mm512_and_si512(xv, wv));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(iout + cp), _mm512_cvtepi64_epi32(cnt));
+          }
+        }
+#endif
+        for (; cp < ncp; ++cp) {
+          const uint64_t* wc = wp + cp * stride;
           int32_t s = 0;
           for (int64_t w = 0; w < nw; ++w) {
             s += static_cast<int32_t>(__builtin_popcountll(x0[w] & wc[w]));
@@ -294,9 +578,160 @@ struct Worker {
     }
   }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  // Dataflow A with small noise and a linear ADC, exactly: the code is a monotone function of the
+  // draw z (every float step is), so when the central region's extreme draws zlo, zhi give the
+  // same code and clipping side, every central draw does, and its inverse CDF need not be
+  // evaluated. Lanes where they differ get the full rational; tail draws (~5 %) are converted
+  // one by one from the quantile table after the vector loop. Same results as ConvertA.
+  void ConvertAShortcut(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer) {
+    const AdcTransfer& adc = p.readout.adc;
+    const int64_t ncp = this->ncp;
+    int64_t* const accp = acc.data();
+    const int64_t len = S * ncp;
+    uint32_t* const hs = uni.data();
+    uint32_t* const list = tails.data();
+    FillUniforms(p.noise_key, kNoiseStreamA,
+                 detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0), len, hs);
+    const float* src = ps.data() + j * len;
+    const int32_t* isrc = psi.data() + j * len;
+    const __m512 wsigma = _mm512_set1_ps(adc.sigma), winv = _mm512_set1_ps(adc.inv_lsb);
+    const __m512 wmax = _mm512_set1_ps(adc.max_code), wzero = _mm512_setzero_ps();
+    const __m512 wlo = _mm512_set1_ps(-0.5f), whi = _mm512_set1_ps(adc.max_code + 0.5f);
+    const __m512 zlo = _mm512_set1_ps(GaussianFrom16(kGaussTail));
+    const __m512 zhi = _mm512_set1_ps(GaussianFrom16(65535 - kGaussTail));
+    const __m512i edge = _mm512_set1_epi32(static_cast<int>(kGaussTail));
+    const __m512i span = _mm512_set1_epi32(static_cast<int>(65536 - 2 * kGaussTail));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i hi_edge = _mm512_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
+    const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(kTailHiBase));
+    const float* table = GetGaussianTable().tail;
+    // The transfer of 16 inputs x with draws z: codes, and the below / above clipping masks.
+    auto convert = [&](__m512 x, __m512 z, __mmask16* below, __mmask16* above) {
+      const __m512 t = _mm512_mul_ps(_mm512_add_ps(x, _mm512_mul_ps(wsigma, z)), winv);
+      *below = _mm512_cmp_ps_mask(t, wlo, _CMP_LT_OQ);
+      *above = _mm512_cmp_ps_mask(t, whi, _CMP_GT_OQ);
+      const __m512 tc = _mm512_min_ps(_mm512_max_ps(t, wzero), wmax);
+      __m512 cf = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      cf = _mm512_min_ps(_mm512_max_ps(cf, wzero), wmax);
+      return _mm512_cvtps_epi32(cf);
+    };
+    int64_t clipped = 0, nt = 0;
+    for (int q = 0; q < S; ++q) {
+      const float* v = src + q * ncp;
+      const int32_t* iv = isrc + q * ncp;
+      const uint32_t* hq = hs + q * ncp;
+      const int shift = j * pd + q * pr;
+      const __m128i wshift = _mm_cvtsi32_si128(shift);
+      int64_t cp = 0;
+      for (; cp + 16 <= ncp; cp += 16) {
+        const __m512 x = integer ? _mm512_cvtepi32_ps(_mm512_loadu_si512(iv + cp))
+                                 : _mm512_loadu_ps(v + cp);
+        const __m512i hv = _mm512_loadu_si512(hq + cp);
+        const __mmask16 tail = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(hv, edge), span);
+        // Tail lanes are converted afterwards (their columns listed), the others with zlo.
+        _mm512_storeu_si512(list + nt, _mm512_maskz_compress_epi32(
+                                           tail, _mm512_add_epi32(_mm512_set1_epi32(
+                                                                      static_cast<int>(cp)),
+                                                                  iota)));
+        nt += __builtin_popcount(static_cast<unsigned>(tail));
+        __mmask16 b0, a0, b1, a1;
+        __m512i code = convert(x, zlo, &b0, &a0);
+        const __m512i code_hi = convert(x, zhi, &b1, &a1);
+        const __mmask16 differ =
+            _mm512_cmpneq_epi32_mask(code, code_hi) | static_cast<__mmask16>(b0 ^ b1) |
+            static_cast<__mmask16>(a0 ^ a1);
+        __mmask16 clip = b0 | a0;
+        if ((differ & ~tail) != 0) {
+          // Some central draws matter: the inverse CDF for this vector.
+          const __m512 vhalf = _mm512_set1_ps(0.5f), vinv16 = _mm512_set1_ps(1.0f / 65536.0f);
+          const __m512 t = _mm512_sub_ps(
+              _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(hv), vhalf), vinv16), vhalf);
+          const __m512 r = _mm512_mul_ps(t, t);
+          __m512 num = _mm512_set1_ps(kGaussA[0]), den = _mm512_set1_ps(kGaussB[0]);
+          for (int i = 1; i < 6; ++i) {
+            num = _mm512_add_ps(_mm512_mul_ps(num, r), _mm512_set1_ps(kGaussA[i]));
+            den = _mm512_add_ps(_mm512_mul_ps(den, r), _mm512_set1_ps(i < 5 ? kGaussB[i] : 1.0f));
+          }
+          const __m512 z = _mm512_div_ps(_mm512_mul_ps(t, num), den);
+          __mmask16 bz, az;
+          code = convert(x, z, &bz, &az);
+          clip = bz | az;
+        }
+        code = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~tail), code);
+        clipped += __builtin_popcount(static_cast<unsigned>(clip & ~tail));
+        const __m512i lo = _mm512_sll_epi64(
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
+        const __m512i hi = _mm512_sll_epi64(
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
+        int64_t* a = accp + cp;
+        const __m512i a0v = _mm512_loadu_si512(a), a1v = _mm512_loadu_si512(a + 8);
+        if (sign > 0) {
+          _mm512_storeu_si512(a, _mm512_add_epi64(a0v, lo));
+          _mm512_storeu_si512(a + 8, _mm512_add_epi64(a1v, hi));
+        } else {
+          _mm512_storeu_si512(a, _mm512_sub_epi64(a0v, lo));
+          _mm512_storeu_si512(a + 8, _mm512_sub_epi64(a1v, hi));
+        }
+      }
+      // The columns left over by the vector loop, one at a time.
+      for (; cp < ncp; ++cp) {
+        const AdcTransfer::Result r =
+            adc.Convert(integer ? static_cast<float>(iv[cp]) : v[cp], GaussianFrom16(hq[cp]));
+        accp[cp] += sign * (static_cast<int64_t>(r.code) << shift);
+        clipped += r.clipped;
+      }
+      // The listed tail lanes, 16 at a time (distinct columns, so the scatter cannot collide).
+      for (int64_t i = 0; i < nt; i += 16) {
+        const __mmask16 live = nt - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                             : static_cast<__mmask16>((1u << (nt - i)) - 1);
+        const __m512i cols = _mm512_maskz_loadu_epi32(live, list + i);
+        const __m512 x =
+            integer ? _mm512_cvtepi32_ps(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live,
+                                                                    cols, iv, 4))
+                    : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, cols, v, 4);
+        const __m512i hv =
+            _mm512_mask_i32gather_epi32(_mm512_set1_epi32(0), live, cols, hq, 4);
+        const __mmask16 hi_tail = _mm512_cmpgt_epi32_mask(hv, hi_edge);
+        const __m512i tidx = _mm512_mask_sub_epi32(hv, hi_tail, hv, hi_base);
+        const __m512 z = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, tidx, table, 4);
+        __mmask16 bz, az;
+        const __m512i code = _mm512_maskz_mov_epi32(live, convert(x, z, &bz, &az));
+        clipped += __builtin_popcount(static_cast<unsigned>((bz | az) & live));
+        const __m512i lo = _mm512_sll_epi64(
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
+        const __m512i hi = _mm512_sll_epi64(
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
+        const __m256i cl = _mm512_castsi512_si256(cols);
+        const __m256i ch = _mm512_extracti64x4_epi64(cols, 1);
+        const __mmask8 ml = static_cast<__mmask8>(live), mh = static_cast<__mmask8>(live >> 8);
+        const __m512i a0v = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ml, cl, accp, 8);
+        const __m512i a1v = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), mh, ch, accp, 8);
+        _mm512_mask_i32scatter_epi64(accp, ml, cl,
+                                     sign > 0 ? _mm512_add_epi64(a0v, lo) : _mm512_sub_epi64(a0v, lo), 8);
+        _mm512_mask_i32scatter_epi64(accp, mh, ch,
+                                     sign > 0 ? _mm512_add_epi64(a1v, hi) : _mm512_sub_epi64(a1v, hi), 8);
+      }
+      nt = 0;
+    }
+    c.adc_clipped += clipped;
+    c.adc_conversions += len;
+    c.sample_holds += len;
+    c.shift_adds += len;
+  }
+#endif
+
   // Dataflow A read-out of cycle j: noise -> ADC -> shift -> accumulate, 8 conversions at a time.
   void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer) {
     const AdcTransfer& adc = p.readout.adc;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    if (shortcut) {
+      ConvertAShortcut(m, b, h, j, sign, integer);
+      return;
+    }
+#endif
+    const int64_t ncp = this->ncp;  // locals: the vector stores below may alias members
+    int64_t* const accp = acc.data();
     const int64_t len = S * ncp;
     const bool noisy = adc.sigma != 0.0f;
     if (noisy) {
@@ -318,6 +753,47 @@ struct Worker {
       const int shift = j * pd + q * pr;
       const __m128i vshift = _mm_cvtsi32_si128(shift);
       int64_t cp = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+      // Sixteen conversions per step: the same float operations as the 8-lane loop below.
+      {
+        const __m512 wsigma = _mm512_set1_ps(adc.sigma), winv = _mm512_set1_ps(adc.inv_lsb);
+        const __m512 wmax = _mm512_set1_ps(adc.max_code), wzero = _mm512_setzero_ps();
+        const __m512 wlo = _mm512_set1_ps(-0.5f), whi = _mm512_set1_ps(adc.max_code + 0.5f);
+        const __m512 wk = _mm512_set1_ps(adc.inl_k);
+        const __m128i wshift = _mm_cvtsi32_si128(shift);
+        for (; cp + 16 <= ncp; cp += 16) {
+          __m512 x = integer ? _mm512_cvtepi32_ps(_mm512_loadu_si512(iv + cp))
+                             : _mm512_loadu_ps(v + cp);
+          if (noisy) x = _mm512_add_ps(x, _mm512_mul_ps(wsigma, _mm512_loadu_ps(zq + cp)));
+          const __m512 t = _mm512_mul_ps(x, winv);
+          const __mmask16 out = _mm512_cmp_ps_mask(t, wlo, _CMP_LT_OQ) |
+                                _mm512_cmp_ps_mask(t, whi, _CMP_GT_OQ);
+          clipped += __builtin_popcount(static_cast<unsigned>(out));
+          __m512 tc = _mm512_min_ps(_mm512_max_ps(t, wzero), wmax);
+          if (inl) {
+            const __m512 pk = _mm512_mul_ps(wk, tc);
+            const __m512 d = _mm512_sub_ps(wmax, tc);
+            tc = _mm512_add_ps(tc, _mm512_mul_ps(pk, d));
+          }
+          __m512 cf = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          cf = _mm512_min_ps(_mm512_max_ps(cf, wzero), wmax);
+          const __m512i code = _mm512_cvtps_epi32(cf);
+          const __m512i lo = _mm512_sll_epi64(
+              _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
+          const __m512i hi = _mm512_sll_epi64(
+              _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
+          int64_t* a = accp + cp;
+          const __m512i a0 = _mm512_loadu_si512(a), a1 = _mm512_loadu_si512(a + 8);
+          if (sign > 0) {
+            _mm512_storeu_si512(a, _mm512_add_epi64(a0, lo));
+            _mm512_storeu_si512(a + 8, _mm512_add_epi64(a1, hi));
+          } else {
+            _mm512_storeu_si512(a, _mm512_sub_epi64(a0, lo));
+            _mm512_storeu_si512(a + 8, _mm512_sub_epi64(a1, hi));
+          }
+        }
+      }
+#endif
       for (; cp + 8 <= ncp; cp += 8) {
         __m256 x = integer ? _mm256_cvtepi32_ps(_mm256_loadu_si256(
                                  reinterpret_cast<const __m256i*>(iv + cp)))
@@ -339,7 +815,7 @@ struct Worker {
         __m256i lo = _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(code)), vshift);
         __m256i hi =
             _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(code, 1)), vshift);
-        __m256i* a = reinterpret_cast<__m256i*>(acc.data() + cp);
+        __m256i* a = reinterpret_cast<__m256i*>(accp + cp);
         const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
         if (sign > 0) {
           _mm256_storeu_si256(a, _mm256_add_epi64(a0, lo));
@@ -352,7 +828,7 @@ struct Worker {
       for (; cp < ncp; ++cp) {
         const float x = integer ? static_cast<float>(iv[cp]) : v[cp];
         const AdcTransfer::Result r = adc.Convert(x, noisy ? zq[cp] : 0.0f);
-        acc[cp] += sign * (static_cast<int64_t>(r.code) << shift);
+        accp[cp] += sign * (static_cast<int64_t>(r.code) << shift);
         clipped += r.clipped;
       }
     }
@@ -398,11 +874,11 @@ struct Worker {
             ConductanceSums(xm, r0, r1, h, j);
           } else if (words == 1) {
             PopcountSums<1>(b, h, j, 1);
-          } else if (words == 2 && wn == 2) {
+          } else if (words == 2) {
+            // A short last block's padding words are zero in both operands.
             PopcountSums<2>(b, h, j, 2);
           } else {
-            // Padding words of a short last block hold zeros in both operands.
-            PopcountSums<0>(b, h, j, words);
+            PopcountSums<0>(b, h, j, wn);
           }
           const bool integer = p.conductance == nullptr;
           if (p.readout.dataflow == Dataflow::kA) {

@@ -31,7 +31,9 @@ constexpr uint64_t kStreamProgram = 11;
 
 // The ADC full scale candidates of the calibration search: 2^(-i/2) of the largest partial sum.
 constexpr int kCalibrationSteps = 24;
-// Calibration looks at no more than this many samples of the call's input.
+// Calibration looks at no more than this many rows of the call's input, spread evenly over it
+// (row floor(i m / kCalibrationRows), i < kCalibrationRows, when the call has m > 256 rows), so a
+// conv layer's im2col rows come from every image of the batch, not the top of the first one.
 constexpr int64_t kCalibrationRows = 256;
 
 Dataflow ParseDataflow(const std::string& s) {
@@ -335,7 +337,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     if (kernel_ == KernelChoice::kFast) {
       for (int d = 0; d < 2; ++d) {
         kernels::AnalogProblem prob = BaseProblem(side_[d]);
-        kernels::fast::PackWeights(prob, side_[d].packed, nullptr);
+        kernels::fast::PackWeights(prob, side_[d].packed,
+                                   ctx.pool != nullptr ? ctx.pool : &DefaultPool());
       }
     }
     const int64_t cells = rows_ * cols_ * pol * slices_;
@@ -583,10 +586,27 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   }
 
   // Searches the forward ADC full scale (2^(-i/2) of the largest partial sum, i < 24) for the
-  // least squared error against the ideal product on (up to 256 samples of) this input, then
-  // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>.
+  // least squared error against the ideal product on (up to 256 rows of) this input, then
+  // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>. The rows are
+  // spread evenly over the call (kCalibrationRows); xq_ is restored afterwards.
   void Calibrate(int64_t m_all, int ex, uint64_t key, const RunContext& ctx) {
     const int64_t m = std::min(m_all, kCalibrationRows);
+    const Side& s = side_[0];
+    std::vector<int32_t> all;
+    if (m < m_all) {
+      std::vector<int32_t> picked(static_cast<size_t>(m * s.k));
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = i * m_all / m;
+        std::copy(xq_.begin() + r * s.k, xq_.begin() + (r + 1) * s.k, picked.begin() + i * s.k);
+      }
+      all.swap(xq_);
+      xq_.swap(picked);
+    }
+    CalibrateOn(m, ex, key, ctx);
+    if (!all.empty()) xq_.swap(all);
+  }
+
+  void CalibrateOn(int64_t m, int ex, uint64_t key, const RunContext& ctx) {
     const Side& s = side_[0];
     std::vector<float> ideal(static_cast<size_t>(m * s.n)), got(ideal.size());
     MatrixView iv{ideal.data(), m, s.n, s.n};
