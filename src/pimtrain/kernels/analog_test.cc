@@ -215,18 +215,20 @@ TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
 // change the code: integer steps, a coarse ADC where some can, programming variation).
 TEST(AnalogKernelTest, DataflowAVectorPathsMatchTheReference) {
   int64_t conversions = 0, clipped = 0;
+  // Chains: bits, range fraction, sigma, INL, variation. {3, 0.05, 0.2}: one code per unit and
+  // small noise (the shortcut's integer form), with many partial sums above the 7 codes.
   const struct {
     int adc_bits;
-    double sigma, inl;
+    double range, sigma, inl;
     bool variation;
-  } chains[] = {{5, 1.2, 0.4, false}, {5, 0.2, 0.0, false}, {3, 0.5, 0.0, false},
-                {3, 0.5, 0.0, true}};
+  } chains[] = {{5, 0.2, 1.2, 0.4, false}, {5, 0.2, 0.2, 0.0, false}, {3, 0.2, 0.5, 0.0, false},
+                {3, 0.2, 0.5, 0.0, true}, {3, 0.05, 0.2, 0.0, false}};
   for (const auto& ch : chains) {
   for (int64_t block : {64, 128}) {
     for (int64_t k : {block * 2, block * 2 + 21}) {
       for (int64_t n : {16, 37}) {
         Case c{5, k, n, 8, 1, 1, 8, 1, true, ch.variation, true, block, Dataflow::kA,
-               ch.adc_bits, 0.2, ch.sigma, ch.inl, 0};
+               ch.adc_bits, ch.range, ch.sigma, ch.inl, 0};
         Data d = Make(c, static_cast<uint64_t>(k * 100 + n));
         Result r = RunRef(d);
         Result f = RunFast(d, nullptr, true);

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -582,8 +583,11 @@ struct Worker {
   // Dataflow A with small noise and a linear ADC, exactly: the code is a monotone function of the
   // draw z (every float step is), so when the central region's extreme draws zlo, zhi give the
   // same code and clipping side, every central draw does, and its inverse CDF need not be
-  // evaluated. Lanes where they differ get the full rational; tail draws (~5 %) are converted
-  // one by one from the quantile table after the vector loop. Same results as ConvertA.
+  // evaluated. Lanes where they differ get the full rational; tail draws (~5 %) are listed and
+  // converted after the slice's vector loop, 16 at a time, with the quantile table's z. With
+  // integer partial sums, one code per unit and every central draw moving the input by less
+  // than half a code (rounding included), the code is clamp(v, 0, M) and clipping is v > M: no
+  // float step at all. Same results as ConvertA.
   void ConvertAShortcut(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer) {
     const AdcTransfer& adc = p.readout.adc;
     const int64_t ncp = this->ncp;
@@ -616,6 +620,17 @@ struct Worker {
       cf = _mm512_min_ps(_mm512_max_ps(cf, wzero), wmax);
       return _mm512_cvtps_epi32(cf);
     };
+    // |fl(v + fl(sigma z)) - v| <= sigma |z| (1 + 2^-24) + 2^-24 2^ceil(log2(vmax + 1)) for a
+    // partial sum 0 <= v <= vmax; below 1/2 for every central z, x rounds to v (clamped to M).
+    const double zmax = std::max(-static_cast<double>(GaussianFrom16(kGaussTail)),
+                                 static_cast<double>(GaussianFrom16(65535 - kGaussTail)));
+    const double vmax = static_cast<double>(p.block) * ((1 << pd) - 1) * ((1 << pr) - 1);
+    const bool exact_int =
+        integer && adc.inv_lsb == 1.0f &&
+        static_cast<double>(adc.sigma) * zmax * (1 + std::ldexp(1.0, -23)) +
+                std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + 1))) - 24) <
+            0.5;
+    const __m512i imax = _mm512_set1_epi32(static_cast<int32_t>(adc.max_code));
     int64_t clipped = 0, nt = 0;
     for (int q = 0; q < S; ++q) {
       const float* v = src + q * ncp;
@@ -625,8 +640,6 @@ struct Worker {
       const __m128i wshift = _mm_cvtsi32_si128(shift);
       int64_t cp = 0;
       for (; cp + 16 <= ncp; cp += 16) {
-        const __m512 x = integer ? _mm512_cvtepi32_ps(_mm512_loadu_si512(iv + cp))
-                                 : _mm512_loadu_ps(v + cp);
         const __m512i hv = _mm512_loadu_si512(hq + cp);
         const __mmask16 tail = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(hv, edge), span);
         // Tail lanes are converted afterwards (their columns listed), the others with zlo.
@@ -635,13 +648,22 @@ struct Worker {
                                                                       static_cast<int>(cp)),
                                                                   iota)));
         nt += __builtin_popcount(static_cast<unsigned>(tail));
+        __m512i code;
+        __mmask16 clip;
+        if (exact_int) {
+          const __m512i vi = _mm512_loadu_si512(iv + cp);
+          code = _mm512_min_epi32(vi, imax);
+          clip = _mm512_cmpgt_epi32_mask(vi, imax);
+        } else {
+        const __m512 x = integer ? _mm512_cvtepi32_ps(_mm512_loadu_si512(iv + cp))
+                                 : _mm512_loadu_ps(v + cp);
         __mmask16 b0, a0, b1, a1;
-        __m512i code = convert(x, zlo, &b0, &a0);
+        code = convert(x, zlo, &b0, &a0);
         const __m512i code_hi = convert(x, zhi, &b1, &a1);
         const __mmask16 differ =
             _mm512_cmpneq_epi32_mask(code, code_hi) | static_cast<__mmask16>(b0 ^ b1) |
             static_cast<__mmask16>(a0 ^ a1);
-        __mmask16 clip = b0 | a0;
+        clip = b0 | a0;
         if ((differ & ~tail) != 0) {
           // Some central draws matter: the inverse CDF for this vector.
           const __m512 vhalf = _mm512_set1_ps(0.5f), vinv16 = _mm512_set1_ps(1.0f / 65536.0f);
@@ -657,6 +679,7 @@ struct Worker {
           __mmask16 bz, az;
           code = convert(x, z, &bz, &az);
           clip = bz | az;
+        }
         }
         code = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~tail), code);
         clipped += __builtin_popcount(static_cast<unsigned>(clip & ~tail));
