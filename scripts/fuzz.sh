@@ -40,10 +40,12 @@ for t in "${targets[@]}"; do
   log="$build/fuzz_$t.log"
   mkdir -p "$corpus"
   rc=0
-  # The first corpus directory receives new inputs; the seeds are read only.
+  # The first corpus directory receives new inputs; the seeds and past findings are read only.
+  seeds=("fuzz/corpus/$t")
+  [ -d "fuzz/regressions/$t" ] && seeds+=("fuzz/regressions/$t")
   "$build/fuzz/fuzz_$t" -runs="$runs" -max_total_time="$max_seconds" -max_len="${max_len[$t]}" \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$build/artifacts/$t-" "$corpus" "fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+    -artifact_prefix="$build/artifacts/$t-" "$corpus" "${seeds[@]}" >"$log" 2>&1 || rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' |
          grep -o '[0-9]*' || echo "?")

@@ -106,6 +106,11 @@ ConfigNode& ConfigNode::Append(ConfigNode value) {
 std::string ConfigNode::Where() const {
   if (origin_.empty()) return path_.empty() ? "config" : path_;
   if (path_.empty()) return origin_;
+  // The value of "--set KEY=..." itself: its origin names the key already.
+  if (origin_.size() == path_.size() + 6 && origin_.compare(0, 6, "--set ") == 0 &&
+      origin_.compare(6, std::string::npos, path_) == 0) {
+    return origin_;
+  }
   return origin_ + ": " + path_;
 }
 
