@@ -531,3 +531,27 @@ TEST(LimitsTest, ConfiguredLimitsApply) {
 
 }  // namespace
 }  // namespace pim
+
+namespace pim {
+namespace {
+
+// A writer killed between writing PATH.tmp.PID and renaming it leaves the temp file; resuming
+// removes those of dead processes and nothing else.
+TEST(ReliabilityTest, StaleTempFilesOfDeadWritersAreRemoved) {
+  testing::TempDir dir;
+  // A PID above any pid_max (2^22 at most on Linux) is no process.
+  const std::string dead = dir.File("metrics.jsonl.tmp.99999999");
+  const std::string alive = dir.File("summary.json.tmp." + std::to_string(::getpid()));
+  const std::string other = dir.File("notes.tmp.txt");
+  const std::string kept = dir.File("metrics.jsonl");
+  for (const auto& f : {dead, alive, other, kept}) WriteFileAtomic(f, "x");
+  EXPECT_EQ(RemoveStaleTempFiles(dir.path()), 1);
+  EXPECT_FALSE(FileExists(dead));
+  EXPECT_TRUE(FileExists(alive));
+  EXPECT_TRUE(FileExists(other));
+  EXPECT_TRUE(FileExists(kept));
+  EXPECT_EQ(RemoveStaleTempFiles(dir.File("missing")), 0);
+}
+
+}  // namespace
+}  // namespace pim

@@ -16,6 +16,10 @@ std::string ReadFile(const std::string& path);
 // Writes to PATH.tmp.PID, fsyncs, renames over PATH, fsyncs the directory: readers see the old
 // or the new contents, never a half-written file. IoError on failure (the temp file is removed).
 void WriteFileAtomic(const std::string& path, std::string_view contents);
+// Removes the PATH.tmp.PID files in `dir` that a killed writer left behind: those whose PID is
+// no running process (a live writer's file is kept). Returns how many it removed; a missing
+// directory is 0. Used when a run is resumed.
+int RemoveStaleTempFiles(const std::string& dir);
 // Creates a directory and its parents; IoError if that fails or a file is in the way.
 void MakeDirs(const std::string& path);
 bool FileExists(const std::string& path);

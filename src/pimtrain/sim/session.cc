@@ -269,6 +269,11 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     if (cb.on_info) {
       cb.on_info("resumed from " + ckpt_path + " after epoch " + std::to_string(start_epoch));
     }
+    // A run killed inside a write leaves its temp file (never read: the rename did not happen).
+    const int stale = RemoveStaleTempFiles(out_dir);
+    if (stale > 0 && cb.on_info) {
+      cb.on_info("removed " + std::to_string(stale) + " temporary file(s) of the killed run");
+    }
   }
   if (!out_dir.empty()) {
     MakeDirs(out_dir);
