@@ -256,6 +256,7 @@ std::string CostReport::ToJson() const {
                           {"max_frequency", fig(max_frequency_mhz, "MHz")}};
   j["tech"] = tech;
   j["schedule"] = ScheduleName(shape.schedule);
+  if (super_pipeline_refused) j["super_pipeline_refused"] = true;
   j["offchip_traffic"] = fig(offchip_bits, "bit");
   j["activations_spill"] = activations_spill;
   j["samples"] = shape.samples;
