@@ -15,16 +15,47 @@
 
 #include "pimtrain/base/error.h"
 
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 namespace pim::kernels::fast {
 namespace {
 
-// Register block: kMr rows x kNr columns of int32 accumulators (12 of 16 ymm registers).
+// With AVX-512 (BW and DQ for the 512-bit integer ops and conversions, VNNI for vpdpwssd) the
+// micro-kernel works on zmm registers: on a core with full-width 512-bit units that doubles the
+// multiply-accumulates per instruction, and there are 32 registers. A column panel stays
+// kNr = 16 int32 wide (one zmm per row), so the packed layouts are the same on both paths; the
+// zmm kernel takes two adjacent panels at once (16 accumulators for kMr = 8 rows, the 2 B
+// vectors loaded once per pair row for 8 rows of broadcasts). The AVX2 path keeps 6 rows x 2 ymm
+// (12 of 16 ymm registers).
+#if defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VNNI__)
+#define PIM_BITSERIAL_ZMM 1
+constexpr int kMr = 8;
+#else
 constexpr int kMr = 6;
+#endif
 constexpr int kNr = 16;
+// With AVX-512 masked loads the last, ragged column panel is packed by the vector code too: the
+// columns past n load as zeros, which is exactly the padding the scalar path writes (a zero is in
+// range, and a panel's nonzeros are still kNr minus its zeros).
+#if defined(PIM_BITSERIAL_ZMM) && defined(__AVX512VL__)
+#define PIM_BITSERIAL_MASKED_TAIL 1
+#endif
+// Whether column panel `panel` (of n columns) is packed by the vector paths of PackB.
+inline bool VectorPanel(int64_t panel, int64_t n) {
+#if defined(PIM_BITSERIAL_MASKED_TAIL)
+  return panel * kNr < n;
+#else
+  return (panel + 1) * kNr <= n;
+#endif
+}
 // Largest reduction block (a kMc x kKc int16 block of A stays in L2, as does a kKc x kNg*kNr
 // block of B). The block of one problem, kc <= kKc, is set by its slice scheme (below) so that
-// the int32 accumulators of one block are exact; blocks are combined in int64.
-constexpr int64_t kKc = 512;
+// the int32 accumulators of one block are exact; blocks are combined in int64. 1024 keeps both
+// blocks within a few hundred KiB of L2 and lets a 784-long 8b x 8b reduction (the MLP's first
+// layer) finish in one block: its results go straight to float, with no int64 partial sums.
+constexpr int64_t kKc = 1024;
 // At most kMc rows of A per task (a kMc x kKc int16 block stays in L2 while the column panels
 // stream past it).
 constexpr int64_t kMc = 96;
@@ -220,6 +251,45 @@ void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, i
     uint32_t any[R] = {};
     int64_t r = k0;
     if (contiguous) {
+#if defined(PIM_BITSERIAL_ZMM) && defined(__AVX512VPOPCNTDQ__)
+      // 16 word lines at a time: vpopcntd gives each element's plane count directly (no byte
+      // lookups), and vpmovdw narrows to int16 (exact for in-range values; an out-of-range
+      // value fails the range check below, whatever was packed).
+      {
+        const __m512i zmask = _mm512_set1_epi32(static_cast<int32_t>(mask));
+        const __m512i zbyte = _mm512_set1_epi32(0xFF);
+        __m512i zmin = _mm512_set1_epi32(lo), zmax = _mm512_set1_epi32(hi);
+        __m512i zor[R];
+        for (int i = 0; i < R; ++i) zor[i] = _mm512_setzero_si512();
+        for (; r + 16 <= k1; r += 16) {
+          __m512i pop = _mm512_setzero_si512();
+          for (int i = 0; i < R; ++i) {
+            const __m512i v = _mm512_loadu_si512(row[i] + r);
+            zmin = _mm512_min_epi32(zmin, v);
+            zmax = _mm512_max_epi32(zmax, v);
+            const __m512i u = _mm512_and_si512(v, zmask);
+            zor[i] = _mm512_or_si512(zor[i], u);
+            pop = _mm512_add_epi32(pop, _mm512_popcnt_epi32(u));
+            if (ns == 1) {
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0[i] + r), _mm512_cvtepi32_epi16(v));
+            } else {
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0[i] + r),
+                                  _mm512_cvtepi32_epi16(_mm512_and_si512(v, zbyte)));
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1[i] + r),
+                                  _mm512_cvtepi32_epi16(_mm512_srai_epi32(v, 8)));
+            }
+          }
+          _mm512_storeu_si512(px + r, _mm512_add_epi32(_mm512_loadu_si512(px + r), pop));
+        }
+        for (int i = 0; i < R; ++i) {
+          any[i] |= static_cast<uint32_t>(_mm512_reduce_or_epi32(zor[i]));
+        }
+        vmin = _mm256_min_epi32(vmin, _mm256_min_epi32(_mm512_castsi512_si256(zmin),
+                                                       _mm512_extracti64x4_epi64(zmin, 1)));
+        vmax = _mm256_max_epi32(vmax, _mm256_max_epi32(_mm512_castsi512_si256(zmax),
+                                                       _mm512_extracti64x4_epi64(zmax, 1)));
+      }
+#endif
       __m256i vor[R];
       for (int i = 0; i < R; ++i) vor[i] = _mm256_setzero_si256();
       for (; r + 8 <= k1; r += 8) {
@@ -243,7 +313,7 @@ void StatsAndPackRows(const BitSerialProblem& p, const Layout& lay, int64_t m, i
         __m256i* pr = reinterpret_cast<__m256i*>(px + r);
         _mm256_storeu_si256(pr, _mm256_add_epi32(_mm256_loadu_si256(pr), SumBytesPerLane(pop)));
       }
-      for (int i = 0; i < R; ++i) any[i] = HorizontalOr(vor[i]);
+      for (int i = 0; i < R; ++i) any[i] |= HorizontalOr(vor[i]);
     }
     for (; r < k1; ++r) {
       for (int i = 0; i < R; ++i) {
@@ -307,10 +377,17 @@ int64_t PackPanels16(const BitSerialProblem& p, int ns, const int16_t* h0, const
   auto shr = [&](__m256i v, __m128i count) {
     return sgn ? _mm256_sra_epi16(v, count) : _mm256_srl_epi16(v, count);
   };
-  for (; panel < np1 && (panel + 1) * kNr <= p.n; ++panel) {
+  for (; panel < np1 && VectorPanel(panel, p.n); ++panel) {
     const int64_t off = base + panel * kNr;
+#if defined(PIM_BITSERIAL_MASKED_TAIL)
+    const int64_t valid = std::min<int64_t>(kNr, p.n - panel * kNr);
+    const __mmask16 lanes = static_cast<__mmask16>((uint32_t{1} << valid) - 1u);
+    __m256i a = _mm256_maskz_loadu_epi16(lanes, h0 + panel * kNr);
+    __m256i c = _mm256_maskz_loadu_epi16(lanes, h1 + panel * kNr);
+#else
     __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h0 + panel * kNr));
     __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h1 + panel * kNr));
+#endif
     if (p.w.shift > 0) {
       a = shr(a, vshift);
       c = shr(c, vshift);
@@ -368,13 +445,22 @@ void PackB(const BitSerialProblem& p, int ns, int64_t g0, int64_t g1, int64_t np
       const int32_t* w1 = p.w.data + r1 * si;
       // Whole panels: two rows of 16 contiguous int32 -> 16 interleaved int16 pairs.
       __m256i z0 = zero, z1 = zero;  // minus the zero counts per lane
-      for (; panel < np1 && (panel + 1) * kNr <= p.n; ++panel) {
+      for (; panel < np1 && VectorPanel(panel, p.n); ++panel) {
         const int64_t off = base + panel * kNr;
         for (int h = 0; h < kNr; h += 8) {
+#if defined(PIM_BITSERIAL_MASKED_TAIL)
+          const int64_t valid = std::clamp<int64_t>(p.n - panel * kNr - h, 0, 8);
+          const __mmask8 lanes = static_cast<__mmask8>((1u << valid) - 1u);
+          const __m256i a =
+              _mm256_sra_epi32(_mm256_maskz_loadu_epi32(lanes, w0 + panel * kNr + h), vshift);
+          const __m256i c =
+              _mm256_sra_epi32(_mm256_maskz_loadu_epi32(lanes, w1 + panel * kNr + h), vshift);
+#else
           const __m256i a = _mm256_sra_epi32(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + panel * kNr + h)), vshift);
           const __m256i c = _mm256_sra_epi32(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + panel * kNr + h)), vshift);
+#endif
           vmin = _mm256_min_epi32(vmin, _mm256_min_epi32(a, c));
           vmax = _mm256_max_epi32(vmax, _mm256_max_epi32(a, c));
           z0 = _mm256_add_epi32(z0, _mm256_cmpeq_epi32(a, zero));
@@ -458,8 +544,44 @@ Workspace& ThreadWorkspace() {
 
 // --- Micro- and macro-kernel ------------------------------------------------------------------
 
-// out[MR][kNr] = sum over kp pairs of A pairs x B pairs (int32, exact within one k block). A
-// row r's pairs start at a + r * lda, B's pair row j at b + j * ldb (int32 units).
+#if defined(PIM_BITSERIAL_ZMM)
+// out_p[kMr][kNr] for the kPanels (1 or 2) adjacent column panels p = 0, 1 starting at b: the
+// sum over kp pairs of A pairs x B pairs (int32, exact within one k block). A row r's pairs start
+// at a + r * lda, B's pair row j at b + j * ldb (int32 units); panel 1 follows panel 0 in the
+// row. vpdpwssd multiplies the 16-bit halves and adds both products and the accumulator, with
+// int32 wrap-around like vpaddd (no block here comes near it: see SliceScheme). The loops have
+// constant trip counts and are fully unrolled, so the 8 x kPanels accumulators live in zmm
+// registers; the kernel stays out of line so that no caller's state competes for them.
+template <int kPanels>
+[[gnu::noinline]] void MicroKernelZmm(int64_t kp, const int32_t* a, int64_t lda,
+                                      const int32_t* b, int64_t ldb, int32_t* out0,
+                                      int32_t* out1) {
+  static_assert(kMr == 8 && kNr == 16 && (kPanels == 1 || kPanels == 2));
+  __m512i acc[kMr][kPanels];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMr; ++r) {
+#pragma GCC unroll 2
+    for (int q = 0; q < kPanels; ++q) acc[r][q] = _mm512_setzero_si512();
+  }
+  for (int64_t j = 0; j < kp; ++j) {
+    __m512i bv[kPanels];
+#pragma GCC unroll 2
+    for (int q = 0; q < kPanels; ++q) bv[q] = _mm512_loadu_si512(b + q * kNr);
+    b += ldb;
+#pragma GCC unroll 8
+    for (int r = 0; r < kMr; ++r) {
+      const __m512i av = _mm512_set1_epi32(a[r * lda + j]);
+#pragma GCC unroll 2
+      for (int q = 0; q < kPanels; ++q) acc[r][q] = _mm512_dpwssd_epi32(acc[r][q], av, bv[q]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kMr; ++r) {
+    _mm512_store_si512(out0 + r * kNr, acc[r][0]);
+    if constexpr (kPanels == 2) _mm512_store_si512(out1 + r * kNr, acc[r][1]);
+  }
+}
+#else
 // out[kMr][kNr] = sum over kp pairs of A pairs x B pairs (int32, exact within one k block). A
 // row r's pairs start at a + r * lda, B's pair row j at b + j * ldb (int32 units). The twelve
 // accumulators are named variables and the function is kept out of line, so that the compiler
@@ -519,6 +641,7 @@ static_assert(kMr == 6 && kNr == 16);
   _mm256_store_si256(o + 10, c50);
   _mm256_store_si256(o + 11, c51);
 }
+#endif  // PIM_BITSERIAL_ZMM
 
 // Where finished elements go when the caller wants them as float (BitSerialMatMulScaled):
 // yf = float(double(Y) * scale). `vec`: |Y| < 2^51, so int64 -> double may go through the
@@ -547,6 +670,26 @@ inline void StoreTileFloat(const int32_t* tile, int rows, int cols, int shift, b
     const int64_t* yr = y + r * ldy;
     float* fr = yf + r * fo.ldyf;
     const int32_t* t = tile + r * kNr;
+#if defined(PIM_BITSERIAL_ZMM)
+    // The same arithmetic 8 lanes at a time (int32 -> double and int64 -> double exact, one
+    // rounding to float).
+    if (cols == kNr && fo.vec) {
+      const __m512d vs = _mm512_set1_pd(fo.scale);
+      for (int h = 0; h < kNr; h += 8) {
+        const __m256i t8 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t + h));
+        __m512d d;
+        if (first && shift == 0) {
+          d = _mm512_cvtepi32_pd(t8);
+        } else {
+          __m512i v = _mm512_sll_epi64(_mm512_cvtepi32_epi64(t8), _mm_cvtsi32_si128(shift));
+          if (!first) v = _mm512_add_epi64(v, _mm512_loadu_si512(yr + h));
+          d = _mm512_cvtepi64_pd(v);  // exact: |v| < 2^51 (fo.vec)
+        }
+        _mm256_storeu_ps(fr + h, _mm512_cvtpd_ps(_mm512_mul_pd(d, vs)));
+      }
+      continue;
+    }
+#endif
     if (cols == kNr && fo.vec) {
       if (first && shift == 0) {
         // int32 -> double is exact: no int64 at all.
@@ -582,6 +725,17 @@ inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool f
   for (int r = 0; r < rows; ++r) {
     int64_t* yr = y + r * ldy;
     const int32_t* t = tile + r * kNr;
+#if defined(PIM_BITSERIAL_ZMM)
+    if (cols == kNr) {
+      for (int h = 0; h < kNr; h += 8) {
+        const __m256i t8 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t + h));
+        __m512i v = _mm512_sll_epi64(_mm512_cvtepi32_epi64(t8), _mm_cvtsi32_si128(shift));
+        if (!first) v = _mm512_add_epi64(v, _mm512_loadu_si512(yr + h));
+        _mm512_storeu_si512(yr + h, v);
+      }
+      continue;
+    }
+#endif
     if (cols == kNr) {
       for (int h = 0; h < kNr; h += 4) {
         __m256i v = _mm256_cvtepi32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(t + h)));
@@ -607,7 +761,7 @@ inline void StoreTile(const int32_t* tile, int rows, int cols, int shift, bool f
 void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64_t mp0,
                  int64_t mp1, int64_t np0, int64_t np1, const int32_t* const a[2], int64_t lda,
                  const int32_t* const b[2], int64_t ldb, bool first, const FloatOut& fo) {
-  alignas(32) int32_t tile[kMr * kNr];
+  alignas(64) int32_t tile[2 * kMr * kNr];  // one kMr x kNr tile per column panel
   const int xs = lay.sc.xs, ws = lay.sc.ws;
   const int64_t kp = lay.KPairs(p.k, kb), g0 = lay.KpOffset(kb);
   for (int sa = 0; sa < xs; ++sa) {
@@ -615,19 +769,38 @@ void MacroKernel(const BitSerialProblem& p, const Layout& lay, int64_t kb, int64
       const int shift = 8 * (xs == 2 ? sa : 0) + 8 * (ws == 2 ? sb : 0);
       const bool to_float =
           fo.yf != nullptr && kb + 1 == lay.k_blocks && sa + 1 == xs && sb + 1 == ws;
-      for (int64_t np = np0; np < np1; ++np) {
+      // Column panels one at a time (AVX2) or two at a time (zmm; an odd last one alone).
+#if defined(PIM_BITSERIAL_ZMM)
+      constexpr int64_t kStep = 2;
+#else
+      constexpr int64_t kStep = 1;
+#endif
+      for (int64_t np = np0; np < np1; np += kStep) {
         const int32_t* bp = b[sb] + (np - np0) * kNr;
-        const int64_t c0 = np * kNr;
-        const int cols = static_cast<int>(std::min<int64_t>(kNr, p.n - c0));
+        const int64_t panels = std::min<int64_t>(kStep, np1 - np);
         for (int64_t mp = mp0; mp < mp1; ++mp) {
-          MicroKernel(kp, a[sa] + (mp - mp0) * kMr * lda + g0, lda, bp, ldb, tile);
+          const int32_t* ap = a[sa] + (mp - mp0) * kMr * lda + g0;
+#if defined(PIM_BITSERIAL_ZMM)
+          if (panels == 2) {
+            MicroKernelZmm<2>(kp, ap, lda, bp, ldb, tile, tile + kMr * kNr);
+          } else {
+            MicroKernelZmm<1>(kp, ap, lda, bp, ldb, tile, nullptr);
+          }
+#else
+          MicroKernel(kp, ap, lda, bp, ldb, tile);
+#endif
           const int64_t r0 = mp * kMr;
           const int rows = static_cast<int>(std::min<int64_t>(kMr, p.m - r0));
-          if (to_float) {
-            StoreTileFloat(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy,
-                           fo.yf + r0 * fo.ldyf + c0, fo);
-          } else {
-            StoreTile(tile, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy);
+          for (int64_t q = 0; q < panels; ++q) {
+            const int32_t* t = tile + q * kMr * kNr;
+            const int64_t c0 = (np + q) * kNr;
+            const int cols = static_cast<int>(std::min<int64_t>(kNr, p.n - c0));
+            if (to_float) {
+              StoreTileFloat(t, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy,
+                             fo.yf + r0 * fo.ldyf + c0, fo);
+            } else {
+              StoreTile(t, rows, cols, shift, first, p.y + r0 * p.ldy + c0, p.ldy);
+            }
           }
         }
       }
@@ -730,8 +903,13 @@ void Multiply(const BitSerialProblem& p, const Layout& lay, int threads,
   for (int s = 0; s < xs; ++s) {  // rows of the last panel past m
     std::fill(apack + s * a_size + p.m * lay.lda16, apack + (s + 1) * a_size, int16_t{0});
   }
-  // Column groups: at most kNg panels, at least one group per thread.
-  const int64_t ng = std::clamp<int64_t>((lay.n_panels + threads - 1) / threads, 1, kNg);
+  // Column groups: at most kNg panels, at least one group per thread; an even number with the
+  // zmm kernel, which takes panels in pairs (kNg is even).
+  int64_t ng = std::clamp<int64_t>((lay.n_panels + threads - 1) / threads, 1, kNg);
+#if defined(PIM_BITSERIAL_ZMM)
+  static_assert(kNg % 2 == 0);
+  ng = std::min(kNg, (ng + 1) / 2 * 2);
+#endif
   const int64_t n_groups = (lay.n_panels + ng - 1) / ng;
   nonzero = new_rows(n_groups);
   parallel_for(n_groups, 1, [&](int64_t t0, int64_t t1) {

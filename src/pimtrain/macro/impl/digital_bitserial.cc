@@ -18,6 +18,10 @@
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/fixed_point.h"
 
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 namespace pim {
 namespace {
 
@@ -31,6 +35,13 @@ constexpr uint64_t kStreamInput = 1;
 constexpr uint64_t kStreamGradX = 2;
 constexpr uint64_t kStreamGradDy = 3;
 constexpr uint64_t kStreamProgram = 4;
+
+// With AVX-512 (F for the float work, BW for 16-bit words) the elementwise passes (scale
+// search, quantization, weight read-back) run 16 lanes at a time: on a core with full-width
+// 512-bit units that halves their instructions. Same arithmetic, same results.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define PIM_DBS_ZMM 1
+#endif
 
 bool IsPowerOfTwoWidth(int64_t b) { return b == 1 || b == 2 || b == 4 || b == 8 || b == 16; }
 
@@ -74,6 +85,9 @@ struct Quantizer {
   // range's ends).
   bool float_ok = false;
   __m256 vscale, vlo, vhi;
+#if defined(PIM_DBS_ZMM)
+  __m512 zscale, zlo, zhi;
+#endif
 
   // Round to nearest even: s = v * 2^-exp is exact; nearbyint rounds half to even (the default
   // rounding mode).
@@ -91,6 +105,16 @@ struct Quantizer {
     t = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(t, vlo), vhi), is_num);
     return _mm256_cvtps_epi32(t);
   }
+#if defined(PIM_DBS_ZMM)
+  // Nearest8, 16 at a time.
+  __m512i Nearest16(const float* v) const {
+    __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(v), zscale),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __mmask16 is_num = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+    t = _mm512_maskz_mov_ps(is_num, _mm512_min_ps(_mm512_max_ps(t, zlo), zhi));
+    return _mm512_cvtps_epi32(t);
+  }
+#endif
 };
 
 // The scale of v for `bits`-wide integers: exp = PowerOfTwoExponent(max |v|) (max(v, 0) when
@@ -102,9 +126,21 @@ float MaxForScale(ConstMatrixView v, Signedness sign) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 vmax = _mm256_setzero_ps();
   float max_abs = 0;
+#if defined(PIM_DBS_ZMM)
+  const __m512 zinf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  __m512 zmax = _mm512_setzero_ps();
+#endif
   for (int64_t r = 0; r < v.rows; ++r) {
     const float* row = v.Row(r);
     int64_t c = 0;
+#if defined(PIM_DBS_ZMM)
+    for (; c + 16 <= v.cols; c += 16) {
+      __m512 a = _mm512_loadu_ps(row + c);
+      if (sign == Signedness::kSigned) a = _mm512_abs_ps(a);
+      // NaN and inf fail a < inf: those lanes keep their running maximum.
+      zmax = _mm512_mask_max_ps(zmax, _mm512_cmp_ps_mask(a, zinf, _CMP_LT_OQ), zmax, a);
+    }
+#endif
     for (; c + 8 <= v.cols; c += 8) {
       __m256 a = _mm256_loadu_ps(row + c);
       if (sign == Signedness::kSigned) a = _mm256_and_ps(a, abs_mask);
@@ -119,13 +155,16 @@ float MaxForScale(ConstMatrixView v, Signedness sign) {
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, vmax);
   for (float l : lanes) max_abs = std::max(max_abs, l);
+#if defined(PIM_DBS_ZMM)
+  max_abs = std::max(max_abs, _mm512_reduce_max_ps(zmax));
+#endif
   return max_abs;
 }
 
-// The quantizer of a tensor whose MaxForScale is max_abs.
-Quantizer QuantizerFor(float max_abs, int bits, Signedness sign) {
+// The quantizer with scale 2^exp for `bits`-wide integers.
+Quantizer QuantizerForExp(int exp, int bits, Signedness sign) {
   Quantizer qz;
-  qz.exp = PowerOfTwoExponent(max_abs, bits, sign);
+  qz.exp = exp;
   qz.inv_scale = std::ldexp(1.0, -qz.exp);  // exact: a power of two
   qz.lo = static_cast<double>(IntMin(bits, sign));
   qz.hi = static_cast<double>(IntMax(bits, sign));
@@ -133,7 +172,17 @@ Quantizer QuantizerFor(float max_abs, int bits, Signedness sign) {
   qz.vscale = _mm256_set1_ps(static_cast<float>(qz.inv_scale));
   qz.vlo = _mm256_set1_ps(static_cast<float>(qz.lo));
   qz.vhi = _mm256_set1_ps(static_cast<float>(qz.hi));
+#if defined(PIM_DBS_ZMM)
+  qz.zscale = _mm512_set1_ps(static_cast<float>(qz.inv_scale));
+  qz.zlo = _mm512_set1_ps(static_cast<float>(qz.lo));
+  qz.zhi = _mm512_set1_ps(static_cast<float>(qz.hi));
+#endif
   return qz;
+}
+
+// The quantizer of a tensor whose MaxForScale is max_abs.
+Quantizer QuantizerFor(float max_abs, int bits, Signedness sign) {
+  return QuantizerForExp(PowerOfTwoExponent(max_abs, bits, sign), bits, sign);
 }
 
 Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
@@ -163,6 +212,35 @@ inline void Transpose8x8(__m256i r[8]) {
   }
 }
 
+#if defined(PIM_DBS_ZMM)
+// Transposes the two 8 x 8 int32 blocks held in the 256-bit halves of r[0..7] at once: afterwards
+// the low half of r[i] is row i of the transposed low block and the high half row i of the
+// transposed high block. The unpacks work within 128-bit lanes as in Transpose8x8; the last step
+// gathers 128-bit lanes across registers with vpermt2q instead of vperm2i128.
+inline void Transpose8x8Pair(__m512i r[8]) {
+  __m512i t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  __m512i u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Lane 0 (2) of u[i] and of u[i + 4] make the low (high) half of r[i]; lanes 1 and 3 likewise
+  // make r[i + 4] (qword indices 8..15 pick the second operand).
+  const __m512i even = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i odd = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_permutex2var_epi64(u[i], even, u[i + 4]);
+    r[i + 4] = _mm512_permutex2var_epi64(u[i], odd, u[i + 4]);
+  }
+}
+#endif
+
 // Eight int32 lanes -> eight 16-bit words (the low 128 bits), exact for values in the int16 range
 // (is_signed) or in [0, 65535] (unsigned).
 inline __m128i Narrow16(__m256i v, bool is_signed) {
@@ -185,6 +263,9 @@ int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, co
         int32_t* out = q + r * cols;
         int64_t c = 0;
         if (vec) {
+#if defined(PIM_DBS_ZMM)
+          for (; c + 16 <= cols; c += 16) _mm512_storeu_si512(out + c, qz.Nearest16(row + c));
+#endif
           for (; c + 8 <= cols; c += 8) {
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), qz.Nearest8(row + c));
           }
@@ -196,7 +277,22 @@ int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, co
     // Transposed: 8 x 8 blocks quantized as 8 rows, transposed in registers.
     const int64_t r8 = vec ? rows / 8 * 8 : 0, c8 = vec ? cols / 8 * 8 : 0;
     for (int64_t r0 = 0; r0 < r8; r0 += 8) {
-      for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+      int64_t c0 = 0;
+#if defined(PIM_DBS_ZMM)
+      // 8 x 16 blocks: two 8 x 8 blocks side by side, quantized 16 wide, transposed together.
+      for (; c0 + 16 <= c8; c0 += 16) {
+        __m512i b[8];
+        for (int i = 0; i < 8; ++i) b[i] = qz.Nearest16(v.Row(r0 + i) + c0);
+        Transpose8x8Pair(b);
+        for (int j = 0; j < 8; ++j) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + j) * rows + r0),
+                              _mm512_castsi512_si256(b[j]));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + 8 + j) * rows + r0),
+                              _mm512_extracti64x4_epi64(b[j], 1));
+        }
+      }
+#endif
+      for (; c0 < c8; c0 += 8) {
         __m256i b[8];
         for (int i = 0; i < 8; ++i) b[i] = qz.Nearest8(v.Row(r0 + i) + c0);
         Transpose8x8(b);
@@ -398,28 +494,41 @@ class DigitalBitSerialMacro final : public Macro {
     // layer) never does, and its copy would be a third of this pass's memory traffic.
     // Elementwise work (and a maximum) over independent rows: split over the pool's threads.
     ThreadPool& pool = ctx.pool != nullptr ? *ctx.pool : DefaultPool();
-    float max_abs = 0.0f;
-    std::mutex max_mu;
-    pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
-      const float m = MaxForScale(ConstMatrixView(w.Row(r0), r1 - r0, cols_, w.ld), sign_);
-      std::lock_guard<std::mutex> lock(max_mu);
-      max_abs = std::max(max_abs, m);  // a maximum: the same in any order
-    });
-    const Quantizer qz = QuantizerFor(max_abs, bs, sign_);
-    weight_exp_ = qz.exp;
-    forward_exp_ = weight_exp_ + shift;
     const bool is_signed = sign_ == Signedness::kSigned;
-    // Row by row: 8 columns at a time, the tail element by element (the same rounding).
-    int64_t c8 = 0;
-    if (weight_rounding_ == Rounding::kNearestEven && qz.float_ok) {
-      c8 = cols_ / 8 * 8;
-      const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
-      const __m128i vshift = _mm_cvtsi32_si128(shift);
+    const int64_t c8 = cols_ / 8 * 8;
+    const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
+    const __m128i vshift = _mm_cvtsi32_si128(shift);
+    std::mutex max_mu;
+    // Round to nearest with quantizer qz (float_ok), row by row: 8 (16) columns at a time, the
+    // tail element by element (the same rounding). With `max_out`, the same pass also takes the
+    // maximum that sets the scale, each row's just before it is quantized (the row is then read
+    // from L1): one pass over the weights instead of two.
+    auto quantize_rows = [&](const Quantizer& qz, float* max_out) {
       pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
+        float chunk_max = 0.0f;
         for (int64_t r = r0; r < r1; ++r) {
           const float* row = w.Row(r);
+          if (max_out != nullptr) {
+            chunk_max =
+                std::max(chunk_max, MaxForScale(ConstMatrixView(row, 1, cols_, w.ld), sign_));
+          }
           int16_t* st = stored_.data() + r * cols_;
-          for (int64_t c = 0; c < c8; c += 8) {
+          int64_t c = 0;
+#if defined(PIM_DBS_ZMM)
+          // 16 at a time; vpmovdw keeps the low 16 bits, exact for values in the stored range.
+          const __m512i zhalf = _mm512_set1_epi32(half), zfmax = _mm512_set1_epi32(fmax);
+          for (; c + 16 <= c8; c += 16) {
+            const __m512i b = qz.Nearest16(row + c);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + c), _mm512_cvtepi32_epi16(b));
+            if (nearest_read) {
+              const __m512i f =
+                  _mm512_min_epi32(_mm512_sra_epi32(_mm512_add_epi32(b, zhalf), vshift), zfmax);
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(forward_.data() + r * cols_ + c),
+                                  _mm512_cvtepi32_epi16(f));
+            }
+          }
+#endif
+          for (; c < c8; c += 8) {
             const __m256i b = qz.Nearest8(row + c);
             _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c), Narrow16(b, is_signed));
             if (nearest_read) {
@@ -431,15 +540,49 @@ class DigitalBitSerialMacro final : public Macro {
           }
           for (int64_t c = c8; c < cols_; ++c) st[c] = static_cast<int16_t>(qz.Nearest(row[c]));
         }
+        if (max_out != nullptr) {
+          std::lock_guard<std::mutex> lock(max_mu);
+          *max_out = std::max(*max_out, chunk_max);  // a maximum: the same in any order
+        }
       });
-    } else {
-      int32_t* q = wq_.Get(rows_ * cols_);
-      Quantize(w, bs, sign_, weight_rounding_, rng, q);
-      for (size_t i = 0; i < size; ++i) stored_[i] = static_cast<int16_t>(q[i]);
+    };
+    // The scale rarely changes from one update to the next: quantize with the last one while
+    // taking the maximum, and keep the result if the maximum gives that same scale (then it is
+    // exactly what quantizing afterwards would give); otherwise quantize again.
+    bool vectorized = false, done = false;
+    if (weight_rounding_ == Rounding::kNearestEven && has_last_exp_) {
+      const Quantizer guess = QuantizerForExp(last_weight_exp_, bs, sign_);
+      if (guess.float_ok) {
+        float max_abs = 0.0f;
+        quantize_rows(guess, &max_abs);
+        done = vectorized = PowerOfTwoExponent(max_abs, bs, sign_) == guess.exp;
+      }
     }
+    if (!done) {
+      float max_abs = 0.0f;
+      pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
+        const float m = MaxForScale(ConstMatrixView(w.Row(r0), r1 - r0, cols_, w.ld), sign_);
+        std::lock_guard<std::mutex> lock(max_mu);
+        max_abs = std::max(max_abs, m);  // a maximum: the same in any order
+      });
+      const Quantizer qz = QuantizerFor(max_abs, bs, sign_);
+      if (weight_rounding_ == Rounding::kNearestEven && qz.float_ok) {
+        quantize_rows(qz, nullptr);
+        vectorized = true;
+      } else {
+        int32_t* q = wq_.Get(rows_ * cols_);
+        Quantize(w, bs, sign_, weight_rounding_, rng, q);
+        for (size_t i = 0; i < size; ++i) stored_[i] = static_cast<int16_t>(q[i]);
+      }
+      last_weight_exp_ = qz.exp;
+      has_last_exp_ = true;
+    }
+    weight_exp_ = last_weight_exp_;
+    forward_exp_ = weight_exp_ + shift;
     if (nearest_read) {
+      const int64_t cv = vectorized ? c8 : 0;  // forward_ written by the vector pass up to here
       for (int64_t r = 0; r < rows_; ++r) {
-        for (int64_t c = c8; c < cols_; ++c) {
+        for (int64_t c = cv; c < cols_; ++c) {
           forward_[r * cols_ + c] = static_cast<int16_t>(forward(StoredAt(r * cols_ + c)));
         }
       }
@@ -548,6 +691,14 @@ class DigitalBitSerialMacro final : public Macro {
         const int16_t* src = stored_.data() + r * cols_;
         int64_t c = 0;
         if (vec) {
+#if defined(PIM_DBS_ZMM)
+          const __m512 zscale = _mm512_set1_ps(static_cast<float>(scale));
+          for (; c + 16 <= cols_; c += 16) {
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c));
+            const __m512i v = is_signed ? _mm512_cvtepi16_epi32(h) : _mm512_cvtepu16_epi32(h);
+            _mm512_storeu_ps(row + c, _mm512_mul_ps(_mm512_cvtepi32_ps(v), zscale));
+          }
+#endif
           for (; c + 8 <= cols_; c += 8) {
             const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
             const __m256i v = is_signed ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h);
@@ -632,6 +783,9 @@ class DigitalBitSerialMacro final : public Macro {
   int64_t row_segment_ = 0;        // the programmed layout's row segment (0: dense)
   int weight_exp_ = 0;             // stored weight = stored_ * 2^weight_exp_
   int forward_exp_ = 0;            // forward weight = forward_ * 2^forward_exp_
+  // The scale exponent of the last Program (a guess for the next one; see Program).
+  int last_weight_exp_ = 0;
+  bool has_last_exp_ = false;
   // The stored words (at most 16 bits: int16 when signed, uint16 when unsigned), half the memory
   // traffic of int32 in Program, ReadWeights and the kernel's packing.
   std::vector<int16_t> stored_;    // rows x cols at weight_bits_backward
