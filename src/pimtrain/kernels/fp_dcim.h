@@ -85,6 +85,12 @@ struct DcimProblem {
   float* y = nullptr;  // m x n, overwritten with the decoded output-format values
   int64_t ldy = 0;
   const DcimWeightCache* w_cache = nullptr;  // optional (fast kernel): built from this w
+  // Optional (fast kernel), computed by the caller while it aligns x (saves two passes): x as
+  // exact floats (m x k, row-major; used when the kernel multiplies in float) and the
+  // nonzero-nibble counts x_nz[d * k + r] = samples i whose nibble d of x[i][r] is nonzero.
+  // Results do not depend on their use.
+  const float* x_f32 = nullptr;
+  const int64_t* x_nz = nullptr;
 };
 
 // The events of one DcimMatMul (docs/fp_digital.md, "Counting model").

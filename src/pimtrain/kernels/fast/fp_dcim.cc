@@ -6,6 +6,7 @@
 // Approximate mode: the broken-array products from a 16 x 16 table per nibble-signedness pair
 // and the same lower-part-OR tree as ref, pass by pass. Counts from nibble statistics.
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <bit>
@@ -17,6 +18,9 @@
 #include "pimtrain/base/error.h"
 #include "pimtrain/kernels/fp_dcim.h"
 #include "pimtrain/kernels/gemm.h"
+
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace pim::kernels::fast {
 namespace {
@@ -63,6 +67,64 @@ inline float Renormalize(int64_t s, int e, fp::Format out) {
   return fp::Decode(out, fp::Encode(out, v));
 }
 
+// One output row: y[j] = Renormalize(S_j, ex + w_exp[j]) with S_j = s[j] (int64) or, when s is
+// null, c[j] (a float holding an exact integer: a single-chunk float GEMM's result, used
+// directly instead of first copying it into int64). With AVX-512 (DQ for int64 <-> double),
+// eight outputs at a time for BF16 and FP32 outputs: S converts to double exactly, 2^e is
+// built from its bits, and BF16 rounds the double's bits as the scalar path does. A block with
+// a lane the bit arithmetic does not cover (exponent out of range, BF16 result not a normal
+// float) goes through the scalar path whole; zeros are +0 either way (S = 0 gives +0.0).
+void RenormalizeRow(const int64_t* s, const float* c, int64_t n, int ex, const int* w_exp,
+                    fp::Format out, float* y) {
+  auto value = [&](int64_t j) { return s != nullptr ? s[j] : static_cast<int64_t>(c[j]); };
+  int64_t j = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+  if (out == fp::Format::kBF16 || out == fp::Format::kFP32) {
+    const bool bf16 = out == fp::Format::kBF16;
+    const __m512d abs_mask = _mm512_castsi512_pd(_mm512_set1_epi64(0x7FFFFFFFFFFFFFFF));
+    const __m512d min_normal = _mm512_set1_pd(0x1p-126), top = _mm512_set1_pd(0x1p127);
+    const __m512i half = _mm512_set1_epi64((int64_t{1} << 44) - 1), one = _mm512_set1_epi64(1);
+    const __m512i keep = _mm512_set1_epi64(~((int64_t{1} << 45) - 1));
+    for (; j + 8 <= n; j += 8) {
+      const __m512d sv = s != nullptr ? _mm512_cvtepi64_pd(_mm512_loadu_si512(s + j))
+                                      : _mm512_cvtps_pd(_mm256_loadu_ps(c + j));
+      // e - ex per lane (the weight exponents), as int64.
+      const __m512i we = w_exp != nullptr
+                             ? _mm512_cvtepi32_epi64(_mm256_loadu_si256(
+                                   reinterpret_cast<const __m256i*>(w_exp + j)))
+                             : _mm512_setzero_si512();
+      // The scalar path builds 2^e from bits for -900 < e < 900 only.
+      const __m512i e = _mm512_add_epi64(we, _mm512_set1_epi64(ex));
+      const __mmask8 ok_e = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(-900)) &
+                            _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(900));
+      if (ok_e != 0xFF) break;  // rare: the rest of the row goes scalar
+      const __m512d pow2 = _mm512_castsi512_pd(
+          _mm512_slli_epi64(_mm512_add_epi64(e, _mm512_set1_epi64(1023)), 52));
+      const __m512d v = _mm512_mul_pd(sv, pow2);
+      const __m512d a = _mm512_and_pd(v, abs_mask);
+      const __mmask8 zero = _mm512_cmp_pd_mask(a, _mm512_setzero_pd(), _CMP_EQ_OQ);
+      __m256 r;
+      if (bf16) {
+        const __mmask8 normal = _mm512_cmp_pd_mask(a, min_normal, _CMP_GE_OQ) &
+                                _mm512_cmp_pd_mask(a, top, _CMP_LT_OQ);
+        if ((normal | zero) != 0xFF) break;
+        __m512i u = _mm512_castpd_si512(v);
+        u = _mm512_add_epi64(
+            u, _mm512_add_epi64(half, _mm512_and_si512(_mm512_srli_epi64(u, 45), one)));
+        u = _mm512_and_si512(u, keep);
+        r = _mm512_cvtpd_ps(_mm512_castsi512_pd(u));  // exact: 8 significant bits
+      } else {
+        r = _mm512_cvtpd_ps(v);  // one RNE rounding, as static_cast
+      }
+      r = _mm256_castsi256_ps(_mm256_mask_mov_epi32(_mm256_castps_si256(r), zero,
+                                                    _mm256_setzero_si256()));
+      _mm256_storeu_ps(y + j, r);
+    }
+  }
+#endif
+  for (; j < n; ++j) y[j] = Renormalize(value(j), ex + (w_exp ? w_exp[j] : 0), out);
+}
+
 // nz[d * k + r]: outputs j whose nibble d of w[r][j] is nonzero.
 std::vector<int64_t> NonzeroNibbles(const DcimProblem& p) {
   const int pw = NumNibbles(p.w.bits);
@@ -88,8 +150,8 @@ void Statistics(const DcimProblem& p, DcimCounts& c) {
   const int px = NumNibbles(p.x.bits), pw = NumNibbles(p.w.bits);
   const int64_t nb = (p.k + p.tree_inputs - 1) / p.tree_inputs;
   // nz_x[d][r]: samples whose nibble d of element r is nonzero; nz_w likewise over outputs.
-  std::vector<int64_t> nz_x(static_cast<size_t>(px * p.k), 0), nz_w_own;
-  for (int64_t i = 0; i < p.m; ++i) {
+  std::vector<int64_t> nz_x(static_cast<size_t>(p.x_nz != nullptr ? 0 : px * p.k), 0), nz_w_own;
+  for (int64_t i = 0; i < (p.x_nz != nullptr ? 0 : p.m); ++i) {
     if (p.x.stride_j == 1) {
       // Nibble d of each element (kernels::Nibble), branch-free so the loop vectorizes.
       const int32_t* row = p.x.data + i * p.x.stride_i;
@@ -113,13 +175,14 @@ void Statistics(const DcimProblem& p, DcimCounts& c) {
     nz_w_own = NonzeroNibbles(p);
     nz_w = nz_w_own.data();
   }
+  const int64_t* nzx = p.x_nz != nullptr ? p.x_nz : nz_x.data();
   int64_t ops = 0, ops00 = 0;  // all nibble pairs; the least significant pair
   for (int64_t r = 0; r < p.k; ++r) {
     int64_t sx = 0, sw = 0;
-    for (int d = 0; d < px; ++d) sx += nz_x[d * p.k + r];
+    for (int d = 0; d < px; ++d) sx += nzx[d * p.k + r];
     for (int d = 0; d < pw; ++d) sw += nz_w[d * p.k + r];
     ops += sx * sw;  // sum over nibble pairs of nz_x[dx] nz_w[dw] factorizes
-    ops00 += nz_x[r] * nz_w[r];
+    ops00 += nzx[r] * nz_w[r];
   }
   const int64_t pairs = px * pw, mn = p.m * p.n;
   c.macs += p.m * p.k * p.n;
@@ -140,8 +203,10 @@ void OneBlasThread() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
-// S = x w exactly, into s (m x n int64).
-void ExactProducts(const DcimProblem& p, int64_t* s, ThreadPool* pool) {
+// S = x w exactly, into s (m x n int64); or, when the float GEMM takes the whole reduction in
+// one chunk, left in a float buffer whose address goes to *direct (s untouched): every entry
+// is an exact integer, and the renormalization reads it without an int64 copy.
+void ExactProducts(const DcimProblem& p, int64_t* s, ThreadPool* pool, const float** direct) {
   const int64_t m = p.m, k = p.k, n = p.n;
   const double bound = std::ldexp(1.0, p.x.bits - 1 + p.w.bits - 1);  // max |x w|
   const int64_t float_chunk = FloatChunk(p.x.bits, p.w.bits);
@@ -149,12 +214,13 @@ void ExactProducts(const DcimProblem& p, int64_t* s, ThreadPool* pool) {
   if (DcimUsesFloat(p.x.bits, p.w.bits, k)) {
     // Per-thread buffers kept between calls: a training run multiplies the same shapes
     // thousands of times, and fresh large allocations cost page faults every time.
-    thread_local std::vector<float> xf;
+    thread_local std::vector<float> xf_own;
     std::vector<float> wf_own;
-    xf.resize(static_cast<size_t>(m * k));
-    for (int64_t i = 0; i < m; ++i) {
+    const float* xf = p.x_f32;
+    if (xf == nullptr) xf_own.resize(static_cast<size_t>(m * k));
+    for (int64_t i = 0; i < (p.x_f32 != nullptr ? 0 : m); ++i) {
       const int32_t* row = p.x.data + i * p.x.stride_i;
-      float* dst = xf.data() + i * k;
+      float* dst = xf_own.data() + i * k;
       if (p.x.stride_j == 1) {
         for (int64_t r = 0; r < k; ++r) dst[r] = static_cast<float>(row[r]);
       } else {
@@ -172,13 +238,14 @@ void ExactProducts(const DcimProblem& p, int64_t* s, ThreadPool* pool) {
     }
     thread_local std::vector<float> c;
     c.resize(static_cast<size_t>(m * n));
-    std::fill(s, s + m * n, int64_t{0});
+    const bool one_chunk = k <= float_chunk;
+    if (!one_chunk) std::fill(s, s + m * n, int64_t{0});
     for (int64_t r0 = 0; r0 < k; r0 += float_chunk) {
       GemmArgs g;
       g.m = m;
       g.n = n;
       g.k = std::min(float_chunk, k - r0);
-      g.a = xf.data() + r0;
+      g.a = (xf != nullptr ? xf : xf_own.data()) + r0;
       g.lda = k;
       g.trans_b = wt ? Trans::kYes : Trans::kNo;
       g.b = wt ? wf + r0 : wf + r0 * n;
@@ -186,6 +253,10 @@ void ExactProducts(const DcimProblem& p, int64_t* s, ThreadPool* pool) {
       g.c = c.data();
       g.ldc = n;
       Gemm(g, pool);
+      if (one_chunk) {
+        *direct = c.data();
+        return;
+      }
       for (int64_t t = 0; t < m * n; ++t) s[t] += static_cast<int64_t>(c[t]);
     }
     return;
@@ -335,9 +406,10 @@ void DcimMatMul(const DcimProblem& p, DcimCounts& counts, ThreadPool* pool) {
   const bool approx = p.approx.enabled &&
                       (p.approx.dropped_columns > 0 || p.approx.or_bits > 0 ||
                        p.approx.bias_compensation);
+  const float* direct = nullptr;  // S as exact floats (one float GEMM chunk), else in s
   if (!approx) {
     if (p.k > 0) {
-      ExactProducts(p, s, pool);
+      ExactProducts(p, s, pool, &direct);
     } else {
       std::fill(s, s + p.m * p.n, int64_t{0});
     }
@@ -348,11 +420,9 @@ void DcimMatMul(const DcimProblem& p, DcimCounts& counts, ThreadPool* pool) {
   }
   auto finish = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      const int ex = p.x_exp ? p.x_exp[i] : 0;
-      for (int64_t j = 0; j < p.n; ++j) {
-        p.y[i * p.ldy + j] =
-            Renormalize(s[i * p.n + j], ex + (p.w_exp ? p.w_exp[j] : 0), p.out_format);
-      }
+      RenormalizeRow(direct != nullptr ? nullptr : s + i * p.n,
+                     direct != nullptr ? direct + i * p.n : nullptr, p.n,
+                     p.x_exp ? p.x_exp[i] : 0, p.w_exp, p.out_format, p.y + i * p.ldy);
     }
   };
   if (pool != nullptr) {

@@ -28,6 +28,9 @@
 #include "pimtrain/numerics/formats.h"
 #include "pimtrain/numerics/prealign.h"
 
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace pim {
 namespace {
 
@@ -98,6 +101,25 @@ float FiniteMaxAbs(ConstMatrixView v) {
   for (float l : lanes) m = std::max(m, l);
   return m;
 }
+
+#if defined(__AVX512F__)
+// Horizontal sum and max of 16 int32 lanes, through memory (GCC 12's _mm512_reduce_* trip
+// its own uninitialized-variable warnings).
+inline int64_t SumLanes(__m512i v) {
+  alignas(64) int32_t l[16];
+  _mm512_store_si512(l, v);
+  int64_t s = 0;
+  for (int32_t x : l) s += x;
+  return s;
+}
+inline int32_t MaxLanes(__m512i v) {
+  alignas(64) int32_t l[16];
+  _mm512_store_si512(l, v);
+  int32_t m = l[0];
+  for (int32_t x : l) m = std::max(m, x);
+  return m;
+}
+#endif
 
 // A grow-only buffer that does not zero what is about to be overwritten.
 template <class T>
@@ -295,15 +317,18 @@ class FpDigitalMacro final : public Macro {
     // The weight vectors are W's columns (one per output): vector c, element r at (r, c).
     Vectors v{w.data, cols_, rows_, 1, w.ld, 1, cols_};
     fp::AlignCounts ac;
-    const float max_abs = FiniteMaxAbs(w);
+    const float max_abs = NeedsMaxAbs(weight_) ? FiniteMaxAbs(w) : 0.0f;
     const int s = ScaleExponent(weight_.format, max_abs);
     aw_.resize(static_cast<size_t>(rows_ * cols_));
     if (FastPath(weight_)) {
       wexp_.resize(static_cast<size_t>(cols_));
       const bool layer = align_mode_ == AlignMode::kLayer;
+      // The kernel's weight caches are filled row by row as the rows are aligned, while each
+      // row is still in cache, instead of in a second pass over aw_.
+      PrepareCaches();
       AlignFastMatrix(w, /*by_rows=*/false, weight_, s, nullptr, layer,
                       layer ? LayerExponent(weight_, s, max_abs) : 0, aw_.data(), wexp_.data(),
-                      ac, ctx.pool);
+                      ac, ctx.pool, /*caches=*/true);
     } else {
       Aligned al = Align(v, weight_, s, nullptr, max_abs, Rng(ctx, kStreamWeight), ac, ctx.pool);
       // Vector-major = cols x rows = S, the stored matrix; aw_ is W's layout.
@@ -316,7 +341,7 @@ class FpDigitalMacro final : public Macro {
     for (int& e : wexp_) e -= s;  // undo the tensor scale
     if (kernel_ == KernelChoice::kRef) {
       store_.Store(aw_t_.data(), cols_, rows_, per_read_);
-    } else {
+    } else if (!FastPath(weight_)) {
       BuildCaches();
     }
     ac.AddTo(counts);
@@ -338,7 +363,9 @@ class FpDigitalMacro final : public Macro {
     PIM_CHECK_MSG(x.cols == k && y.cols == n && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
     const OperandSpec& spec = fwd ? input_ : error_;
-    const float max_abs = ctx.input_max_abs >= 0 ? ctx.input_max_abs : FiniteMaxAbs(x);
+    const float max_abs = ctx.input_max_abs >= 0 ? ctx.input_max_abs
+                          : NeedsMaxAbs(spec)    ? FiniteMaxAbs(x)
+                                                 : 0.0f;
     const int s = ScaleExponent(spec.format, max_abs);
     Vectors v{x.data, m, k, x.ld, 1, k, 1};
     fp::AlignCounts ac;
@@ -347,13 +374,24 @@ class FpDigitalMacro final : public Macro {
     // exponent (layer-wise) it scales the outputs instead.
     const bool fold = !fwd && align_mode_ == AlignMode::kVector;
     Aligned& al = aligned_;  // kept between calls (no page faults on every batch)
+    bool fused_x = false;  // x_f32_ and x_nz_ hold the kernel's operand data
     if (FastPath(spec)) {
       al.a.resize(static_cast<size_t>(m * k));
       al.exp.resize(static_cast<size_t>(m));
       const bool layer = align_mode_ == AlignMode::kLayer;
+      // The kernel's float operand and nibble counts come out of the align pass when the
+      // kernel will multiply in float (kernels::DcimUsesFloat) in accurate mode.
+      fused_x = !approx_.enabled &&
+                kernels::DcimUsesFloat(spec.bits, weight_.bits, k) &&
+                kernels::NumNibbles(spec.bits) <= 4;
+      if (fused_x) {
+        x_f32_.resize(static_cast<size_t>(m * k));
+        x_nz_.assign(static_cast<size_t>(kernels::NumNibbles(spec.bits) * k), 0);
+      }
       AlignFastMatrix(x, /*by_rows=*/true, spec, s, fold ? wexp_.data() : nullptr, layer,
                       layer ? LayerExponent(spec, s, max_abs) : 0, al.a.data(), al.exp.data(), ac,
-                      ctx.pool);
+                      ctx.pool, false, fused_x ? x_f32_.data() : nullptr,
+                      fused_x ? x_nz_.data() : nullptr);
     } else {
       al = Align(v, spec, s, fold ? wexp_.data() : nullptr, max_abs,
                  Rng(ctx, fwd ? kStreamInput : kStreamError), ac, ctx.pool);
@@ -369,6 +407,10 @@ class FpDigitalMacro final : public Macro {
     p.n = n;
     p.x = {al.a.data(), k, 1, spec.bits};
     p.x_exp = al.exp.data();
+    if (fused_x && kernel_ == KernelChoice::kFast) {
+      p.x_f32 = x_f32_.data();
+      p.x_nz = x_nz_.data();
+    }
     p.tree_inputs = tree_inputs_;
     p.approx = approx_;
     p.out_format = out_format_;
@@ -468,10 +510,21 @@ class FpDigitalMacro final : public Macro {
     return fp::TensorScaleExponent(f, max_abs);
   }
 
+  // Whether encoding `spec` looks at the tensor's max |x|: only for a tensor scale (floating
+  // point other than BF16) or the layer-wise exponent. Vector-wise BF16, the training default,
+  // skips the scan, a full extra pass over every weight and input.
+  bool NeedsMaxAbs(const OperandSpec& spec) const {
+    return align_mode_ == AlignMode::kLayer ||
+           (tensor_scaling_ && !fp::IsInt(spec.format) && spec.format != fp::Format::kBF16);
+  }
+
   // Round-to-format copy for the GC operands (tensor-scaled like the MAC operands).
   void RoundedCopy(ConstMatrixView v, fp::Format f, std::vector<float>& out) const {
     out.resize(static_cast<size_t>(v.rows * v.cols));
-    const float max_abs = FiniteMaxAbs(v);
+    // The max |v| scan only matters for integers and tensor-scaled formats (not BF16).
+    const bool scaled =
+        fp::IsInt(f) || (tensor_scaling_ && f != fp::Format::kBF16);
+    const float max_abs = scaled ? FiniteMaxAbs(v) : 0.0f;
     int e = 0;
     if (fp::IsInt(f)) {
       e = PowerOfTwoExponent(max_abs, fp::Info(f).bits, Signedness::kSigned);
@@ -483,11 +536,10 @@ class FpDigitalMacro final : public Macro {
       // same single rounding as the double product below.
       const FastFormat ff = MakeFastFormat(f);
       std::vector<uint32_t> bits(static_cast<size_t>(v.cols));
-      std::vector<int32_t> unused(static_cast<size_t>(v.cols));
       const float scale = std::ldexp(1.0f, e);
       const bool exact_scale = e > -126 && e < 127;
       for (int64_t r = 0; r < v.rows; ++r) {
-        RoundFast(v.Row(r), v.cols, -e, f, ff, nullptr, bits.data(), unused.data());
+        RoundFast(v.Row(r), v.cols, -e, f, ff, nullptr, bits.data(), nullptr);
         float* dst = out.data() + r * v.cols;
         for (int64_t c = 0; c < v.cols; ++c) {
           const float q = std::bit_cast<float>(bits[c]);
@@ -625,12 +677,20 @@ class FpDigitalMacro final : public Macro {
 
   // Pass 1 of the fast path over n contiguous elements: the value scaled by 2^s and rounded
   // to nearest even in the format, saturating, as float bits r[i] (sign included), and its
-  // format exponent plus offset, e[i] = max(E_float, emin) + o[i] (e is unused for zeros).
+  // format exponent plus offset, e[i] = max(E_float, emin) + o[i] (e is unused for zeros; e
+  // may be null: AlignFast recomputes it from r).
   // Elements the bit arithmetic does not cover (non-finite, or scaled outside [2^-120, 2^100))
   // go through the generic encoder. Exact: x * 2^s is exact in that range. AVX2, 8 at a time,
   // with a scalar tail doing the same integer and float operations.
+  //
+  // Optionally also the largest e over the nonzero results, the vector's shared exponent
+  // (*emax, kNoExp when all are zero), or the same maximum per position across calls
+  // (col_max[i] = max(col_max[i], e[i]) for nonzero r[i]): folded into this pass instead of
+  // re-reading r and e. Elements fixed up by the generic encoder enter with their final value.
+  static constexpr int32_t kNoExp = std::numeric_limits<int32_t>::min();
   static void RoundFast(const float* x, int64_t n, int s, fp::Format f, const FastFormat& ff,
-                        const int32_t* o, uint32_t* r, int32_t* e) {
+                        const int32_t* o, uint32_t* r, int32_t* e, int32_t* emax = nullptr,
+                        int32_t* col_max = nullptr) {
     const float scale = std::ldexp(1.0f, s);
     const bool bf16 = f == fp::Format::kBF16;
     const uint32_t half = bf16 ? 0x7FFFu : (1u << (ff.drop - 1)) - 1u;
@@ -639,7 +699,60 @@ class FpDigitalMacro final : public Macro {
     // BF16: the bit rounding covers the whole float range, subnormals included.
     const uint32_t emin_bits = bf16 ? 0u : ff.emin_bits;
     int64_t bad = 0, i = 0;
+    int32_t m = kNoExp;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
     {
+      // The AVX2 loop below, 16 lanes at a time (the same operations, masks for blends).
+      const __m512 vscale = _mm512_set1_ps(scale), vmagic = _mm512_set1_ps(ff.magic);
+      const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1);
+      const __m512i big = _mm512_set1_epi32(0x717FFFFF), tiny = _mm512_set1_epi32(0x03800000);
+      const __m512i vhalf = _mm512_set1_epi32(static_cast<int>(half));
+      const __m512i vkeep = _mm512_set1_epi32(static_cast<int>(keep));
+      const __m512i vemin_bits = _mm512_set1_epi32(static_cast<int>(emin_bits) - 1);
+      const __m512i vmax = _mm512_set1_epi32(static_cast<int>(ff.max_bits));
+      const __m512i v127 = _mm512_set1_epi32(127), vemin = _mm512_set1_epi32(ff.emin);
+      const __m512i vnone = _mm512_set1_epi32(kNoExp);
+      const __m128i vdrop = _mm_cvtsi32_si128(drop);
+      __m512i vm = vnone;
+      for (; i + 16 <= n; i += 16) {
+        const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x + i), vscale);
+        const __m512i u = _mm512_castps_si512(y);
+        const __m512i a = _mm512_and_si512(u, abs_mask);
+        const __m512i sign = _mm512_andnot_si512(abs_mask, u);
+        const __mmask16 is_bad =
+            _mm512_cmpgt_epi32_mask(a, big) |
+            (_mm512_test_epi32_mask(a, a) & _mm512_cmpgt_epi32_mask(tiny, a));
+        bad += is_bad;
+        const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(a, vdrop), one);
+        const __m512i normal =
+            _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, vhalf), lsb), vkeep);
+        const __m512i sub = _mm512_castps_si512(
+            _mm512_sub_ps(_mm512_add_ps(_mm512_castsi512_ps(a), vmagic), vmagic));
+        __m512i q =
+            _mm512_mask_mov_epi32(sub, _mm512_cmpgt_epi32_mask(a, vemin_bits), normal);
+        q = _mm512_min_epu32(q, vmax);
+        _mm512_storeu_si512(r + i, _mm512_or_si512(q, sign));
+        const __m512i ef = _mm512_srli_epi32(q, 23);
+        __m512i ex = _mm512_max_epi32(_mm512_sub_epi32(_mm512_max_epi32(ef, one), v127), vemin);
+        if (o != nullptr) ex = _mm512_add_epi32(ex, _mm512_loadu_si512(o + i));
+        if (e != nullptr) _mm512_storeu_si512(e + i, ex);
+        if (emax != nullptr || col_max != nullptr) {
+          // Zeros have no exponent; bad lanes enter after their fix-up below.
+          const __m512i cand =
+              _mm512_mask_mov_epi32(vnone, _mm512_test_epi32_mask(q, q) & ~is_bad, ex);
+          if (emax != nullptr) vm = _mm512_max_epi32(vm, cand);
+          if (col_max != nullptr) {
+            _mm512_storeu_si512(col_max + i,
+                                _mm512_max_epi32(_mm512_loadu_si512(col_max + i), cand));
+          }
+        }
+      }
+      m = std::max(m, MaxLanes(vm));
+    }
+#endif
+    {
+      const __m256i vnone = _mm256_set1_epi32(kNoExp);
+      __m256i vm = vnone;
       const __m256 vscale = _mm256_set1_ps(scale), vmagic = _mm256_set1_ps(ff.magic);
       const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), one = _mm256_set1_epi32(1);
       const __m256i big = _mm256_set1_epi32(0x717FFFFF), tiny = _mm256_set1_epi32(0x03800000);
@@ -672,8 +785,22 @@ class FpDigitalMacro final : public Macro {
         if (o != nullptr) {
           ex = _mm256_add_epi32(ex, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + i)));
         }
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(e + i), ex);
+        if (e != nullptr) _mm256_storeu_si256(reinterpret_cast<__m256i*>(e + i), ex);
+        if (emax != nullptr || col_max != nullptr) {
+          // Zeros have no exponent; bad lanes enter after their fix-up below.
+          const __m256i skip =
+              _mm256_or_si256(_mm256_cmpeq_epi32(q, _mm256_setzero_si256()), is_bad);
+          const __m256i cand = _mm256_blendv_epi8(ex, vnone, skip);
+          if (emax != nullptr) vm = _mm256_max_epi32(vm, cand);
+          if (col_max != nullptr) {
+            __m256i* cm = reinterpret_cast<__m256i*>(col_max + i);
+            _mm256_storeu_si256(cm, _mm256_max_epi32(_mm256_loadu_si256(cm), cand));
+          }
+        }
       }
+      alignas(32) int32_t lanes[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vm);
+      for (int32_t l : lanes) m = std::max(m, l);
     }
     for (; i < n; ++i) {
       const float y = x[i] * scale;
@@ -685,9 +812,16 @@ class FpDigitalMacro final : public Macro {
           std::bit_cast<uint32_t>((std::bit_cast<float>(a) + ff.magic) - ff.magic);
       const uint32_t q = std::min(a >= emin_bits ? normal : sub, ff.max_bits);
       r[i] = q | sign;
-      e[i] = std::max(std::max(static_cast<int32_t>(q >> 23), 1) - 127, ff.emin) +
-             (o ? o[i] : 0);
+      const int32_t ei = std::max(std::max(static_cast<int32_t>(q >> 23), 1) - 127, ff.emin) +
+                         (o ? o[i] : 0);
+      if (e != nullptr) e[i] = ei;
+      const bool is_bad = (a > 0x717FFFFFu) | ((a != 0) & (a < 0x03800000u));
+      if (q != 0 && !is_bad) {
+        m = std::max(m, ei);
+        if (col_max != nullptr) col_max[i] = std::max(col_max[i], ei);
+      }
     }
+    if (emax != nullptr) *emax = m;
     if (bad == 0) return;
     for (int64_t j = 0; j < n; ++j) {
       const float xj = x[j];
@@ -697,21 +831,130 @@ class FpDigitalMacro final : public Macro {
                                                Rounding::kNearestEven, 0, fp::Overflow::kSaturate));
       r[j] = std::bit_cast<uint32_t>(v);
       const uint32_t q = r[j] & 0x7FFFFFFFu;
-      e[j] = std::max(std::max(static_cast<int32_t>(q >> 23), 1) - 127, ff.emin) + (o ? o[j] : 0);
+      const int32_t ej =
+          std::max(std::max(static_cast<int32_t>(q >> 23), 1) - 127, ff.emin) + (o ? o[j] : 0);
+      if (e != nullptr) e[j] = ej;
+      if (q != 0) {
+        if (emax != nullptr) *emax = std::max(*emax, ej);
+        if (col_max != nullptr) col_max[j] = std::max(col_max[j], ej);
+      }
     }
   }
 
   // Pass 2: a[i] = R(|r_i| 2^(o_i - t_i)) from the float's 24-bit significand F and exponent
   // Ef: a right shift of F by t - o - Ef + 23 with guard and sticky bits (the same value and
   // rounding as AlignVector's shift of the format significand), saturated; and AlignVector's
-  // counts (s_i = E* - E_i + M + 2 - W, E_i + o_i = e[i]). AVX2 with a scalar tail.
-  void AlignFast(int64_t n, const uint32_t* r, const int32_t* e, const int32_t* o,
-                 const int32_t* t, const int32_t* shared, int bits, const FastFormat& ff,
-                 int32_t* out, fp::AlignCounts& c) const {
+  // counts (s_i = E* - E_i + M + 2 - W, E_i + o_i = e_i, RoundFast's e recomputed here from r
+  // rather than stored and streamed back). AVX-512 (when built for it), then AVX2, then a
+  // scalar tail. t and shared are per element, or (null) one value t_all / shared_all for the
+  // whole vector (a row: no arrays to fill and stream).
+  //
+  // With `cache`, the same pass also writes the kernel's exact float copy of the row and its
+  // nonzero-nibble counts (per column, incremented, and the row's total), while the values are
+  // in registers: the weights' caches (what CacheRow computes) or the operand data of a
+  // Multiply (kernels::DcimProblem::x_f32, x_nz).
+  struct RowCache {
+    float* f32 = nullptr;      // n floats
+    int32_t* col_nz = nullptr;  // nibbles x n, incremented
+    int64_t* row_nz = nullptr;  // nibble d's count at row_nz[d * row_stride]
+    int64_t row_stride = 0;
+    int nibbles = 0;
+  };
+  void AlignFast(int64_t n, const uint32_t* r, const int32_t* o,
+                 const int32_t* t, int32_t t_all, const int32_t* shared, int32_t shared_all,
+                 int bits, const FastFormat& ff, int32_t* out, fp::AlignCounts& c,
+                 const RowCache* cache = nullptr) const {
+    const int pw = cache != nullptr ? cache->nibbles : 0;
+    int64_t row_nz[4] = {0, 0, 0, 0};  // at most 4 nibbles (16 bits)
     const int32_t max_mag = (int32_t{1} << (bits - 1)) - 1;
     const bool nearest = align_rounding_ == fp::AlignRounding::kNearestEven;
     const int32_t lost_cap = ff.man + 1, bias = ff.man + 2 - bits;
     int64_t shifts = 0, lost = 0, sat = 0, i = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    {
+      // The AVX2 loop below, 16 lanes at a time with mask registers in place of the blends
+      // (the same integer operations, so the same values and counts).
+      const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+      const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), hidden = _mm512_set1_epi32(0x800000);
+      const __m512i man_mask = _mm512_set1_epi32(0x7FFFFF), v127 = _mm512_set1_epi32(127);
+      const __m512i v23 = _mm512_set1_epi32(23), v31 = _mm512_set1_epi32(31);
+      const __m512i vmax = _mm512_set1_epi32(max_mag), vover = _mm512_set1_epi32(max_mag + 1);
+      const __m512i vcap = _mm512_set1_epi32(lost_cap), vbias = _mm512_set1_epi32(bias);
+      const __m512i vt_all = _mm512_set1_epi32(t_all), vsh_all = _mm512_set1_epi32(shared_all);
+      const __m512i vemin = _mm512_set1_epi32(ff.emin), v15 = _mm512_set1_epi32(15);
+      __m512i vshifts = zero, vlost = zero, vsat = zero;
+      __m512i vnz0 = zero, vnz1 = zero, vnz2 = zero, vnz3 = zero;  // nonzero nibbles (cache)
+      for (; i + 16 <= n; i += 16) {
+        const __m512i ri = _mm512_loadu_si512(r + i);
+        const __m512i q = _mm512_and_si512(ri, abs_mask);
+        const __m512i ef = _mm512_srli_epi32(q, 23);
+        const __m512i fm = _mm512_and_si512(q, man_mask);
+        const __m512i f = _mm512_mask_or_epi32(fm, _mm512_test_epi32_mask(ef, ef), fm, hidden);
+        const __m512i efu = _mm512_sub_epi32(_mm512_max_epi32(ef, one), v127);
+        __m512i ex = _mm512_max_epi32(efu, vemin);
+        __m512i rsh = _mm512_sub_epi32(t != nullptr ? _mm512_loadu_si512(t + i) : vt_all, efu);
+        if (o != nullptr) {
+          const __m512i oi = _mm512_loadu_si512(o + i);
+          ex = _mm512_add_epi32(ex, oi);
+          rsh = _mm512_sub_epi32(rsh, oi);
+        }
+        rsh = _mm512_add_epi32(rsh, v23);
+        const __m512i sh = _mm512_max_epi32(_mm512_min_epi32(rsh, v31), one);
+        __m512i a = _mm512_srlv_epi32(f, sh);
+        if (nearest) {
+          const __m512i sh1 = _mm512_sub_epi32(sh, one);
+          const __m512i guard = _mm512_and_si512(_mm512_srlv_epi32(f, sh1), one);
+          const __m512i below = _mm512_sub_epi32(_mm512_sllv_epi32(one, sh1), one);
+          const __mmask16 sticky = _mm512_test_epi32_mask(f, below);
+          const __m512i odd_or_sticky =
+              _mm512_mask_mov_epi32(_mm512_and_si512(a, one), sticky, one);
+          a = _mm512_add_epi32(a, _mm512_and_si512(guard, odd_or_sticky));
+        }
+        // rsh <= 0: above a layer-wise exponent, saturates (0 stays 0).
+        const __mmask16 left = _mm512_cmplt_epi32_mask(rsh, one);
+        a = _mm512_mask_mov_epi32(a, left,
+                                  _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(f, f), vover));
+        vsat = _mm512_mask_add_epi32(vsat, _mm512_cmpgt_epi32_mask(a, vmax), vsat, one);
+        a = _mm512_min_epi32(a, vmax);
+        const __m512i neg = _mm512_srai_epi32(ri, 31);
+        const __m512i signed_a = _mm512_sub_epi32(_mm512_xor_si512(a, neg), neg);
+        _mm512_storeu_si512(out + i, signed_a);
+        const __mmask16 nz = _mm512_test_epi32_mask(q, q);
+        const __m512i si = _mm512_add_epi32(
+            _mm512_sub_epi32(shared != nullptr ? _mm512_loadu_si512(shared + i) : vsh_all, ex),
+            vbias);
+        vshifts = _mm512_mask_add_epi32(vshifts, nz & _mm512_test_epi32_mask(si, si), vshifts,
+                                        one);
+        vlost = _mm512_mask_add_epi32(vlost, nz, vlost,
+                                      _mm512_min_epi32(_mm512_max_epi32(si, zero), vcap));
+        if (cache != nullptr) {
+          _mm512_storeu_ps(cache->f32 + i, _mm512_cvtepi32_ps(signed_a));
+          // Named accumulators (not an array indexed in a loop) so they stay in registers.
+          auto count = [&](int d, __m512i& acc) {
+            // kernels::Nibble: low nibbles unsigned, the top one arithmetic.
+            const __m128i shd = _mm_cvtsi32_si128(4 * d);
+            const __m512i nib = d == pw - 1
+                                    ? _mm512_sra_epi32(signed_a, shd)
+                                    : _mm512_and_si512(_mm512_srl_epi32(signed_a, shd), v15);
+            const __mmask16 nzd = _mm512_test_epi32_mask(nib, nib);
+            int32_t* cn = cache->col_nz + d * n + i;
+            const __m512i c = _mm512_loadu_si512(cn);
+            _mm512_storeu_si512(cn, _mm512_mask_add_epi32(c, nzd, c, one));
+            acc = _mm512_mask_add_epi32(acc, nzd, acc, one);
+          };
+          count(0, vnz0);
+          if (pw > 1) count(1, vnz1);
+          if (pw > 2) count(2, vnz2);
+          if (pw > 3) count(3, vnz3);
+        }
+      }
+      shifts += SumLanes(vshifts);
+      lost += SumLanes(vlost);
+      sat += SumLanes(vsat);
+      const __m512i vnz[4] = {vnz0, vnz1, vnz2, vnz3};
+      for (int d = 0; d < pw; ++d) row_nz[d] += SumLanes(vnz[d]);
+    }
+#endif
     {
       const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), one = _mm256_set1_epi32(1);
       const __m256i zero = _mm256_setzero_si256(), hidden = _mm256_set1_epi32(0x800000);
@@ -720,6 +963,10 @@ class FpDigitalMacro final : public Macro {
       const __m256i vmax = _mm256_set1_epi32(max_mag), vover = _mm256_set1_epi32(max_mag + 1);
       const __m256i vcap = _mm256_set1_epi32(lost_cap), vbias = _mm256_set1_epi32(bias);
       __m256i vshifts = zero, vlost = zero, vsat = zero;
+      __m256i vzeros[4] = {zero, zero, zero, zero};  // zero nibbles per lane (cache)
+      const int64_t avx2_start = i;
+      const __m256i vt_all = _mm256_set1_epi32(t_all), vsh_all = _mm256_set1_epi32(shared_all);
+      const __m256i vemin = _mm256_set1_epi32(ff.emin);
       for (; i + 8 <= n; i += 8) {
         const __m256i ri = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + i));
         const __m256i q = _mm256_and_si256(ri, abs_mask);
@@ -728,8 +975,13 @@ class FpDigitalMacro final : public Macro {
         const __m256i f =
             _mm256_or_si256(_mm256_and_si256(q, man_mask), _mm256_andnot_si256(ef_zero, hidden));
         const __m256i efu = _mm256_sub_epi32(_mm256_max_epi32(ef, one), v127);
-        __m256i rsh = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + i)),
-                                       efu);
+        __m256i ex = _mm256_max_epi32(efu, vemin);  // RoundFast's e: the format exponent + o
+        if (o != nullptr) {
+          ex = _mm256_add_epi32(ex, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + i)));
+        }
+        const __m256i ti =
+            t != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + i)) : vt_all;
+        __m256i rsh = _mm256_sub_epi32(ti, efu);
         if (o != nullptr) {
           rsh = _mm256_sub_epi32(rsh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + i)));
         }
@@ -752,12 +1004,33 @@ class FpDigitalMacro final : public Macro {
         vsat = _mm256_sub_epi32(vsat, over);
         a = _mm256_min_epi32(a, vmax);
         const __m256i neg = _mm256_srai_epi32(ri, 31);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
-                            _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg));
+        const __m256i signed_a = _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), signed_a);
+        if (cache != nullptr) {
+          _mm256_storeu_ps(cache->f32 + i, _mm256_cvtepi32_ps(signed_a));
+          // Unrolled over the (at most 4) nibbles so the counters stay in registers.
+#pragma GCC unroll 4
+          for (int d = 0; d < 4; ++d) {
+            if (d >= pw) break;
+            // kernels::Nibble: low nibbles unsigned, the top one arithmetic.
+            const __m128i sh = _mm_cvtsi32_si128(4 * d);
+            const __m256i nib = d == pw - 1 ? _mm256_sra_epi32(signed_a, sh)
+                                            : _mm256_and_si256(_mm256_srl_epi32(signed_a, sh),
+                                                               _mm256_set1_epi32(15));
+            const __m256i is_zero = _mm256_cmpeq_epi32(nib, zero);  // -1 where zero
+            __m256i* cn = reinterpret_cast<__m256i*>(cache->col_nz + d * n + i);
+            // +1 where nonzero: add 1, then add the -1 of the zero lanes.
+            _mm256_storeu_si256(
+                cn, _mm256_add_epi32(_mm256_loadu_si256(cn), _mm256_add_epi32(one, is_zero)));
+            vzeros[d] = _mm256_sub_epi32(vzeros[d], is_zero);
+          }
+        }
         const __m256i nz = _mm256_andnot_si256(_mm256_cmpeq_epi32(q, zero), _mm256_set1_epi32(-1));
         const __m256i si = _mm256_add_epi32(
-            _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(shared + i)),
-                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + i))),
+            _mm256_sub_epi32(
+                shared != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shared + i))
+                                  : vsh_all,
+                ex),
             vbias);
         vshifts = _mm256_sub_epi32(
             vshifts, _mm256_andnot_si256(_mm256_cmpeq_epi32(si, zero), nz));
@@ -773,13 +1046,19 @@ class FpDigitalMacro final : public Macro {
         lost += l2[j];
         sat += l3[j];
       }
+      for (int d = 0; d < pw; ++d) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(l1), vzeros[d]);
+        int64_t zeros = 0;
+        for (int j = 0; j < 8; ++j) zeros += l1[j];
+        row_nz[d] += (i - avx2_start) - zeros;
+      }
     }
     for (; i < n; ++i) {
       const uint32_t q = r[i] & 0x7FFFFFFFu;
       const int32_t ef = static_cast<int32_t>(q >> 23);
       const int32_t f = static_cast<int32_t>((q & 0x7FFFFFu) | (ef != 0 ? 0x800000u : 0u));
       const int32_t efu = std::max(ef, 1) - 127;
-      const int32_t rsh = t[i] - (o ? o[i] : 0) - efu + 23;
+      const int32_t rsh = (t ? t[i] : t_all) - (o ? o[i] : 0) - efu + 23;
       const int32_t sh = std::max(std::min(rsh, 31), 1);
       int32_t a = f >> sh;
       if (nearest) {
@@ -792,8 +1071,17 @@ class FpDigitalMacro final : public Macro {
       sat += over;
       a = over ? max_mag : a;
       out[i] = (r[i] >> 31) ? -a : a;
+      if (cache != nullptr) {
+        cache->f32[i] = static_cast<float>(out[i]);
+        for (int d = 0; d < pw; ++d) {
+          const int32_t nz = kernels::Nibble(out[i], d, pw) != 0;
+          cache->col_nz[d * n + i] += nz;
+          row_nz[d] += nz;
+        }
+      }
       if (q != 0) {
-        const int32_t si = shared[i] - e[i] + bias;
+        const int32_t ei = std::max(efu, ff.emin) + (o ? o[i] : 0);
+        const int32_t si = (shared ? shared[i] : shared_all) - ei + bias;
         shifts += si != 0;
         lost += std::min(std::max(si, 0), lost_cap);
       }
@@ -801,18 +1089,22 @@ class FpDigitalMacro final : public Macro {
     c.alignment_shifts += shifts;
     c.shifted_out_bits += lost;
     c.saturated += sat;
+    for (int d = 0; d < pw; ++d) cache->row_nz[d * cache->row_stride] = row_nz[d];
   }
 
   // The fast path of Align (nearest-even encoding of a floating-point format): vectors are the
   // rows of v (by_rows, offsets o per column) or its columns (weights, no offsets); the result
   // is written in v's layout (rows x cols, row-major) with one LSB exponent per vector.
+  // caches (columns only; out must be aw_): fill the kernel's weight caches (PrepareCaches
+  // called before) in the align pass. f32 and col_nz_out (rows only): the kernel's float copy of
+  // the result (rows x cols) and its nonzero-nibble counts per column (nibbles x cols, added to).
   void AlignFastMatrix(ConstMatrixView v, bool by_rows, const OperandSpec& spec, int s,
                        const int* o, bool layer, int layer_exp, int32_t* out, int* exps,
-                       fp::AlignCounts& counts, ThreadPool* pool) const {
+                       fp::AlignCounts& counts, ThreadPool* pool, bool caches = false,
+                       float* f32 = nullptr, int64_t* col_nz_out = nullptr) {
     const FastFormat ff = MakeFastFormat(spec.format);
     const int64_t rows = v.rows, cols = v.cols;
     uint32_t* r = round_bits_.Get(rows * cols);
-    int32_t* e = round_exps_.Get(rows * cols);
     std::mutex mu;
     auto chunks = [&](auto fn) {
       // Chunks of at least 2^19 elements: the encode and align cost about a nanosecond per
@@ -824,46 +1116,60 @@ class FpDigitalMacro final : public Macro {
         fn(0, rows);
       }
     };
-    const int32_t kNone = std::numeric_limits<int32_t>::min();
+    const int32_t kNone = kNoExp;
     auto exponent_of = [&](int32_t emax) { return emax == kNone ? 0 : emax; };  // all zero
     if (by_rows) {
+      // With f32 and col_nz_out (the fast kernel's operand data, kernels::DcimProblem::x_f32
+      // and x_nz), the align pass also writes the exact float copy of each row and counts the
+      // nonzero nibbles per column, sparing the kernel two passes over the aligned integers.
+      const int px = kernels::NumNibbles(spec.bits);
+      const bool fused = f32 != nullptr && col_nz_out != nullptr && px <= 4;
       chunks([&](int64_t r0, int64_t r1) {
-        std::vector<int32_t> t(static_cast<size_t>(cols)), sh(static_cast<size_t>(cols));
         fp::AlignCounts local;
+        std::vector<int32_t> col_nz(static_cast<size_t>(fused ? px * cols : 0), 0);
+        int64_t row_nz[4];  // per-row counts: unused here
         for (int64_t i = r0; i < r1; ++i) {
           uint32_t* ri = r + i * cols;
-          int32_t* ei = e + i * cols;
-          RoundFast(v.Row(i), cols, s, spec.format, ff, o, ri, ei);
           int32_t emax = kNone;
-          for (int64_t j = 0; j < cols; ++j) emax = std::max(emax, ri[j] << 1 ? ei[j] : kNone);
+          RoundFast(v.Row(i), cols, s, spec.format, ff, o, ri, nullptr, layer ? nullptr : &emax);
           const int32_t shared = layer ? layer_exp : exponent_of(emax);
           exps[i] = shared - (spec.bits - 2);
-          std::fill(t.begin(), t.end(), exps[i]);
-          std::fill(sh.begin(), sh.end(), shared);
-          AlignFast(cols, ri, ei, o, t.data(), sh.data(), spec.bits, ff, out + i * cols, local);
+          RowCache rc;
+          if (fused) {
+            rc.f32 = f32 + i * cols;
+            rc.col_nz = col_nz.data();
+            rc.row_nz = row_nz;
+            rc.row_stride = 1;
+            rc.nibbles = px;
+          }
+          AlignFast(cols, ri, o, nullptr, exps[i], nullptr, shared, spec.bits, ff,
+                    out + i * cols, local, fused ? &rc : nullptr);
           local.exponent_compares += cols;
         }
         std::lock_guard<std::mutex> lock(mu);
         counts += local;
+        // Integer sums: the same totals whatever the split.
+        for (size_t j = 0; j < col_nz.size(); ++j) col_nz_out[j] += col_nz[j];
       });
       return;
     }
-    // Columns: round everything, take each column's maximum exponent, then align row by row.
-    chunks([&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0; i < r1; ++i) {
-        RoundFast(v.Row(i), cols, s, spec.format, ff, nullptr, r + i * cols, e + i * cols);
-      }
-    });
+    // Columns: round everything while taking each column's maximum exponent (per chunk, then
+    // merged: max is order-free, so the result does not depend on the split), then align row
+    // by row.
     std::vector<int32_t> shared(static_cast<size_t>(cols), kNone), t(static_cast<size_t>(cols));
+    chunks([&](int64_t r0, int64_t r1) {
+      std::vector<int32_t> local(static_cast<size_t>(layer ? 0 : cols), kNone);
+      for (int64_t i = r0; i < r1; ++i) {
+        RoundFast(v.Row(i), cols, s, spec.format, ff, nullptr, r + i * cols, nullptr,
+                  nullptr, layer ? nullptr : local.data());
+      }
+      if (layer) return;
+      std::lock_guard<std::mutex> lock(mu);
+      for (int64_t j = 0; j < cols; ++j) shared[j] = std::max(shared[j], local[j]);
+    });
     if (layer) {
       std::fill(shared.begin(), shared.end(), layer_exp);
     } else {
-      for (int64_t i = 0; i < rows; ++i) {
-        const int32_t* ei = e + i * cols;
-        const uint32_t* ri = r + i * cols;
-        for (int64_t j = 0; j < cols; ++j)
-          shared[j] = std::max(shared[j], ri[j] << 1 ? ei[j] : kNone);
-      }
       for (int32_t& x : shared) x = exponent_of(x);
     }
     for (int64_t j = 0; j < cols; ++j) {
@@ -871,60 +1177,91 @@ class FpDigitalMacro final : public Macro {
       exps[j] = t[j];
     }
     counts.exponent_compares += rows * cols;
+    const int pw = kernels::NumNibbles(spec.bits);
     chunks([&](int64_t r0, int64_t r1) {
       fp::AlignCounts local;
+      std::vector<int32_t> col_nz(static_cast<size_t>(caches ? pw * cols : 0), 0);
+      // Float copies (the usual case) come out of AlignFast itself; doubles from CacheRow.
+      const bool fused = caches && !cache_f64_ && pw <= 4;
       for (int64_t i = r0; i < r1; ++i) {
-        AlignFast(cols, r + i * cols, e + i * cols, nullptr, t.data(),
-                  shared.data(), spec.bits, ff, out + i * cols, local);
+        RowCache rc;
+        if (fused) {
+          rc.f32 = w_f32_.data() + i * cols;
+          rc.col_nz = col_nz.data();
+          rc.row_nz = fwd_cache_.nz.data() + i;
+          rc.row_stride = rows;
+          rc.nibbles = pw;
+        }
+        AlignFast(cols, r + i * cols, nullptr, t.data(), 0, shared.data(), 0, spec.bits, ff,
+                  out + i * cols, local, fused ? &rc : nullptr);
+        if (caches && !fused) CacheRow(i, col_nz.data());
       }
       std::lock_guard<std::mutex> lock(mu);
       counts += local;
+      // Integer sums: the same totals whatever the split.
+      for (size_t j = 0; j < col_nz.size(); ++j) bwd_cache_.nz[j] += col_nz[j];
     });
   }
 
   // The fast kernel's per-direction weight data (kernels::DcimWeightCache), from aw_ in one
   // pass: exact float (or double) copies of W (forward, rows x cols) and S = W^T (BP), and the
   // nonzero-nibble counts along each direction's outputs.
+  // Split in three so the fast path can fill the caches row by row while aligning
+  // (AlignFastMatrix, caches): PrepareCaches sizes them, CacheRow adds row r of aw_ (its
+  // nonzero-nibble counts, with the per-column counts into col_nz, and its exact float or
+  // double copy).
   void BuildCaches() {
+    PrepareCaches();
+    const int pw = kernels::NumNibbles(weight_.bits);
+    std::vector<int32_t> col_nz(static_cast<size_t>(pw * cols_), 0);
+    for (int64_t r = 0; r < rows_; ++r) CacheRow(r, col_nz.data());
+    for (size_t i = 0; i < col_nz.size(); ++i) bwd_cache_.nz[i] = col_nz[i];
+  }
+
+  void PrepareCaches() {
     const int pw = kernels::NumNibbles(weight_.bits);
     fwd_cache_.nz.assign(static_cast<size_t>(pw * rows_), 0);
     bwd_cache_.nz.assign(static_cast<size_t>(pw * cols_), 0);
-    std::vector<int32_t> col_nz(static_cast<size_t>(pw * cols_), 0);
-    for (int64_t r = 0; r < rows_; ++r) {
-      const int32_t* row = aw_.data() + r * cols_;
-      for (int d = 0; d < pw; ++d) {
-        // Nibble d of each weight (see kernels::Nibble), branch-free so the loop vectorizes.
-        const int sh = 4 * d;
-        const int32_t mask = d == pw - 1 ? -1 : 15;
-        int32_t* cn = col_nz.data() + d * cols_;
-        int32_t count = 0;
-        for (int64_t c = 0; c < cols_; ++c) {
-          const int32_t nz = ((row[c] >> sh) & mask) != 0;
-          count += nz;
-          cn[c] += nz;
-        }
-        fwd_cache_.nz[d * rows_ + r] = count;
-      }
-    }
-    for (size_t i = 0; i < col_nz.size(); ++i) bwd_cache_.nz[i] = col_nz[i];
     // One exact copy of W (rows x cols) serves both directions: BP reads it transposed.
     const bool f_fwd = kernels::DcimUsesFloat(input_.bits, weight_.bits, rows_);
     const bool f_bwd = kernels::DcimUsesFloat(error_.bits, weight_.bits, cols_);
     const size_t size = static_cast<size_t>(rows_ * cols_);
-    if (f_fwd || f_bwd) {
-      w_f32_.resize(size);
-      for (size_t i = 0; i < size; ++i) w_f32_[i] = static_cast<float>(aw_[i]);
-    }
-    if (!f_fwd || !f_bwd) {
-      w_f64_.resize(size);
-      for (size_t i = 0; i < size; ++i) w_f64_[i] = aw_[i];
-    }
+    if (f_fwd || f_bwd) w_f32_.resize(size);
+    if (!f_fwd || !f_bwd) w_f64_.resize(size);
+    cache_f32_ = f_fwd || f_bwd;
+    cache_f64_ = !f_fwd || !f_bwd;
     fwd_cache_.f32 = f_fwd ? w_f32_.data() : nullptr;
     fwd_cache_.f64 = f_fwd ? nullptr : w_f64_.data();
     fwd_cache_.transposed = false;
     bwd_cache_.f32 = f_bwd ? w_f32_.data() : nullptr;
     bwd_cache_.f64 = f_bwd ? nullptr : w_f64_.data();
     bwd_cache_.transposed = true;
+  }
+
+  void CacheRow(int64_t r, int32_t* col_nz) {
+    const int pw = kernels::NumNibbles(weight_.bits);
+    const int32_t* row = aw_.data() + r * cols_;
+    for (int d = 0; d < pw; ++d) {
+      // Nibble d of each weight (see kernels::Nibble), branch-free so the loop vectorizes.
+      const int sh = 4 * d;
+      const int32_t mask = d == pw - 1 ? -1 : 15;
+      int32_t* cn = col_nz + d * cols_;
+      int32_t count = 0;
+      for (int64_t c = 0; c < cols_; ++c) {
+        const int32_t nz = ((row[c] >> sh) & mask) != 0;
+        count += nz;
+        cn[c] += nz;
+      }
+      fwd_cache_.nz[d * rows_ + r] = count;
+    }
+    if (cache_f32_) {
+      float* dst = w_f32_.data() + r * cols_;
+      for (int64_t c = 0; c < cols_; ++c) dst[c] = static_cast<float>(row[c]);
+    }
+    if (cache_f64_) {
+      double* dst = w_f64_.data() + r * cols_;
+      for (int64_t c = 0; c < cols_; ++c) dst[c] = row[c];
+    }
   }
 
   // Ref path: the weight operand of a direction as the port delivers it. Forward: row u of
@@ -1011,11 +1348,13 @@ class FpDigitalMacro final : public Macro {
   kernels::DcimWeightCache fwd_cache_, bwd_cache_;  // fast: per-direction weight data
   std::vector<float> w_f32_;   // fast: W as exact floats (rows x cols)
   std::vector<double> w_f64_;  // fast: W as doubles, for widths float cannot sum exactly
+  bool cache_f32_ = false, cache_f64_ = false;  // which of the two copies are in use
   // Fast-path scratch, grown on demand without zeroing.
   Aligned aligned_;                     // Multiply's aligned operand
   std::vector<float> gc_x_, gc_dy_;     // GradientCalc's rounded operands
+  std::vector<float> x_f32_;            // Multiply's aligned operand as exact floats
+  std::vector<int64_t> x_nz_;           // and its nonzero-nibble counts per element column
   mutable Scratch<uint32_t> round_bits_;
-  mutable Scratch<int32_t> round_exps_;
 };
 
 PIM_REGISTER(Macro, FpDigitalMacro, "fp_digital",
