@@ -145,18 +145,17 @@ inline void MulHiLo16(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
   *hi = _mm512_mask_shuffle_epi32(po, 0x5555, pe, _MM_PERM_CDAB);
 }
 
-int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                           uint32_t* list, int64_t n) {
+// The Philox-4x32-10 blocks 8g .. 8g+15 (groups g and g + 1), 16 lanes: words[w] lane l is word w
+// of block 8g + l, the same bits as Philox8 on each half.
+inline void Philox16(uint64_t key, uint64_t stream, uint64_t g, __m512i words[4]) {
   const uint64_t ctr = g * 8;
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   // 8g + lane (lane < 16) may carry into the high word when 8g's low word is 2^32 - 8.
   const uint32_t lo32 = static_cast<uint32_t>(ctr);
   __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo32)), lanes);
   const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, _mm512_set1_epi32(static_cast<int>(lo32)));
-  __m512i c1 = _mm512_mask_add_epi32(
-      _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32))), carry,
-      _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32))),
-      _mm512_set1_epi32(1));
+  const __m512i hi32 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
+  __m512i c1 = _mm512_mask_add_epi32(hi32, carry, hi32, _mm512_set1_epi32(1));
   __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
   __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
@@ -177,7 +176,16 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  const __m512i words[4] = {c0, c1, c2, c3};
+  words[0] = c0;
+  words[1] = c1;
+  words[2] = c2;
+  words[3] = c3;
+}
+
+int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                           uint32_t* list, int64_t n) {
+  __m512i words[4];
+  Philox16(key, stream, g, words);
   const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
   const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
   const __m512i lo_edge = _mm512_set1_epi32(static_cast<int>(kGaussTail));
@@ -238,35 +246,8 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
   alignas(64) uint32_t tmp[128];
   while (i < end) {
     const uint64_t g = i >> 6;
-    const uint64_t ctr = g * 8;
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const uint32_t lo32 = static_cast<uint32_t>(ctr);
-    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo32)), lanes);
-    const __mmask16 carry =
-        _mm512_cmplt_epu32_mask(c0, _mm512_set1_epi32(static_cast<int>(lo32)));
-    const __m512i hi32 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
-    __m512i c1 = _mm512_mask_add_epi32(hi32, carry, hi32, _mm512_set1_epi32(1));
-    __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-    __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-    const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
-    const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
-    uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-    for (int r = 0; r < 10; ++r) {
-      __m512i hi0, lo0, hi1, lo1;
-      MulHiLo16(c0, m0, &hi0, &lo0);
-      MulHiLo16(c2, m1, &hi1, &lo1);
-      const __m512i n0 =
-          _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
-      const __m512i n2 =
-          _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
-      c1 = lo1;
-      c3 = lo0;
-      c0 = n0;
-      c2 = n2;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const __m512i words[4] = {c0, c1, c2, c3};
+    __m512i words[4];
+    Philox16(key, stream, g, words);
     const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
     const bool direct = (i & 63) == 0 && end - i >= 128;
     uint32_t* o = direct ? out + (i - start) : tmp;
