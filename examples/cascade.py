@@ -18,11 +18,7 @@ def main():
           f"({mine['adc_bits']:.0f}-bit ADC) vs {per_cycle['conversions_per_group']:.0f} "
           f"per cycle ({per_cycle['adc_bits']:.0f}-bit)")
     run = common.train(cfg, args)
-    report = run["cost_report"]
-    if report is not None:
-        print("energy of the last epoch by component:")
-        for comp, pj in sorted(report.energy_by_component.items(), key=lambda kv: -kv[1]):
-            print(f"  {comp:28} {pj * 1e-6:12.4f} uJ")
+    common.print_components(run)
     common.print_figures("cascade", args)
     common.write_report(args)
 

@@ -65,6 +65,16 @@ def train(cfg, args):
     return run
 
 
+def print_components(run):
+    """The last epoch's energy by component, largest first (nothing when the run has no cost)."""
+    report = run["cost_report"]
+    if report is None:
+        return
+    print("energy of the last epoch by component:")
+    for comp, pj in sorted(report.energy_by_component.items(), key=lambda kv: -kv[1]):
+        print(f"  {comp:28} {pj * 1e-6:12.4f} uJ")
+
+
 def print_figures(preset, args):
     """The preset's published figures against the cost model (pimtrain cost PRESET): a
     property of the chip, so of the preset as published (not of the run's overrides)."""

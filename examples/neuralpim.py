@@ -13,11 +13,7 @@ def main():
     # The noisy analog read-out is slow to simulate: the tiny run trains 32 samples.
     cfg = common.config_for("neuralpim", args, tiny_train=32, tiny_test=32)
     run = common.train(cfg, args)
-    report = run["cost_report"]
-    if report is not None:
-        print("energy of the last epoch by component:")
-        for comp, pj in sorted(report.energy_by_component.items(), key=lambda kv: -kv[1]):
-            print(f"  {comp:28} {pj * 1e-6:12.4f} uJ")
+    common.print_components(run)
     common.print_figures("neuralpim", args)
     common.write_report(args)
 
