@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 
-def run(binary, preset, sets, epochs, threads):
+def train_lines(binary, preset, sets, epochs, threads):
+    """Trains once; returns the run's metrics.jsonl records."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [binary, "train", preset, "--out", out, "--set", f"train.epochs={epochs}",
                "--set", f"threads={threads}", "--set", "train.checkpoint=false"]
@@ -32,7 +33,11 @@ def run(binary, preset, sets, epochs, threads):
             cmd += ["--set", s]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(out, "metrics.jsonl")) as f:
-            lines = [json.loads(l) for l in f if l.strip()]
+            return [json.loads(l) for l in f if l.strip()]
+
+
+def run(binary, preset, sets, epochs, threads):
+    lines = train_lines(binary, preset, sets, epochs, threads)
     return float(np.median([l["seconds"] for l in lines])), lines[-1]["test_accuracy"], lines[-1]
 
 
@@ -88,14 +93,7 @@ def main():
 
 def run_epochs(binary, preset, sets, epochs, threads):
     """Every training epoch's seconds of one run."""
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [binary, "train", preset, "--out", out, "--set", f"train.epochs={epochs}",
-               "--set", f"threads={threads}", "--set", "train.checkpoint=false"]
-        for s in sets:
-            cmd += ["--set", s]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            return [json.loads(l)["seconds"] for l in f if l.strip()]
+    return [l["seconds"] for l in train_lines(binary, preset, sets, epochs, threads)]
 
 
 def speed_repeated(args, preset):
