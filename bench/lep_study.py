@@ -62,6 +62,21 @@ def mean_std(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
+def print_sparsity(runs):
+    """Zero fractions of the last epoch per algorithm and layer: activations = the layer's FP
+    inputs; errors = the layer's output error (backprop: the BP input; local error prediction:
+    the predicted, masked error its GC uses)."""
+    print("| algorithm | layer | activation zeros | error zeros |")
+    print("|---|---|---|---|")
+    for name, _ in ALGORITHMS:
+        for layer in runs[name][-1]["layers"]:
+            # Backprop skips the first layer's BP (its input error is never needed), so no
+            # error reaches that layer's macro: nothing was measured.
+            measured = name != "backprop" or layer["actions"]["backward"]
+            err = f"{layer['error_zero_fraction']:.3f}" if measured else "n/a (no BP)"
+            print(f"| {name} | {layer['summary']} | {layer['input_zero_fraction']:.3f} | {err} |")
+
+
 def chip(args, seeds, results):
     """Phase 3: the SP-PIM chip (presets/chips/sppim.yaml: double-buffered BF16 fp_digital
     macros, dual sparsity, super-pipelined schedule, its own optimizer) trained with each
@@ -81,15 +96,8 @@ def chip(args, seeds, results):
     for e in range(args.chip_epochs):
         print(f"| {e + 1} | " + " | ".join(f"{100 * runs[n][e]['test_accuracy']:.2f}"
                                           for n, _ in ALGORITHMS) + " |")
-    print("\nZero fractions of the last epoch (activations: the layer's inputs; errors: the "
-          "error its GC uses):\n")
-    print("| algorithm | layer | activation zeros | error zeros |")
-    print("|---|---|---|---|")
-    for name, _ in ALGORITHMS:
-        for layer in runs[name][-1]["layers"]:
-            measured = name != "backprop" or layer["actions"]["backward"]
-            err = f"{layer['error_zero_fraction']:.3f}" if measured else "n/a (no BP)"
-            print(f"| {name} | {layer['summary']} | {layer['input_zero_fraction']:.3f} | {err} |")
+    print()
+    print_sparsity(runs)
     print("\nSimulated chip, last epoch (60 000 samples), priced by the preset's cost model:\n")
     print("| algorithm | test acc. (%) | simulated epochs/s | energy per epoch (mJ) | "
           "off-chip traffic (MB) | off-chip energy (mJ) | TOPS/W | simulation s/epoch |")
@@ -177,16 +185,7 @@ def main():
         print("Zero fractions of the last epoch: activations = the layer's FP inputs; errors = "
               "the layer's output error (backprop: the BP input; local error prediction: the "
               "predicted, masked error its GC uses).\n")
-        print("| algorithm | layer | activation zeros | error zeros |")
-        print("|---|---|---|---|")
-        for name, _ in ALGORITHMS:
-            for layer in macro_runs[name][-1]["layers"]:
-                # Backprop skips the first layer's BP (its input error is never needed), so no
-                # error reaches that layer's macro: nothing was measured.
-                measured = name != "backprop" or layer["actions"]["backward"]
-                err = f"{layer['error_zero_fraction']:.3f}" if measured else "n/a (no BP)"
-                print(f"| {name} | {layer['summary']} | {layer['input_zero_fraction']:.3f} | "
-                      f"{err} |")
+        print_sparsity(macro_runs)
         print("\n| algorithm | test acc. (%) | s/epoch (median) | time vs backprop | "
               "EPU shift-adds per epoch |")
         print("|---|---|---|---|---|")
