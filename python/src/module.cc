@@ -163,15 +163,6 @@ struct ConfigHandle {
   ConfigNode node;
 };
 
-// A preset name ("tpim") or a YAML file, as `pimtrain cost` resolves them.
-std::string PresetOrFile(const std::string& arg) {
-  if (FileExists(arg)) return arg;
-  std::string preset = PresetsDir() + "/chips/" + arg + ".yaml";
-  if (FileExists(preset)) return preset;
-  throw IoError(arg + ": no such config file, and no preset of that name in " + PresetsDir() +
-                "/chips");
-}
-
 // One source of a config: a dict, a YAML file, a preset name or a Config.
 ConfigNode SourceNode(py::handle src) {
   if (py::isinstance<ConfigHandle>(src)) return src.cast<const ConfigHandle&>().node;
@@ -182,7 +173,7 @@ ConfigNode SourceNode(py::handle src) {
   }
   py::object os = py::module_::import("os");
   if (py::isinstance<py::str>(src) || py::isinstance(src, os.attr("PathLike"))) {
-    return LoadYamlFile(PresetOrFile(py::cast<std::string>(os.attr("fspath")(src))));
+    return LoadYamlFile(ResolvePresetOrFile(py::cast<std::string>(os.attr("fspath")(src))));
   }
   throw ConfigError("a config source must be a dict, a YAML file, a preset name or a "
                     "pimtrain.Config, got a " +

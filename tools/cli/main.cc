@@ -144,15 +144,6 @@ int Eval(const std::vector<std::string>& configs, const std::vector<std::string>
   return 0;
 }
 
-// A preset name ("tpim") or a config file path.
-std::string ResolvePresetOrFile(const std::string& arg) {
-  if (FileExists(arg)) return arg;
-  std::string preset = PresetsDir() + "/chips/" + arg + ".yaml";
-  if (FileExists(preset)) return preset;
-  throw IoError(arg + ": no such config file, and no preset of that name in " + PresetsDir() +
-                "/chips");
-}
-
 int Cost(const std::vector<std::string>& args, const std::vector<std::string>& sets, bool json,
          const std::string& point) {
   if (args.empty()) throw ConfigError("cost needs a preset name or a config file");

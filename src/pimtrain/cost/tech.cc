@@ -63,6 +63,14 @@ std::string PresetsDir() {
   return PIMTRAIN_PRESETS_DIR;
 }
 
+std::string ResolvePresetOrFile(const std::string& arg, const std::string& where) {
+  if (FileExists(arg)) return arg;
+  std::string preset = PresetsDir() + "/chips/" + arg + ".yaml";
+  if (FileExists(preset)) return preset;
+  throw IoError((where.empty() ? "" : where + ": ") + arg +
+                ": no such config file, and no preset of that name in " + PresetsDir() + "/chips");
+}
+
 TechTable LoadTech(const std::string& name_or_path) {
   std::string path = name_or_path;
   if (path.size() < 5 || path.substr(path.size() - 5) != ".yaml") {

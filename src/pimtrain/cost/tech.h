@@ -39,6 +39,10 @@ struct TechTable {
 
 // The folder holding presets/ (env PIMTRAIN_PRESETS, else the source tree's presets/).
 std::string PresetsDir();
+// A config file path as given, else a chip preset's name (<presets>/chips/NAME.yaml), as every
+// command that takes "PRESET_OR_CONFIG" resolves it. IoError when neither exists; `where` (a
+// file:line, or empty) starts the message.
+std::string ResolvePresetOrFile(const std::string& arg, const std::string& where = "");
 // Loads a table by name ("28nm" -> <presets>/tech/28nm.yaml) or by a path ending in .yaml.
 // Malformed tables are ConfigErrors naming the file and key.
 TechTable LoadTech(const std::string& name_or_path);

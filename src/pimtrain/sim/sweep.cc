@@ -112,12 +112,7 @@ std::string PointDirName(int index) {
 
 // A config file path, or a chip preset's name (presets/chips/NAME.yaml) as `pimtrain cost` takes.
 std::string ResolveBaseFile(const ConfigNode& node) {
-  const std::string name = node.AsString();
-  if (FileExists(name)) return name;
-  std::string preset = PresetsDir() + "/chips/" + name + ".yaml";
-  if (FileExists(preset)) return preset;
-  throw IoError(node.Where() + ": " + name +
-                ": no such config file, and no preset of that name in " + PresetsDir() + "/chips");
+  return ResolvePresetOrFile(node.AsString(), node.Where());
 }
 
 // "key=value" from a map entry of `set:`, `grid:` or `points:`; the key is a dotted path.
