@@ -243,7 +243,7 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
       // This chip against another preset at equal silicon: the same workload on both.
       const ConfigNode* vs = item.Find("versus");
       if (vs == nullptr) throw ConfigError(item.Where() + ": a _ratio figure needs 'versus: PRESET'");
-      ConfigNode other = ResolveConfig({PresetsDir() + "/chips/" + vs->AsString() + ".yaml"}, {});
+      ConfigNode other = ResolveConfig({ResolvePresetOrFile(vs->AsString(), vs->Where())}, {});
       auto other_model = Registry<CostModel>::Create(other.At("cost"));
       const ConfigNode* vp = item.Find("versus_operating_point");
       OperatingPoint oop = other_model->FindOperatingPoint(vp != nullptr ? vp->AsString() : "");
