@@ -116,6 +116,10 @@ struct PackedAnalogWeights {
   int64_t k = 0, ncp = 0, block = 0, words = 0;
   int bits = 0;
   std::vector<uint64_t> planes;  // [block][bit][cp][word]
+  // The levels as int16 row pairs for the exact integer product of the lossless read-out
+  // (docs/analog.md): pairs[(rp * ncp + cp) * 2 + e] = level of row 2 rp + e (0 past k). Empty
+  // when a level needs more than 15 bits.
+  std::vector<int16_t> pairs;
   const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
     return planes.data() + ((b * bits + t) * ncp + cp) * words;
   }
@@ -128,6 +132,14 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
                   ThreadPool* pool);
 // Fills out[0..count) with NoiseNormal(key, stream, start + i), 8 Philox blocks at a time.
 void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out);
+// Fills out[0..count) with the 16-bit uniforms behind NoiseNormal(key, stream, start + i).
+void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out);
+// True when p's read-out is lossless apart from its noise (docs/analog.md, "Lossless read-out"):
+// dataflow A, integer partial sums (no programming variation), a linear ADC with one code per
+// unit whose range holds the largest partial sum, and noise too small for a central draw to
+// move a code. The fast kernel then computes the exact integer product and corrects it at the
+// tail draws only; the results are the reference's bit for bit.
+bool LosslessReadout(const AnalogProblem& p);
 }  // namespace fast
 
 }  // namespace pim::kernels

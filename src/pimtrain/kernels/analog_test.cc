@@ -248,6 +248,77 @@ TEST(AnalogKernelTest, DataflowAVectorPathsMatchTheReference) {
   EXPECT_LT(clipped, conversions);
 }
 
+// The lossless read-out (an ADC with one code per unit over the largest partial sum, small
+// noise): the fast kernel takes the exact integer product and converts only the tail draws. Same
+// codes and counts as the reference, clipping at both ends (v = 0 pushed below, v = M above),
+// odd k, short blocks, multi-bit DACs and cells, differential pairs, column tiles of 64 + tail.
+TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) {
+  ThreadPool two(2);
+  int64_t conversions = 0, clipped = 0, clipped_top = 0;
+  const struct {
+    int64_t m, k, n;
+    int x_bits, dac_bits, cell_bits, slices, polarities;
+    int64_t block;
+    int adc_bits;
+  } cases[] = {{6, 301, 37, 8, 1, 1, 8, 1, 128, 8},   {5, 61, 20, 8, 1, 1, 8, 2, 15, 4},
+               {9, 33, 70, 6, 2, 2, 3, 1, 5, 6},      {4, 130, 9, 8, 1, 1, 8, 2, 64, 7},
+               {3, 200, 130, 8, 1, 1, 8, 1, 128, 8}};
+  for (const auto& cs : cases) {
+    // The last sigma puts one tail draw's sigma z on 1/2 (converted by the full transfer).
+    const double on_half = 0.5 / static_cast<double>(GaussianFrom16(65535 - 40));
+    for (double sigma : {0.0, 0.1, 0.24, on_half}) {
+      Case c{cs.m, cs.k, cs.n, cs.x_bits, cs.dac_bits, cs.cell_bits, cs.slices, cs.polarities,
+             true, false, true, cs.block, Dataflow::kA, cs.adc_bits, 1.0, sigma, 0.0, 0.0};
+      Data d = Make(c, static_cast<uint64_t>(cs.k * 7 + cs.n));
+      // A full-scale corner: sample 1's first block all at the largest input and the first
+      // columns' levels all ones, so those partial sums sit at the top code.
+      const int64_t ncp = c.n * c.polarities;
+      for (int64_t r = 0; r < std::min(c.k, c.block); ++r) {
+        d.x[static_cast<size_t>(c.k + r)] = (1 << c.x_bits) - 1;
+        for (int64_t cp = 0; cp < std::min<int64_t>(ncp, 4); ++cp) {
+          d.w[static_cast<size_t>(r * ncp + cp)] = (1 << (c.slices * c.cell_bits)) - 1;
+        }
+      }
+      // Uses the lossless path only when the largest partial sum is a code and the noise small.
+      const double vmax = static_cast<double>(c.block) * ((1 << c.dac_bits) - 1) *
+                          ((1 << c.cell_bits) - 1);
+      ASSERT_LE(vmax, d.p.readout.adc.max_code);
+      ASSERT_TRUE(fast::LosslessReadout(d.p));
+      const std::string what = "k " + std::to_string(c.k) + " n " + std::to_string(c.n) +
+                               " sigma " + std::to_string(sigma);
+      Result r = RunRef(d);
+      Result f1 = RunFast(d, nullptr, true);
+      Result f2 = RunFast(d, &two, false);
+      EXPECT_EQ(r.y, f1.y) << what;
+      EXPECT_EQ(r.y, f2.y) << what;
+      ExpectSameCounts(r.counts, f1.counts, what);
+      ExpectSameCounts(r.counts, f2.counts, what);
+      if (sigma == 0.0) EXPECT_EQ(r.counts.adc_clipped, 0) << what;
+      conversions += r.counts.adc_conversions;
+      clipped += r.counts.adc_clipped;
+      if (vmax == d.p.readout.adc.max_code) clipped_top += r.counts.adc_clipped;
+    }
+  }
+  ASSERT_GT(conversions, 0);
+  EXPECT_GT(clipped, 0);
+  EXPECT_LT(clipped, conversions);
+  EXPECT_GT(clipped_top, 0);
+  // Not lossless: noise that a central draw can carry across a code boundary, a coarser code,
+  // a partial sum above the top code, non-linearity.
+  Case c{2, 50, 5, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 8, 1.0, 0.3, 0.0, 0.0};
+  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  c.sigma = 0.1;
+  EXPECT_TRUE(fast::LosslessReadout(Make(c, 1).p));
+  c.adc_bits = 7;
+  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  c.adc_bits = 8;
+  c.range_fraction = 3.0;
+  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  c.range_fraction = 1.0;
+  c.inl_lsb = 0.3;
+  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+}
+
 TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
   for (Dataflow df : {Dataflow::kA, Dataflow::kB}) {
     for (int pol : {1, 2}) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -27,6 +28,17 @@ namespace {
 // the tail lanes are compressed, without branches, into a list of (position << 12 | table index)
 // entries and patched in one loop per call.
 constexpr uint32_t kTailHiBase = 65536 - 2 * kGaussTail;  // table index of h = h - kTailHiBase
+constexpr int32_t kUnsafeTail = INT32_MIN;  // TailOffsets: convert this draw in full
+
+// The tail draws of a lossless read-out (TailOffsets): the code offset e of each quantile-table
+// index (kUnsafeTail: convert in full); the draws that can change a code, h < lo or h >= hi
+// (the tails minus their ends next to the centre, where e = 0); and whether an upper-tail draw
+// can push a code past the top (else it adds e without looking at the partial sum).
+struct TailPlan {
+  std::vector<int32_t> e;
+  uint32_t lo = 0, hi = 65536;
+  bool up_needs_v = true;
+};
 constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
 constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
 
@@ -237,41 +249,6 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
 }
 #endif
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-// The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
-// blocks and layout as the normals, without the inverse CDF).
-void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out) {
-  const uint64_t end = start + static_cast<uint64_t>(count);
-  uint64_t i = start;
-  alignas(64) uint32_t tmp[128];
-  while (i < end) {
-    const uint64_t g = i >> 6;
-    __m512i words[4];
-    Philox16(key, stream, g, words);
-    const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
-    const bool direct = (i & 63) == 0 && end - i >= 128;
-    uint32_t* o = direct ? out + (i - start) : tmp;
-    for (int half = 0; half < 2; ++half) {
-      for (int w = 0; w < 4; ++w) {
-        const __m512i h =
-            _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
-        const int off = 32 * half + 8 * w;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + off), _mm512_castsi512_si256(h));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64 + off),
-                            _mm512_extracti64x4_epi64(h, 1));
-      }
-    }
-    if (direct) {
-      i += 128;
-    } else {
-      const uint64_t g_end = std::min(end, (g + 2) << 6);
-      std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(uint32_t));
-      i = g_end;
-    }
-  }
-}
-#endif
-
 inline void PatchTails(float* out, const uint32_t* list, int64_t n) {
   const float* tail = GetGaussianTable().tail;
   for (int64_t i = 0; i < n; ++i) {
@@ -320,6 +297,131 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
   }
 }
 
+// The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
+// blocks and layout as the normals, without the inverse CDF).
+void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out) {
+  if (count <= 0) return;
+  const uint64_t end = start + static_cast<uint64_t>(count);
+  uint64_t i = start;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  constexpr uint64_t kStep = 128;  // two groups per Philox16
+#else
+  constexpr uint64_t kStep = 64;
+#endif
+  alignas(64) uint32_t tmp[kStep];
+  while (i < end) {
+    const uint64_t g = i >> 6;
+    const bool direct = (i & 63) == 0 && end - i >= kStep;
+    uint32_t* o = direct ? out + (i - start) : tmp;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    __m512i words[4];
+    Philox16(key, stream, g, words);
+    const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
+    for (int half = 0; half < 2; ++half) {
+      for (int w = 0; w < 4; ++w) {
+        const __m512i h =
+            _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
+        const int off = 32 * half + 8 * w;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + off), _mm512_castsi512_si256(h));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64 + off),
+                            _mm512_extracti64x4_epi64(h, 1));
+      }
+    }
+#else
+    const uint64_t ctr = g * 8;
+    __m256i c0 = _mm256_add_epi32(
+        _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
+    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+    Philox8(&c0, &c1, &c2, &c3, static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+    const __m256i words[4] = {c0, c1, c2, c3};
+    const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
+    for (int half = 0; half < 2; ++half) {
+      for (int w = 0; w < 4; ++w) {
+        const __m256i h =
+            _mm256_and_si256(half == 0 ? words[w] : _mm256_srli_epi32(words[w], 16), mask16);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * half + 8 * w), h);
+      }
+    }
+#endif
+    if (direct) {
+      i += kStep;
+    } else {
+      const uint64_t g_end = std::min(end, (g << 6) + kStep);
+      std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(uint32_t));
+      i = g_end;
+    }
+  }
+}
+
+namespace {
+// The draws among NoiseNormal(key, stream, start + i), i < count (count < 2^19), whose 16-bit
+// uniform h lies below `lo` ("down" draws, in the lower tail) or at or above `hi` ("up", upper
+// tail): appends (i << kPosShift | quantile-table index) to down / up (room for count + 16
+// entries each), in no particular order; returns the two counts. Branch-free: each 16-lane
+// vector of uniforms is compared with the edges and its hits compressed into the lists.
+struct TailCounts {
+  int64_t down = 0, up = 0;
+};
+TailCounts TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t lo,
+                     uint32_t hi, uint32_t* down, uint32_t* up) {
+  TailCounts n;
+  if (count <= 0) return n;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  const uint64_t g0 = start >> 6, g1 = (start + static_cast<uint64_t>(count) + 63) >> 6;
+  const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
+  const __m512i vlo = _mm512_set1_epi32(static_cast<int>(lo));
+  const __m512i vhi = _mm512_set1_epi32(static_cast<int>(hi) - 1);
+  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(kTailHiBase));
+  const __m512i cnt = _mm512_set1_epi32(static_cast<int>(count));
+  // Lane l of a Philox16 vector is block 8g + l: group g + l / 8, lane l % 8.
+  const __m512i lane_pos =
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71);
+  for (uint64_t g = g0; g < g1; g += 2) {
+    __m512i words[4];
+    Philox16(key, stream, g, words);
+    // Index of lane l, word w, half hf relative to start: 64 g + lane_pos[l] + 32 hf + 8 w - start
+    // (negative or >= count outside the range: masked off, only in the first and last steps).
+    const int64_t rel = static_cast<int64_t>(g * 64) - static_cast<int64_t>(start);
+    const bool edge = rel < 0 || rel + 128 > count;
+    const __m512i base = _mm512_add_epi32(lane_pos, _mm512_set1_epi32(static_cast<int>(rel)));
+    for (int hf = 0; hf < 2; ++hf) {
+      for (int w = 0; w < 4; ++w) {
+        const __m512i hv =
+            hf == 0 ? _mm512_and_si512(words[w], mask16) : _mm512_srli_epi32(words[w], 16);
+        const __m512i pos = _mm512_add_epi32(base, _mm512_set1_epi32(32 * hf + 8 * w));
+        const __mmask16 live = edge ? _mm512_cmplt_epu32_mask(pos, cnt) : __mmask16{0xFFFF};
+        const __mmask16 dn = _mm512_mask_cmplt_epu32_mask(live, hv, vlo);
+        const __mmask16 upm = _mm512_mask_cmpgt_epu32_mask(live, hv, vhi);
+        const __m512i ps = _mm512_slli_epi32(pos, kPosShift);
+        // Compress in a register and store whole: the memory form of VPCOMPRESSD is slow on
+        // AMD's Zen 4 / 5.
+        _mm512_storeu_si512(down + n.down,
+                            _mm512_maskz_compress_epi32(dn, _mm512_or_si512(ps, hv)));
+        _mm512_storeu_si512(
+            up + n.up,
+            _mm512_maskz_compress_epi32(upm, _mm512_or_si512(ps, _mm512_sub_epi32(hv, hi_base))));
+        n.down += __builtin_popcount(static_cast<unsigned>(dn));
+        n.up += __builtin_popcount(static_cast<unsigned>(upm));
+      }
+    }
+  }
+#else
+  thread_local std::vector<uint32_t> uni;
+  uni.resize(static_cast<size_t>(count));
+  FillUniforms(key, stream, start, count, uni.data());
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t h = uni[static_cast<size_t>(i)];
+    if (h < lo) down[n.down++] = static_cast<uint32_t>(i) << kPosShift | h;
+    if (h >= hi) up[n.up++] = static_cast<uint32_t>(i) << kPosShift | (h - kTailHiBase);
+  }
+#endif
+  return n;
+}
+}  // namespace
+
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool) {
   const int64_t ncp = p.n * p.polarities;
   const int64_t blocks = (p.k + p.block - 1) / p.block;
@@ -329,6 +431,29 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   out.words = (p.block + 63) / 64;
   out.bits = p.slices * p.cell_bits;
   out.planes.assign(static_cast<size_t>(blocks * out.bits * ncp * out.words), 0);
+  // Row pairs of the levels for the exact product (levels of up to 15 bits fit int16).
+  if (out.bits <= 15) {
+    const int64_t rp = (p.k + 1) / 2;
+    out.pairs.resize(static_cast<size_t>(rp * ncp * 2));
+    auto pair_rows = [&](int64_t a, int64_t e) {
+      for (int64_t r2 = a; r2 < e; ++r2) {
+        int16_t* o = out.pairs.data() + r2 * ncp * 2;
+        const int32_t* r0 = p.w + 2 * r2 * ncp;
+        const int32_t* r1 = 2 * r2 + 1 < p.k ? r0 + ncp : nullptr;
+        for (int64_t cp = 0; cp < ncp; ++cp) {
+          o[2 * cp] = static_cast<int16_t>(r0[cp]);
+          o[2 * cp + 1] = r1 != nullptr ? static_cast<int16_t>(r1[cp]) : int16_t{0};
+        }
+      }
+    };
+    if (pool != nullptr) {
+      pool->ParallelFor(rp, 16, pair_rows);
+    } else {
+      pair_rows(0, rp);
+    }
+  } else {
+    out.pairs.clear();
+  }
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if (out.bits <= 8) {
     // Levels of 64 rows of a column as 64 bytes; a byte-wise bit test gives the plane word.
@@ -409,7 +534,14 @@ struct Worker {
   // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
   // columns of one slice's tail draws.
   bool shortcut = false;
-  std::vector<uint32_t> uni, tails;
+  std::vector<uint32_t> uni, tails, tails_up;
+  // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
+  // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
+  bool lossless = false;
+  const TailPlan* plan = nullptr;  // MakeTailPlan of the call
+  std::vector<int64_t> prod;
+  int64_t prod_m0 = 0;
+  std::vector<int32_t> corr;  // tail corrections of the current sample: [j][q][cp]
   AnalogCounts c;
 
   Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed)
@@ -438,12 +570,215 @@ struct Worker {
     const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
     shortcut = p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f && adc.inl_k == 0.0f &&
                adc.sigma * zspan * adc.inv_lsb < 1.0f;
+    lossless = LosslessReadout(p) && !pw.pairs.empty();
     if (shortcut) {
       uni.resize(static_cast<size_t>(S * ncp));
       tails.resize(static_cast<size_t>(ncp + 16));
     }
+    if (lossless && p.readout.adc.sigma != 0.0f) {
+      const size_t room = static_cast<size_t>(std::min<int64_t>(S * ncp, int64_t{1} << 19) + 16);
+      tails.resize(room);
+      tails_up.resize(room);
+      corr.assign(static_cast<size_t>(cycles * S * ncp), 0);
+    }
   }
 
+  // prod = x W for samples [m0, m1): int16 row pairs of x and of the levels, multiplied and
+  // summed in int32 (VPDPWSSD with AVX-512 VNNI) over row chunks short enough not to overflow,
+  // added up in int64. Exact, so equal to the sum of the lossless codes (docs/analog.md).
+  void ExactProduct(int64_t m0, int64_t m1) {
+    const int64_t rows = m1 - m0, rp = (p.k + 1) / 2, ncp = this->ncp;
+    prod.assign(static_cast<size_t>(rows * ncp), 0);
+    prod_m0 = m0;
+    const int64_t xmax = (int64_t{1} << p.x_bits) - 1, wmax = (int64_t{1} << pw.bits) - 1;
+    // Pairs per chunk: 2 * kcp * xmax * wmax < 2^31.
+    const int64_t kcp = std::max<int64_t>(1, std::min<int64_t>(rp, INT32_MAX / (2 * xmax * wmax)));
+    constexpr int kR = 4;  // sample rows per tile
+    std::vector<int32_t> xp(static_cast<size_t>(kR * kcp));
+    const int16_t* wp = pw.pairs.data();
+    for (int64_t r0 = m0; r0 < m1; r0 += kR) {
+      const int64_t nr = std::min<int64_t>(kR, m1 - r0);
+      for (int64_t k0 = 0; k0 < rp; k0 += kcp) {
+        const int64_t kn = std::min(kcp, rp - k0);
+        for (int i = 0; i < kR; ++i) {
+          int32_t* o = xp.data() + i * kcp;
+          if (i >= nr) {
+            std::fill(o, o + kn, 0);
+            continue;
+          }
+          const int32_t* xr = p.x + (r0 + i) * p.ldx;
+          for (int64_t kk = 0; kk < kn; ++kk) {
+            const int64_t r = 2 * (k0 + kk);
+            const uint32_t lo = static_cast<uint16_t>(xr[r]);
+            const uint32_t hi = r + 1 < p.k ? static_cast<uint16_t>(xr[r + 1]) : 0u;
+            o[kk] = static_cast<int32_t>(lo | (hi << 16));
+          }
+        }
+        int64_t c0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        for (; c0 < ncp; c0 += 64) {
+          __mmask16 cm[4];
+          for (int v = 0; v < 4; ++v) {
+            const int64_t left = std::clamp<int64_t>(ncp - c0 - 16 * v, 0, 16);
+            cm[v] = static_cast<__mmask16>((1u << left) - 1);
+          }
+          __m512i a[kR][4];
+          for (int i = 0; i < kR; ++i) {
+            for (int v = 0; v < 4; ++v) a[i][v] = _mm512_setzero_si512();
+          }
+          for (int64_t kk = 0; kk < kn; ++kk) {
+            const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
+            __m512i wv[4];
+            for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_epi32(cm[v], wr + 32 * v);
+            for (int i = 0; i < kR; ++i) {
+              const __m512i xb = _mm512_set1_epi32(xp[static_cast<size_t>(i * kcp + kk)]);
+              for (int v = 0; v < 4; ++v) {
+#if defined(__AVX512VNNI__)
+                a[i][v] = _mm512_dpwssd_epi32(a[i][v], xb, wv[v]);
+#else
+                a[i][v] = _mm512_add_epi32(a[i][v], _mm512_madd_epi16(xb, wv[v]));
+#endif
+              }
+            }
+          }
+          for (int i = 0; i < nr; ++i) {
+            int64_t* o = prod.data() + (r0 + i - m0) * ncp + c0;
+            for (int v = 0; v < 4; ++v) {
+              const __mmask8 ml = static_cast<__mmask8>(cm[v]), mh = static_cast<__mmask8>(cm[v] >> 8);
+              int64_t* ov = o + 16 * v;
+              const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a[i][v]));
+              const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a[i][v], 1));
+              _mm512_mask_storeu_epi64(ov, ml, _mm512_add_epi64(_mm512_maskz_loadu_epi64(ml, ov), lo));
+              _mm512_mask_storeu_epi64(ov + 8, mh,
+                                       _mm512_add_epi64(_mm512_maskz_loadu_epi64(mh, ov + 8), hi));
+            }
+          }
+        }
+#endif
+        for (int i = 0; i < nr && c0 < ncp; ++i) {
+          const int32_t* xi = xp.data() + i * kcp;
+          int64_t* o = prod.data() + (r0 + i - m0) * ncp;
+          for (int64_t cp = c0; cp < ncp; ++cp) {
+            int32_t sum = 0;
+            for (int64_t kk = 0; kk < kn; ++kk) {
+              const int16_t* w2 = wp + ((k0 + kk) * ncp + cp) * 2;
+              sum += static_cast<int16_t>(xi[kk] & 0xFFFF) * w2[0] +
+                     static_cast<int16_t>(static_cast<uint32_t>(xi[kk]) >> 16) * w2[1];
+            }
+            o[cp] += sum;
+          }
+        }
+      }
+    }
+  }
+
+  // Lossless dataflow A, cycle j: every central draw leaves the code at the partial sum, so only
+  // the tail draws (h outside the central 95 %, ~5 %) are converted, each from its own partial
+  // sum; their code minus the partial sum goes into corr[(j S + q) ncp + cp] (FoldCorrections
+  // shifts it into acc at the end of the sample).
+  void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign) {
+    const AdcTransfer& adc = p.readout.adc;
+    const int64_t ncp = this->ncp, len = S * ncp, wn = words;
+    int32_t* const cj = corr.data() + j * len;
+    const float* table = GetGaussianTable().tail;
+    const int32_t* const etab = plan->e.data();
+    const int32_t top = static_cast<int32_t>(adc.max_code);
+    const uint64_t* xp[8] = {};
+    for (int a = 0; a < pd; ++a) {
+      const int t = j * pd + a;
+      if (t < p.x_bits) xp[a] = XPlane(h, t);
+    }
+    // 1-bit DACs and cells, blocks of <= 128 rows: the weight plane of draw i (= q ncp + cp) is
+    // plane word i * words of the block, no division needed.
+    const bool simple = pd == 1 && pr == 1 && wn <= 2 && xp[0] != nullptr;
+    const uint64_t x0 = simple ? xp[0][0] : 0, x1 = simple && wn == 2 ? xp[0][1] : 0;
+    const uint64_t* const wblock = pw.Plane(b, 0, 0);
+    const int32_t sgn = static_cast<int32_t>(sign);
+    // The partial sum of draw i, as PopcountSums computes it.
+    auto partial = [&](int64_t i) -> int32_t {
+      if (simple) {
+        const uint64_t* wc = wblock + i * wn;
+        return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
+                                    (wn == 2 ? __builtin_popcountll(x1 & wc[1]) : 0));
+      }
+      const int64_t q = i / ncp, col = i - q * ncp;
+      int32_t v = 0;
+      for (int a = 0; a < pd; ++a) {
+        if (xp[a] == nullptr) continue;
+        for (int bb = 0; bb < pr; ++bb) {
+          const uint64_t* wc = pw.Plane(b, q * pr + bb, col);
+          int32_t cnt = 0;
+          for (int64_t w = 0; w < wn; ++w) {
+            cnt += static_cast<int32_t>(__builtin_popcountll(xp[a][w] & wc[w]));
+          }
+          v += cnt << (a + bb);
+        }
+      }
+      return v;
+    };
+    int64_t clipped = 0;
+    // Converts draw i (table index idx) from its partial sum: code - v into corr.
+    auto convert = [&](int64_t i, uint32_t idx) {
+      const int32_t v = partial(i);
+      const int32_t e = etab[idx];
+      int32_t code;
+      bool clip;
+      if (e != kUnsafeTail) [[likely]] {
+        // code = clamp(v + e, 0, M), clipped when v + e falls outside (MakeTailPlan).
+        const int32_t s = v + e;
+        code = std::min(std::max(s, 0), top);
+        clip = s < 0 || s > top;
+      } else {
+        const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), table[idx]);
+        code = r.code;
+        clip = r.clipped;
+      }
+      cj[i] += sgn * (code - v);
+      clipped += clip;
+    };
+    const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
+    constexpr int64_t kChunk = int64_t{1} << 19;  // positions must fit the list entries
+    constexpr uint32_t kIdx = (1u << kPosShift) - 1;
+    uint32_t* const dn = tails.data();
+    uint32_t* const up = tails_up.data();
+    for (int64_t c0 = 0; c0 < len; c0 += kChunk) {
+      const int64_t cn = std::min(kChunk, len - c0);
+      const TailCounts nt =
+          TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, dn, up);
+      for (int64_t t = 0; t < nt.down; ++t) convert(c0 + (dn[t] >> kPosShift), dn[t] & kIdx);
+      if (plan->up_needs_v) {
+        for (int64_t t = 0; t < nt.up; ++t) convert(c0 + (up[t] >> kPosShift), up[t] & kIdx);
+      } else {
+        // v + e <= vmax + e <= M: the code is v + e, never clipped.
+        for (int64_t t = 0; t < nt.up; ++t) {
+          const uint32_t idx = up[t] & kIdx;
+          const int64_t i = c0 + (up[t] >> kPosShift);
+          if (etab[idx] != kUnsafeTail) [[likely]] {
+            cj[i] += sgn * etab[idx];
+          } else {
+            convert(i, idx);
+          }
+        }
+      }
+    }
+    c.adc_clipped += clipped;
+  }
+
+  // acc[cp] += sum_(j, q) corr[(j S + q) ncp + cp] << (j pd + q pr); corr back to zero.
+  void FoldCorrections() {
+    const int64_t ncp = this->ncp;
+    int64_t* const accp = acc.data();
+    for (int j = 0; j < cycles; ++j) {
+      for (int q = 0; q < S; ++q) {
+        int32_t* cq = corr.data() + (j * S + q) * ncp;
+        const int shift = j * pd + q * pr;
+        for (int64_t cp = 0; cp < ncp; ++cp) {
+          accp[cp] += static_cast<int64_t>(cq[cp]) << shift;
+          cq[cp] = 0;
+        }
+      }
+    }
+  }
   const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
 
   // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
@@ -874,6 +1209,15 @@ struct Worker {
           c.input_cycles += reads;
           c.dac_conversions += rows * reads;
           c.cell_reads += nonzero * ncp * S;
+          if (lossless) {
+            // The codes' sum is in prod; only the noise's tail draws change it.
+            if (p.readout.adc.sigma != 0.0f) CorrectTails(m, b, h, j, sign);
+            const int64_t len = S * ncp;
+            c.adc_conversions += len;
+            c.sample_holds += len;
+            c.shift_adds += len;
+            continue;
+          }
           if (p.conductance != nullptr) {
             ConductanceSums(xm, r0, r1, h, j);
           } else if (words == 1) {
@@ -906,6 +1250,11 @@ struct Worker {
       }
     }
     int64_t* y = p.y + m * p.ldy;
+    if (lossless) {
+      if (!corr.empty()) FoldCorrections();
+      const int64_t* pr_m = prod.data() + (m - prod_m0) * ncp;
+      for (int64_t cp = 0; cp < ncp; ++cp) acc[cp] += pr_m[cp];
+    }
     if (p.polarities == 1) {
       std::copy(acc.begin(), acc.begin() + p.n, y);
     } else {
@@ -915,6 +1264,59 @@ struct Worker {
 };
 
 }  // namespace
+
+namespace {
+// Code offsets of the tail draws for a lossless read-out: e[idx] (idx the quantile table's
+// index) such that every partial sum 0 <= v <= vmax converts to clamp(v + e, 0, M), clipped
+// exactly when v + e is outside [0, M]. That holds when zs = fl(sigma z) lies strictly closer
+// than 1/2 - err to the integer e, err bounding the rounding of the float sum v + zs; the few
+// draws closer to a half-integer get kUnsafeTail and the full transfer.
+TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
+  const float* table = GetGaussianTable().tail;
+  TailPlan plan;
+  std::vector<int32_t>& e = plan.e;
+  e.resize(2 * kGaussTail);
+  int32_t emax = 0;
+  for (uint32_t i = 0; i < 2 * kGaussTail; ++i) {
+    const float zs = adc.sigma * table[i];
+    const double r = std::nearbyint(static_cast<double>(zs));
+    const double bound = vmax + std::fabs(static_cast<double>(zs)) + 2;
+    const double err = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(bound))) - 24);
+    e[i] = std::fabs(static_cast<double>(zs) - r) < 0.5 - err ? static_cast<int32_t>(r)
+                                                              : kUnsafeTail;
+    if (i >= kGaussTail && e[i] != kUnsafeTail) emax = std::max(emax, e[i]);
+  }
+  // Draws next to the centre with e = 0 change nothing (v in [0, vmax] is a code).
+  uint32_t lo = kGaussTail;
+  while (lo > 0 && e[lo - 1] == 0) --lo;
+  uint32_t hi = 65536 - kGaussTail;
+  while (hi < 65536 && e[hi - kTailHiBase] == 0) ++hi;
+  plan.lo = lo;
+  plan.hi = hi;
+  plan.up_needs_v = vmax + emax > static_cast<double>(adc.max_code);
+  return plan;
+}
+}  // namespace
+
+bool LosslessReadout(const AnalogProblem& p) {
+  const AdcTransfer& adc = p.readout.adc;
+  if (p.readout.dataflow != Dataflow::kA || p.conductance != nullptr || adc.inl_k != 0.0f ||
+      adc.inv_lsb != 1.0f || adc.lsb != 1.0f || p.x_bits > 15 || p.slices * p.cell_bits > 15) {
+    return false;
+  }
+  // The largest partial sum must be a code: then, without noise, code = partial sum.
+  const double vmax =
+      static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
+  if (vmax > static_cast<double>(adc.max_code)) return false;
+  if (adc.sigma == 0.0f) return true;
+  // |fl(v + fl(sigma z)) - v| <= sigma |z| (1 + 2^-23) + 2^-24 2^ceil(log2(vmax + 1)) for
+  // 0 <= v <= vmax: below 1/2 for every central draw z, v + sigma z rounds back to v.
+  const double zmax = std::max(-static_cast<double>(GaussianFrom16(kGaussTail)),
+                               static_cast<double>(GaussianFrom16(65535 - kGaussTail)));
+  return static_cast<double>(adc.sigma) * zmax * (1 + std::ldexp(1.0, -23)) +
+             std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + 1))) - 24) <
+         0.5;
+}
 
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool) {
@@ -935,8 +1337,15 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   // Work per sample ~ conversions; chunks of whole samples.
   const int64_t per_sample = std::max<int64_t>(1, blocks * ncp * p.slices * 4);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_sample);
+  TailPlan tail_plan;
+  if (LosslessReadout(p) && p.readout.adc.sigma != 0.0f) {
+    tail_plan = MakeTailPlan(p.readout.adc, static_cast<double>(p.block) *
+                                                ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1));
+  }
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed);
+    wk.plan = &tail_plan;
+    if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;
   };
