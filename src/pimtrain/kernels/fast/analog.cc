@@ -357,55 +357,58 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
 }
 
 namespace {
-// The draws among NoiseNormal(key, stream, start + i), i < count (count < 2^19), whose 16-bit
-// uniform h lies below `lo` ("down" draws, in the lower tail) or at or above `hi` ("up", upper
-// tail): appends (i << kPosShift | quantile-table index) to down / up (room for count + 16
-// entries each), in no particular order; returns the two counts. Branch-free: each 16-lane
-// vector of uniforms is compared with the edges and its hits compressed into the lists.
-struct TailCounts {
+// The draws among NoiseNormal(key, stream, start + i), i < count (count <= kTailChunk), whose
+// 16-bit uniform h lies below `lo` ("down" draws, in the lower tail) or at or above `hi` ("up",
+// upper tail): their positions i and uniforms h, in no particular order (room for count + 32
+// entries in each array). Branch-free: each vector of 32 uniforms (a Philox16 output word as
+// 16-bit halves) is compared with the edges and its hits compressed into the arrays.
+constexpr int64_t kTailChunk = 32768;
+struct TailLists {
+  uint16_t *down_pos, *down_h, *up_pos, *up_h;
   int64_t down = 0, up = 0;
 };
-TailCounts TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t lo,
-                     uint32_t hi, uint32_t* down, uint32_t* up) {
-  TailCounts n;
-  if (count <= 0) return n;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+void TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t lo,
+               uint32_t hi, TailLists& out) {
+  out.down = out.up = 0;
+  if (count <= 0) return;
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && \
+    defined(__AVX512VBMI2__)
   const uint64_t g0 = start >> 6, g1 = (start + static_cast<uint64_t>(count) + 63) >> 6;
-  const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
-  const __m512i vlo = _mm512_set1_epi32(static_cast<int>(lo));
-  const __m512i vhi = _mm512_set1_epi32(static_cast<int>(hi) - 1);
-  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(kTailHiBase));
-  const __m512i cnt = _mm512_set1_epi32(static_cast<int>(count));
-  // Lane l of a Philox16 vector is block 8g + l: group g + l / 8, lane l % 8.
-  const __m512i lane_pos =
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71);
+  const __m512i vlo = _mm512_set1_epi16(static_cast<int16_t>(lo));
+  const __m512i vhi = _mm512_set1_epi16(static_cast<int16_t>(std::min<uint32_t>(hi, 65535)));
+  const __mmask32 any_up = hi < 65536 ? ~__mmask32{0} : __mmask32{0};
+  const __m512i cnt = _mm512_set1_epi16(static_cast<int16_t>(count));
+  // 16-bit lane 2 l + hf of word w is half hf of Philox lane l (block 8 g + l): draw
+  // 64 (l / 8) + 32 hf + 8 w + l % 8 of the two groups.
+  alignas(64) uint16_t pos_tab[4][32];
+  for (int w = 0; w < 4; ++w) {
+    for (int l = 0; l < 16; ++l) {
+      for (int hf = 0; hf < 2; ++hf) {
+        pos_tab[w][2 * l + hf] = static_cast<uint16_t>(64 * (l / 8) + 32 * hf + 8 * w + l % 8);
+      }
+    }
+  }
+  __m512i pos_w[4];
+  for (int w = 0; w < 4; ++w) pos_w[w] = _mm512_load_si512(pos_tab[w]);
   for (uint64_t g = g0; g < g1; g += 2) {
     __m512i words[4];
     Philox16(key, stream, g, words);
-    // Index of lane l, word w, half hf relative to start: 64 g + lane_pos[l] + 32 hf + 8 w - start
-    // (negative or >= count outside the range: masked off, only in the first and last steps).
+    // Positions relative to start (outside [0, count) only in the first and last steps).
     const int64_t rel = static_cast<int64_t>(g * 64) - static_cast<int64_t>(start);
     const bool edge = rel < 0 || rel + 128 > count;
-    const __m512i base = _mm512_add_epi32(lane_pos, _mm512_set1_epi32(static_cast<int>(rel)));
-    for (int hf = 0; hf < 2; ++hf) {
-      for (int w = 0; w < 4; ++w) {
-        const __m512i hv =
-            hf == 0 ? _mm512_and_si512(words[w], mask16) : _mm512_srli_epi32(words[w], 16);
-        const __m512i pos = _mm512_add_epi32(base, _mm512_set1_epi32(32 * hf + 8 * w));
-        const __mmask16 live = edge ? _mm512_cmplt_epu32_mask(pos, cnt) : __mmask16{0xFFFF};
-        const __mmask16 dn = _mm512_mask_cmplt_epu32_mask(live, hv, vlo);
-        const __mmask16 upm = _mm512_mask_cmpgt_epu32_mask(live, hv, vhi);
-        const __m512i ps = _mm512_slli_epi32(pos, kPosShift);
-        // Compress in a register and store whole: the memory form of VPCOMPRESSD is slow on
-        // AMD's Zen 4 / 5.
-        _mm512_storeu_si512(down + n.down,
-                            _mm512_maskz_compress_epi32(dn, _mm512_or_si512(ps, hv)));
-        _mm512_storeu_si512(
-            up + n.up,
-            _mm512_maskz_compress_epi32(upm, _mm512_or_si512(ps, _mm512_sub_epi32(hv, hi_base))));
-        n.down += __builtin_popcount(static_cast<unsigned>(dn));
-        n.up += __builtin_popcount(static_cast<unsigned>(upm));
-      }
+    const __m512i relv = _mm512_set1_epi16(static_cast<int16_t>(rel));
+    for (int w = 0; w < 4; ++w) {
+      const __m512i pos = _mm512_add_epi16(pos_w[w], relv);
+      const __mmask32 live = edge ? _mm512_cmplt_epu16_mask(pos, cnt) : ~__mmask32{0};
+      const __mmask32 dn = _mm512_mask_cmplt_epu16_mask(live, words[w], vlo);
+      const __mmask32 up = _mm512_mask_cmpge_epu16_mask(live & any_up, words[w], vhi);
+      // Compress in a register and store whole: the memory forms are slow on AMD's Zen 4 / 5.
+      _mm512_storeu_si512(out.down_pos + out.down, _mm512_maskz_compress_epi16(dn, pos));
+      _mm512_storeu_si512(out.down_h + out.down, _mm512_maskz_compress_epi16(dn, words[w]));
+      _mm512_storeu_si512(out.up_pos + out.up, _mm512_maskz_compress_epi16(up, pos));
+      _mm512_storeu_si512(out.up_h + out.up, _mm512_maskz_compress_epi16(up, words[w]));
+      out.down += __builtin_popcount(static_cast<unsigned>(dn));
+      out.up += __builtin_popcount(static_cast<unsigned>(up));
     }
   }
 #else
@@ -414,11 +417,15 @@ TailCounts TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t coun
   FillUniforms(key, stream, start, count, uni.data());
   for (int64_t i = 0; i < count; ++i) {
     const uint32_t h = uni[static_cast<size_t>(i)];
-    if (h < lo) down[n.down++] = static_cast<uint32_t>(i) << kPosShift | h;
-    if (h >= hi) up[n.up++] = static_cast<uint32_t>(i) << kPosShift | (h - kTailHiBase);
+    if (h < lo) {
+      out.down_pos[out.down] = static_cast<uint16_t>(i);
+      out.down_h[out.down++] = static_cast<uint16_t>(h);
+    } else if (h >= hi) {
+      out.up_pos[out.up] = static_cast<uint16_t>(i);
+      out.up_h[out.up++] = static_cast<uint16_t>(h);
+    }
   }
 #endif
-  return n;
 }
 }  // namespace
 
@@ -534,7 +541,8 @@ struct Worker {
   // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
   // columns of one slice's tail draws.
   bool shortcut = false;
-  std::vector<uint32_t> uni, tails, tails_up;
+  std::vector<uint32_t> uni, tails;
+  std::vector<uint16_t> tail16;  // TailDraws' four arrays
   // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
   bool lossless = false;
@@ -576,9 +584,7 @@ struct Worker {
       tails.resize(static_cast<size_t>(ncp + 16));
     }
     if (lossless && p.readout.adc.sigma != 0.0f) {
-      const size_t room = static_cast<size_t>(std::min<int64_t>(S * ncp, int64_t{1} << 19) + 16);
-      tails.resize(room);
-      tails_up.resize(room);
+      tail16.resize(static_cast<size_t>(4 * (std::min<int64_t>(S * ncp, kTailChunk) + 32)));
       corr.assign(static_cast<size_t>(cycles * S * ncp), 0);
     }
   }
@@ -737,22 +743,22 @@ struct Worker {
       clipped += clip;
     };
     const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
-    constexpr int64_t kChunk = int64_t{1} << 19;  // positions must fit the list entries
-    constexpr uint32_t kIdx = (1u << kPosShift) - 1;
-    uint32_t* const dn = tails.data();
-    uint32_t* const up = tails_up.data();
-    for (int64_t c0 = 0; c0 < len; c0 += kChunk) {
-      const int64_t cn = std::min(kChunk, len - c0);
-      const TailCounts nt =
-          TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, dn, up);
-      for (int64_t t = 0; t < nt.down; ++t) convert(c0 + (dn[t] >> kPosShift), dn[t] & kIdx);
+    const size_t room = tail16.size() / 4;
+    TailLists lists{tail16.data(), tail16.data() + room, tail16.data() + 2 * room,
+                    tail16.data() + 3 * room};
+    for (int64_t c0 = 0; c0 < len; c0 += kTailChunk) {
+      const int64_t cn = std::min(kTailChunk, len - c0);
+      TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, lists);
+      for (int64_t t = 0; t < lists.down; ++t) convert(c0 + lists.down_pos[t], lists.down_h[t]);
       if (plan->up_needs_v) {
-        for (int64_t t = 0; t < nt.up; ++t) convert(c0 + (up[t] >> kPosShift), up[t] & kIdx);
+        for (int64_t t = 0; t < lists.up; ++t) {
+          convert(c0 + lists.up_pos[t], lists.up_h[t] - kTailHiBase);
+        }
       } else {
         // v + e <= vmax + e <= M: the code is v + e, never clipped.
-        for (int64_t t = 0; t < nt.up; ++t) {
-          const uint32_t idx = up[t] & kIdx;
-          const int64_t i = c0 + (up[t] >> kPosShift);
+        for (int64_t t = 0; t < lists.up; ++t) {
+          const uint32_t idx = lists.up_h[t] - kTailHiBase;
+          const int64_t i = c0 + lists.up_pos[t];
           if (etab[idx] != kUnsafeTail) [[likely]] {
             cj[i] += sgn * etab[idx];
           } else {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -247,58 +248,97 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     rows_ = w.rows;
     cols_ = w.cols;
     const int bw = spec_.weight_bits;
-    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1.
+    ThreadPool* pool = ctx.pool != nullptr ? ctx.pool : &DefaultPool();
+    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1. The largest finite |w|, per row
+    // chunk and then over the chunks (a maximum: the same in any order).
     float max_abs = 0;
-    for (int64_t r = 0; r < w.rows; ++r) {
-      for (int64_t c = 0; c < w.cols; ++c) {
-        const float a = std::fabs(w.Row(r)[c]);
-        if (a < std::numeric_limits<float>::infinity() && a > max_abs) max_abs = a;
-      }
+    {
+      std::mutex mu;
+      pool->ParallelFor(w.rows, 64, [&](int64_t r0, int64_t r1) {
+        float m = 0;
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* row = w.Row(r);
+          for (int64_t c = 0; c < w.cols; ++c) {
+            const float a = std::fabs(row[c]);
+            m = a < std::numeric_limits<float>::infinity() && a > m ? a : m;
+          }
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        max_abs = std::max(max_abs, m);
+      });
     }
     weight_exp_ = PowerOfTwoExponent(max_abs, bw, Signedness::kSigned);
     const double inv = std::ldexp(1.0, -weight_exp_);
     const double top = std::ldexp(1.0, bw - 1) - 1;
-    wq_.resize(static_cast<size_t>(rows_ * cols_));
-    for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) {
-        double t = std::nearbyint(static_cast<double>(w.Row(r)[c]) * inv);
-        t = t != t ? 0.0 : std::min(std::max(t, -top), top);
-        wq_[r * cols_ + c] = static_cast<int32_t>(t);
-      }
-    }
     offset_ = encoding_ == Encoding::kOffset ? (int64_t{1} << (bw - 1)) : 0;
-    // Dequantized weights for the ideal read-out.
-    wdeq_.resize(wq_.size());
     const float scale = static_cast<float>(std::ldexp(1.0, weight_exp_));
-    for (size_t i = 0; i < wq_.size(); ++i) wdeq_[i] = static_cast<float>(wq_[i]) * scale;
-
-    // Cell levels per polarity, both orientations.
     const int pol = polarities_;
     const int64_t ncp = cols_ * pol, nrp = rows_ * pol;
     Side& f = side_[0];
     Side& t = side_[1];
     f.k = rows_;
     f.n = cols_;
-    f.levels.resize(static_cast<size_t>(rows_ * ncp));
     t.k = cols_;
     t.n = rows_;
+    wq_.resize(static_cast<size_t>(rows_ * cols_));
+    wdeq_.resize(wq_.size());  // dequantized weights for the ideal read-out
+    f.levels.resize(static_cast<size_t>(rows_ * ncp));
     t.levels.resize(static_cast<size_t>(cols_ * nrp));
-    for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) {
-        const int32_t q = wq_[r * cols_ + c];
-        int32_t lv[2];
-        if (encoding_ == Encoding::kOffset) {
-          lv[0] = q + static_cast<int32_t>(offset_);
-        } else {
-          lv[0] = std::max(q, 0);
-          lv[1] = std::max(-q, 0);
-        }
-        for (int p = 0; p < pol; ++p) {
-          f.levels[r * ncp + c * pol + p] = lv[p];
-          t.levels[c * nrp + r * pol + p] = lv[p];
+    // In float when 2^-e and 2^e are normal floats: w 2^-e is then exact in float as in double
+    // (or below 1/2 in both, or past the clamp in both), so the codes are the same.
+    const bool in_float = weight_exp_ > -120 && weight_exp_ < 120;
+    const float inv_f = static_cast<float>(inv), top_f = static_cast<float>(top);
+    const int32_t off = static_cast<int32_t>(offset_);
+    // Codes, dequantized weights and the forward levels, row by row; rows split over threads.
+    pool->ParallelFor(rows_, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* in = w.Row(r);
+        int32_t* q = wq_.data() + r * cols_;
+        float* dq = wdeq_.data() + r * cols_;
+        int32_t* lv = f.levels.data() + r * ncp;
+        for (int64_t c = 0; c < cols_; ++c) {
+          int32_t v;
+          if (in_float) {
+            float x = std::nearbyint(in[c] * inv_f);
+            x = x != x ? 0.0f : std::min(std::max(x, -top_f), top_f);
+            v = static_cast<int32_t>(x);
+          } else {
+            double x = std::nearbyint(static_cast<double>(in[c]) * inv);
+            x = x != x ? 0.0 : std::min(std::max(x, -top), top);
+            v = static_cast<int32_t>(x);
+          }
+          q[c] = v;
+          dq[c] = static_cast<float>(v) * scale;
+          if (pol == 1) {
+            lv[c] = v + off;
+          } else {
+            lv[2 * c] = std::max(v, 0);
+            lv[2 * c + 1] = std::max(-v, 0);
+          }
         }
       }
-    }
+    });
+    // Transposed levels: t.levels[c * nrp + r * pol + p] = f.levels[r * ncp + c * pol + p], in
+    // 32 x 32 tiles (column tiles split over threads).
+    pool->ParallelFor((cols_ + 31) / 32, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ct = t0; ct < t1; ++ct) {
+        const int64_t c0 = ct * 32, c1 = std::min(cols_, c0 + 32);
+        for (int64_t r0 = 0; r0 < rows_; r0 += 32) {
+          const int64_t r1 = std::min(rows_, r0 + 32);
+          for (int64_t c = c0; c < c1; ++c) {
+            int32_t* dst = t.levels.data() + c * nrp;
+            if (pol == 1) {
+              for (int64_t r = r0; r < r1; ++r) dst[r] = f.levels[r * ncp + c];
+            } else {
+              for (int64_t r = r0; r < r1; ++r) {
+                dst[2 * r] = f.levels[r * ncp + 2 * c];
+                dst[2 * r + 1] = f.levels[r * ncp + 2 * c + 1];
+              }
+            }
+          }
+        }
+      }
+    });
     // Forward: the reduction over word lines, `rows` per array; bit lines: n * pol * slices.
     f.block = spec_.rows;
     f.tile_cols = spec_.cols;
