@@ -790,6 +790,43 @@ struct Worker {
   // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
   void BuildPlanes(const int32_t* xm, int64_t r0, int64_t r1) {
     std::fill(xplanes.begin(), xplanes.end(), 0);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    if (p.x_bits <= 8) {
+      // 64 rows at a time: the positive parts and the negative magnitudes as bytes, one
+      // byte-wise bit test per plane. Out-of-range inputs go to the scalar loop's error.
+      const __m512i lim = _mm512_set1_epi32((1 << p.x_bits) - 1);
+      const __m512i zero = _mm512_setzero_si512();
+      bool ok = true;
+      for (int64_t w = 0; w * 64 < r1 - r0 && ok; ++w) {
+        const int64_t rs = r0 + w * 64, n = std::min<int64_t>(64, r1 - rs);
+        __m512i pos8 = zero, neg8 = zero;
+        __mmask16 bad = 0;
+        for (int part = 0; part < 4; ++part) {
+          const int64_t left = std::clamp<int64_t>(n - 16 * part, 0, 16);
+          const __mmask16 live = static_cast<__mmask16>((1u << left) - 1);
+          const __m512i v = _mm512_maskz_loadu_epi32(live, xm + rs + 16 * part);
+          const __m512i pv = _mm512_max_epi32(v, zero);
+          const __m512i nv = _mm512_max_epi32(_mm512_sub_epi32(zero, v), zero);
+          bad |= _mm512_cmpgt_epi32_mask(_mm512_abs_epi32(v), lim);
+          if (!p.signed_inputs) bad |= _mm512_cmplt_epi32_mask(v, zero);
+          pos8 = _mm512_inserti32x4(pos8, _mm512_cvtepi32_epi8(pv), part);
+          neg8 = _mm512_inserti32x4(neg8, _mm512_cvtepi32_epi8(nv), part);
+        }
+        if (bad != 0) {
+          ok = false;
+          break;
+        }
+        for (int t = 0; t < p.x_bits; ++t) {
+          const __m512i bit = _mm512_set1_epi8(static_cast<char>(1 << t));
+          xplanes[static_cast<size_t>(t * words + w)] = _mm512_test_epi8_mask(pos8, bit);
+          xplanes[static_cast<size_t>((p.x_bits + t) * words + w)] =
+              _mm512_test_epi8_mask(neg8, bit);
+        }
+      }
+      if (ok) return;
+      std::fill(xplanes.begin(), xplanes.end(), 0);
+    }
+#endif
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t v = xm[r];
       if (v == 0) continue;
