@@ -25,8 +25,10 @@ struct Setup {
 // weights (offset-encoded, 8 one-bit cells), 1-bit DACs, 128-row blocks, dataflow A, a 6-bit ADC
 // over a quarter of the largest partial sum (one code per unit), thermal noise sigma = quarter /
 // 4 units: 4 (sigma 1, the kernel figure's setting), 1 (sigma 0.25, the MLP speed figure's,
-// where the exact small-noise shortcut applies) or 0 (off).
-Setup Make(int64_t m, int64_t k, int64_t n, int64_t quarter) {
+// where the exact small-noise shortcut applies) or 0 (off). lossless != 0: instead an 8-bit ADC
+// over the whole 0..128 range (one code per unit, the MLP speed figure's converter: the
+// lossless read-out path, docs/analog.md) with sigma = quarter / 4 units.
+Setup Make(int64_t m, int64_t k, int64_t n, int64_t quarter, int64_t lossless = 0) {
   Setup s;
   const pim::CounterRng rng(7);
   uint64_t i = 0;
@@ -51,7 +53,9 @@ Setup Make(int64_t m, int64_t k, int64_t n, int64_t quarter) {
   p.block = 128;
   p.tile_cols = 128;
   p.readout.dataflow = pim::Dataflow::kA;
-  p.readout.adc = pim::MakeAdcTransfer(6, 32.0, 0.0, 0.25 * static_cast<double>(quarter));
+  p.readout.adc = lossless != 0
+                      ? pim::MakeAdcTransfer(8, 128.0, 0.0, 0.25 * static_cast<double>(quarter))
+                      : pim::MakeAdcTransfer(6, 32.0, 0.0, 0.25 * static_cast<double>(quarter));
   p.noise_key = 99;
   p.y = s.y.data();
   p.ldy = n;
@@ -60,7 +64,7 @@ Setup Make(int64_t m, int64_t k, int64_t n, int64_t quarter) {
 }
 
 void BM_AnalogFast(benchmark::State& state) {
-  Setup s = Make(state.range(0), state.range(1), state.range(2), state.range(3));
+  Setup s = Make(state.range(0), state.range(1), state.range(2), state.range(3), state.range(5));
   pim::ThreadPool* pool = state.range(4) != 0 ? &pim::DefaultPool() : nullptr;
   int64_t conversions = 0;
   for (auto _ : state) {
@@ -72,13 +76,15 @@ void BM_AnalogFast(benchmark::State& state) {
   state.counters["conv/s"] =
       benchmark::Counter(static_cast<double>(conversions), benchmark::Counter::kIsRate);
 }
-// m, k, n, noise sigma in quarter units, pool
+// m, k, n, noise sigma in quarter units, pool, lossless read-out
 BENCHMARK(BM_AnalogFast)
-    ->Args({64, 784, 256, 4, 0})
-    ->Args({64, 784, 256, 1, 0})
-    ->Args({64, 784, 256, 0, 0})
-    ->Args({64, 256, 128, 4, 0})
-    ->Args({64, 784, 256, 4, 1})
+    ->Args({64, 784, 256, 4, 0, 0})
+    ->Args({64, 784, 256, 1, 0, 0})
+    ->Args({64, 784, 256, 0, 0, 0})
+    ->Args({64, 256, 128, 4, 0, 0})
+    ->Args({64, 784, 256, 4, 1, 0})
+    ->Args({64, 784, 256, 1, 0, 1})
+    ->Args({64, 784, 256, 0, 0, 1})
     ->Unit(benchmark::kMillisecond);
 
 void BM_AnalogRef(benchmark::State& state) {
