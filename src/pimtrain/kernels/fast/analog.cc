@@ -363,21 +363,6 @@ namespace {
 // entries in each array). Branch-free: each vector of 32 uniforms (a Philox16 output word as
 // 16-bit halves) is compared with the edges and its hits compressed into the arrays.
 constexpr int64_t kTailChunk = 32768;
-// 16-bit lane 2 l + hf of Philox16 word w is half hf of lane l (block 8 g + l): draw
-// 64 (l / 8) + 32 hf + 8 w + l % 8 of groups g and g + 1.
-struct HalfPositions {
-  alignas(64) uint16_t pos[4][32];
-  constexpr HalfPositions() : pos() {
-    for (int w = 0; w < 4; ++w) {
-      for (int l = 0; l < 16; ++l) {
-        for (int hf = 0; hf < 2; ++hf) {
-          pos[w][2 * l + hf] = static_cast<uint16_t>(64 * (l / 8) + 32 * hf + 8 * w + l % 8);
-        }
-      }
-    }
-  }
-};
-constexpr HalfPositions kHalfPositions;
 struct TailLists {
   uint16_t *down_pos, *down_h, *up_pos, *up_h;
   int64_t down = 0, up = 0;
@@ -393,8 +378,18 @@ void TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uin
   const __m512i vhi = _mm512_set1_epi16(static_cast<int16_t>(std::min<uint32_t>(hi, 65535)));
   const __mmask32 any_up = hi < 65536 ? ~__mmask32{0} : __mmask32{0};
   const __m512i cnt = _mm512_set1_epi16(static_cast<int16_t>(count));
+  // 16-bit lane 2 l + hf of word w is half hf of Philox lane l (block 8 g + l): draw
+  // 64 (l / 8) + 32 hf + 8 w + l % 8 of the two groups.
+  alignas(64) uint16_t pos_tab[4][32];
+  for (int w = 0; w < 4; ++w) {
+    for (int l = 0; l < 16; ++l) {
+      for (int hf = 0; hf < 2; ++hf) {
+        pos_tab[w][2 * l + hf] = static_cast<uint16_t>(64 * (l / 8) + 32 * hf + 8 * w + l % 8);
+      }
+    }
+  }
   __m512i pos_w[4];
-  for (int w = 0; w < 4; ++w) pos_w[w] = _mm512_load_si512(kHalfPositions.pos[w]);
+  for (int w = 0; w < 4; ++w) pos_w[w] = _mm512_load_si512(pos_tab[w]);
   for (uint64_t g = g0; g < g1; g += 2) {
     __m512i words[4];
     Philox16(key, stream, g, words);
