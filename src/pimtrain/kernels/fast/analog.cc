@@ -799,7 +799,7 @@ struct Worker {
       bool ok = true;
       for (int64_t w = 0; w * 64 < r1 - r0 && ok; ++w) {
         const int64_t rs = r0 + w * 64, n = std::min<int64_t>(64, r1 - rs);
-        __m512i pos8 = zero, neg8 = zero;
+        __m128i p8[4], n8[4];
         __mmask16 bad = 0;
         for (int part = 0; part < 4; ++part) {
           const int64_t left = std::clamp<int64_t>(n - 16 * part, 0, 16);
@@ -809,9 +809,16 @@ struct Worker {
           const __m512i nv = _mm512_max_epi32(_mm512_sub_epi32(zero, v), zero);
           bad |= _mm512_cmpgt_epi32_mask(_mm512_abs_epi32(v), lim);
           if (!p.signed_inputs) bad |= _mm512_cmplt_epi32_mask(v, zero);
-          pos8 = _mm512_inserti32x4(pos8, _mm512_cvtepi32_epi8(pv), part);
-          neg8 = _mm512_inserti32x4(neg8, _mm512_cvtepi32_epi8(nv), part);
+          p8[part] = _mm512_cvtepi32_epi8(pv);
+          n8[part] = _mm512_cvtepi32_epi8(nv);
         }
+        auto join = [&](const __m128i* q) {
+          __m512i v = _mm512_castsi128_si512(q[0]);
+          v = _mm512_inserti32x4(v, q[1], 1);
+          v = _mm512_inserti32x4(v, q[2], 2);
+          return _mm512_inserti32x4(v, q[3], 3);
+        };
+        const __m512i pos8 = join(p8), neg8 = join(n8);
         if (bad != 0) {
           ok = false;
           break;
