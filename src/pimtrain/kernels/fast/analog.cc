@@ -122,18 +122,25 @@ inline void Philox8(__m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3, uint32_t
 
 // The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
 // adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
-int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                      uint32_t* list, int64_t n) {
+// The Philox-4x32-10 blocks 8g .. 8g+7 (group g), 8 lanes: words[w] lane l is word w of block
+// 8g + l.
+inline void Philox8Group(uint64_t key, uint64_t stream, uint64_t g, __m256i words[4]) {
   const uint64_t ctr = g * 8;
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   // 8g + lane never carries into the high word (8g's low 3 bits are 0).
-  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))),
-                                lanes);
-  __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
-  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-  Philox8(&c0, &c1, &c2, &c3, static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
-  const __m256i words[4] = {c0, c1, c2, c3};
+  words[0] = _mm256_add_epi32(
+      _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))), lanes);
+  words[1] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
+  words[2] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+  words[3] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+  Philox8(&words[0], &words[1], &words[2], &words[3], static_cast<uint32_t>(key),
+          static_cast<uint32_t>(key >> 32));
+}
+
+int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                      uint32_t* list, int64_t n) {
+  __m256i words[4];
+  Philox8Group(key, stream, g, words);
   const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
   for (int half = 0; half < 2; ++half) {
     for (int w = 0; w < 4; ++w) {
@@ -328,15 +335,8 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
       }
     }
 #else
-    const uint64_t ctr = g * 8;
-    __m256i c0 = _mm256_add_epi32(
-        _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
-    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-    Philox8(&c0, &c1, &c2, &c3, static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
-    const __m256i words[4] = {c0, c1, c2, c3};
+    __m256i words[4];
+    Philox8Group(key, stream, g, words);
     const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
     for (int half = 0; half < 2; ++half) {
       for (int w = 0; w < 4; ++w) {
