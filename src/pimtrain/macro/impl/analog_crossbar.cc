@@ -296,24 +296,26 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
         int32_t* q = wq_.data() + r * cols_;
         float* dq = wdeq_.data() + r * cols_;
         int32_t* lv = f.levels.data() + r * ncp;
-        for (int64_t c = 0; c < cols_; ++c) {
-          int32_t v;
-          if (in_float) {
+        if (in_float) {
+          for (int64_t c = 0; c < cols_; ++c) {
             float x = std::nearbyint(in[c] * inv_f);
             x = x != x ? 0.0f : std::min(std::max(x, -top_f), top_f);
-            v = static_cast<int32_t>(x);
-          } else {
+            q[c] = static_cast<int32_t>(x);
+          }
+        } else {
+          for (int64_t c = 0; c < cols_; ++c) {
             double x = std::nearbyint(static_cast<double>(in[c]) * inv);
             x = x != x ? 0.0 : std::min(std::max(x, -top), top);
-            v = static_cast<int32_t>(x);
+            q[c] = static_cast<int32_t>(x);
           }
-          q[c] = v;
-          dq[c] = static_cast<float>(v) * scale;
-          if (pol == 1) {
-            lv[c] = v + off;
-          } else {
-            lv[2 * c] = std::max(v, 0);
-            lv[2 * c + 1] = std::max(-v, 0);
+        }
+        for (int64_t c = 0; c < cols_; ++c) dq[c] = static_cast<float>(q[c]) * scale;
+        if (pol == 1) {
+          for (int64_t c = 0; c < cols_; ++c) lv[c] = q[c] + off;
+        } else {
+          for (int64_t c = 0; c < cols_; ++c) {
+            lv[2 * c] = std::max(q[c], 0);
+            lv[2 * c + 1] = std::max(-q[c], 0);
           }
         }
       }
