@@ -1327,11 +1327,14 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
   std::vector<int32_t>& e = plan.e;
   e.resize(2 * kGaussTail);
   int32_t emax = 0;
+  // One bound for all draws, from the largest |sigma z| (the table's ends).
+  const double zs_max = std::max(std::fabs(static_cast<double>(adc.sigma * table[0])),
+                                 std::fabs(static_cast<double>(adc.sigma * table[2 * kGaussTail - 1])));
+  const double err =
+      std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + zs_max + 2))) - 24);
   for (uint32_t i = 0; i < 2 * kGaussTail; ++i) {
     const float zs = adc.sigma * table[i];
     const double r = std::nearbyint(static_cast<double>(zs));
-    const double bound = vmax + std::fabs(static_cast<double>(zs)) + 2;
-    const double err = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(bound))) - 24);
     e[i] = std::fabs(static_cast<double>(zs) - r) < 0.5 - err ? static_cast<int32_t>(r)
                                                               : kUnsafeTail;
     if (i >= kGaussTail && e[i] != kUnsafeTail) emax = std::max(emax, e[i]);
@@ -1387,10 +1390,17 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   // Work per sample ~ conversions; chunks of whole samples.
   const int64_t per_sample = std::max<int64_t>(1, blocks * ncp * p.slices * 4);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_sample);
-  TailPlan tail_plan;
+  // The plan depends on sigma, M and vmax only: kept from the caller thread's last call.
+  thread_local TailPlan tail_plan;
+  thread_local double plan_key[3] = {-1, -1, -1};
   if (LosslessReadout(p) && p.readout.adc.sigma != 0.0f) {
-    tail_plan = MakeTailPlan(p.readout.adc, static_cast<double>(p.block) *
-                                                ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1));
+    const double vmax =
+        static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
+    const double key[3] = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
+    if (!std::equal(key, key + 3, plan_key)) {
+      tail_plan = MakeTailPlan(p.readout.adc, vmax);
+      std::copy(key, key + 3, plan_key);
+    }
   }
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed);
