@@ -262,7 +262,7 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
     int adc_bits;
   } cases[] = {{6, 301, 37, 8, 1, 1, 8, 1, 128, 8},   {5, 61, 20, 8, 1, 1, 8, 2, 15, 4},
                {9, 33, 70, 6, 2, 2, 3, 1, 5, 6},      {4, 130, 9, 8, 1, 1, 8, 2, 64, 7},
-               {3, 200, 130, 8, 1, 1, 8, 1, 128, 8}};
+               {3, 200, 130, 8, 1, 1, 8, 1, 128, 8},  {96, 300, 12, 8, 1, 1, 8, 1, 128, 8}};
   for (const auto& cs : cases) {
     // The last sigma puts one tail draw's sigma z on 1/2 (converted by the full transfer).
     const double on_half = 0.5 / static_cast<double>(GaussianFrom16(65535 - 40));
@@ -303,6 +303,10 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
   EXPECT_GT(clipped, 0);
   EXPECT_LT(clipped, conversions);
   EXPECT_GT(clipped_top, 0);
+  // The last case has enough samples that the two-thread run really splits them (the kernel
+  // hands out chunks of at least 2^16 / (blocks n slices 4) samples).
+  const auto& big = cases[5];
+  EXPECT_GT(big.m, (int64_t{1} << 16) / (((big.k + big.block - 1) / big.block) * big.n * 8 * 4));
   // Not lossless: noise that a central draw can carry across a code boundary, a coarser code,
   // a partial sum above the top code, non-linearity.
   Case c{2, 50, 5, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 8, 1.0, 0.3, 0.0, 0.0};

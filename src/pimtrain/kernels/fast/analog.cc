@@ -1402,9 +1402,12 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
       std::copy(key, key + 3, plan_key);
     }
   }
+  // The caller's plan: inside the lambda, on a pool thread, `tail_plan` would name that thread's
+  // own thread_local copy.
+  const TailPlan* const plan = &tail_plan;
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed);
-    wk.plan = &tail_plan;
+    wk.plan = plan;
     if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;
