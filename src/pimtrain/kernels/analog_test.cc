@@ -394,11 +394,16 @@ TEST(AnalogKernelTest, SkippedZeroCyclesCostNothingAndChangeNothing) {
 TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalAtAnyOffset) {
   for (uint64_t start : {uint64_t{0}, uint64_t{5}, uint64_t{63}, uint64_t{64}, uint64_t{1000003},
                          (uint64_t{1} << 40) + 17}) {
-    for (int64_t count : {1, 7, 64, 65, 200}) {
+    for (int64_t count : {1, 7, 64, 65, 200, 300}) {
       std::vector<float> v(static_cast<size_t>(count));
       fast::FillNormals(123, 4, start, count, v.data());
+      // The uniforms behind them (the lossless read-out's tail search reads the same halves).
+      std::vector<uint32_t> h(static_cast<size_t>(count));
+      fast::FillUniforms(123, 4, start, count, h.data());
       for (int64_t i = 0; i < count; ++i) {
         ASSERT_EQ(v[i], NoiseNormal(123, 4, start + i)) << start << " " << i;
+        ASSERT_LT(h[i], 65536u);
+        ASSERT_EQ(GaussianFrom16(h[i]), v[i]) << start << " " << i;
       }
     }
   }
