@@ -28,19 +28,19 @@ namespace {
 // the tail lanes are compressed, without branches, into a list of (position << 12 | table index)
 // entries and patched in one loop per call.
 constexpr uint32_t kTailHiBase = 65536 - 2 * kGaussTail;  // table index of h = h - kTailHiBase
-constexpr int32_t kUnsafeTail = INT32_MIN;  // TailOffsets: convert this draw in full
+constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
+constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
 
-// The tail draws of a lossless read-out (TailOffsets): the code offset e of each quantile-table
+// The tail draws of a lossless read-out (MakeTailPlan): the code offset e of each quantile-table
 // index (kUnsafeTail: convert in full); the draws that can change a code, h < lo or h >= hi
 // (the tails minus their ends next to the centre, where e = 0); and whether an upper-tail draw
 // can push a code past the top (else it adds e without looking at the partial sum).
+constexpr int32_t kUnsafeTail = INT32_MIN;
 struct TailPlan {
   std::vector<int32_t> e;
   uint32_t lo = 0, hi = 65536;
   bool up_needs_v = true;
 };
-constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
-constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
 
 // For each 8-bit lane mask, the lane numbers of its set bits first (compressing a vector).
 struct CompressTable {
@@ -120,8 +120,6 @@ inline void Philox8(__m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3, uint32_t
   }
 }
 
-// The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
-// adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
 // The Philox-4x32-10 blocks 8g .. 8g+7 (group g), 8 lanes: words[w] lane l is word w of block
 // 8g + l.
 inline void Philox8Group(uint64_t key, uint64_t stream, uint64_t g, __m256i words[4]) {
@@ -137,6 +135,8 @@ inline void Philox8Group(uint64_t key, uint64_t stream, uint64_t g, __m256i word
           static_cast<uint32_t>(key >> 32));
 }
 
+// The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
+// adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
 int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
                       uint32_t* list, int64_t n) {
   __m256i words[4];
