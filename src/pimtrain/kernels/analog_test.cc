@@ -293,7 +293,9 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
       EXPECT_EQ(r.y, f2.y) << what;
       ExpectSameCounts(r.counts, f1.counts, what);
       ExpectSameCounts(r.counts, f2.counts, what);
-      if (sigma == 0.0) EXPECT_EQ(r.counts.adc_clipped, 0) << what;
+      if (sigma == 0.0) {
+        EXPECT_EQ(r.counts.adc_clipped, 0) << what;
+      }
       conversions += r.counts.adc_conversions;
       clipped += r.counts.adc_clipped;
       if (vmax == d.p.readout.adc.max_code) clipped_top += r.counts.adc_clipped;
