@@ -309,6 +309,27 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
   // hands out chunks of at least 2^16 / (blocks n slices 4) samples).
   const auto& big = cases[5];
   EXPECT_GT(big.m, (int64_t{1} << 16) / (((big.k + big.block - 1) / big.block) * big.n * 8 * 4));
+  // Dataflow B without noise: the buffer lines fit the formula's resolution (+ log2 cycles).
+  for (int pol : {1, 2}) {
+    const DataflowFigures f = DataflowFormula(Dataflow::kB, 8, 8, 1, 1, 64, 8);
+    Case cb{100, 150, 9, 8, 1, 1, 8, pol, true, false, true, 64, Dataflow::kB, f.adc_bits, 1.0,
+            0.0, 0.0, 0.0};
+    Data d = Make(cb, 21 + pol);
+    ASSERT_TRUE(fast::LosslessReadout(d.p));
+    Result r = RunRef(d);
+    Result f1 = RunFast(d, nullptr, true);
+    Result f2 = RunFast(d, &two, true);
+    EXPECT_EQ(r.y, f1.y);
+    EXPECT_EQ(r.y, f2.y);
+    ExpectSameCounts(r.counts, f1.counts, "dataflow B");
+    ExpectSameCounts(r.counts, f2.counts, "dataflow B");
+    EXPECT_GT(r.counts.analog_buffer_writes, 0);
+    cb.sigma = 0.1;  // B with noise: the general path
+    EXPECT_FALSE(fast::LosslessReadout(Make(cb, 1).p));
+    cb.sigma = 0.0;
+    cb.adc_bits -= 1;  // the fullest line above the top code
+    EXPECT_FALSE(fast::LosslessReadout(Make(cb, 1).p));
+  }
   // Not lossless: noise that a central draw can carry across a code boundary, a coarser code,
   // a partial sum above the top code, non-linearity.
   Case c{2, 50, 5, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 8, 1.0, 0.3, 0.0, 0.0};

@@ -1260,12 +1260,16 @@ struct Worker {
           c.dac_conversions += rows * reads;
           c.cell_reads += nonzero * ncp * S;
           if (lossless) {
-            // The codes' sum is in prod; only the noise's tail draws change it.
-            if (p.readout.adc.sigma != 0.0f) CorrectTails(m, b, h, j, sign);
+            // The codes' sum is in prod; only the noise's tail draws change it (dataflow A).
             const int64_t len = S * ncp;
-            c.adc_conversions += len;
-            c.sample_holds += len;
-            c.shift_adds += len;
+            if (p.readout.dataflow == Dataflow::kA) {
+              if (p.readout.adc.sigma != 0.0f) CorrectTails(m, b, h, j, sign);
+              c.adc_conversions += len;
+              c.sample_holds += len;
+              c.shift_adds += len;
+            } else {
+              c.analog_buffer_writes += len;  // B: every partial sum into the analog buffer
+            }
             continue;
           }
           if (p.conductance != nullptr) {
@@ -1290,6 +1294,16 @@ struct Worker {
           if (p.readout.dataflow == Dataflow::kB) c.analog_buffer_writes += S * ncp;
         }
         if (!phase_applied) continue;
+        if (lossless) {
+          if (p.readout.dataflow == Dataflow::kB) {
+            // B converts each buffer line of each column once per applied phase.
+            const int64_t lines = static_cast<int64_t>(groups.size()) * ncp;
+            c.adc_conversions += lines;
+            c.sample_holds += lines;
+            c.shift_adds += lines;
+          }
+          continue;
+        }
         if (p.readout.dataflow == Dataflow::kB) {
           detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
                            p.noise_key, m, blocks, b, h, sign, acc.data(), c);
@@ -1353,13 +1367,28 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
 
 bool LosslessReadout(const AnalogProblem& p) {
   const AdcTransfer& adc = p.readout.adc;
-  if (p.readout.dataflow != Dataflow::kA || p.conductance != nullptr || adc.inl_k != 0.0f ||
+  if (p.readout.dataflow == Dataflow::kC || p.conductance != nullptr || adc.inl_k != 0.0f ||
       adc.inv_lsb != 1.0f || adc.lsb != 1.0f || p.x_bits > 15 || p.slices * p.cell_bits > 15) {
     return false;
   }
   // The largest partial sum must be a code: then, without noise, code = partial sum.
   const double vmax =
       static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
+  if (p.readout.dataflow == Dataflow::kB) {
+    // B converts buffer lines, each the sum of the partial sums of one significance: lossless
+    // without noise when the fullest line fits the codes.
+    if (adc.sigma != 0.0f) return false;
+    const int cycles = InputCycles(p.x_bits, p.dac_bits);
+    int most = 0;
+    for (int s : SignificanceGroups(cycles, p.slices, p.dac_bits, p.cell_bits)) {
+      int n = 0;
+      for (int j = 0; j < cycles; ++j) {
+        for (int q = 0; q < p.slices; ++q) n += j * p.dac_bits + q * p.cell_bits == s;
+      }
+      most = std::max(most, n);
+    }
+    return vmax * most <= static_cast<double>(adc.max_code);
+  }
   if (vmax > static_cast<double>(adc.max_code)) return false;
   if (adc.sigma == 0.0f) return true;
   // |fl(v + fl(sigma z)) - v| <= sigma |z| (1 + 2^-23) + 2^-24 2^ceil(log2(vmax + 1)) for
