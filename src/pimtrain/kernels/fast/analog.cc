@@ -909,7 +909,40 @@ struct Worker {
         continue;
       }
       int32_t* iout = psi.data() + (j * S + q) * ncp;
-      for (int64_t cp = 0; cp < ncp; ++cp) {
+      int64_t cp0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+      // Multi-bit DACs or cells: the same AND + popcount per (DAC bit a, cell bit bb) pair on 8
+      // columns at a time, shifted by a + bb and summed (exact integers, any order).
+      if ((W == 1 || W == 2) && stride == W) {
+        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+        for (; cp0 + 8 <= ncp; cp0 += 8) {
+          __m512i sum = _mm512_setzero_si512();
+          for (int a = 0; a < na; ++a) {
+            if (xp[a] == nullptr) continue;
+            const __m512i xv = W == 2 ? _mm512_broadcast_i64x2(_mm_loadu_si128(
+                                            reinterpret_cast<const __m128i*>(xp[a])))
+                                      : _mm512_set1_epi64(static_cast<long long>(xp[a][0]));
+            for (int bb = 0; bb < pr; ++bb) {
+              const uint64_t* wc = pw.Plane(b, q * pr + bb, cp0);
+              __m512i cnt;
+              if (W == 2) {
+                const __m512i lo = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc)));
+                const __m512i hi =
+                    _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc + 8)));
+                cnt = _mm512_add_epi64(_mm512_permutex2var_epi64(lo, even, hi),
+                                       _mm512_permutex2var_epi64(lo, odd, hi));
+              } else {
+                cnt = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc)));
+              }
+              sum = _mm512_add_epi64(sum, _mm512_slli_epi64(cnt, static_cast<unsigned>(a + bb)));
+            }
+          }
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(iout + cp0), _mm512_cvtepi64_epi32(sum));
+        }
+      }
+#endif
+      for (int64_t cp = cp0; cp < ncp; ++cp) {
         int64_t s = 0;
         for (int a = 0; a < na; ++a) {
           if (xp[a] == nullptr) continue;
