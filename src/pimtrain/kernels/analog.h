@@ -164,9 +164,13 @@ void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, i
               int64_t sign, int64_t* acc, AnalogCounts& c);
 
 // Dataflow C for one (m, b, h): the NNS+A recurrence over all cycles (unapplied cycles add 0)
-// and one NNADC conversion per column; adds sign * code into acc[cp].
+// and one NNADC conversion per column; adds sign * code into acc[cp]. The draws come filled in
+// by the caller: z_nnsa[j * ncp + cp] = NoiseNormal(key, kNoiseStreamNnsa, NoiseIndex(m, blocks,
+// b, h, cycles, j, ncp, cp)) when ro.nnsa_sigma != 0, z_adc[cp] = NoiseNormal(key,
+// kNoiseStreamNnadc, NoiseIndex(m, blocks, b, h, 1, 0, ncp, cp)) when ro.adc.sigma != 0 (both
+// index ranges are contiguous).
 void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
-              int dac_bits, int cell_bits, const AnalogReadout& ro, uint64_t key, int64_t m,
-              int64_t blocks, int64_t b, int h, int64_t sign, int64_t* acc, AnalogCounts& c);
+              int dac_bits, int cell_bits, const AnalogReadout& ro, const float* z_nnsa,
+              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c);
 
 }  // namespace pim::kernels::detail

@@ -532,7 +532,7 @@ struct Worker {
   int64_t ncp, blocks, words, arrays_per_block;
   std::vector<int> groups;
   std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
-  std::vector<float> ps, z;
+  std::vector<float> ps, z, z_nnsa;  // z: dataflow A / C converter draws; z_nnsa: C's NNS+A
   std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
   std::vector<int32_t> codes;
   std::vector<int64_t> acc;
@@ -567,6 +567,7 @@ struct Worker {
     ps.resize(static_cast<size_t>(cycles * S * ncp));
     psi.resize(static_cast<size_t>(cycles * S * ncp));
     z.resize(static_cast<size_t>(S * ncp));
+    if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
     codes.resize(static_cast<size_t>(S * ncp));
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
@@ -1341,8 +1342,17 @@ struct Worker {
           detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
                            p.noise_key, m, blocks, b, h, sign, acc.data(), c);
         } else if (p.readout.dataflow == Dataflow::kC) {
+          if (p.readout.nnsa_sigma != 0.0f) {
+            FillNormals(p.noise_key, kNoiseStreamNnsa,
+                        detail::NoiseIndex(m, blocks, b, h, cycles, 0, ncp, 0), cycles * ncp,
+                        z_nnsa.data());
+          }
+          if (p.readout.adc.sigma != 0.0f) {
+            FillNormals(p.noise_key, kNoiseStreamNnadc,
+                        detail::NoiseIndex(m, blocks, b, h, 1, 0, ncp, 0), ncp, z.data());
+          }
           detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
-                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+                           z_nnsa.data(), z.data(), sign, acc.data(), c);
         }
       }
     }

@@ -71,10 +71,13 @@ void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, i
 }
 
 void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
-              int dac_bits, int cell_bits, const AnalogReadout& ro, uint64_t key, int64_t m,
-              int64_t blocks, int64_t b, int h, int64_t sign, int64_t* acc, AnalogCounts& c) {
+              int dac_bits, int cell_bits, const AnalogReadout& ro, const float* z_nnsa,
+              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c) {
   const double feedback = std::ldexp(1.0, -dac_bits);
   const double unscale = std::ldexp(1.0, (cycles - 1) * dac_bits);
+  // 2^(q P_R): multiplying by it is ldexp (exact).
+  double weight[16];
+  for (int q = 0; q < slices; ++q) weight[q] = std::ldexp(1.0, q * cell_bits);
   for (int64_t cp = 0; cp < ncp; ++cp) {
     // NNS+A: V_j = 2^-P_D V_{j-1} + sum_q 2^(q P_R) ps_jq (+ noise), LSB-first inputs.
     double v = 0;
@@ -82,19 +85,15 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
       double s = 0;
       if (applied[j]) {
         for (int q = 0; q < slices; ++q) {
-          s += std::ldexp(static_cast<double>(ps[(j * slices + q) * ncp + cp]), q * cell_bits);
+          s += static_cast<double>(ps[(j * slices + q) * ncp + cp]) * weight[q];
         }
       }
       v = v * feedback + s;
       if (ro.nnsa_sigma != 0.0f) {
-        v += static_cast<double>(ro.nnsa_sigma) *
-             NoiseNormal(key, kNoiseStreamNnsa, NoiseIndex(m, blocks, b, h, cycles, j, ncp, cp));
+        v += static_cast<double>(ro.nnsa_sigma) * z_nnsa[j * ncp + cp];
       }
     }
-    const float z =
-        ro.adc.sigma != 0.0f
-            ? NoiseNormal(key, kNoiseStreamNnadc, NoiseIndex(m, blocks, b, h, 1, 0, ncp, cp))
-            : 0.0f;
+    const float z = ro.adc.sigma != 0.0f ? z_adc[cp] : 0.0f;
     const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(v * unscale), z);
     acc[cp] += sign * static_cast<int64_t>(r.code);
     c.adc_clipped += r.clipped;
@@ -139,6 +138,7 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
   std::vector<float> ps(static_cast<size_t>(cycles * S * ncp));
   std::vector<int32_t> chunk(static_cast<size_t>(p.block));
   std::vector<uint8_t> applied(static_cast<size_t>(cycles));
+  std::vector<float> z_nnsa(static_cast<size_t>(cycles * ncp)), z_adc(static_cast<size_t>(ncp));
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t* xm = p.x + m * p.ldx;
     for (int64_t r = 0; r < p.k; ++r) {
@@ -210,8 +210,24 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
           detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
                            p.noise_key, m, blocks, b, h, sign, acc.data(), c);
         } else if (p.readout.dataflow == Dataflow::kC) {
+          // The NNS+A and NNADC draws of this (m, b, h), at their coordinates.
+          if (p.readout.nnsa_sigma != 0.0f) {
+            for (int j = 0; j < cycles; ++j) {
+              for (int64_t cp = 0; cp < ncp; ++cp) {
+                z_nnsa[j * ncp + cp] =
+                    NoiseNormal(p.noise_key, kNoiseStreamNnsa,
+                                detail::NoiseIndex(m, blocks, b, h, cycles, j, ncp, cp));
+              }
+            }
+          }
+          if (p.readout.adc.sigma != 0.0f) {
+            for (int64_t cp = 0; cp < ncp; ++cp) {
+              z_adc[cp] = NoiseNormal(p.noise_key, kNoiseStreamNnadc,
+                                      detail::NoiseIndex(m, blocks, b, h, 1, 0, ncp, cp));
+            }
+          }
           detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
-                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+                           z_nnsa.data(), z_adc.data(), sign, acc.data(), c);
         }
       }
     }
