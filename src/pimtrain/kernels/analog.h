@@ -157,11 +157,13 @@ inline uint64_t NoiseIndex(int64_t m, int64_t blocks, int64_t b, int h, int64_t 
 
 // Dataflow B for one (sample m, block b, phase h): ps[(j * slices + q) * ncp + cp] holds the
 // partial sums of the applied cycles (applied[j] != 0). Converts every buffer line of every
-// column and adds sign * code << s_L into acc[cp].
+// column and adds sign * code << s_L into acc[cp]. When ro.adc.sigma != 0 the caller fills
+// z[l * ncp + cp] = NoiseNormal(key, kNoiseStreamB, NoiseIndex(m, blocks, b, h, lines, l, ncp,
+// cp)), lines = groups.size() (one contiguous index range).
 void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
               const std::vector<int>& groups, int dac_bits, int cell_bits,
-              const AnalogReadout& ro, uint64_t key, int64_t m, int64_t blocks, int64_t b, int h,
-              int64_t sign, int64_t* acc, AnalogCounts& c);
+              const AnalogReadout& ro, const float* z, int64_t sign, int64_t* acc,
+              AnalogCounts& c);
 
 // Dataflow C for one (m, b, h): the NNS+A recurrence over all cycles (unapplied cycles add 0)
 // and one NNADC conversion per column; adds sign * code into acc[cp]. The draws come filled in

@@ -532,7 +532,8 @@ struct Worker {
   int64_t ncp, blocks, words, arrays_per_block;
   std::vector<int> groups;
   std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
-  std::vector<float> ps, z, z_nnsa;  // z: dataflow A / C converter draws; z_nnsa: C's NNS+A
+  // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
+  std::vector<float> ps, z, z_nnsa, z_lines;
   std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
   std::vector<int32_t> codes;
   std::vector<int64_t> acc;
@@ -568,6 +569,7 @@ struct Worker {
     psi.resize(static_cast<size_t>(cycles * S * ncp));
     z.resize(static_cast<size_t>(S * ncp));
     if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
+    if (p.readout.dataflow == Dataflow::kB) z_lines.resize(groups.size() * static_cast<size_t>(ncp));
     codes.resize(static_cast<size_t>(S * ncp));
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
@@ -1339,8 +1341,14 @@ struct Worker {
           continue;
         }
         if (p.readout.dataflow == Dataflow::kB) {
+          const int64_t nl = static_cast<int64_t>(groups.size());
+          if (p.readout.adc.sigma != 0.0f) {
+            FillNormals(p.noise_key, kNoiseStreamB,
+                        detail::NoiseIndex(m, blocks, b, h, nl, 0, ncp, 0), nl * ncp,
+                        z_lines.data());
+          }
           detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
-                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+                           z_lines.data(), sign, acc.data(), c);
         } else if (p.readout.dataflow == Dataflow::kC) {
           if (p.readout.nnsa_sigma != 0.0f) {
             FillNormals(p.noise_key, kNoiseStreamNnsa,

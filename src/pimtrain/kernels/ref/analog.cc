@@ -42,8 +42,8 @@ namespace detail {
 
 void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
               const std::vector<int>& groups, int dac_bits, int cell_bits,
-              const AnalogReadout& ro, uint64_t key, int64_t m, int64_t blocks, int64_t b, int h,
-              int64_t sign, int64_t* acc, AnalogCounts& c) {
+              const AnalogReadout& ro, const float* z, int64_t sign, int64_t* acc,
+              AnalogCounts& c) {
   const int64_t nl = static_cast<int64_t>(groups.size());
   for (int64_t l = 0; l < nl; ++l) {
     const int s = groups[l];
@@ -56,11 +56,8 @@ void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, i
           if (j * dac_bits + q * cell_bits == s) line += ps[(j * slices + q) * ncp + cp];
         }
       }
-      const float z = ro.adc.sigma != 0.0f
-                          ? NoiseNormal(key, kNoiseStreamB,
-                                        NoiseIndex(m, blocks, b, h, nl, l, ncp, cp))
-                          : 0.0f;
-      const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(line), z);
+      const float zl = ro.adc.sigma != 0.0f ? z[l * ncp + cp] : 0.0f;
+      const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(line), zl);
       acc[cp] += sign * (static_cast<int64_t>(r.code) << s);
       c.adc_clipped += r.clipped;
     }
@@ -139,6 +136,7 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
   std::vector<int32_t> chunk(static_cast<size_t>(p.block));
   std::vector<uint8_t> applied(static_cast<size_t>(cycles));
   std::vector<float> z_nnsa(static_cast<size_t>(cycles * ncp)), z_adc(static_cast<size_t>(ncp));
+  std::vector<float> z_lines(groups.size() * static_cast<size_t>(ncp));
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t* xm = p.x + m * p.ldx;
     for (int64_t r = 0; r < p.k; ++r) {
@@ -207,8 +205,19 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
         }
         if (!phase_applied) continue;
         if (p.readout.dataflow == Dataflow::kB) {
+          // The buffer lines' draws of this (m, b, h), at their coordinates.
+          const int64_t nl = static_cast<int64_t>(groups.size());
+          if (p.readout.adc.sigma != 0.0f) {
+            for (int64_t l = 0; l < nl; ++l) {
+              for (int64_t cp = 0; cp < ncp; ++cp) {
+                z_lines[l * ncp + cp] =
+                    NoiseNormal(p.noise_key, kNoiseStreamB,
+                                detail::NoiseIndex(m, blocks, b, h, nl, l, ncp, cp));
+              }
+            }
+          }
           detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
-                           p.noise_key, m, blocks, b, h, sign, acc.data(), c);
+                           z_lines.data(), sign, acc.data(), c);
         } else if (p.readout.dataflow == Dataflow::kC) {
           // The NNS+A and NNADC draws of this (m, b, h), at their coordinates.
           if (p.readout.nnsa_sigma != 0.0f) {
