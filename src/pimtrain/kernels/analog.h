@@ -171,8 +171,11 @@ void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, i
 // b, h, cycles, j, ncp, cp)) when ro.nnsa_sigma != 0, z_adc[cp] = NoiseNormal(key,
 // kNoiseStreamNnadc, NoiseIndex(m, blocks, b, h, 1, 0, ncp, cp)) when ro.adc.sigma != 0 (both
 // index ranges are contiguous).
+// Columns cp_begin .. ncp - 1 only (the fast kernel does the others 8 at a time, with the same
+// double operations per column).
 void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
               int dac_bits, int cell_bits, const AnalogReadout& ro, const float* z_nnsa,
-              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c);
+              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c,
+              int64_t cp_begin = 0);
 
 }  // namespace pim::kernels::detail

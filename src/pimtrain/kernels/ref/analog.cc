@@ -69,13 +69,14 @@ void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, i
 
 void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
               int dac_bits, int cell_bits, const AnalogReadout& ro, const float* z_nnsa,
-              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c) {
+              const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c,
+              int64_t cp_begin) {
   const double feedback = std::ldexp(1.0, -dac_bits);
   const double unscale = std::ldexp(1.0, (cycles - 1) * dac_bits);
   // 2^(q P_R): multiplying by it is ldexp (exact).
   double weight[16];
   for (int q = 0; q < slices; ++q) weight[q] = std::ldexp(1.0, q * cell_bits);
-  for (int64_t cp = 0; cp < ncp; ++cp) {
+  for (int64_t cp = cp_begin; cp < ncp; ++cp) {
     // NNS+A: V_j = 2^-P_D V_{j-1} + sum_q 2^(q P_R) ps_jq (+ noise), LSB-first inputs.
     double v = 0;
     for (int j = 0; j < cycles; ++j) {
@@ -95,10 +96,11 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
     acc[cp] += sign * static_cast<int64_t>(r.code);
     c.adc_clipped += r.clipped;
   }
-  c.analog_accumulations += cycles * ncp;
-  c.sample_holds += cycles * ncp;
-  c.adc_conversions += ncp;
-  c.shift_adds += ncp;
+  const int64_t cols = ncp - cp_begin;
+  c.analog_accumulations += cycles * cols;
+  c.sample_holds += cycles * cols;
+  c.adc_conversions += cols;
+  c.shift_adds += cols;
 }
 
 }  // namespace detail
