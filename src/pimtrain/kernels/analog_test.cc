@@ -347,10 +347,12 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
 }
 
 TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
-  for (Dataflow df : {Dataflow::kA, Dataflow::kB}) {
+  for (Dataflow df : {Dataflow::kA, Dataflow::kB, Dataflow::kC}) {
     for (int pol : {1, 2}) {
-      Case c{3, 200, 7, 6, 2, 2, 3, pol, true, false, true, 128, df, 0, 1.0, 0, 0, 0};
-      const DataflowFigures f = DataflowFormula(df, 6, 6, 2, 2, 128, 8);
+      Case c{3, 200, 9, 6, 2, 2, 3, pol, true, false, true, 128, df, 0, 1.0, 0, 0, 0};
+      // C: an NNADC with one code per unit over block x 63 x 63 (19 bits); 9 columns per
+      // polarity take the fast kernel's 8-column path and its scalar remainder.
+      const DataflowFigures f = DataflowFormula(df, 6, 6, 2, 2, 128, 19);
       c.adc_bits = f.adc_bits;
       Data d = Make(c, 9);
       Result r = RunFast(d, nullptr, true);
