@@ -223,26 +223,24 @@ ConfigNode Resolve(const std::vector<std::string>& sets) {
 
 std::vector<std::vector<float>> Weights(Session& s) { return testing::StateValues(s); }
 
-TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
+// Trains the CNN twice, with `a` and with `b` set, and compares the weights; both with INL (the
+// general read-out) and without (5-bit ADC over 16-row blocks: the lossless read-out).
+void ExpectSameTraining(const char* a, const char* b) {
   for (const char* inl : {"pim.macro.adc.inl_lsb=0.5", "pim.macro.adc.inl_lsb=0"}) {
-    Session fast(Resolve({"pim.macro.kernel=fast", inl}));
-    fast.Train("", false, {});
-    Session ref(Resolve({"pim.macro.kernel=ref", inl}));
-    ref.Train("", false, {});
-    EXPECT_EQ(Weights(fast), Weights(ref)) << inl;
+    Session one(Resolve({a, inl}));
+    one.Train("", false, {});
+    Session two(Resolve({b, inl}));
+    two.Train("", false, {});
+    EXPECT_EQ(Weights(one), Weights(two)) << a << " vs " << b << ", " << inl;
   }
 }
 
+TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
+  ExpectSameTraining("pim.macro.kernel=fast", "pim.macro.kernel=ref");
+}
+
 TEST(AnalogTrainingTest, OneAndTwoThreadsGiveIdenticalWeights) {
-  // With INL (the general read-out) and without (5-bit ADC over 16-row blocks: the lossless
-  // read-out, whose tail corrections run on the pool's threads).
-  for (const char* inl : {"pim.macro.adc.inl_lsb=0.5", "pim.macro.adc.inl_lsb=0"}) {
-    Session one(Resolve({"threads=1", inl}));
-    one.Train("", false, {});
-    Session two(Resolve({"threads=2", inl}));
-    two.Train("", false, {});
-    EXPECT_EQ(Weights(one), Weights(two)) << inl;
-  }
+  ExpectSameTraining("threads=1", "threads=2");
 }
 
 TEST(AnalogTrainingTest, LearnsOnTheMacroAndCountsConversionsAndClipping) {
