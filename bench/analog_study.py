@@ -9,7 +9,7 @@ Usage: /usr/bin/python3 bench/analog_study.py [--pimtrain build/release/pimtrain
            [--bits 3,4,5,6,7,8] [--skip-accuracy] [--skip-speed] [--threads 2]
            [--noise-bits 4] [--finetune-limit 5000] [--qat-from DIR] [--work DIR]
            [--finetune-lr 0.002] [--calibrate-every 20] [--calib-batch 1024]
-           [--set KEY=VALUE ...]
+           [--set KEY=VALUE ...] [--speed-repeat 1] [--compare OTHER_PIMTRAIN]
 
 Network: the foundation CNN (configs/cnn.yaml) with 4-bit weights and 4-bit activations on the
 pimqat preset's macro (4-bit DAC inputs, 1-bit weight cells, offset column, 512-row arrays,
@@ -121,43 +121,56 @@ def accuracy_study(args, base):
 
 
 def speed_study(args):
+    """Rounds of: PyTorch FP32 at each thread count, then each pimtrain binary at each thread
+    count (the binaries alternate within a round, so a drifting machine slows both alike).
+    Prints every measurement, each round's ratio and the best over the rounds."""
     import vs_pytorch  # noqa: E402  (Debian's python3-torch)
     data = vs_pytorch.load_data()
-    best_torch = None
-    # Wall-clock epoch seconds are the figure; CPU seconds (whole process: training, evaluation,
-    # start-up) are printed too, to show how much a loaded machine stretched the wall clock.
-    for t in args.speed_threads:
-        c0 = time.process_time()
-        secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
-        s = min(secs)
-        print(f"PyTorch FP32 MLP epoch, {t} thread(s): {s:.2f} s "
-              f"(2 epochs + evaluation: {time.process_time() - c0:.1f} CPU s)", flush=True)
-        best_torch = s if best_torch is None else min(best_torch, s)
-    best_pim = None
+    binaries = [args.pimtrain] + ([args.compare] if args.compare else [])
     sets = ["train.checkpoint=false", "train.epochs=1",
             "pim.macro.impl=analog_crossbar", "pim.macro.rows=128", "pim.macro.cols=128",
             "pim.macro.input_bits=8", "pim.macro.weight_bits=8",
             "pim.macro.decomposition=bit_serial", "pim.macro.dataflow=A",
             "pim.macro.thermal_noise.sigma=0.25", "pim.macro.adc.bits=8",
             "data.normalize=unit"]
-    for t in args.speed_threads:
-        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with tempfile.TemporaryDirectory() as out:
-            run(args.pimtrain, ["train", os.path.join(ROOT, "configs", "mlp.yaml")],
-                sets + [f"threads={t}"], out)
-            with open(os.path.join(out, "metrics.jsonl")) as f:
-                line = json.loads(f.readline())
-        s = line["seconds"]
-        conv = sum(l["actions"][st].get("adc_conversions", 0) for l in line["layers"]
-                   for st in ("forward", "backward"))
-        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-        print(f"pimtrain analog MLP epoch, {t} thread(s): {s:.2f} s, {conv / 1e9:.2f} G ADC "
-              f"conversions ({conv / s / 1e9:.2f} G/s), test acc {100 * line['test_accuracy']:.2f}% "
-              f"(1 epoch + evaluation: {cpu:.1f} CPU s)", flush=True)
-        best_pim = s if best_pim is None else min(best_pim, s)
-    print(f"best analog epoch / best PyTorch FP32 epoch: {best_pim / best_torch:.2f}x "
-          f"(target <= 3x)")
+    best_torch, best_pim = None, {b: None for b in binaries}
+    for rnd in range(args.speed_repeat):
+        # Wall-clock epoch seconds are the figure; CPU seconds (whole process: training,
+        # evaluation, start-up) are printed too, to show how much load stretched the wall clock.
+        torch_s = None
+        for t in args.speed_threads:
+            c0 = time.process_time()
+            secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
+            s = min(secs)
+            print(f"[round {rnd + 1}] PyTorch FP32 MLP epoch, {t} thread(s): {s:.2f} s "
+                  f"(2 epochs + evaluation: {time.process_time() - c0:.1f} CPU s)", flush=True)
+            torch_s = s if torch_s is None else min(torch_s, s)
+        best_torch = torch_s if best_torch is None else min(best_torch, torch_s)
+        for binary in binaries:
+            pim_s = None
+            for t in args.speed_threads:
+                c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                with tempfile.TemporaryDirectory() as out:
+                    run(binary, ["train", os.path.join(ROOT, "configs", "mlp.yaml")],
+                        sets + [f"threads={t}"], out)
+                    with open(os.path.join(out, "metrics.jsonl")) as f:
+                        line = json.loads(f.readline())
+                s = line["seconds"]
+                conv = sum(l["actions"][st].get("adc_conversions", 0) for l in line["layers"]
+                           for st in ("forward", "backward"))
+                c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+                print(f"[round {rnd + 1}] {binary}: analog MLP epoch, {t} thread(s): {s:.2f} s, "
+                      f"{conv / 1e9:.2f} G ADC conversions ({conv / s / 1e9:.2f} G/s), test acc "
+                      f"{100 * line['test_accuracy']:.2f}% (1 epoch + evaluation: {cpu:.1f} CPU s)",
+                      flush=True)
+                pim_s = s if pim_s is None else min(pim_s, s)
+            best_pim[binary] = pim_s if best_pim[binary] is None else min(best_pim[binary], pim_s)
+            print(f"[round {rnd + 1}] {binary}: best analog epoch / best PyTorch FP32 epoch: "
+                  f"{pim_s / torch_s:.2f}x (target <= 3x)", flush=True)
+    for binary in binaries:
+        print(f"best over {args.speed_repeat} round(s), {binary}: {best_pim[binary]:.2f} s / "
+              f"{best_torch:.2f} s = {best_pim[binary] / best_torch:.2f}x (target <= 3x)")
 
 
 def main():
@@ -187,6 +200,10 @@ def main():
     ap.add_argument("--sinad", default="20,30,40,50,60")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-threads", default="1,2")
+    ap.add_argument("--speed-repeat", type=int, default=1,
+                    help="rounds of the speed study (PyTorch and pimtrain alternating)")
+    ap.add_argument("--compare", default="",
+                    help="a second pimtrain binary timed in the same rounds (before / after)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
