@@ -164,6 +164,21 @@ inline void MulHiLo16(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
   *hi = _mm512_mask_shuffle_epi32(po, 0x5555, pe, _MM_PERM_CDAB);
 }
 
+// 16 int32 codes widened to int64 and shifted left: lanes 0-7 in *lo, 8-15 in *hi.
+inline void ShiftedHalves(__m512i code, __m128i shift, __m512i* lo, __m512i* hi) {
+  *lo = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), shift);
+  *hi = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), shift);
+}
+
+// a[0..16) += sign (code << shift), sign = +-1: the digital shift-add of 16 conversions.
+inline void AddShifted16(int64_t* a, __m512i code, __m128i shift, int64_t sign) {
+  __m512i lo, hi;
+  ShiftedHalves(code, shift, &lo, &hi);
+  const __m512i a0 = _mm512_loadu_si512(a), a1 = _mm512_loadu_si512(a + 8);
+  _mm512_storeu_si512(a, sign > 0 ? _mm512_add_epi64(a0, lo) : _mm512_sub_epi64(a0, lo));
+  _mm512_storeu_si512(a + 8, sign > 0 ? _mm512_add_epi64(a1, hi) : _mm512_sub_epi64(a1, hi));
+}
+
 // The Philox-4x32-10 blocks 8g .. 8g+15 (groups g and g + 1), 16 lanes: words[w] lane l is word w
 // of block 8g + l, the same bits as Philox8 on each half.
 inline void Philox16(uint64_t key, uint64_t stream, uint64_t g, __m512i words[4]) {
@@ -528,6 +543,8 @@ namespace {
 struct Worker {
   const AnalogProblem& p;
   const PackedAnalogWeights& pw;
+  const TailPlan* plan;  // MakeTailPlan of the call (lossless read-out only)
+  bool lossless;
   int pd, pr, S, cycles;
   int64_t ncp, blocks, words, arrays_per_block;
   std::vector<int> groups;
@@ -535,26 +552,24 @@ struct Worker {
   // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
   std::vector<float> ps, z, z_nnsa, z_lines;
   std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
-  std::vector<int32_t> codes;
   std::vector<int64_t> acc;
   std::vector<uint8_t> applied;
-  std::vector<int32_t> chunk;
   // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
   // columns of one slice's tail draws.
   bool shortcut = false;
   std::vector<uint32_t> uni, tails;
-  std::vector<uint16_t> tail16;  // TailDraws' four arrays
   // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
-  bool lossless = false;
-  const TailPlan* plan = nullptr;  // MakeTailPlan of the call
+  std::vector<uint16_t> tail16;  // TailDraws' four arrays
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
   std::vector<int32_t> corr;  // tail corrections of the current sample: [j][q][cp]
   AnalogCounts c;
 
-  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed)
-      : p(prob), pw(packed) {
+  // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
+  // packed int16 pairs), else null.
+  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed, const TailPlan* tail_plan)
+      : p(prob), pw(packed), plan(tail_plan), lossless(tail_plan != nullptr) {
     pd = p.dac_bits;
     pr = p.cell_bits;
     S = p.slices;
@@ -570,10 +585,8 @@ struct Worker {
     z.resize(static_cast<size_t>(S * ncp));
     if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
     if (p.readout.dataflow == Dataflow::kB) z_lines.resize(groups.size() * static_cast<size_t>(ncp));
-    codes.resize(static_cast<size_t>(S * ncp));
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
-    chunk.resize(static_cast<size_t>(p.block));
     // Worth it when the central draws span less than one code (most conversions then do not
     // depend on them); exact only for a linear transfer (INL's float steps need not be
     // monotone).
@@ -581,7 +594,6 @@ struct Worker {
     const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
     shortcut = p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f && adc.inl_k == 0.0f &&
                adc.sigma * zspan * adc.inv_lsb < 1.0f;
-    lossless = LosslessReadout(p) && !pw.pairs.empty();
     if (shortcut) {
       uni.resize(static_cast<size_t>(S * ncp));
       tails.resize(static_cast<size_t>(ncp + 16));
@@ -1135,19 +1147,7 @@ struct Worker {
         }
         code = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~tail), code);
         clipped += __builtin_popcount(static_cast<unsigned>(clip & ~tail));
-        const __m512i lo = _mm512_sll_epi64(
-            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
-        const __m512i hi = _mm512_sll_epi64(
-            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
-        int64_t* a = accp + cp;
-        const __m512i a0v = _mm512_loadu_si512(a), a1v = _mm512_loadu_si512(a + 8);
-        if (sign > 0) {
-          _mm512_storeu_si512(a, _mm512_add_epi64(a0v, lo));
-          _mm512_storeu_si512(a + 8, _mm512_add_epi64(a1v, hi));
-        } else {
-          _mm512_storeu_si512(a, _mm512_sub_epi64(a0v, lo));
-          _mm512_storeu_si512(a + 8, _mm512_sub_epi64(a1v, hi));
-        }
+        AddShifted16(accp + cp, code, wshift, sign);
       }
       // The columns left over by the vector loop, one at a time.
       for (; cp < ncp; ++cp) {
@@ -1173,10 +1173,8 @@ struct Worker {
         __mmask16 bz, az;
         const __m512i code = _mm512_maskz_mov_epi32(live, convert(x, z, &bz, &az));
         clipped += __builtin_popcount(static_cast<unsigned>((bz | az) & live));
-        const __m512i lo = _mm512_sll_epi64(
-            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
-        const __m512i hi = _mm512_sll_epi64(
-            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
+        __m512i lo, hi;
+        ShiftedHalves(code, wshift, &lo, &hi);
         const __m256i cl = _mm512_castsi512_si256(cols);
         const __m256i ch = _mm512_extracti64x4_epi64(cols, 1);
         const __mmask8 ml = static_cast<__mmask8>(live), mh = static_cast<__mmask8>(live >> 8);
@@ -1253,19 +1251,7 @@ struct Worker {
           __m512 cf = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
           cf = _mm512_min_ps(_mm512_max_ps(cf, wzero), wmax);
           const __m512i code = _mm512_cvtps_epi32(cf);
-          const __m512i lo = _mm512_sll_epi64(
-              _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), wshift);
-          const __m512i hi = _mm512_sll_epi64(
-              _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1)), wshift);
-          int64_t* a = accp + cp;
-          const __m512i a0 = _mm512_loadu_si512(a), a1 = _mm512_loadu_si512(a + 8);
-          if (sign > 0) {
-            _mm512_storeu_si512(a, _mm512_add_epi64(a0, lo));
-            _mm512_storeu_si512(a + 8, _mm512_add_epi64(a1, hi));
-          } else {
-            _mm512_storeu_si512(a, _mm512_sub_epi64(a0, lo));
-            _mm512_storeu_si512(a + 8, _mm512_sub_epi64(a1, hi));
-          }
+          AddShifted16(accp + cp, code, wshift, sign);
         }
       }
 #endif
@@ -1528,7 +1514,8 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   // The plan depends on sigma, M and vmax only: kept from the caller thread's last call.
   thread_local TailPlan tail_plan;
   thread_local double plan_key[3] = {-1, -1, -1};
-  if (LosslessReadout(p) && p.readout.adc.sigma != 0.0f) {
+  const bool lossless = LosslessReadout(p) && !packed->pairs.empty();
+  if (lossless && p.readout.adc.sigma != 0.0f) {
     const double vmax =
         static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
     const double key[3] = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
@@ -1539,10 +1526,9 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   }
   // The caller's plan: inside the lambda, on a pool thread, `tail_plan` would name that thread's
   // own thread_local copy.
-  const TailPlan* const plan = &tail_plan;
+  const TailPlan* const plan = lossless ? &tail_plan : nullptr;
   auto run = [&](int64_t m0, int64_t m1) {
-    Worker wk(p, *packed);
-    wk.plan = plan;
+    Worker wk(p, *packed, plan);
     if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;

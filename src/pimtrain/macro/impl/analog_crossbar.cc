@@ -44,31 +44,54 @@ Dataflow ParseDataflow(const std::string& s) {
 }
 
 // A tensor quantized to sign-magnitude integers |q| <= 2^bits - 1 with one power-of-two scale:
-// q = clamp(round_half_even(v / 2^exp)); NaN -> 0.
-int QuantizeSignMagnitude(ConstMatrixView v, int bits, float max_abs, std::vector<int32_t>& q) {
+// q = clamp(round_half_even(v / 2^exp)); NaN -> 0. max_abs < 0: the largest finite |v|. Rows
+// are split over `pool` (the maximum is the same in any order). In float when 2^-exp is a
+// normal float: v 2^-exp is then exact in float as in double (or below 1/2 in both, or past the
+// clamp in both), so the codes are those of the double arithmetic.
+int QuantizeSignMagnitude(ConstMatrixView v, int bits, float max_abs, std::vector<int32_t>& q,
+                          ThreadPool& pool) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, v.cols));
   if (max_abs < 0) {
     max_abs = 0;
-    for (int64_t r = 0; r < v.rows; ++r) {
-      const float* row = v.Row(r);
-      for (int64_t c = 0; c < v.cols; ++c) {
-        const float a = std::fabs(row[c]);
-        if (a < std::numeric_limits<float>::infinity() && a > max_abs) max_abs = a;
+    std::mutex mu;
+    pool.ParallelFor(v.rows, grain, [&](int64_t r0, int64_t r1) {
+      float m = 0;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* row = v.Row(r);
+        for (int64_t c = 0; c < v.cols; ++c) {
+          const float a = std::fabs(row[c]);
+          m = a < std::numeric_limits<float>::infinity() && a > m ? a : m;
+        }
       }
-    }
+      std::lock_guard<std::mutex> lock(mu);
+      max_abs = std::max(max_abs, m);
+    });
   }
   const int exp = PowerOfTwoExponent(max_abs, bits + 1, Signedness::kSigned);
   const double inv = std::ldexp(1.0, -exp);
   const double top = std::ldexp(1.0, bits) - 1;
+  const bool in_float = exp > -120 && exp < 120;
+  const float inv_f = static_cast<float>(inv), top_f = static_cast<float>(top);
   q.resize(static_cast<size_t>(v.rows * v.cols));
-  for (int64_t r = 0; r < v.rows; ++r) {
-    const float* row = v.Row(r);
-    int32_t* out = q.data() + r * v.cols;
-    for (int64_t c = 0; c < v.cols; ++c) {
-      double t = std::nearbyint(static_cast<double>(row[c]) * inv);
-      t = t != t ? 0.0 : std::min(std::max(t, -top), top);
-      out[c] = static_cast<int32_t>(t);
+  pool.ParallelFor(v.rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = v.Row(r);
+      int32_t* out = q.data() + r * v.cols;
+      if (in_float) {
+        for (int64_t c = 0; c < v.cols; ++c) {
+          float t = std::nearbyint(row[c] * inv_f);
+          t = t != t ? 0.0f : std::min(std::max(t, -top_f), top_f);
+          out[c] = static_cast<int32_t>(t);
+        }
+      } else {
+        for (int64_t c = 0; c < v.cols; ++c) {
+          double t = std::nearbyint(static_cast<double>(row[c]) * inv);
+          t = t != t ? 0.0 : std::min(std::max(t, -top), top);
+          out[c] = static_cast<int32_t>(t);
+        }
+      }
     }
-  }
+  });
   return exp;
 }
 
@@ -249,27 +272,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     cols_ = w.cols;
     const int bw = spec_.weight_bits;
     ThreadPool* pool = ctx.pool != nullptr ? ctx.pool : &DefaultPool();
-    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1. The largest finite |w|, per row
-    // chunk and then over the chunks (a maximum: the same in any order).
-    float max_abs = 0;
-    {
-      std::mutex mu;
-      pool->ParallelFor(w.rows, 64, [&](int64_t r0, int64_t r1) {
-        float m = 0;
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* row = w.Row(r);
-          for (int64_t c = 0; c < w.cols; ++c) {
-            const float a = std::fabs(row[c]);
-            m = a < std::numeric_limits<float>::infinity() && a > m ? a : m;
-          }
-        }
-        std::lock_guard<std::mutex> lock(mu);
-        max_abs = std::max(max_abs, m);
-      });
-    }
-    weight_exp_ = PowerOfTwoExponent(max_abs, bw, Signedness::kSigned);
-    const double inv = std::ldexp(1.0, -weight_exp_);
-    const double top = std::ldexp(1.0, bw - 1) - 1;
+    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1.
+    weight_exp_ = QuantizeSignMagnitude(w, bw - 1, -1.0f, wq_, *pool);
     offset_ = encoding_ == Encoding::kOffset ? (int64_t{1} << (bw - 1)) : 0;
     const float scale = static_cast<float>(std::ldexp(1.0, weight_exp_));
     const int pol = polarities_;
@@ -280,35 +284,16 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     f.n = cols_;
     t.k = cols_;
     t.n = rows_;
-    wq_.resize(static_cast<size_t>(rows_ * cols_));
     wdeq_.resize(wq_.size());  // dequantized weights for the ideal read-out
     f.levels.resize(static_cast<size_t>(rows_ * ncp));
     t.levels.resize(static_cast<size_t>(cols_ * nrp));
-    // In float when 2^-e and 2^e are normal floats: w 2^-e is then exact in float as in double
-    // (or below 1/2 in both, or past the clamp in both), so the codes are the same.
-    const bool in_float = weight_exp_ > -120 && weight_exp_ < 120;
-    const float inv_f = static_cast<float>(inv), top_f = static_cast<float>(top);
     const int32_t off = static_cast<int32_t>(offset_);
-    // Codes, dequantized weights and the forward levels, row by row; rows split over threads.
+    // Dequantized weights and the forward levels, row by row; rows split over threads.
     pool->ParallelFor(rows_, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const float* in = w.Row(r);
-        int32_t* q = wq_.data() + r * cols_;
+        const int32_t* q = wq_.data() + r * cols_;
         float* dq = wdeq_.data() + r * cols_;
         int32_t* lv = f.levels.data() + r * ncp;
-        if (in_float) {
-          for (int64_t c = 0; c < cols_; ++c) {
-            float x = std::nearbyint(in[c] * inv_f);
-            x = x != x ? 0.0f : std::min(std::max(x, -top_f), top_f);
-            q[c] = static_cast<int32_t>(x);
-          }
-        } else {
-          for (int64_t c = 0; c < cols_; ++c) {
-            double x = std::nearbyint(static_cast<double>(in[c]) * inv);
-            x = x != x ? 0.0 : std::min(std::max(x, -top), top);
-            q[c] = static_cast<int32_t>(x);
-          }
-        }
         for (int64_t c = 0; c < cols_; ++c) dq[c] = static_cast<float>(q[c]) * scale;
         if (pol == 1) {
           for (int64_t c = 0; c < cols_; ++c) lv[c] = q[c] + off;
@@ -398,7 +383,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     PIM_CHECK_MSG(x.cols == side.k && y.cols == side.n && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
     const int bits = fwd ? spec_.input_bits : spec_.error_bits;
-    const int ex = QuantizeSignMagnitude(x, bits, ctx.input_max_abs, xq_);
+    const int ex = QuantizeSignMagnitude(x, bits, ctx.input_max_abs, xq_,
+                                         ctx.pool != nullptr ? *ctx.pool : DefaultPool());
     if (readout_[Index(dir)] == Readout::kIdeal) {
       // The transposed read carries the calibrated gain (y = g Q(x W) => dx = g dy W^T).
       Ideal(x.rows, dir, ex, y, ctx, fwd ? 1.0 : gain_);
