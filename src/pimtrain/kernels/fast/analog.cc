@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,14 +33,12 @@ constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4
 constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
 
 // The tail draws of a lossless read-out (MakeTailPlan): the code offset e of each quantile-table
-// index (kUnsafeTail: convert in full); the draws that can change a code, h < lo or h >= hi
-// (the tails minus their ends next to the centre, where e = 0); and whether an upper-tail draw
-// can push a code past the top (else it adds e without looking at the partial sum).
+// index (kUnsafeTail: convert in full) and the draws that can change a code, h < lo or h >= hi
+// (the tails minus their ends next to the centre, where e = 0).
 constexpr int32_t kUnsafeTail = INT32_MIN;
 struct TailPlan {
   std::vector<int32_t> e;
   uint32_t lo = 0, hi = 65536;
-  bool up_needs_v = true;
 };
 
 // For each 8-bit lane mask, the lane numbers of its set bits first (compressing a vector).
@@ -373,72 +372,97 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
 
 namespace {
 // The draws among NoiseNormal(key, stream, start + i), i < count (count <= kTailChunk), whose
-// 16-bit uniform h lies below `lo` ("down" draws, in the lower tail) or at or above `hi` ("up",
-// upper tail): their positions i and uniforms h, in no particular order (room for count + 32
-// entries in each array). Branch-free: each vector of 32 uniforms (a Philox16 output word as
-// 16-bit halves) is compared with the edges and its hits compressed into the arrays.
-constexpr int64_t kTailChunk = 32768;
-struct TailLists {
-  uint16_t *down_pos, *down_h, *up_pos, *up_h;
-  int64_t down = 0, up = 0;
+// 16-bit uniform h lies below `lo` (lower tail) or at or above `hi` (upper tail). Branch-free:
+// each vector of 32 uniforms (a Philox16 output word as 16-bit halves) is compared with both
+// edges and the slots of its hits compressed into `hit` (one compress per vector; the memory
+// form of the compress is slow on AMD's Zen 4 / 5, so it is compressed in a register and stored
+// whole); the uniforms themselves are stored as they come into `raw`. Hit t is draw Position(t)
+// with uniform raw[hit[t]].
+constexpr int64_t kTailChunk = 8192;  // raw and hit stay in the L1 cache
+struct TailHits {
+  uint16_t* hit;  // room for kTailChunk + 160 entries
+  uint16_t* raw;  // room for kTailChunk + 128 entries
+  int64_t n = 0;
+  int64_t shift = 0;  // start % 64: the first step's slots before the start
+  bool lanes = false;  // raw in Philox16's lane order (else in draw order)
+  // Draw (relative to start) of raw slot r: in lane order, slot 32 w + s of a step's 128 is
+  // 16-bit lane s of word w = half s % 2 of Philox lane s / 2, which is draw
+  // 64 (l / 8) + 32 hf + 8 w + l % 8 of the step's two groups.
+  int64_t Position(uint32_t r) const {
+    return lanes ? static_cast<int64_t>((r & ~127u) + kSlotDraw[r & 127]) - shift : r;
+  }
+  static constexpr std::array<uint8_t, 128> kSlotDraw = [] {
+    std::array<uint8_t, 128> t{};
+    for (int slot = 0; slot < 128; ++slot) {
+      const int w = slot >> 5, l = (slot & 31) >> 1, hf = slot & 1;
+      t[slot] = static_cast<uint8_t>(64 * (l >> 3) + 32 * hf + 8 * w + (l & 7));
+    }
+    return t;
+  }();
 };
 void TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t lo,
-               uint32_t hi, TailLists& out) {
-  out.down = out.up = 0;
+               uint32_t hi, TailHits& out) {
+  out.n = 0;
+  out.shift = static_cast<int64_t>(start & 63);
   if (count <= 0) return;
 #if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && \
     defined(__AVX512VBMI2__)
+  out.lanes = true;
   const uint64_t g0 = start >> 6, g1 = (start + static_cast<uint64_t>(count) + 63) >> 6;
   const __m512i vlo = _mm512_set1_epi16(static_cast<int16_t>(lo));
   const __m512i vhi = _mm512_set1_epi16(static_cast<int16_t>(std::min<uint32_t>(hi, 65535)));
   const __mmask32 any_up = hi < 65536 ? ~__mmask32{0} : __mmask32{0};
-  const __m512i cnt = _mm512_set1_epi16(static_cast<int16_t>(count));
-  // 16-bit lane 2 l + hf of word w is half hf of Philox lane l (block 8 g + l): draw
-  // 64 (l / 8) + 32 hf + 8 w + l % 8 of the two groups.
-  alignas(64) uint16_t pos_tab[4][32];
+  const __m512i slots = _mm512_setr_epi32(0x10000, 0x30002, 0x50004, 0x70006, 0x90008, 0xB000A,
+                                          0xD000C, 0xF000E, 0x110010, 0x130012, 0x150014,
+                                          0x170016, 0x190018, 0x1B001A, 0x1D001C, 0x1F001E);
+  // The draw of each slot of word w, relative to its step (see Position).
+  alignas(64) uint16_t draw_tab[4][32];
   for (int w = 0; w < 4; ++w) {
-    for (int l = 0; l < 16; ++l) {
-      for (int hf = 0; hf < 2; ++hf) {
-        pos_tab[w][2 * l + hf] = static_cast<uint16_t>(64 * (l / 8) + 32 * hf + 8 * w + l % 8);
-      }
+    for (int sl = 0; sl < 32; ++sl) {
+      const int l = sl >> 1, hf = sl & 1;
+      draw_tab[w][sl] = static_cast<uint16_t>(64 * (l >> 3) + 32 * hf + 8 * w + (l & 7));
     }
   }
-  __m512i pos_w[4];
-  for (int w = 0; w < 4; ++w) pos_w[w] = _mm512_load_si512(pos_tab[w]);
+  __m512i draw_w[4];
+  for (int w = 0; w < 4; ++w) draw_w[w] = _mm512_load_si512(draw_tab[w]);
+  const __m512i cnt = _mm512_set1_epi16(static_cast<int16_t>(count));
+  const int64_t shift = out.shift;
+  uint16_t* const raw = out.raw;
+  uint16_t* const hit = out.hit;
+  int64_t n = 0;
   for (uint64_t g = g0; g < g1; g += 2) {
     __m512i words[4];
     Philox16(key, stream, g, words);
-    // Positions relative to start (outside [0, count) only in the first and last steps).
-    const int64_t rel = static_cast<int64_t>(g * 64) - static_cast<int64_t>(start);
+    const int64_t base = static_cast<int64_t>(g - g0) * 64;  // the step's first slot
+    // Draws relative to start: outside [0, count) only in the first and the last step (the
+    // negative ones wrap to above count).
+    const int64_t rel = base - shift;
     const bool edge = rel < 0 || rel + 128 > count;
     const __m512i relv = _mm512_set1_epi16(static_cast<int16_t>(rel));
     for (int w = 0; w < 4; ++w) {
-      const __m512i pos = _mm512_add_epi16(pos_w[w], relv);
-      const __mmask32 live = edge ? _mm512_cmplt_epu16_mask(pos, cnt) : ~__mmask32{0};
+      const __mmask32 live =
+          edge ? _mm512_cmplt_epu16_mask(_mm512_add_epi16(draw_w[w], relv), cnt) : ~__mmask32{0};
       const __mmask32 dn = _mm512_mask_cmplt_epu16_mask(live, words[w], vlo);
       const __mmask32 up = _mm512_mask_cmpge_epu16_mask(live & any_up, words[w], vhi);
-      // Compress in a register and store whole: the memory forms are slow on AMD's Zen 4 / 5.
-      _mm512_storeu_si512(out.down_pos + out.down, _mm512_maskz_compress_epi16(dn, pos));
-      _mm512_storeu_si512(out.down_h + out.down, _mm512_maskz_compress_epi16(dn, words[w]));
-      _mm512_storeu_si512(out.up_pos + out.up, _mm512_maskz_compress_epi16(up, pos));
-      _mm512_storeu_si512(out.up_h + out.up, _mm512_maskz_compress_epi16(up, words[w]));
-      out.down += __builtin_popcount(static_cast<unsigned>(dn));
-      out.up += __builtin_popcount(static_cast<unsigned>(up));
+      const __m512i idx =
+          _mm512_add_epi16(slots, _mm512_set1_epi16(static_cast<int16_t>(base + 32 * w)));
+      _mm512_storeu_si512(raw + base + 32 * w, words[w]);
+      _mm512_storeu_si512(hit + n, _mm512_maskz_compress_epi16(dn | up, idx));
+      n += __builtin_popcount(static_cast<unsigned>(dn | up));
     }
   }
+  out.n = n;
 #else
+  out.lanes = false;
+  out.shift = 0;
   thread_local std::vector<uint32_t> uni;
   uni.resize(static_cast<size_t>(count));
   FillUniforms(key, stream, start, count, uni.data());
   for (int64_t i = 0; i < count; ++i) {
     const uint32_t h = uni[static_cast<size_t>(i)];
-    if (h < lo) {
-      out.down_pos[out.down] = static_cast<uint16_t>(i);
-      out.down_h[out.down++] = static_cast<uint16_t>(h);
-    } else if (h >= hi) {
-      out.up_pos[out.up] = static_cast<uint16_t>(i);
-      out.up_h[out.up++] = static_cast<uint16_t>(h);
-    }
+    out.raw[i] = static_cast<uint16_t>(h);
+    out.hit[out.n] = static_cast<uint16_t>(i);
+    out.n += h < lo || h >= hi;
   }
 #endif
 }
@@ -539,6 +563,45 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
 
 namespace {
 
+// The quantile-table index of a tail draw's 16-bit uniform u: below the centre at [u], above it
+// at [u - kTailHiBase].
+inline uint32_t TailIndex(uint32_t u) { return u - (kTailHiBase & (0u - (u >> 15))); }
+
+// A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial sum.
+struct UnsafeTail {
+  int64_t i;
+  uint32_t idx;
+  int32_t v;
+};
+
+// CorrectTails' hits: draw i = q ncp + cp with partial sum v = partial(i) converts to
+// code = clamp(v + e, 0, top), and sign (code - v) shifted by jshift + q pr goes into acc[cp].
+// kUnsafeTail draws go to `unsafe`. Returns the clipped conversions.
+template <class Partial>
+int64_t ApplyTails(const TailHits& hits, int64_t c0, const Partial& partial,
+                   const int32_t* __restrict etab, int32_t top, const uint8_t* __restrict slice,
+                   int64_t ncp, int jshift, int pr, int32_t sgn, int64_t* __restrict acc,
+                   std::vector<UnsafeTail>& unsafe) {
+  const uint16_t* const hit = hits.hit;
+  const uint16_t* const raw = hits.raw;
+  int64_t clipped = 0;
+  for (int64_t t = 0, n = hits.n; t < n; ++t) {
+    const uint32_t r = hit[t];
+    const int64_t i = c0 + hits.Position(r);
+    const uint32_t idx = TailIndex(raw[r]);
+    const int32_t v = partial(i), e = etab[idx];
+    if (e == kUnsafeTail) [[unlikely]] {
+      unsafe.push_back({i, idx, v});
+      continue;
+    }
+    const int32_t sum = v + e, code = std::min(std::max(sum, 0), top);
+    const int64_t q = slice[i];
+    acc[i - q * ncp] += static_cast<int64_t>(sgn * (code - v)) << (jshift + q * pr);
+    clipped += static_cast<uint32_t>(sum) > static_cast<uint32_t>(top);
+  }
+  return clipped;
+}
+
 // Per-thread state of one range of samples.
 struct Worker {
   const AnalogProblem& p;
@@ -560,10 +623,11 @@ struct Worker {
   std::vector<uint32_t> uni, tails;
   // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
-  std::vector<uint16_t> tail16;  // TailDraws' four arrays
+  std::vector<uint16_t> tail16;    // TailDraws' hit and raw arrays
+  std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
+  std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
-  std::vector<int32_t> corr;  // tail corrections of the current sample: [j][q][cp]
   AnalogCounts c;
 
   // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
@@ -599,8 +663,12 @@ struct Worker {
       tails.resize(static_cast<size_t>(ncp + 16));
     }
     if (lossless && p.readout.adc.sigma != 0.0f) {
-      tail16.resize(static_cast<size_t>(4 * (std::min<int64_t>(S * ncp, kTailChunk) + 32)));
-      corr.assign(static_cast<size_t>(cycles * S * ncp), 0);
+      tail16.resize(static_cast<size_t>(2 * (kTailChunk + 256)));
+      slice_of.resize(static_cast<size_t>(S * ncp));
+      for (int q = 0; q < S; ++q) {
+        std::fill(slice_of.begin() + q * ncp, slice_of.begin() + (q + 1) * ncp,
+                  static_cast<uint8_t>(q));
+      }
     }
   }
 
@@ -695,12 +763,11 @@ struct Worker {
 
   // Lossless dataflow A, cycle j: every central draw leaves the code at the partial sum, so only
   // the tail draws (h outside the central 95 %, ~5 %) are converted, each from its own partial
-  // sum; their code minus the partial sum goes into corr[(j S + q) ncp + cp] (FoldCorrections
-  // shifts it into acc at the end of the sample).
+  // sum; their code minus the partial sum is shifted into acc at once (acc then holds the
+  // sample's corrections to the exact product).
   void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign) {
     const AdcTransfer& adc = p.readout.adc;
     const int64_t ncp = this->ncp, len = S * ncp, wn = words;
-    int32_t* const cj = corr.data() + j * len;
     const float* table = GetGaussianTable().tail;
     const int32_t* const etab = plan->e.data();
     const int32_t top = static_cast<int32_t>(adc.max_code);
@@ -709,20 +776,13 @@ struct Worker {
       const int t = j * pd + a;
       if (t < p.x_bits) xp[a] = XPlane(h, t);
     }
-    // 1-bit DACs and cells, blocks of <= 128 rows: the weight plane of draw i (= q ncp + cp) is
-    // plane word i * words of the block, no division needed.
-    const bool simple = pd == 1 && pr == 1 && wn <= 2 && xp[0] != nullptr;
-    const uint64_t x0 = simple ? xp[0][0] : 0, x1 = simple && wn == 2 ? xp[0][1] : 0;
     const uint64_t* const wblock = pw.Plane(b, 0, 0);
     const int32_t sgn = static_cast<int32_t>(sign);
+    int64_t* const accp = acc.data();
+    const uint8_t* const slice = slice_of.data();
     // The partial sum of draw i, as PopcountSums computes it.
     auto partial = [&](int64_t i) -> int32_t {
-      if (simple) {
-        const uint64_t* wc = wblock + i * wn;
-        return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
-                                    (wn == 2 ? __builtin_popcountll(x1 & wc[1]) : 0));
-      }
-      const int64_t q = i / ncp, col = i - q * ncp;
+      const int64_t q = slice[i], col = i - q * ncp;
       int32_t v = 0;
       for (int a = 0; a < pd; ++a) {
         if (xp[a] == nullptr) continue;
@@ -737,50 +797,40 @@ struct Worker {
       }
       return v;
     };
-    int64_t clipped = 0;
-    // Converts draw i (table index idx) from its partial sum: code - v into corr.
-    auto convert = [&](int64_t i, uint32_t idx) {
-      const int32_t v = partial(i);
-      const int32_t e = etab[idx];
-      int32_t code;
-      bool clip;
-      if (e != kUnsafeTail) [[likely]] {
-        // code = clamp(v + e, 0, M), clipped when v + e falls outside (MakeTailPlan).
-        const int32_t s = v + e;
-        code = std::min(std::max(s, 0), top);
-        clip = s < 0 || s > top;
-      } else {
-        const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), table[idx]);
-        code = r.code;
-        clip = r.clipped;
-      }
-      cj[i] += sgn * (code - v);
-      clipped += clip;
+    // 1-bit DACs and cells, blocks of <= 128 rows: the weight plane of draw i (= q ncp + cp) is
+    // plane word i * words of the block, no division needed.
+    const bool simple = pd == 1 && pr == 1 && wn <= 2 && xp[0] != nullptr;
+    const uint64_t x0 = simple ? xp[0][0] : 0, x1 = simple && wn == 2 ? xp[0][1] : 0;
+    auto partial1 = [wblock, x0](int64_t i) {
+      return static_cast<int32_t>(__builtin_popcountll(x0 & wblock[i]));
     };
+    auto partial2 = [wblock, x0, x1](int64_t i) {
+      const uint64_t* wc = wblock + 2 * i;
+      return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
+                                  __builtin_popcountll(x1 & wc[1]));
+    };
+    int64_t clipped = 0;
     const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
-    const size_t room = tail16.size() / 4;
-    TailLists lists{tail16.data(), tail16.data() + room, tail16.data() + 2 * room,
-                    tail16.data() + 3 * room};
+    TailHits hits{tail16.data(), tail16.data() + kTailChunk + 256};
     for (int64_t c0 = 0; c0 < len; c0 += kTailChunk) {
       const int64_t cn = std::min(kTailChunk, len - c0);
-      TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, lists);
-      for (int64_t t = 0; t < lists.down; ++t) convert(c0 + lists.down_pos[t], lists.down_h[t]);
-      if (plan->up_needs_v) {
-        for (int64_t t = 0; t < lists.up; ++t) {
-          convert(c0 + lists.up_pos[t], lists.up_h[t] - kTailHiBase);
-        }
+      TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, hits);
+      const int js = j * pd;
+      if (simple && wn == 1) {
+        clipped += ApplyTails(hits, c0, partial1, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
+      } else if (simple) {
+        clipped += ApplyTails(hits, c0, partial2, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
       } else {
-        // v + e <= vmax + e <= M: the code is v + e, never clipped.
-        for (int64_t t = 0; t < lists.up; ++t) {
-          const uint32_t idx = lists.up_h[t] - kTailHiBase;
-          const int64_t i = c0 + lists.up_pos[t];
-          if (etab[idx] != kUnsafeTail) [[likely]] {
-            cj[i] += sgn * etab[idx];
-          } else {
-            convert(i, idx);
-          }
-        }
+        clipped += ApplyTails(hits, c0, partial, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
       }
+      // The draws next to a half-integer code boundary: the full transfer.
+      for (const UnsafeTail& ut : unsafe) {
+        const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
+        const int64_t q = slice[ut.i];
+        accp[ut.i - q * ncp] += static_cast<int64_t>(sgn * (res.code - ut.v)) << (js + q * pr);
+        clipped += res.clipped;
+      }
+      unsafe.clear();
     }
     c.adc_clipped += clipped;
   }
@@ -835,21 +885,6 @@ struct Worker {
     return cp0;
   }
 
-  // acc[cp] += sum_(j, q) corr[(j S + q) ncp + cp] << (j pd + q pr); corr back to zero.
-  void FoldCorrections() {
-    const int64_t ncp = this->ncp;
-    int64_t* const accp = acc.data();
-    for (int j = 0; j < cycles; ++j) {
-      for (int q = 0; q < S; ++q) {
-        int32_t* cq = corr.data() + (j * S + q) * ncp;
-        const int shift = j * pd + q * pr;
-        for (int64_t cp = 0; cp < ncp; ++cp) {
-          accp[cp] += static_cast<int64_t>(cq[cp]) << shift;
-          cq[cp] = 0;
-        }
-      }
-    }
-  }
   const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
 
   // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
@@ -1407,7 +1442,6 @@ struct Worker {
     }
     int64_t* y = p.y + m * p.ldy;
     if (lossless) {
-      if (!corr.empty()) FoldCorrections();
       const int64_t* pr_m = prod.data() + (m - prod_m0) * ncp;
       for (int64_t cp = 0; cp < ncp; ++cp) acc[cp] += pr_m[cp];
     }
@@ -1432,7 +1466,6 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
   TailPlan plan;
   std::vector<int32_t>& e = plan.e;
   e.resize(2 * kGaussTail);
-  int32_t emax = 0;
   // One bound for all draws, from the largest |sigma z| (the table's ends).
   const double zs_max = std::max(std::fabs(static_cast<double>(adc.sigma * table[0])),
                                  std::fabs(static_cast<double>(adc.sigma * table[2 * kGaussTail - 1])));
@@ -1443,7 +1476,6 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
     const double r = std::nearbyint(static_cast<double>(zs));
     e[i] = std::fabs(static_cast<double>(zs) - r) < 0.5 - err ? static_cast<int32_t>(r)
                                                               : kUnsafeTail;
-    if (i >= kGaussTail && e[i] != kUnsafeTail) emax = std::max(emax, e[i]);
   }
   // Draws next to the centre with e = 0 change nothing (v in [0, vmax] is a code).
   uint32_t lo = kGaussTail;
@@ -1452,7 +1484,6 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
   while (hi < 65536 && e[hi - kTailHiBase] == 0) ++hi;
   plan.lo = lo;
   plan.hi = hi;
-  plan.up_needs_v = vmax + emax > static_cast<double>(adc.max_code);
   return plan;
 }
 }  // namespace

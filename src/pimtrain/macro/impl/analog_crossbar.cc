@@ -3,6 +3,7 @@
 // per-column ADC read-out chains (dataflows A, B, C), noise and non-linearity, read in both
 // directions. Equations and choices: docs/analog.md.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -43,6 +44,27 @@ Dataflow ParseDataflow(const std::string& s) {
   return Dataflow::kA;
 }
 
+// The largest finite |v[i]|, i < n: as the bit patterns of the magnitudes, which order like
+// the floats (an integer max the compiler vectorizes; NaN and infinity are >= 0x7f800000).
+float MaxFiniteAbs(const float* __restrict v, int64_t n) {
+  uint32_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = std::bit_cast<uint32_t>(v[i]) & 0x7fffffffu;
+    m = std::max(m, u & (0u - static_cast<uint32_t>(u < 0x7f800000u)));
+  }
+  return std::bit_cast<float>(m);
+}
+
+// out[i] = clamp(round_half_even(v[i] inv), -top, top), NaN -> 0, in float (see below).
+void QuantizeRowFloat(const float* __restrict v, int64_t n, float inv, float top,
+                      int32_t* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = std::nearbyint(v[i] * inv);
+    const float c = std::min(std::max(t, -top), top);
+    out[i] = t == t ? static_cast<int32_t>(c) : 0;
+  }
+}
+
 // A tensor quantized to sign-magnitude integers |q| <= 2^bits - 1 with one power-of-two scale:
 // q = clamp(round_half_even(v / 2^exp)); NaN -> 0. max_abs < 0: the largest finite |v|. Rows
 // are split over `pool` (the maximum is the same in any order). In float when 2^-exp is a
@@ -56,13 +78,7 @@ int QuantizeSignMagnitude(ConstMatrixView v, int bits, float max_abs, std::vecto
     std::mutex mu;
     pool.ParallelFor(v.rows, grain, [&](int64_t r0, int64_t r1) {
       float m = 0;
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* row = v.Row(r);
-        for (int64_t c = 0; c < v.cols; ++c) {
-          const float a = std::fabs(row[c]);
-          m = a < std::numeric_limits<float>::infinity() && a > m ? a : m;
-        }
-      }
+      for (int64_t r = r0; r < r1; ++r) m = std::max(m, MaxFiniteAbs(v.Row(r), v.cols));
       std::lock_guard<std::mutex> lock(mu);
       max_abs = std::max(max_abs, m);
     });
@@ -78,11 +94,7 @@ int QuantizeSignMagnitude(ConstMatrixView v, int bits, float max_abs, std::vecto
       const float* row = v.Row(r);
       int32_t* out = q.data() + r * v.cols;
       if (in_float) {
-        for (int64_t c = 0; c < v.cols; ++c) {
-          float t = std::nearbyint(row[c] * inv_f);
-          t = t != t ? 0.0f : std::min(std::max(t, -top_f), top_f);
-          out[c] = static_cast<int32_t>(t);
-        }
+        QuantizeRowFloat(row, v.cols, inv_f, top_f, out);
       } else {
         for (int64_t c = 0; c < v.cols; ++c) {
           double t = std::nearbyint(static_cast<double>(row[c]) * inv);
