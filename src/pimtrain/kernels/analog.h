@@ -11,6 +11,7 @@
 
 #include "pimtrain/base/action_counts.h"
 #include "pimtrain/base/parallel.h"
+#include "pimtrain/base/rng.h"
 #include "pimtrain/numerics/adc.h"
 
 namespace pim::kernels {
@@ -177,5 +178,71 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
               int dac_bits, int cell_bits, const AnalogReadout& ro, const float* z_nnsa,
               const float* z_adc, int64_t sign, int64_t* acc, AnalogCounts& c,
               int64_t cp_begin = 0);
+
+// ---- Sparse tails: dataflow A's draws in a lossless read-out (docs/analog.md, "Sparse tails")
+// When fast::LosslessReadout(p) holds for dataflow A with noise, no draw h in [lo, hi) (the
+// central ones, and the tail ones next to them, whose code offset is 0) can change a code. The
+// draws of one conversion segment (sample m, block b, phase h, cycle j: its S * ncp
+// conversions, draw i = q * ncp + cp) are then sampled in two parts with the same law as
+// NoiseNormal's 16-bit draw: which conversions draw outside [lo, hi) ("tail events", each with
+// probability p = (lo + 65536 - hi) / 65536, independently) as geometric gaps between them, and
+// each event's h, uniform over the lo + 65536 - hi tail values. The other conversions' draws
+// are uniform over [lo, hi) and leave the codes alone; the reference still draws and converts
+// them, the fast kernel only visits the events.
+
+// The tail draws of a lossless read-out: e[idx] (idx the quantile table's index, see
+// GaussianTable) the code offset: every partial sum 0 <= v <= vmax converts to
+// clamp(v + e, 0, M), clipped exactly when v + e is outside [0, M] (kUnsafeTail: a draw too
+// close to a half-integer, convert in full); the draws that can change a code, h < lo or
+// h >= hi; and the gap thresholds of the events: gap_thr[g] = round(2^32 (1 - p)^g).
+constexpr int32_t kUnsafeTail = INT32_MIN;
+constexpr uint32_t kTailHiBase = 65536 - 2 * kGaussTail;  // table index of h = h - kTailHiBase
+constexpr int kGapSteps = 63;  // a gap word covers up to 62 skipped conversions, or 63 and on
+struct TailPlan {
+  std::vector<int32_t> e;
+  uint32_t lo = 0, hi = 65536;
+  uint32_t tails = 0;  // lo + 65536 - hi
+  uint64_t gap_thr[kGapSteps + 1] = {};
+};
+TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax);
+// The largest partial sum of p's blocks (integer levels): the bound MakeTailPlan needs.
+double MaxPartialSum(const AnalogProblem& p);
+// True when p's dataflow-A draws are sampled as sparse tails (dataflow A, noise on,
+// fast::LosslessReadout).
+bool SparseTails(const AnalogProblem& p);
+
+// The quantile-table index of a 16-bit draw outside the centre: [h] below it, [h - kTailHiBase]
+// above it.
+inline uint32_t TailIndex(uint32_t h) { return h - (kTailHiBase & (0u - (h >> 15))); }
+// The 16-bit draw of tail slot s < plan.tails: the lo lower ones, then the upper ones from hi.
+inline uint32_t TailDraw(const TailPlan& plan, uint32_t s) {
+  return s < plan.lo ? s : plan.hi + (s - plan.lo);
+}
+// The Philox stream of one segment's gap words (kind 0) or event words (kind 1): its segment
+// number ((m * blocks + b) * 2 + h) * cycles + j above the kind, and 5 + kind below (the other
+// noise streams are 1..4). Word k of a stream is word (k >> 4) & 3 of block
+// 16 (k >> 6) + (k & 15): Philox's output in the order 16 blocks at a time produce it.
+inline uint64_t SparseTailStream(int64_t m, int64_t blocks, int64_t b, int h, int cycles, int j,
+                                 int kind) {
+  return (static_cast<uint64_t>(((m * blocks + b) * 2 + h) * cycles + j) << 4) |
+         static_cast<uint64_t>(5 + kind);
+}
+inline uint32_t SparseTailWord(uint64_t key, uint64_t stream, uint64_t k) {
+  return Philox4x32(key, stream, 16 * (k >> 6) + (k & 15))[(k >> 4) & 3];
+}
+// The conversions a gap word u skips: #{g in 1..kGapSteps : u < gap_thr[g]}; kGapSteps means
+// "kGapSteps and more": the next gap word continues the gap.
+inline int GapLength(const TailPlan& plan, uint32_t u) {
+  int g = 0;
+  for (int step = 32; step >= 1; step >>= 1) {
+    if (u < plan.gap_thr[g + step]) g += step;  // the steps add up to kGapSteps
+  }
+  return g;
+}
+// The tail events of one segment of len conversions, in ascending order: pos[t] the draw and
+// idx[t] its quantile-table index; returns their number (<= len). Scalar, for the reference;
+// the fast kernel's vector version gives the same.
+int64_t SparseTailEvents(uint64_t key, int64_t m, int64_t blocks, int64_t b, int h, int cycles,
+                         int j, int64_t len, const TailPlan& plan, int64_t* pos, uint32_t* idx);
 
 }  // namespace pim::kernels::detail

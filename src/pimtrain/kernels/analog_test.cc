@@ -416,6 +416,61 @@ TEST(AnalogKernelTest, SkippedZeroCyclesCostNothingAndChangeNothing) {
   EXPECT_EQ(all.counts.skipped_input_cycles, 0);
 }
 
+// Sparse tails (analog.h): the events of a segment are independent per conversion with
+// probability tails / 65536, and an event's draw is uniform over the tail values, so every
+// draw that can move a code appears with NoiseNormal's law.
+TEST(AnalogNoiseTest, SparseTailEventsFollowTheDrawLaw) {
+  const AdcTransfer adc = MakeAdcTransfer(8, 255.0, 0.0, 0.25);
+  const detail::TailPlan plan = detail::MakeTailPlan(adc, 128.0);
+  ASSERT_GT(plan.tails, 0u);
+  ASSERT_LT(plan.tails, 2 * kGaussTail);
+  const double p = plan.tails / 65536.0;
+  const int64_t len = 1000, segments = 2000;
+  std::vector<int64_t> pos(len);
+  std::vector<uint32_t> idx(len);
+  std::vector<int64_t> at_pos(len, 0), per_draw(65536, 0);
+  int64_t events = 0, pairs = 0, continued_gaps = 0;
+  for (int64_t sgm = 0; sgm < segments; ++sgm) {
+    const int64_t n = detail::SparseTailEvents(77, sgm, 3, 1, 0, 8, 5, len, plan, pos.data(),
+                                               idx.data());
+    for (int64_t t = 0; t < n; ++t) {
+      ASSERT_LT(pos[t], len);
+      if (t > 0) {
+        ASSERT_GT(pos[t], pos[t - 1]);
+        pairs += pos[t] == pos[t - 1] + 1;
+        continued_gaps += pos[t] - pos[t - 1] > detail::kGapSteps;
+      }
+      ++at_pos[pos[t]];
+      // The table index back to its 16-bit draw: outside [lo, hi).
+      const uint32_t h = idx[t] < kGaussTail ? idx[t] : idx[t] + detail::kTailHiBase;
+      ASSERT_TRUE(h < plan.lo || h >= plan.hi) << h;
+      ++per_draw[h];
+    }
+    events += n;
+  }
+  const double draws = static_cast<double>(len * segments);
+  // Rate, and adjacent pairs at p^2 (independence), each within 5 standard deviations.
+  EXPECT_NEAR(events / draws, p, 5 * std::sqrt(p * (1 - p) / draws));
+  const double pair_rate = static_cast<double>(pairs) / (draws - segments);
+  EXPECT_NEAR(pair_rate, p * p, 5 * std::sqrt(p * p / (draws - segments)));
+  EXPECT_GT(continued_gaps, 0);  // gaps past one gap word occur and are continued
+  // Every position equally likely: the first and the second half of the segment.
+  int64_t first_half = 0;
+  for (int64_t i = 0; i < len / 2; ++i) first_half += at_pos[i];
+  EXPECT_NEAR(static_cast<double>(first_half) / events, 0.5, 5 * std::sqrt(0.25 / events));
+  // Lower against upper tail, and the outermost draws against the inner ones, at the shares
+  // NoiseNormal's uniform 16-bit draw gives them.
+  int64_t lower = 0, outer = 0;
+  for (uint32_t h = 0; h < plan.lo; ++h) lower += per_draw[h];
+  for (uint32_t h = 0; h < plan.lo / 4; ++h) outer += per_draw[h] + per_draw[65535 - h];
+  const double share_lo = static_cast<double>(plan.lo) / plan.tails;
+  EXPECT_NEAR(static_cast<double>(lower) / events, share_lo,
+              5 * std::sqrt(share_lo * (1 - share_lo) / events));
+  const double share_out = 2.0 * (plan.lo / 4) / plan.tails;
+  EXPECT_NEAR(static_cast<double>(outer) / events, share_out,
+              5 * std::sqrt(share_out * (1 - share_out) / events));
+}
+
 TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalAtAnyOffset) {
   for (uint64_t start : {uint64_t{0}, uint64_t{5}, uint64_t{63}, uint64_t{64}, uint64_t{1000003},
                          (uint64_t{1} << 40) + 17}) {

@@ -103,12 +103,16 @@ float GaussianFrom16(uint32_t h) {
   return t * num / den;
 }
 
-float NoiseNormal(uint64_t key, uint64_t stream, uint64_t i) {
+uint32_t NoiseUniform16(uint64_t key, uint64_t stream, uint64_t i) {
   const uint64_t g = i >> 6;
   const uint32_t r = static_cast<uint32_t>(i & 63);
   const uint32_t half = r >> 5, word = (r >> 3) & 3, lane = r & 7;
   const uint32_t w = Philox4x32(key, stream, g * 8 + lane)[word];
-  return GaussianFrom16((w >> (16 * half)) & 0xFFFFu);
+  return (w >> (16 * half)) & 0xFFFFu;
+}
+
+float NoiseNormal(uint64_t key, uint64_t stream, uint64_t i) {
+  return GaussianFrom16(NoiseUniform16(key, stream, i));
 }
 
 namespace {

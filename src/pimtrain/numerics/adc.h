@@ -70,6 +70,8 @@ double SinadSigma(double max_abs, double sinad_db);
 constexpr uint32_t kGaussTail = 1600;  // p < 0.0245: outside Acklam's central region
 float GaussianFrom16(uint32_t h);
 float NoiseNormal(uint64_t key, uint64_t stream, uint64_t i);
+// The 16-bit uniform h behind NoiseNormal(key, stream, i) = GaussianFrom16(h).
+uint32_t NoiseUniform16(uint64_t key, uint64_t stream, uint64_t i);
 
 struct GaussianTable {
   float tail[2 * kGaussTail];  // h < kGaussTail at [h]; h >= 65536 - kGaussTail at [h - 63936]

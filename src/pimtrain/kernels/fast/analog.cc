@@ -19,6 +19,11 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace pim::kernels::fast {
+using detail::kTailHiBase;
+using detail::kUnsafeTail;
+using detail::TailIndex;
+using detail::kGapSteps;
+using detail::TailPlan;
 namespace {
 
 // ---- Coordinate-keyed normals, 8 or 16 Philox blocks at a time --------------------------
@@ -28,18 +33,9 @@ namespace {
 // table. A branch per tail lane mispredicts often (a third of the 8-lane vectors hold one), so
 // the tail lanes are compressed, without branches, into a list of (position << 12 | table index)
 // entries and patched in one loop per call.
-constexpr uint32_t kTailHiBase = 65536 - 2 * kGaussTail;  // table index of h = h - kTailHiBase
 constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
 constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
 
-// The tail draws of a lossless read-out (MakeTailPlan): the code offset e of each quantile-table
-// index (kUnsafeTail: convert in full) and the draws that can change a code, h < lo or h >= hi
-// (the tails minus their ends next to the centre, where e = 0).
-constexpr int32_t kUnsafeTail = INT32_MIN;
-struct TailPlan {
-  std::vector<int32_t> e;
-  uint32_t lo = 0, hi = 65536;
-};
 
 // For each 8-bit lane mask, the lane numbers of its set bits first (compressing a vector).
 struct CompressTable {
@@ -370,104 +366,6 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
   }
 }
 
-namespace {
-// The draws among NoiseNormal(key, stream, start + i), i < count (count <= kTailChunk), whose
-// 16-bit uniform h lies below `lo` (lower tail) or at or above `hi` (upper tail). Branch-free:
-// each vector of 32 uniforms (a Philox16 output word as 16-bit halves) is compared with both
-// edges and the slots of its hits compressed into `hit` (one compress per vector; the memory
-// form of the compress is slow on AMD's Zen 4 / 5, so it is compressed in a register and stored
-// whole); the uniforms themselves are stored as they come into `raw`. Hit t is draw Position(t)
-// with uniform raw[hit[t]].
-constexpr int64_t kTailChunk = 8192;  // raw and hit stay in the L1 cache
-struct TailHits {
-  uint16_t* hit;  // room for kTailChunk + 160 entries
-  uint16_t* raw;  // room for kTailChunk + 128 entries
-  int64_t n = 0;
-  int64_t shift = 0;  // start % 64: the first step's slots before the start
-  bool lanes = false;  // raw in Philox16's lane order (else in draw order)
-  // Draw (relative to start) of raw slot r: in lane order, slot 32 w + s of a step's 128 is
-  // 16-bit lane s of word w = half s % 2 of Philox lane s / 2, which is draw
-  // 64 (l / 8) + 32 hf + 8 w + l % 8 of the step's two groups.
-  int64_t Position(uint32_t r) const {
-    return lanes ? static_cast<int64_t>((r & ~127u) + kSlotDraw[r & 127]) - shift : r;
-  }
-  static constexpr std::array<uint8_t, 128> kSlotDraw = [] {
-    std::array<uint8_t, 128> t{};
-    for (int slot = 0; slot < 128; ++slot) {
-      const int w = slot >> 5, l = (slot & 31) >> 1, hf = slot & 1;
-      t[slot] = static_cast<uint8_t>(64 * (l >> 3) + 32 * hf + 8 * w + (l & 7));
-    }
-    return t;
-  }();
-};
-void TailDraws(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t lo,
-               uint32_t hi, TailHits& out) {
-  out.n = 0;
-  out.shift = static_cast<int64_t>(start & 63);
-  if (count <= 0) return;
-#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && \
-    defined(__AVX512VBMI2__)
-  out.lanes = true;
-  const uint64_t g0 = start >> 6, g1 = (start + static_cast<uint64_t>(count) + 63) >> 6;
-  const __m512i vlo = _mm512_set1_epi16(static_cast<int16_t>(lo));
-  const __m512i vhi = _mm512_set1_epi16(static_cast<int16_t>(std::min<uint32_t>(hi, 65535)));
-  const __mmask32 any_up = hi < 65536 ? ~__mmask32{0} : __mmask32{0};
-  const __m512i slots = _mm512_setr_epi32(0x10000, 0x30002, 0x50004, 0x70006, 0x90008, 0xB000A,
-                                          0xD000C, 0xF000E, 0x110010, 0x130012, 0x150014,
-                                          0x170016, 0x190018, 0x1B001A, 0x1D001C, 0x1F001E);
-  // The draw of each slot of word w, relative to its step (see Position).
-  alignas(64) uint16_t draw_tab[4][32];
-  for (int w = 0; w < 4; ++w) {
-    for (int sl = 0; sl < 32; ++sl) {
-      const int l = sl >> 1, hf = sl & 1;
-      draw_tab[w][sl] = static_cast<uint16_t>(64 * (l >> 3) + 32 * hf + 8 * w + (l & 7));
-    }
-  }
-  __m512i draw_w[4];
-  for (int w = 0; w < 4; ++w) draw_w[w] = _mm512_load_si512(draw_tab[w]);
-  const __m512i cnt = _mm512_set1_epi16(static_cast<int16_t>(count));
-  const int64_t shift = out.shift;
-  uint16_t* const raw = out.raw;
-  uint16_t* const hit = out.hit;
-  int64_t n = 0;
-  for (uint64_t g = g0; g < g1; g += 2) {
-    __m512i words[4];
-    Philox16(key, stream, g, words);
-    const int64_t base = static_cast<int64_t>(g - g0) * 64;  // the step's first slot
-    // Draws relative to start: outside [0, count) only in the first and the last step (the
-    // negative ones wrap to above count).
-    const int64_t rel = base - shift;
-    const bool edge = rel < 0 || rel + 128 > count;
-    const __m512i relv = _mm512_set1_epi16(static_cast<int16_t>(rel));
-    for (int w = 0; w < 4; ++w) {
-      const __mmask32 live =
-          edge ? _mm512_cmplt_epu16_mask(_mm512_add_epi16(draw_w[w], relv), cnt) : ~__mmask32{0};
-      const __mmask32 dn = _mm512_mask_cmplt_epu16_mask(live, words[w], vlo);
-      const __mmask32 up = _mm512_mask_cmpge_epu16_mask(live & any_up, words[w], vhi);
-      const __m512i idx =
-          _mm512_add_epi16(slots, _mm512_set1_epi16(static_cast<int16_t>(base + 32 * w)));
-      _mm512_storeu_si512(raw + base + 32 * w, words[w]);
-      _mm512_storeu_si512(hit + n, _mm512_maskz_compress_epi16(dn | up, idx));
-      n += __builtin_popcount(static_cast<unsigned>(dn | up));
-    }
-  }
-  out.n = n;
-#else
-  out.lanes = false;
-  out.shift = 0;
-  thread_local std::vector<uint32_t> uni;
-  uni.resize(static_cast<size_t>(count));
-  FillUniforms(key, stream, start, count, uni.data());
-  for (int64_t i = 0; i < count; ++i) {
-    const uint32_t h = uni[static_cast<size_t>(i)];
-    out.raw[i] = static_cast<uint16_t>(h);
-    out.hit[out.n] = static_cast<uint16_t>(i);
-    out.n += h < lo || h >= hi;
-  }
-#endif
-}
-}  // namespace
-
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool) {
   const int64_t ncp = p.n * p.polarities;
   const int64_t blocks = (p.k + p.block - 1) / p.block;
@@ -563,9 +461,55 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
 
 namespace {
 
-// The quantile-table index of a tail draw's 16-bit uniform u: below the centre at [u], above it
-// at [u - kTailHiBase].
-inline uint32_t TailIndex(uint32_t u) { return u - (kTailHiBase & (0u - (u >> 15))); }
+// Words 64 b .. 64 b + 63 of a sparse-tail stream (detail::SparseTailWord): Philox's blocks
+// 16 b .. 16 b + 15 as they come, word w of block 16 b + l at out[16 w + l].
+void SparseWords64(uint64_t key, uint64_t stream, uint64_t b, uint32_t* out) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  __m512i words[4];
+  Philox16(key, stream, 2 * b, words);
+  for (int w = 0; w < 4; ++w) _mm512_storeu_si512(out + 16 * w, words[w]);
+#elif defined(__AVX2__)
+  for (int half = 0; half < 2; ++half) {
+    __m256i words[4];
+    Philox8Group(key, stream, 2 * b + half, words);
+    for (int w = 0; w < 4; ++w) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * w + 8 * half), words[w]);
+    }
+  }
+#else
+  for (uint64_t k = 0; k < 64; ++k) out[k] = detail::SparseTailWord(key, stream, 64 * b + k);
+#endif
+}
+
+// detail::GapLength of the 64 gap words 64 b .. 64 b + 63 of `stream` into len[0..64): with
+// AVX-512, the binary search 16 words at a time, the thresholds looked up by permutes.
+void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& plan,
+                  uint32_t* len) {
+  alignas(64) uint32_t u[64];
+  SparseWords64(key, stream, b, u);
+#if defined(__AVX512F__)
+  alignas(64) uint32_t thr[64];
+  thr[0] = 0xFFFFFFFFu;  // never looked up
+  for (int g = 1; g < 64; ++g) thr[g] = static_cast<uint32_t>(plan.gap_thr[g]);
+  const __m512i t0 = _mm512_load_si512(thr), t1 = _mm512_load_si512(thr + 16);
+  const __m512i t2 = _mm512_load_si512(thr + 32), t3 = _mm512_load_si512(thr + 48);
+  const __m512i bit5 = _mm512_set1_epi32(32);
+  for (int v = 0; v < 4; ++v) {
+    const __m512i uv = _mm512_load_si512(u + 16 * v);
+    __m512i g = _mm512_setzero_si512();
+    for (int step = 32; step >= 1; step >>= 1) {
+      const __m512i c = _mm512_add_epi32(g, _mm512_set1_epi32(step));
+      const __m512i lo = _mm512_permutex2var_epi32(t0, c, t1);
+      const __m512i hi = _mm512_permutex2var_epi32(t2, c, t3);
+      const __m512i t = _mm512_mask_blend_epi32(_mm512_test_epi32_mask(c, bit5), lo, hi);
+      g = _mm512_mask_add_epi32(g, _mm512_cmplt_epu32_mask(uv, t), g, _mm512_set1_epi32(step));
+    }
+    _mm512_storeu_si512(len + 16 * v, g);
+  }
+#else
+  for (int k = 0; k < 64; ++k) len[k] = static_cast<uint32_t>(detail::GapLength(plan, u[k]));
+#endif
+}
 
 // A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial sum.
 struct UnsafeTail {
@@ -574,29 +518,26 @@ struct UnsafeTail {
   int32_t v;
 };
 
-// CorrectTails' hits: draw i = q ncp + cp with partial sum v = partial(i) converts to
-// code = clamp(v + e, 0, top), and sign (code - v) shifted by jshift + q pr goes into acc[cp].
-// kUnsafeTail draws go to `unsafe`. Returns the clipped conversions.
+// CorrectTails' events: draw i = pos[t] = q ncp + cp with partial sum v = partial(i) and code
+// offset e = etab[idx[t]] converts to code = clamp(v + e, 0, top), and sign (code - v) shifted
+// by jshift + q pr goes into acc[cp] (colshift[i] = cp << 8 | q pr). kUnsafeTail draws go to
+// `unsafe`. Returns the clipped conversions.
 template <class Partial>
-int64_t ApplyTails(const TailHits& hits, int64_t c0, const Partial& partial,
-                   const int32_t* __restrict etab, int32_t top, const uint8_t* __restrict slice,
-                   int64_t ncp, int jshift, int pr, int32_t sgn, int64_t* __restrict acc,
-                   std::vector<UnsafeTail>& unsafe) {
-  const uint16_t* const hit = hits.hit;
-  const uint16_t* const raw = hits.raw;
+int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx, int64_t n,
+                   const Partial& partial, const int32_t* __restrict etab, int32_t top,
+                   const uint64_t* __restrict colshift, int jshift, int32_t sgn,
+                   int64_t* __restrict acc, std::vector<UnsafeTail>& unsafe) {
   int64_t clipped = 0;
-  for (int64_t t = 0, n = hits.n; t < n; ++t) {
-    const uint32_t r = hit[t];
-    const int64_t i = c0 + hits.Position(r);
-    const uint32_t idx = TailIndex(raw[r]);
-    const int32_t v = partial(i), e = etab[idx];
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t i = pos[t];
+    const int32_t v = partial(i), e = etab[idx[t]];
     if (e == kUnsafeTail) [[unlikely]] {
-      unsafe.push_back({i, idx, v});
+      unsafe.push_back({i, idx[t], v});
       continue;
     }
     const int32_t sum = v + e, code = std::min(std::max(sum, 0), top);
-    const int64_t q = slice[i];
-    acc[i - q * ncp] += static_cast<int64_t>(sgn * (code - v)) << (jshift + q * pr);
+    const uint64_t cs = colshift[i];
+    acc[cs >> 8] += static_cast<int64_t>(sgn * (code - v)) << (jshift + (cs & 255));
     clipped += static_cast<uint32_t>(sum) > static_cast<uint32_t>(top);
   }
   return clipped;
@@ -623,8 +564,10 @@ struct Worker {
   std::vector<uint32_t> uni, tails;
   // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
-  std::vector<uint16_t> tail16;    // TailDraws' hit and raw arrays
-  std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
+  std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
+  std::vector<uint32_t> ev_idx;   // and their quantile-table indices
+  std::vector<uint8_t> slice_of;     // the slice q of draw i = q ncp + cp
+  std::vector<uint64_t> colshift_of;  // cp << 8 | q pr of draw i
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
@@ -663,11 +606,15 @@ struct Worker {
       tails.resize(static_cast<size_t>(ncp + 16));
     }
     if (lossless && p.readout.adc.sigma != 0.0f) {
-      tail16.resize(static_cast<size_t>(2 * (kTailChunk + 256)));
+      ev_pos.resize(static_cast<size_t>(S * ncp + 16));
+      ev_idx.resize(static_cast<size_t>(S * ncp));
       slice_of.resize(static_cast<size_t>(S * ncp));
+      colshift_of.resize(static_cast<size_t>(S * ncp));
       for (int q = 0; q < S; ++q) {
-        std::fill(slice_of.begin() + q * ncp, slice_of.begin() + (q + 1) * ncp,
-                  static_cast<uint8_t>(q));
+        for (int64_t cp = 0; cp < ncp; ++cp) {
+          slice_of[q * ncp + cp] = static_cast<uint8_t>(q);
+          colshift_of[q * ncp + cp] = static_cast<uint64_t>(cp) << 8 | static_cast<uint64_t>(q * pr);
+        }
       }
     }
   }
@@ -780,6 +727,7 @@ struct Worker {
     const int32_t sgn = static_cast<int32_t>(sign);
     int64_t* const accp = acc.data();
     const uint8_t* const slice = slice_of.data();
+    const uint64_t* const colshift = colshift_of.data();
     // The partial sum of draw i, as PopcountSums computes it.
     auto partial = [&](int64_t i) -> int32_t {
       const int64_t q = slice[i], col = i - q * ncp;
@@ -809,30 +757,95 @@ struct Worker {
       return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
                                   __builtin_popcountll(x1 & wc[1]));
     };
-    int64_t clipped = 0;
-    const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
-    TailHits hits{tail16.data(), tail16.data() + kTailChunk + 256};
-    for (int64_t c0 = 0; c0 < len; c0 += kTailChunk) {
-      const int64_t cn = std::min(kTailChunk, len - c0);
-      TailDraws(p.noise_key, kNoiseStreamA, first + c0, cn, plan->lo, plan->hi, hits);
-      const int js = j * pd;
-      if (simple && wn == 1) {
-        clipped += ApplyTails(hits, c0, partial1, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
-      } else if (simple) {
-        clipped += ApplyTails(hits, c0, partial2, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
-      } else {
-        clipped += ApplyTails(hits, c0, partial, etab, top, slice, ncp, js, pr, sgn, accp, unsafe);
-      }
-      // The draws next to a half-integer code boundary: the full transfer.
-      for (const UnsafeTail& ut : unsafe) {
-        const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
-        const int64_t q = slice[ut.i];
-        accp[ut.i - q * ncp] += static_cast<int64_t>(sgn * (res.code - ut.v)) << (js + q * pr);
-        clipped += res.clipped;
-      }
-      unsafe.clear();
+    const int64_t n = SparseTailEvents(m, b, h, j, len);
+    const int js = j * pd;
+    const int32_t* const pos = ev_pos.data();
+    const uint32_t* const idx = ev_idx.data();
+    int64_t clipped;
+    if (simple && wn == 1) {
+      clipped = ApplyTails(pos, idx, n, partial1, etab, top, colshift, js, sgn, accp, unsafe);
+    } else if (simple) {
+      clipped = ApplyTails(pos, idx, n, partial2, etab, top, colshift, js, sgn, accp, unsafe);
+    } else {
+      clipped = ApplyTails(pos, idx, n, partial, etab, top, colshift, js, sgn, accp, unsafe);
     }
+    // The draws next to a half-integer code boundary: the full transfer.
+    for (const UnsafeTail& ut : unsafe) {
+      const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
+      const int64_t q = slice[ut.i];
+      accp[ut.i - q * ncp] += static_cast<int64_t>(sgn * (res.code - ut.v)) << (js + q * pr);
+      clipped += res.clipped;
+    }
+    unsafe.clear();
     c.adc_clipped += clipped;
+  }
+
+  // The tail events of segment (m, b, h, j) into ev_pos / ev_idx: detail::SparseTailEvents'
+  // walk, its words 64 at a time; with AVX-512 the walk 16 gap words at a time (a prefix sum of
+  // their advances, the events' positions compressed out) and the events' indices 16 at a time.
+  int64_t SparseTailEvents(int64_t m, int64_t b, int h, int j, int64_t len) {
+    const TailPlan& tp = *plan;
+    if (tp.tails == 0) return 0;
+    const uint64_t key = p.noise_key;
+    const uint64_t gaps = detail::SparseTailStream(m, blocks, b, h, cycles, j, 0);
+    const uint64_t events = detail::SparseTailStream(m, blocks, b, h, cycles, j, 1);
+    const uint32_t tails = tp.tails, lo = tp.lo, up_shift = tp.hi - tp.lo - kTailHiBase;
+    alignas(64) uint32_t gl[64], ew[64];
+    int32_t* const pos = ev_pos.data();
+    uint32_t* const idx = ev_idx.data();
+    int64_t n = 0;
+#if defined(__AVX512F__)
+    const __m512i cont_len = _mm512_set1_epi32(kGapSteps), one = _mm512_set1_epi32(1);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i lenv = _mm512_set1_epi32(static_cast<int32_t>(len));
+    int32_t at = -1;  // the last conversion passed
+    for (uint64_t batch = 0; at + 1 < len; ++batch) {
+      GapLengths64(key, gaps, batch, tp, gl);
+      for (int v = 0; v < 4 && at + 1 < len; ++v) {
+        const __m512i g = _mm512_load_si512(gl + 16 * v);
+        const __mmask16 cont = _mm512_cmpeq_epi32_mask(g, cont_len);
+        // Advance: g + 1 to the next event, kGapSteps for a continued gap.
+        __m512i x = _mm512_mask_blend_epi32(cont, _mm512_add_epi32(g, one), cont_len);
+        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 15));
+        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 14));
+        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 12));
+        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 8));
+        const __m512i at_v = _mm512_add_epi32(x, _mm512_set1_epi32(at));
+        const __mmask16 live = static_cast<__mmask16>(~cont) & _mm512_cmplt_epi32_mask(at_v, lenv);
+        _mm512_storeu_si512(pos + n, _mm512_maskz_compress_epi32(live, at_v));
+        n += __builtin_popcount(live);
+        at = _mm_extract_epi32(_mm512_extracti32x4_epi32(at_v, 3), 3);
+      }
+    }
+#else
+    int64_t at = -1;
+    for (uint64_t batch = 0;; ++batch) {
+      GapLengths64(key, gaps, batch, tp, gl);
+      for (int k = 0; k < 64; ++k) {
+        const int64_t g = gl[k];
+        if (g == kGapSteps) [[unlikely]] {
+          at += kGapSteps;
+          if (at + 1 >= len) break;
+          continue;
+        }
+        at += g + 1;
+        if (at >= len) break;
+        pos[n++] = static_cast<int32_t>(at);
+      }
+      if (at + 1 >= len) break;
+    }
+#endif
+    // The events' tail draws: slot sl = (u tails) >> 32 of event word u, and its table index
+    // TailIndex(TailDraw(tp, sl)) = sl + (sl >= lo ? hi - lo - kTailHiBase : 0).
+    for (int64_t t0 = 0; t0 < n; t0 += 64) {
+      SparseWords64(key, events, static_cast<uint64_t>(t0) >> 6, ew);
+      const int64_t tn = std::min<int64_t>(64, n - t0);
+      for (int64_t t = 0; t < tn; ++t) {
+        const uint32_t sl = static_cast<uint32_t>((static_cast<uint64_t>(ew[t]) * tails) >> 32);
+        idx[t0 + t] = sl + (up_shift & (0u - static_cast<uint32_t>(sl >= lo)));
+      }
+    }
+    return n;
   }
 
   // Dataflow C's read-out (detail::ReadoutC) for the columns 8 at a time: the same double
@@ -1372,7 +1385,7 @@ struct Worker {
             if (p.readout.dataflow == Dataflow::kA) {
               // No draw can move a code when the tails' e are all 0 (sigma below ~0.116 LSB:
               // the 16-bit quantiles end at 4.3 sigma): nothing to look at.
-              if (p.readout.adc.sigma != 0.0f && (plan->lo > 0 || plan->hi < 65536)) {
+              if (p.readout.adc.sigma != 0.0f && plan->tails > 0) {
                 CorrectTails(m, b, h, j, sign);
               }
               c.adc_conversions += len;
@@ -1455,38 +1468,6 @@ struct Worker {
 
 }  // namespace
 
-namespace {
-// Code offsets of the tail draws for a lossless read-out: e[idx] (idx the quantile table's
-// index) such that every partial sum 0 <= v <= vmax converts to clamp(v + e, 0, M), clipped
-// exactly when v + e is outside [0, M]. That holds when zs = fl(sigma z) lies strictly closer
-// than 1/2 - err to the integer e, err bounding the rounding of the float sum v + zs; the few
-// draws closer to a half-integer get kUnsafeTail and the full transfer.
-TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
-  const float* table = GetGaussianTable().tail;
-  TailPlan plan;
-  std::vector<int32_t>& e = plan.e;
-  e.resize(2 * kGaussTail);
-  // One bound for all draws, from the largest |sigma z| (the table's ends).
-  const double zs_max = std::max(std::fabs(static_cast<double>(adc.sigma * table[0])),
-                                 std::fabs(static_cast<double>(adc.sigma * table[2 * kGaussTail - 1])));
-  const double err =
-      std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + zs_max + 2))) - 24);
-  for (uint32_t i = 0; i < 2 * kGaussTail; ++i) {
-    const float zs = adc.sigma * table[i];
-    const double r = std::nearbyint(static_cast<double>(zs));
-    e[i] = std::fabs(static_cast<double>(zs) - r) < 0.5 - err ? static_cast<int32_t>(r)
-                                                              : kUnsafeTail;
-  }
-  // Draws next to the centre with e = 0 change nothing (v in [0, vmax] is a code).
-  uint32_t lo = kGaussTail;
-  while (lo > 0 && e[lo - 1] == 0) --lo;
-  uint32_t hi = 65536 - kGaussTail;
-  while (hi < 65536 && e[hi - kTailHiBase] == 0) ++hi;
-  plan.lo = lo;
-  plan.hi = hi;
-  return plan;
-}
-}  // namespace
 
 bool LosslessReadout(const AnalogProblem& p) {
   const AdcTransfer& adc = p.readout.adc;
@@ -1495,8 +1476,7 @@ bool LosslessReadout(const AnalogProblem& p) {
     return false;
   }
   // The largest partial sum must be a code: then, without noise, code = partial sum.
-  const double vmax =
-      static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
+  const double vmax = detail::MaxPartialSum(p);
   if (p.readout.dataflow == Dataflow::kB) {
     // B converts buffer lines, each the sum of the partial sums of one significance: lossless
     // without noise when the fullest line fits the codes.
@@ -1547,11 +1527,10 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   thread_local double plan_key[3] = {-1, -1, -1};
   const bool lossless = LosslessReadout(p) && !packed->pairs.empty();
   if (lossless && p.readout.adc.sigma != 0.0f) {
-    const double vmax =
-        static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
+    const double vmax = detail::MaxPartialSum(p);
     const double key[3] = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
     if (!std::equal(key, key + 3, plan_key)) {
-      tail_plan = MakeTailPlan(p.readout.adc, vmax);
+      tail_plan = detail::MakeTailPlan(p.readout.adc, vmax);
       std::copy(key, key + 3, plan_key);
     }
   }
