@@ -494,18 +494,23 @@ void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& pla
   const __m512i t0 = _mm512_load_si512(thr), t1 = _mm512_load_si512(thr + 16);
   const __m512i t2 = _mm512_load_si512(thr + 32), t3 = _mm512_load_si512(thr + 48);
   const __m512i bit5 = _mm512_set1_epi32(32);
+  // The four vectors' searches side by side: each step waits on the one before it.
+  __m512i uv[4], g[4];
   for (int v = 0; v < 4; ++v) {
-    const __m512i uv = _mm512_load_si512(u + 16 * v);
-    __m512i g = _mm512_setzero_si512();
-    for (int step = 32; step >= 1; step >>= 1) {
-      const __m512i c = _mm512_add_epi32(g, _mm512_set1_epi32(step));
+    uv[v] = _mm512_load_si512(u + 16 * v);
+    g[v] = _mm512_setzero_si512();
+  }
+  for (int step = 32; step >= 1; step >>= 1) {
+    const __m512i sv = _mm512_set1_epi32(step);
+    for (int v = 0; v < 4; ++v) {
+      const __m512i c = _mm512_add_epi32(g[v], sv);
       const __m512i lo = _mm512_permutex2var_epi32(t0, c, t1);
       const __m512i hi = _mm512_permutex2var_epi32(t2, c, t3);
       const __m512i t = _mm512_mask_blend_epi32(_mm512_test_epi32_mask(c, bit5), lo, hi);
-      g = _mm512_mask_add_epi32(g, _mm512_cmplt_epu32_mask(uv, t), g, _mm512_set1_epi32(step));
+      g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v], sv);
     }
-    _mm512_storeu_si512(len + 16 * v, g);
   }
+  for (int v = 0; v < 4; ++v) _mm512_storeu_si512(len + 16 * v, g[v]);
 #else
   for (int k = 0; k < 64; ++k) len[k] = static_cast<uint32_t>(detail::GapLength(plan, u[k]));
 #endif
@@ -518,15 +523,15 @@ struct UnsafeTail {
   int32_t v;
 };
 
-// CorrectTails' events: draw i = pos[t] = q ncp + cp with partial sum v = partial(i) and code
-// offset e = etab[idx[t]] converts to code = clamp(v + e, 0, top), and sign (code - v) shifted
-// by jshift + q pr goes into acc[cp] (colshift[i] = cp << 8 | q pr). kUnsafeTail draws go to
-// `unsafe`. Returns the clipped conversions.
+// CorrectTails' events: draw i = pos[t] with partial sum v = partial(i) and code offset
+// e = etab[idx[t]] converts to code = clamp(v + e, 0, top), and sign (code - v) << jshift goes
+// into corr[i] (the slice's shift comes when the sample's corrections are folded). kUnsafeTail
+// draws go to `unsafe`. Returns the clipped conversions.
 template <class Partial>
 int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx, int64_t n,
                    const Partial& partial, const int32_t* __restrict etab, int32_t top,
-                   const uint64_t* __restrict colshift, int jshift, int32_t sgn,
-                   int64_t* __restrict acc, std::vector<UnsafeTail>& unsafe) {
+                   int jshift, int32_t sgn, int64_t* __restrict corr,
+                   std::vector<UnsafeTail>& unsafe) {
   int64_t clipped = 0;
   for (int64_t t = 0; t < n; ++t) {
     const int32_t i = pos[t];
@@ -536,12 +541,76 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
       continue;
     }
     const int32_t sum = v + e, code = std::min(std::max(sum, 0), top);
-    const uint64_t cs = colshift[i];
-    acc[cs >> 8] += static_cast<int64_t>(sgn * (code - v)) << (jshift + (cs & 255));
+    corr[i] += static_cast<int64_t>(sgn * (code - v)) << jshift;
     clipped += static_cast<uint32_t>(sum) > static_cast<uint32_t>(top);
   }
   return clipped;
 }
+
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+// ApplyTails for 1-bit DACs and cells and WN-word blocks (partial sum of draw i =
+// popcount(x & plane words WN i ..)), 16 events at a time: the code offsets, plane words and
+// corrections gathered, the corrections scattered back (a segment's events are distinct draws,
+// so no two lanes collide). kUnsafeTail lanes go to `unsafe` one by one.
+template <int WN>
+int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
+                           const uint64_t* wblock, uint64_t x0, uint64_t x1, const int32_t* etab,
+                           int32_t top, int jshift, int32_t sgn, int64_t* corr,
+                           std::vector<UnsafeTail>& unsafe) {
+  int64_t clipped = 0;
+  const __m512i topv = _mm512_set1_epi32(top), zero = _mm512_setzero_si512();
+  const __m512i unsafe_v = _mm512_set1_epi32(kUnsafeTail);
+  const __m512i x0v = _mm512_set1_epi64(static_cast<int64_t>(x0));
+  const __m512i x1v = _mm512_set1_epi64(static_cast<int64_t>(x1));
+  const __m128i js = _mm_cvtsi32_si128(jshift);
+  for (int64_t t = 0; t < n; t += 16) {
+    const int64_t left = std::min<int64_t>(16, n - t);
+    __mmask16 live = static_cast<__mmask16>((1u << left) - 1);
+    const __m512i iv = _mm512_maskz_loadu_epi32(live, pos + t);
+    const __m512i xv = _mm512_maskz_loadu_epi32(live, idx + t);
+    const __m512i e = _mm512_mask_i32gather_epi32(zero, live, xv, etab, 4);
+    const __mmask16 bad = _mm512_mask_cmpeq_epi32_mask(live, e, unsafe_v);
+    // Partial sums, 8 draws per half.
+    __m512i v64[2];
+    for (int half = 0; half < 2; ++half) {
+      const __mmask8 lm = static_cast<__mmask8>(live >> (8 * half));
+      const __m256i i8 = half == 0 ? _mm512_castsi512_si256(iv) : _mm512_extracti64x4_epi64(iv, 1);
+      const __m512i off = _mm512_slli_epi64(_mm512_cvtepi32_epi64(i8), WN == 2 ? 1 : 0);
+      const __m512i w0 = _mm512_mask_i64gather_epi64(zero, lm, off, wblock, 8);
+      __m512i v = _mm512_popcnt_epi64(_mm512_and_si512(w0, x0v));
+      if constexpr (WN == 2) {
+        const __m512i w1 = _mm512_mask_i64gather_epi64(zero, lm, off, wblock + 1, 8);
+        v = _mm512_add_epi64(v, _mm512_popcnt_epi64(_mm512_and_si512(w1, x1v)));
+      }
+      v64[half] = v;
+    }
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(v64[0])),
+                                         _mm512_cvtepi64_epi32(v64[1]), 1);
+    if (bad != 0) [[unlikely]] {
+      alignas(64) int32_t vs[16];
+      _mm512_store_si512(vs, v);
+      for (int l = 0; l < 16; ++l) {
+        if ((bad >> l) & 1) unsafe.push_back({pos[t + l], idx[t + l], vs[l]});
+      }
+      live &= static_cast<__mmask16>(~bad);
+    }
+    const __m512i sum = _mm512_add_epi32(v, e);
+    const __m512i code = _mm512_min_epi32(_mm512_max_epi32(sum, zero), topv);
+    __m512i d = _mm512_sub_epi32(code, v);
+    if (sgn < 0) d = _mm512_sub_epi32(zero, d);
+    clipped += __builtin_popcount(_mm512_mask_cmpgt_epu32_mask(live, sum, topv));
+    for (int half = 0; half < 2; ++half) {
+      const __mmask8 lm = static_cast<__mmask8>(live >> (8 * half));
+      const __m256i i8 = half == 0 ? _mm512_castsi512_si256(iv) : _mm512_extracti64x4_epi64(iv, 1);
+      const __m256i d8 = half == 0 ? _mm512_castsi512_si256(d) : _mm512_extracti64x4_epi64(d, 1);
+      const __m512i c = _mm512_mask_i32gather_epi64(zero, lm, i8, corr, 8);
+      const __m512i add = _mm512_sll_epi64(_mm512_cvtepi32_epi64(d8), js);
+      _mm512_mask_i32scatter_epi64(corr, lm, i8, _mm512_add_epi64(c, add), 8);
+    }
+  }
+  return clipped;
+}
+#endif
 
 // Per-thread state of one range of samples.
 struct Worker {
@@ -566,8 +635,8 @@ struct Worker {
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
   std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
   std::vector<uint32_t> ev_idx;   // and their quantile-table indices
-  std::vector<uint8_t> slice_of;     // the slice q of draw i = q ncp + cp
-  std::vector<uint64_t> colshift_of;  // cp << 8 | q pr of draw i
+  std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
+  std::vector<int64_t> corr;      // the sample's tail corrections of draw i, shifted by j pd
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
@@ -609,13 +678,11 @@ struct Worker {
       ev_pos.resize(static_cast<size_t>(S * ncp + 16));
       ev_idx.resize(static_cast<size_t>(S * ncp));
       slice_of.resize(static_cast<size_t>(S * ncp));
-      colshift_of.resize(static_cast<size_t>(S * ncp));
       for (int q = 0; q < S; ++q) {
-        for (int64_t cp = 0; cp < ncp; ++cp) {
-          slice_of[q * ncp + cp] = static_cast<uint8_t>(q);
-          colshift_of[q * ncp + cp] = static_cast<uint64_t>(cp) << 8 | static_cast<uint64_t>(q * pr);
-        }
+        std::fill(slice_of.begin() + q * ncp, slice_of.begin() + (q + 1) * ncp,
+                  static_cast<uint8_t>(q));
       }
+      corr.assign(static_cast<size_t>(S * ncp), 0);
     }
   }
 
@@ -725,9 +792,8 @@ struct Worker {
     }
     const uint64_t* const wblock = pw.Plane(b, 0, 0);
     const int32_t sgn = static_cast<int32_t>(sign);
-    int64_t* const accp = acc.data();
     const uint8_t* const slice = slice_of.data();
-    const uint64_t* const colshift = colshift_of.data();
+    int64_t* const corrp = corr.data();
     // The partial sum of draw i, as PopcountSums computes it.
     auto partial = [&](int64_t i) -> int32_t {
       const int64_t q = slice[i], col = i - q * ncp;
@@ -749,10 +815,10 @@ struct Worker {
     // plane word i * words of the block, no division needed.
     const bool simple = pd == 1 && pr == 1 && wn <= 2 && xp[0] != nullptr;
     const uint64_t x0 = simple ? xp[0][0] : 0, x1 = simple && wn == 2 ? xp[0][1] : 0;
-    auto partial1 = [wblock, x0](int64_t i) {
+    [[maybe_unused]] auto partial1 = [wblock, x0](int64_t i) {
       return static_cast<int32_t>(__builtin_popcountll(x0 & wblock[i]));
     };
-    auto partial2 = [wblock, x0, x1](int64_t i) {
+    [[maybe_unused]] auto partial2 = [wblock, x0, x1](int64_t i) {
       const uint64_t* wc = wblock + 2 * i;
       return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
                                   __builtin_popcountll(x1 & wc[1]));
@@ -763,17 +829,26 @@ struct Worker {
     const uint32_t* const idx = ev_idx.data();
     int64_t clipped;
     if (simple && wn == 1) {
-      clipped = ApplyTails(pos, idx, n, partial1, etab, top, colshift, js, sgn, accp, unsafe);
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+      clipped = ApplyTailsSimple16<1>(pos, idx, n, wblock, x0, x1, etab, top, js, sgn, corrp,
+                                      unsafe);
+#else
+      clipped = ApplyTails(pos, idx, n, partial1, etab, top, js, sgn, corrp, unsafe);
+#endif
     } else if (simple) {
-      clipped = ApplyTails(pos, idx, n, partial2, etab, top, colshift, js, sgn, accp, unsafe);
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+      clipped = ApplyTailsSimple16<2>(pos, idx, n, wblock, x0, x1, etab, top, js, sgn, corrp,
+                                      unsafe);
+#else
+      clipped = ApplyTails(pos, idx, n, partial2, etab, top, js, sgn, corrp, unsafe);
+#endif
     } else {
-      clipped = ApplyTails(pos, idx, n, partial, etab, top, colshift, js, sgn, accp, unsafe);
+      clipped = ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
     }
     // The draws next to a half-integer code boundary: the full transfer.
     for (const UnsafeTail& ut : unsafe) {
       const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
-      const int64_t q = slice[ut.i];
-      accp[ut.i - q * ncp] += static_cast<int64_t>(sgn * (res.code - ut.v)) << (js + q * pr);
+      corrp[ut.i] += static_cast<int64_t>(sgn * (res.code - ut.v)) << js;
       clipped += res.clipped;
     }
     unsafe.clear();
@@ -1455,6 +1530,16 @@ struct Worker {
     }
     int64_t* y = p.y + m * p.ldy;
     if (lossless) {
+      if (!corr.empty()) {
+        // acc[cp] += sum_q corr[q ncp + cp] << q pr; corr back to zero.
+        for (int q = 0; q < S; ++q) {
+          int64_t* cq = corr.data() + q * ncp;
+          for (int64_t cp = 0; cp < ncp; ++cp) {
+            acc[cp] += cq[cp] << (q * pr);
+            cq[cp] = 0;
+          }
+        }
+      }
       const int64_t* pr_m = prod.data() + (m - prod_m0) * ncp;
       for (int64_t cp = 0; cp < ncp; ++cp) acc[cp] += pr_m[cp];
     }
