@@ -915,6 +915,23 @@ struct Worker {
     for (int64_t t0 = 0; t0 < n; t0 += 64) {
       SparseWords64(key, events, static_cast<uint64_t>(t0) >> 6, ew);
       const int64_t tn = std::min<int64_t>(64, n - t0);
+#if defined(__AVX512F__)
+      // The high words of u tails: even lanes' products shifted down, odd lanes' in place.
+      const __m512i tv = _mm512_set1_epi32(static_cast<int32_t>(tails));
+      const __m512i lov = _mm512_set1_epi32(static_cast<int32_t>(lo));
+      const __m512i upv = _mm512_set1_epi32(static_cast<int32_t>(up_shift));
+      for (int64_t t = 0; t < tn; t += 16) {
+        const __m512i u = _mm512_load_si512(ew + t);
+        const __m512i pe = _mm512_mul_epu32(u, tv);
+        const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(u, 32), tv);
+        const __m512i sl = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+        const __m512i ix = _mm512_mask_add_epi32(sl, _mm512_cmpge_epu32_mask(sl, lov), sl, upv);
+        _mm512_mask_storeu_epi32(idx + t0 + t,
+                                 static_cast<__mmask16>((1u << std::min<int64_t>(16, tn - t)) - 1),
+                                 ix);
+      }
+      continue;
+#endif
       for (int64_t t = 0; t < tn; ++t) {
         const uint32_t sl = static_cast<uint32_t>((static_cast<uint64_t>(ew[t]) * tails) >> 32);
         idx[t0 + t] = sl + (up_shift & (0u - static_cast<uint32_t>(sl >= lo)));
