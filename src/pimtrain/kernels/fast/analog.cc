@@ -488,29 +488,51 @@ void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& pla
   alignas(64) uint32_t u[64];
   SparseWords64(key, stream, b, u);
 #if defined(__AVX512F__)
-  alignas(64) uint32_t thr[64];
-  thr[0] = 0xFFFFFFFFu;  // never looked up
-  for (int g = 1; g < 64; ++g) thr[g] = static_cast<uint32_t>(plan.gap_thr[g]);
-  const __m512i t0 = _mm512_load_si512(thr), t1 = _mm512_load_si512(thr + 16);
-  const __m512i t2 = _mm512_load_si512(thr + 32), t3 = _mm512_load_si512(thr + 48);
-  const __m512i bit5 = _mm512_set1_epi32(32);
+  // Step s of the search looks at gap_thr[g + s], g a multiple of 2 s: a table of 32 / s
+  // entries per step, indexed by g / (2 s) (one permute; the last step's 32 entries take two
+  // registers).
+  alignas(64) uint32_t t8[16] = {}, t4[16] = {}, t2[16] = {}, t1[32] = {};
+  for (int i = 0; i < 4; ++i) t8[i] = static_cast<uint32_t>(plan.gap_thr[8 + 16 * i]);
+  for (int i = 0; i < 8; ++i) t4[i] = static_cast<uint32_t>(plan.gap_thr[4 + 8 * i]);
+  for (int i = 0; i < 16; ++i) t2[i] = static_cast<uint32_t>(plan.gap_thr[2 + 4 * i]);
+  for (int i = 0; i < 32; ++i) t1[i] = static_cast<uint32_t>(plan.gap_thr[1 + 2 * i]);
+  const __m512i v32 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[32]));
+  const __m512i v16 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[16]));
+  const __m512i v48 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[48]));
+  const __m512i T8 = _mm512_load_si512(t8), T4 = _mm512_load_si512(t4);
+  const __m512i T2 = _mm512_load_si512(t2), T1a = _mm512_load_si512(t1);
+  const __m512i T1b = _mm512_load_si512(t1 + 16);
   // The four vectors' searches side by side: each step waits on the one before it.
   __m512i uv[4], g[4];
   for (int v = 0; v < 4; ++v) {
     uv[v] = _mm512_load_si512(u + 16 * v);
-    g[v] = _mm512_setzero_si512();
+    const __mmask16 m32 = _mm512_cmplt_epu32_mask(uv[v], v32);
+    g[v] = _mm512_maskz_mov_epi32(m32, _mm512_set1_epi32(32));
+    const __m512i t = _mm512_mask_blend_epi32(m32, v16, v48);
+    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                 _mm512_set1_epi32(16));
   }
-  for (int step = 32; step >= 1; step >>= 1) {
-    const __m512i sv = _mm512_set1_epi32(step);
-    for (int v = 0; v < 4; ++v) {
-      const __m512i c = _mm512_add_epi32(g[v], sv);
-      const __m512i lo = _mm512_permutex2var_epi32(t0, c, t1);
-      const __m512i hi = _mm512_permutex2var_epi32(t2, c, t3);
-      const __m512i t = _mm512_mask_blend_epi32(_mm512_test_epi32_mask(c, bit5), lo, hi);
-      g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v], sv);
-    }
+  for (int v = 0; v < 4; ++v) {
+    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 4), T8);
+    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                 _mm512_set1_epi32(8));
   }
-  for (int v = 0; v < 4; ++v) _mm512_storeu_si512(len + 16 * v, g[v]);
+  for (int v = 0; v < 4; ++v) {
+    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 3), T4);
+    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                 _mm512_set1_epi32(4));
+  }
+  for (int v = 0; v < 4; ++v) {
+    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 2), T2);
+    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                 _mm512_set1_epi32(2));
+  }
+  for (int v = 0; v < 4; ++v) {
+    __m512i t = _mm512_permutex2var_epi32(T1a, _mm512_srli_epi32(g[v], 1), T1b);
+    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                 _mm512_set1_epi32(1));
+    _mm512_storeu_si512(len + 16 * v, g[v]);
+  }
 #else
   for (int k = 0; k < 64; ++k) len[k] = static_cast<uint32_t>(detail::GapLength(plan, u[k]));
 #endif
