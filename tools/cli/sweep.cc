@@ -177,7 +177,11 @@ int RunSweepCommand(const SweepCommand& cmd) {
   if (!root) {
     // Rank 0 reads the sweep file and reports its errors; this rank runs what it is sent.
     SweepOutcome o = RunSweepPeer(options);
-    if (o.abandoned) return 2;
+    // Rank 0 refused the sweep and reports why, exiting with 2 itself. This rank must exit 0:
+    // mpirun kills the whole job as soon as any rank exits non-zero, and output a killed rank
+    // had already written may never be forwarded, so a 2 here lost rank 0's error whenever this
+    // rank got out first. mpirun's own exit code is still rank 0's 2.
+    if (o.abandoned) return 0;
     return o.failed > 0 ? 1 : 0;
   }
   SweepSpec spec;

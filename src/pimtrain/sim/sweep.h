@@ -95,7 +95,8 @@ SweepOutcome RunSweep(const SweepSpec& spec, const SweepOptions& options);
 
 // Ranks other than 0: receives rank 0's plan, runs this rank's points (options.jobs at once) in
 // the same sweep directory, and sends each finished row to rank 0. abandoned = true when rank 0
-// refused the sweep (a user error it reports itself).
+// refused the sweep (a user error it reports itself, exiting 2: this rank then exits 0, or
+// mpirun could kill rank 0 before its error is shown).
 SweepOutcome RunSweepPeer(const SweepOptions& options);
 
 // Rank 0, when the sweep cannot start (LoadSweep threw): tells the other ranks to stop.
