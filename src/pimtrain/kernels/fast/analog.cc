@@ -895,24 +895,36 @@ struct Worker {
     const __m512i cont_len = _mm512_set1_epi32(kGapSteps), one = _mm512_set1_epi32(1);
     const __m512i zero = _mm512_setzero_si512();
     const __m512i lenv = _mm512_set1_epi32(static_cast<int32_t>(len));
+    const __m512i last = _mm512_set1_epi32(15);
     int32_t at = -1;  // the last conversion passed
     for (uint64_t batch = 0; at + 1 < len; ++batch) {
       GapLengths64(key, gaps, batch, tp, gl);
-      for (int v = 0; v < 4 && at + 1 < len; ++v) {
+      // Per vector the prefix sums of the advances (g + 1 to the next event, kGapSteps for a
+      // continued gap) and their total, all independent of `at`; then one add per vector
+      // carries the position along. Positions past len are dropped (the walk had ended there).
+      __m512i x[4], total[4];
+      __mmask16 cont[4];
+      for (int v = 0; v < 4; ++v) {
         const __m512i g = _mm512_load_si512(gl + 16 * v);
-        const __mmask16 cont = _mm512_cmpeq_epi32_mask(g, cont_len);
-        // Advance: g + 1 to the next event, kGapSteps for a continued gap.
-        __m512i x = _mm512_mask_blend_epi32(cont, _mm512_add_epi32(g, one), cont_len);
-        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 15));
-        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 14));
-        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 12));
-        x = _mm512_add_epi32(x, _mm512_alignr_epi32(x, zero, 8));
-        const __m512i at_v = _mm512_add_epi32(x, _mm512_set1_epi32(at));
-        const __mmask16 live = static_cast<__mmask16>(~cont) & _mm512_cmplt_epi32_mask(at_v, lenv);
+        cont[v] = _mm512_cmpeq_epi32_mask(g, cont_len);
+        __m512i y = _mm512_mask_blend_epi32(cont[v], _mm512_add_epi32(g, one), cont_len);
+        y = _mm512_add_epi32(y, _mm512_alignr_epi32(y, zero, 15));
+        y = _mm512_add_epi32(y, _mm512_alignr_epi32(y, zero, 14));
+        y = _mm512_add_epi32(y, _mm512_alignr_epi32(y, zero, 12));
+        y = _mm512_add_epi32(y, _mm512_alignr_epi32(y, zero, 8));
+        x[v] = y;
+        total[v] = _mm512_permutexvar_epi32(last, y);
+      }
+      __m512i base = _mm512_set1_epi32(at);
+      for (int v = 0; v < 4; ++v) {
+        const __m512i at_v = _mm512_add_epi32(x[v], base);
+        const __mmask16 live =
+            static_cast<__mmask16>(~cont[v]) & _mm512_cmplt_epi32_mask(at_v, lenv);
         _mm512_storeu_si512(pos + n, _mm512_maskz_compress_epi32(live, at_v));
         n += __builtin_popcount(live);
-        at = _mm_extract_epi32(_mm512_extracti32x4_epi32(at_v, 3), 3);
+        base = _mm512_add_epi32(base, total[v]);
       }
+      at = _mm_cvtsi128_si32(_mm512_castsi512_si128(base));
     }
 #else
     int64_t at = -1;
