@@ -401,20 +401,25 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if (out.bits <= 8) {
     // Levels of 64 rows of a column as 64 bytes; a byte-wise bit test gives the plane word.
-    auto pack8 = [&](int64_t b0, int64_t b1) {
-      std::vector<uint8_t> col(static_cast<size_t>(ncp * 64));
-      for (int64_t b = b0; b < b1; ++b) {
+    // Tasks of (block, 64 columns), so that a single block still splits over the threads.
+    constexpr int64_t kCols = 64;
+    const int64_t col_chunks = (ncp + kCols - 1) / kCols;
+    auto pack8 = [&](int64_t t0, int64_t t1) {
+      alignas(64) uint8_t col[kCols * 64];
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
+        const int64_t c1 = std::min(ncp, c0 + kCols);
         const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
         for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
           const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
-          std::fill(col.begin(), col.end(), 0);
+          std::fill(col, col + kCols * 64, 0);
           for (int64_t r = rs; r < re; ++r) {
             const int32_t* row = p.w + r * ncp;
-            uint8_t* c = col.data() + (r - rs);
-            for (int64_t cp = 0; cp < ncp; ++cp) c[cp * 64] = static_cast<uint8_t>(row[cp]);
+            uint8_t* c = col + (r - rs);
+            for (int64_t cp = c0; cp < c1; ++cp) c[(cp - c0) * 64] = static_cast<uint8_t>(row[cp]);
           }
-          for (int64_t cp = 0; cp < ncp; ++cp) {
-            const __m512i v = _mm512_loadu_si512(col.data() + cp * 64);
+          for (int64_t cp = c0; cp < c1; ++cp) {
+            const __m512i v = _mm512_load_si512(col + (cp - c0) * 64);
             for (int t = 0; t < out.bits; ++t) {
               out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
                   _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
@@ -424,9 +429,9 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
       }
     };
     if (pool != nullptr) {
-      pool->ParallelFor(blocks, 1, pack8);
+      pool->ParallelFor(blocks * col_chunks, 1, pack8);
     } else {
-      pack8(0, blocks);
+      pack8(0, blocks * col_chunks);
     }
     return;
   }
