@@ -405,6 +405,57 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
     constexpr int64_t kCols = 64;
     const int64_t col_chunks = (ncp + kCols - 1) / kCols;
     auto pack8 = [&](int64_t t0, int64_t t1) {
+#if defined(__AVX512VBMI__)
+      // 64 rows x 16 columns at a time: four rows' levels as bytes in one register, a byte
+      // permute to (column, 4 rows) dwords, and each column's 64 bytes gathered from the 16
+      // registers' dwords.
+      alignas(64) uint32_t quad[16][16];
+      __m512i to_cols;  // byte 4 c + k <- byte 16 k + c
+      {
+        alignas(64) uint8_t perm[64];
+        for (int c = 0; c < 16; ++c) {
+          for (int k = 0; k < 4; ++k) perm[4 * c + k] = static_cast<uint8_t>(16 * k + c);
+        }
+        to_cols = _mm512_load_si512(perm);
+      }
+      const __m512i stride = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160,
+                                               176, 192, 208, 224, 240);
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
+        const int64_t c1 = std::min(ncp, c0 + kCols);
+        const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
+        for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
+          const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
+          for (int64_t cs = c0; cs < c1; cs += 16) {
+            const int64_t nc = std::min<int64_t>(16, c1 - cs);
+            const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1);
+            for (int rr = 0; rr < 16; ++rr) {
+              __m128i rows[4];
+              for (int k = 0; k < 4; ++k) {
+                const int64_t r = rs + 4 * rr + k;
+                rows[k] = r < re ? _mm512_cvtepi32_epi8(_mm512_maskz_loadu_epi32(
+                                       cm, p.w + r * ncp + cs))
+                                 : _mm_setzero_si128();
+              }
+              __m512i z = _mm512_castsi128_si512(rows[0]);
+              z = _mm512_inserti32x4(z, rows[1], 1);
+              z = _mm512_inserti32x4(z, rows[2], 2);
+              z = _mm512_inserti32x4(z, rows[3], 3);
+              _mm512_store_si512(quad[rr], _mm512_permutexvar_epi8(to_cols, z));
+            }
+            for (int64_t c = 0; c < nc; ++c) {
+              // Rows 4 rr .. 4 rr + 3 of column c are dword c of quad[rr].
+              const __m512i v = _mm512_i32gather_epi32(stride, &quad[0][c], 4);
+              const int64_t cp = cs + c;
+              for (int t = 0; t < out.bits; ++t) {
+                out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
+                    _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
+              }
+            }
+          }
+        }
+      }
+#else
       alignas(64) uint8_t col[kCols * 64];
       for (int64_t task = t0; task < t1; ++task) {
         const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
@@ -427,7 +478,9 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
           }
         }
       }
+#endif
     };
+
     if (pool != nullptr) {
       pool->ParallelFor(blocks * col_chunks, 1, pack8);
     } else {
