@@ -374,7 +374,17 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   out.block = p.block;
   out.words = (p.block + 63) / 64;
   out.bits = p.slices * p.cell_bits;
-  out.planes.assign(static_cast<size_t>(blocks * out.bits * ncp * out.words), 0);
+  // Zeroed for the scalar packer (it ORs bits in); the byte-wise packers write every word.
+  const size_t plane_words = static_cast<size_t>(blocks * out.bits * ncp * out.words);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (out.bits <= 8) {
+    out.planes.resize(plane_words);
+  } else {
+    out.planes.assign(plane_words, 0);
+  }
+#else
+  out.planes.assign(plane_words, 0);
+#endif
   // Row pairs of the levels for the exact product (levels of up to 15 bits fit int16).
   if (out.bits <= 15) {
     const int64_t rp = (p.k + 1) / 2;
@@ -1641,12 +1651,12 @@ struct Worker {
     if (lossless) {
       if (!corr.empty()) {
         // acc[cp] += sum_q corr[q ncp + cp] << q pr; corr back to zero.
+        int64_t* __restrict a = acc.data();
         for (int q = 0; q < S; ++q) {
-          int64_t* cq = corr.data() + q * ncp;
-          for (int64_t cp = 0; cp < ncp; ++cp) {
-            acc[cp] += cq[cp] << (q * pr);
-            cq[cp] = 0;
-          }
+          int64_t* __restrict cq = corr.data() + q * ncp;
+          const int sh = q * pr;
+          for (int64_t cp = 0; cp < ncp; ++cp) a[cp] += cq[cp] << sh;
+          std::fill(cq, cq + ncp, int64_t{0});
         }
       }
       const int64_t* pr_m = prod.data() + (m - prod_m0) * ncp;
