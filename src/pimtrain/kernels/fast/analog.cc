@@ -746,20 +746,25 @@ struct Worker {
     arrays_per_block = (ncp * S + p.tile_cols - 1) / p.tile_cols;
     groups = SignificanceGroups(cycles, S, pd, pr);
     xplanes.resize(static_cast<size_t>(2 * p.x_bits * words));
-    ps.resize(static_cast<size_t>(cycles * S * ncp));
-    psi.resize(static_cast<size_t>(cycles * S * ncp));
-    z.resize(static_cast<size_t>(S * ncp));
-    if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
-    if (p.readout.dataflow == Dataflow::kB) z_lines.resize(groups.size() * static_cast<size_t>(ncp));
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
+    if (!lossless) {
+      // Partial sums and draws of the converting paths (the lossless one needs none).
+      ps.resize(static_cast<size_t>(cycles * S * ncp));
+      psi.resize(static_cast<size_t>(cycles * S * ncp));
+      z.resize(static_cast<size_t>(S * ncp));
+      if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
+      if (p.readout.dataflow == Dataflow::kB) {
+        z_lines.resize(groups.size() * static_cast<size_t>(ncp));
+      }
+    }
     // Worth it when the central draws span less than one code (most conversions then do not
     // depend on them); exact only for a linear transfer (INL's float steps need not be
     // monotone).
     const AdcTransfer& adc = p.readout.adc;
     const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
-    shortcut = p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f && adc.inl_k == 0.0f &&
-               adc.sigma * zspan * adc.inv_lsb < 1.0f;
+    shortcut = !lossless && p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f &&
+               adc.inl_k == 0.0f && adc.sigma * zspan * adc.inv_lsb < 1.0f;
     if (shortcut) {
       uni.resize(static_cast<size_t>(S * ncp));
       tails.resize(static_cast<size_t>(ncp + 16));
