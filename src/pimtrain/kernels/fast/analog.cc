@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -366,6 +367,61 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// The levels (< 256) of rows [rs, re) (at most 64; missing rows read 0) of columns [c0, c1) (at
+// most kCols) of a k x ncp level matrix, as one 64-byte register per column: byte r - rs is row
+// r's level. With VBMI, 16 columns at a time: four rows' levels narrowed to bytes in one
+// register, a byte permute to (column, 4 rows) dwords, each column's 16 dwords gathered;
+// without, one scattered byte store per level.
+constexpr int64_t kCols = 64;
+struct ColumnBytes64 {
+#if defined(__AVX512VBMI__)
+  alignas(64) uint32_t quad[kCols / 16][16][16];  // [column group][4-row group][column]
+  void Fill(const int32_t* w, int64_t ncp, int64_t rs, int64_t re, int64_t c0, int64_t c1) {
+    alignas(64) uint8_t perm[64];  // byte 4 c + k <- byte 16 k + c
+    for (int c = 0; c < 16; ++c) {
+      for (int k = 0; k < 4; ++k) perm[4 * c + k] = static_cast<uint8_t>(16 * k + c);
+    }
+    const __m512i to_cols = _mm512_load_si512(perm);
+    for (int64_t cs = c0; cs < c1; cs += 16) {
+      const int64_t nc = std::min<int64_t>(16, c1 - cs);
+      const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1);
+      for (int rr = 0; rr < 16; ++rr) {
+        __m128i rows[4];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t r = rs + 4 * rr + k;
+          rows[k] = r < re ? _mm512_cvtepi32_epi8(_mm512_maskz_loadu_epi32(cm, w + r * ncp + cs))
+                           : _mm_setzero_si128();
+        }
+        __m512i z = _mm512_castsi128_si512(rows[0]);
+        z = _mm512_inserti32x4(z, rows[1], 1);
+        z = _mm512_inserti32x4(z, rows[2], 2);
+        z = _mm512_inserti32x4(z, rows[3], 3);
+        _mm512_store_si512(quad[(cs - c0) / 16][rr], _mm512_permutexvar_epi8(to_cols, z));
+      }
+    }
+  }
+  // Rows 4 rr .. 4 rr + 3 of column c are dword c % 16 of quad[c / 16][rr].
+  __m512i Column(int64_t c) const {
+    const __m512i stride = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176,
+                                             192, 208, 224, 240);
+    return _mm512_i32gather_epi32(stride, &quad[c / 16][0][c % 16], 4);
+  }
+#else
+  alignas(64) uint8_t col[kCols * 64];
+  void Fill(const int32_t* w, int64_t ncp, int64_t rs, int64_t re, int64_t c0, int64_t c1) {
+    std::fill(col, col + kCols * 64, 0);
+    for (int64_t r = rs; r < re; ++r) {
+      const int32_t* row = w + r * ncp;
+      uint8_t* c = col + (r - rs);
+      for (int64_t cp = c0; cp < c1; ++cp) c[(cp - c0) * 64] = static_cast<uint8_t>(row[cp]);
+    }
+  }
+  __m512i Column(int64_t c) const { return _mm512_load_si512(col + c * 64); }
+#endif
+};
+#endif
+
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool) {
   const int64_t ncp = p.n * p.polarities;
   const int64_t blocks = (p.k + p.block - 1) / p.block;
@@ -412,75 +468,18 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   if (out.bits <= 8) {
     // Levels of 64 rows of a column as 64 bytes; a byte-wise bit test gives the plane word.
     // Tasks of (block, 64 columns), so that a single block still splits over the threads.
-    constexpr int64_t kCols = 64;
     const int64_t col_chunks = (ncp + kCols - 1) / kCols;
     auto pack8 = [&](int64_t t0, int64_t t1) {
-#if defined(__AVX512VBMI__)
-      // 64 rows x 16 columns at a time: four rows' levels as bytes in one register, a byte
-      // permute to (column, 4 rows) dwords, and each column's 64 bytes gathered from the 16
-      // registers' dwords.
-      alignas(64) uint32_t quad[16][16];
-      __m512i to_cols;  // byte 4 c + k <- byte 16 k + c
-      {
-        alignas(64) uint8_t perm[64];
-        for (int c = 0; c < 16; ++c) {
-          for (int k = 0; k < 4; ++k) perm[4 * c + k] = static_cast<uint8_t>(16 * k + c);
-        }
-        to_cols = _mm512_load_si512(perm);
-      }
-      const __m512i stride = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160,
-                                               176, 192, 208, 224, 240);
+      ColumnBytes64 cols;
       for (int64_t task = t0; task < t1; ++task) {
         const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
         const int64_t c1 = std::min(ncp, c0 + kCols);
         const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
         for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
           const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
-          for (int64_t cs = c0; cs < c1; cs += 16) {
-            const int64_t nc = std::min<int64_t>(16, c1 - cs);
-            const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1);
-            for (int rr = 0; rr < 16; ++rr) {
-              __m128i rows[4];
-              for (int k = 0; k < 4; ++k) {
-                const int64_t r = rs + 4 * rr + k;
-                rows[k] = r < re ? _mm512_cvtepi32_epi8(_mm512_maskz_loadu_epi32(
-                                       cm, p.w + r * ncp + cs))
-                                 : _mm_setzero_si128();
-              }
-              __m512i z = _mm512_castsi128_si512(rows[0]);
-              z = _mm512_inserti32x4(z, rows[1], 1);
-              z = _mm512_inserti32x4(z, rows[2], 2);
-              z = _mm512_inserti32x4(z, rows[3], 3);
-              _mm512_store_si512(quad[rr], _mm512_permutexvar_epi8(to_cols, z));
-            }
-            for (int64_t c = 0; c < nc; ++c) {
-              // Rows 4 rr .. 4 rr + 3 of column c are dword c of quad[rr].
-              const __m512i v = _mm512_i32gather_epi32(stride, &quad[0][c], 4);
-              const int64_t cp = cs + c;
-              for (int t = 0; t < out.bits; ++t) {
-                out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
-                    _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
-              }
-            }
-          }
-        }
-      }
-#else
-      alignas(64) uint8_t col[kCols * 64];
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
-        const int64_t c1 = std::min(ncp, c0 + kCols);
-        const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
-        for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
-          const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
-          std::fill(col, col + kCols * 64, 0);
-          for (int64_t r = rs; r < re; ++r) {
-            const int32_t* row = p.w + r * ncp;
-            uint8_t* c = col + (r - rs);
-            for (int64_t cp = c0; cp < c1; ++cp) c[(cp - c0) * 64] = static_cast<uint8_t>(row[cp]);
-          }
+          cols.Fill(p.w, ncp, rs, re, c0, c1);
           for (int64_t cp = c0; cp < c1; ++cp) {
-            const __m512i v = _mm512_load_si512(col + (cp - c0) * 64);
+            const __m512i v = cols.Column(cp - c0);
             for (int t = 0; t < out.bits; ++t) {
               out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
                   _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
@@ -488,7 +487,6 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
           }
         }
       }
-#endif
     };
 
     if (pool != nullptr) {
@@ -580,20 +578,14 @@ void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& pla
     g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
                                  _mm512_set1_epi32(16));
   }
-  for (int v = 0; v < 4; ++v) {
-    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 4), T8);
-    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
-                                 _mm512_set1_epi32(8));
-  }
-  for (int v = 0; v < 4; ++v) {
-    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 3), T4);
-    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
-                                 _mm512_set1_epi32(4));
-  }
-  for (int v = 0; v < 4; ++v) {
-    __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], 2), T2);
-    g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
-                                 _mm512_set1_epi32(2));
+  // Steps 8, 4, 2: the threshold of g + s from the table at g / (2 s).
+  for (const auto& [s, table] : {std::pair{8, T8}, std::pair{4, T4}, std::pair{2, T2}}) {
+    const int shift = __builtin_ctz(2 * s);
+    for (int v = 0; v < 4; ++v) {
+      const __m512i t = _mm512_permutexvar_epi32(_mm512_srli_epi32(g[v], shift), table);
+      g[v] = _mm512_mask_add_epi32(g[v], _mm512_cmplt_epu32_mask(uv[v], t), g[v],
+                                   _mm512_set1_epi32(s));
+    }
   }
   for (int v = 0; v < 4; ++v) {
     __m512i t = _mm512_permutex2var_epi32(T1a, _mm512_srli_epi32(g[v], 1), T1b);
@@ -910,10 +902,10 @@ struct Worker {
     // plane word i * words of the block, no division needed.
     const bool simple = pd == 1 && pr == 1 && wn <= 2 && xp[0] != nullptr;
     const uint64_t x0 = simple ? xp[0][0] : 0, x1 = simple && wn == 2 ? xp[0][1] : 0;
-    [[maybe_unused]] auto partial1 = [wblock, x0](int64_t i) {
+    auto partial1 = [wblock, x0](int64_t i) {
       return static_cast<int32_t>(__builtin_popcountll(x0 & wblock[i]));
     };
-    [[maybe_unused]] auto partial2 = [wblock, x0, x1](int64_t i) {
+    auto partial2 = [wblock, x0, x1](int64_t i) {
       const uint64_t* wc = wblock + 2 * i;
       return static_cast<int32_t>(__builtin_popcountll(x0 & wc[0]) +
                                   __builtin_popcountll(x1 & wc[1]));
@@ -922,24 +914,21 @@ struct Worker {
     const int js = j * pd;
     const int32_t* const pos = ev_pos.data();
     const uint32_t* const idx = ev_idx.data();
-    int64_t clipped;
-    if (simple && wn == 1) {
+    // 1-bit DACs and cells: 16 events at a time where the CPU can (WN words per block row).
+    auto apply_simple = [&](auto wn_words, const auto& part) -> int64_t {
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-      clipped = ApplyTailsSimple16<1>(pos, idx, n, wblock, x0, x1, etab, top, js, sgn, corrp,
-                                      unsafe);
+      (void)part;
+      return ApplyTailsSimple16<decltype(wn_words)::value>(pos, idx, n, wblock, x0, x1, etab, top,
+                                                           js, sgn, corrp, unsafe);
 #else
-      clipped = ApplyTails(pos, idx, n, partial1, etab, top, js, sgn, corrp, unsafe);
+      (void)wn_words;
+      return ApplyTails(pos, idx, n, part, etab, top, js, sgn, corrp, unsafe);
 #endif
-    } else if (simple) {
-#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-      clipped = ApplyTailsSimple16<2>(pos, idx, n, wblock, x0, x1, etab, top, js, sgn, corrp,
-                                      unsafe);
-#else
-      clipped = ApplyTails(pos, idx, n, partial2, etab, top, js, sgn, corrp, unsafe);
-#endif
-    } else {
-      clipped = ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
-    }
+    };
+    int64_t clipped =
+        simple && wn == 1 ? apply_simple(std::integral_constant<int, 1>{}, partial1)
+        : simple          ? apply_simple(std::integral_constant<int, 2>{}, partial2)
+                          : ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
     // The draws next to a half-integer code boundary: the full transfer.
     for (const UnsafeTail& ut : unsafe) {
       const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
