@@ -862,10 +862,10 @@ struct Worker {
     }
   }
 
-  // Lossless dataflow A, cycle j: every central draw leaves the code at the partial sum, so only
-  // the tail draws (h outside the central 95 %, ~5 %) are converted, each from its own partial
-  // sum; their code minus the partial sum is shifted into acc at once (acc then holds the
-  // sample's corrections to the exact product).
+  // Lossless dataflow A, cycle j: no draw in [lo, hi) can move a code, so only the segment's
+  // sparse-tail events (detail::SparseTails; ~4.5 % of the conversions at sigma = 1/4 LSB) are
+  // converted, each from its own partial sum; code - partial sum, shifted by j pd, goes into
+  // corr (folded into acc, the corrections to the exact product, at the end of the sample).
   void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign) {
     const AdcTransfer& adc = p.readout.adc;
     const int64_t ncp = this->ncp, len = S * ncp, wn = words;
