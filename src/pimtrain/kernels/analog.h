@@ -203,6 +203,11 @@ struct TailPlan {
   uint32_t lo = 0, hi = 65536;
   uint32_t tails = 0;  // lo + 65536 - hi
   uint64_t gap_thr[kGapSteps + 1] = {};
+  // Unit tails (a lossless read-out's are: |sigma z| <= 1.1 there): every tail draw outside
+  // [lo, hi) has offset -1 below the centre and +1 above it, except the kUnsafeTail ones, table
+  // indices [unsafe_lo, lo) and [hi - kTailHiBase, unsafe_hi) at the inner edges.
+  bool unit = false;
+  uint32_t unsafe_lo = 0, unsafe_hi = 0;
 };
 TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax);
 // The largest partial sum of p's blocks (integer levels): the bound MakeTailPlan needs.

@@ -424,6 +424,9 @@ TEST(AnalogNoiseTest, SparseTailEventsFollowTheDrawLaw) {
   const detail::TailPlan plan = detail::MakeTailPlan(adc, 128.0);
   ASSERT_GT(plan.tails, 0u);
   ASSERT_LT(plan.tails, 2 * kGaussTail);
+  // |sigma z| <= 1.1 at sigma 1/4: every tail offset is -1 or +1 (the fast kernel's unit path).
+  EXPECT_TRUE(plan.unit);
+  EXPECT_FALSE(detail::MakeTailPlan(MakeAdcTransfer(8, 255.0, 0.0, 0.5), 128.0).unit);
   const double p = plan.tails / 65536.0;
   const int64_t len = 1000, segments = 2000;
   std::vector<int64_t> pos(len);

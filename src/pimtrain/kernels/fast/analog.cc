@@ -636,7 +636,7 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
 // so no two lanes collide). kUnsafeTail lanes go to `unsafe` one by one.
 template <int WN>
 int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
-                           const uint64_t* wblock, uint64_t x0, uint64_t x1, const int32_t* etab,
+                           const uint64_t* wblock, uint64_t x0, uint64_t x1, const TailPlan& plan,
                            int32_t top, int jshift, int32_t sgn, int64_t* corr,
                            std::vector<UnsafeTail>& unsafe) {
   int64_t clipped = 0;
@@ -645,13 +645,29 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
   const __m512i x0v = _mm512_set1_epi64(static_cast<int64_t>(x0));
   const __m512i x1v = _mm512_set1_epi64(static_cast<int64_t>(x1));
   const __m128i js = _mm_cvtsi32_si128(jshift);
+  const __m512i centre = _mm512_set1_epi32(static_cast<int32_t>(kGaussTail));
+  const __m512i minus1 = _mm512_set1_epi32(-1), plus1 = _mm512_set1_epi32(1);
+  const __m512i ulo = _mm512_set1_epi32(static_cast<int32_t>(plan.unsafe_lo));
+  const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(plan.lo));
+  const __m512i uhb = _mm512_set1_epi32(static_cast<int32_t>(plan.hi - kTailHiBase));
+  const __m512i uhe = _mm512_set1_epi32(static_cast<int32_t>(plan.unsafe_hi));
+  const int32_t* const etab = plan.e.data();
   for (int64_t t = 0; t < n; t += 16) {
     const int64_t left = std::min<int64_t>(16, n - t);
     __mmask16 live = static_cast<__mmask16>((1u << left) - 1);
     const __m512i iv = _mm512_maskz_loadu_epi32(live, pos + t);
     const __m512i xv = _mm512_maskz_loadu_epi32(live, idx + t);
-    const __m512i e = _mm512_mask_i32gather_epi32(zero, live, xv, etab, 4);
-    const __mmask16 bad = _mm512_mask_cmpeq_epi32_mask(live, e, unsafe_v);
+    __m512i e;
+    __mmask16 bad;
+    if (plan.unit) {
+      // -1 below the centre, +1 above; the unsafe ones are two index ranges.
+      e = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(xv, centre), minus1, plus1);
+      bad = (_mm512_mask_cmpge_epu32_mask(live, xv, ulo) & _mm512_cmplt_epu32_mask(xv, lo)) |
+            (_mm512_mask_cmpge_epu32_mask(live, xv, uhb) & _mm512_cmplt_epu32_mask(xv, uhe));
+    } else {
+      e = _mm512_mask_i32gather_epi32(zero, live, xv, etab, 4);
+      bad = _mm512_mask_cmpeq_epi32_mask(live, e, unsafe_v);
+    }
     // Partial sums, 8 draws per half.
     __m512i v64[2];
     for (int half = 0; half < 2; ++half) {
@@ -918,8 +934,8 @@ struct Worker {
     auto apply_simple = [&](auto wn_words, const auto& part) -> int64_t {
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
       (void)part;
-      return ApplyTailsSimple16<decltype(wn_words)::value>(pos, idx, n, wblock, x0, x1, etab, top,
-                                                           js, sgn, corrp, unsafe);
+      return ApplyTailsSimple16<decltype(wn_words)::value>(pos, idx, n, wblock, x0, x1, *plan,
+                                                           top, js, sgn, corrp, unsafe);
 #else
       (void)wn_words;
       return ApplyTails(pos, idx, n, part, etab, top, js, sgn, corrp, unsafe);

@@ -131,6 +131,14 @@ TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
   plan.lo = lo;
   plan.hi = hi;
   plan.tails = lo + (65536 - hi);
+  uint32_t ulo = lo, uhi = hi - kTailHiBase;
+  while (ulo > 0 && e[ulo - 1] == kUnsafeTail) --ulo;
+  while (uhi < 2 * kGaussTail && e[uhi] == kUnsafeTail) ++uhi;
+  plan.unsafe_lo = ulo;
+  plan.unsafe_hi = uhi;
+  plan.unit = true;
+  for (uint32_t i = 0; i < ulo; ++i) plan.unit = plan.unit && e[i] == -1;
+  for (uint32_t i = uhi; i < 2 * kGaussTail; ++i) plan.unit = plan.unit && e[i] == 1;
   // P(gap >= g) = q^g, q = 1 - tails / 65536: q^g by repeated multiplication (exact steps, the
   // same on every machine), rounded to a 32-bit threshold.
   const double q = 1.0 - static_cast<double>(plan.tails) / 65536.0;
