@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <array>
 #include <cmath>
@@ -131,17 +132,28 @@ inline void Philox8Group(uint64_t key, uint64_t stream, uint64_t g, __m256i word
           static_cast<uint32_t>(key >> 32));
 }
 
+// Half `half` of each 32-bit lane of a Philox output word: the 16-bit uniforms (adc.h's layout,
+// draw 64 g + 32 half + 8 w + lane for word w).
+inline __m256i Uniforms16(__m256i word, int half) {
+  return _mm256_and_si256(half == 0 ? word : _mm256_srli_epi32(word, 16),
+                          _mm256_set1_epi32(0xFFFF));
+}
+#if defined(__AVX512F__)
+inline __m512i Uniforms16(__m512i word, int half) {
+  return _mm512_and_si512(half == 0 ? word : _mm512_srli_epi32(word, 16),
+                          _mm512_set1_epi32(0xFFFF));
+}
+#endif
+
 // The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
 // adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
 int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
                       uint32_t* list, int64_t n) {
   __m256i words[4];
   Philox8Group(key, stream, g, words);
-  const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
   for (int half = 0; half < 2; ++half) {
     for (int w = 0; w < 4; ++w) {
-      const __m256i h =
-          _mm256_and_si256(half == 0 ? words[w] : _mm256_srli_epi32(words[w], 16), mask16);
+      const __m256i h = Uniforms16(words[w], half);
       const int o = 32 * half + 8 * w;
       _mm256_storeu_ps(out + o, Central8(h));
       n = TailList8(h, pos + static_cast<uint32_t>(o), list, n);
@@ -216,7 +228,6 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
                            uint32_t* list, int64_t n) {
   __m512i words[4];
   Philox16(key, stream, g, words);
-  const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
   const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
   const __m512i lo_edge = _mm512_set1_epi32(static_cast<int>(kGaussTail));
   const __m512i hi_edge = _mm512_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
@@ -231,7 +242,7 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
     __m512i hv[4];
     __m512 t[4], r[4], num[4], den[4];
     for (int w = 0; w < 4; ++w) {
-      hv[w] = _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
+      hv[w] = Uniforms16(words[w], half);
       t[w] = _mm512_sub_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(hv[w]), vhalf), vinv),
                            vhalf);
       r[w] = _mm512_mul_ps(t[w], t[w]);
@@ -334,11 +345,9 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
     __m512i words[4];
     Philox16(key, stream, g, words);
-    const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
     for (int half = 0; half < 2; ++half) {
       for (int w = 0; w < 4; ++w) {
-        const __m512i h =
-            _mm512_and_si512(half == 0 ? words[w] : _mm512_srli_epi32(words[w], 16), mask16);
+        const __m512i h = Uniforms16(words[w], half);
         const int off = 32 * half + 8 * w;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + off), _mm512_castsi512_si256(h));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64 + off),
@@ -348,11 +357,9 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
 #else
     __m256i words[4];
     Philox8Group(key, stream, g, words);
-    const __m256i mask16 = _mm256_set1_epi32(0xFFFF);
     for (int half = 0; half < 2; ++half) {
       for (int w = 0; w < 4; ++w) {
-        const __m256i h =
-            _mm256_and_si256(half == 0 ? words[w] : _mm256_srli_epi32(words[w], 16), mask16);
+        const __m256i h = Uniforms16(words[w], half);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * half + 8 * w), h);
       }
     }
@@ -377,12 +384,15 @@ constexpr int64_t kCols = 64;
 struct ColumnBytes64 {
 #if defined(__AVX512VBMI__)
   alignas(64) uint32_t quad[kCols / 16][16][16];  // [column group][4-row group][column]
-  void Fill(const int32_t* w, int64_t ncp, int64_t rs, int64_t re, int64_t c0, int64_t c1) {
-    alignas(64) uint8_t perm[64];  // byte 4 c + k <- byte 16 k + c
+  __m512i to_cols;                                 // byte 4 c + k <- byte 16 k + c
+  ColumnBytes64() {
+    alignas(64) uint8_t perm[64];
     for (int c = 0; c < 16; ++c) {
       for (int k = 0; k < 4; ++k) perm[4 * c + k] = static_cast<uint8_t>(16 * k + c);
     }
-    const __m512i to_cols = _mm512_load_si512(perm);
+    to_cols = _mm512_load_si512(perm);
+  }
+  void Fill(const int32_t* w, int64_t ncp, int64_t rs, int64_t re, int64_t c0, int64_t c1) {
     for (int64_t cs = c0; cs < c1; cs += 16) {
       const int64_t nc = std::min<int64_t>(16, c1 - cs);
       const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1);
@@ -549,25 +559,35 @@ void SparseWords64(uint64_t key, uint64_t stream, uint64_t b, uint32_t* out) {
 
 // detail::GapLength of the 64 gap words 64 b .. 64 b + 63 of `stream` into len[0..64): with
 // AVX-512, the binary search 16 words at a time, the thresholds looked up by permutes.
+// The gap thresholds as detail::GapLength's binary search reads them, built once per call's
+// worker: step s looks at gap_thr[g + s], g a multiple of 2 s, so each step has a table of
+// 32 / s entries indexed by g / (2 s) (one permute; the last step's 32 take two registers).
+struct GapTables {
+  alignas(64) uint32_t t8[16] = {}, t4[16] = {}, t2[16] = {}, t1[32] = {};
+  uint32_t v16 = 0, v32 = 0, v48 = 0;
+  explicit GapTables(const TailPlan& plan) {
+    for (int i = 0; i < 4; ++i) t8[i] = static_cast<uint32_t>(plan.gap_thr[8 + 16 * i]);
+    for (int i = 0; i < 8; ++i) t4[i] = static_cast<uint32_t>(plan.gap_thr[4 + 8 * i]);
+    for (int i = 0; i < 16; ++i) t2[i] = static_cast<uint32_t>(plan.gap_thr[2 + 4 * i]);
+    for (int i = 0; i < 32; ++i) t1[i] = static_cast<uint32_t>(plan.gap_thr[1 + 2 * i]);
+    v16 = static_cast<uint32_t>(plan.gap_thr[16]);
+    v32 = static_cast<uint32_t>(plan.gap_thr[32]);
+    v48 = static_cast<uint32_t>(plan.gap_thr[48]);
+  }
+};
+
 void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& plan,
-                  uint32_t* len) {
+                  const GapTables& gt, uint32_t* len) {
   alignas(64) uint32_t u[64];
   SparseWords64(key, stream, b, u);
 #if defined(__AVX512F__)
-  // Step s of the search looks at gap_thr[g + s], g a multiple of 2 s: a table of 32 / s
-  // entries per step, indexed by g / (2 s) (one permute; the last step's 32 entries take two
-  // registers).
-  alignas(64) uint32_t t8[16] = {}, t4[16] = {}, t2[16] = {}, t1[32] = {};
-  for (int i = 0; i < 4; ++i) t8[i] = static_cast<uint32_t>(plan.gap_thr[8 + 16 * i]);
-  for (int i = 0; i < 8; ++i) t4[i] = static_cast<uint32_t>(plan.gap_thr[4 + 8 * i]);
-  for (int i = 0; i < 16; ++i) t2[i] = static_cast<uint32_t>(plan.gap_thr[2 + 4 * i]);
-  for (int i = 0; i < 32; ++i) t1[i] = static_cast<uint32_t>(plan.gap_thr[1 + 2 * i]);
-  const __m512i v32 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[32]));
-  const __m512i v16 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[16]));
-  const __m512i v48 = _mm512_set1_epi32(static_cast<int32_t>(plan.gap_thr[48]));
-  const __m512i T8 = _mm512_load_si512(t8), T4 = _mm512_load_si512(t4);
-  const __m512i T2 = _mm512_load_si512(t2), T1a = _mm512_load_si512(t1);
-  const __m512i T1b = _mm512_load_si512(t1 + 16);
+  (void)plan;
+  const __m512i v32 = _mm512_set1_epi32(static_cast<int32_t>(gt.v32));
+  const __m512i v16 = _mm512_set1_epi32(static_cast<int32_t>(gt.v16));
+  const __m512i v48 = _mm512_set1_epi32(static_cast<int32_t>(gt.v48));
+  const __m512i T8 = _mm512_load_si512(gt.t8), T4 = _mm512_load_si512(gt.t4);
+  const __m512i T2 = _mm512_load_si512(gt.t2), T1a = _mm512_load_si512(gt.t1);
+  const __m512i T1b = _mm512_load_si512(gt.t1 + 16);
   // The four vectors' searches side by side: each step waits on the one before it.
   __m512i uv[4], g[4];
   for (int v = 0; v < 4; ++v) {
@@ -594,6 +614,7 @@ void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& pla
     _mm512_storeu_si512(len + 16 * v, g[v]);
   }
 #else
+  (void)gt;
   for (int k = 0; k < 64; ++k) len[k] = static_cast<uint32_t>(detail::GapLength(plan, u[k]));
 #endif
 }
@@ -733,6 +754,7 @@ struct Worker {
   // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
   std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
   std::vector<uint32_t> ev_idx;   // and their quantile-table indices
+  std::unique_ptr<GapTables> gap_tables;  // the plan's search tables
   std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
   std::vector<int64_t> corr;      // the sample's tail corrections of draw i, shifted by j pd
   std::vector<UnsafeTail> unsafe;
@@ -778,6 +800,7 @@ struct Worker {
       tails.resize(static_cast<size_t>(ncp + 16));
     }
     if (lossless && p.readout.adc.sigma != 0.0f) {
+      gap_tables = std::make_unique<GapTables>(*plan);
       ev_pos.resize(static_cast<size_t>(S * ncp + 16));
       ev_idx.resize(static_cast<size_t>(S * ncp));
       slice_of.resize(static_cast<size_t>(S * ncp));
@@ -964,7 +987,7 @@ struct Worker {
     const uint64_t key = p.noise_key;
     const uint64_t gaps = detail::SparseTailStream(m, blocks, b, h, cycles, j, 0);
     const uint64_t events = detail::SparseTailStream(m, blocks, b, h, cycles, j, 1);
-    const uint32_t tails = tp.tails, lo = tp.lo, up_shift = tp.hi - tp.lo - kTailHiBase;
+    const uint32_t tails = tp.tails;
     alignas(64) uint32_t gl[64], ew[64];
     int32_t* const pos = ev_pos.data();
     uint32_t* const idx = ev_idx.data();
@@ -976,7 +999,7 @@ struct Worker {
     const __m512i last = _mm512_set1_epi32(15);
     int32_t at = -1;  // the last conversion passed
     for (uint64_t batch = 0; at + 1 < len; ++batch) {
-      GapLengths64(key, gaps, batch, tp, gl);
+      GapLengths64(key, gaps, batch, tp, *gap_tables, gl);
       // Per vector the prefix sums of the advances (g + 1 to the next event, kGapSteps for a
       // continued gap) and their total, all independent of `at`; then one add per vector
       // carries the position along. Positions past len are dropped (the walk had ended there).
@@ -1007,7 +1030,7 @@ struct Worker {
 #else
     int64_t at = -1;
     for (uint64_t batch = 0;; ++batch) {
-      GapLengths64(key, gaps, batch, tp, gl);
+      GapLengths64(key, gaps, batch, tp, *gap_tables, gl);
       for (int k = 0; k < 64; ++k) {
         const int64_t g = gl[k];
         if (g == kGapSteps) [[unlikely]] {
@@ -1030,8 +1053,8 @@ struct Worker {
 #if defined(__AVX512F__)
       // The high words of u tails: even lanes' products shifted down, odd lanes' in place.
       const __m512i tv = _mm512_set1_epi32(static_cast<int32_t>(tails));
-      const __m512i lov = _mm512_set1_epi32(static_cast<int32_t>(lo));
-      const __m512i upv = _mm512_set1_epi32(static_cast<int32_t>(up_shift));
+      const __m512i lov = _mm512_set1_epi32(static_cast<int32_t>(tp.lo));
+      const __m512i upv = _mm512_set1_epi32(static_cast<int32_t>(tp.hi - tp.lo - kTailHiBase));
       for (int64_t t = 0; t < tn; t += 16) {
         const __m512i u = _mm512_load_si512(ew + t);
         const __m512i pe = _mm512_mul_epu32(u, tv);
@@ -1042,12 +1065,12 @@ struct Worker {
                                  static_cast<__mmask16>((1u << std::min<int64_t>(16, tn - t)) - 1),
                                  ix);
       }
-      continue;
-#endif
+#else
       for (int64_t t = 0; t < tn; ++t) {
         const uint32_t sl = static_cast<uint32_t>((static_cast<uint64_t>(ew[t]) * tails) >> 32);
-        idx[t0 + t] = sl + (up_shift & (0u - static_cast<uint32_t>(sl >= lo)));
+        idx[t0 + t] = TailIndex(detail::TailDraw(tp, sl));
       }
+#endif
     }
     return n;
   }
