@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pimtrain/base/action_counts.h"
+#include "pimtrain/base/ars.h"
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/rng.h"
 #include "pimtrain/numerics/adc.h"
@@ -223,17 +224,18 @@ inline uint32_t TailIndex(uint32_t h) { return h - (kTailHiBase & (0u - (h >> 15
 inline uint32_t TailDraw(const TailPlan& plan, uint32_t s) {
   return s < plan.lo ? s : plan.hi + (s - plan.lo);
 }
-// The Philox stream of one segment's gap words (kind 0) or event words (kind 1): its segment
-// number ((m * blocks + b) * 2 + h) * cycles + j above the kind, and 5 + kind below (the other
-// noise streams are 1..4). Word k of a stream is word (k >> 4) & 3 of block
-// 16 (k >> 6) + (k & 15): Philox's output in the order 16 blocks at a time produce it.
+// The stream of one segment's gap words (kind 0) or event words (kind 1): its segment number
+// ((m * blocks + b) * 2 + h) * cycles + j above the kind, and 5 + kind below (the other noise
+// streams are 1..4). The words come from ARS-7 (base/ars.h), not Philox: a sparse-tail event
+// costs two words and little else, and ARS makes them at a third of Philox's cost with vector
+// AES. Word k of a stream is word k & 3 of block (stream, k >> 2).
 inline uint64_t SparseTailStream(int64_t m, int64_t blocks, int64_t b, int h, int cycles, int j,
                                  int kind) {
   return (static_cast<uint64_t>(((m * blocks + b) * 2 + h) * cycles + j) << 4) |
          static_cast<uint64_t>(5 + kind);
 }
 inline uint32_t SparseTailWord(uint64_t key, uint64_t stream, uint64_t k) {
-  return Philox4x32(key, stream, 16 * (k >> 6) + (k & 15))[(k >> 4) & 3];
+  return Ars4x32(key, stream, k >> 2)[k & 3];
 }
 // The conversions a gap word u skips: #{g in 1..kGapSteps : u < gap_thr[g]}; kGapSteps means
 // "kGapSteps and more": the next gap word continues the gap.

@@ -537,23 +537,59 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
 
 namespace {
 
-// Words 64 b .. 64 b + 63 of a sparse-tail stream (detail::SparseTailWord): Philox's blocks
-// 16 b .. 16 b + 15 as they come, word w of block 16 b + l at out[16 w + l].
-void SparseWords64(uint64_t key, uint64_t stream, uint64_t b, uint32_t* out) {
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-  __m512i words[4];
-  Philox16(key, stream, 2 * b, words);
-  for (int w = 0; w < 4; ++w) _mm512_storeu_si512(out + 16 * w, words[w]);
-#elif defined(__AVX2__)
-  for (int half = 0; half < 2; ++half) {
-    __m256i words[4];
-    Philox8Group(key, stream, 2 * b + half, words);
-    for (int w = 0; w < 4; ++w) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * w + 8 * half), words[w]);
+// A noise key's ARS round keys (base/ars.h) in the registers SparseWords64 uses.
+struct ArsKeys {
+  uint64_t key = 0;
+#if defined(__AVX512F__) && defined(__VAES__)
+  __m512i k[kArsRounds + 1];
+#elif defined(__AES__)
+  __m128i k[kArsRounds + 1];
+#endif
+  explicit ArsKeys(uint64_t key_in) : key(key_in) {
+#if defined(__AES__)
+    const auto rk = ArsRoundKeys(key);
+    for (int r = 0; r <= kArsRounds; ++r) {
+      const __m128i v = _mm_set_epi64x(static_cast<int64_t>(rk[r][1]),
+                                       static_cast<int64_t>(rk[r][0]));
+#if defined(__AVX512F__) && defined(__VAES__)
+      k[r] = _mm512_broadcast_i32x4(v);
+#else
+      k[r] = v;
+#endif
     }
+#endif
+  }
+};
+
+// Words 64 b .. 64 b + 63 of a sparse-tail stream (detail::SparseTailWord): ARS blocks
+// 16 b .. 16 b + 15, four per 512-bit register with VAES.
+void SparseWords64(const ArsKeys& ak, uint64_t stream, uint64_t b, uint32_t* out) {
+#if defined(__AVX512F__) && defined(__VAES__)
+  const int64_t s = static_cast<int64_t>(stream), c = static_cast<int64_t>(16 * b);
+  const __m512i first = _mm512_set_epi64(s, c + 3, s, c + 2, s, c + 1, s, c);
+  const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+  __m512i x[4], ctr = first;
+  for (int v = 0; v < 4; ++v) {
+    x[v] = _mm512_xor_si512(ctr, ak.k[0]);
+    ctr = _mm512_add_epi64(ctr, step);
+  }
+  for (int r = 1; r < kArsRounds; ++r) {
+    for (int v = 0; v < 4; ++v) x[v] = _mm512_aesenc_epi128(x[v], ak.k[r]);
+  }
+  for (int v = 0; v < 4; ++v) {
+    _mm512_storeu_si512(out + 16 * v, _mm512_aesenclast_epi128(x[v], ak.k[kArsRounds]));
+  }
+#elif defined(__AES__)
+  for (uint64_t q = 0; q < 16; ++q) {
+    __m128i x = _mm_xor_si128(_mm_set_epi64x(static_cast<int64_t>(stream),
+                                             static_cast<int64_t>(16 * b + q)),
+                              ak.k[0]);
+    for (int r = 1; r < kArsRounds; ++r) x = _mm_aesenc_si128(x, ak.k[r]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * q),
+                     _mm_aesenclast_si128(x, ak.k[kArsRounds]));
   }
 #else
-  for (uint64_t k = 0; k < 64; ++k) out[k] = detail::SparseTailWord(key, stream, 64 * b + k);
+  for (uint64_t k = 0; k < 64; ++k) out[k] = detail::SparseTailWord(ak.key, stream, 64 * b + k);
 #endif
 }
 
@@ -576,10 +612,10 @@ struct GapTables {
   }
 };
 
-void GapLengths64(uint64_t key, uint64_t stream, uint64_t b, const TailPlan& plan,
+void GapLengths64(const ArsKeys& ak, uint64_t stream, uint64_t b, const TailPlan& plan,
                   const GapTables& gt, uint32_t* len) {
   alignas(64) uint32_t u[64];
-  SparseWords64(key, stream, b, u);
+  SparseWords64(ak, stream, b, u);
 #if defined(__AVX512F__)
   (void)plan;
   const __m512i v32 = _mm512_set1_epi32(static_cast<int32_t>(gt.v32));
@@ -755,6 +791,7 @@ struct Worker {
   std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
   std::vector<uint32_t> ev_idx;   // and their quantile-table indices
   std::unique_ptr<GapTables> gap_tables;  // the plan's search tables
+  std::unique_ptr<ArsKeys> ars;           // the sparse-tail streams' round keys
   std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
   std::vector<int64_t> corr;      // the sample's tail corrections of draw i, shifted by j pd
   std::vector<UnsafeTail> unsafe;
@@ -801,6 +838,7 @@ struct Worker {
     }
     if (lossless && p.readout.adc.sigma != 0.0f) {
       gap_tables = std::make_unique<GapTables>(*plan);
+      ars = std::make_unique<ArsKeys>(p.noise_key);
       ev_pos.resize(static_cast<size_t>(S * ncp + 16));
       ev_idx.resize(static_cast<size_t>(S * ncp));
       slice_of.resize(static_cast<size_t>(S * ncp));
@@ -984,7 +1022,6 @@ struct Worker {
   int64_t SparseTailEvents(int64_t m, int64_t b, int h, int j, int64_t len) {
     const TailPlan& tp = *plan;
     if (tp.tails == 0) return 0;
-    const uint64_t key = p.noise_key;
     const uint64_t gaps = detail::SparseTailStream(m, blocks, b, h, cycles, j, 0);
     const uint64_t events = detail::SparseTailStream(m, blocks, b, h, cycles, j, 1);
     const uint32_t tails = tp.tails;
@@ -999,7 +1036,7 @@ struct Worker {
     const __m512i last = _mm512_set1_epi32(15);
     int32_t at = -1;  // the last conversion passed
     for (uint64_t batch = 0; at + 1 < len; ++batch) {
-      GapLengths64(key, gaps, batch, tp, *gap_tables, gl);
+      GapLengths64(*ars, gaps, batch, tp, *gap_tables, gl);
       // Per vector the prefix sums of the advances (g + 1 to the next event, kGapSteps for a
       // continued gap) and their total, all independent of `at`; then one add per vector
       // carries the position along. Positions past len are dropped (the walk had ended there).
@@ -1030,7 +1067,7 @@ struct Worker {
 #else
     int64_t at = -1;
     for (uint64_t batch = 0;; ++batch) {
-      GapLengths64(key, gaps, batch, tp, *gap_tables, gl);
+      GapLengths64(*ars, gaps, batch, tp, *gap_tables, gl);
       for (int k = 0; k < 64; ++k) {
         const int64_t g = gl[k];
         if (g == kGapSteps) [[unlikely]] {
@@ -1048,7 +1085,7 @@ struct Worker {
     // The events' tail draws: slot sl = (u tails) >> 32 of event word u, and its table index
     // TailIndex(TailDraw(tp, sl)) = sl + (sl >= lo ? hi - lo - kTailHiBase : 0).
     for (int64_t t0 = 0; t0 < n; t0 += 64) {
-      SparseWords64(key, events, static_cast<uint64_t>(t0) >> 6, ew);
+      SparseWords64(*ars, events, static_cast<uint64_t>(t0) >> 6, ew);
       const int64_t tn = std::min<int64_t>(64, n - t0);
 #if defined(__AVX512F__)
       // The high words of u tails: even lanes' products shifted down, odd lanes' in place.
