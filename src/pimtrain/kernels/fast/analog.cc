@@ -1719,18 +1719,21 @@ struct Worker {
     }
     int64_t* y = p.y + m * p.ldy;
     if (lossless) {
+      // Locals, not members: stores through a and cq could otherwise alias this->ncp, and the
+      // loops would reload it every element instead of vectorizing.
+      const int64_t n_cp = ncp;
+      int64_t* __restrict a = acc.data();
       if (!corr.empty()) {
         // acc[cp] += sum_q corr[q ncp + cp] << q pr; corr back to zero.
-        int64_t* __restrict a = acc.data();
         for (int q = 0; q < S; ++q) {
-          int64_t* __restrict cq = corr.data() + q * ncp;
+          int64_t* __restrict cq = corr.data() + q * n_cp;
           const int sh = q * pr;
-          for (int64_t cp = 0; cp < ncp; ++cp) a[cp] += cq[cp] << sh;
-          std::fill(cq, cq + ncp, int64_t{0});
+          for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += cq[cp] << sh;
+          std::fill(cq, cq + n_cp, int64_t{0});
         }
       }
-      const int64_t* pr_m = prod.data() + (m - prod_m0) * ncp;
-      for (int64_t cp = 0; cp < ncp; ++cp) acc[cp] += pr_m[cp];
+      const int64_t* __restrict pr_m = prod.data() + (m - prod_m0) * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += pr_m[cp];
     }
     if (p.polarities == 1) {
       std::copy(acc.begin(), acc.begin() + p.n, y);
