@@ -298,7 +298,6 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     t.n = rows_;
     wdeq_.resize(wq_.size());  // dequantized weights for the ideal read-out
     f.levels.resize(static_cast<size_t>(rows_ * ncp));
-    t.levels.resize(static_cast<size_t>(cols_ * nrp));
     const int32_t off = static_cast<int32_t>(offset_);
     // Dequantized weights and the forward levels, row by row; rows split over threads.
     pool->ParallelFor(rows_, 16, [&](int64_t r0, int64_t r1) {
@@ -313,27 +312,6 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
           for (int64_t c = 0; c < cols_; ++c) {
             lv[2 * c] = std::max(q[c], 0);
             lv[2 * c + 1] = std::max(-q[c], 0);
-          }
-        }
-      }
-    });
-    // Transposed levels: t.levels[c * nrp + r * pol + p] = f.levels[r * ncp + c * pol + p], in
-    // 32 x 32 tiles (column tiles split over threads).
-    pool->ParallelFor((cols_ + 31) / 32, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t ct = t0; ct < t1; ++ct) {
-        const int64_t c0 = ct * 32, c1 = std::min(cols_, c0 + 32);
-        for (int64_t r0 = 0; r0 < rows_; r0 += 32) {
-          const int64_t r1 = std::min(rows_, r0 + 32);
-          for (int64_t c = c0; c < c1; ++c) {
-            int32_t* dst = t.levels.data() + c * nrp;
-            if (pol == 1) {
-              for (int64_t r = r0; r < r1; ++r) dst[r] = f.levels[r * ncp + c];
-            } else {
-              for (int64_t r = r0; r < r1; ++r) {
-                dst[2 * r] = f.levels[r * ncp + 2 * c];
-                dst[2 * r + 1] = f.levels[r * ncp + 2 * c + 1];
-              }
-            }
           }
         }
       }
@@ -374,18 +352,50 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
       t.conductance.clear();
     }
     if (kernel_ == KernelChoice::kFast) {
-      for (int d = 0; d < 2; ++d) {
-        kernels::AnalogProblem prob = BaseProblem(side_[d]);
-        kernels::fast::PackWeights(prob, side_[d].packed,
-                                   ctx.pool != nullptr ? ctx.pool : &DefaultPool());
-      }
+      kernels::fast::PackWeights(BaseProblem(f), f.packed, pool);
     }
+    // The transposed levels and packing wait for the first transposed read (a first layer's
+    // errors are never propagated, and its transposed planes are the largest: 8-row blocks).
+    transposed_ready_ = false;
     const int64_t cells = rows_ * cols_ * pol * slices_;
     counts.Add("weight_writes", cells);
     const int64_t arrays = ((rows_ + spec_.rows - 1) / spec_.rows) *
                            ((cols_ * pol * slices_ + spec_.cols - 1) / spec_.cols);
     counts.Add("array_cells_allocated", arrays * spec_.rows * spec_.cols);
     counts.Add("array_cells_used", cells);
+  }
+
+  // The transposed direction's levels (and packed planes): t.levels[c * nrp + r * pol + p] =
+  // f.levels[r * ncp + c * pol + p], built on the first transposed read after programming.
+  void PrepareTransposed(ThreadPool* pool) {
+    if (transposed_ready_) return;
+    const int pol = polarities_;
+    const int64_t ncp = cols_ * pol, nrp = rows_ * pol;
+    const Side& f = side_[0];
+    Side& t = side_[1];
+    t.levels.resize(static_cast<size_t>(cols_ * nrp));
+    // In 32 x 32 tiles, column tiles split over threads.
+    pool->ParallelFor((cols_ + 31) / 32, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ct = t0; ct < t1; ++ct) {
+        const int64_t c0 = ct * 32, c1 = std::min(cols_, c0 + 32);
+        for (int64_t r0 = 0; r0 < rows_; r0 += 32) {
+          const int64_t r1 = std::min(rows_, r0 + 32);
+          for (int64_t c = c0; c < c1; ++c) {
+            int32_t* dst = t.levels.data() + c * nrp;
+            if (pol == 1) {
+              for (int64_t r = r0; r < r1; ++r) dst[r] = f.levels[r * ncp + c];
+            } else {
+              for (int64_t r = r0; r < r1; ++r) {
+                dst[2 * r] = f.levels[r * ncp + 2 * c];
+                dst[2 * r + 1] = f.levels[r * ncp + 2 * c + 1];
+              }
+            }
+          }
+        }
+      }
+    });
+    if (kernel_ == KernelChoice::kFast) kernels::fast::PackWeights(BaseProblem(t), t.packed, pool);
+    transposed_ready_ = true;
   }
 
   void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
@@ -419,6 +429,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
       Calibrate(x.rows, ex, key, ctx);
       pending_calibration_ = false;
     }
+    if (!fwd) PrepareTransposed(ctx.pool != nullptr ? ctx.pool : &DefaultPool());
     const Chain chain = Resolve(dir);
     yq_.resize(static_cast<size_t>(x.rows * side.n));
     kernels::AnalogCounts kc;
@@ -712,6 +723,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   std::vector<int32_t> wq_;
   std::vector<float> wdeq_;
   Side side_[2];
+  bool transposed_ready_ = false;  // side_[1]'s levels and packing match the programmed codes
   int64_t last_step_ = -1;
   Stage last_stage_ = Stage::kForward;
   int64_t call_ = 0;
