@@ -4,13 +4,13 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <memory>
-#include <type_traits>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "pimtrain/base/error.h"
@@ -1800,20 +1800,32 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   const int64_t per_sample = std::max<int64_t>(1, blocks * ncp * p.slices * 4);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_sample);
   // The plan depends on sigma, M and vmax only: kept from the caller thread's last call.
-  thread_local TailPlan tail_plan;
-  thread_local double plan_key[3] = {-1, -1, -1};
+  // The plan depends on sigma, M and vmax only: the caller thread keeps the last few (a
+  // network's layers and directions alternate between several).
+  struct CachedPlan {
+    std::array<double, 3> key;
+    std::unique_ptr<TailPlan> plan;
+  };
+  thread_local std::vector<CachedPlan> plans;
   const bool lossless = LosslessReadout(p) && !packed->pairs.empty();
+  const TailPlan* plan = nullptr;
+  if (lossless) {
+    static const TailPlan kNoTails;  // no noise: no sparse tails are drawn
+    plan = &kNoTails;
+  }
   if (lossless && p.readout.adc.sigma != 0.0f) {
     const double vmax = detail::MaxPartialSum(p);
-    const double key[3] = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
-    if (!std::equal(key, key + 3, plan_key)) {
-      tail_plan = detail::MakeTailPlan(p.readout.adc, vmax);
-      std::copy(key, key + 3, plan_key);
+    const std::array<double, 3> key = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
+    auto it = std::find_if(plans.begin(), plans.end(),
+                           [&](const CachedPlan& c) { return c.key == key; });
+    if (it == plans.end()) {
+      constexpr size_t kMaxPlans = 16;
+      if (plans.size() == kMaxPlans) plans.erase(plans.begin());
+      plans.push_back({key, std::make_unique<TailPlan>(detail::MakeTailPlan(p.readout.adc, vmax))});
+      it = plans.end() - 1;
     }
+    plan = it->plan.get();
   }
-  // The caller's plan: inside the lambda, on a pool thread, `tail_plan` would name that thread's
-  // own thread_local copy.
-  const TailPlan* const plan = lossless ? &tail_plan : nullptr;
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed, plan);
     if (wk.lossless) wk.ExactProduct(m0, m1);
