@@ -797,6 +797,7 @@ struct Worker {
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
+  std::vector<int32_t> xpairs;  // ExactProduct's input row pairs
   AnalogCounts c;
 
   // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
@@ -853,6 +854,9 @@ struct Worker {
   // prod = x W for samples [m0, m1): int16 row pairs of x and of the levels, multiplied and
   // summed in int32 (VPDPWSSD with AVX-512 VNNI) over row chunks short enough not to overflow,
   // added up in int64. Exact, so equal to the sum of the lossless codes (docs/analog.md).
+  // Loop order: per row chunk, the x pairs of all samples first; then per tile of 64 columns
+  // all samples, 4 at a time, so the tile's weights (chunk x 64 pairs) stay in L2 instead of
+  // streaming all weights once per 4 samples.
   void ExactProduct(int64_t m0, int64_t m1) {
     const int64_t rows = m1 - m0, rp = (p.k + 1) / 2, ncp = this->ncp;
     prod.assign(static_cast<size_t>(rows * ncp), 0);
@@ -861,44 +865,47 @@ struct Worker {
     // Pairs per chunk: 2 * kcp * xmax * wmax < 2^31.
     const int64_t kcp = std::max<int64_t>(1, std::min<int64_t>(rp, INT32_MAX / (2 * xmax * wmax)));
     constexpr int kR = 4;  // sample rows per tile
-    std::vector<int32_t> xp(static_cast<size_t>(kR * kcp));
+    const int64_t rows_padded = (rows + kR - 1) / kR * kR;
+    std::vector<int32_t>& xp = xpairs;  // xp[i * kcp + kk], rows past m1 zero
+    xp.resize(static_cast<size_t>(rows_padded * kcp));
     const int16_t* wp = pw.pairs.data();
-    for (int64_t r0 = m0; r0 < m1; r0 += kR) {
-      const int64_t nr = std::min<int64_t>(kR, m1 - r0);
-      for (int64_t k0 = 0; k0 < rp; k0 += kcp) {
-        const int64_t kn = std::min(kcp, rp - k0);
-        for (int i = 0; i < kR; ++i) {
-          int32_t* o = xp.data() + i * kcp;
-          if (i >= nr) {
-            std::fill(o, o + kn, 0);
-            continue;
-          }
-          const int32_t* xr = p.x + (r0 + i) * p.ldx;
-          for (int64_t kk = 0; kk < kn; ++kk) {
-            const int64_t r = 2 * (k0 + kk);
-            const uint32_t lo = static_cast<uint16_t>(xr[r]);
-            const uint32_t hi = r + 1 < p.k ? static_cast<uint16_t>(xr[r + 1]) : 0u;
-            o[kk] = static_cast<int32_t>(lo | (hi << 16));
-          }
+    for (int64_t k0 = 0; k0 < rp; k0 += kcp) {
+      const int64_t kn = std::min(kcp, rp - k0);
+      for (int64_t i = 0; i < rows_padded; ++i) {
+        int32_t* o = xp.data() + i * kcp;
+        if (i >= rows) {
+          std::fill(o, o + kn, 0);
+          continue;
         }
-        int64_t c0 = 0;
+        const int32_t* xr = p.x + (m0 + i) * p.ldx;
+        for (int64_t kk = 0; kk < kn; ++kk) {
+          const int64_t r = 2 * (k0 + kk);
+          const uint32_t lo = static_cast<uint16_t>(xr[r]);
+          const uint32_t hi = r + 1 < p.k ? static_cast<uint16_t>(xr[r + 1]) : 0u;
+          o[kk] = static_cast<int32_t>(lo | (hi << 16));
+        }
+      }
+      int64_t c0 = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-        for (; c0 < ncp; c0 += 64) {
-          __mmask16 cm[4];
-          for (int v = 0; v < 4; ++v) {
-            const int64_t left = std::clamp<int64_t>(ncp - c0 - 16 * v, 0, 16);
-            cm[v] = static_cast<__mmask16>((1u << left) - 1);
-          }
+      for (; c0 < ncp; c0 += 64) {
+        __mmask16 cm[4];
+        for (int v = 0; v < 4; ++v) {
+          const int64_t left = std::clamp<int64_t>(ncp - c0 - 16 * v, 0, 16);
+          cm[v] = static_cast<__mmask16>((1u << left) - 1);
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += kR) {
+          const int64_t nr = std::min<int64_t>(kR, rows - r0);
           __m512i a[kR][4];
           for (int i = 0; i < kR; ++i) {
             for (int v = 0; v < 4; ++v) a[i][v] = _mm512_setzero_si512();
           }
+          const int32_t* xr0 = xp.data() + r0 * kcp;
           for (int64_t kk = 0; kk < kn; ++kk) {
             const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
             __m512i wv[4];
             for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_epi32(cm[v], wr + 32 * v);
             for (int i = 0; i < kR; ++i) {
-              const __m512i xb = _mm512_set1_epi32(xp[static_cast<size_t>(i * kcp + kk)]);
+              const __m512i xb = _mm512_set1_epi32(xr0[i * kcp + kk]);
               for (int v = 0; v < 4; ++v) {
 #if defined(__AVX512VNNI__)
                 a[i][v] = _mm512_dpwssd_epi32(a[i][v], xb, wv[v]);
@@ -909,7 +916,7 @@ struct Worker {
             }
           }
           for (int i = 0; i < nr; ++i) {
-            int64_t* o = prod.data() + (r0 + i - m0) * ncp + c0;
+            int64_t* o = prod.data() + (r0 + i) * ncp + c0;
             for (int v = 0; v < 4; ++v) {
               const __mmask8 ml = static_cast<__mmask8>(cm[v]), mh = static_cast<__mmask8>(cm[v] >> 8);
               int64_t* ov = o + 16 * v;
@@ -921,23 +928,24 @@ struct Worker {
             }
           }
         }
+      }
 #endif
-        for (int i = 0; i < nr && c0 < ncp; ++i) {
-          const int32_t* xi = xp.data() + i * kcp;
-          int64_t* o = prod.data() + (r0 + i - m0) * ncp;
-          for (int64_t cp = c0; cp < ncp; ++cp) {
-            int32_t sum = 0;
-            for (int64_t kk = 0; kk < kn; ++kk) {
-              const int16_t* w2 = wp + ((k0 + kk) * ncp + cp) * 2;
-              sum += static_cast<int16_t>(xi[kk] & 0xFFFF) * w2[0] +
-                     static_cast<int16_t>(static_cast<uint32_t>(xi[kk]) >> 16) * w2[1];
-            }
-            o[cp] += sum;
+      for (int64_t i = 0; i < rows && c0 < ncp; ++i) {
+        const int32_t* xi = xp.data() + i * kcp;
+        int64_t* o = prod.data() + i * ncp;
+        for (int64_t cp = c0; cp < ncp; ++cp) {
+          int32_t sum = 0;
+          for (int64_t kk = 0; kk < kn; ++kk) {
+            const int16_t* w2 = wp + ((k0 + kk) * ncp + cp) * 2;
+            sum += static_cast<int16_t>(xi[kk] & 0xFFFF) * w2[0] +
+                   static_cast<int16_t>(static_cast<uint32_t>(xi[kk]) >> 16) * w2[1];
           }
+          o[cp] += sum;
         }
       }
     }
   }
+
 
   // Lossless dataflow A, cycle j: no draw in [lo, hi) can move a code, so only the segment's
   // sparse-tail events (detail::SparseTails; ~4.5 % of the conversions at sigma = 1/4 LSB) are
