@@ -262,7 +262,9 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
     int adc_bits;
   } cases[] = {{6, 301, 37, 8, 1, 1, 8, 1, 128, 8},   {5, 61, 20, 8, 1, 1, 8, 2, 15, 4},
                {9, 33, 70, 6, 2, 2, 3, 1, 5, 6},      {4, 130, 9, 8, 1, 1, 8, 2, 64, 7},
-               {3, 200, 130, 8, 1, 1, 8, 1, 128, 8},  {96, 300, 12, 8, 1, 1, 8, 1, 128, 8}};
+               {3, 200, 130, 8, 1, 1, 8, 1, 128, 8},  {96, 300, 12, 8, 1, 1, 8, 1, 128, 8},
+               // 15-bit inputs over 65 blocks: corrections can pass int32 (the int64 path).
+               {3, 520, 6, 15, 1, 1, 2, 1, 8, 8}};
   for (const auto& cs : cases) {
     // The last sigma puts one tail draw's sigma z on 1/2 (converted by the full transfer).
     const double on_half = 0.5 / static_cast<double>(GaussianFrom16(65535 - 40));
@@ -307,7 +309,7 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
   EXPECT_GT(clipped_top, 0);
   // The last case has enough samples that the two-thread run really splits them (the kernel
   // hands out chunks of at least 2^16 / (blocks n slices 4) samples).
-  const auto& big = cases[5];
+  const auto& big = cases[5];  // (cases[6] is the int64-correction one)
   EXPECT_GT(big.m, (int64_t{1} << 16) / (((big.k + big.block - 1) / big.block) * big.n * 8 * 4));
   // Dataflow B without noise: the buffer lines fit the formula's resolution (+ log2 cycles).
   for (int pol : {1, 2}) {

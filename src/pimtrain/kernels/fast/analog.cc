@@ -666,10 +666,10 @@ struct UnsafeTail {
 // e = etab[idx[t]] converts to code = clamp(v + e, 0, top), and sign (code - v) << jshift goes
 // into corr[i] (the slice's shift comes when the sample's corrections are folded). kUnsafeTail
 // draws go to `unsafe`. Returns the clipped conversions.
-template <class Partial>
+template <class Corr, class Partial>
 int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx, int64_t n,
                    const Partial& partial, const int32_t* __restrict etab, int32_t top,
-                   int jshift, int32_t sgn, int64_t* __restrict corr,
+                   int jshift, int32_t sgn, Corr* __restrict corr,
                    std::vector<UnsafeTail>& unsafe) {
   int64_t clipped = 0;
   for (int64_t t = 0; t < n; ++t) {
@@ -680,7 +680,7 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
       continue;
     }
     const int32_t sum = v + e, code = std::min(std::max(sum, 0), top);
-    corr[i] += static_cast<int64_t>(sgn * (code - v)) << jshift;
+    corr[i] += static_cast<Corr>(sgn * (code - v)) << jshift;
     clipped += static_cast<uint32_t>(sum) > static_cast<uint32_t>(top);
   }
   return clipped;
@@ -690,11 +690,12 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
 // ApplyTails for 1-bit DACs and cells and WN-word blocks (partial sum of draw i =
 // popcount(x & plane words WN i ..)), 16 events at a time: the code offsets, plane words and
 // corrections gathered, the corrections scattered back (a segment's events are distinct draws,
-// so no two lanes collide). kUnsafeTail lanes go to `unsafe` one by one.
+// so no two lanes collide; int32 corrections, 16 per gather). kUnsafeTail lanes go to `unsafe`
+// one by one.
 template <int WN>
 int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
                            const uint64_t* wblock, uint64_t x0, uint64_t x1, const TailPlan& plan,
-                           int32_t top, int jshift, int32_t sgn, int64_t* corr,
+                           int32_t top, int jshift, int32_t sgn, int32_t* corr,
                            std::vector<UnsafeTail>& unsafe) {
   int64_t clipped = 0;
   const __m512i topv = _mm512_set1_epi32(top), zero = _mm512_setzero_si512();
@@ -754,14 +755,8 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
     __m512i d = _mm512_sub_epi32(code, v);
     if (sgn < 0) d = _mm512_sub_epi32(zero, d);
     clipped += __builtin_popcount(_mm512_mask_cmpgt_epu32_mask(live, sum, topv));
-    for (int half = 0; half < 2; ++half) {
-      const __mmask8 lm = static_cast<__mmask8>(live >> (8 * half));
-      const __m256i i8 = half == 0 ? _mm512_castsi512_si256(iv) : _mm512_extracti64x4_epi64(iv, 1);
-      const __m256i d8 = half == 0 ? _mm512_castsi512_si256(d) : _mm512_extracti64x4_epi64(d, 1);
-      const __m512i c = _mm512_mask_i32gather_epi64(zero, lm, i8, corr, 8);
-      const __m512i add = _mm512_sll_epi64(_mm512_cvtepi32_epi64(d8), js);
-      _mm512_mask_i32scatter_epi64(corr, lm, i8, _mm512_add_epi64(c, add), 8);
-    }
+    const __m512i c = _mm512_mask_i32gather_epi32(zero, live, iv, corr, 4);
+    _mm512_mask_i32scatter_epi32(corr, live, iv, _mm512_add_epi32(c, _mm512_sll_epi32(d, js)), 4);
   }
   return clipped;
 }
@@ -793,7 +788,11 @@ struct Worker {
   std::unique_ptr<GapTables> gap_tables;  // the plan's search tables
   std::unique_ptr<ArsKeys> ars;           // the sparse-tail streams' round keys
   std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
-  std::vector<int64_t> corr;      // the sample's tail corrections of draw i, shifted by j pd
+  // The sample's tail corrections of draw i, shifted by j pd: int32 when no sum can overflow it
+  // (narrow_corr; 16 per vector gather), else int64.
+  std::vector<int32_t> corr32;
+  std::vector<int64_t> corr64;
+  bool narrow_corr = true;
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
@@ -847,7 +846,15 @@ struct Worker {
         std::fill(slice_of.begin() + q * ncp, slice_of.begin() + (q + 1) * ncp,
                   static_cast<uint8_t>(q));
       }
-      corr.assign(static_cast<size_t>(S * ncp), 0);
+      // |corr| <= blocks * 2 phases * sum_j 2^(j pd) * top (a code moves by at most top).
+      const double bound = static_cast<double>(blocks) * 2.0 * std::ldexp(1.0, p.x_bits + pd) *
+                           (p.readout.adc.max_code + 1.0);
+      narrow_corr = bound < 2147483647.0;
+      if (narrow_corr) {
+        corr32.assign(static_cast<size_t>(S * ncp), 0);
+      } else {
+        corr64.assign(static_cast<size_t>(S * ncp), 0);
+      }
     }
   }
 
@@ -965,7 +972,6 @@ struct Worker {
     const uint64_t* const wblock = pw.Plane(b, 0, 0);
     const int32_t sgn = static_cast<int32_t>(sign);
     const uint8_t* const slice = slice_of.data();
-    int64_t* const corrp = corr.data();
     // The partial sum of draw i, as PopcountSums computes it.
     auto partial = [&](int64_t i) -> int32_t {
       const int64_t q = slice[i], col = i - q * ncp;
@@ -999,28 +1005,41 @@ struct Worker {
     const int js = j * pd;
     const int32_t* const pos = ev_pos.data();
     const uint32_t* const idx = ev_idx.data();
-    // 1-bit DACs and cells: 16 events at a time where the CPU can (WN words per block row).
-    auto apply_simple = [&](auto wn_words, const auto& part) -> int64_t {
-#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
-      (void)part;
-      return ApplyTailsSimple16<decltype(wn_words)::value>(pos, idx, n, wblock, x0, x1, *plan,
-                                                           top, js, sgn, corrp, unsafe);
-#else
-      (void)wn_words;
-      return ApplyTails(pos, idx, n, part, etab, top, js, sgn, corrp, unsafe);
-#endif
-    };
-    int64_t clipped =
-        simple && wn == 1 ? apply_simple(std::integral_constant<int, 1>{}, partial1)
-        : simple          ? apply_simple(std::integral_constant<int, 2>{}, partial2)
-                          : ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
     // The draws next to a half-integer code boundary: the full transfer.
-    for (const UnsafeTail& ut : unsafe) {
-      const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
-      corrp[ut.i] += static_cast<int64_t>(sgn * (res.code - ut.v)) << js;
-      clipped += res.clipped;
+    auto fix_unsafe = [&](auto* corrp) {
+      using Corr = std::remove_pointer_t<decltype(corrp)>;
+      int64_t clipped_unsafe = 0;
+      for (const UnsafeTail& ut : unsafe) {
+        const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
+        corrp[ut.i] += static_cast<Corr>(sgn * (res.code - ut.v)) << js;
+        clipped_unsafe += res.clipped;
+      }
+      unsafe.clear();
+      return clipped_unsafe;
+    };
+    int64_t clipped = 0;
+    if (!narrow_corr) {
+      int64_t* const corrp = corr64.data();
+      clipped = ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
+      clipped += fix_unsafe(corrp);
+    } else {
+      int32_t* const corrp = corr32.data();
+      // 1-bit DACs and cells: 16 events at a time where the CPU can (WN words per block row).
+      auto apply_simple = [&](auto wn_words, const auto& part) -> int64_t {
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+        (void)part;
+        return ApplyTailsSimple16<decltype(wn_words)::value>(pos, idx, n, wblock, x0, x1, *plan,
+                                                             top, js, sgn, corrp, unsafe);
+#else
+        (void)wn_words;
+        return ApplyTails(pos, idx, n, part, etab, top, js, sgn, corrp, unsafe);
+#endif
+      };
+      clipped = simple && wn == 1 ? apply_simple(std::integral_constant<int, 1>{}, partial1)
+                : simple          ? apply_simple(std::integral_constant<int, 2>{}, partial2)
+                                  : ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
+      clipped += fix_unsafe(corrp);
     }
-    unsafe.clear();
     c.adc_clipped += clipped;
   }
 
@@ -1731,15 +1750,18 @@ struct Worker {
       // loops would reload it every element instead of vectorizing.
       const int64_t n_cp = ncp;
       int64_t* __restrict a = acc.data();
-      if (!corr.empty()) {
+      auto fold = [&](auto& corr) {
+        if (corr.empty()) return;
         // acc[cp] += sum_q corr[q ncp + cp] << q pr; corr back to zero.
         for (int q = 0; q < S; ++q) {
-          int64_t* __restrict cq = corr.data() + q * n_cp;
+          auto* __restrict cq = corr.data() + q * n_cp;
           const int sh = q * pr;
-          for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += cq[cp] << sh;
-          std::fill(cq, cq + n_cp, int64_t{0});
+          for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += static_cast<int64_t>(cq[cp]) << sh;
+          std::fill(cq, cq + n_cp, 0);
         }
-      }
+      };
+      fold(corr32);
+      fold(corr64);
       const int64_t* __restrict pr_m = prod.data() + (m - prod_m0) * n_cp;
       for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += pr_m[cp];
     }
