@@ -688,10 +688,11 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
 
 #if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
 // ApplyTails for 1-bit DACs and cells and WN-word blocks (partial sum of draw i =
-// popcount(x & plane words WN i ..)), 16 events at a time: the code offsets, plane words and
-// corrections gathered, the corrections scattered back (a segment's events are distinct draws,
-// so no two lanes collide; int32 corrections, 16 per gather). kUnsafeTail lanes go to `unsafe`
-// one by one.
+// popcount(x & plane words WN i ..)), 16 events at a time. The plane words are read by plain
+// loads and inserts and the corrections updated by scalar read-modify-writes: on the Zen 5
+// this was tuned on, VPGATHERQQ took twice as long per event, and a gather + scatter of the
+// corrections a third longer (microbenchmarks, bench/results_analog.md). A segment's events
+// are distinct draws. kUnsafeTail lanes go to `unsafe` one by one (their correction here is 0).
 template <int WN>
 int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
                            const uint64_t* wblock, uint64_t x0, uint64_t x1, const TailPlan& plan,
@@ -701,7 +702,11 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
   const __m512i topv = _mm512_set1_epi32(top), zero = _mm512_setzero_si512();
   const __m512i unsafe_v = _mm512_set1_epi32(kUnsafeTail);
   const __m512i x0v = _mm512_set1_epi64(static_cast<int64_t>(x0));
-  const __m512i x1v = _mm512_set1_epi64(static_cast<int64_t>(x1));
+  const __m512i x01v = _mm512_set_epi64(static_cast<int64_t>(x1), static_cast<int64_t>(x0),
+                                        static_cast<int64_t>(x1), static_cast<int64_t>(x0),
+                                        static_cast<int64_t>(x1), static_cast<int64_t>(x0),
+                                        static_cast<int64_t>(x1), static_cast<int64_t>(x0));
+  const __m512i pair_order = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
   const __m128i js = _mm_cvtsi32_si128(jshift);
   const __m512i centre = _mm512_set1_epi32(static_cast<int32_t>(kGaussTail));
   const __m512i minus1 = _mm512_set1_epi32(-1), plus1 = _mm512_set1_epi32(1);
@@ -726,37 +731,70 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
       e = _mm512_mask_i32gather_epi32(zero, live, xv, etab, 4);
       bad = _mm512_mask_cmpeq_epi32_mask(live, e, unsafe_v);
     }
-    // Partial sums, 8 draws per half.
-    __m512i v64[2];
-    for (int half = 0; half < 2; ++half) {
-      const __mmask8 lm = static_cast<__mmask8>(live >> (8 * half));
-      const __m256i i8 = half == 0 ? _mm512_castsi512_si256(iv) : _mm512_extracti64x4_epi64(iv, 1);
-      const __m512i off = _mm512_slli_epi64(_mm512_cvtepi32_epi64(i8), WN == 2 ? 1 : 0);
-      const __m512i w0 = _mm512_mask_i64gather_epi64(zero, lm, off, wblock, 8);
-      __m512i v = _mm512_popcnt_epi64(_mm512_and_si512(w0, x0v));
-      if constexpr (WN == 2) {
-        const __m512i w1 = _mm512_mask_i64gather_epi64(zero, lm, off, wblock + 1, 8);
-        v = _mm512_add_epi64(v, _mm512_popcnt_epi64(_mm512_and_si512(w1, x1v)));
+    // Partial sums: the events' plane words by plain loads (AMD's vector gathers took twice as
+    // long here), 16 at a time; dead lanes read draw 0 and are masked below.
+    alignas(64) int32_t ip[16];
+    _mm512_store_si512(ip, iv);
+    __m512i v;
+    if constexpr (WN == 2) {
+      // Event l's two words side by side, four events per register; popcounts of (x & w)
+      // summed per event (unpack the word-0 and word-1 counts of two registers, add).
+      __m512i q[4];
+      for (int k = 0; k < 4; ++k) {
+        const int32_t* pk = ip + 4 * k;
+        __m512i z = _mm512_castsi128_si512(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wblock + 2 * pk[0])));
+        for (int l = 1; l < 4; ++l) {
+          const __m128i wl = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wblock + 2 * pk[l]));
+          z = l == 1 ? _mm512_inserti64x2(z, wl, 1)
+              : l == 2 ? _mm512_inserti64x2(z, wl, 2)
+                       : _mm512_inserti64x2(z, wl, 3);
+        }
+        q[k] = _mm512_popcnt_epi64(_mm512_and_si512(z, x01v));
       }
-      v64[half] = v;
+      // Qwords of s01: events 0, 4, 1, 5, 2, 6, 3, 7 (s23: 8 more); back to event order.
+      const __m512i s01 = _mm512_add_epi64(_mm512_unpacklo_epi64(q[0], q[1]),
+                                           _mm512_unpackhi_epi64(q[0], q[1]));
+      const __m512i s23 = _mm512_add_epi64(_mm512_unpacklo_epi64(q[2], q[3]),
+                                           _mm512_unpackhi_epi64(q[2], q[3]));
+      v = _mm512_permutexvar_epi32(
+          pair_order, _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s01)),
+                                         _mm512_cvtepi64_epi32(s23), 1));
+    } else {
+      __m512i v64[2];
+      for (int half = 0; half < 2; ++half) {
+        const int32_t* ph = ip + 8 * half;
+        __m128i a[4];
+        for (int k = 0; k < 4; ++k) {
+          a[k] = _mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(wblock[ph[2 * k]])),
+                                  static_cast<int64_t>(wblock[ph[2 * k + 1]]), 1);
+        }
+        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a[0]), a[1], 1);
+        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a[2]), a[3], 1);
+        v64[half] = _mm512_popcnt_epi64(
+            _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), x0v));
+      }
+      v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(v64[0])),
+                             _mm512_cvtepi64_epi32(v64[1]), 1);
     }
-    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(v64[0])),
-                                         _mm512_cvtepi64_epi32(v64[1]), 1);
+    const __m512i sum = _mm512_add_epi32(v, e);
+    const __m512i code = _mm512_min_epi32(_mm512_max_epi32(sum, zero), topv);
+    __m512i d = _mm512_sub_epi32(code, v);
+    if (sgn < 0) d = _mm512_sub_epi32(zero, d);
     if (bad != 0) [[unlikely]] {
       alignas(64) int32_t vs[16];
       _mm512_store_si512(vs, v);
       for (int l = 0; l < 16; ++l) {
         if ((bad >> l) & 1) unsafe.push_back({pos[t + l], idx[t + l], vs[l]});
       }
-      live &= static_cast<__mmask16>(~bad);
+      d = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~bad), d);  // corrected in full later
     }
-    const __m512i sum = _mm512_add_epi32(v, e);
-    const __m512i code = _mm512_min_epi32(_mm512_max_epi32(sum, zero), topv);
-    __m512i d = _mm512_sub_epi32(code, v);
-    if (sgn < 0) d = _mm512_sub_epi32(zero, d);
-    clipped += __builtin_popcount(_mm512_mask_cmpgt_epu32_mask(live, sum, topv));
-    const __m512i c = _mm512_mask_i32gather_epi32(zero, live, iv, corr, 4);
-    _mm512_mask_i32scatter_epi32(corr, live, iv, _mm512_add_epi32(c, _mm512_sll_epi32(d, js)), 4);
+    clipped += __builtin_popcount(
+        _mm512_mask_cmpgt_epu32_mask(static_cast<__mmask16>(live & ~bad), sum, topv));
+    // The corrections: plain read-modify-writes (faster than a gather and a scatter here).
+    alignas(64) int32_t ds[16];
+    _mm512_store_si512(ds, _mm512_sll_epi32(d, js));
+    for (int64_t l = 0; l < left; ++l) corr[ip[l]] += ds[l];
   }
   return clipped;
 }
