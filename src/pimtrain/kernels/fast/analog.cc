@@ -834,7 +834,8 @@ struct Worker {
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
-  std::vector<int32_t> xpairs;  // ExactProduct's input row pairs
+  std::vector<int32_t> xpairs;   // ExactProduct's input row pairs
+  std::vector<int32_t> nonzero;  // and, per group of samples, the pairs not all zero
   AnalogCounts c;
 
   // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
@@ -932,6 +933,22 @@ struct Worker {
       }
       int64_t c0 = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
+      // Per group of kR samples, the row pairs where any of them is nonzero (count first): a
+      // pair of zeros in all kR adds nothing (image borders, ReLU zeros), and the list serves
+      // every column tile.
+      nonzero.resize(static_cast<size_t>((rows_padded / kR) * (kcp + 1)));
+      for (int64_t g = 0; g < rows_padded / kR; ++g) {
+        int32_t* list = nonzero.data() + g * (kcp + 1);
+        const int32_t* xg = xp.data() + g * kR * kcp;
+        int32_t cnt = 0;
+        for (int64_t kk = 0; kk < kn; ++kk) {
+          int32_t any = 0;
+          for (int i = 0; i < kR; ++i) any |= xg[i * kcp + kk];
+          list[1 + cnt] = static_cast<int32_t>(kk);
+          cnt += any != 0;
+        }
+        list[0] = cnt;
+      }
       for (; c0 < ncp; c0 += 64) {
         __mmask16 cm[4];
         for (int v = 0; v < 4; ++v) {
@@ -945,7 +962,9 @@ struct Worker {
             for (int v = 0; v < 4; ++v) a[i][v] = _mm512_setzero_si512();
           }
           const int32_t* xr0 = xp.data() + r0 * kcp;
-          for (int64_t kk = 0; kk < kn; ++kk) {
+          const int32_t* const live = nonzero.data() + (r0 / kR) * (kcp + 1);
+          for (int64_t li = 1; li <= live[0]; ++li) {
+            const int64_t kk = live[li];
             const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
             __m512i wv[4];
             for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_epi32(cm[v], wr + 32 * v);
