@@ -93,17 +93,14 @@ std::array<uint32_t, 4> Ars4x32Portable(uint64_t key, uint64_t ctr_hi, uint64_t 
 
 std::array<uint32_t, 4> Ars4x32(uint64_t key, uint64_t ctr_hi, uint64_t ctr_lo) {
 #if defined(__AES__)
-  const __m128i weyl = _mm_set_epi64x(static_cast<int64_t>(kArsWeylHi),
-                                      static_cast<int64_t>(kArsWeylLo));
-  __m128i k = _mm_set_epi64x(0, static_cast<int64_t>(key));
+  const auto rk = ArsRoundKeys(key);  // the one key schedule, shared with the portable code
+  auto round_key = [&](int r) {
+    return _mm_set_epi64x(static_cast<int64_t>(rk[r][1]), static_cast<int64_t>(rk[r][0]));
+  };
   __m128i x = _mm_xor_si128(
-      _mm_set_epi64x(static_cast<int64_t>(ctr_hi), static_cast<int64_t>(ctr_lo)), k);
-  for (int r = 1; r < kArsRounds; ++r) {
-    k = _mm_add_epi64(k, weyl);
-    x = _mm_aesenc_si128(x, k);
-  }
-  k = _mm_add_epi64(k, weyl);
-  x = _mm_aesenclast_si128(x, k);
+      _mm_set_epi64x(static_cast<int64_t>(ctr_hi), static_cast<int64_t>(ctr_lo)), round_key(0));
+  for (int r = 1; r < kArsRounds; ++r) x = _mm_aesenc_si128(x, round_key(r));
+  x = _mm_aesenclast_si128(x, round_key(kArsRounds));
   std::array<uint32_t, 4> w;
   std::memcpy(w.data(), &x, sizeof(w));
   return w;

@@ -717,7 +717,7 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
   const int32_t* const etab = plan.e.data();
   for (int64_t t = 0; t < n; t += 16) {
     const int64_t left = std::min<int64_t>(16, n - t);
-    __mmask16 live = static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 live = static_cast<__mmask16>((1u << left) - 1);
     const __m512i iv = _mm512_maskz_loadu_epi32(live, pos + t);
     const __m512i xv = _mm512_maskz_loadu_epi32(live, idx + t);
     __m512i e;
