@@ -5,6 +5,9 @@
 #include <filesystem>
 
 #include "pimtrain/base/registry.h"
+#include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/train/impl/local_error_prediction.h"
 #include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
 #include "test_util.h"
@@ -43,6 +46,31 @@ TEST(PresetTest, EveryChipPresetHasSourcesAndTrains) {
     EXPECT_EQ(r.epochs.size(), 1u);
     EXPECT_GT(r.test_accuracy, 0.0);
   }
+}
+
+// Every (macro, cost model) pair of every preset, and of the presets its figures compare with:
+// each counter the macro (and the layer around it) may add is priced or ignored with a reason.
+TEST(PresetTest, EveryCounterOfEveryPresetIsPricedOrIgnored) {
+  int pairs = 0;
+  for (const auto& file : PresetFiles()) {
+    SCOPED_TRACE(file);
+    ConfigNode c = ResolveConfig({file}, {});
+    if (!c.Has("cost") || !c.At("pim").Has("macro")) continue;
+    auto model = Registry<CostModel>::Create(c.At("cost"));
+    ConfigNode block = c.At("pim").At("macro");
+    block.SetPaths("pim.macro");
+    CounterSet macro = Registry<Macro>::CreateFrom(block)->Counters();
+    EXPECT_GT(macro.names().size(), 5u);
+    CounterSet all = CounterSet::Union(
+        "layer", {&macro, &StagedMatmulCounters(), &ErrorPredictionUnitCounters()});
+    EXPECT_NO_THROW(model->CheckCovers(all, "cost.impl"));
+    for (const auto& name : all.names()) {
+      ASSERT_TRUE(model->pricing().count(name)) << name;
+      EXPECT_FALSE(model->pricing().at(name).how.empty()) << name;
+    }
+    ++pairs;
+  }
+  EXPECT_GE(pairs, 6);
 }
 
 // Each preset's `expected:` block: every published figure within its tolerance (10 % unless the

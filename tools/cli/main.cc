@@ -15,6 +15,7 @@
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/io.h"
 #include "pimtrain/cost/tech.h"
+#include "pimtrain/macro/macro.h"
 #include "pimtrain/sim/figures.h"
 #include "pimtrain/sim/session.h"
 #include "report.h"
@@ -244,6 +245,36 @@ void DescribeSchema(const Schema& schema, const std::string& prefix) {
   }
 }
 
+// A macro's declared counters (at its default parameters), or a cost model's pricing of every
+// declared counter it knows (docs/cost.md, "Declared counters").
+void DescribeCounters(const ImplInfo& info) {
+  if (info.role != "macro" && info.role != "cost_model") return;
+  ConfigNode block = ConfigNode::Map();
+  block.Set("impl", ConfigNode::Scalar(info.name));
+  block.SetPaths(info.role);
+  try {
+    if (info.role == "macro") {
+      CounterSet set = Registry<Macro>::CreateFrom(block)->Counters();
+      std::printf("  counters (name, unit, stages, meaning; counted by):\n");
+      for (const auto& name : set.names()) {
+        const CounterInfo* c = CounterTable::Find(name);
+        std::printf("    %-24s %-18s %-9s %s (%s)\n", name.c_str(), c->unit.c_str(),
+                    c->stages.c_str(), c->meaning.c_str(), c->owner.c_str());
+      }
+    } else {
+      auto model = Registry<CostModel>::CreateFrom(block);
+      std::printf("  pricing of the counters (priced: component and rule; ignored: why):\n");
+      for (const auto& [name, p] : model->pricing()) {
+        const CounterInfo* c = CounterTable::Find(name);
+        std::printf("    %-24s %-18s %-8s %s\n", name.c_str(), c ? c->unit.c_str() : "?",
+                    p.priced ? "priced" : "ignored", p.how.c_str());
+      }
+    }
+  } catch (const Error& e) {
+    std::printf("  (counters need parameters beyond the defaults: %s)\n", e.what());
+  }
+}
+
 int Describe(const std::string& what) {
   if (what.empty()) {
     std::printf("config file keys:\n");
@@ -283,6 +314,7 @@ int Describe(const std::string& what) {
     throw ConfigError("describe: unknown " + role + " '" + name + "'" + DidYouMean(name, names));
   }
   DescribeImpl(*info);
+  DescribeCounters(*info);
   return 0;
 }
 

@@ -39,7 +39,21 @@ void CostModel::AddCommonParams(Schema& s, const char* default_tech, double volt
 }
 
 CostModel::CostModel(const ConfigNode& p) {
+  name_ = p.GetString("impl");
   tech_ = LoadTech(p.GetString("tech"));
+  // Counters every layer may carry whatever its macro: priced in PriceCommon, or ignored.
+  Prices("epu_shift_adds", "error_prediction: 16-bit adds (accumulator_add_bit); EPU cycles");
+  Prices("epu_sign_flips", "error_prediction: one register bit each; EPU cycles");
+  Prices("epu_mask_ops", "error_prediction: one register bit each; EPU cycles");
+  Prices("epu_reads", "error_prediction: one byte of buffer read each");
+  Prices("epu_softmax_exps", "error_prediction: a 16-bit exp by a 16-entry table and 2 adds "
+                             "(2 x 16 accumulator bits + 16 buffer bits read)");
+  Prices("bias_adds", "bias: one 16-bit add each (accumulator_add_bit)");
+  Ignores("macs", "a logical figure (the ops of TOPS/W): the hardware actions doing the MACs are "
+                  "priced under their own counters");
+  Ignores("array_cells_allocated", "occupancy, not an action: reported as array utilization; the "
+                                   "arrays' area is priced from arrays_total");
+  Ignores("array_cells_used", "occupancy, not an action (array utilization)");
   op_.name = "run";
   op_.voltage = p.GetDouble("voltage");
   op_.frequency_mhz = p.GetDouble("frequency_mhz");
@@ -119,17 +133,52 @@ double CostModel::LeakageMw(const HardwareParams& hw, const OperatingPoint& op) 
   return tech_.LeakageMw(ChipAreaMm2(hw), op.voltage);
 }
 
+void CostModel::Prices(const std::string& counter, const std::string& how) {
+  PIM_CHECK_MSG(CounterTable::Find(counter) != nullptr,
+                "cost model prices counter '" + counter + "' that no component declares");
+  pricing_[counter] = {true, how};
+}
+
+void CostModel::Ignores(const std::string& counter, const std::string& reason) {
+  PIM_CHECK_MSG(CounterTable::Find(counter) != nullptr,
+                "cost model ignores counter '" + counter + "' that no component declares");
+  PIM_CHECK_MSG(!reason.empty(), "ignoring counter '" + counter + "' needs a reason");
+  pricing_[counter] = {false, reason};
+}
+
+double CostModel::N(const ActionCounts& c, const std::string& counter) const {
+  auto it = pricing_.find(counter);
+  PIM_CHECK_MSG(it != pricing_.end() && it->second.priced,
+                "cost model " + name_ + " reads counter '" + counter +
+                    "' that it does not declare as priced");
+  return static_cast<double>(c.Get(counter));
+}
+
+void CostModel::CheckCovers(const CounterSet& counters, const std::string& where) const {
+  for (const auto& name : counters.names()) {
+    if (pricing_.count(name)) continue;
+    const CounterInfo* info = CounterTable::Find(name);
+    throw ConfigError(where + ": cost model '" + name_ + "' neither prices nor ignores counter '" +
+                      name + "' (" + (info ? info->unit + ", counted by " + info->owner : "") +
+                      ") of " + counters.owner() + " (docs/cost.md, \"Declared counters\")");
+  }
+}
+
 void CostModel::PriceCommon(const ActionCounts& c, double v, PricedCounts& p) const {
-  const double shift_adds = static_cast<double>(c.Get("epu_shift_adds"));
-  const double other = static_cast<double>(c.Get("epu_sign_flips") + c.Get("epu_mask_ops"));
-  const double reads = static_cast<double>(c.Get("epu_reads"));
-  if (shift_adds + other + reads == 0) return;
+  const double bias = N(c, "bias_adds");
+  if (bias > 0) p.energy_pj["bias"] += bias * 16 * E("accumulator_add_bit", v);
+  const double shift_adds = N(c, "epu_shift_adds");
+  const double other = N(c, "epu_sign_flips") + N(c, "epu_mask_ops");
+  const double reads = N(c, "epu_reads");
+  const double exps = N(c, "epu_softmax_exps");
+  if (shift_adds + other + reads + exps == 0) return;
   // A shift by a constant is wiring; the add is a 16-bit adder; the feedback signs/exponents are
-  // read from a small register file (one byte per entry).
-  p.energy_pj["error_prediction"] += shift_adds * 16 * E("accumulator_add_bit", v) +
+  // read from a small register file (one byte per entry). A softmax exponential: a 16-entry
+  // table lookup (16 bits read) and two 16-bit adds of the piecewise-linear interpolation.
+  p.energy_pj["error_prediction"] += (shift_adds + 2 * exps) * 16 * E("accumulator_add_bit", v) +
                                      other * E("register_bit", v) +
-                                     reads * 8 * E("buffer_read_bit", v);
-  p.epu_cycles += (shift_adds + other) / epu_lanes_;
+                                     (reads * 8 + exps * 16) * E("buffer_read_bit", v);
+  p.epu_cycles += (shift_adds + other + exps) / epu_lanes_;
 }
 
 double HwParam(const HardwareParams& hw, const std::string& key, double fallback) {

@@ -55,12 +55,24 @@ struct PricedCounts {
   }
 };
 
+// How a cost model treats one declared counter: priced (into which component, by which rule) or
+// deliberately ignored (why).
+struct CounterPricing {
+  bool priced = false;
+  std::string how;  // priced: the component and rule; ignored: the reason
+};
+
 class CostModel {
  public:
   static constexpr const char* kRoleName = "cost_model";
   virtual ~CostModel() = default;
 
   const TechTable& tech() const { return tech_; }
+  // Every counter this model prices or ignores, by name (docs/cost.md, "Declared counters").
+  const std::map<std::string, CounterPricing>& pricing() const { return pricing_; }
+  // A ConfigError (one line, naming `where`, the model and the counter) for the first counter of
+  // `counters` that this model neither prices nor ignores.
+  void CheckCovers(const CounterSet& counters, const std::string& where) const;
   // The operating point of a run (the config's voltage and frequency_mhz).
   const OperatingPoint& operating_point() const { return op_; }
   // Named operating points (e.g. the published ends of a chip's range); may be empty.
@@ -98,6 +110,14 @@ class CostModel {
     return tech_.Energy(action, v) * energy_scale_;
   }
 
+  // Declares how this model treats a counter (each model, in its constructor, for every counter
+  // of the macros it prices). The counter must be declared (base/action_counts.h).
+  void Prices(const std::string& counter, const std::string& how);
+  void Ignores(const std::string& counter, const std::string& reason);
+  // The count of a counter this model declared as priced; reading any other is a PIM_CHECK
+  // failure (a price cannot rest on a counter the model says it ignores or never declared).
+  double N(const ActionCounts& c, const std::string& counter) const;
+
   TechTable tech_;
   OperatingPoint op_;
   std::vector<OperatingPoint> points_;
@@ -112,6 +132,10 @@ class CostModel {
   // prediction (`epu_*`: shift-adds, sign flips, masks, reads of the fixed feedback; on its own
   // unit, so its cycles go to `p.epu_cycles`, not `p.cycles`).
   void PriceCommon(const ActionCounts& c, double v, PricedCounts& p) const;
+
+ private:
+  std::map<std::string, CounterPricing> pricing_;
+  std::string name_;  // the impl name (for messages)
 };
 
 // A parameter of `hw`, or `fallback` when the macro does not report it.

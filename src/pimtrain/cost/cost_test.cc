@@ -219,3 +219,84 @@ TEST(CostModelTest, OperatingPointsAreValidated) {
 
 }  // namespace
 }  // namespace pim
+
+namespace pim {
+namespace {
+
+// A component of the tests only: two counters nobody prices.
+PIM_DECLARE_COUNTERS(TestOnlyCounters, "cost test",
+                     {"test_only_pulses", "pulse", "WU", "a counter of this test alone"},
+                     {"macs", "MAC", "FP", "logical multiply-accumulates"});
+
+std::unique_ptr<CostModel> AnalogModel() {
+  return Registry<CostModel>::CreateFrom(
+      ParseYaml("impl: analog_crossbar\ntech: 32nm\n", "test.yaml"));
+}
+
+TEST(DeclaredCounterTest, AddingOrReadingAnUndeclaredCounterFails) {
+  ActionCounts c;
+  c.Add("test_only_pulses", 3);
+  EXPECT_EQ(c.Get("test_only_pulses"), 3);
+  EXPECT_EQ(c.Get("macs"), 0);  // declared, none counted
+  EXPECT_DEATH(c.Add("no_such_counter", 1), "nobody declared");
+  EXPECT_DEATH(c.Get("no_such_counter"), "nobody declared");
+  // A name declared twice must agree on its unit.
+  EXPECT_DEATH(CounterTable::Declare({"macs", "op", "FP", "x", "elsewhere"}), "unit");
+  const CounterInfo* info = CounterTable::Find("test_only_pulses");
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->unit, "pulse");
+  EXPECT_EQ(info->owner, "cost test");
+}
+
+TEST(DeclaredCounterTest, CostModelMustPriceOrIgnoreEveryCounterOfItsMacro) {
+  auto model = AnalogModel();
+  // The cost model covers 'macs' (ignored, with a reason) but not the test's pulses.
+  ASSERT_TRUE(model->pricing().count("macs"));
+  EXPECT_FALSE(model->pricing().at("macs").priced);
+  EXPECT_FALSE(model->pricing().at("macs").how.empty());
+  try {
+    model->CheckCovers(TestOnlyCounters(), "cost.impl");
+    FAIL() << "an unpriced counter passed validation";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cost.impl"), std::string::npos) << m;
+    EXPECT_NE(m.find("'test_only_pulses'"), std::string::npos) << m;
+    EXPECT_NE(m.find("pulse"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  // A set of counters it prices passes.
+  CounterSet priced("cost test", {{"adc_conversions", "conversion", "FP BP", "ADC conversions"}});
+  EXPECT_NO_THROW(model->CheckCovers(priced, "cost.impl"));
+}
+
+TEST(DeclaredCounterTest, PricingACounterOfAnotherMacroIsRefusedAtRunTime) {
+  // A count that reaches a cost model which does not know it stops the pricing (never priced 0).
+  auto model = AnalogModel();
+  LayerHardware l;
+  l.hw = {{"rows", 128}, {"cols", 128}, {"arrays_total", 1}};
+  l.counts[0].Add("test_only_pulses", 1);
+  EXPECT_DEATH(BuildCostReport(*model, {l}, model->operating_point(), RunShape{}),
+               "neither prices nor ignores");
+}
+
+// Analog GC and WU: the periphery's digital MACs and the cell writes cost energy and time.
+TEST(AnalogCostTest, GradientAndUpdateArePriced) {
+  auto model = AnalogModel();
+  HardwareParams hw = {{"rows", 128}, {"cols", 128}, {"arrays_total", 8}, {"arrays_used", 8}};
+  ActionCounts gc, wu;
+  gc.Add("digital_macs", 1000000);
+  wu.Add("weight_writes", 128 * 128 * 8);
+  const OperatingPoint op = model->operating_point();
+  PricedCounts g = model->Price(gc, Stage::kGradient, hw, op);
+  PricedCounts w = model->Price(wu, Stage::kUpdate, hw, op);
+  // 16-bit MACs: (256 + 32) full-adder bits of 3 fJ each.
+  EXPECT_NEAR(g.energy_pj.at("digital_mac"), 1e6 * 288 * 0.003, 1e-6);
+  // 8 units at 1.2 GHz against a 10 MHz input cycle: 960 MACs per cycle.
+  EXPECT_NEAR(g.cycles, 1e6 / 960.0, 1e-9);
+  EXPECT_NEAR(w.energy_pj.at("weight_write"), 128 * 128 * 8 * 0.1, 1e-9);
+  // 128 rows per array, one 100 ns pulse each, arrays in parallel: 128 input cycles of 100 ns.
+  EXPECT_NEAR(w.cycles, 128, 1e-9);
+}
+
+}  // namespace
+}  // namespace pim

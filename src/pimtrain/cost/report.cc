@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "pimtrain/base/error.h"
 #include "pimtrain/cost/pipeline.h"
 
 namespace pim {
@@ -135,6 +136,12 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
     for (int s = 0; s < kNumStages; ++s) {
       const ActionCounts& c = l.counts[s];
       if (c.empty()) continue;
+      for (const auto& [name, n] : c.counts()) {
+        // Config validation (CostModel::CheckCovers) makes this unreachable from user input.
+        PIM_CHECK_MSG(model.pricing().count(name) > 0,
+                      "counter '" + name + "' reached a cost model that neither prices nor "
+                      "ignores it");
+      }
       PricedCounts p = model.Price(c, static_cast<Stage>(s), l.hw, op);
       StageCost item;
       item.layer = l.layer;

@@ -83,6 +83,9 @@ constexpr uint64_t kNoiseStreamA = 1, kNoiseStreamB = 2, kNoiseStreamNnsa = 3,
                    kNoiseStreamNnadc = 4;
 
 // The hardware events of one AnalogMatMul (docs/analog.md, "Counts").
+// The counters AnalogCounts::AddTo adds (name, unit, stages, meaning).
+const CounterSet& AnalogKernelCounters();
+
 struct AnalogCounts {
   int64_t macs = 0;                  // m k n
   int64_t input_cycles = 0;          // array read cycles: (array, applied input cycle, read)

@@ -80,6 +80,9 @@ inline int64_t NumBlocks(int64_t len, int64_t tile, int64_t segment) {
 }
 
 // The hardware events of one BitSerialMatMul (docs/numerics.md, "Counting model").
+// The counters BitSerialCounts::AddTo adds (name, unit, stages, meaning).
+const CounterSet& BitSerialKernelCounters();
+
 struct BitSerialCounts {
   int64_t bitserial_cycles = 0;       // input bit planes applied to an array
   int64_t skipped_zero_cycles = 0;    // planes skipped because all their bits were zero

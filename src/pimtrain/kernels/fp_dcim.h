@@ -94,6 +94,9 @@ struct DcimProblem {
 };
 
 // The events of one DcimMatMul (docs/fp_digital.md, "Counting model").
+// The counters DcimCounts::AddTo adds (name, unit, stages, meaning).
+const CounterSet& DcimKernelCounters();
+
 struct DcimCounts {
   int64_t macs = 0;                  // m k n
   int64_t multiplier_ops = 0;        // 4b x 4b multiplies with both nibbles nonzero

@@ -56,6 +56,11 @@ class Macro {
 
   virtual const MacroSpec& spec() const = 0;
 
+  // Every counter this macro may add (its kernels' and its own), declared with units where they
+  // are counted (base/action_counts.h). The cost model must price or ignore each of them
+  // (cost/cost_model.h, CheckPricingCovers); `pimtrain describe macro/NAME` lists them.
+  virtual CounterSet Counters() const = 0;
+
   // The layer's mapping (docs/numerics.md, "Mapping"): the stored matrix's rows are cut into
   // segments of `rows_per_segment` rows that each start on a fresh array (a convolution mapped
   // channel-wise: one segment per kernel position); 0 packs the rows densely. Takes effect at

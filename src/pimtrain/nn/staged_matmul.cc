@@ -9,6 +9,9 @@
 
 namespace pim {
 
+PIM_DECLARE_COUNTERS(StagedMatmulCounters, "layer (nn/staged_matmul)",
+                     {"bias_adds", "add", "FP", "bias additions of a layer on a macro"});
+
 namespace {
 std::mutex& CountsMutex() {
   static std::mutex mu;

@@ -14,6 +14,9 @@
 namespace pim {
 
 // Sparsity seen by one layer in one epoch: zero elements of its operands, per stage.
+// The counters StagedMatmul adds itself, besides its macro's (name, unit, stages, meaning).
+const CounterSet& StagedMatmulCounters();
+
 struct SparsityStats {
   int64_t input_elements = 0, input_zeros = 0;  // FP inputs (activations)
   int64_t error_elements = 0, error_zeros = 0;  // BP inputs (output errors)

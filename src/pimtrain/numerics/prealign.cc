@@ -8,6 +8,13 @@
 
 namespace pim::fp {
 
+PIM_DECLARE_COUNTERS(
+    AlignCounters, "pre-alignment unit",
+    {"exponent_compares", "element", "FP BP WU", "elements entering a max-exponent search"},
+    {"alignment_shifts", "shift", "FP BP WU", "nonzero mantissas shifted by a nonzero amount"},
+    {"shifted_out_bits", "bit", "FP BP WU", "significand bits pushed past the LSB (lost)"},
+    {"alignment_saturations", "element", "FP BP WU", "aligned magnitudes clamped to full scale"});
+
 void AlignCounts::AddTo(ActionCounts& counts) const {
   counts.Add("exponent_compares", exponent_compares);
   counts.Add("alignment_shifts", alignment_shifts);

@@ -26,6 +26,9 @@ namespace pim::fp {
 enum class AlignRounding { kTruncate, kNearestEven };
 
 // The pre-alignment unit's events (summed over calls).
+// The counters AlignCounts::AddTo adds (name, unit, stages, meaning).
+const CounterSet& AlignCounters();
+
 struct AlignCounts {
   int64_t exponent_compares = 0;  // elements entering a max-exponent search
   int64_t alignment_shifts = 0;   // nonzero mantissas shifted by a nonzero amount

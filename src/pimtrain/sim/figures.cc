@@ -74,6 +74,7 @@ CostReport BenchmarkMacro(const ConfigNode& config, const CostModel& model, cons
   MergeInto(merged, w.macro_overrides);
   merged.SetPaths("pim.macro");
   std::unique_ptr<Macro> macro = Registry<Macro>::CreateFrom(merged);
+  model.CheckCovers(macro->Counters(), "cost.impl");
   const MacroSpec& spec = macro->spec();
   const HardwareParams hw0 = macro->HardwareParams();
   const int64_t arrays = static_cast<int64_t>(HwParam(hw0, "arrays_total",

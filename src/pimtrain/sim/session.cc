@@ -17,6 +17,7 @@
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/staged_matmul.h"
 #include "pimtrain/sim/limits.h"
+#include "pimtrain/train/impl/local_error_prediction.h"
 
 namespace pim {
 
@@ -159,6 +160,17 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
   trainer_ = std::make_unique<Trainer>(*net_, *opt_, *schedule_, *loss_, *algorithm_, data_, opts);
   if (const ConfigNode* cost = config_.Find("cost"); cost != nullptr && !cost->IsNull()) {
     cost_ = Registry<CostModel>::Create(*cost);
+    // Every counter a layer on a macro may carry must be priced or ignored by the cost model.
+    for (int i = 0; i < net_->size(); ++i) {
+      StagedMatmul* m = net_->layer(i).matmul();
+      if (m == nullptr || !m->on_macro()) continue;
+      const CounterSet macro = m->macro()->Counters();
+      cost_->CheckCovers(CounterSet::Union("pim.macro (" + macro.owner() + ")",
+                                           {&macro, &StagedMatmulCounters(),
+                                            &ErrorPredictionUnitCounters()}),
+                         "cost.impl");
+      break;  // every layer runs the same macro
+    }
   }
 }
 

@@ -25,6 +25,15 @@ class AnalogCrossbarCost final : public CostModel {
               .Doc("neural shift-and-add units per array (dataflow C)"));
     s.Add(Param::Float("analog_buffer_arrays_per_array").Default(0.0).Range(0, 64)
               .Doc("RRAM buffer arrays per compute array (dataflow B)"));
+    s.Add(Param::Int("digital_mac_bits").Default(16).Range(2, 64).Unit("bit")
+              .Doc("operand width of the periphery's digital MACs (GC: dW = X^T dY, and the ideal "
+                   "read-out); energy b^2 full-adder bits + 2b accumulator bits per MAC"));
+    s.Add(Param::Float("digital_mac_units_per_array").Default(1.0).Range(0.001, 1024)
+              .Doc("digital MAC units of the periphery per array (where GC runs)"));
+    s.Add(Param::Float("digital_clock_mhz").Default(1200).Range(1, 10000).Unit("MHz")
+              .Doc("clock of the digital periphery (ISAAC's shift-and-add units: 1.2 GHz)"));
+    s.Add(Param::Float("write_ns").Default(100).Range(0.1, 1e6).Unit("ns")
+              .Doc("one programming pulse: a row of cells of each array written in parallel"));
     return s;
   }
   explicit AnalogCrossbarCost(const ConfigNode& p)
@@ -32,7 +41,31 @@ class AnalogCrossbarCost final : public CostModel {
         adcs_per_array_(p.GetDouble("adcs_per_array")),
         adc_rate_(p.GetDouble("adc_rate_gsps") * 1e9),
         nnsa_per_array_(p.GetDouble("nnsa_per_array")),
-        abuf_per_array_(p.GetDouble("analog_buffer_arrays_per_array")) {}
+        abuf_per_array_(p.GetDouble("analog_buffer_arrays_per_array")),
+        mac_bits_(static_cast<double>(p.GetInt("digital_mac_bits"))),
+        mac_units_(p.GetDouble("digital_mac_units_per_array")),
+        digital_mhz_(p.GetDouble("digital_clock_mhz")),
+        write_ns_(p.GetDouble("write_ns")) {
+    Prices("cell_reads", "crossbar: crossbar_cell_read each");
+    Prices("dac_conversions", "dac: dac_1bit x dac_bits each");
+    Prices("sample_holds", "sample_hold each");
+    Prices("adc_conversions", "adc: adc_8bit x 2^(bits - 8) each; time: ADC throughput");
+    Prices("analog_buffer_writes", "analog_buffer: analog_buffer_write each");
+    Prices("analog_accumulations", "nnsa: nnsa_step each");
+    Prices("shift_adds", "shift_add each");
+    Prices("tile_accumulations", "shift_add each");
+    Prices("input_buffer_reads", "registers: input bits x register_bit each");
+    Prices("output_buffer_writes", "registers: 16 x register_bit each");
+    Prices("input_cycles", "tile_overhead: tile_per_array_cycle each; time: cycles / arrays");
+    Prices("weight_writes", "weight_write: cell_write each; time: a row per array per write_ns");
+    Prices("shadow_weight_writes", "weight_write: cell_write each; no time (hidden)");
+    Prices("digital_macs", "digital_mac: b^2 + 2b accumulator_add_bit each; time: "
+                           "digital_mac_units_per_array x arrays at digital_clock_mhz");
+    Prices("offset_corrections", "shift_add: one digital subtract each");
+    Ignores("skipped_input_cycles", "a skipped cycle is not applied: no energy, no time");
+    Ignores("adc_clipped", "a property of conversions already priced under adc_conversions");
+    Ignores("buffer_switches", "one select line per programmed matrix: below 1e-6 of a write-back");
+  }
 
   // Walden figure of merit: the energy of one conversion doubles with each bit (the reference
   // is the 8-bit SAR of the tech table).
@@ -46,7 +79,7 @@ class AnalogCrossbarCost final : public CostModel {
   PricedCounts Price(const ActionCounts& c, Stage stage, const HardwareParams& hw,
                      const OperatingPoint& op) const override {
     const double v = op.voltage;
-    auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
+    auto n = [&](const char* k) { return N(c, k); };
     const double arrays = ParallelArrays(hw);
     const double adc_bits = stage == Stage::kBackward ? HwParam(hw, "adc_bits_transposed", 8)
                                                       : HwParam(hw, "adc_bits", 8);
@@ -60,7 +93,8 @@ class AnalogCrossbarCost final : public CostModel {
     e["adc"] = n("adc_conversions") * AdcEnergy(adc_bits, v);
     e["analog_buffer"] = n("analog_buffer_writes") * E("analog_buffer_write", v);
     e["nnsa"] = n("analog_accumulations") * E("nnsa_step", v);
-    e["shift_add"] = (n("shift_adds") + n("tile_accumulations")) * E("shift_add", v);
+    e["shift_add"] = (n("shift_adds") + n("tile_accumulations") + n("offset_corrections")) *
+                     E("shift_add", v);
     e["registers"] = (n("input_buffer_reads") * in_bits + n("output_buffer_writes") * 16) *
                      E("register_bit", v);
     e["weight_write"] = (n("weight_writes") + n("shadow_weight_writes")) * E("cell_write", v);
@@ -72,6 +106,24 @@ class AnalogCrossbarCost final : public CostModel {
     const double adc_cycles =
         n("adc_conversions") / (adcs_per_array_ * arrays * adc_rate_ * cycle_s);
     p.cycles = std::max(array_cycles, adc_cycles);
+    // The digital periphery: an array multiplier (b^2 full-adder bits) and a 2b-bit accumulate
+    // per MAC, on digital_mac_units_per_array units per array at the digital clock.
+    const double dmacs = n("digital_macs");
+    if (dmacs > 0) {
+      e["digital_mac"] = dmacs * (mac_bits_ * mac_bits_ + 2 * mac_bits_) *
+                         E("accumulator_add_bit", v);
+      const double per_cycle =
+          mac_units_ * arrays * digital_mhz_ / op.frequency_mhz;
+      p.cycles += dmacs / per_cycle;
+    }
+    // Programming: one write pulse writes one row (its bit lines) of each of the layer's arrays
+    // in parallel.
+    const double writes = n("weight_writes");
+    if (writes > 0) {
+      const double bitlines = HwParam(hw, "cols", 128);
+      const double cycle_ns = 1e3 / op.frequency_mhz;
+      p.cycles += writes / bitlines / arrays * write_ns_ / cycle_ns;
+    }
     // The tile's eDRAM buffer, bus and router, per array and cycle of work.
     e["tile_overhead"] = n("input_cycles") * E("tile_per_array_cycle", v);
     PriceCommon(c, v, p);
@@ -99,6 +151,7 @@ class AnalogCrossbarCost final : public CostModel {
 
  private:
   double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_;
+  double mac_bits_, mac_units_, digital_mhz_, write_ns_;
 };
 
 PIM_REGISTER(CostModel, AnalogCrossbarCost, "analog_crossbar",

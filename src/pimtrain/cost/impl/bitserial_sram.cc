@@ -25,12 +25,27 @@ class BitSerialSramCost final : public CostModel {
   explicit BitSerialSramCost(const ConfigNode& p)
       : CostModel(p),
         output_bits_(static_cast<double>(p.GetInt("output_bits"))),
-        compute_duty_(p.GetDouble("compute_duty")) {}
+        compute_duty_(p.GetDouble("compute_duty")) {
+    Prices("cell_and_ops", "array: sram8t_and each; adder_tree: adder_tree_toggle each");
+    Prices("gated_zero_weight_ops", "array: gated_op each (the clock gate of a zero weight)");
+    Prices("bitserial_cycles", "array: array_cycle each; time: cycles / arrays / duty");
+    Prices("adder_tree_adds", "adder_tree: adder_tree_idle each (clocking)");
+    Prices("shift_adds", "accumulator: output_bits x accumulator_add_bit each");
+    Prices("tile_accumulations", "accumulator: output_bits x accumulator_add_bit each");
+    Prices("input_buffer_writes", "buffers: input bits x buffer_write_bit each");
+    Prices("input_buffer_reads", "buffers: input bits x buffer_read_bit each");
+    Prices("output_buffer_writes", "buffers: output_bits x buffer_write_bit each");
+    Prices("weight_writes", "weight_write: sram8t_write each; time: a row of bit lines a cycle");
+    Prices("shadow_weight_writes", "weight_write: sram8t_write each; no time (hidden)");
+    Prices("gc_operand_writes", "weight_write: sram8t_write each; time: a row a cycle");
+    Ignores("skipped_zero_cycles", "a skipped plane is not applied: no energy, no cycle");
+    Ignores("buffer_switches", "one select line per programmed matrix: below 1e-6 of a write-back");
+  }
 
   PricedCounts Price(const ActionCounts& c, Stage stage, const HardwareParams& hw,
                      const OperatingPoint& op) const override {
     const double v = op.voltage;
-    auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
+    auto n = [&](const char* k) { return N(c, k); };
     const double arrays = ParallelArrays(hw);
     const double in_bits = stage == Stage::kBackward ? HwParam(hw, "error_bits", 8)
                                                      : HwParam(hw, "input_bits", 8);

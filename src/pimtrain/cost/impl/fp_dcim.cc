@@ -21,9 +21,6 @@ class FpDcimCost final : public CostModel {
     s.Add(Param::Float("compute_duty").Default(1.0).Range(0.01, 1.0)
               .Doc("fraction of clock cycles in which the multipliers work (rest: control, "
                    "stalls)"));
-    s.Add(Param::Bool("gc_on_macro").Default(false)
-              .Doc("gradient calculation priced as macro MACs (SP-PIM runs FP and GC on the same "
-                   "macro) instead of an FP32 unit outside it"));
     s.Add(Param::Bool("zero_skipping").Default(false)
               .Doc("zero operands are skipped in time, not only gated (SP-PIM's dual sparsity: "
                    "a zero activation or error is never fed to the multipliers)"));
@@ -38,15 +35,42 @@ class FpDcimCost final : public CostModel {
       : CostModel(p),
         toggle_(p.GetDouble("toggle_rate")),
         duty_(p.GetDouble("compute_duty")),
-        gc_on_macro_(p.GetBool("gc_on_macro")),
         zero_skipping_(p.GetBool("zero_skipping")),
         offmacro_rate_(static_cast<double>(p.GetInt("offmacro_macs_per_cycle"))),
-        access_fo4_(p.GetDouble("access_fo4")) {}
+        access_fo4_(p.GetDouble("access_fo4")) {
+    Prices("array_row_reads", "array_read: port_bits x sram6t_read_bit each");
+    Prices("rotations", "transpose_rotation: port_bits x shifter_bit each");
+    Prices("exponent_compares", "prealignment: exponent_compare each");
+    Prices("alignment_shifts", "prealignment: a 4-stage barrel shift of elem_bits each");
+    Prices("exponent_adds", "prealignment: exponent_compare each (an 8-bit add)");
+    Prices("format_conversions", "prealignment: elem_bits register bits each");
+    Prices("multiplier_ops", "multipliers: mult4x4 x (16 - dropped terms) / 16; time: slots");
+    Prices("approx_dropped_terms", "multipliers: the dropped terms' share of mult4x4, removed");
+    Prices("gated_zero_ops", "multipliers: gated_op each; time unless zero_skipping");
+    Prices("adder_tree_adds", "adder_tree: (tree_bits - 3 - 0.8 or_bits) adder bits each");
+    Prices("bias_compensations", "adder_tree: tree_bits adder bits each");
+    Prices("nibble_shift_adds", "accumulate: tree_bits + 8 accumulator bits each");
+    Prices("tree_accumulations", "accumulate: tree_bits + 10 accumulator bits each");
+    Prices("normalizations", "normalize each");
+    Prices("input_buffer_reads", "buffers: elem_bits x buffer_read_bit each");
+    Prices("output_buffer_writes", "buffers: 16 x buffer_write_bit each");
+    Prices("weight_writes", "weight_write: sram6t_write each; time: a port-wide row a cycle");
+    Prices("shadow_weight_writes", "weight_write: sram6t_write each; no time (hidden)");
+    Prices("exponent_writes", "weight_write: 8 register bits each");
+    Prices("off_macro_fp32_macs", "gradient_unit: fp_mac_fp32 each; time: offmacro_macs_per_cycle");
+    Prices("gc_multiplier_ops", "multipliers: mult4x4 each; time: multiplier slots");
+    Prices("gc_tree_passes", "adder_tree: tree_inputs - 1 adds of add_bits each; normalize each");
+    Ignores("gc_macro_macs", "logical figure: the on-macro GC's multiplies and tree passes are "
+                             "priced under gc_multiplier_ops and gc_tree_passes");
+    Ignores("shifted_out_bits", "a numerical effect of the alignment shifts already priced");
+    Ignores("alignment_saturations", "a numerical effect of the alignment already priced");
+    Ignores("buffer_switches", "one select line per programmed matrix: below 1e-6 of a write-back");
+  }
 
   PricedCounts Price(const ActionCounts& c, Stage stage, const HardwareParams& hw,
                      const OperatingPoint& op) const override {
     const double v = op.voltage;
-    auto n = [&](const char* k) { return static_cast<double>(c.Get(k)); };
+    auto n = [&](const char* k) { return N(c, k); };
     const double activity = toggle_ / 0.5;
     const double arrays = ParallelArrays(hw);
     const double mults = std::max(1.0, HwParam(hw, "multipliers", 64));
@@ -87,19 +111,22 @@ class FpDcimCost final : public CostModel {
     const double slots = n("multiplier_ops") + (zero_skipping_ ? 0.0 : n("gated_zero_ops"));
     double cycles = slots / mults / arrays +
                     n("weight_writes") / port / arrays;
+    // GC where the macro says it ran: on its own multipliers (counted nibble multiplies and
+    // tree passes; each pass normalizes its result into the FP32 gradient accumulator), or on
+    // the FP32 unit outside it.
+    const double gc_mults = n("gc_multiplier_ops"), gc_passes = n("gc_tree_passes");
+    if (gc_mults > 0) {
+      const double tree_in = std::max(1.0, HwParam(hw, "tree_inputs", 64));
+      e["multipliers"] += gc_mults * E("mult4x4", v) * activity;
+      e["adder_tree"] += gc_passes * (tree_in - 1) * add_bits * E("adder_tree_add_bit", v) *
+                         activity;
+      e["normalize"] += gc_passes * E("normalize", v);
+      cycles += gc_mults / mults / arrays;
+    }
     const double gc = n("off_macro_fp32_macs");
     if (gc > 0) {
-      if (gc_on_macro_) {
-        // As BF16 MACs on the macro: two nibble passes of each operand (4 multiplies) per MAC.
-        const double mult_ops = 4 * gc;
-        e["multipliers"] += mult_ops * E("mult4x4", v) * activity;
-        e["adder_tree"] += mult_ops * add_bits * E("adder_tree_add_bit", v) * activity;
-        e["normalize"] += gc / std::max(1.0, HwParam(hw, "tree_inputs", 64)) * E("normalize", v);
-        cycles += mult_ops / mults / arrays;
-      } else {
-        e["gradient_unit"] = gc * E("fp_mac_fp32", v);
-        cycles += gc / offmacro_rate_;
-      }
+      e["gradient_unit"] = gc * E("fp_mac_fp32", v);
+      cycles += gc / offmacro_rate_;
     }
     p.cycles = cycles / duty_;
     e["chip_overhead"] = p.cycles * E("chip_cycle", v);
@@ -128,7 +155,7 @@ class FpDcimCost final : public CostModel {
 
  private:
   double toggle_, duty_;
-  bool gc_on_macro_, zero_skipping_;
+  bool zero_skipping_;
   double offmacro_rate_, access_fo4_;
 };
 

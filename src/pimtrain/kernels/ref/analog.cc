@@ -11,6 +11,24 @@
 
 namespace pim::kernels {
 
+PIM_DECLARE_COUNTERS(
+    AnalogKernelCounters, "analog kernel",
+    {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
+    {"input_cycles", "array cycle", "FP BP", "array read cycles: (array, applied input cycle, read)"},
+    {"skipped_input_cycles", "array cycle", "FP BP",
+     "array read cycles skipped because the block's inputs were all 0"},
+    {"dac_conversions", "word-line drive", "FP BP", "word lines driven per applied array cycle"},
+    {"cell_reads", "cell read", "FP BP", "cells on driven (nonzero-input) rows x bit lines"},
+    {"adc_conversions", "conversion", "FP BP", "ADC conversions"},
+    {"adc_clipped", "conversion", "FP BP", "conversions whose ideal code fell outside the range"},
+    {"shift_adds", "add", "FP BP", "ADC codes (or bit-plane sums) shifted and added digitally"},
+    {"sample_holds", "capture", "FP BP", "sample-and-hold captures"},
+    {"analog_buffer_writes", "write", "FP BP", "dataflow B: partial sums into the analog buffer"},
+    {"analog_accumulations", "step", "FP BP", "dataflow C: neural shift-and-add (NNS+A) steps"},
+    {"tile_accumulations", "add", "FP BP GC", "digital adds merging row blocks' results"},
+    {"input_buffer_reads", "element", "FP BP", "input elements read out to the arrays"},
+    {"output_buffer_writes", "element", "FP BP", "finished outputs written"});
+
 void AnalogCounts::AddTo(ActionCounts& counts) const {
   counts.Add("macs", macs);
   counts.Add("input_cycles", input_cycles);

@@ -9,6 +9,21 @@
 
 namespace pim::kernels {
 
+PIM_DECLARE_COUNTERS(
+    BitSerialKernelCounters, "bit-serial kernel",
+    {"bitserial_cycles", "array cycle", "FP BP GC", "input bit planes applied to an array"},
+    {"skipped_zero_cycles", "array cycle", "FP BP GC",
+     "planes skipped because all their bits were zero"},
+    {"cell_and_ops", "cell AND", "FP BP GC", "cell ANDs with the input bit 1 and the weight nonzero"},
+    {"gated_zero_weight_ops", "cell AND", "FP BP GC", "cell ANDs gated off: the weight is zero"},
+    {"adder_tree_adds", "add", "FP BP GC", "two-input adds in the adder trees over word lines"},
+    {"shift_adds", "add", "FP BP GC", "shift-adds over weight slices and input planes"},
+    {"tile_accumulations", "add", "FP BP GC", "adds merging the partial results of k blocks"},
+    {"input_buffer_writes", "element", "FP BP GC", "input elements written into the input buffer"},
+    {"input_buffer_reads", "element", "FP BP GC", "input elements read out to an array"},
+    {"output_buffer_writes", "element", "FP BP GC", "finished outputs written"},
+    {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"});
+
 void BitSerialCounts::AddTo(ActionCounts& counts) const {
   counts.Add("bitserial_cycles", bitserial_cycles);
   counts.Add("skipped_zero_cycles", skipped_zero_cycles);

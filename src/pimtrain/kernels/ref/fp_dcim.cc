@@ -11,6 +11,19 @@
 
 namespace pim::kernels {
 
+PIM_DECLARE_COUNTERS(
+    DcimKernelCounters, "fp_dcim kernel",
+    {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
+    {"multiplier_ops", "4b x 4b multiply", "FP BP GC", "nibble multiplies with both nibbles nonzero"},
+    {"gated_zero_ops", "4b x 4b multiply", "FP BP GC", "nibble multiplies gated: a zero nibble"},
+    {"adder_tree_adds", "add", "FP BP GC", "two-input adds in the trees (k_b - 1 per pass)"},
+    {"nibble_shift_adds", "add", "FP BP GC", "shift-adds combining the nibble-pair tree results"},
+    {"tree_accumulations", "add", "FP BP GC", "adds merging the results of the reduction blocks"},
+    {"normalizations", "output", "FP BP GC", "exact sums renormalized and rounded to the output"},
+    {"approx_dropped_terms", "partial product", "FP BP GC",
+     "partial-product terms dropped by performed multiplies (approximate mode)"},
+    {"bias_compensations", "add", "FP BP GC", "bias adds, one per tree pass (approximate mode)"});
+
 void DcimCounts::AddTo(ActionCounts& counts) const {
   counts.Add("macs", macs);
   counts.Add("multiplier_ops", multiplier_ops);

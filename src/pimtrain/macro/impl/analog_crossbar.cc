@@ -25,6 +25,16 @@
 namespace pim {
 namespace {
 
+PIM_DECLARE_COUNTERS(
+    AnalogCrossbarCounters, "macro/analog_crossbar",
+    {"weight_writes", "cell write", "WU", "cells written when the weights are programmed"},
+    {"array_cells_allocated", "cell", "WU", "cells of the arrays the layout occupies (occupancy)"},
+    {"array_cells_used", "cell", "WU", "cells holding weight bits (occupancy)"},
+    {"digital_macs", "MAC", "FP BP GC",
+     "multiply-accumulates done in the digital periphery (GC; the ideal read-out's FP/BP)"},
+    {"offset_corrections", "output", "FP BP",
+     "outputs corrected for the offset encoding (a digital subtract of offset x sum(x))"});
+
 enum class KernelChoice { kFast, kRef };
 enum class Encoding { kOffset, kDifferential };
 enum class RangeMode { kFixed, kCalibrated };
@@ -266,6 +276,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   }
 
   const MacroSpec& spec() const override { return spec_; }
+  CounterSet Counters() const override {
+    return CounterSet::Union("macro/analog_crossbar",
+                             {&kernels::AnalogKernelCounters(), &AnalogCrossbarCounters()});
+  }
 
   // ---- AnalogTunable ----
   void SetReadout(Direction dir, Readout r) override { readout_[Index(dir)] = r; }

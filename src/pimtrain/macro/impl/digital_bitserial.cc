@@ -25,6 +25,13 @@
 namespace pim {
 namespace {
 
+PIM_DECLARE_COUNTERS(
+    DigitalBitSerialCounters, "macro/digital_bitserial",
+    {"weight_writes", "cell write", "WU", "cells written when the weights are programmed"},
+    {"array_cells_allocated", "cell", "WU", "cells of the arrays the layout occupies (occupancy)"},
+    {"array_cells_used", "cell", "WU", "cells holding weight bits (occupancy)"},
+    {"gc_operand_writes", "cell write", "GC", "error bits written into the GC array (dY)"});
+
 enum class KernelChoice { kFast, kRef };
 // How the forward direction reads the top `weight_bits` of the stored `weight_bits_backward`:
 // kTruncate drives only the top bit columns (floor); kNearest adds half an LSB first.
@@ -462,6 +469,10 @@ class DigitalBitSerialMacro final : public Macro {
   }
 
   const MacroSpec& spec() const override { return spec_; }
+  CounterSet Counters() const override {
+    return CounterSet::Union("macro/digital_bitserial", {&kernels::BitSerialKernelCounters(),
+                                                         &DigitalBitSerialCounters()});
+  }
 
   void SetRowSegment(int64_t rows_per_segment) override {
     PIM_CHECK_MSG(rows_per_segment >= 0, "SetRowSegment: negative segment");

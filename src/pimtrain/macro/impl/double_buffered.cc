@@ -11,6 +11,12 @@
 namespace pim {
 namespace {
 
+PIM_DECLARE_COUNTERS(
+    DoubleBufferedCounters, "macro/double_buffered",
+    {"shadow_weight_writes", "cell write", "WU",
+     "cell writes into the idle buffer (hidden behind the other buffer's computation)"},
+    {"buffer_switches", "switch", "WU", "the written buffer made the computing one"});
+
 class DoubleBufferedMacro final : public Macro {
  public:
   static Schema GetSchema() {
@@ -22,6 +28,10 @@ class DoubleBufferedMacro final : public Macro {
       : inner_(Registry<Macro>::Create(p.At("inner"))) {}
 
   const MacroSpec& spec() const override { return inner_->spec(); }
+  CounterSet Counters() const override {
+    CounterSet inner = inner_->Counters();
+    return CounterSet::Union("macro/double_buffered", {&inner, &DoubleBufferedCounters()});
+  }
   void SetRowSegment(int64_t rows_per_segment) override {
     inner_->SetRowSegment(rows_per_segment);
   }

@@ -34,6 +34,26 @@
 namespace pim {
 namespace {
 
+PIM_DECLARE_COUNTERS(
+    FpDigitalCounters, "macro/fp_digital",
+    {"weight_writes", "cell write", "WU", "mantissa cells written when the weights are programmed"},
+    {"exponent_writes", "exponent", "WU", "shared weight exponents written (8-bit registers)"},
+    {"array_cells_allocated", "cell", "WU", "cells of the arrays the layout occupies (occupancy)"},
+    {"array_cells_used", "cell", "WU", "cells holding weight bits (occupancy)"},
+    {"format_conversions", "element", "FP BP WU", "elements converted into the operand format"},
+    {"exponent_adds", "element", "FP BP", "per-element exponent offsets folded in (tensor scaling)"},
+    {"array_row_reads", "port read", "FP BP", "port-wide reads: a row forward, a diagonal backward"},
+    {"rotations", "port rotation", "FP BP", "port-wide rotations of the cyclic transpose"},
+    {"input_buffer_reads", "element", "FP BP", "input elements read out to the multipliers"},
+    {"output_buffer_writes", "element", "FP BP", "finished outputs written"},
+    {"off_macro_fp32_macs", "MAC", "GC", "FP32 MACs of the gradient unit outside the macro"},
+    {"gc_macro_macs", "MAC", "GC",
+     "gradient MACs run on the macro itself (gradient_path: macro; SP-PIM)"},
+    {"gc_multiplier_ops", "4b x 4b multiply", "GC",
+     "nibble multiplies of the on-macro GC: nibbles(input) x nibbles(error) per MAC"},
+    {"gc_tree_passes", "tree pass", "GC",
+     "adder-tree passes of the on-macro GC (one per tree_inputs-long block and nibble pair)"});
+
 enum class KernelChoice { kFast, kRef };
 enum class AlignMode { kVector, kLayer };
 
@@ -178,6 +198,7 @@ class FpDigitalMacro final : public Macro {
     align_rounding_ = p.GetString("align_rounding") == "nearest" ? fp::AlignRounding::kNearestEven
                                                                  : fp::AlignRounding::kTruncate;
     tensor_scaling_ = p.GetBool("tensor_scaling");
+    gc_on_macro_ = p.GetString("gradient_path") == "macro";
     approx_.enabled = p.GetString("mode") == "approximate";
     approx_.dropped_columns = static_cast<int>(p.GetInt("approx_dropped_columns"));
     approx_.or_bits = static_cast<int>(p.GetInt("approx_or_bits"));
@@ -259,6 +280,11 @@ class FpDigitalMacro final : public Macro {
     s.Add(Param::Bool("approx_bias_compensation")
               .Default(true)
               .Doc("approximate mode: add the expected dropped value per performed multiply"));
+    s.Add(Param::Enum("gradient_path", {"off_macro", "macro"})
+              .Default("off_macro")
+              .Doc("where GC runs: an FP32 unit outside the macro (ISSCC'25 14.5), or the macro's "
+                   "own multipliers on the input/error-format operands (SP-PIM runs FP and GC on "
+                   "the same macro); counted as such (docs/cost.md, \"fp_dcim\")"));
     s.Add(Param::Enum("gradient_operands", {"format", "fp32"})
               .Default("format")
               .Doc("GC operands outside the macro: X and dY rounded to the input and error "
@@ -286,6 +312,10 @@ class FpDigitalMacro final : public Macro {
   }
 
   const MacroSpec& spec() const override { return spec_; }
+  CounterSet Counters() const override {
+    return CounterSet::Union("macro/fp_digital", {&kernels::DcimKernelCounters(),
+                                                  &fp::AlignCounters(), &FpDigitalCounters()});
+  }
 
   std::map<std::string, double> HardwareParams() const override {
     auto d = [](auto v) { return static_cast<double>(v); };
@@ -482,7 +512,18 @@ class FpDigitalMacro final : public Macro {
     g.c = dw.data;
     g.ldc = dw.ld;
     kernels::fast::Gemm(g, pool);
-    counts.Add("off_macro_fp32_macs", x.rows * x.cols * dy.cols);
+    const int64_t macs = x.rows * x.cols * dy.cols;
+    if (!gc_on_macro_) {
+      counts.Add("off_macro_fp32_macs", macs);
+      return;
+    }
+    // On the macro: every nibble of the input against every nibble of the error, the reduction
+    // over the batch cut into tree_inputs-long blocks (one tree pass per block and nibble pair).
+    const int64_t pairs = kernels::NumNibbles(input_.bits) * kernels::NumNibbles(error_.bits);
+    const int64_t blocks = (x.rows + tree_inputs_ - 1) / tree_inputs_;
+    counts.Add("gc_macro_macs", macs);
+    counts.Add("gc_multiplier_ops", macs * pairs);
+    counts.Add("gc_tree_passes", x.cols * dy.cols * blocks * pairs);
   }
 
   void ReadWeights(MatrixView w) const override {
@@ -1341,6 +1382,7 @@ class FpDigitalMacro final : public Macro {
   int64_t port_bits_ = 256, tree_inputs_ = 64, cell_bits_ = 8, per_read_ = 32;
 
   int64_t rows_ = 0, cols_ = 0;
+  bool gc_on_macro_ = false;    // gradient_path: macro
   std::vector<int32_t> aw_;    // rows x cols aligned weight mantissas (W)
   std::vector<int32_t> aw_t_;  // ref: cols x rows, the stored matrix S = W^T
   std::vector<int> wexp_;      // per column of W: the LSB exponent (tensor scale included)

@@ -21,6 +21,14 @@
 
 namespace pim {
 
+PIM_DECLARE_COUNTERS(
+    ErrorPredictionUnitCounters, "error prediction unit",
+    {"epu_shift_adds", "add", "BP", "shift-adds of the power-of-two feedback (16-bit)"},
+    {"epu_reads", "entry", "BP", "feedback entries read (one byte: sign and exponent)"},
+    {"epu_sign_flips", "element", "BP", "sign flips of negative feedback entries"},
+    {"epu_softmax_exps", "exp", "BP", "softmax exponentials of the output error"},
+    {"epu_mask_ops", "element", "BP", "ReLU-derivative masks applied to predicted errors"});
+
 uint64_t PotMatrixKey(uint64_t seed, int layer) {
   return MixKey(seed, 0x5EED1E9, static_cast<uint64_t>(layer));
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pimtrain/base/action_counts.h"
 #include "pimtrain/base/matrix_view.h"
 #include "pimtrain/base/parallel.h"
 
@@ -12,6 +13,9 @@ namespace pim {
 
 // How a matrix's entries are drawn: each entry is nonzero with probability `density`, and a
 // nonzero entry is +-2^-k with the sign and k in [k_min, k_max] drawn uniformly.
+// The error prediction unit's counters (name, unit, stages, meaning), added to each layer's BP.
+const CounterSet& ErrorPredictionUnitCounters();
+
 struct PotMatrixParams {
   double density = 1.0;
   int k_min = 0;
