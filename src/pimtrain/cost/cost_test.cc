@@ -298,5 +298,34 @@ TEST(AnalogCostTest, GradientAndUpdateArePriced) {
   EXPECT_NEAR(w.cycles, 128, 1e-9);
 }
 
+// A network whose weights need more arrays than the chip has: the tiles that are not resident
+// are written again before each pass that reads them, every batch, in the 'reprogram' stage.
+TEST(AnalogCostTest, LayersLargerThanTheChipPayTheirReprogramming) {
+  auto model = AnalogModel();
+  auto layer = [](int id, double arrays_used) {
+    LayerHardware l;
+    l.layer = id;
+    l.hw = {{"rows", 128}, {"cols", 128}, {"arrays_total", 8}, {"arrays_used", arrays_used}};
+    l.counts[0].Add("input_cycles", 100);
+    l.counts[1].Add("macs", 10);
+    l.counts[3].Add("array_cells_used", static_cast<int64_t>(arrays_used * 128 * 128));
+    return l;
+  };
+  RunShape shape{64, 32, StageSchedule::kSequential};
+  CostReport fits = BuildCostReport(*model, {layer(0, 4), layer(1, 4)}, model->operating_point(),
+                                    shape);
+  EXPECT_EQ(fits.reprogram_cell_writes, 0);
+  EXPECT_EQ(fits.EnergyByStage().count("reprogram"), 0u);
+  CostReport big = BuildCostReport(*model, {layer(0, 8), layer(1, 8)}, model->operating_point(),
+                                   shape);
+  // Half the 16 arrays are resident; the other half, 8 x 16384 cells, is written twice (FP, BP)
+  // per batch, 2 batches.
+  EXPECT_NEAR(big.reprogram_cell_writes, 8.0 * 16384 * 2 * 2, 1);
+  EXPECT_NEAR(big.EnergyByStage().at("reprogram"), 8.0 * 16384 * 4 * 0.1, 1e-6);
+  EXPECT_GT(big.CyclesByStage().at("reprogram"), 0);
+  EXPECT_GT(big.cycles, fits.cycles);
+  EXPECT_NE(big.ToTable().find("streamed"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace pim

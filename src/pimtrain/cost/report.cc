@@ -147,6 +147,7 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
       item.layer = l.layer;
       item.summary = l.summary;
       item.stage = static_cast<Stage>(s);
+      item.stage_name = StageName(item.stage);
       item.energy_pj = std::move(p.energy_pj);
       item.cycles = p.cycles;
       item.epu_cycles = p.epu_cycles;
@@ -158,6 +159,42 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
                                                                   : c.Get("format_conversions");
         item.activation_bits = static_cast<double>(elements) * HwParam(l.hw, "input_bits", 8);
       }
+      r.items.push_back(std::move(item));
+    }
+  }
+  // Layers larger than the chip: the arrays the layers occupy (weight-stationary) against the
+  // chip's. A training period reprograms, every batch, the tiles that are not resident before
+  // each pass reading them (FP; BP when it runs on the arrays).
+  for (const auto& l : layers) r.arrays_needed += HwParam(l.hw, "arrays_used", 0);
+  r.arrays_available = HwParam(hw, "arrays_total", 0);
+  if (shape.samples > 0 && r.arrays_available > 0 && r.arrays_needed > r.arrays_available) {
+    const double resident = r.arrays_available / r.arrays_needed;
+    const double batches = std::ceil(static_cast<double>(shape.samples) /
+                                     static_cast<double>(std::max<int64_t>(1, shape.batch_size)));
+    for (const auto& l : layers) {
+      const ActionCounts& wu = l.counts[static_cast<int>(Stage::kUpdate)];
+      const ActionCounts& bp = l.counts[static_cast<int>(Stage::kBackward)];
+      const ActionCounts& fp = l.counts[static_cast<int>(Stage::kForward)];
+      if (!model.pricing().count("weight_writes") || !model.pricing().at("weight_writes").priced) {
+        continue;
+      }
+      // Cells of one programming of the layer: its occupancy count (cells holding weight bits).
+      const double cells = static_cast<double>(wu.Get("array_cells_used"));
+      if (cells <= 0) continue;
+      const double passes = (fp.empty() ? 0.0 : 1.0) + (bp.Get("macs") > 0 ? 1.0 : 0.0);
+      const double writes = (1 - resident) * cells * passes * batches;
+      if (writes <= 0) continue;
+      ActionCounts c;
+      c.Add("weight_writes", static_cast<int64_t>(std::llround(writes)));
+      PricedCounts p = model.Price(c, Stage::kUpdate, l.hw, op);
+      StageCost item;
+      item.layer = l.layer;
+      item.summary = l.summary;
+      item.stage = Stage::kUpdate;  // serial with the compute, like a write-back
+      item.stage_name = "reprogram";
+      item.energy_pj = std::move(p.energy_pj);
+      item.cycles = p.cycles;
+      r.reprogram_cell_writes += writes;
       r.items.push_back(std::move(item));
     }
   }
@@ -227,7 +264,7 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
 
 std::map<std::string, double> CostReport::EnergyByStage() const {
   std::map<std::string, double> m;
-  for (const auto& it : items) m[StageName(it.stage)] += it.EnergyPj();
+  for (const auto& it : items) m[it.stage_name] += it.EnergyPj();
   return m;
 }
 
@@ -249,7 +286,7 @@ std::map<int, double> CostReport::EnergyByLayer() const {
 
 std::map<std::string, double> CostReport::CyclesByStage() const {
   std::map<std::string, double> m;
-  for (const auto& it : items) m[StageName(it.stage)] += it.cycles;
+  for (const auto& it : items) m[it.stage_name] += it.cycles;
   return m;
 }
 
@@ -266,6 +303,9 @@ std::string CostReport::ToJson() const {
   if (super_pipeline_refused) j["super_pipeline_refused"] = true;
   j["offchip_traffic"] = fig(offchip_bits, "bit");
   j["activations_spill"] = activations_spill;
+  j["arrays_needed"] = fig(arrays_needed, "arrays");
+  j["arrays_available"] = fig(arrays_available, "arrays");
+  j["reprogram_cell_writes"] = fig(reprogram_cell_writes, "cell writes");
   j["samples"] = shape.samples;
   j["energy"] = fig(energy_pj, "pJ");
   j["dynamic_energy"] = fig(dynamic_energy_pj, "pJ");
@@ -303,7 +343,7 @@ std::string CostReport::ToJson() const {
     J l;
     l["layer"] = it.layer;
     l["summary"] = it.summary;
-    l["stage"] = StageName(it.stage);
+    l["stage"] = it.stage_name;
     l["energy"] = fig(it.EnergyPj(), "pJ");
     l["cycles"] = fig(it.cycles, "cycles");
     l["macs"] = fig(it.macs, "MAC");
@@ -350,6 +390,12 @@ std::string CostReport::ToTable() const {
   if (shape.samples > 0) {
     o << fmt::format("  training    {:.4g} samples/s, {} per sample\n", samples_per_second,
                      Si(energy_per_sample_uj * 1e-6, "J"));
+  }
+  if (reprogram_cell_writes > 0) {
+    o << fmt::format("  weights     streamed: the layers need {:.0f} arrays, the chip has {:.0f}; "
+                     "{} cell writes reprogram the tiles that are not resident (stage "
+                     "'reprogram')\n",
+                     arrays_needed, arrays_available, Si(reprogram_cell_writes, ""));
   }
   auto stage_e = EnergyByStage();
   auto stage_c = CyclesByStage();

@@ -19,6 +19,9 @@ struct StageCost {
   double epu_cycles = 0;        // on the error prediction unit (local error prediction)
   double macs = 0;
   double activation_bits = 0;   // FP inputs of the layer over the period (kept until GC)
+  // The report's name of the stage: StageName(stage), or "reprogram" for the weight tiles
+  // streamed through a chip too small to hold every layer (priced as WU writes).
+  std::string stage_name;
   double EnergyPj() const;
 };
 
@@ -53,6 +56,12 @@ struct CostReport {
   bool super_pipeline_refused = false;
   double offchip_energy_pj = 0;  // part of dynamic_energy_pj; not in any (layer, stage)
   bool activations_spill = false;
+  // Weight-stationary capacity: arrays the layers' weights need against the chip's. When they
+  // do not fit, the tiles that are not resident are written again before each pass that reads
+  // them (FP, and BP when errors go through the arrays), every batch (docs/cost.md,
+  // "Layers larger than the chip").
+  double arrays_needed = 0, arrays_available = 0;
+  double reprogram_cell_writes = 0;
   double seconds = 0;            // cycles / f
   double sequential_seconds = 0; // the same work with every stage one after another
   double macs = 0;
