@@ -165,7 +165,8 @@ const std::vector<std::pair<std::string, std::string>>& KnownFigures() {
       {"gflops_per_mm2", "GFLOPS/mm2"}, {"energy_per_mac_pj", "pJ"},
       {"throughput_gops", "GOPS"},  {"access_time_ns", "ns"},
       {"tops_per_watt_ratio", "x"}, {"gops_per_mm2_ratio", "x"},
-      {"epochs_per_s", "epochs/s"}};
+      {"epochs_per_s", "epochs/s"},  {"crossbar_area_fraction", "fraction"},
+      {"adc_energy_fraction", "fraction"}};
   return f;
 }
 
@@ -176,6 +177,17 @@ double FigureValue(const CostReport& r, const std::string& figure) {
   if (figure == "energy_per_mac_pj") return r.macs > 0 ? r.energy_pj / r.macs : 0;
   if (figure == "throughput_gops") return r.seconds > 0 ? r.ops / r.seconds * 1e-9 : 0;
   if (figure == "access_time_ns") return r.access_time_ns;
+  if (figure == "crossbar_area_fraction") {
+    // The crossbars' share of the modelled area (Neural-PIM's Table 3 "array-area density").
+    double total = 0;
+    for (const auto& [k, v] : r.area_mm2) total += v;
+    auto it = r.area_mm2.find("crossbars");
+    return total > 0 && it != r.area_mm2.end() ? it->second / total : 0;
+  }
+  if (figure == "adc_energy_fraction") {
+    auto comp = r.EnergyByComponent();
+    return r.energy_pj > 0 ? comp["adc"] / r.energy_pj : 0;
+  }
   std::string known;
   for (const auto& [k, u] : KnownFigures()) known += (known.empty() ? "" : ", ") + k;
   throw ConfigError("unknown figure '" + figure + "' (known: " + known + ")");
@@ -198,9 +210,9 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
     for (const auto& [k, v] : item.entries()) {
       static const std::vector<std::string> keys = {"figure", "value", "tolerance",
                                                     "operating_point", "workload", "note",
-                                                    "calibrated", "versus",
-                                                    "versus_operating_point", "slice_samples",
-                                                    "epoch_samples"};
+                                                    "role", "fitted", "versus",
+                                                    "versus_operating_point", "versus_workload",
+                                                    "slice_samples", "epoch_samples"};
       if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
         throw ConfigError(v.Where() + ": unknown key" + DidYouMean(k, keys));
       }
@@ -212,7 +224,27 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
                                                    : std::numeric_limits<double>::quiet_NaN();
     if (const ConfigNode* t = item.Find("tolerance")) c.tolerance = t->AsDouble();
     if (const ConfigNode* n = item.Find("note")) c.note = n->AsString();
-    if (const ConfigNode* n = item.Find("calibrated")) c.calibrated = n->AsBool();
+    c.preset = config.Has("name") ? config.GetString("name") : "";
+    if (const ConfigNode* n = item.Find("role")) {
+      c.role = n->AsString();
+      static const std::vector<std::string> roles = {"fit", "prediction", "public_check"};
+      if (std::find(roles.begin(), roles.end(), c.role) == roles.end()) {
+        throw ConfigError(n->Where() + ": role '" + c.role + "' is not one of {fit, prediction, "
+                          "public_check}");
+      }
+    }
+    if (const ConfigNode* n = item.Find("fitted")) c.fitted = n->AsString();
+    const bool published = !c.prediction_only();
+    if (published && c.role == "model") {
+      throw ConfigError(item.Where() + ": a figure with a published value needs a role (fit, "
+                        "prediction or public_check)");
+    }
+    if (!published && c.role != "model") {
+      throw ConfigError(item.Where() + ": role " + c.role + " needs the published value");
+    }
+    if (c.role == "fit" && c.fitted.empty()) {
+      throw ConfigError(item.Where() + ": a fit names the parameter fitted to it (fitted: KEY)");
+    }
     const ConfigNode* p = item.Find("operating_point");
     OperatingPoint op = model.FindOperatingPoint(p != nullptr ? p->AsString() : "");
     c.point = op.name;
@@ -240,10 +272,24 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
     const std::string suffix = "_ratio";
     const bool ratio = c.figure.size() > suffix.size() &&
                        c.figure.compare(c.figure.size() - suffix.size(), suffix.size(), suffix) == 0;
-    if (ratio) {
+    if (ratio && item.Find("versus") == nullptr) {
+      // The same chip on another workload (e.g. FP8 against INT8 efficiency).
+      const ConfigNode* vw = item.Find("versus_workload");
+      if (vw == nullptr) {
+        throw ConfigError(item.Where() + ": a _ratio figure needs 'versus: PRESET' or "
+                          "'versus_workload: {...}'");
+      }
+      const ConfigNode* vp = item.Find("versus_operating_point");
+      OperatingPoint oop = model.FindOperatingPoint(vp != nullptr ? vp->AsString() : op.name);
+      Workload ow = ParseWorkload(vw);
+      CostReport o = BenchmarkMacro(config, model, ow, oop);
+      const std::string base = c.figure.substr(0, c.figure.size() - suffix.size());
+      const double denom = FigureValue(o, base);
+      c.model = denom != 0 ? FigureValue(r, base) / denom : 0;
+      c.workload += " vs " + ow.Describe();
+    } else if (ratio) {
       // This chip against another preset at equal silicon: the same workload on both.
       const ConfigNode* vs = item.Find("versus");
-      if (vs == nullptr) throw ConfigError(item.Where() + ": a _ratio figure needs 'versus: PRESET'");
       ConfigNode other = ResolveConfig({ResolvePresetOrFile(vs->AsString(), vs->Where())}, {});
       auto other_model = Registry<CostModel>::Create(other.At("cost"));
       const ConfigNode* vp = item.Find("versus_operating_point");
@@ -273,7 +319,8 @@ std::string FigureChecksTable(const std::vector<FigureCheck>& checks) {
     }
     o << fmt::format("{:<18} {:>12.4g} {:>12.4g} {:>+7.1f}%  {:<4} {:<12} {}{}\n", c.figure,
                      c.paper, c.model, 100 * c.relative_error(), c.ok() ? "yes" : "NO", c.point,
-                     c.workload, c.calibrated ? "  [calibrated]" : "");
+                     c.workload, c.calibrated() ? "  [fit: " + c.fitted + "]"
+                                 : "  [" + c.role + "]");
   }
   return o.str();
 }
@@ -290,7 +337,9 @@ std::string FigureChecksJson(const std::vector<FigureCheck>& checks) {
                  {"ok", c.ok()},
                  {"operating_point", c.point},
                  {"workload", c.workload},
-                 {"calibrated", c.calibrated},
+                 {"calibrated", c.calibrated()},
+                 {"role", c.role},
+                 {"fitted", c.fitted},
                  {"note", c.note}});
   }
   return a.dump(2);

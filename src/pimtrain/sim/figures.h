@@ -56,7 +56,16 @@ struct FigureCheck {
   std::string workload;   // Workload::Describe()
   std::string note;       // why these settings (from the preset)
   double paper = 0, model = 0, tolerance = 0.1;
-  bool calibrated = false;  // the preset says a parameter was fitted to this figure
+  // What the figure is to the model (docs/fidelity.md): "fit" (a parameter, `fitted`, was chosen
+  // to reproduce it), "prediction" (published, nothing fitted to it), "public_check" (published,
+  // nothing fitted to it, but a derived or partial test: a ratio of published figures, a figure
+  // of a companion paper, an efficiency whose power is fitted), or "model" (no published value).
+  std::string role = "model";
+  std::string fitted;       // the parameter fitted to this figure (role fit)
+  std::string preset;       // the preset's name (set by CheckExpected's caller or config name)
+  bool calibrated() const { return role == "fit"; }
+  // Published and not fitted: the figures that test the model.
+  bool tests_the_model() const { return role == "prediction" || role == "public_check"; }
   bool ok() const;
   // No published value: the figure is printed as what the model predicts.
   bool prediction_only() const { return paper != paper; }
