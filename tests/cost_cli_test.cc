@@ -3,6 +3,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/cost/tech.h"
+#include "pimtrain/sim/network_cost.h"
+#include "pimtrain/sim/session.h"
 #include "test_util.h"
 
 namespace pim {
@@ -44,6 +49,76 @@ TEST(CostCliTest, BadInputIsOneLineAndExitTwo) {
                           "/configs/mlp.yaml");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("no cost: block"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pim
+
+namespace pim {
+namespace {
+
+TEST(NetworkCostTest, ShapesOfTheBenchmarkNetworks) {
+  auto vgg8 = BuiltinNetwork("vgg8");
+  ASSERT_EQ(vgg8.size(), 8u);
+  EXPECT_EQ(vgg8[0].k, 27);  // 3x3x3
+  EXPECT_EQ(vgg8[0].n, 128);
+  EXPECT_EQ(vgg8[0].m, 32 * 32);
+  EXPECT_EQ(vgg8[2].m, 16 * 16);  // after the first pooling
+  EXPECT_EQ(vgg8[6].k, 512 * 4 * 4);
+  EXPECT_EQ(vgg8[6].n, 1024);
+  auto alex = BuiltinNetwork("alexnet");
+  ASSERT_EQ(alex.size(), 8u);
+  EXPECT_EQ(alex[0].m, 55 * 55);
+  EXPECT_EQ(alex[5].k, 9216);
+  auto vgg16 = BuiltinNetwork("vgg16");
+  ASSERT_EQ(vgg16.size(), 16u);
+  EXPECT_EQ(vgg16[13].k, 25088);
+  EXPECT_THROW(BuiltinNetwork("vgg9"), ConfigError);
+}
+
+TEST(NetworkCostTest, PricesEveryMacOfTheNetworkOnAsManyChipsAsItNeeds) {
+  ConfigNode c = ResolveConfig({ResolvePresetOrFile("isaac")}, {});
+  auto model = Registry<CostModel>::Create(c.At("cost"));
+  auto layers = BuiltinNetwork("cnn");
+  NetworkCost nc = PriceNetwork(c, *model, layers, NetworkSparsity{}, model->operating_point());
+  double macs = 0;
+  for (const auto& l : layers) macs += static_cast<double>(l.k * l.n * l.m);
+  EXPECT_NEAR(nc.report.macs, macs, 1e-6 * macs);  // counts scaled to every column and position
+  EXPECT_GT(nc.energy_per_inference_uj, 0);
+  EXPECT_GE(nc.latency_s, nc.interval_s);
+  EXPECT_GT(nc.interval_s, 0);
+  EXPECT_GE(nc.chips * nc.arrays_per_chip, nc.arrays_needed);
+  // More zero activations: less energy (zero-input cycles are skipped).
+  NetworkCost sparse =
+      PriceNetwork(c, *model, layers, NetworkSparsity{0.9, 0.0}, model->operating_point());
+  EXPECT_LT(sparse.energy_per_inference_uj, nc.energy_per_inference_uj);
+}
+
+TEST(CostCliTest, NetworkFromShapesWithoutData) {
+  auto r = testing::RunCommand(Cli() + " cost isaac --network vgg8 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto& f = j["operating_points"][0]["figures"];
+  EXPECT_EQ(f["energy_per_inference"]["unit"], "uJ");
+  EXPECT_GT(f["chips"]["value"].get<double>(), 1);
+  r = testing::RunCommand(Cli() + " cost pimqat --network model");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("inferences/s/mm2"), std::string::npos);
+  r = testing::RunCommand(Cli() + " cost isaac --network vgg9");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown network 'vgg9'"), std::string::npos);
+}
+
+TEST(CostCliTest, DescribeListsCountersWithUnitsAndPricing) {
+  auto r = testing::RunCommand(Cli() + " describe macro/analog_crossbar");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("adc_conversions"), std::string::npos);
+  EXPECT_NE(r.out.find("conversion"), std::string::npos);
+  EXPECT_NE(r.out.find("digital_macs"), std::string::npos);
+  r = testing::RunCommand(Cli() + " describe cost_model/analog_crossbar");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ignored"), std::string::npos);
+  EXPECT_NE(r.out.find("digital_mac"), std::string::npos);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "pimtrain/cost/tech.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/sim/figures.h"
+#include "pimtrain/sim/network_cost.h"
 #include "pimtrain/sim/session.h"
 #include "report.h"
 #include "sweep.h"
@@ -145,8 +146,37 @@ int Eval(const std::vector<std::string>& configs, const std::vector<std::string>
   return 0;
 }
 
+// `pimtrain cost PRESET --network NAME`: one inference of a network from its layer shapes.
+int CostNetwork(const ConfigNode& config, const CostModel& model, const std::string& network,
+                const std::vector<OperatingPoint>& points, const NetworkSparsity& sp, bool json,
+                const std::string& name) {
+  std::vector<WeightedLayerShape> layers;
+  if (network == "model") {
+    // The config's own model, on the data's 28 x 28 x 1 samples (the Fashion-MNIST sets).
+    layers = LayerShapesOf(config.At("model"), 1, 28, 28);
+  } else {
+    layers = BuiltinNetwork(network);
+  }
+  std::string out = json ? "{\"preset\": \"" + name + "\", \"network\": \"" + network +
+                               "\", \"operating_points\": [" : "";
+  for (size_t i = 0; i < points.size(); ++i) {
+    NetworkCost nc = PriceNetwork(config, model, layers, sp, points[i]);
+    if (json) {
+      out += (i ? ",\n" : "\n") + std::string("{\"operating_point\": \"") + points[i].name +
+             "\", \"figures\": " + nc.ToJson() + "}";
+    } else {
+      std::printf("%s, network %s (%zu weighted layers, shapes only; input sparsity %.2g, weight "
+                  "sparsity %.2g), one inference at %s:\n%s\n",
+                  name.c_str(), network.c_str(), layers.size(), sp.input, sp.weight,
+                  points[i].name.c_str(), nc.ToTable().c_str());
+    }
+  }
+  if (json) std::printf("%s]}\n", out.c_str());
+  return 0;
+}
+
 int Cost(const std::vector<std::string>& args, const std::vector<std::string>& sets, bool json,
-         const std::string& point) {
+         const std::string& point, const std::string& network, const NetworkSparsity& sp) {
   if (args.empty()) throw ConfigError("cost needs a preset name or a config file");
   std::vector<std::string> files;
   for (const auto& a : args) files.push_back(ResolvePresetOrFile(a));
@@ -162,6 +192,10 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
   } else {
     points.push_back(model->operating_point());
     for (const auto& p : model->operating_points()) points.push_back(p);
+  }
+  if (!network.empty()) {
+    return CostNetwork(config, *model, network, points, sp,  json,
+                       config.Has("name") ? config.GetString("name") : files.back());
   }
   Workload dense;
   dense.input_sparsity = 0;
@@ -345,6 +379,15 @@ int Main(int argc, char** argv) {
   cost->add_option("--set", sets, "override a key (repeatable)");
   cost->add_flag("--json", json, "print JSON (every figure with its unit)");
   cost->add_option("--point", point, "only this operating point");
+  std::string network;
+  NetworkSparsity sparsity;
+  cost->add_option("--network", network,
+                   "price one inference of a network from its layer shapes (vgg8, vgg16, "
+                   "alexnet, cnn, mlp, or model: the config's own)");
+  cost->add_option("--input-sparsity", sparsity.input, "zero fraction of activations (0.5)")
+      ->check(CLI::Range(0.0, 0.99));
+  cost->add_option("--weight-sparsity", sparsity.weight, "zero fraction of weights (0)")
+      ->check(CLI::Range(0.0, 0.99));
 
   auto* describe = app.add_subcommand("describe", "list implementations and their parameters");
   describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
@@ -368,7 +411,7 @@ int Main(int argc, char** argv) {
   try {
     if (train->parsed()) return Train(configs, sets, out, resume);
     if (eval->parsed()) return Eval(configs, sets, checkpoint);
-    if (cost->parsed()) return Cost(configs, sets, json, point);
+    if (cost->parsed()) return Cost(configs, sets, json, point, network, sparsity);
     if (describe->parsed()) return Describe(what);
     if (sweep->app->parsed()) return RunSweepCommand(*sweep);
     if (report->app->parsed()) return RunReportCommand(*report);
