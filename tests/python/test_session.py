@@ -34,7 +34,8 @@ def test_a_preset_run_has_its_cost_as_a_dict(tiny_data):
                                        "train.eval_batch_size=64"])
     cost = run["cost"]
     assert cost["energy"]["unit"] == "pJ" and cost["energy"]["value"] > 0
-    assert set(cost["by_stage"]) == {"forward", "backward", "gradient", "update"}
+    # T-PIM's 5 arrays cannot hold the MLP: the tiles stream through them ("reprogram").
+    assert set(cost["by_stage"]) == {"forward", "backward", "gradient", "update", "reprogram"}
     assert run["cost_report"].energy_pj == pytest.approx(cost["energy"]["value"])
     assert "TOPS/W" in run["cost_report"].headline()
     layers = run["epochs"][0]["layers"]

@@ -53,7 +53,8 @@ std::vector<const CounterInfo*> CounterTable::All() {
   return out;
 }
 
-CounterSet::CounterSet(const std::string& owner, std::initializer_list<Decl> decls) : owner_(owner) {
+CounterSet::CounterSet(const std::string& owner, std::initializer_list<Decl> decls)
+    : owner_(owner) {
   for (const Decl& d : decls) {
     CounterTable::Declare({d.name, d.unit, d.stages, d.meaning, owner});
     AddName(d.name);
@@ -81,7 +82,8 @@ bool CounterSet::Contains(const std::string& name) const {
 
 void ActionCounts::Add(const std::string& action, int64_t n) {
   PIM_CHECK_MSG(CounterTable::Find(action) != nullptr,
-                "counter '" + action + "' is counted but nobody declared it (PIM_DECLARE_COUNTERS)");
+                "counter '" + action +
+                    "' is counted but nobody declared it (PIM_DECLARE_COUNTERS)");
   if (n != 0) counts_[action] += n;
 }
 

@@ -308,7 +308,7 @@ TEST(AnalogCostTest, LayersLargerThanTheChipPayTheirReprogramming) {
     l.hw = {{"rows", 128}, {"cols", 128}, {"arrays_total", 8}, {"arrays_used", arrays_used}};
     l.counts[0].Add("input_cycles", 100);
     l.counts[1].Add("macs", 10);
-    l.counts[3].Add("array_cells_used", static_cast<int64_t>(arrays_used * 128 * 128));
+    l.hw["cells_used"] = arrays_used * 128 * 128;  // the occupancy of one programming
     return l;
   };
   RunShape shape{64, 32, StageSchedule::kSequential};

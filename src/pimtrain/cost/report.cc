@@ -172,14 +172,15 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
     const double batches = std::ceil(static_cast<double>(shape.samples) /
                                      static_cast<double>(std::max<int64_t>(1, shape.batch_size)));
     for (const auto& l : layers) {
-      const ActionCounts& wu = l.counts[static_cast<int>(Stage::kUpdate)];
       const ActionCounts& bp = l.counts[static_cast<int>(Stage::kBackward)];
       const ActionCounts& fp = l.counts[static_cast<int>(Stage::kForward)];
       if (!model.pricing().count("weight_writes") || !model.pricing().at("weight_writes").priced) {
         continue;
       }
-      // Cells of one programming of the layer: its occupancy count (cells holding weight bits).
-      const double cells = static_cast<double>(wu.Get("array_cells_used"));
+      // Cells of one programming of the layer: the occupancy of its last programming (cells
+      // holding weight bits, `cells_used`), else every cell of its arrays.
+      const double cells = HwParam(l.hw, "cells_used",
+                                   HwParam(l.hw, "arrays_used", 0) * CellsPerArray(l.hw));
       if (cells <= 0) continue;
       const double passes = (fp.empty() ? 0.0 : 1.0) + (bp.Get("macs") > 0 ? 1.0 : 0.0);
       const double writes = (1 - resident) * cells * passes * batches;

@@ -235,8 +235,8 @@ NetworkCost PriceNetwork(const ConfigNode& config, const CostModel& model,
     h.hw["arrays_used"] = arrays;
     nc.arrays_needed += arrays;
     for (const auto& [name, v] : stripes[key]) {
-      h.counts[static_cast<int>(Stage::kForward)].Add(name,
-                                                      static_cast<int64_t>(std::llround(v * scale)));
+      h.counts[static_cast<int>(Stage::kForward)].Add(
+          name, static_cast<int64_t>(std::llround(v * scale)));
     }
     hw_layers.push_back(std::move(h));
   }

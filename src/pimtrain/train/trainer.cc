@@ -224,6 +224,7 @@ std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
       if (double cells = CellsPerArray(h.hw); cells > 0 && m->occupancy().cells_allocated > 0) {
         h.hw["arrays_used"] =
             std::ceil(static_cast<double>(m->occupancy().cells_allocated) / cells);
+        h.hw["cells_used"] = static_cast<double>(m->occupancy().cells_used);
       }
       h.counts = std::move(counts);
       hardware->push_back(std::move(h));

@@ -14,7 +14,8 @@ namespace pim::kernels {
 PIM_DECLARE_COUNTERS(
     AnalogKernelCounters, "analog kernel",
     {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
-    {"input_cycles", "array cycle", "FP BP", "array read cycles: (array, applied input cycle, read)"},
+    {"input_cycles", "array cycle", "FP BP",
+     "array read cycles: (array, applied input cycle, read)"},
     {"skipped_input_cycles", "array cycle", "FP BP",
      "array read cycles skipped because the block's inputs were all 0"},
     {"dac_conversions", "word-line drive", "FP BP", "word lines driven per applied array cycle"},

@@ -14,7 +14,8 @@ namespace pim::kernels {
 PIM_DECLARE_COUNTERS(
     DcimKernelCounters, "fp_dcim kernel",
     {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
-    {"multiplier_ops", "4b x 4b multiply", "FP BP GC", "nibble multiplies with both nibbles nonzero"},
+    {"multiplier_ops", "4b x 4b multiply", "FP BP GC",
+     "nibble multiplies with both nibbles nonzero"},
     {"gated_zero_ops", "4b x 4b multiply", "FP BP GC", "nibble multiplies gated: a zero nibble"},
     {"adder_tree_adds", "add", "FP BP GC", "two-input adds in the trees (k_b - 1 per pass)"},
     {"nibble_shift_adds", "add", "FP BP GC", "shift-adds combining the nibble-pair tree results"},
