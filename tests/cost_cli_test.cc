@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pimtrain/base/config.h"
+#include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/cost/tech.h"
 #include "pimtrain/sim/network_cost.h"
@@ -92,6 +93,20 @@ TEST(NetworkCostTest, PricesEveryMacOfTheNetworkOnAsManyChipsAsItNeeds) {
   NetworkCost sparse =
       PriceNetwork(c, *model, layers, NetworkSparsity{0.9, 0.0}, model->operating_point());
   EXPECT_LT(sparse.energy_per_inference_uj, nc.energy_per_inference_uj);
+}
+
+// The shape-only path is deterministic whatever the thread count.
+TEST(NetworkCostTest, SameFiguresAtOneAndTwoThreads) {
+  ConfigNode c = ResolveConfig({ResolvePresetOrFile("neuralpim")}, {});
+  auto model = Registry<CostModel>::Create(c.At("cost"));
+  auto layers = BuiltinNetwork("vgg8");
+  SetDefaultThreads(1);
+  NetworkCost a = PriceNetwork(c, *model, layers, NetworkSparsity{}, model->operating_point());
+  SetDefaultThreads(2);
+  NetworkCost b = PriceNetwork(c, *model, layers, NetworkSparsity{}, model->operating_point());
+  EXPECT_EQ(a.report.energy_pj, b.report.energy_pj);
+  EXPECT_EQ(a.report.cycles, b.report.cycles);
+  EXPECT_EQ(a.ToJson(), b.ToJson());
 }
 
 TEST(CostCliTest, NetworkFromShapesWithoutData) {
