@@ -84,7 +84,7 @@ ConfigNode ResolveConfig(const std::vector<std::string>& files,
                          const std::vector<std::string>& sets) {
   ConfigNode merged = ConfigNode::Map();
   for (const auto& f : files) MergeInto(merged, LoadYamlFile(f));
-  for (const auto& s : sets) ApplySet(merged, s);
+  for (const auto& s : sets) ApplySet(merged, s, &RootSchema());
   return ValidateRoot(merged);
 }
 
