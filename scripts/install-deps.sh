@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libdnnl-dev
+  librandom123-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
   openmpi-bin libopenmpi-dev python3-matplotlib

@@ -344,12 +344,13 @@ TEST_F(CheckpointErrorsTest, EvalWithADifferentModel) {
               {"model differs", "model.layers[1]"});
 }
 
-TEST_F(ErrorsTest, ResumeWithoutACheckpoint) {
+// A directory with a config but no checkpoint starts again (tests/resume_kill_test.cc); one
+// without even a config, and no config given, is an error saying what to do.
+TEST_F(ErrorsTest, ResumeWithoutACheckpointOrAConfig) {
   ASSERT_EQ(::mkdir(dir_.File("empty").c_str(), 0755), 0);
-  Write("empty/config.yaml", ReadFile(config_));
-  ExpectError("resume without a checkpoint",
+  ExpectError("resume without a checkpoint or a config",
               RunCommand(Cli() + " train --resume " + dir_.File("empty")),
-              {"empty/checkpoint.bin", "No such file"});
+              {"empty/config.yaml", "give its config to resume it"});
 }
 
 TEST_F(ErrorsTest, OutputPathIsAFile) {

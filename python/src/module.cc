@@ -184,7 +184,7 @@ ConfigNode SourceNode(py::handle src) {
 ConfigHandle Resolve(const py::args& sources, const std::vector<std::string>& sets) {
   ConfigNode merged = ConfigNode::Map();
   for (auto src : sources) MergeInto(merged, SourceNode(src));
-  for (const auto& s : sets) ApplySet(merged, s);
+  for (const auto& s : sets) ApplySet(merged, s, &RootSchema());
   return {ValidateRoot(merged)};
 }
 
@@ -856,7 +856,7 @@ PYBIND11_MODULE(_pimtrain, m) {
           "override",
           [](const ConfigHandle& c, const std::vector<std::string>& sets) {
             ConfigNode n = c.node;
-            for (const auto& s : sets) ApplySet(n, s);
+            for (const auto& s : sets) ApplySet(n, s, &RootSchema());
             return ConfigHandle{ValidateRoot(n)};
           },
           py::arg("sets"), "A copy with 'key=value' overrides applied (as --set).")

@@ -104,3 +104,16 @@ def test_install_pth_makes_pimtrain_importable_anywhere(tmp_path):
     package, module, name = r.stdout.split()
     assert package == os.path.join(ROOT, "python", "pimtrain", "__init__.py") and name == "tpim"
     assert module.startswith(os.path.join(build, "python") + os.sep)
+
+
+def test_sets_change_one_key_inside_the_default_components():
+    d = pimtrain.Config(sets=["train.optimizer.learning_rate=0.01", "model.layers[1]=512"]).to_dict()
+    assert d["train"]["optimizer"] == {"impl": "sgd", "learning_rate": 0.01, "momentum": 0.9,
+                                       **{k: v for k, v in d["train"]["optimizer"].items()
+                                          if k not in ("impl", "learning_rate", "momentum")}}
+    assert d["model"]["impl"] == "mlp" and d["model"]["layers"] == [784, 512, 128, 10]
+    # Replacing a component is explicit and gives the new implementation's own defaults.
+    adam = pimtrain.Config(sets=["train.optimizer={impl: adam}"]).to_dict()["train"]["optimizer"]
+    assert adam["impl"] == "adam" and "momentum" not in adam
+    assert pimtrain.Config().override(["train.optimizer.momentum=0.5"])["train"]["optimizer"][
+        "momentum"] == 0.5

@@ -83,7 +83,14 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
     }
     out = resume;
     // Without a config, continue with the run's own resolved config.
-    if (files.empty()) files.push_back(resume + "/config.yaml");
+    if (files.empty()) {
+      if (!FileExists(resume + "/config.yaml")) {
+        throw IoError(resume + "/config.yaml: no such file: the run was killed before it "
+                      "started; give its config to resume it (pimtrain train CONFIG --resume " +
+                      resume + ")");
+      }
+      files.push_back(resume + "/config.yaml");
+    }
   }
   if (out.empty()) out = DefaultRunDir();
   ConfigNode config = ResolveConfig(files, sets);
@@ -118,9 +125,13 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
     std::printf("%s\n", msg.c_str());
     std::fflush(stdout);
   };
-  // Resumed runs continue the epoch numbering from the checkpoint.
-  if (resuming) {
+  // Resumed runs continue the epoch numbering from the checkpoint; a run killed before its
+  // first checkpoint starts again (Session::Train checks that the config is the run's).
+  if (resuming && FileExists(out + "/checkpoint.bin")) {
     current = ReadCheckpointInfo(out + "/checkpoint.bin").epochs_done;
+  } else if (resuming) {
+    std::fprintf(stderr, "pimtrain: %s has no checkpoint yet (the run stopped before its first "
+                 "epoch ended): starting it from the beginning\n", out.c_str());
   }
   TrainSummary s = session.Train(out, resuming, cb);
   std::printf("test accuracy: %s after %lld epochs (%.1f s training, peak memory %.0f MiB)\n",

@@ -8,6 +8,10 @@
 // x = counter ^ k_0, six AES encryption rounds with k_1..k_6 and a last round with k_7.
 // Salmon et al. report ARS with five rounds passing TestU01's BigCrush; seven is Random123's
 // default margin. Bytes and words are little-endian, as the x86 AES instructions see them.
+// This is Random123's ars4x32 with 7 rounds and the key {key, 0} (base/random123.h, the
+// definition): equal bit for bit, tested in base/random123_test.cc. Kept as pimtrain's own code
+// for the round-key table (ArsRoundKeys) the 512-bit VAES kernel broadcasts, and the portable
+// AES for builds without AES-NI, where Random123 has no ARS.
 #pragma once
 
 #include <array>

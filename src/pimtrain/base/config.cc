@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/base/schema.h"
 
 namespace pim {
 
@@ -379,14 +381,57 @@ void MergeInto(ConfigNode& base, const ConfigNode& overlay) {
 }
 
 namespace {
+
 void ResetOrigin(ConfigNode& n, const std::string& origin) {
   n.set_origin(origin);
   for (auto& [k, v] : n.entries()) ResetOrigin(v, origin);
   for (auto& v : n.items()) ResetOrigin(v, origin);
 }
+
+// What the schema knows about the node the --set walk stands on: the schema of a map's keys, or
+// the parameter whose value a list is (for its elements). Both null off the schema (kAny, or a
+// component whose impl is unknown: validation reports that later).
+struct WalkSchema {
+  const Schema* map = nullptr;
+  const Param* list = nullptr;
+};
+
+// A component in shorthand ("adam") as the block it stands for ({impl: adam}).
+void ExpandShorthand(ConfigNode& n) {
+  if (!n.IsScalar()) return;
+  const std::string path = n.path();
+  ConfigNode block = ConfigNode::Map();
+  block.set_origin(n.origin());
+  block.Set("impl", n);
+  n = std::move(block);
+  n.SetPaths(path);
+}
+
+const Schema* ComponentSchema(const ConfigNode& block, const std::string& role) {
+  const ConfigNode* impl = block.IsMap() ? block.Find("impl") : nullptr;
+  if (impl == nullptr || !impl->IsScalar()) return nullptr;
+  const ImplInfo* info = RegistryIndex::Find(role, impl->text());
+  return info == nullptr ? nullptr : &info->schema;
+}
+
+// The schema context below `child`, the value of `p` (null p: off the schema).
+WalkSchema ChildSchema(const Param* p, ConfigNode& child) {
+  if (p == nullptr) return {};
+  switch (p->type()) {
+    case ParamType::kSection: return {p->section().get(), nullptr};
+    case ParamType::kComponent:
+      ExpandShorthand(child);
+      return {ComponentSchema(child, p->role()), nullptr};
+    case ParamType::kIntList:
+    case ParamType::kFloatList:
+    case ParamType::kComponentList: return {nullptr, p};
+    default: return {};
+  }
+}
+
 }  // namespace
 
-void ApplySet(ConfigNode& root, std::string_view assignment) {
+void ApplySet(ConfigNode& root, std::string_view assignment, const Schema* schema) {
   size_t eq = assignment.find('=');
   if (eq == std::string_view::npos || eq == 0) {
     throw ConfigError("--set " + std::string(assignment) + ": expected KEY=VALUE, e.g. train.epochs=3");
@@ -396,8 +441,11 @@ void ApplySet(ConfigNode& root, std::string_view assignment) {
   ConfigNode parsed = ParseYaml(value.empty() ? "''" : value, "--set " + key);
   ResetOrigin(parsed, "--set " + key);
 
-  // Walk "a.b[2].c", creating maps as needed.
+  // Walk "a.b[2].c", filling in schema defaults (or empty maps) for what the tree lacks.
   ConfigNode* cur = &root;
+  ConfigNode* parent = nullptr;  // the map holding `cur` when the last step was a key
+  std::string last_key;
+  WalkSchema ws{schema, nullptr};
   size_t pos = 0;
   while (pos < key.size()) {
     size_t next = key.find_first_of(".[", pos);
@@ -408,8 +456,19 @@ void ApplySet(ConfigNode& root, std::string_view assignment) {
       throw ConfigError("--set " + key + ": '" + cur->path() + "' is " + cur->KindName() +
                         ", not a map");
     }
+    const Param* param = ws.map == nullptr ? nullptr : ws.map->Find(part);
     ConfigNode* child = cur->Find(part);
-    if (child == nullptr) child = &cur->Set(part, ConfigNode());
+    if (child == nullptr || child->IsNull()) {
+      ConfigNode fill;
+      if (param != nullptr && param->default_text().has_value()) {
+        fill = ParseYaml(*param->default_text(), "default of " + part);
+        ResetOrigin(fill, "default");
+      }
+      child = &cur->Set(part, std::move(fill));
+    }
+    parent = cur;
+    last_key = part;
+    ws = ChildSchema(param, *child);
     cur = child;
     pos = next == std::string::npos ? key.size() : next;
     while (pos < key.size() && key[pos] == '[') {
@@ -426,6 +485,13 @@ void ApplySet(ConfigNode& root, std::string_view assignment) {
                           idx_text + "]");
       }
       cur = &cur->items()[idx];
+      parent = nullptr;
+      if (ws.list != nullptr && ws.list->type() == ParamType::kComponentList) {
+        ExpandShorthand(*cur);
+        ws = {ComponentSchema(*cur, ws.list->role()), nullptr};
+      } else {
+        ws = {};
+      }
       pos = close + 1;
     }
     if (pos < key.size()) {
@@ -433,7 +499,26 @@ void ApplySet(ConfigNode& root, std::string_view assignment) {
       ++pos;
     }
   }
+
+  // "X.impl=NAME" switching X to another implementation: X becomes {impl: NAME}.
+  if (parent != nullptr && last_key == "impl" && cur->IsScalar() && !(*cur == parsed)) {
+    const std::string path = parent->path();
+    const std::string origin = parent->origin();
+    *parent = ConfigNode::Map();
+    parent->set_origin(origin);
+    parent->SetPaths(path);
+    parent->Set("impl", parsed);
+    return;
+  }
   std::string path = cur->path();
+  if (parsed.IsMap() && !parsed.Has("impl")) {
+    // A map of keys changes those keys of what is there.
+    if (cur->IsMap()) {
+      MergeInto(*cur, parsed);
+      cur->SetPaths(path);
+      return;
+    }
+  }
   *cur = parsed;
   cur->SetPaths(path);
 }

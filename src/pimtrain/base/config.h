@@ -9,6 +9,8 @@
 
 namespace pim {
 
+class Schema;
+
 // The type a scalar has after schema validation; kUnknown before (all scalars start as text).
 enum class ScalarType { kUnknown, kInt, kFloat, kBool, kString };
 
@@ -93,7 +95,18 @@ ConfigNode LoadYamlFile(const std::string& file);
 // Deep-merges `overlay` into `base`: maps merge key by key, anything else replaces.
 void MergeInto(ConfigNode& base, const ConfigNode& overlay);
 // Applies one "--set a.b[2].c=value" override; the value is parsed as YAML ("[1, 2]" is a list).
-void ApplySet(ConfigNode& root, std::string_view assignment);
+// With `schema` (the root's, sim/session.h RootSchema), the walk to the key fills in what the
+// resolved config would hold there: a key that the tree lacks but the schema defaults (a default
+// component such as train.optimizer = {impl: sgd, ...}, a section, a default list) is inserted
+// with its default first, so "train.optimizer.learning_rate=0.01" changes that one key of the
+// default optimizer and "model.layers[1]=512" one element of the default layer list. At the key:
+//   - a map value without `impl` merges into what is there (MergeInto's rules);
+//   - a map value with `impl`, a scalar or a list replaces it (explicit component replacement:
+//     "train.optimizer={impl: adam}" or "train.optimizer=adam");
+//   - "X.impl=NAME" with a different NAME than X holds replaces X whole by {impl: NAME} (the old
+//     implementation's keys would not fit the new one's schema, as in MergeInto).
+// Without `schema`, nothing is filled in (a plain tree edit).
+void ApplySet(ConfigNode& root, std::string_view assignment, const Schema* schema = nullptr);
 // Serializes to YAML / JSON text. Validated scalars keep their types in JSON.
 std::string ToYaml(const ConfigNode& node);
 std::string ToJson(const ConfigNode& node, int indent = -1);

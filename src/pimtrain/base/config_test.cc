@@ -148,7 +148,14 @@ TEST(SchemaTest, WrongTypeAndBadEnumAreNamed) {
 TEST(SchemaTest, UnknownImplementationSuggestsAName) {
   ExpectConfigError([] { HostSchema().Validate(ParseYaml("widget: {impl: geer}\n", "h.yaml")); },
                     {"unknown test_widget 'geer'", "did you mean 'gear'"});
-  ExpectConfigError([] { HostSchema().Validate(ParseYaml("widget: {teeth: 5}\n", "h.yaml")); },
+}
+
+TEST(SchemaTest, KeysWithoutImplChangeTheDefaultComponent) {
+  ConfigNode v = HostSchema().Validate(ParseYaml("widget: {teeth: 5}\n", "h.yaml"));
+  EXPECT_EQ(v.At("widget").GetString("impl"), "gear");
+  EXPECT_EQ(v.At("widget").GetInt("teeth"), 5);
+  // Without a default there is no component to change: the impl is needed.
+  ExpectConfigError([] { HostSchema().Validate(ParseYaml("parts: [{teeth: 5}]\n", "h.yaml")); },
                     {"missing 'impl'"});
 }
 

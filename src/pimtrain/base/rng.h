@@ -1,5 +1,7 @@
 // Counter-based random numbers (Philox-4x32-10): a value is a pure function of (key, counter),
-// so results never depend on thread count or loop order.
+// so results never depend on thread count or loop order. Philox4x32 here is pimtrain's own
+// inline twin of Random123's philox4x32 (the definition, base/random123.h), equal bit for bit
+// (base/random123_test.cc); it stays so that kernels/fast can mirror it lane for lane.
 #pragma once
 
 #include <array>

@@ -253,7 +253,21 @@ ConfigNode ValidateValue(const Param& p, const ConfigNode& n) {
         out = p.section()->Validate(n);
       }
       break;
-    case ParamType::kComponent: out = ValidateComponent(n, p.role()); break;
+    case ParamType::kComponent:
+      if (n.IsMap() && !n.Has("impl") && p.default_text().has_value()) {
+        // Keys without an impl change the default component ({learning_rate: 0.01} under
+        // train.optimizer is the default SGD with that rate), as a --set of each key would.
+        ConfigNode block = ParseYaml(*p.default_text(), "default of " + p.name());
+        block.SetOriginIfEmpty("default");
+        if (block.IsScalar()) block = ParseYaml("{impl: " + *p.default_text() + "}", "default");
+        block.SetPaths(n.path());
+        MergeInto(block, n);
+        block.set_origin(n.origin());
+        out = ValidateComponent(block, p.role());
+      } else {
+        out = ValidateComponent(n, p.role());
+      }
+      break;
     case ParamType::kComponentList: {
       if (!n.IsList()) {
         throw ConfigError(n.Where() + ": expected a list of " + p.role() + " components, got " +

@@ -139,9 +139,9 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
 void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out);
 // Fills out[0..count) with the 16-bit uniforms behind NoiseNormal(key, stream, start + i).
 void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out);
-// True when p's read-out is lossless apart from its noise (docs/analog.md, "Lossless read-out"):
-// integer partial sums (no programming variation), a linear ADC with one code per unit whose
-// range holds the largest value it converts, and either dataflow A with noise too small for a
+// True when p's read-out is lossless apart from its noise (docs/analog.md, "Noise keyed by
+// coordinates", its lossless read-out): integer partial sums (no programming variation), a
+// linear ADC with one code per unit whose range holds the largest value it converts, and either dataflow A with noise too small for a
 // central draw to move a code, or dataflow B without noise. The fast kernel then computes the
 // exact integer product (and for A corrects it at the tail draws only); the results are the
 // reference's bit for bit.

@@ -24,7 +24,7 @@ class AnalogTunable {
   // At the next forward Multiply: with `range`, searches the forward ADC's full-scale range for
   // the least squared output error against the ideal product on that call's input; with
   // `gain`, sets the least-squares digital output gain g, which then scales the forward output,
-  // the transposed read and the gradient alike (docs/analog.md, "Calibration").
+  // the transposed read and the gradient alike (docs/analog.md, "PIM-QAT").
   virtual void RequestCalibration(bool range, bool gain) = 0;
   // The forward ADC full scale as a fraction of the largest possible partial sum, and the
   // digital output gain, as last set or calibrated.

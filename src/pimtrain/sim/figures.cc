@@ -130,7 +130,7 @@ CostReport TrainingCost(const ConfigNode& config, int64_t slice_samples,
   ApplySet(c, "data.train_limit=" + std::to_string(slice_samples));
   ApplySet(c, "data.test_limit=100");
   ApplySet(c, "train.epochs=1");
-  for (const auto& s : sets) ApplySet(c, s);
+  for (const auto& s : sets) ApplySet(c, s, &RootSchema());
   Session session(ValidateRoot(c));
   TrainSummary t = session.Train("", false, {});
   if (!t.has_cost) {

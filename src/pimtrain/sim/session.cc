@@ -85,7 +85,7 @@ ConfigNode ResolveConfig(const std::vector<std::string>& files,
                          const std::vector<std::string>& sets) {
   ConfigNode merged = ConfigNode::Map();
   for (const auto& f : files) MergeInto(merged, LoadYamlFile(f));
-  for (const auto& s : sets) ApplySet(merged, s);
+  for (const auto& s : sets) ApplySet(merged, s, &RootSchema());
   return ValidateRoot(merged);
 }
 
@@ -241,11 +241,24 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
   TrainSummary summary;
   std::string metrics_jsonl;
   int64_t start_epoch = 0;
+  if (resume && !out_dir.empty() && !FileExists(ckpt_path)) {
+    // Killed before its first checkpoint: the run starts again from the beginning (the same
+    // seed gives the same run), provided it is the same run.
+    const std::string saved_yaml = out_dir + "/config.yaml";
+    if (FileExists(saved_yaml)) {
+      ConfigNode saved = ValidateRoot(LoadYamlFile(saved_yaml));
+      std::string diff =
+          FirstDifference(saved, config_, {"threads", "limits", "train.on_nonfinite"});
+      if (!diff.empty()) {
+        throw ConfigError(saved_yaml + ": cannot resume: the config differs from the run's at '" +
+                          diff + "'");
+      }
+    }
+    RemoveStaleTempFiles(out_dir);
+    resume = false;
+  }
   if (resume) {
     if (out_dir.empty()) throw ConfigError("--resume needs a run directory");
-    if (!FileExists(ckpt_path)) {
-      throw IoError(ckpt_path + ": no checkpoint to resume from");
-    }
     CheckpointInfo info = ReadCheckpointInfo(ckpt_path);
     ConfigNode saved = ValidateRoot(ParseYaml(info.config_yaml, ckpt_path));
     std::string diff =

@@ -1,4 +1,4 @@
-// Session: one resolved config in; a trained model, metrics and (later) a cost report out.
+// Session: one resolved config in; a trained model, metrics and a cost report out.
 #pragma once
 
 #include <functional>

@@ -510,8 +510,8 @@ SweepSpec LoadSweep(const std::string& file, const std::string& out_override) {
     }
     try {
       ConfigNode c = merged;
-      for (const auto& s : spec.set) ApplySet(c, s);
-      for (const auto& s : p.overrides) ApplySet(c, s);
+      for (const auto& s : spec.set) ApplySet(c, s, &RootSchema());
+      for (const auto& s : p.overrides) ApplySet(c, s, &RootSchema());
       p.resolved = ValidateRoot(c);
       if (spec.mode == SweepMode::kCost) {
         const ConfigNode* block = p.resolved.Find("cost");

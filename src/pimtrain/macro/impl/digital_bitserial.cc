@@ -450,8 +450,8 @@ class DigitalBitSerialMacro final : public Macro {
               .Doc("rounding of inputs, errors and GC operands to integers"));
     s.Add(Param::Enum("weight_rounding", {"nearest", "stochastic"})
               .Default("nearest")
-              .Doc("rounding of weights when programmed (stochastic keyed by program_seed and "
-                   "the count of Program calls)"));
+              .Doc("rounding of weights when programmed (stochastic keyed by the run context: "
+                   "seed, layer, step, stage)"));
     s.Add(Param::Bool("master_weights")
               .Default(true)
               .Doc("keep FP32 master weights outside the array (false: the array is the only "

@@ -1352,7 +1352,7 @@ class FpDigitalMacro final : public Macro {
     return s;
   }
 
-  // Port and buffer events of one Multiply (docs/fp_digital.md, "Cyclic mapping"): per sample,
+  // Port and buffer events of one Multiply (docs/fp_digital.md, "Cyclic weight mapping"): per sample,
   // every (output, reduction block) pair is one 256-bit read (a row forward, a diagonal
   // backward), and the input or error segment is rotated to match whenever the read's
   // rotation is nonzero; each segment is loaded once per block of n outputs.
