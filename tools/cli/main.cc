@@ -9,11 +9,13 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/io.h"
+#include "pimtrain/nn/batch_group.h"
 #include "pimtrain/cost/tech.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/sim/figures.h"
@@ -73,7 +75,7 @@ std::string DefaultRunDir() {
 }
 
 int Train(const std::vector<std::string>& configs, const std::vector<std::string>& sets,
-          std::string out, const std::string& resume) {
+          std::string out, const std::string& resume, BatchGroup* group) {
   std::vector<std::string> files = configs;
   bool resuming = !resume.empty();
   if (resuming) {
@@ -96,7 +98,11 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
   ConfigNode config = ResolveConfig(files, sets);
   std::string name = config.Has("name") ? config.GetString("name") : "default";
   std::printf("pimtrain: training '%s' -> %s\n", name.c_str(), out.c_str());
-  Session session(config);
+  Session session(config, group);
+  if (group != nullptr) {
+    std::printf("data parallel: each batch split over %d MPI ranks (docs/scaling.md)\n",
+                group->size());
+  }
   const LoadedData& data = session.data();
   std::printf("data: %s, %lld train / %lld test samples of %s, %d classes\n", data.name.c_str(),
               static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
@@ -145,12 +151,12 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
 }
 
 int Eval(const std::vector<std::string>& configs, const std::vector<std::string>& sets,
-         const std::string& checkpoint) {
+         const std::string& checkpoint, BatchGroup* group) {
   std::vector<std::string> files = configs;
   if (files.empty()) {
     throw ConfigError("eval needs a config (the run's DIR/config.yaml works)");
   }
-  Session session(ResolveConfig(files, sets));
+  Session session(ResolveConfig(files, sets), group);
   EvalResult r = session.EvaluateCheckpoint(checkpoint);
   std::printf("test accuracy: %s  (loss %.4f, %lld samples)\n", Percent(r.accuracy).c_str(),
               r.loss, static_cast<long long>(session.data().test.size()));
@@ -419,15 +425,32 @@ int Main(int argc, char** argv) {
     return kUserErrorExit;
   }
 
+  // Under mpirun, train and eval split every batch over the ranks (docs/scaling.md).
+  std::unique_ptr<BatchGroup> group;
   try {
-    if (train->parsed()) return Train(configs, sets, out, resume);
-    if (eval->parsed()) return Eval(configs, sets, checkpoint);
+    if (train->parsed() || eval->parsed()) {
+      group = StartBatchGroup();
+      // Rank 0 speaks for the run (it computes the same numbers as every rank).
+      if (group != nullptr && group->rank() != 0 &&
+          std::freopen("/dev/null", "w", stdout) == nullptr) {
+        group->Abort("cannot silence the output of this rank");
+      }
+    }
+    if (train->parsed()) return Train(configs, sets, out, resume, group.get());
+    if (eval->parsed()) return Eval(configs, sets, checkpoint, group.get());
     if (cost->parsed()) return Cost(configs, sets, json, point, network, sparsity);
     if (describe->parsed()) return Describe(what);
     if (sweep->app->parsed()) return RunSweepCommand(*sweep);
     if (report->app->parsed()) return RunReportCommand(*report);
   } catch (const Error& e) {
     std::fflush(stdout);
+    if (group != nullptr) {
+      // The other ranks may wait in a collective: end the job. A user error (the config, the
+      // data) is the same on every rank, so the others leave rank 0 a moment to report it
+      // first (mpirun ends them when it exits); an error of one rank alone is still reported.
+      if (group->rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
+      group->Abort(e.what());
+    }
     std::fprintf(stderr, "pimtrain: error: %s\n", e.what());
     return kUserErrorExit;
   } catch (const std::bad_alloc&) {

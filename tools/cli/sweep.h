@@ -19,4 +19,10 @@ std::unique_ptr<SweepCommand> AddSweepCommand(CLI::App& app);
 // pim::Error (exit 2 in main).
 int RunSweepCommand(const SweepCommand& cmd);
 
+class BatchGroup;
+// Under `mpirun -np N` (N > 1): MPI started (MPI_Init; finalized when the result is destroyed),
+// the ranks as the BatchGroup of a data-parallel train or eval (docs/scaling.md). nullptr
+// without mpirun or with one rank. UnsupportedError under mpirun when built without MPI.
+std::unique_ptr<BatchGroup> StartBatchGroup();
+
 }  // namespace pim

@@ -15,6 +15,7 @@ namespace pim {
 enum class Mode { kTrain, kEval };
 
 class StagedMatmul;
+class BatchGroup;
 
 // A trainable tensor and its gradient (same shape). GC writes `grad` (overwrites, no
 // accumulation across steps); the optimizer reads it in WU.
@@ -31,7 +32,21 @@ struct StepContext {
   int64_t epoch = 0;
   Mode mode = Mode::kTrain;
   ThreadPool* pool = nullptr;
+  // Data-parallel runs (docs/scaling.md): the ranks that split this batch (nullptr: one process
+  // holds the whole batch). Stages then see this rank's shard of the samples, and a reduction
+  // over the batch goes through the group.
+  BatchGroup* group = nullptr;
+  // False on the ranks other than 0 for work every rank repeats on the whole batch (GC, WU,
+  // layers run unsplit): its hardware actions are counted once, by rank 0.
+  bool record_counts = true;
 };
+
+// How a layer's FP and BP depend on the batch. kPerSample: each sample's output and input error
+// depend on that sample alone (and the weights), so the ranks of a data-parallel run each run
+// their shard. kCoupled (the default, always correct): statistics over the batch (batch norm)
+// or draws keyed by the position in the batch (dropout); the data-parallel step runs such a
+// layer on the whole batch gathered on every rank.
+enum class BatchCoupling { kPerSample, kCoupled };
 
 // The pool a stage runs its parallel loops on (the process-wide one when the context has none).
 inline ThreadPool& PoolOf(const StepContext& ctx) { return ctx.pool ? *ctx.pool : DefaultPool(); }
@@ -57,6 +72,17 @@ class Layer {
 
   // GC: gradients of this layer's parameters from its output error (writes Parameter::grad).
   virtual void ComputeGradient(const Tensor& dy, const StepContext& ctx) {}
+
+  // See BatchCoupling. A layer that returns kPerSample and has parameters implements
+  // ComputeGradientForBatch.
+  virtual BatchCoupling batch_coupling() const { return BatchCoupling::kCoupled; }
+  // GC over a whole batch `x` (N, input...) of which the last Forward saw only a shard: the same
+  // gradients ComputeGradient(dy) gives after Forward(x). Leaves the layer ready for
+  // PropagateError of the shard it last ran forward.
+  virtual void ComputeGradientForBatch(const Tensor& x, const Tensor& dy,
+                                       const StepContext& ctx) {
+    PIM_CHECK_MSG(false, "ComputeGradientForBatch on a layer that does not split its batch");
+  }
 
   // WU: called after the optimizer has written new parameter values, so that a layer can
   // write them into its storage (e.g. reprogram a macro). No-op for FP32 layers.

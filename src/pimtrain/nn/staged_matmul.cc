@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "pimtrain/kernels/gemm.h"
+#include "pimtrain/nn/batch_group.h"
 
 namespace pim {
 
@@ -64,6 +65,11 @@ void ColumnSums(const float* d, int64_t rows, int64_t cols, float* out, ThreadPo
                    });
 }
 
+float StagedMatmul::BatchMaxAbs(ConstMatrixView v, const StepContext& ctx) const {
+  const float local = MaxAbs(v);
+  return ctx.group != nullptr ? ctx.group->AllMax(local) : local;
+}
+
 void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer, ConvMapping mapping) {
   macro_ = std::move(macro);
   layer_ = layer;
@@ -110,6 +116,9 @@ void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias
     return;
   }
   PIM_CHECK_MSG(programmed_, "layer on a macro used before its weights were programmed");
+  // A shard of a batch is scaled as the whole batch is (the caller passes a shard's whole
+  // tensor when it gives no maximum).
+  if (x_max_abs < 0 && ctx.group != nullptr) x_max_abs = BatchMaxAbs(x, ctx);
   ActionCounts counts;
   macro_->Multiply(x, y, Direction::kForward, MakeRunContext(ctx, Stage::kForward, pool, x_max_abs),
                    counts);
@@ -124,6 +133,7 @@ void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias
   SparsityStats s;
   s.input_elements = x.rows * x.cols;
   s.input_zeros = CountZeros(x);
+  if (!ctx.record_counts) return;
   AddSparsity(s);
   AddCounts(Stage::kForward, counts);
 }
@@ -147,12 +157,14 @@ void StagedMatmul::Backward(ConstMatrixView dy, const Tensor& w, MatrixView dx, 
     kernels::fast::Gemm(g, pool);
     return;
   }
+  if (dy_max_abs < 0 && ctx.group != nullptr) dy_max_abs = BatchMaxAbs(dy, ctx);
   ActionCounts counts;
   macro_->Multiply(dy, dx, Direction::kTransposed,
                    MakeRunContext(ctx, Stage::kBackward, pool, dy_max_abs), counts);
   SparsityStats s;
   s.error_elements = dy.rows * dy.cols;
   s.error_zeros = CountZeros(dy);
+  if (!ctx.record_counts) return;
   AddSparsity(s);
   AddCounts(Stage::kBackward, counts);
 }
@@ -176,7 +188,7 @@ void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw
   }
   ActionCounts counts;
   macro_->GradientCalc(x, dy, dw, MakeRunContext(ctx, Stage::kGradient, pool, -1.0f), counts);
-  AddCounts(Stage::kGradient, counts);
+  if (ctx.record_counts) AddCounts(Stage::kGradient, counts);
 }
 
 void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
@@ -193,7 +205,7 @@ void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
     occupancy_.cells_allocated = counts.Get("array_cells_allocated");
     occupancy_.cells_used = counts.Get("array_cells_used");
   }
-  AddCounts(Stage::kUpdate, counts);
+  if (ctx.record_counts) AddCounts(Stage::kUpdate, counts);
 }
 
 void StagedMatmul::AddCounts(Stage s, const ActionCounts& c) {

@@ -68,6 +68,10 @@ class StagedMatmul {
   // dw = x^T dy (overwritten). x: n x rows(W); dy: n x cols(W).
   void Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw, const StepContext& ctx,
                 ThreadPool* pool);
+  // The largest |v| of the whole batch `v` is a shard of: MaxAbs(v), and in a data-parallel run
+  // (ctx.group) the largest over the ranks. Collective there: every rank calls it once per
+  // tensor. What a layer passes as x_max_abs / dy_max_abs when it multiplies in slices.
+  float BatchMaxAbs(ConstMatrixView v, const StepContext& ctx) const;
   // WU write-back: programs the macro with w. Without a master copy the layer's weights become
   // what the array holds (the chip keeps no higher-precision copy), so `w` may change.
   void Commit(Tensor& w, const StepContext& ctx);

@@ -123,7 +123,55 @@ std::string FirstDifference(const ConfigNode& a, const ConfigNode& b,
   return "";
 }
 
-Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
+namespace {
+
+// Refuses (one line, the key) what a data-parallel run over `ranks` cannot split yet, before the
+// data or the model are built.
+void CheckSplittable(const ConfigNode& config, const LoadedData& data, int ranks) {
+  const std::string why = " cannot be split over " + std::to_string(ranks) +
+                          " MPI ranks (docs/scaling.md); run it in one process";
+  const ConfigNode& train = config.At("train");
+  if (train.At("algorithm").GetString("impl") != "backprop") {
+    throw UnsupportedError(train.At("algorithm").At("impl").Where() + ": " +
+                           train.At("algorithm").GetString("impl") +
+                           why + " (data parallelism supports backprop)");
+  }
+  if (const ConfigNode* m = config.At("pim").Find("macro"); m != nullptr && !m->IsNull()) {
+    // Its numbers must not depend on which rows share a call: per-tensor scales come through
+    // input_max_abs, rounding is to nearest (stochastic draws are keyed by the row in a call).
+    const std::string impl = m->GetString("impl");
+    if (impl != "digital_bitserial") {
+      throw UnsupportedError(m->At("impl").Where() + ": " + impl + why +
+                             " (data parallelism supports digital_bitserial macros)");
+    }
+    if (m->GetString("rounding") != "nearest") {
+      throw UnsupportedError(m->At("rounding").Where() + ": " + m->GetString("rounding") + why +
+                             " (stochastic input rounding is keyed by the row within a call)");
+    }
+    if (!m->GetBool("signed")) {
+      throw UnsupportedError(m->At("signed").Where() + ": false" + why +
+                             " (unsigned inputs are scaled by their own maximum)");
+    }
+  }
+  // Every batch, the last ones included, needs a sample on every rank.
+  const auto check_batches = [&](const char* key, int64_t n, int64_t batch) {
+    const int64_t last = n % batch == 0 ? batch : n % batch;
+    if (std::min(batch, last) < ranks) {
+      throw ConfigError(train.At(key).Where() + ": batches of " + std::to_string(batch) +
+                        " over " + std::to_string(n) + " samples leave " +
+                        std::to_string(std::min(batch, last)) + " sample(s) for " +
+                        std::to_string(ranks) + " MPI ranks; each rank needs at least one");
+    }
+  };
+  check_batches("batch_size", data.train.size(), train.GetInt("batch_size"));
+  if (data.test.size() > 0) {
+    check_batches("eval_batch_size", data.test.size(), train.GetInt("eval_batch_size"));
+  }
+}
+
+}  // namespace
+
+Session::Session(ConfigNode resolved, BatchGroup* group) : config_(std::move(resolved)) {
   int threads = static_cast<int>(config_.GetInt("threads"));
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   SetDefaultThreads(threads);
@@ -132,6 +180,9 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
   data_ = dataset->Load();
   if (data_.train.size() == 0) throw DataError(config_.At("data").Where() + ": no training data");
   CheckResourceLimits(config_, data_);  // before the model is allocated
+  const bool split = group != nullptr && group->size() > 1;
+  if (split) CheckSplittable(config_, data_, group->size());
+  writes_files_ = !split || group->rank() == 0;
 
   auto model = Registry<Model>::Create(config_.At("model"));
   uint64_t seed = static_cast<uint64_t>(config_.GetInt("seed"));
@@ -157,6 +208,7 @@ Session::Session(ConfigNode resolved) : config_(std::move(resolved)) {
   opts.batch_size = train.GetInt("batch_size");
   opts.eval_batch_size = train.GetInt("eval_batch_size");
   opts.skip_nonfinite_steps = train.GetString("on_nonfinite") == "skip_step";
+  opts.group = split ? group : nullptr;
   trainer_ = std::make_unique<Trainer>(*net_, *opt_, *schedule_, *loss_, *algorithm_, data_, opts);
   if (const ConfigNode* cost = config_.Find("cost"); cost != nullptr && !cost->IsNull()) {
     cost_ = Registry<CostModel>::Create(*cost);
@@ -295,12 +347,12 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       cb.on_info("resumed from " + ckpt_path + " after epoch " + std::to_string(start_epoch));
     }
     // A run killed inside a write leaves its temp file (never read: the rename did not happen).
-    const int stale = RemoveStaleTempFiles(out_dir);
+    const int stale = writes_files_ ? RemoveStaleTempFiles(out_dir) : 0;
     if (stale > 0 && cb.on_info) {
       cb.on_info("removed " + std::to_string(stale) + " temporary file(s) of the killed run");
     }
   }
-  if (!out_dir.empty()) {
+  if (!out_dir.empty() && writes_files_) {
     MakeDirs(out_dir);
     WriteFileAtomic(out_dir + "/config.yaml", config_yaml);
   }
@@ -322,7 +374,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     summary.epochs.push_back(m);
     metrics_jsonl += m.ToJsonLine() + "\n";
-    if (!out_dir.empty()) {
+    if (!out_dir.empty() && writes_files_) {
       WriteFileAtomic(out_dir + "/metrics.jsonl", metrics_jsonl);
       if (write_checkpoints) {
         SaveCheckpoint(ckpt_path, {e + 1, metrics_jsonl, config_yaml}, trainer_->StateTensors());
@@ -337,7 +389,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
                              : summary.epochs.back().test_accuracy;
   summary.peak_rss_bytes = PeakRssBytes();
 
-  if (!out_dir.empty()) {
+  if (!out_dir.empty() && writes_files_) {
     nlohmann::ordered_json j;
     j["test_accuracy"] = summary.test_accuracy;
     j["epochs"] = static_cast<int64_t>(summary.epochs.size());

@@ -55,7 +55,10 @@ struct SessionCallbacks {
 class Session {
  public:
   // `resolved` must come from ResolveConfig/ValidateRoot. Loads the data and builds the model.
-  explicit Session(ConfigNode resolved);
+  // With `group` (mpirun, several ranks) every batch is split over its ranks (docs/scaling.md):
+  // the results are those of one process; only rank 0 writes files. UnsupportedError (naming the
+  // key) for a run that cannot be split yet.
+  explicit Session(ConfigNode resolved, BatchGroup* group = nullptr);
   ~Session();
 
   const ConfigNode& config() const { return config_; }
@@ -88,6 +91,7 @@ class Session {
   std::unique_ptr<TrainingAlgorithm> algorithm_;
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<CostModel> cost_;
+  bool writes_files_ = true;  // false on the ranks other than 0 of a data-parallel run
 };
 
 }  // namespace pim

@@ -1,8 +1,10 @@
 // Trainer implementation.
 #include "pimtrain/train/trainer.h"
 
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <sstream>
 #include <string_view>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +17,41 @@ namespace {
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// A layer's counts and operand sparsity summed over the ranks of a data-parallel run (integers:
+// any order gives the same sums). The weights' sparsity is the same on every rank and kept.
+void SumOverRanks(BatchGroup& group, std::array<ActionCounts, kNumStages>* counts,
+                  SparsityStats* sp) {
+  std::string mine = "sparsity " + std::to_string(sp->input_elements) + " " +
+                     std::to_string(sp->input_zeros) + " " + std::to_string(sp->error_elements) +
+                     " " + std::to_string(sp->error_zeros) + "\n";
+  for (int s = 0; s < kNumStages; ++s) {
+    for (const auto& [name, n] : (*counts)[s].counts()) {
+      mine += std::to_string(s) + " " + name + " " + std::to_string(n) + "\n";
+    }
+  }
+  mine += "end\n";
+  const std::string all = group.AllGather(mine);
+  for (auto& c : *counts) c.Clear();
+  sp->input_elements = sp->input_zeros = sp->error_elements = sp->error_zeros = 0;
+  std::istringstream in(all);
+  for (std::string word; in >> word;) {
+    if (word == "end") continue;
+    if (word == "sparsity") {
+      int64_t a, b, c, d;
+      in >> a >> b >> c >> d;
+      sp->input_elements += a;
+      sp->input_zeros += b;
+      sp->error_elements += c;
+      sp->error_zeros += d;
+      continue;
+    }
+    std::string name;
+    int64_t n = 0;
+    in >> name >> n;
+    (*counts)[std::stoi(word)].Add(name, n);
+  }
 }
 }  // namespace
 
@@ -53,7 +90,11 @@ Trainer::Trainer(Network& net, Optimizer& opt, Schedule& schedule, Loss& loss,
       loss_(loss),
       algorithm_(algorithm),
       data_(data),
-      options_(options) {}
+      options_(options) {
+  if (options_.group != nullptr && options_.group->size() > 1) {
+    data_parallel_ = std::make_unique<DataParallel>(*options_.group);
+  }
+}
 
 int64_t Trainer::steps_per_epoch() const {
   return (data_.train.size() + options_.batch_size - 1) / options_.batch_size;
@@ -83,7 +124,9 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
     StepResult r;
     bool before_update = true;  // a fault the algorithm raised before its WU can be skipped
     try {
-      r = algorithm_.TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx);
+      r = data_parallel_ != nullptr
+              ? data_parallel_->TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx)
+              : algorithm_.TrainStep(net_, batch_x_, batch_y_.data(), loss_, opt_, lr, ctx);
       before_update = false;
       // Whatever the algorithm checked itself, the loss and the state it leaves must be finite.
       CheckLossFinite(r.loss_sum, ctx);
@@ -161,7 +204,8 @@ EvalResult Trainer::Evaluate(const Split& split) {
     ctx.seed = options_.seed;
     ctx.mode = Mode::kEval;
     ctx.pool = &DefaultPool();
-    const Tensor& logits = net_.Forward(x, ctx);
+    const Tensor& logits =
+        data_parallel_ != nullptr ? data_parallel_->Forward(net_, x, ctx) : net_.Forward(x, ctx);
     LossResult r = loss_.Compute(logits, y.data(), nullptr);
     loss_sum += r.loss_sum;
     correct += r.correct;
@@ -182,6 +226,7 @@ std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
     if (m == nullptr || !m->on_macro()) continue;
     SparsityStats sp = m->TakeSparsity();
     auto counts = m->TakeCounts();
+    if (data_parallel_ != nullptr) SumOverRanks(data_parallel_->group(), &counts, &sp);
     nlohmann::ordered_json l;
     l["layer"] = i;
     l["summary"] = net_.layer(i).Summary();

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "pimtrain/cost/cost_model.h"
@@ -12,6 +13,7 @@
 #include "pimtrain/nn/optimizer.h"
 #include "pimtrain/train/algorithm.h"
 #include "pimtrain/train/checkpoint.h"
+#include "pimtrain/train/data_parallel.h"
 #include "pimtrain/train/numeric_guard.h"
 
 namespace pim {
@@ -49,6 +51,10 @@ struct TrainerOptions {
   int64_t eval_batch_size = 1000;
   // NaN/Inf found before a step's weight update: skip the step (true) or stop the run.
   bool skip_nonfinite_steps = false;
+  // mpirun: the ranks that split every batch (docs/scaling.md); nullptr or one rank: this
+  // process runs the whole batch through the configured algorithm. The caller checks that the
+  // run can be split (sim/session.cc): backprop, every batch at least one sample per rank.
+  BatchGroup* group = nullptr;
 };
 
 // Progress within an epoch: (steps done, steps total, running mean loss, running accuracy).
@@ -84,6 +90,7 @@ class Trainer {
   TrainerOptions options_;
   Tensor batch_x_;
   std::vector<int32_t> batch_y_;
+  std::unique_ptr<DataParallel> data_parallel_;  // set when options_.group has several ranks
 };
 
 }  // namespace pim

@@ -257,10 +257,14 @@ inline __m128i Narrow16(__m256i v, bool is_signed) {
 
 // Quantizes v (rows x cols) into q to `bits`-wide integers with one power-of-two scale for the
 // whole tensor and returns the exponent (see Quantizer). Stochastic rounding draws element i
-// (row-major logical index) from `rng`. With `transpose`, q is written cols x rows.
+// (row-major logical index) from `rng`. With `transpose`, q is written cols x rows. A finite
+// `max_abs` >= 0 is the MaxForScale of the whole tensor v is a slice of (RunContext::
+// input_max_abs), so that slicing a batch does not change the scale.
 int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, const CounterRng& rng,
-             int32_t* q, bool transpose = false) {
-  const Quantizer qz = MakeQuantizer(v, bits, sign);
+             int32_t* q, bool transpose = false, float max_abs = -1.0f) {
+  const Quantizer qz = max_abs >= 0 && max_abs < std::numeric_limits<float>::infinity()
+                           ? QuantizerFor(max_abs, bits, sign)
+                           : MakeQuantizer(v, bits, sign);
   const int64_t rows = v.rows, cols = v.cols;
   if (rounding == Rounding::kNearestEven) {
     const bool vec = qz.float_ok;
@@ -628,7 +632,9 @@ class DigitalBitSerialMacro final : public Macro {
                   "Multiply: operand shapes do not match the programmed weights");
     const int bits = fwd ? spec_.input_bits : error_bits_;
     int32_t* xq = xq_.Get(x.rows * x.cols);
-    const int ex = Quantize(x, bits, sign_, input_rounding_, Rng(ctx, kStreamInput), xq);
+    // The tensor's max |x| is its MaxForScale only for signed inputs.
+    const int ex = Quantize(x, bits, sign_, input_rounding_, Rng(ctx, kStreamInput), xq, false,
+                            sign_ == Signedness::kSigned ? ctx.input_max_abs : -1.0f);
     kernels::BitSerialProblem p;
     p.m = x.rows;
     p.k = k;

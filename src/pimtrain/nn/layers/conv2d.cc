@@ -121,7 +121,7 @@ class Conv2d final : public WeightedLayer {
       return;
     }
     // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
-    const float x_max = matmul_.on_macro() ? MaxAbs(x.AsMatrix()) : -1.0f;
+    const float x_max = matmul_.on_macro() ? matmul_.BatchMaxAbs(x.AsMatrix(), ctx) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       const int64_t rows = (n1 - n0) * rpi;
       float* cols = keep ? cols_.data() + n0 * rpi * width : ThreadScratch(0, rows * width);
@@ -139,7 +139,7 @@ class Conv2d final : public WeightedLayer {
       return;
     }
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
-    const float dy_max = matmul_.on_macro() ? MaxAbs(dy.AsMatrix()) : -1.0f;
+    const float dy_max = matmul_.on_macro() ? matmul_.BatchMaxAbs(dy.AsMatrix(), ctx) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
       const int64_t rows = (n1 - n0) * rpi;
@@ -164,6 +164,30 @@ class Conv2d final : public WeightedLayer {
       FloatGradient(dy, ctx);
     }
     BiasGradient(dy.data(), rows, PoolOf(ctx));
+  }
+
+  // Windows lie inside one image; the macro's per-tensor input scale is the batch's
+  // (BatchMaxAbs).
+  // On FP32 the GEMMs of image groups depend on which images share a call (kernels/fast/gemm.cc):
+  // whole batches there.
+  BatchCoupling batch_coupling() const override {
+    return matmul_.on_macro() ? BatchCoupling::kPerSample : BatchCoupling::kCoupled;
+  }
+  // GC as one process runs it on the whole batch: the batch size decides KeepsColumns and the
+  // image groups, so both are those of the whole batch, and kept columns are rebuilt for it.
+  void ComputeGradientForBatch(const Tensor& x, const Tensor& dy,
+                               const StepContext& ctx) override {
+    const Tensor* shard = x_;
+    const int64_t shard_n = geom_.n;
+    x_ = &x;
+    geom_.n = x.shape()[0];
+    if (KeepsColumns()) {
+      cols_.Resize(Shape{geom_.n * geom_.rows_per_image(), geom_.col_width()});
+      kernels::Im2colImages(geom_, x.data(), cols_.data(), 0, geom_.n);
+    }
+    ComputeGradient(dy, ctx);
+    x_ = shard;
+    geom_.n = shard_n;
   }
 
   std::string Summary() const override {

@@ -18,6 +18,7 @@ class Flatten final : public Layer {
     return Shape{input.numel()};
   }
 
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   void Forward(const Tensor& x, Tensor& y, const StepContext&) override {
     y.Resize(Shape{x.shape()[0], in_.numel()});
     PIM_CHECK_MSG(y.numel() == x.numel(), "flatten input " + x.shape().ToString());

@@ -67,6 +67,20 @@ class Linear final : public WeightedLayer {
     BiasGradient(dy.data(), n, PoolOf(ctx));
   }
 
+  // On a macro a row's product depends on that row alone (exact integer sums). The FP32 GEMM's
+  // last bits depend on which rows share its call (kernels/fast/gemm.cc), so on FP32 the layer
+  // runs whole batches.
+  BatchCoupling batch_coupling() const override {
+    return matmul_.on_macro() ? BatchCoupling::kPerSample : BatchCoupling::kCoupled;
+  }
+  void ComputeGradientForBatch(const Tensor& x, const Tensor& dy,
+                               const StepContext& ctx) override {
+    const Tensor* shard = x_;
+    x_ = &x;
+    ComputeGradient(dy, ctx);
+    x_ = shard;
+  }
+
   std::string Summary() const override {
     return "linear " + std::to_string(in_) + " -> " + std::to_string(out_) +
            (has_bias_ ? "" : " (no bias)");

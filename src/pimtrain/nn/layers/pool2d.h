@@ -13,6 +13,10 @@ namespace pim {
 // Square windows of `kernel` over NHWC images, moved by `stride` (default: kernel), with a
 // border of `padding` (<= kernel / 2, so every window holds at least one pixel).
 class Pool2d : public Layer {
+ public:
+  // Each window lies inside one image.
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
+
  protected:
   explicit Pool2d(const ConfigNode& p)
       : where_(p.Where()),

@@ -20,6 +20,7 @@ class Relu final : public Layer {
     return input;
   }
 
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
     x_ = &x;
     y.Resize(x.shape());
