@@ -31,7 +31,11 @@ nodes:
 - impl: residual
   name: r1
   activation: gelu
-  body: [{impl: conv2d, out_channels: 4, kernel: 3, padding: 1}, {impl: layer_norm}]
+  body: [{impl: conv2d, out_channels: 4, kernel: 3, padding: 1}, {impl: batch_norm},
+         {impl: gelu}, {impl: conv2d, out_channels: 4, kernel: 3, padding: 1, bias: false},
+         {impl: layer_norm}]
+  shortcut: [{impl: conv2d, out_channels: 4, kernel: 1, stride: 1, bias: false},
+             {impl: batch_norm}]
 - {name: c2, impl: conv2d, out_channels: 3, kernel: 1, inputs: c1}
 - {name: cat, impl: concat, inputs: [r1, c2]}
 - {name: tok, impl: position_embedding}
@@ -129,7 +133,9 @@ std::vector<std::vector<float>> StepAt(int threads) {
   const Tensor& y = net.Forward(x, ctx);
   out.emplace_back(y.data(), y.data() + y.numel());
   Backward(net, r, ctx);
-  for (Parameter* p : net.Parameters()) out.emplace_back(p->grad.data(), p->grad.data() + p->grad.numel());
+  for (Parameter* p : net.Parameters()) {
+    out.emplace_back(p->grad.data(), p->grad.data() + p->grad.numel());
+  }
   return out;
 }
 
@@ -170,8 +176,9 @@ nodes:
   EXPECT_NE(e.find("model.nodes[1]"), std::string::npos) << e;
   e = BuildError("{impl: graph, nodes: [{name: a, impl: relu}, {name: a, impl: relu}]}", Shape{3});
   EXPECT_NE(e.find("'a' is used twice"), std::string::npos) << e;
-  e = BuildError("{impl: graph, nodes: [{name: a, impl: relu}, {name: b, impl: relu, inputs: input}]}",
-                 Shape{3});
+  e = BuildError(
+      "{impl: graph, nodes: [{name: a, impl: relu}, {name: b, impl: relu, inputs: input}]}",
+      Shape{3});
   EXPECT_NE(e.find("node 'a' feeds no other node"), std::string::npos) << e;
   e = BuildError("{impl: graph, nodes: [{impl: residual, body: [{impl: relu}], shortkut: []}]}",
                  Shape{3});
@@ -348,8 +355,12 @@ nodes:
   const auto& fp = counts[static_cast<int>(Stage::kForward)];
   const auto& bp = counts[static_cast<int>(Stage::kBackward)];
   bool fp_writes = false, bp_writes = false;
-  for (const auto& [name, n] : fp.counts()) fp_writes |= name.find("write") != std::string::npos && n > 0;
-  for (const auto& [name, n] : bp.counts()) bp_writes |= name.find("write") != std::string::npos && n > 0;
+  for (const auto& [name, n] : fp.counts()) {
+    fp_writes |= name.find("write") != std::string::npos && n > 0;
+  }
+  for (const auto& [name, n] : bp.counts()) {
+    bp_writes |= name.find("write") != std::string::npos && n > 0;
+  }
   EXPECT_TRUE(fp_writes) << "no operand writes counted in FP";
   EXPECT_TRUE(bp_writes) << "no operand writes counted in BP";
   EXPECT_TRUE(counts[static_cast<int>(Stage::kUpdate)].counts().empty());

@@ -195,7 +195,9 @@ std::string Network::Summary() const {
       for (int j : inputs_[i]) in += (in.empty() ? "" : ", ") + (j < 0 ? "input" : names_[j]);
       s += names_[i] + " <- " + in + ": ";
     }
-    s += layers_[i]->Summary() + "\n";
+    s += layers_[i]->Summary();
+    if (is_graph_) s += "  => " + shapes_[i + 1].ToString();
+    s += "\n";
   }
   return s;
 }

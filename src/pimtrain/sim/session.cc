@@ -331,7 +331,9 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       auto nodes = nlohmann::ordered_json::array();
       for (int i = 0; i < net_->size(); ++i) {
         auto inputs = nlohmann::ordered_json::array();
-        for (int in : net_->node_inputs(i)) inputs.push_back(in < 0 ? "input" : net_->node_name(in));
+        for (int in : net_->node_inputs(i)) {
+          inputs.push_back(in < 0 ? "input" : net_->node_name(in));
+        }
         nodes.push_back({{"name", net_->node_name(i)}, {"inputs", inputs},
                          {"layer", net_->layer(i).Summary()},
                          {"output", net_->node_shape(i).dims()}});

@@ -54,8 +54,9 @@ class AttentionCore final : public Layer {
   Shape BuildInputs(const std::vector<Shape>& in, uint64_t) override {
     for (size_t k = 0; k < 3; ++k) {
       if (in[k].rank() != 2 || in[k] != in[0]) {
-        throw ConfigError(where_ + ": attention_core needs Q, K, V of one (tokens, dim) shape, got " +
-                          in[0].ToString() + ", " + in[1].ToString() + ", " + in[2].ToString());
+        throw ConfigError(where_ + ": attention_core needs Q, K, V of one (tokens, dim) shape, " +
+                          "got " + in[0].ToString() + ", " + in[1].ToString() + ", " +
+                          in[2].ToString());
       }
     }
     t_ = in[0][0];

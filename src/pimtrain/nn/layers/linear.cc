@@ -78,8 +78,9 @@ class Linear final : public WeightedLayer {
 
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     const int64_t n = dy.shape()[0] * positions_;
-    matmul_.Gradient(ConstMatrixView(x_->data(), n, in_, in_), ConstMatrixView(dy.data(), n, out_, out_),
-                     weight_.grad.AsMatrix(), ctx, &PoolOf(ctx));
+    matmul_.Gradient(ConstMatrixView(x_->data(), n, in_, in_),
+                     ConstMatrixView(dy.data(), n, out_, out_), weight_.grad.AsMatrix(), ctx,
+                     &PoolOf(ctx));
     BiasGradient(dy.data(), n, PoolOf(ctx));
   }
 
