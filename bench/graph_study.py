@@ -230,11 +230,15 @@ def with_macro_products(cfg):
 def interop(binary, threads, n_train):
     """resnet20 on T-PIM for one epoch: converted PyTorch module vs the CLI, same samples."""
     sys.path[:0] = [os.path.join(ROOT, "python"), os.path.join(ROOT, "build", "release", "python")]
+    import pimtrain
     import pimtrain.torch as pt
     data = load_data(n_train, 64, 32, 3)
     model = ResNet20()
     pt.convert(model, os.path.join(ROOT, "presets", "chips", "tpim.yaml"))
-    sec_py, _ = run_torch(model, NETS["resnet20"]["optimizer"], threads, 1, data)
+    # The macro products run on pimtrain's pool (`threads` workers); torch's own ops get one
+    # thread, as docs/python.md advises: two pools of `threads` each oversubscribe the cores.
+    pimtrain.set_threads(threads)
+    sec_py, _ = run_torch(model, NETS["resnet20"]["optimizer"], 1, 1, data)
     sec_cli, _, _, _ = run_pimtrain(binary, pim_config("resnet20", n_train, 64, 1, threads, True))
     return sec_py[0], sec_cli[0]
 
