@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
   try {
     Session session(ResolveConfig({argv[1]}, sets));
     Network& net = session.network();
+    if (net.is_graph()) {  // the loop below walks a stack layer by layer
+      throw UnsupportedError(std::string(argv[1]) + ": stage_profile profiles stacks "
+                             "(sequential, mlp); the model is a graph");
+    }
     const ConfigNode& train = session.config().At("train");
     auto opt = Registry<Optimizer>::Create(train.At("optimizer"));
     opt->Attach(net.Parameters());

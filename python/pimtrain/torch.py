@@ -24,6 +24,8 @@ Tensors are float32 on the CPU. The training step counter that keys a macro's no
 stochastic rounding advances once per training-mode forward (a layer used twice per step would
 advance it twice). Only training-mode passes are counted.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 import pimtrain as _pim
 
-__all__ = ["PimLinear", "PimConv2d", "convert", "pim_layers", "counts", "reset_counts",
+__all__ = ["PimLinear", "PimConv2d", "PimMultiheadAttention", "convert", "pim_layers", "counts", "reset_counts",
            "sparsity", "cost"]
 
 
@@ -172,6 +174,62 @@ class PimConv2d(_OnMacro, nn.Conv2d):
         return y.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2).contiguous()
 
 
+class PimMultiheadAttention(nn.Module):
+    """nn.MultiheadAttention with its Q, K, V and output projections as PimLinear layers on the
+    macro (the packed in_proj_weight split into three). The two activation-activation products,
+    Q K^T and the attention-weighted V, run digitally in torch, as pimtrain's attention_core
+    does by default. Same call signature and results layout as nn.MultiheadAttention."""
+
+    def __init__(self, old, macro, layer=0, seed=0):
+        super().__init__()
+        if old.in_proj_weight is None or old.bias_k is not None or old.add_zero_attn:
+            raise _pim.UnsupportedError("convert: nn.MultiheadAttention with separate kdim/vdim, "
+                                        "bias_k/bias_v or add_zero_attn is not supported")
+        d, has_bias = old.embed_dim, old.in_proj_bias is not None
+        self.embed_dim, self.num_heads, self.batch_first = d, old.num_heads, old.batch_first
+        self.dropout = old.dropout
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
+            PimLinear(d, d, macro, bias=b, layer=layer + i, seed=seed)
+            for i, b in enumerate([has_bias, has_bias, has_bias, old.out_proj.bias is not None]))
+        with torch.no_grad():
+            for i, proj in enumerate([self.q_proj, self.k_proj, self.v_proj]):
+                proj.weight.copy_(old.in_proj_weight[i * d:(i + 1) * d])
+                if has_bias:
+                    proj.bias.copy_(old.in_proj_bias[i * d:(i + 1) * d])
+            self.out_proj.weight.copy_(old.out_proj.weight)
+            if old.out_proj.bias is not None:
+                self.out_proj.bias.copy_(old.out_proj.bias)
+        for proj in [self.q_proj, self.k_proj, self.v_proj, self.out_proj]:
+            proj.program(step=0)
+            proj.macro_layer.reset_counts()
+        self.train(old.training)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        n, tq, d = query.shape
+        h, dh = self.num_heads, d // self.num_heads
+        split = lambda t: t.reshape(n, -1, h, dh).transpose(1, 2)
+        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(dh)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
+                else scores + attn_mask
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
+        a = torch.softmax(scores, dim=-1)
+        if self.training and self.dropout > 0:
+            a = F.dropout(a, self.dropout)
+        out = self.out_proj((a @ v).transpose(1, 2).reshape(n, tq, d))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        weights = None
+        if need_weights:
+            weights = a.mean(1) if average_attn_weights else a
+        return out, weights
+
+
 def _pim_settings(macro):
     """(macro block, placement, conv_mapping, seed) from a block, a name or a whole config."""
     if isinstance(macro, dict) and "impl" in macro:
@@ -187,8 +245,10 @@ def _pim_settings(macro):
 
 
 def convert(model, macro, placement=None, conv_mapping=None, seed=None):
-    """Replaces the model's nn.Linear and nn.Conv2d layers (in module order) by PimLinear and
-    PimConv2d on `macro`, keeping their weights; returns the model (changed in place).
+    """Replaces the model's nn.Linear, nn.Conv2d and nn.MultiheadAttention layers (in module
+    order) by PimLinear, PimConv2d and PimMultiheadAttention on `macro`, keeping their weights;
+    returns the model (changed in place). The model's forward is untouched, so graph structure
+    written in it (residual additions, concatenation, attention) trains on the macro as is.
 
     `macro`: a macro block, a macro name, or a config / preset name (then its pim.placement,
     pim.conv_mapping and seed apply unless given here). placement "hidden" leaves the first
@@ -204,14 +264,25 @@ def convert(model, macro, placement=None, conv_mapping=None, seed=None):
                                f"'{conv_mapping}'")
     found = []
     for parent in model.modules():
+        # An attention module's projections are replaced with it (its out_proj is an nn.Linear
+        # that nn.MultiheadAttention never calls as a module).
+        if isinstance(parent, (nn.MultiheadAttention, PimMultiheadAttention)):
+            continue
         for name, child in parent.named_children():
             if isinstance(child, _OnMacro):
                 continue
-            if isinstance(child, (nn.Linear, nn.Conv2d)):
+            if isinstance(child, (nn.Linear, nn.Conv2d, nn.MultiheadAttention)):
                 found.append((parent, name, child))
     if placement == "hidden":
         found = found[1:-1]
-    for k, (parent, name, old) in enumerate(found):
+    k = 0
+    for parent, name, old in found:
+        if isinstance(old, nn.MultiheadAttention):
+            # Residual additions and the rest of the forward stay the model's own code: only the
+            # weighted products move onto the macro. Four layer indices: Q, K, V, output.
+            setattr(parent, name, PimMultiheadAttention(old, block, layer=k, seed=seed))
+            k += 4
+            continue
         if isinstance(old, nn.Linear):
             new = PimLinear(old.in_features, old.out_features, block, bias=old.bias is not None,
                             layer=k, seed=seed)
@@ -230,6 +301,7 @@ def convert(model, macro, placement=None, conv_mapping=None, seed=None):
         new.program(step=0)
         new.macro_layer.reset_counts()
         setattr(parent, name, new)
+        k += 1
     return model
 
 

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "pimtrain/nn/models/graph.h"
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/io.h"
@@ -359,6 +360,22 @@ int Describe(const std::string& what) {
   }
   std::string name = what.substr(slash + 1);
   const ImplInfo* info = RegistryIndex::Find(role, name);
+  if (info == nullptr && role == "model") {
+    const auto presets = ModelPresetNames();
+    if (std::find(presets.begin(), presets.end(), name) != presets.end()) {
+      // A model preset: its graph built at the input it was made for (no data read).
+      ModelPreset p = LoadModelPreset(name, "describe");
+      Network net = BuildPresetNetwork(name);
+      int64_t params = 0;
+      for (auto* t : net.Parameters()) params += t->value.numel();
+      std::printf("model preset %s (%s): input %s, %d classes, %lld parameters, %lld forward "
+                  "MACs per sample\n%s",
+                  name.c_str(), p.path.c_str(), p.input.ToString().c_str(), p.classes,
+                  static_cast<long long>(params),
+                  static_cast<long long>(net.ForwardMacsPerSample()), net.Summary().c_str());
+      return 0;
+    }
+  }
   if (info == nullptr) {
     std::vector<std::string> names;
     for (const auto* i : RegistryIndex::Implementations(role)) names.push_back(i->name);

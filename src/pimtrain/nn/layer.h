@@ -96,6 +96,23 @@ class Layer {
   // layers without weights. After attaching a macro, call CommitUpdate to program it.
   virtual StagedMatmul* matmul() { return nullptr; }
 
+  // Layers that read several tensors (add, concat, attention products; used in graph models).
+  // num_inputs(): 1 for ordinary layers, k for exactly k inputs, -1 for any number >= 2. The
+  // defaults forward the single-input stages, so a one-input layer needs none of these.
+  virtual int num_inputs() const { return 1; }
+  virtual Shape BuildInputs(const std::vector<Shape>& inputs, uint64_t init_key) {
+    return Build(inputs.at(0), init_key);
+  }
+  virtual void ForwardInputs(const std::vector<const Tensor*>& xs, Tensor& y,
+                             const StepContext& ctx) {
+    Forward(*xs.at(0), y, ctx);
+  }
+  // BP into one error tensor per input (each resized and overwritten).
+  virtual void PropagateErrorInputs(const Tensor& dy, const std::vector<Tensor*>& dxs,
+                                    const StepContext& ctx) {
+    PropagateError(dy, *dxs.at(0), ctx);
+  }
+
   // A one-line summary such as "linear 784 -> 256".
   virtual std::string Summary() const = 0;
   // Multiply-accumulates per sample in the forward pass (for reports and benchmarks).

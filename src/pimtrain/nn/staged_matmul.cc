@@ -191,12 +191,12 @@ void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw
   if (ctx.record_counts) AddCounts(Stage::kGradient, counts);
 }
 
-void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
+void StagedMatmul::Commit(Tensor& w, const StepContext& ctx, Stage stage) {
   if (!macro_) return;
   ActionCounts counts;
   MatrixView view = w.AsMatrix();
   macro_->SetRowSegment(mapping_ == ConvMapping::kChannelWise ? position_rows_ : 0);
-  macro_->Program(view, MakeRunContext(ctx, Stage::kUpdate, ctx.pool, -1.0f), counts);
+  macro_->Program(view, MakeRunContext(ctx, stage, ctx.pool, -1.0f), counts);
   if (!macro_->spec().master_weights) macro_->ReadWeights(view);
   programmed_ = true;
   last_weights_ = &w;  // weight sparsity is read from it when the epoch's stats are taken
@@ -205,7 +205,7 @@ void StagedMatmul::Commit(Tensor& w, const StepContext& ctx) {
     occupancy_.cells_allocated = counts.Get("array_cells_allocated");
     occupancy_.cells_used = counts.Get("array_cells_used");
   }
-  if (ctx.record_counts) AddCounts(Stage::kUpdate, counts);
+  if (ctx.record_counts) AddCounts(stage, counts);
 }
 
 void StagedMatmul::AddCounts(Stage s, const ActionCounts& c) {

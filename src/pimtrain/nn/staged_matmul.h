@@ -74,7 +74,9 @@ class StagedMatmul {
   float BatchMaxAbs(ConstMatrixView v, const StepContext& ctx) const;
   // WU write-back: programs the macro with w. Without a master copy the layer's weights become
   // what the array holds (the chip keeps no higher-precision copy), so `w` may change.
-  void Commit(Tensor& w, const StepContext& ctx);
+  // `stage` is where the write is counted: WU for weights; FP or BP for an activation written
+  // into the array as an operand (attention's K and V).
+  void Commit(Tensor& w, const StepContext& ctx, Stage stage = Stage::kUpdate);
 
   // Counts since the last TakeCounts, per stage; thread-safe adds from parallel slices.
   void AddCounts(Stage s, const ActionCounts& c);

@@ -15,6 +15,7 @@
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/models/graph.h"
 #include "pimtrain/nn/staged_matmul.h"
 #include "pimtrain/sim/limits.h"
 #include "pimtrain/train/impl/local_error_prediction.h"
@@ -77,6 +78,8 @@ const Schema& RootSchema() {
 
 ConfigNode ValidateRoot(const ConfigNode& merged) {
   ConfigNode root = merged.IsNull() ? ConfigNode::Map() : merged;
+  root.SetPaths("");
+  ExpandModelPreset(root);  // model: {preset: NAME} -> presets/models/NAME.yaml's model block
   root.SetPaths("");
   return RootSchema().Validate(root);
 }
@@ -186,7 +189,7 @@ Session::Session(ConfigNode resolved, BatchGroup* group) : config_(std::move(res
 
   auto model = Registry<Model>::Create(config_.At("model"));
   uint64_t seed = static_cast<uint64_t>(config_.GetInt("seed"));
-  net_ = std::make_unique<Network>(model->MakeLayers(data_.sample_shape, data_.num_classes),
+  net_ = std::make_unique<Network>(model->MakeGraph(data_.sample_shape, data_.num_classes),
                                    data_.sample_shape, seed);
   if (net_->output_shape() != Shape{data_.num_classes}) {
     throw ConfigError(config_.At("model").Where() + ": the model's output shape " +
@@ -401,6 +404,19 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       return n;
     }();
     j["forward_macs_per_sample"] = net_->ForwardMacsPerSample();
+    if (net_->is_graph()) {  // the graph: node names, inputs, layers, output shapes
+      auto nodes = nlohmann::ordered_json::array();
+      for (int i = 0; i < net_->size(); ++i) {
+        auto inputs = nlohmann::ordered_json::array();
+        for (int in : net_->node_inputs(i)) {
+          inputs.push_back(in < 0 ? "input" : net_->node_name(in));
+        }
+        nodes.push_back({{"name", net_->node_name(i)}, {"inputs", inputs},
+                         {"layer", net_->layer(i).Summary()},
+                         {"output", net_->node_shape(i).dims()}});
+      }
+      j["graph"] = nodes;
+    }
     // Saturation events of all epochs (resumed ones included), summed from the metrics lines.
     auto saturation = nlohmann::ordered_json::object();
     std::istringstream metric_lines(metrics_jsonl);

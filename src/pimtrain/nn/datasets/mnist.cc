@@ -4,6 +4,7 @@
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/nn/dataset.h"
+#include "pimtrain/nn/datasets/adapt.h"
 #include "pimtrain/nn/datasets/idx.h"
 
 namespace pim {
@@ -16,6 +17,8 @@ class IdxDataset : public Dataset {
  public:
   IdxDataset(const ConfigNode& params, std::string name, std::string hint)
       : options_(ImageDatasetOptions::FromParams(params)),
+        adapt_(ImageAdaptation::FromParams(params)),
+        where_(params.Where()),
         name_(std::move(name)),
         hint_(std::move(hint)) {}
 
@@ -31,6 +34,8 @@ class IdxDataset : public Dataset {
       throw DataError(test_images + ": images are " + test.sample_shape.ToString() + " but " +
                       train_images + " holds " + train.sample_shape.ToString());
     }
+    AdaptImages(train, adapt_, where_);  // e.g. 32x32x3 for CIFAR-shaped models
+    AdaptImages(test, adapt_, where_);
     LoadedData out;
     out.name = name_;
     out.num_classes = kIdxClasses;
@@ -44,6 +49,8 @@ class IdxDataset : public Dataset {
   }
 
   ImageDatasetOptions options_;
+  ImageAdaptation adapt_;
+  std::string where_;
   std::string name_;
   std::string hint_;
 };
@@ -57,6 +64,7 @@ class FashionMnist final : public IdxDataset {
   static Schema GetSchema() {
     Schema s;
     AddImageDatasetParams(s, "/usr/share/datasets/fashion-mnist");
+    AddImageAdaptationParams(s);
     return s;
   }
 };
@@ -69,6 +77,7 @@ class Mnist final : public IdxDataset {
   static Schema GetSchema() {
     Schema s;
     AddImageDatasetParams(s, "/usr/share/datasets/mnist");
+    AddImageAdaptationParams(s);
     return s;
   }
 };

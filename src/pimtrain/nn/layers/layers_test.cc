@@ -87,7 +87,26 @@ std::vector<GradCase> GradCases() {
       {"{impl: batch_norm}", Shape{6}, 5},
       {"{impl: batch_norm, affine: false}", Shape{4}, 6},
       {"{impl: batch_norm, momentum: 0.3}", Shape{3, 4, 5}, 2},
+      {"{impl: linear, out_features: 3, over: last}", Shape{4, 5}, 2},
+      {"{impl: linear, out_features: 2, over: last, bias: false}", Shape{2, 3, 4}, 2},
+      {"{impl: gelu}", Shape{4, 5}, 3},
+      {"{impl: layer_norm}", Shape{3, 6}, 2},
+      {"{impl: layer_norm, affine: false}", Shape{5}, 3},
+      {"{impl: softmax}", Shape{3, 5}, 2},
+      {"{impl: softmax, dim: 0}", Shape{4, 3}, 2},
+      {"{impl: softmax, dim: 1}", Shape{3, 4, 2}, 2},
+      {"{impl: global_avg_pool}", Shape{3, 4, 5}, 2},
+      {"{impl: global_avg_pool}", Shape{6, 3}, 3},
+      {"{impl: position_embedding}", Shape{2, 3, 4}, 3},
+      {"{impl: position_embedding}", Shape{5, 3}, 2},
   };
+}
+
+// Layers with several inputs (graph models): their gradient and thread checks run through a
+// graph network in nn/models/graph_test.cc.
+const std::set<std::string>& MultiInputLayers() {
+  static const std::set<std::string> names = {"add", "concat", "attention_core"};
+  return names;
 }
 
 // dL/dv of L = sum(r .* y) by central differences, in double from the float forward.
@@ -168,6 +187,7 @@ TEST(GradCheckTest, EveryLayerMatchesFiniteDifferencesForInputAndParameters) {
 TEST(GradCheckTest, EveryRegisteredLayerHasAGradientCheckCase) {
   std::set<std::string> covered;
   for (const GradCase& c : GradCases()) covered.insert(ImplOf(c.yaml));
+  covered.insert(MultiInputLayers().begin(), MultiInputLayers().end());
   for (const ImplInfo* info : RegistryIndex::Implementations(Layer::kRoleName)) {
     EXPECT_TRUE(covered.count(info->name))
         << "layer '" << info->name << "' is registered but has no case in GradCases() "
@@ -513,8 +533,14 @@ TEST(LayerTest, ForwardAndBackwardAreBitIdenticalAtOneAndTwoThreads) {
       {"{impl: dropout, p: 0.5}", Shape{4097}, 33},
       {"{impl: batch_norm}", Shape{14, 14, 16}, 64},
       {"{impl: batch_norm}", Shape{300}, 64},
+      {"{impl: linear, out_features: 64, over: last}", Shape{49, 32}, 33},
+      {"{impl: gelu}", Shape{49, 64}, 33},
+      {"{impl: layer_norm}", Shape{49, 64}, 33},
+      {"{impl: softmax, dim: 0}", Shape{49, 16}, 33},
+      {"{impl: global_avg_pool}", Shape{8, 8, 64}, 33},
+      {"{impl: position_embedding}", Shape{7, 7, 32}, 33},
   };
-  std::set<std::string> covered;
+  std::set<std::string> covered = MultiInputLayers();
   for (const GradCase& c : cases) {
     SCOPED_TRACE(c.yaml);
     covered.insert(ImplOf(c.yaml));

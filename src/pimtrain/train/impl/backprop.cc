@@ -25,13 +25,16 @@ class Backprop final : public TrainingAlgorithm {
     // BP and GC, top layer first. The input layer's error is never needed.
     for (int i = n - 1; i >= 0; --i) {
       Layer& layer = net.layer(i);
+      net.GatherError(i, ctx);  // graph fan-out: sum the consumers' errors (no-op in a stack)
       layer.ComputeGradient(net.error(i + 1), ctx);
       for (Parameter* p : layer.Parameters()) {
         CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);
       }
-      if (i > 0) {
-        layer.PropagateError(net.error(i + 1), net.error(i), ctx);
-        CheckFinite(net.error(i), net, i, Stage::kBackward, "input error", ctx);
+      if (net.PropagatesError(i)) {
+        net.PropagateError(i, ctx);
+        for (const Tensor* e : net.PropagatedErrors(i)) {
+          CheckFinite(*e, net, i, Stage::kBackward, "input error", ctx);
+        }
       }
     }
     // WU

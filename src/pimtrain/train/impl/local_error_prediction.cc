@@ -173,6 +173,10 @@ class LocalErrorPrediction final : public TrainingAlgorithm {
 
   void Setup(Network& net, uint64_t seed) override {
     seed_ = seed;
+    if (net.is_graph()) {
+      throw UnsupportedError(where_ + ": local_error_prediction needs a stack of layers "
+                             "(sequential or mlp); the model is a graph");
+    }
     blocks_.clear();
     planned_ = false;
     for (int i = 0; i < net.size(); ++i) {
