@@ -116,6 +116,25 @@ TEST(AnalogMacroTest, HardwareParamsFollowTheDataflowFormulas) {
   EXPECT_EQ(tuned->HardwareParams()["adc_bits"], 5);
 }
 
+// INL must leave every analog converter monotone, the transposed read's too: with the formula's
+// resolutions (128 rows forward: 7 bits; 64 cols / 8 slices = 8-row transposed blocks: 4 bits)
+// 5 LSB fits the forward ADC (< 127 / 4) but not the transposed one (< 15 / 4), unless that read
+// is ideal; 3 LSB fits both.
+TEST(AnalogMacroTest, InlIsCheckedForMonotonicityInBothDirections) {
+  const std::string base = "dataflow: A, rows: 128, cols: 64, input_bits: 8, error_bits: 8, ";
+  try {
+    MakeMacro(base + "adc: {inl_lsb: 5}");
+    ADD_FAILURE() << "a non-monotone transposed ADC was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("transposed read's 4-bit ADC"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("inl_lsb"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(MakeMacro(base + "backward: ideal, adc: {inl_lsb: 5}"));
+  EXPECT_NO_THROW(MakeMacro(base + "adc: {inl_lsb: 3}"));
+  EXPECT_THROW(MakeMacro(base + "adc: {inl_lsb: 40}"), ConfigError);  // the forward one
+}
+
 TEST(AnalogMacroTest, TransposedReadApproximatesWTransposedAndConvertsPerSlice) {
   auto mac = MakeMacro("rows: 64, cols: 64, input_bits: 8, error_bits: 8");
   Mats a = Random(3, 40, 24, 4, false);  // errors: 3 x 24, outputs 3 x 40

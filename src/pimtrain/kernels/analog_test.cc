@@ -206,6 +206,78 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   EXPECT_LT(frac, 1.0);
 }
 
+// Random parity cases on the shapes the presets use and the random cases above do not reach:
+// 16-bit inputs (isaac), 512-row blocks (pimqat), 8-bit DACs, 4-bit cells, odd block sizes;
+// every dataflow, noise small (the lossless read-out's sparse tails, compared with the
+// reference's own sparse-tail sampling, which is the definition elsewhere) and large, INL,
+// variation, at 1 and 2 threads.
+TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
+  ThreadPool two(2);
+  const CounterRng rng(77);
+  uint64_t i = 0;
+  int64_t sparse_cases = 0, conversions = 0;
+  const struct {
+    int x_bits, dac_bits, cell_bits, slices;
+    int64_t block;
+  } shapes[] = {{16, 1, 2, 4, 128},  // isaac: 16-bit inputs, 2-bit cells
+                {16, 2, 1, 8, 33},   // 16-bit inputs, odd blocks
+                {8, 1, 1, 8, 512},   // pimqat: 512-row blocks
+                {8, 1, 2, 4, 512},
+                {8, 8, 1, 8, 127},   // 8-bit DACs (one cycle), odd block
+                {8, 8, 4, 2, 5},     // 8-bit DACs and 4-bit cells
+                {6, 2, 4, 3, 255},   // 4-bit cells, odd block
+                {7, 4, 4, 1, 17}};
+  for (int t = 0; t < 40; ++t) {
+    const auto& sh = shapes[t % 8];
+    Case c;
+    c.x_bits = sh.x_bits;
+    c.dac_bits = sh.dac_bits;
+    c.cell_bits = sh.cell_bits;
+    c.slices = sh.slices;
+    c.block = sh.block;
+    c.m = 1 + static_cast<int64_t>(rng.Below(i++, 5));
+    c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block)));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 19));
+    c.polarities = 1 + static_cast<int>(rng.Below(i++, 2));
+    c.signed_inputs = rng.Below(i++, 2) == 1;
+    c.variation = rng.Below(i++, 5) == 0;
+    c.skip = rng.Below(i++, 4) != 0;
+    c.dataflow = static_cast<Dataflow>(rng.Below(i++, 3));
+    const int kind = static_cast<int>(rng.Below(i++, 3));
+    // 0: the formula's resolution at full range with small noise (lossless for A without
+    // variation), 1: a coarse ADC over a fraction of the range, 2: INL and large noise.
+    const DataflowFigures f = DataflowFormula(c.dataflow, c.x_bits, c.slices * c.cell_bits,
+                                              c.cell_bits, c.dac_bits, c.block, 12);
+    c.adc_bits = kind == 0 ? std::min(f.adc_bits, 16) : 3 + static_cast<int>(rng.Below(i++, 5));
+    c.range_fraction = kind == 0 ? 1.0 : 0.05 + 0.4 * rng.Uniform(i++);
+    c.sigma = kind == 0 ? 0.2 : kind == 1 ? 0.7 : 2.5;
+    c.inl_lsb = kind == 2 ? 0.4 : 0.0;
+    c.nnsa_sigma = c.dataflow == Dataflow::kC ? 0.5 : 0.0;
+    Data d = Make(c, 5000 + t);
+    const std::string what = "case " + std::to_string(t) + " x_bits " +
+                             std::to_string(c.x_bits) + " dac " + std::to_string(c.dac_bits) +
+                             " cell " + std::to_string(c.cell_bits) + " block " +
+                             std::to_string(c.block) + " dataflow " +
+                             std::to_string(static_cast<int>(c.dataflow)) + " kind " +
+                             std::to_string(kind);
+    const bool sparse = detail::SparseTails(d.p);
+    sparse_cases += sparse;
+    Result r = sparse ? RunRefSparse(d) : RunRef(d);
+    Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    if (!sparse) {
+      EXPECT_EQ(RunRefSparse(d).y, r.y) << what;  // the same as the definition off sparse tails
+    }
+    conversions += r.counts.adc_conversions;
+  }
+  EXPECT_GT(sparse_cases, 0);
+  EXPECT_GT(conversions, 0);
+}
+
 TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
   // The benchmark's configuration (8b x 8b, 1-bit cells, 1-bit DAC, 128-row blocks), noise on,
   // enough samples that two threads really split the work.
