@@ -103,6 +103,24 @@ struct AnalogCounts {
   int64_t output_buffer_writes = 0;  // finished outputs
 
   bool operator==(const AnalogCounts&) const = default;
+  // Every field added (integer sums: the order of the parts does not change them).
+  AnalogCounts& operator+=(const AnalogCounts& o) {
+    macs += o.macs;
+    input_cycles += o.input_cycles;
+    skipped_input_cycles += o.skipped_input_cycles;
+    dac_conversions += o.dac_conversions;
+    cell_reads += o.cell_reads;
+    adc_conversions += o.adc_conversions;
+    adc_clipped += o.adc_clipped;
+    shift_adds += o.shift_adds;
+    sample_holds += o.sample_holds;
+    analog_buffer_writes += o.analog_buffer_writes;
+    analog_accumulations += o.analog_accumulations;
+    tile_accumulations += o.tile_accumulations;
+    input_buffer_reads += o.input_buffer_reads;
+    output_buffer_writes += o.output_buffer_writes;
+    return *this;
+  }
   void AddTo(ActionCounts& counts) const;
 };
 

@@ -1931,18 +1931,7 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     pool->ParallelFor(p.m, grain, [&](int64_t m0, int64_t m1) {
       AnalogCounts part = run(m0, m1);
       std::lock_guard<std::mutex> lock(mu);
-      // Integer sums: the order of the chunks does not change them.
-      total.input_cycles += part.input_cycles;
-      total.skipped_input_cycles += part.skipped_input_cycles;
-      total.dac_conversions += part.dac_conversions;
-      total.cell_reads += part.cell_reads;
-      total.adc_conversions += part.adc_conversions;
-      total.adc_clipped += part.adc_clipped;
-      total.shift_adds += part.shift_adds;
-      total.sample_holds += part.sample_holds;
-      total.analog_buffer_writes += part.analog_buffer_writes;
-      total.analog_accumulations += part.analog_accumulations;
-      total.input_buffer_reads += part.input_buffer_reads;
+      total += part;  // integer sums: the order of the chunks does not change them
     });
   }
   total.tile_accumulations = p.m * p.n * std::max<int64_t>(blocks - 1, 0);
