@@ -2,11 +2,14 @@
 // read-out chains (dataflows A / B / C), noise and non-linearity. ref/ loops like the equation
 // "for each input cycle, each weight slice, each column: partial sum over the row block ->
 // (noise) -> ADC -> shift -> accumulate"; fast/ computes the partial sums on bit-packed planes
-// (AND + popcount) and converts 8 at a time. Both agree bit for bit, codes and counts.
-// docs/analog.md has the equations.
+// (AND + popcount) and converts 8 at a time. Both agree bit for bit, codes and counts, except
+// for dataflow A in a lossless read-out with noise, where fast samples the draws as sparse tails
+// (the same law, other values): bit for bit equal there to ref::AnalogMatMulSparseTails, and
+// to ref::AnalogMatMul in distribution (tested). docs/analog.md has the equations.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "pimtrain/base/action_counts.h"
@@ -103,6 +106,24 @@ struct AnalogCounts {
   int64_t output_buffer_writes = 0;  // finished outputs
 
   bool operator==(const AnalogCounts&) const = default;
+  // Every field added (integer sums: the order of the parts does not change them).
+  AnalogCounts& operator+=(const AnalogCounts& o) {
+    macs += o.macs;
+    input_cycles += o.input_cycles;
+    skipped_input_cycles += o.skipped_input_cycles;
+    dac_conversions += o.dac_conversions;
+    cell_reads += o.cell_reads;
+    adc_conversions += o.adc_conversions;
+    adc_clipped += o.adc_clipped;
+    shift_adds += o.shift_adds;
+    sample_holds += o.sample_holds;
+    analog_buffer_writes += o.analog_buffer_writes;
+    analog_accumulations += o.analog_accumulations;
+    tile_accumulations += o.tile_accumulations;
+    input_buffer_reads += o.input_buffer_reads;
+    output_buffer_writes += o.output_buffer_writes;
+    return *this;
+  }
   void AddTo(ActionCounts& counts) const;
 };
 
@@ -110,8 +131,27 @@ struct AnalogCounts {
 std::vector<int> SignificanceGroups(int cycles, int slices, int dac_bits, int cell_bits);
 inline int InputCycles(int x_bits, int dac_bits) { return (x_bits + dac_bits - 1) / dac_bits; }
 
+// True when p's read-out is lossless apart from its noise (docs/analog.md, "Lossless read-out"):
+// integer partial sums (no programming variation), a linear ADC with one code per unit whose
+// range holds the largest value it converts, and either dataflow A with noise too small for a
+// central draw to move a code, or dataflow B without noise. The fast kernel then computes the
+// exact integer product (and for A corrects it at the sparse-tail events only).
+bool LosslessReadout(const AnalogProblem& p);
+
 namespace ref {
+// The definition: cycle by cycle, one NoiseNormal draw per conversion at its coordinates.
 void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts);
+// The same loop with dataflow A's draws sampled as sparse tails where detail::SparseTails(p)
+// holds (kernels/ref/analog_sparse_tails.cc, from the sampling's equations): every conversion
+// still gets a draw (uniform over the centre cells [lo, hi) or its tail event's value) and is
+// converted in full. Elsewhere equal to AnalogMatMul. The fast kernel's results are this one's
+// bit for bit.
+void AnalogMatMulSparseTails(const AnalogProblem& p, AnalogCounts& counts);
+// The draws of dataflow A's segment (m, b, h, j): z[i], i = q * ncp + cp < len.
+using SegmentDraws = std::function<void(int64_t m, int64_t blocks, int64_t b, int h, int cycles,
+                                        int j, int64_t len, float* z)>;
+void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
+                           AnalogCounts& counts);
 }  // namespace ref
 
 namespace fast {
@@ -131,7 +171,8 @@ struct PackedAnalogWeights {
 };
 // Packs p.w (k x n*pol levels) for p.block. `pool` may be null.
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool);
-// The same results and counts as ref::AnalogMatMul. `packed` must come from PackWeights for the
+// The same results and counts as ref::AnalogMatMulSparseTails (= ref::AnalogMatMul unless
+// detail::SparseTails(p)). `packed` must come from PackWeights for the
 // same w and block (nullptr: packed here). Split over samples; any thread count gives the same.
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool);
@@ -139,13 +180,6 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
 void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out);
 // Fills out[0..count) with the 16-bit uniforms behind NoiseNormal(key, stream, start + i).
 void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out);
-// True when p's read-out is lossless apart from its noise (docs/analog.md, "Noise keyed by
-// coordinates", its lossless read-out): integer partial sums (no programming variation), a
-// linear ADC with one code per unit whose range holds the largest value it converts, and either dataflow A with noise too small for a
-// central draw to move a code, or dataflow B without noise. The fast kernel then computes the
-// exact integer product (and for A corrects it at the tail draws only); the results are the
-// reference's bit for bit.
-bool LosslessReadout(const AnalogProblem& p);
 }  // namespace fast
 
 }  // namespace pim::kernels
@@ -184,7 +218,7 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
               int64_t cp_begin = 0);
 
 // ---- Sparse tails: dataflow A's draws in a lossless read-out (docs/analog.md, "Sparse tails")
-// When fast::LosslessReadout(p) holds for dataflow A with noise, no draw h in [lo, hi) (the
+// When LosslessReadout(p) holds for dataflow A with noise, no draw h in [lo, hi) (the
 // central ones, and the tail ones next to them, whose code offset is 0) can change a code. The
 // draws of one conversion segment (sample m, block b, phase h, cycle j: its S * ncp
 // conversions, draw i = q * ncp + cp) are then sampled in two parts with the same law as
@@ -212,12 +246,17 @@ struct TailPlan {
   // indices [unsafe_lo, lo) and [hi - kTailHiBase, unsafe_hi) at the inner edges.
   bool unit = false;
   uint32_t unsafe_lo = 0, unsafe_hi = 0;
+  // Refined cells (RefinedCell, numerics/adc.h) are continuous: e[idx] is their offset when it is
+  // the same over the whole cell, else kUnsafeTail (the draw's value is then needed). For unit
+  // tails the unsafe outer ones are the table indices [0, outer_lo) and [outer_hi, 2 kGaussTail)
+  // (cell 0 and 65535 always: they reach -+infinity).
+  uint32_t outer_lo = 0, outer_hi = 2 * kGaussTail;
 };
 TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax);
 // The largest partial sum of p's blocks (integer levels): the bound MakeTailPlan needs.
 double MaxPartialSum(const AnalogProblem& p);
 // True when p's dataflow-A draws are sampled as sparse tails (dataflow A, noise on,
-// fast::LosslessReadout).
+// LosslessReadout).
 bool SparseTails(const AnalogProblem& p);
 
 // The quantile-table index of a 16-bit draw outside the centre: [h] below it, [h - kTailHiBase]
@@ -227,11 +266,11 @@ inline uint32_t TailIndex(uint32_t h) { return h - (kTailHiBase & (0u - (h >> 15
 inline uint32_t TailDraw(const TailPlan& plan, uint32_t s) {
   return s < plan.lo ? s : plan.hi + (s - plan.lo);
 }
-// The stream of one segment's gap words (kind 0) or event words (kind 1): its segment number
-// ((m * blocks + b) * 2 + h) * cycles + j above the kind, and 5 + kind below (the other noise
-// streams are 1..4). The words come from ARS-7 (base/ars.h), not Philox: a sparse-tail event
-// costs two words and little else, and ARS makes them at a third of Philox's cost with vector
-// AES. Word k of a stream is word k & 3 of block (stream, k >> 2).
+// The stream of one segment's gap words (kind 0), event words (kind 1) or refinement words
+// (kind 2): its segment number ((m * blocks + b) * 2 + h) * cycles + j above the kind, and
+// 5 + kind below (the other noise streams are 1..4). The words come from ARS-7 (base/ars.h),
+// not Philox: a sparse-tail event costs two words and little else, and ARS makes them at a third
+// of Philox's cost with vector AES. Word k of a stream is word k & 3 of block (stream, k >> 2).
 inline uint64_t SparseTailStream(int64_t m, int64_t blocks, int64_t b, int h, int cycles, int j,
                                  int kind) {
   return (static_cast<uint64_t>(((m * blocks + b) * 2 + h) * cycles + j) << 4) |
@@ -239,6 +278,21 @@ inline uint64_t SparseTailStream(int64_t m, int64_t blocks, int64_t b, int h, in
 }
 inline uint32_t SparseTailWord(uint64_t key, uint64_t stream, uint64_t k) {
   return Ars4x32(key, stream, k >> 2)[k & 3];
+}
+// The 64-bit uniform placing event n of a segment inside a refined cell: words 2n, 2n + 1 of
+// the segment's stream of kind 2.
+inline uint64_t SparseTailRefineWord(uint64_t key, uint64_t stream, uint64_t n) {
+  const std::array<uint32_t, 4> w = Ars4x32(key, stream, n >> 1);
+  const int o = static_cast<int>(n & 1) * 2;
+  return (static_cast<uint64_t>(w[o + 1]) << 32) | w[o];
+}
+// The value of a segment's event n with quantile-table index idx: the table's quantile, or in a
+// refined cell the continuous draw placed by SparseTailRefineWord (refine_stream: the segment's
+// kind-2 stream).
+inline float SparseTailValue(uint64_t key, uint64_t refine_stream, uint64_t n, uint32_t idx) {
+  const uint32_t h = idx < kGaussTail ? idx : idx + kTailHiBase;
+  if (!RefinedCell(h)) return GetGaussianTable().tail[idx];
+  return GaussianRefined(h, SparseTailRefineWord(key, refine_stream, n));
 }
 // The conversions a gap word u skips: #{g in 1..kGapSteps : u < gap_thr[g]}; kGapSteps means
 // "kGapSteps and more": the next gap word continues the gap.

@@ -3,8 +3,10 @@
 // coordinate-keyed noise.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "pimtrain/base/rng.h"
@@ -116,6 +118,17 @@ Result RunRef(Data& d) {
   return r;
 }
 
+// The reference with dataflow A's draws sampled as sparse tails (the fast kernel's sampling).
+Result RunRefSparse(Data& d) {
+  Result r;
+  r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -3);
+  AnalogProblem p = d.p;
+  p.y = r.y.data();
+  p.ldy = p.n;
+  ref::AnalogMatMulSparseTails(p, r.counts);
+  return r;
+}
+
 Result RunFast(Data& d, ThreadPool* pool, bool prepack) {
   Result r;
   r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -2);
@@ -193,6 +206,78 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   EXPECT_LT(frac, 1.0);
 }
 
+// Random parity cases on the shapes the presets use and the random cases above do not reach:
+// 16-bit inputs (isaac), 512-row blocks (pimqat), 8-bit DACs, 4-bit cells, odd block sizes;
+// every dataflow, noise small (the lossless read-out's sparse tails, compared with the
+// reference's own sparse-tail sampling, which is the definition elsewhere) and large, INL,
+// variation, at 1 and 2 threads.
+TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
+  ThreadPool two(2);
+  const CounterRng rng(77);
+  uint64_t i = 0;
+  int64_t sparse_cases = 0, conversions = 0;
+  const struct {
+    int x_bits, dac_bits, cell_bits, slices;
+    int64_t block;
+  } shapes[] = {{16, 1, 2, 4, 128},  // isaac: 16-bit inputs, 2-bit cells
+                {16, 2, 1, 8, 33},   // 16-bit inputs, odd blocks
+                {8, 1, 1, 8, 512},   // pimqat: 512-row blocks
+                {8, 1, 2, 4, 512},
+                {8, 8, 1, 8, 127},   // 8-bit DACs (one cycle), odd block
+                {8, 8, 4, 2, 5},     // 8-bit DACs and 4-bit cells
+                {6, 2, 4, 3, 255},   // 4-bit cells, odd block
+                {7, 4, 4, 1, 17}};
+  for (int t = 0; t < 40; ++t) {
+    const auto& sh = shapes[t % 8];
+    Case c;
+    c.x_bits = sh.x_bits;
+    c.dac_bits = sh.dac_bits;
+    c.cell_bits = sh.cell_bits;
+    c.slices = sh.slices;
+    c.block = sh.block;
+    c.m = 1 + static_cast<int64_t>(rng.Below(i++, 5));
+    c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block)));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 19));
+    c.polarities = 1 + static_cast<int>(rng.Below(i++, 2));
+    c.signed_inputs = rng.Below(i++, 2) == 1;
+    c.variation = rng.Below(i++, 5) == 0;
+    c.skip = rng.Below(i++, 4) != 0;
+    c.dataflow = static_cast<Dataflow>(rng.Below(i++, 3));
+    const int kind = static_cast<int>(rng.Below(i++, 3));
+    // 0: the formula's resolution at full range with small noise (lossless for A without
+    // variation), 1: a coarse ADC over a fraction of the range, 2: INL and large noise.
+    const DataflowFigures f = DataflowFormula(c.dataflow, c.x_bits, c.slices * c.cell_bits,
+                                              c.cell_bits, c.dac_bits, c.block, 12);
+    c.adc_bits = kind == 0 ? std::min(f.adc_bits, 16) : 3 + static_cast<int>(rng.Below(i++, 5));
+    c.range_fraction = kind == 0 ? 1.0 : 0.05 + 0.4 * rng.Uniform(i++);
+    c.sigma = kind == 0 ? 0.2 : kind == 1 ? 0.7 : 2.5;
+    c.inl_lsb = kind == 2 ? 0.4 : 0.0;
+    c.nnsa_sigma = c.dataflow == Dataflow::kC ? 0.5 : 0.0;
+    Data d = Make(c, 5000 + t);
+    const std::string what = "case " + std::to_string(t) + " x_bits " +
+                             std::to_string(c.x_bits) + " dac " + std::to_string(c.dac_bits) +
+                             " cell " + std::to_string(c.cell_bits) + " block " +
+                             std::to_string(c.block) + " dataflow " +
+                             std::to_string(static_cast<int>(c.dataflow)) + " kind " +
+                             std::to_string(kind);
+    const bool sparse = detail::SparseTails(d.p);
+    sparse_cases += sparse;
+    Result r = sparse ? RunRefSparse(d) : RunRef(d);
+    Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    if (!sparse) {
+      EXPECT_EQ(RunRefSparse(d).y, r.y) << what;  // the same as the definition off sparse tails
+    }
+    conversions += r.counts.adc_conversions;
+  }
+  EXPECT_GT(sparse_cases, 0);
+  EXPECT_GT(conversions, 0);
+}
+
 TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
   // The benchmark's configuration (8b x 8b, 1-bit cells, 1-bit DAC, 128-row blocks), noise on,
   // enough samples that two threads really split the work.
@@ -252,7 +337,7 @@ TEST(AnalogKernelTest, DataflowAVectorPathsMatchTheReference) {
 // noise): the fast kernel takes the exact integer product and converts only the tail draws. Same
 // codes and counts as the reference, clipping at both ends (v = 0 pushed below, v = M above),
 // odd k, short blocks, multi-bit DACs and cells, differential pairs, column tiles of 64 + tail.
-TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) {
+TEST(AnalogKernelTest, LosslessReadoutEqualsTheSparseTailReferenceWithClippingAtBothEnds) {
   ThreadPool two(2);
   int64_t conversions = 0, clipped = 0, clipped_top = 0;
   const struct {
@@ -267,7 +352,7 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
                {3, 520, 6, 15, 1, 1, 2, 1, 8, 8}};
   for (const auto& cs : cases) {
     // The last sigma puts one tail draw's sigma z on 1/2 (converted by the full transfer).
-    const double on_half = 0.5 / static_cast<double>(GaussianFrom16(65535 - 40));
+    const double on_half = 0.5 / static_cast<double>(GaussianFrom16(65535 - 100));
     for (double sigma : {0.0, 0.1, 0.24, on_half}) {
       Case c{cs.m, cs.k, cs.n, cs.x_bits, cs.dac_bits, cs.cell_bits, cs.slices, cs.polarities,
              true, false, true, cs.block, Dataflow::kA, cs.adc_bits, 1.0, sigma, 0.0, 0.0};
@@ -285,10 +370,10 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
       const double vmax = static_cast<double>(c.block) * ((1 << c.dac_bits) - 1) *
                           ((1 << c.cell_bits) - 1);
       ASSERT_LE(vmax, d.p.readout.adc.max_code);
-      ASSERT_TRUE(fast::LosslessReadout(d.p));
+      ASSERT_TRUE(LosslessReadout(d.p));
       const std::string what = "k " + std::to_string(c.k) + " n " + std::to_string(c.n) +
                                " sigma " + std::to_string(sigma);
-      Result r = RunRef(d);
+      Result r = RunRefSparse(d);
       Result f1 = RunFast(d, nullptr, true);
       Result f2 = RunFast(d, &two, false);
       EXPECT_EQ(r.y, f1.y) << what;
@@ -317,8 +402,8 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
     Case cb{100, 150, 9, 8, 1, 1, 8, pol, true, false, true, 64, Dataflow::kB, f.adc_bits, 1.0,
             0.0, 0.0, 0.0};
     Data d = Make(cb, 21 + pol);
-    ASSERT_TRUE(fast::LosslessReadout(d.p));
-    Result r = RunRef(d);
+    ASSERT_TRUE(LosslessReadout(d.p));
+    Result r = RunRefSparse(d);
     Result f1 = RunFast(d, nullptr, true);
     Result f2 = RunFast(d, &two, true);
     EXPECT_EQ(r.y, f1.y);
@@ -327,25 +412,25 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheReferenceWithClippingAtBothEnds) 
     ExpectSameCounts(r.counts, f2.counts, "dataflow B");
     EXPECT_GT(r.counts.analog_buffer_writes, 0);
     cb.sigma = 0.1;  // B with noise: the general path
-    EXPECT_FALSE(fast::LosslessReadout(Make(cb, 1).p));
+    EXPECT_FALSE(LosslessReadout(Make(cb, 1).p));
     cb.sigma = 0.0;
     cb.adc_bits -= 1;  // the fullest line above the top code
-    EXPECT_FALSE(fast::LosslessReadout(Make(cb, 1).p));
+    EXPECT_FALSE(LosslessReadout(Make(cb, 1).p));
   }
   // Not lossless: noise that a central draw can carry across a code boundary, a coarser code,
   // a partial sum above the top code, non-linearity.
   Case c{2, 50, 5, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 8, 1.0, 0.3, 0.0, 0.0};
-  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  EXPECT_FALSE(LosslessReadout(Make(c, 1).p));
   c.sigma = 0.1;
-  EXPECT_TRUE(fast::LosslessReadout(Make(c, 1).p));
+  EXPECT_TRUE(LosslessReadout(Make(c, 1).p));
   c.adc_bits = 7;
-  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  EXPECT_FALSE(LosslessReadout(Make(c, 1).p));
   c.adc_bits = 8;
   c.range_fraction = 3.0;
-  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  EXPECT_FALSE(LosslessReadout(Make(c, 1).p));
   c.range_fraction = 1.0;
   c.inl_lsb = 0.3;
-  EXPECT_FALSE(fast::LosslessReadout(Make(c, 1).p));
+  EXPECT_FALSE(LosslessReadout(Make(c, 1).p));
 }
 
 TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
@@ -488,7 +573,8 @@ TEST(AnalogNoiseTest, FillNormalsEqualsNoiseNormalAtAnyOffset) {
       for (int64_t i = 0; i < count; ++i) {
         ASSERT_EQ(v[i], NoiseNormal(123, 4, start + i)) << start << " " << i;
         ASSERT_LT(h[i], 65536u);
-        ASSERT_EQ(GaussianFrom16(h[i]), v[i]) << start << " " << i;
+        ASSERT_EQ(GaussianDraw(h[i], NoiseRefineWord(123, 4, start + i)), v[i])
+            << start << " " << i;
       }
     }
   }
@@ -527,6 +613,195 @@ TEST(AnalogNoiseTest, NormalsHaveUnitVarianceAndGaussianTails) {
   for (uint32_t h = 1; h < 65536; ++h) ASSERT_GT(GaussianFrom16(h), GaussianFrom16(h - 1));
   EXPECT_NEAR(GaussianFrom16(55138), 1.0, 1e-3);  // Phi(1) = 0.841345 = 55138.5 / 65536
   EXPECT_NEAR(GaussianFrom16(0), -4.3, 0.05);
+}
+
+// The outermost cells are continuous: NoiseNormal's law is not cut at 4.3 sigma. Beyond 4.5
+// sigma (past the midpoint of the last 16-bit cell, so a truncated law has none) the draws come
+// at the Gaussian rate 2 Phi(-4.5) = 6.8e-6, and they reach 5 sigma; the refined draws of a cell
+// stay inside it, monotone in the refinement word.
+TEST(AnalogNoiseTest, NormalsAreNotTruncatedInTheTails) {
+  const int64_t n = int64_t{1} << 24;
+  std::vector<float> v(static_cast<size_t>(n));
+  fast::FillNormals(4242, 1, 0, n, v.data());
+  int64_t beyond45 = 0, beyond4 = 0;
+  float most = 0;
+  for (float z : v) {
+    beyond45 += std::fabs(z) > 4.5f;
+    beyond4 += std::fabs(z) > 4.0f;
+    most = std::max(most, std::fabs(z));
+  }
+  const double e45 = n * std::erfc(4.5 / std::sqrt(2.0)), e4 = n * std::erfc(4.0 / std::sqrt(2.0));
+  EXPECT_NEAR(static_cast<double>(beyond45), e45, 5 * std::sqrt(e45)) << "expected " << e45;
+  EXPECT_NEAR(static_cast<double>(beyond4), e4, 5 * std::sqrt(e4)) << "expected " << e4;
+  EXPECT_GT(most, 4.6f);
+  for (uint32_t h : {0u, 1u, 63u, 65472u, 65535u}) {
+    const bool upper = h >= 32768;
+    const uint32_t c = upper ? 65535 - h : h;
+    const double za = GaussianQuantile(c / 65536.0), zb = GaussianQuantile((c + 1) / 65536.0);
+    float prev = upper ? 1e9f : -1e9f;
+    for (uint64_t u : {uint64_t{0}, uint64_t{1} << 20, uint64_t{1} << 40, uint64_t{1} << 63,
+                       ~uint64_t{0} - (uint64_t{1} << 20)}) {
+      const float z = GaussianRefined(h, u);
+      const double zl = upper ? -z : z;
+      EXPECT_GE(zl, za * (1 + 1e-6)) << h << " " << u;
+      EXPECT_LE(zl, zb * (1 - 1e-6) + 1e-6) << h << " " << u;
+      if (upper) {
+        EXPECT_LE(z, prev) << h;
+      } else {
+        EXPECT_GE(z, prev) << h;
+      }
+      prev = z;
+    }
+  }
+  EXPECT_LT(GaussianRefined(0, 0), -10.2f);  // Phi^-1(2^-81) = -10.28
+  EXPECT_GT(GaussianRefined(65535, 0), 10.2f);
+}
+
+// The sparse-tail sampling (fast kernel, and ref::AnalogMatMulSparseTails) against the
+// definition (ref::AnalogMatMul, one NoiseNormal draw per conversion) in distribution, over many
+// keys: one conversion per output (1-bit cells in one slice, inputs 0 or 2^j so only cycle j,
+// "plane" j, is applied), so the code error d = y / 2^j - v of every conversion is seen. Per
+// plane: the rates of d = -1 and d = +1 (flip rates), and the mean and variance of d, against
+// the Gaussian's (expected counts from erfc, with v = 0 unable to go down and v = M unable to go
+// up) within 5 standard deviations, for both samplings; at sigma = 0.11 LSB too, where a law cut
+// at 4.3 sigma moves no code at all.
+TEST(AnalogKernelTest, SparseTailsMatchTheReferenceInDistribution) {
+  const struct {
+    double sigma;
+    int64_t block;
+    int adc_bits, keys;
+    int64_t m, n;
+  } setups[] = {{0.25, 7, 3, 5, 400, 512}, {0.17, 7, 3, 5, 400, 512}, {0.11, 7, 3, 40, 400, 512}};
+  for (const auto& st : setups) {
+    for (int j : {0, 5}) {
+      if (st.sigma < 0.116 && j != 0) continue;  // the small-sigma case on one plane (time)
+      const int64_t k = st.block, n = st.n, m = st.m;
+      std::vector<int32_t> x(static_cast<size_t>(m * k)), w(static_cast<size_t>(k * n));
+      const CounterRng rng(static_cast<uint64_t>(j * 1000 + st.block));
+      uint64_t ri = 0;
+      for (auto& v : x) v = rng.Below(ri++, 2) == 1 ? (1 << j) : 0;
+      for (int64_t r = 0; r < k; ++r) {
+        for (int64_t c = 0; c < n; ++c) {
+          // Column 0 all zero (v = 0: clipping below), column 1 all one (v = M when the input
+          // is all ones: clipping above), the others random.
+          w[static_cast<size_t>(r * n + c)] =
+              c == 0 ? 0 : c == 1 ? 1 : static_cast<int32_t>(rng.Below(ri++, 2));
+        }
+      }
+      for (int64_t r = 0; r < k; ++r) x[static_cast<size_t>(r)] = 1 << j;  // sample 0: all on
+      std::vector<int64_t> exact(static_cast<size_t>(m * n), 0);
+      for (int64_t s = 0; s < m; ++s) {
+        for (int64_t c = 0; c < n; ++c) {
+          for (int64_t r = 0; r < k; ++r) {
+            exact[static_cast<size_t>(s * n + c)] +=
+                (x[static_cast<size_t>(s * k + r)] >> j) * w[static_cast<size_t>(r * n + c)];
+          }
+        }
+      }
+      AnalogProblem p;
+      p.m = m;
+      p.k = k;
+      p.n = n;
+      p.x = x.data();
+      p.ldx = k;
+      p.x_bits = 8;
+      p.signed_inputs = false;
+      p.dac_bits = 1;
+      p.w = w.data();
+      p.cell_bits = 1;
+      p.slices = 1;
+      p.block = st.block;
+      p.readout.adc = MakeAdcTransfer(st.adc_bits, static_cast<double>(st.block), 0.0, st.sigma);
+      ASSERT_TRUE(detail::SparseTails(p));
+      const double top = p.readout.adc.max_code;
+      // Expected counts: d = +1 needs sigma z in [1/2, 3/2) (and v < M), d = -1 mirrored (v > 0);
+      // |d| = 2 is counted in `other`.
+      const double p1 = 0.5 * (std::erfc(0.5 / st.sigma / std::sqrt(2.0)) -
+                               std::erfc(1.5 / st.sigma / std::sqrt(2.0)));
+      double e_up = 0, e_down = 0;
+      for (int64_t v : exact) {
+        e_up += v < top ? p1 : 0.0;
+        e_down += v > 0 ? p1 : 0.0;
+      }
+      e_up *= st.keys;
+      e_down *= st.keys;
+      for (int kind = 0; kind < 3; ++kind) {  // definition, fast, reference sparse tails
+        int64_t up = 0, down = 0, other = 0;
+        double sum = 0, sum2 = 0;
+        std::vector<int64_t> y(static_cast<size_t>(m * n));
+        for (int key = 0; key < st.keys; ++key) {
+          p.noise_key = MixKey(99, static_cast<uint64_t>(key), static_cast<uint64_t>(j));
+          p.y = y.data();
+          p.ldy = n;
+          AnalogCounts counts;
+          if (kind == 0) ref::AnalogMatMul(p, counts);
+          if (kind == 1) fast::AnalogMatMul(p, nullptr, counts, nullptr);
+          if (kind == 2) ref::AnalogMatMulSparseTails(p, counts);
+          for (size_t i = 0; i < y.size(); ++i) {
+            ASSERT_EQ(y[i] % (int64_t{1} << j), 0);
+            const int64_t d = (y[i] >> j) - exact[i];
+            up += d == 1;
+            down += d == -1;
+            other += d != 0 && d != 1 && d != -1;
+            sum += static_cast<double>(d);
+            sum2 += static_cast<double>(d * d);
+          }
+        }
+        const double conv = static_cast<double>(st.keys * m * n);
+        const std::string what = "sigma " + std::to_string(st.sigma) + " plane " +
+                                 std::to_string(j) + " sampling " + std::to_string(kind);
+        EXPECT_NEAR(static_cast<double>(up), e_up, 5 * std::sqrt(e_up) + 2) << what;
+        EXPECT_NEAR(static_cast<double>(down), e_down, 5 * std::sqrt(e_down) + 2) << what;
+        EXPECT_LE(other, 2) << what;
+        // Mean and variance of d (Poisson bounds on the counts behind them).
+        EXPECT_NEAR(sum / conv, (e_up - e_down) / conv,
+                    5 * std::sqrt(e_up + e_down) / conv + 2 / conv) << what;
+        EXPECT_NEAR(sum2 / conv, (e_up + e_down) / conv, 5 * std::sqrt(e_up + e_down) / conv +
+                                                             8 / conv) << what;
+        if (st.sigma < 0.116) {
+          EXPECT_GT(up + down, 10) << what;  // a law cut at 4.3 sigma gives none
+        }
+      }
+    }
+  }
+}
+
+// Many-plane outputs (8-bit signed inputs, 8 slices, differential pairs): the error per output
+// e = y - x W over many keys has the same mean, variance and rate of e != 0 under the sparse-tail
+// sampling (fast kernel) as under the definition, within 5 two-sample standard deviations.
+TEST(AnalogKernelTest, SparseTailOutputErrorsMatchTheReference) {
+  Case c{24, 256, 16, 8, 1, 1, 8, 2, true, false, true, 128, Dataflow::kA, 8, 1.0, 0.22, 0.0, 0.0};
+  Data d = Make(c, 31);
+  ASSERT_TRUE(detail::SparseTails(d.p));
+  Data exact_d = d;
+  exact_d.p.readout.adc.sigma = 0.0f;
+  const Result exact = RunRef(exact_d);
+  const int keys = 12;
+  double mean[2], var[2], nz[2], n_out = 0;
+  for (int kind = 0; kind < 2; ++kind) {
+    double s = 0, s2 = 0, z = 0, cnt = 0;
+    for (int key = 0; key < keys; ++key) {
+      d.p.noise_key = MixKey(5, static_cast<uint64_t>(key));
+      const Result r = kind == 0 ? RunRef(d) : RunFast(d, nullptr, true);
+      for (size_t i = 0; i < r.y.size(); ++i) {
+        const double e = static_cast<double>(r.y[i] - exact.y[i]);
+        s += e;
+        s2 += e * e;
+        z += e != 0;
+        cnt += 1;
+      }
+    }
+    mean[kind] = s / cnt;
+    var[kind] = s2 / cnt - mean[kind] * mean[kind];
+    nz[kind] = z / cnt;
+    n_out = cnt;
+  }
+  ASSERT_GT(var[0], 100.0);  // the noise is visible: many flips, some in high planes
+  EXPECT_NEAR(mean[0], mean[1], 5 * std::sqrt((var[0] + var[1]) / n_out));
+  // Var of a sample variance ~ 2 var^2 / n for near-normal errors; a safety factor 2 for the
+  // heavier tails of a few high-plane flips.
+  EXPECT_NEAR(var[0], var[1], 10 * std::sqrt(2 * (var[0] * var[0] + var[1] * var[1]) / n_out));
+  EXPECT_NEAR(nz[0], nz[1], 5 * std::sqrt((nz[0] * (1 - nz[0]) + nz[1] * (1 - nz[1])) / n_out));
 }
 
 TEST(AdcTransferTest, RoundsClipsAndFlagsClipping) {

@@ -34,6 +34,8 @@ namespace {
 // Inverse of the standard normal CDF: Acklam's rational approximation (relative error
 // 1.15e-9) refined by one Halley step on erfc, accurate to double rounding.
 double InverseNormalCdf(double p) {
+  if (p <= 0.0) return -HUGE_VAL;
+  if (p >= 1.0) return HUGE_VAL;
   static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,
                              -2.759285104469687e+02, 1.383577518672690e+02,
                              -3.066479806614716e+01, 2.506628277459239e+00};
@@ -103,6 +105,23 @@ float GaussianFrom16(uint32_t h) {
   return t * num / den;
 }
 
+double GaussianQuantile(double p) { return InverseNormalCdf(p); }
+
+float GaussianRefined(uint32_t h, uint64_t u) {
+  // The lower cell c (the upper ones mirrored, so 1 - p never cancels): p = (c + f) / 65536,
+  // f = (u + 1/2) 2^-64 in (0, 1].
+  const bool upper = h >= 32768;
+  const uint32_t c = upper ? 65535 - h : h;
+  const double f = std::ldexp(static_cast<double>(u), -64) + std::ldexp(1.0, -65);
+  const double z = InverseNormalCdf(std::ldexp(static_cast<double>(c) + f, -16));
+  return static_cast<float>(upper ? -z : z);
+}
+
+uint64_t NoiseRefineWord(uint64_t key, uint64_t stream, uint64_t i) {
+  const std::array<uint32_t, 4> b = Philox4x32(key, stream ^ kRefineStream, i);
+  return (static_cast<uint64_t>(b[1]) << 32) | b[0];
+}
+
 uint32_t NoiseUniform16(uint64_t key, uint64_t stream, uint64_t i) {
   const uint64_t g = i >> 6;
   const uint32_t r = static_cast<uint32_t>(i & 63);
@@ -112,7 +131,8 @@ uint32_t NoiseUniform16(uint64_t key, uint64_t stream, uint64_t i) {
 }
 
 float NoiseNormal(uint64_t key, uint64_t stream, uint64_t i) {
-  return GaussianFrom16(NoiseUniform16(key, stream, i));
+  const uint32_t h = NoiseUniform16(key, stream, i);
+  return RefinedCell(h) ? GaussianRefined(h, NoiseRefineWord(key, stream, i)) : GaussianFrom16(h);
 }
 
 namespace {

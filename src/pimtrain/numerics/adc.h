@@ -63,14 +63,34 @@ double SinadSigma(double max_abs, double sinad_db);
 // an 8-lane SIMD Philox writes them in index order:
 //   i = 64 g + 32 half + 8 word + lane  ->  16-bit half `half` of word `word` of block 8 g + lane.
 // A 16-bit uniform h maps to z = Phi^-1(p), p = (h + 1/2) / 65536 (the inverse normal CDF at the
-// midpoint of h's probability cell; tails reach +-4.3 sigma): in the central 95 %
+// midpoint of h's probability cell, except the outermost cells, below): in the central 95 %
 // (kGaussTail <= h < 65536 - kGaussTail) by Acklam's rational approximation evaluated in float,
 // t = p - 1/2, z = t P(t^2) / Q(t^2); in the tails from a table of exact quantiles. Every step is
 // a single IEEE float operation, so the SIMD version in kernels/fast/analog.cc is bit-identical.
+// The outermost kGaussRefine cells at each end are not cut at a midpoint: there the draw is
+// continuous (no truncation at 4.3 sigma, which silenced noise below ~0.116 LSB): a second,
+// 64-bit uniform u places it inside its cell, z = Phi^-1((c + (u + 1/2) 2^-64) / 65536) for the
+// lower cells c = h, mirrored (z -> -z, c = 65535 - h) for the upper ones, in double (tails reach
+// -+10.3 sigma: the mass beyond, 2^-81 per draw, is below any run's reach). u is words 0 and 1
+// of Philox4x32(key, stream ^ kRefineStream, i). docs/analog.md, "Noise keyed by coordinates".
 constexpr uint32_t kGaussTail = 1600;  // p < 0.0245: outside Acklam's central region
+constexpr uint32_t kGaussRefine = 64;  // refined cells per end (p < 2^-10)
+constexpr uint64_t kRefineStream = uint64_t{1} << 63;
+inline bool RefinedCell(uint32_t h) { return h < kGaussRefine || h >= 65536 - kGaussRefine; }
+// The midpoint value of cell h; for RefinedCell(h) only the cell's label (the quantile table's
+// value), not the draw: that is GaussianRefined(h, u).
 float GaussianFrom16(uint32_t h);
+float GaussianRefined(uint32_t h, uint64_t u);
+// The 64-bit uniform placing draw i of (key, stream) inside a refined cell.
+uint64_t NoiseRefineWord(uint64_t key, uint64_t stream, uint64_t i);
+// The standard normal quantile Phi^-1(p) in double (accurate to double rounding; -inf at 0).
+double GaussianQuantile(double p);
+// z of a 16-bit draw h with refinement word u (used only when RefinedCell(h)).
+inline float GaussianDraw(uint32_t h, uint64_t u) {
+  return RefinedCell(h) ? GaussianRefined(h, u) : GaussianFrom16(h);
+}
 float NoiseNormal(uint64_t key, uint64_t stream, uint64_t i);
-// The 16-bit uniform h behind NoiseNormal(key, stream, i) = GaussianFrom16(h).
+// The 16-bit uniform h behind NoiseNormal(key, stream, i) (its cell).
 uint32_t NoiseUniform16(uint64_t key, uint64_t stream, uint64_t i);
 
 struct GaussianTable {

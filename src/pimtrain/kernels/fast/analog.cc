@@ -1,6 +1,7 @@
 // Fast analog crossbar multiply: partial sums from bit-packed planes (AND + popcount), noise from
-// an 8-lane Philox, ADC conversions 8 at a time with the scalar transfer's exact float steps.
-// Equal to ref::AnalogMatMul bit for bit (codes, outputs and counts).
+// the vector Philox of analog_noise.cc, ADC conversions 8 / 16 at a time with the scalar
+// transfer's exact float steps. Equal to ref::AnalogMatMulSparseTails bit for bit (codes,
+// outputs and counts), which is ref::AnalogMatMul off the sparse-tail configurations.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -27,151 +28,7 @@ using detail::TailIndex;
 using detail::kGapSteps;
 using detail::TailPlan;
 namespace {
-
-// ---- Coordinate-keyed normals, 8 or 16 Philox blocks at a time --------------------------
-// The central 95 % of each 16-bit uniform h maps through Acklam's rational in float (the scalar
-// GaussianFrom16's operations, one IEEE operation each, so any vector width rounds alike); the
-// tails (h < kGaussTail or h >= 65536 - kGaussTail, ~5 % of lanes) are patched from the quantile
-// table. A branch per tail lane mispredicts often (a third of the 8-lane vectors hold one), so
-// the tail lanes are compressed, without branches, into a list of (position << 12 | table index)
-// entries and patched in one loop per call.
-constexpr int kPosShift = 12;                             // 2 * kGaussTail <= 4096
-constexpr int64_t kMaxListPositions = int64_t{1} << (32 - kPosShift);
-
-
-// For each 8-bit lane mask, the lane numbers of its set bits first (compressing a vector).
-struct CompressTable {
-  alignas(32) uint32_t idx[256][8];
-  constexpr CompressTable() : idx() {
-    for (int m = 0; m < 256; ++m) {
-      int n = 0;
-      for (int l = 0; l < 8; ++l) {
-        if (m & (1 << l)) idx[m][n++] = static_cast<uint32_t>(l);
-      }
-      for (; n < 8; ++n) idx[m][n] = 0;
-    }
-  }
-};
-constexpr CompressTable kCompress;
-
-// 32 x 32 -> 64-bit products of 8 lanes: hi and lo words.
-inline void MulHiLo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
-  const __m256i pe = _mm256_mul_epu32(a, m);
-  const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-  *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
-}
-
-// Acklam's central rational on 8 lanes of 16-bit uniforms (as int32).
-inline __m256 Central8(__m256i h) {
-  const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
-  const __m256 t =
-      _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(h), vhalf), vinv), vhalf);
-  const __m256 r = _mm256_mul_ps(t, t);
-  __m256 num = _mm256_set1_ps(kGaussA[0]), den = _mm256_set1_ps(kGaussB[0]);
-  for (int i = 1; i < 6; ++i) {
-    num = _mm256_add_ps(_mm256_mul_ps(num, r), _mm256_set1_ps(kGaussA[i]));
-    den = _mm256_add_ps(_mm256_mul_ps(den, r), _mm256_set1_ps(i < 5 ? kGaussB[i] : 1.0f));
-  }
-  return _mm256_div_ps(_mm256_mul_ps(t, num), den);
-}
-
-// Appends the tail lanes of h (8 lanes at positions pos + lane) to list; returns the new size.
-inline int64_t TailList8(__m256i h, uint32_t pos, uint32_t* list, int64_t n) {
-  const __m256i lo_edge = _mm256_set1_epi32(static_cast<int>(kGaussTail));
-  const __m256i hi_edge = _mm256_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
-  const __m256i hi_tail = _mm256_cmpgt_epi32(h, hi_edge);
-  const __m256i tail = _mm256_or_si256(_mm256_cmpgt_epi32(lo_edge, h), hi_tail);
-  const unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(tail)));
-  const __m256i tidx = _mm256_sub_epi32(
-      h, _mm256_and_si256(hi_tail, _mm256_set1_epi32(static_cast<int>(kTailHiBase))));
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i posv = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(pos)), lanes);
-  const __m256i entry = _mm256_or_si256(_mm256_slli_epi32(posv, kPosShift), tidx);
-  const __m256i perm =
-      _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.idx[mask]));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(list + n),
-                      _mm256_permutevar8x32_epi32(entry, perm));
-  return n + __builtin_popcount(mask);
-}
-
-// Ten Philox-4x32 rounds on 8 lanes (counters c0..c3, key k0, k1): the words in place.
-inline void Philox8(__m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3, uint32_t k0,
-                    uint32_t k1) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  for (int r = 0; r < 10; ++r) {
-    __m256i hi0, lo0, hi1, lo1;
-    MulHiLo(*c0, m0, &hi0, &lo0);
-    MulHiLo(*c2, m1, &hi1, &lo1);
-    const __m256i n0 =
-        _mm256_xor_si256(_mm256_xor_si256(hi1, *c1), _mm256_set1_epi32(static_cast<int>(k0)));
-    const __m256i n2 =
-        _mm256_xor_si256(_mm256_xor_si256(hi0, *c3), _mm256_set1_epi32(static_cast<int>(k1)));
-    *c1 = lo1;
-    *c3 = lo0;
-    *c0 = n0;
-    *c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-}
-
-// The Philox-4x32-10 blocks 8g .. 8g+7 (group g), 8 lanes: words[w] lane l is word w of block
-// 8g + l.
-inline void Philox8Group(uint64_t key, uint64_t stream, uint64_t g, __m256i words[4]) {
-  const uint64_t ctr = g * 8;
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  // 8g + lane never carries into the high word (8g's low 3 bits are 0).
-  words[0] = _mm256_add_epi32(
-      _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr))), lanes);
-  words[1] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
-  words[2] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-  words[3] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-  Philox8(&words[0], &words[1], &words[2], &words[3], static_cast<uint32_t>(key),
-          static_cast<uint32_t>(key >> 32));
-}
-
-// Half `half` of each 32-bit lane of a Philox output word: the 16-bit uniforms (adc.h's layout,
-// draw 64 g + 32 half + 8 w + lane for word w).
-inline __m256i Uniforms16(__m256i word, int half) {
-  return _mm256_and_si256(half == 0 ? word : _mm256_srli_epi32(word, 16),
-                          _mm256_set1_epi32(0xFFFF));
-}
-#if defined(__AVX512F__)
-inline __m512i Uniforms16(__m512i word, int half) {
-  return _mm512_and_si512(half == 0 ? word : _mm512_srli_epi32(word, 16),
-                          _mm512_set1_epi32(0xFFFF));
-}
-#endif
-
-// The 64 normals of group g (Philox blocks 8g .. 8g+7) into out[0..64) in index order (see
-// adc.h), central values only; the tail lanes are appended to list as positions pos + 0..63.
-int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                      uint32_t* list, int64_t n) {
-  __m256i words[4];
-  Philox8Group(key, stream, g, words);
-  for (int half = 0; half < 2; ++half) {
-    for (int w = 0; w < 4; ++w) {
-      const __m256i h = Uniforms16(words[w], half);
-      const int o = 32 * half + 8 * w;
-      _mm256_storeu_ps(out + o, Central8(h));
-      n = TailList8(h, pos + static_cast<uint32_t>(o), list, n);
-    }
-  }
-  return n;
-}
-
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
-// 16 lanes: groups g and g + 1 at once (Philox blocks 8g .. 8g+15); out[0..128).
-// pe / po hold the even / odd lanes' 64-bit products; a masked in-lane dword swap merges them.
-inline void MulHiLo16(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
-  const __m512i pe = _mm512_mul_epu32(a, m);
-  const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  *lo = _mm512_mask_shuffle_epi32(pe, 0xAAAA, po, _MM_PERM_CDAB);
-  *hi = _mm512_mask_shuffle_epi32(po, 0x5555, pe, _MM_PERM_CDAB);
-}
-
 // 16 int32 codes widened to int64 and shifted left: lanes 0-7 in *lo, 8-15 in *hi.
 inline void ShiftedHalves(__m512i code, __m128i shift, __m512i* lo, __m512i* hi) {
   *lo = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)), shift);
@@ -187,192 +44,10 @@ inline void AddShifted16(int64_t* a, __m512i code, __m128i shift, int64_t sign) 
   _mm512_storeu_si512(a + 8, sign > 0 ? _mm512_add_epi64(a1, hi) : _mm512_sub_epi64(a1, hi));
 }
 
-// The Philox-4x32-10 blocks 8g .. 8g+15 (groups g and g + 1), 16 lanes: words[w] lane l is word w
-// of block 8g + l, the same bits as Philox8 on each half.
-inline void Philox16(uint64_t key, uint64_t stream, uint64_t g, __m512i words[4]) {
-  const uint64_t ctr = g * 8;
-  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  // 8g + lane (lane < 16) may carry into the high word when 8g's low word is 2^32 - 8.
-  const uint32_t lo32 = static_cast<uint32_t>(ctr);
-  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(lo32)), lanes);
-  const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, _mm512_set1_epi32(static_cast<int>(lo32)));
-  const __m512i hi32 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(ctr >> 32)));
-  __m512i c1 = _mm512_mask_add_epi32(hi32, carry, hi32, _mm512_set1_epi32(1));
-  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-  for (int r = 0; r < 10; ++r) {
-    __m512i hi0, lo0, hi1, lo1;
-    MulHiLo16(c0, m0, &hi0, &lo0);
-    MulHiLo16(c2, m1, &hi1, &lo1);
-    const __m512i n0 =
-        _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
-    const __m512i n2 =
-        _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
-    c1 = lo1;
-    c3 = lo0;
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  words[0] = c0;
-  words[1] = c1;
-  words[2] = c2;
-  words[3] = c3;
-}
-
-int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                           uint32_t* list, int64_t n) {
-  __m512i words[4];
-  Philox16(key, stream, g, words);
-  const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
-  const __m512i lo_edge = _mm512_set1_epi32(static_cast<int>(kGaussTail));
-  const __m512i hi_edge = _mm512_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
-  // Lane l of a vector lands at group (l / 8), offset l % 8: position pos + 64 (l / 8) + l % 8.
-  const __m512i lane_pos =
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71);
-  const __m512i pos_shifted = _mm512_slli_epi32(
-      _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(pos)), lane_pos), kPosShift);
-  const __m512i tail_span = _mm512_set1_epi32(static_cast<int>(65536 - 2 * kGaussTail));
-  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(kTailHiBase));
-  for (int half = 0; half < 2; ++half) {
-    __m512i hv[4];
-    __m512 t[4], r[4], num[4], den[4];
-    for (int w = 0; w < 4; ++w) {
-      hv[w] = Uniforms16(words[w], half);
-      t[w] = _mm512_sub_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(hv[w]), vhalf), vinv),
-                           vhalf);
-      r[w] = _mm512_mul_ps(t[w], t[w]);
-      num[w] = _mm512_set1_ps(kGaussA[0]);
-      den[w] = _mm512_set1_ps(kGaussB[0]);
-    }
-    for (int i = 1; i < 6; ++i) {
-      const __m512 a = _mm512_set1_ps(kGaussA[i]);
-      const __m512 b = _mm512_set1_ps(i < 5 ? kGaussB[i] : 1.0f);
-      for (int w = 0; w < 4; ++w) {
-        num[w] = _mm512_add_ps(_mm512_mul_ps(num[w], r[w]), a);
-        den[w] = _mm512_add_ps(_mm512_mul_ps(den[w], r[w]), b);
-      }
-    }
-    for (int w = 0; w < 4; ++w) {
-      const __m512 z = _mm512_div_ps(_mm512_mul_ps(t[w], num[w]), den[w]);
-      const int o = 32 * half + 8 * w;
-      _mm256_storeu_ps(out + o, _mm512_castps512_ps256(z));
-      _mm256_storeu_ps(out + 64 + o, _mm512_extractf32x8_ps(z, 1));
-      // Tail <=> (h - kGaussTail) mod 2^32 >= 65536 - 2 kGaussTail (one unsigned compare).
-      const __mmask16 tail = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(hv[w], lo_edge), tail_span);
-      const __mmask16 hi_tail = _mm512_mask_cmpgt_epi32_mask(tail, hv[w], hi_edge);
-      const __m512i tidx = _mm512_mask_sub_epi32(hv[w], hi_tail, hv[w], hi_base);
-      const __m512i entry = _mm512_or_si512(
-          _mm512_add_epi32(pos_shifted, _mm512_set1_epi32(static_cast<int>(
-                                            static_cast<uint32_t>(o) << kPosShift))),
-          tidx);
-      _mm512_storeu_si512(list + n, _mm512_maskz_compress_epi32(tail, entry));
-      n += __builtin_popcount(static_cast<unsigned>(tail));
-    }
-  }
-  return n;
-}
 #endif
-
-inline void PatchTails(float* out, const uint32_t* list, int64_t n) {
-  const float* tail = GetGaussianTable().tail;
-  for (int64_t i = 0; i < n; ++i) {
-    out[list[i] >> kPosShift] = tail[list[i] & ((1u << kPosShift) - 1)];
-  }
-}
 
 }  // namespace
 
-void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
-  if (count <= 0) return;
-  const uint64_t end = start + static_cast<uint64_t>(count);
-  // Whole groups in chunks whose positions fit the list entries; partial groups via tmp.
-  constexpr int64_t kChunkGroups = 256;  // 16384 normals
-  static_assert(kChunkGroups * 64 <= kMaxListPositions);
-  thread_local std::vector<uint32_t> list(static_cast<size_t>(kChunkGroups * 64 + 16));
-  alignas(32) float tmp[64];
-  uint64_t i = start;
-  while (i < end) {
-    const uint64_t g = i >> 6;
-    if ((i & 63) != 0 || end - i < 64) {
-      const uint64_t g_end = std::min(end, (g + 1) << 6);
-      const int64_t n = GroupNormals8(key, stream, g, tmp, 0, list.data(), 0);
-      PatchTails(tmp, list.data(), n);
-      std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(float));
-      i = g_end;
-      continue;
-    }
-    const uint64_t groups =
-        std::min<uint64_t>((end - i) >> 6, static_cast<uint64_t>(kChunkGroups));
-    float* o = out + (i - start);
-    int64_t n = 0;
-    uint64_t k = 0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-    for (; k + 2 <= groups; k += 2) {
-      n = GroupPairNormals16(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k),
-                             list.data(), n);
-    }
-#endif
-    for (; k < groups; ++k) {
-      n = GroupNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
-                        n);
-    }
-    PatchTails(o, list.data(), n);
-    i += groups * 64;
-  }
-}
-
-// The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
-// blocks and layout as the normals, without the inverse CDF).
-void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, uint32_t* out) {
-  if (count <= 0) return;
-  const uint64_t end = start + static_cast<uint64_t>(count);
-  uint64_t i = start;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-  constexpr uint64_t kStep = 128;  // two groups per Philox16
-#else
-  constexpr uint64_t kStep = 64;
-#endif
-  alignas(64) uint32_t tmp[kStep];
-  while (i < end) {
-    const uint64_t g = i >> 6;
-    const bool direct = (i & 63) == 0 && end - i >= kStep;
-    uint32_t* o = direct ? out + (i - start) : tmp;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-    __m512i words[4];
-    Philox16(key, stream, g, words);
-    for (int half = 0; half < 2; ++half) {
-      for (int w = 0; w < 4; ++w) {
-        const __m512i h = Uniforms16(words[w], half);
-        const int off = 32 * half + 8 * w;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + off), _mm512_castsi512_si256(h));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64 + off),
-                            _mm512_extracti64x4_epi64(h, 1));
-      }
-    }
-#else
-    __m256i words[4];
-    Philox8Group(key, stream, g, words);
-    for (int half = 0; half < 2; ++half) {
-      for (int w = 0; w < 4; ++w) {
-        const __m256i h = Uniforms16(words[w], half);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * half + 8 * w), h);
-      }
-    }
-#endif
-    if (direct) {
-      i += kStep;
-    } else {
-      const uint64_t g_end = std::min(end, (g << 6) + kStep);
-      std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(uint32_t));
-      i = g_end;
-    }
-  }
-}
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 // The levels (< 256) of rows [rs, re) (at most 64; missing rows read 0) of columns [c0, c1) (at
@@ -655,11 +330,13 @@ void GapLengths64(const ArsKeys& ak, uint64_t stream, uint64_t b, const TailPlan
 #endif
 }
 
-// A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial sum.
+// A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial
+// sum, and its event number (which places a refined cell's draw, SparseTailValue).
 struct UnsafeTail {
   int64_t i;
   uint32_t idx;
   int32_t v;
+  int64_t ev;
 };
 
 // CorrectTails' events: draw i = pos[t] with partial sum v = partial(i) and code offset
@@ -676,7 +353,7 @@ int64_t ApplyTails(const int32_t* __restrict pos, const uint32_t* __restrict idx
     const int32_t i = pos[t];
     const int32_t v = partial(i), e = etab[idx[t]];
     if (e == kUnsafeTail) [[unlikely]] {
-      unsafe.push_back({i, idx[t], v});
+      unsafe.push_back({i, idx[t], v, t});
       continue;
     }
     const int32_t sum = v + e, code = std::min(std::max(sum, 0), top);
@@ -714,6 +391,8 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
   const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(plan.lo));
   const __m512i uhb = _mm512_set1_epi32(static_cast<int32_t>(plan.hi - kTailHiBase));
   const __m512i uhe = _mm512_set1_epi32(static_cast<int32_t>(plan.unsafe_hi));
+  const __m512i olo = _mm512_set1_epi32(static_cast<int32_t>(plan.outer_lo));
+  const __m512i ohi = _mm512_set1_epi32(static_cast<int32_t>(plan.outer_hi));
   const int32_t* const etab = plan.e.data();
   for (int64_t t = 0; t < n; t += 16) {
     const int64_t left = std::min<int64_t>(16, n - t);
@@ -726,7 +405,9 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
       // -1 below the centre, +1 above; the unsafe ones are two index ranges.
       e = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(xv, centre), minus1, plus1);
       bad = (_mm512_mask_cmpge_epu32_mask(live, xv, ulo) & _mm512_cmplt_epu32_mask(xv, lo)) |
-            (_mm512_mask_cmpge_epu32_mask(live, xv, uhb) & _mm512_cmplt_epu32_mask(xv, uhe));
+            (_mm512_mask_cmpge_epu32_mask(live, xv, uhb) & _mm512_cmplt_epu32_mask(xv, uhe)) |
+            _mm512_mask_cmplt_epu32_mask(live, xv, olo) |
+            _mm512_mask_cmpge_epu32_mask(live, xv, ohi);
     } else {
       e = _mm512_mask_i32gather_epi32(zero, live, xv, etab, 4);
       bad = _mm512_mask_cmpeq_epi32_mask(live, e, unsafe_v);
@@ -785,7 +466,7 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
       alignas(64) int32_t vs[16];
       _mm512_store_si512(vs, v);
       for (int l = 0; l < 16; ++l) {
-        if ((bad >> l) & 1) unsafe.push_back({pos[t + l], idx[t + l], vs[l]});
+        if ((bad >> l) & 1) unsafe.push_back({pos[t + l], idx[t + l], vs[l], t + l});
       }
       d = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~bad), d);  // corrected in full later
     }
@@ -1018,7 +699,7 @@ struct Worker {
   void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign) {
     const AdcTransfer& adc = p.readout.adc;
     const int64_t ncp = this->ncp, len = S * ncp, wn = words;
-    const float* table = GetGaussianTable().tail;
+    const uint64_t refine = detail::SparseTailStream(m, blocks, b, h, cycles, j, 2);
     const int32_t* const etab = plan->e.data();
     const int32_t top = static_cast<int32_t>(adc.max_code);
     const uint64_t* xp[8] = {};
@@ -1067,7 +748,9 @@ struct Worker {
       using Corr = std::remove_pointer_t<decltype(corrp)>;
       int64_t clipped_unsafe = 0;
       for (const UnsafeTail& ut : unsafe) {
-        const AdcTransfer::Result res = adc.Convert(static_cast<float>(ut.v), table[ut.idx]);
+        const AdcTransfer::Result res = adc.Convert(
+            static_cast<float>(ut.v),
+            detail::SparseTailValue(p.noise_key, refine, static_cast<uint64_t>(ut.ev), ut.idx));
         corrp[ut.i] += static_cast<Corr>(sgn * (res.code - ut.v)) << js;
         clipped_unsafe += res.clipped;
       }
@@ -1455,8 +1138,13 @@ struct Worker {
     const int64_t len = S * ncp;
     uint32_t* const hs = uni.data();
     uint32_t* const list = tails.data();
-    FillUniforms(p.noise_key, kNoiseStreamA,
-                 detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0), len, hs);
+    const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
+    FillUniforms(p.noise_key, kNoiseStreamA, first, len, hs);
+    // The draw of cell hh at draw index i (a refined cell's needs its refinement word).
+    auto draw = [&](uint32_t hh, uint64_t i) {
+      return RefinedCell(hh) ? GaussianRefined(hh, NoiseRefineWord(p.noise_key, kNoiseStreamA, i))
+                             : GaussianFrom16(hh);
+    };
     const float* src = ps.data() + j * len;
     const int32_t* isrc = psi.data() + j * len;
     const __m512 wsigma = _mm512_set1_ps(adc.sigma), winv = _mm512_set1_ps(adc.inv_lsb);
@@ -1548,7 +1236,8 @@ struct Worker {
       // The columns left over by the vector loop, one at a time.
       for (; cp < ncp; ++cp) {
         const AdcTransfer::Result r =
-            adc.Convert(integer ? static_cast<float>(iv[cp]) : v[cp], GaussianFrom16(hq[cp]));
+            adc.Convert(integer ? static_cast<float>(iv[cp]) : v[cp],
+                        draw(hq[cp], first + static_cast<uint64_t>(q * ncp + cp)));
         accp[cp] += sign * (static_cast<int64_t>(r.code) << shift);
         clipped += r.clipped;
       }
@@ -1565,7 +1254,22 @@ struct Worker {
             _mm512_mask_i32gather_epi32(_mm512_set1_epi32(0), live, cols, hq, 4);
         const __mmask16 hi_tail = _mm512_cmpgt_epi32_mask(hv, hi_edge);
         const __m512i tidx = _mm512_mask_sub_epi32(hv, hi_tail, hv, hi_base);
-        const __m512 z = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, tidx, table, 4);
+        __m512 z = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, tidx, table, 4);
+        // Refined cells (~2.6 % of the tail lanes): their continuous draws, one by one.
+        const __mmask16 refined = _mm512_mask_cmpge_epu32_mask(
+            live, _mm512_sub_epi32(tidx, _mm512_set1_epi32(static_cast<int>(kGaussRefine))),
+            _mm512_set1_epi32(static_cast<int>(2 * kGaussTail - 2 * kGaussRefine)));
+        if (refined != 0) [[unlikely]] {
+          alignas(64) float zs[16];
+          alignas(64) uint32_t hs16[16], cs16[16];
+          _mm512_store_ps(zs, z);
+          _mm512_store_si512(hs16, hv);
+          _mm512_store_si512(cs16, cols);
+          for (int l = 0; l < 16; ++l) {
+            if ((refined >> l) & 1) zs[l] = draw(hs16[l], first + static_cast<uint64_t>(q * ncp) + cs16[l]);
+          }
+          z = _mm512_load_ps(zs);
+        }
         __mmask16 bz, az;
         const __m512i code = _mm512_maskz_mov_epi32(live, convert(x, z, &bz, &az));
         clipped += __builtin_popcount(static_cast<unsigned>((bz | az) & live));
@@ -1833,40 +1537,6 @@ struct Worker {
 }  // namespace
 
 
-bool LosslessReadout(const AnalogProblem& p) {
-  const AdcTransfer& adc = p.readout.adc;
-  if (p.readout.dataflow == Dataflow::kC || p.conductance != nullptr || adc.inl_k != 0.0f ||
-      adc.inv_lsb != 1.0f || adc.lsb != 1.0f || p.x_bits > 15 || p.slices * p.cell_bits > 15) {
-    return false;
-  }
-  // The largest partial sum must be a code: then, without noise, code = partial sum.
-  const double vmax = detail::MaxPartialSum(p);
-  if (p.readout.dataflow == Dataflow::kB) {
-    // B converts buffer lines, each the sum of the partial sums of one significance: lossless
-    // without noise when the fullest line fits the codes.
-    if (adc.sigma != 0.0f) return false;
-    const int cycles = InputCycles(p.x_bits, p.dac_bits);
-    int most = 0;
-    for (int s : SignificanceGroups(cycles, p.slices, p.dac_bits, p.cell_bits)) {
-      int n = 0;
-      for (int j = 0; j < cycles; ++j) {
-        for (int q = 0; q < p.slices; ++q) n += j * p.dac_bits + q * p.cell_bits == s;
-      }
-      most = std::max(most, n);
-    }
-    return vmax * most <= static_cast<double>(adc.max_code);
-  }
-  if (vmax > static_cast<double>(adc.max_code)) return false;
-  if (adc.sigma == 0.0f) return true;
-  // |fl(v + fl(sigma z)) - v| <= sigma |z| (1 + 2^-23) + 2^-24 2^ceil(log2(vmax + 1)) for
-  // 0 <= v <= vmax: below 1/2 for every central draw z, v + sigma z rounds back to v.
-  const double zmax = std::max(-static_cast<double>(GaussianFrom16(kGaussTail)),
-                               static_cast<double>(GaussianFrom16(65535 - kGaussTail)));
-  return static_cast<double>(adc.sigma) * zmax * (1 + std::ldexp(1.0, -23)) +
-             std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + 1))) - 24) <
-         0.5;
-}
-
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.block >= 1 && p.tile_cols >= 1);
@@ -1927,18 +1597,7 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     pool->ParallelFor(p.m, grain, [&](int64_t m0, int64_t m1) {
       AnalogCounts part = run(m0, m1);
       std::lock_guard<std::mutex> lock(mu);
-      // Integer sums: the order of the chunks does not change them.
-      total.input_cycles += part.input_cycles;
-      total.skipped_input_cycles += part.skipped_input_cycles;
-      total.dac_conversions += part.dac_conversions;
-      total.cell_reads += part.cell_reads;
-      total.adc_conversions += part.adc_conversions;
-      total.adc_clipped += part.adc_clipped;
-      total.shift_adds += part.shift_adds;
-      total.sample_holds += part.sample_holds;
-      total.analog_buffer_writes += part.analog_buffer_writes;
-      total.analog_accumulations += part.analog_accumulations;
-      total.input_buffer_reads += part.input_buffer_reads;
+      total += part;  // integer sums: the order of the chunks does not change them
     });
   }
   total.tile_accumulations = p.m * p.n * std::max<int64_t>(blocks - 1, 0);

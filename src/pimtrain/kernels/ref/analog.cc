@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 #include "pimtrain/base/error.h"
@@ -123,88 +124,12 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
 }
 
 
-// Code offsets of the tail draws (see TailPlan): e[idx] = round(zs) when zs = fl(sigma z) lies
-// strictly closer than 1/2 - err to that integer, err bounding the rounding of the float sum
-// v + zs; the few draws closer to a half-integer get kUnsafeTail and the full transfer.
-TailPlan MakeTailPlan(const AdcTransfer& adc, double vmax) {
-  const float* table = GetGaussianTable().tail;
-  TailPlan plan;
-  std::vector<int32_t>& e = plan.e;
-  e.resize(2 * kGaussTail);
-  // One bound for all draws, from the largest |sigma z| (the table's ends).
-  const double zs_max = std::max(std::fabs(static_cast<double>(adc.sigma * table[0])),
-                                 std::fabs(static_cast<double>(adc.sigma * table[2 * kGaussTail - 1])));
-  const double err =
-      std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(vmax + zs_max + 2))) - 24);
-  for (uint32_t i = 0; i < 2 * kGaussTail; ++i) {
-    const float zs = adc.sigma * table[i];
-    const double r = std::nearbyint(static_cast<double>(zs));
-    e[i] = std::fabs(static_cast<double>(zs) - r) < 0.5 - err ? static_cast<int32_t>(r)
-                                                              : kUnsafeTail;
-  }
-  // Draws next to the centre with e = 0 change nothing (v in [0, vmax] is a code).
-  uint32_t lo = kGaussTail;
-  while (lo > 0 && e[lo - 1] == 0) --lo;
-  uint32_t hi = 65536 - kGaussTail;
-  while (hi < 65536 && e[hi - kTailHiBase] == 0) ++hi;
-  plan.lo = lo;
-  plan.hi = hi;
-  plan.tails = lo + (65536 - hi);
-  uint32_t ulo = lo, uhi = hi - kTailHiBase;
-  while (ulo > 0 && e[ulo - 1] == kUnsafeTail) --ulo;
-  while (uhi < 2 * kGaussTail && e[uhi] == kUnsafeTail) ++uhi;
-  plan.unsafe_lo = ulo;
-  plan.unsafe_hi = uhi;
-  plan.unit = true;
-  for (uint32_t i = 0; i < ulo; ++i) plan.unit = plan.unit && e[i] == -1;
-  for (uint32_t i = uhi; i < 2 * kGaussTail; ++i) plan.unit = plan.unit && e[i] == 1;
-  // P(gap >= g) = q^g, q = 1 - tails / 65536: q^g by repeated multiplication (exact steps, the
-  // same on every machine), rounded to a 32-bit threshold.
-  const double q = 1.0 - static_cast<double>(plan.tails) / 65536.0;
-  double qg = 1.0;
-  plan.gap_thr[0] = uint64_t{1} << 32;
-  for (int g = 1; g <= kGapSteps; ++g) {
-    qg *= q;
-    plan.gap_thr[g] = static_cast<uint64_t>(std::nearbyint(std::ldexp(qg, 32)));
-  }
-  return plan;
-}
-
-double MaxPartialSum(const AnalogProblem& p) {
-  return static_cast<double>(p.block) * ((1 << p.dac_bits) - 1) * ((1 << p.cell_bits) - 1);
-}
-
-bool SparseTails(const AnalogProblem& p) {
-  return p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma != 0.0f &&
-         fast::LosslessReadout(p);
-}
-
-int64_t SparseTailEvents(uint64_t key, int64_t m, int64_t blocks, int64_t b, int h, int cycles,
-                         int j, int64_t len, const TailPlan& plan, int64_t* pos, uint32_t* idx) {
-  if (plan.tails == 0) return 0;
-  const uint64_t gaps = SparseTailStream(m, blocks, b, h, cycles, j, 0);
-  const uint64_t events = SparseTailStream(m, blocks, b, h, cycles, j, 1);
-  int64_t n = 0, at = -1;  // at: the last conversion passed
-  for (uint64_t k = 0;; ++k) {
-    const int g = GapLength(plan, SparseTailWord(key, gaps, k));
-    if (g == kGapSteps) {
-      at += kGapSteps;
-      if (at + 1 >= len) return n;
-      continue;
-    }
-    at += g + 1;
-    if (at >= len) return n;
-    const uint32_t u = SparseTailWord(key, events, static_cast<uint64_t>(n));
-    const uint32_t s = static_cast<uint32_t>((static_cast<uint64_t>(u) * plan.tails) >> 32);
-    pos[n] = at;
-    idx[n++] = TailIndex(TailDraw(plan, s));
-  }
-}
 }  // namespace detail
 
 namespace ref {
 
-void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
+void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
+                           AnalogCounts& counts) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.block >= 1 && p.tile_cols >= 1);
   PIM_CHECK(p.x_bits >= 1 && p.x_bits <= 16 && p.dac_bits >= 1 && p.dac_bits <= 8);
   PIM_CHECK(p.cell_bits >= 1 && p.cell_bits <= 4 && p.slices >= 1 &&
@@ -236,13 +161,9 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
   std::vector<uint8_t> applied(static_cast<size_t>(cycles));
   std::vector<float> z_nnsa(static_cast<size_t>(cycles * ncp)), z_adc(static_cast<size_t>(ncp));
   std::vector<float> z_lines(groups.size() * static_cast<size_t>(ncp));
-  // Dataflow A in a lossless read-out: the draws as sparse tails (analog.h).
-  const bool sparse = detail::SparseTails(p);
-  const detail::TailPlan plan =
-      sparse ? detail::MakeTailPlan(p.readout.adc, detail::MaxPartialSum(p)) : detail::TailPlan{};
-  std::vector<float> z_seg(sparse ? static_cast<size_t>(S * ncp) : 0);
-  std::vector<int64_t> ev_pos(z_seg.size());
-  std::vector<uint32_t> ev_idx(z_seg.size());
+  // Dataflow A's draws of one segment (m, b, h, j): z_seg[q * ncp + cp].
+  const bool noisy_a = p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma != 0.0f;
+  std::vector<float> z_seg(noisy_a ? static_cast<size_t>(S * ncp) : 0);
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t* xm = p.x + m * p.ldx;
     for (int64_t r = 0; r < p.k; ++r) {
@@ -273,20 +194,7 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
           c.input_cycles += reads;
           c.dac_conversions += rows * reads;
           c.cell_reads += nonzero * ncp * S;
-          if (sparse) {
-            // The segment's draws as sparse tails: uniform over [lo, hi) where no tail event
-            // is, the event's tail value where one is.
-            const int64_t len = S * ncp;
-            const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
-            const uint32_t width = plan.hi - plan.lo;
-            for (int64_t i = 0; i < len; ++i) {
-              const uint32_t u = NoiseUniform16(p.noise_key, kNoiseStreamA, first + i);
-              z_seg[i] = GaussianFrom16(plan.lo + ((u * width) >> 16));
-            }
-            const int64_t n = detail::SparseTailEvents(p.noise_key, m, blocks, b, h, cycles, j,
-                                                       len, plan, ev_pos.data(), ev_idx.data());
-            for (int64_t t = 0; t < n; ++t) z_seg[ev_pos[t]] = GetGaussianTable().tail[ev_idx[t]];
-          }
+          if (noisy_a) draws(m, blocks, b, h, cycles, j, S * ncp, z_seg.data());
           for (int q = 0; q < S; ++q) {      // weight slice
             for (int64_t cp = 0; cp < ncp; ++cp) {  // bit line (column, polarity)
               // Partial sum over the block: integer levels sum exactly; conductances in float,
@@ -307,13 +215,7 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
               ps[(j * S + q) * ncp + cp] = sum;
               if (p.readout.dataflow != Dataflow::kA) continue;
               // Dataflow A: this partial sum -> noise -> ADC -> shift -> accumulate.
-              const float z =
-                  sparse ? z_seg[q * ncp + cp]
-                  : p.readout.adc.sigma != 0.0f
-                      ? NoiseNormal(p.noise_key, kNoiseStreamA,
-                                    detail::NoiseIndex(m, blocks, b, h, cycles, j,
-                                                       S * ncp, q * ncp + cp))
-                      : 0.0f;
+              const float z = noisy_a ? z_seg[q * ncp + cp] : 0.0f;
               const AdcTransfer::Result res = p.readout.adc.Convert(sum, z);
               acc[cp] += sign * (static_cast<int64_t>(res.code) << (j * pd + q * pr));
               c.adc_clipped += res.clipped;
@@ -371,6 +273,16 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
   c.output_buffer_writes = p.m * p.n;
   c.macs = p.m * p.k * p.n;
   counts = c;
+}
+
+void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
+  // One draw per conversion from NoiseNormal at the conversion's coordinates.
+  const SegmentDraws per_conversion = [&p](int64_t m, int64_t blocks, int64_t b, int h,
+                                           int cycles, int j, int64_t len, float* z) {
+    const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
+    for (int64_t i = 0; i < len; ++i) z[i] = NoiseNormal(p.noise_key, kNoiseStreamA, first + i);
+  };
+  AnalogMatMulWithDraws(p, per_conversion, counts);
 }
 
 }  // namespace ref

@@ -188,12 +188,18 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     pending_calibration_ = range_mode_ == RangeMode::kCalibrated;
     calibrate_range_ = pending_calibration_;
     calibrate_gain_ = false;
-    // Every configured ADC must be able to show its INL monotonically.
-    const int min_bits = std::max(1, Resolve(Direction::kForward).bits);
-    if (inl_lsb_ >= (std::ldexp(1.0, min_bits) - 1) / 4.0) {
-      const ConfigNode& n = adc.At("inl_lsb");
-      throw ConfigError(n.Where() + ": " + n.text() + " LSB of INL is too large for a " +
-                        std::to_string(min_bits) + "-bit ADC to stay monotone (< (2^bits-1)/4)");
+    // Every configured ADC must be able to show its INL monotonically: the forward one, and the
+    // transposed read's (its own resolution when adc.bits is 0) when that read is analog.
+    for (Direction d : {Direction::kForward, Direction::kTransposed}) {
+      if (d == Direction::kTransposed && readout_[1] != Readout::kAnalog) continue;
+      const int min_bits = std::max(1, Resolve(d).bits);
+      if (inl_lsb_ >= (std::ldexp(1.0, min_bits) - 1) / 4.0) {
+        const ConfigNode& n = adc.At("inl_lsb");
+        throw ConfigError(n.Where() + ": " + n.text() + " LSB of INL is too large for the " +
+                          (d == Direction::kForward ? "forward" : "transposed") + " read's " +
+                          std::to_string(min_bits) +
+                          "-bit ADC to stay monotone (< (2^bits-1)/4)");
+      }
     }
   }
 

@@ -14,6 +14,7 @@
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
+#include "pimtrain/base/scratch.h"
 #include "pimtrain/kernels/bitserial.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/fixed_point.h"
@@ -62,26 +63,6 @@ int WeightWidth(const ConfigNode& p, const char* key) {
   }
   return static_cast<int>(b);
 }
-
-// A grow-only buffer whose growth does not zero what is about to be overwritten (std::vector's
-// resize would value-initialize every new element, and the macro's buffers change size from
-// call to call: a forward output is 64 x 256, a gradient 784 x 256).
-template <class T>
-class Scratch {
- public:
-  T* Get(int64_t n) {
-    if (n > cap_ || !data_) {
-      data_.reset(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);  // default-initialized
-      cap_ = n;
-    }
-    return data_.get();
-  }
-  const T* data() const { return data_.get(); }
-
- private:
-  std::unique_ptr<T[]> data_;
-  int64_t cap_ = 0;
-};
 
 // One tensor's power-of-two quantization: q = round(v / 2^exp) clipped to the `bits`-wide range;
 // NaN -> 0, +-inf clip.

@@ -21,6 +21,7 @@
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
+#include "pimtrain/base/scratch.h"
 #include "pimtrain/kernels/fp_dcim.h"
 #include "pimtrain/kernels/gemm.h"
 #include "pimtrain/macro/macro.h"
@@ -142,23 +143,6 @@ inline int32_t MaxLanes(__m512i v) {
   return m;
 }
 #endif
-
-// A grow-only buffer that does not zero what is about to be overwritten.
-template <class T>
-class Scratch {
- public:
-  T* Get(int64_t n) {
-    if (n > cap_ || !data_) {
-      data_.reset(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-      cap_ = n;
-    }
-    return data_.get();
-  }
-
- private:
-  std::unique_ptr<T[]> data_;
-  int64_t cap_ = 0;
-};
 
 // How one operand tensor is quantized: its format, aligned width and rounding.
 struct OperandSpec {
