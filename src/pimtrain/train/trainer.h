@@ -84,6 +84,9 @@ class Trainer {
   TrainerOptions options_;
   Tensor batch_x_;
   std::vector<int32_t> batch_y_;
+  // The mean loss of the last training step that finished finite (named in divergence errors).
+  double last_finite_loss_ = 0;
+  int64_t last_finite_step_ = -1;
 };
 
 }  // namespace pim
