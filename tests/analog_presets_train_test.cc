@@ -46,13 +46,13 @@ TrainSummary TrainPreset(const std::string& preset, int64_t train, int64_t test,
   return s.Train("", false, {});
 }
 
-// Default suite: each analog preset takes 1024 samples (16 steps) without a non-finite value
+// Default suite: each analog preset takes 2048 samples (32 steps) without a non-finite value
 // and learns (chance is 10 %).
 TEST(AnalogPresetTrainTest, EveryAnalogPresetLearnsOnASubset) {
   if (!HaveFashionMnist()) GTEST_SKIP() << "Fashion-MNIST is not installed";
   for (const char* p : kAnalogPresets) {
     SCOPED_TRACE(p);
-    TrainSummary r = TrainPreset(p, 1024, 300, 1, false);
+    TrainSummary r = TrainPreset(p, 2048, 500, 1, false);
     ASSERT_EQ(r.epochs.size(), 1u);
     EXPECT_TRUE(std::isfinite(r.epochs[0].train_loss));
     EXPECT_EQ(r.epochs[0].skipped_steps, 0);

@@ -692,7 +692,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
       // offset subtraction goes on growing, so the output falls as the true product rises and
       // training through it (STE) runs away (docs/analog.md, "Why PIM-QAT diverged"). Ranges
       // are tried largest first, so the full range (which cannot clip) is always a candidate.
-      const bool allowed = offset_ == 0 || kc.adc_clipped == 0;
+      // Without noise every clipped conversion is at the top (partial sums are >= 0); with
+      // noise the count also holds harmless clips at 0, so the plain least-squares choice stays.
+      const bool noiseless = ch.readout.adc.sigma == 0 && ch.readout.nnsa_sigma == 0;
+      const bool allowed = offset_ == 0 || !noiseless || kc.adc_clipped == 0;
       if (allowed && err < best_err) {
         best_err = err;
         best_frac = frac;
