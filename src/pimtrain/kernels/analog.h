@@ -131,7 +131,7 @@ struct AnalogCounts {
 std::vector<int> SignificanceGroups(int cycles, int slices, int dac_bits, int cell_bits);
 inline int InputCycles(int x_bits, int dac_bits) { return (x_bits + dac_bits - 1) / dac_bits; }
 
-// True when p's read-out is lossless apart from its noise (docs/analog.md, "Lossless read-out"):
+// True when p's read-out is lossless apart from its noise (docs/analog.md, "Noise keyed by coordinates", its lossless read-out):
 // integer partial sums (no programming variation), a linear ADC with one code per unit whose
 // range holds the largest value it converts, and either dataflow A with noise too small for a
 // central draw to move a code, or dataflow B without noise. The fast kernel then computes the

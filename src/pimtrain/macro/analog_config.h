@@ -30,6 +30,12 @@ class AnalogTunable {
   // digital output gain, as last set or calibrated.
   virtual double adc_full_scale_fraction() const = 0;
   virtual double output_gain() const = 0;
+  // The forward ADC conversions and how many of them clipped since the last call (then reset
+  // to 0): a training algorithm recalibrates a range that the partial sums have outgrown.
+  struct ClipTally {
+    int64_t conversions = 0, clipped = 0;
+  };
+  virtual ClipTally TakeForwardClipTally() = 0;
 };
 
 }  // namespace pim

@@ -28,9 +28,23 @@ struct NonfiniteFault {
   float value = 0;     // NaN or +-Inf
   int64_t step = 0;    // global training step
   int64_t epoch = 0;   // 0-based
+  // What grew before the overflow, so the message shows it: the largest finite magnitudes of
+  // the layer's parameters, input and output (negative: not known, e.g. for the loss), and the
+  // mean loss of the last step that finished finite (set by the trainer; step -1: none yet).
+  float max_abs_weight = -1, max_abs_input = -1, max_abs_output = -1;
+  double last_finite_loss = 0;
+  int64_t last_finite_step = -1;
+  bool analog = false;  // the layer runs on an analog macro (its ADC range is a suspect)
   // One line: "NaN in layer 3 (linear 256 -> 128) weight gradient at stage GC, step 41
-  // (epoch 2)".
+  // (epoch 2); largest |weight| 3.1e+04, |input| 12, |output| 8.2e+37; last finite loss 0.41
+  // (step 40)".
   std::string Describe() const;
+  // Which knob to look at, by stage and macro: the ADC range (analog forward), the learning
+  // rate, the noise; with the doc section that explains the failure.
+  std::string Advice() const;
+
+ private:
+  std::string Growth() const;  // the magnitudes and last finite loss, "" if none is known
 };
 
 // Thrown inside a training step when a value is not finite. The trainer catches it and either
@@ -54,6 +68,9 @@ int64_t FirstNonfinite(const float* x, int64_t n);
 // if `t` holds a non-finite value.
 void CheckFinite(const Tensor& t, Network& net, int layer, Stage stage, const std::string& tensor,
                  const StepContext& ctx);
+// The largest finite |x| of `n` values (0 when none is finite).
+float MaxFiniteAbsOf(const float* x, int64_t n);
+
 // Throws NonfiniteFound naming the loss if `loss_sum` is not finite.
 void CheckLossFinite(double loss_sum, const StepContext& ctx);
 // Every layer's output of the last forward pass (stage FP), input layer first.

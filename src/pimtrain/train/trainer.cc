@@ -137,6 +137,8 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
       last_fault = found.fault().Describe();
       continue;
     }
+    last_finite_loss_ = r.loss_sum / static_cast<double>(std::max<int64_t>(1, e - b));
+    last_finite_step_ = ctx.step;
     loss_sum += r.loss_sum;
     correct += r.correct;
     seen += e - b;
@@ -168,12 +170,14 @@ EpochMetrics Trainer::RunEpoch(int64_t epoch, const ProgressFn& progress) {
   return m;
 }
 
-void Trainer::SkipOrStop(const NonfiniteFault& fault, bool before_update,
+void Trainer::SkipOrStop(const NonfiniteFault& found, bool before_update,
                          const StepContext& ctx) {
+  NonfiniteFault fault = found;
+  fault.last_finite_loss = last_finite_loss_;
+  fault.last_finite_step = last_finite_step_;
   if (!options_.skip_nonfinite_steps) {
-    throw NumericError(fault.Describe() +
-                       "; stopping (lower the learning rate, or set train.on_nonfinite: "
-                       "skip_step to skip such steps)");
+    throw NumericError(fault.Describe() + "; stopping: " + fault.Advice() +
+                       " (or set train.on_nonfinite: skip_step to skip such steps)");
   }
   if (!before_update) {
     throw NumericError(fault.Describe() +
@@ -207,6 +211,8 @@ EvalResult Trainer::Evaluate(const Split& split) {
     const Tensor& logits =
         data_parallel_ != nullptr ? data_parallel_->Forward(net_, x, ctx) : net_.Forward(x, ctx);
     LossResult r = loss_.Compute(logits, y.data(), nullptr);
+    last_finite_loss_ = r.loss_sum / static_cast<double>(std::max<int64_t>(1, e - b));
+    last_finite_step_ = ctx.step;
     loss_sum += r.loss_sum;
     correct += r.correct;
   }

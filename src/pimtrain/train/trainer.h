@@ -91,6 +91,10 @@ class Trainer {
   Tensor batch_x_;
   std::vector<int32_t> batch_y_;
   std::unique_ptr<DataParallel> data_parallel_;  // set when options_.group has several ranks
+
+  // The mean loss of the last training step that finished finite (named in divergence errors).
+  double last_finite_loss_ = 0;
+  int64_t last_finite_step_ = -1;
 };
 
 }  // namespace pim

@@ -298,6 +298,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   }
   double adc_full_scale_fraction() const override { return fs_fraction_; }
   double output_gain() const override { return gain_; }
+  ClipTally TakeForwardClipTally() override {
+    const ClipTally t = clip_tally_;
+    clip_tally_ = {};
+    return t;
+  }
 
   void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) override {
     rows_ = w.rows;
@@ -455,6 +460,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     kernels::AnalogCounts kc;
     Run(x.rows, dir, chain, key, yq_.data(), ctx, kc);
     kc.AddTo(counts);
+    if (fwd) {
+      clip_tally_.conversions += kc.adc_conversions;
+      clip_tally_.clipped += kc.adc_clipped;
+    }
     Finish(x.rows, dir, ex, chain, yq_.data(), gain_, y);
     if (offset_ != 0) counts.Add("offset_corrections", x.rows * side.n);
   }
@@ -699,7 +708,15 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
         const double d = static_cast<double>(got[j]) - ideal[j];
         err += d * d;
       }
-      if (err < best_err) {
+      // An offset column must not clip: its clipped code is not a saturation, the digital
+      // offset subtraction goes on growing, so the output falls as the true product rises and
+      // training through it (STE) runs away (docs/analog.md, "Why PIM-QAT diverged"). Ranges
+      // are tried largest first, so the full range (which cannot clip) is always a candidate.
+      // Without noise every clipped conversion is at the top (partial sums are >= 0); with
+      // noise the count also holds harmless clips at 0, so the plain least-squares choice stays.
+      const bool noiseless = ch.readout.adc.sigma == 0 && ch.readout.nnsa_sigma == 0;
+      const bool allowed = offset_ == 0 || !noiseless || kc.adc_clipped == 0;
+      if (allowed && err < best_err) {
         best_err = err;
         best_frac = frac;
       }
@@ -735,6 +752,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   Readout readout_[2] = {Readout::kAnalog, Readout::kAnalog};
   bool skip_zero_cycles_ = true;
   bool pending_calibration_ = false, calibrate_range_ = false, calibrate_gain_ = false;
+  ClipTally clip_tally_;
   KernelChoice kernel_ = KernelChoice::kFast;
 
   int64_t rows_ = 0, cols_ = 0;

@@ -28,6 +28,7 @@ class PimQat final : public TrainingAlgorithm {
         rescale_range_(p.GetBool("rescale_range")),
         rescale_gain_(p.GetBool("rescale_gain")),
         calibrate_every_(p.GetInt("calibrate_every")),
+        recalibrate_clipped_(p.GetDouble("recalibrate_clipped")),
         adjusted_bits_(static_cast<int>(p.GetInt("adjusted_bits"))),
         init_from_(p.GetString("init_from")) {}
 
@@ -50,6 +51,13 @@ class PimQat final : public TrainingAlgorithm {
         "and GC (backward rescaling)"));
     s.Add(Param::Int("calibrate_every").Default(200).Range(1, 1 << 30).Unit("steps").Doc(
         "steps between range/gain calibrations in training"));
+    s.Add(Param::Float("recalibrate_clipped").Default(0.001).Range(0.0, 1.0).Doc(
+        "recalibrate a layer's ADC range and gain at the next step when more than this fraction "
+        "of its forward conversions clipped in a training step (0: only every calibrate_every "
+        "steps). A clipped conversion of an offset-encoded column is not a saturation: the "
+        "digital offset subtraction keeps growing, so the output falls as the true product "
+        "rises and the straight-through gradient has the wrong sign (docs/analog.md, \"Why "
+        "PIM-QAT diverged\")"));
     s.Add(Param::Int("adjusted_bits").Default(0).Range(-8, 8).Unit("bit").Doc(
         "adjusted-precision training: ADC bits added while training (deployment uses the "
         "configured bits)"));
@@ -113,6 +121,7 @@ class PimQat final : public TrainingAlgorithm {
       for (AnalogTunable* t : tunables_) t->RequestCalibration(rescale_range_, rescale_gain_);
     }
     ++steps_;
+    for (AnalogTunable* t : tunables_) t->TakeForwardClipTally();  // drop evaluation's reads
     // FP through the macros (ADC in the loop); in calibrate mode this is the whole step: the
     // batch-norm layers re-estimate their statistics from these batches.
     const Tensor& logits = net.Forward(x, ctx);
@@ -121,6 +130,17 @@ class PimQat final : public TrainingAlgorithm {
     CheckActivationsFinite(net, ctx);
     CheckLossFinite(r.loss_sum, ctx);
     if (calibrate_only_) return {r.loss_sum, r.correct};
+    // A range the partial sums have outgrown (clipping) is recalibrated at the next step, on
+    // the next batch; range and gain as configured.
+    if (recalibrate_clipped_ > 0 && adc_in_loop_ && (rescale_range_ || rescale_gain_)) {
+      for (AnalogTunable* t : tunables_) {
+        const AnalogTunable::ClipTally c = t->TakeForwardClipTally();
+        const double limit = recalibrate_clipped_ * static_cast<double>(c.conversions);
+        if (c.conversions > 0 && static_cast<double>(c.clipped) > limit) {
+          t->RequestCalibration(rescale_range_, rescale_gain_);
+        }
+      }
+    }
     // BP (straight-through: the macros' transposed reads are ideal) and GC, top layer first.
     for (int i = n - 1; i >= 0; --i) {
       Layer& layer = net.layer(i);
@@ -145,6 +165,7 @@ class PimQat final : public TrainingAlgorithm {
   std::string where_;
   bool calibrate_only_, adc_in_loop_, ste_, rescale_range_, rescale_gain_;
   int64_t calibrate_every_;
+  double recalibrate_clipped_;
   int adjusted_bits_;
   std::string init_from_;
   std::vector<AnalogTunable*> tunables_;
