@@ -142,7 +142,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     // aihwkit-style io path and written by the update rule; one device per weight.
     device_ = std::shared_ptr<const Device>(Registry<Device>::Create(p.At("device")));
     update_ = Registry<UpdateRule>::Create(p.At("update"));
-    const bool has_io = p.Has("io");
+    const ConfigNode* io_node = p.Find("io");
+    const bool has_io = io_node != nullptr && !io_node->IsNull();
     if (has_io) io_ = ParseIo(p.At("io"));
     device_mode_ = has_io || !device_->ideal() || p.At("update").GetString("impl") != "ideal";
     if (device_mode_ && dec != "native") {
@@ -285,7 +286,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     s.Add(Param::Component("update", "update").Default("{impl: ideal}").Doc(
         "in-array weight update: ideal (exact reprogramming), stochastic_pulses, "
         "deterministic_pulses, write_verify; non-ideal: device mode"));
-    s.Add(Param::Section("io", IoSchema()).Optional().Doc(
+    s.Add(Param::Section("io", IoSchema()).Default("~").Doc(
         "aihwkit-style read path (spec section 3; {} = its defaults); sets device mode"));
     return s;
   }
