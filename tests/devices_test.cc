@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "pimtrain/base/error.h"
@@ -231,6 +232,27 @@ TEST(DeviceTrainingTest, AnalogSgdLearnsTheSyntheticTask) {
   Session s(ResolveAnalog({"train.epochs=4"}));
   TrainSummary r = s.Train("", false, {});
   EXPECT_GT(r.test_accuracy, 0.6);
+}
+
+// Every device preset merges onto an analog config and trains (synthetic data, one epoch).
+TEST(DeviceTrainingTest, EveryDevicePresetTrains) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(PIMTRAIN_SOURCE_DIR) +
+                                                           "/presets/devices")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    ConfigNode merged = ParseYaml(kAnalogMlp, "analog.yaml");
+    MergeInto(merged, LoadYamlFile(e.path().string()));
+    ApplySet(merged, "train.epochs=1");
+    ConfigNode c = ValidateRoot(merged);
+    ASSERT_TRUE(c.At("source").Has("citation"));
+    ASSERT_TRUE(c.At("source").Has("assumptions"));
+    Session s(c);
+    TrainSummary r = s.Train("", false, {});
+    EXPECT_GT(r.test_accuracy, 0.0);
+    ++n;
+  }
+  EXPECT_GE(n, 9);
 }
 
 TEST(DeviceTrainingTest, DeviceBlockNeedsNativeDecomposition) {

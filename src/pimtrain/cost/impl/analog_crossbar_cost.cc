@@ -25,6 +25,8 @@ class AnalogCrossbarCost final : public CostModel {
               .Doc("neural shift-and-add units per array (dataflow C)"));
     s.Add(Param::Float("analog_buffer_arrays_per_array").Default(0.0).Range(0, 64)
               .Doc("RRAM buffer arrays per compute array (dataflow B)"));
+    s.Add(Param::Float("pulse_ns").Default(100.0).Range(0, 1e9).Unit("ns")
+              .Doc("duration of one programming-pulse slot of the device update (docs/devices.md)"));
     return s;
   }
   explicit AnalogCrossbarCost(const ConfigNode& p)
@@ -32,7 +34,8 @@ class AnalogCrossbarCost final : public CostModel {
         adcs_per_array_(p.GetDouble("adcs_per_array")),
         adc_rate_(p.GetDouble("adc_rate_gsps") * 1e9),
         nnsa_per_array_(p.GetDouble("nnsa_per_array")),
-        abuf_per_array_(p.GetDouble("analog_buffer_arrays_per_array")) {}
+        abuf_per_array_(p.GetDouble("analog_buffer_arrays_per_array")),
+        pulse_ns_(p.GetDouble("pulse_ns")) {}
 
   // Walden figure of merit: the energy of one conversion doubles with each bit (the reference
   // is the 8-bit SAR of the tech table).
@@ -71,7 +74,15 @@ class AnalogCrossbarCost final : public CostModel {
     const double cycle_s = 1.0 / (op.frequency_mhz * 1e6);
     const double adc_cycles =
         n("adc_conversions") / (adcs_per_array_ * arrays * adc_rate_ * cycle_s);
-    p.cycles = std::max(array_cycles, adc_cycles);
+    // Device update (docs/devices.md): each pulse on a cell costs one cell_write (the tech table's
+    // SET/RESET pulse energy); a verify read is one cell read plus one conversion. The slots
+    // (all firing lines of the arrays pulse together) take pulse_ns each, in cycles.
+    e["device_pulses"] = n("device_pulses") * E("cell_write", v);
+    e["verify_reads"] = n("device_verify_reads") * (E("crossbar_cell_read", v) +
+                                                    AdcEnergy(adc_bits, v));
+    const double pulse_cycles = n("device_pulse_slots") * pulse_ns_ * 1e-9 / cycle_s;
+    // device_cells_pulsed is a statistic (the cells a pulse reached), priced through the pulses.
+    p.cycles = std::max(array_cycles, adc_cycles) + pulse_cycles;
     // The tile's eDRAM buffer, bus and router, per array and cycle of work.
     e["tile_overhead"] = n("input_cycles") * E("tile_per_array_cycle", v);
     PriceCommon(c, v, p);
@@ -98,7 +109,7 @@ class AnalogCrossbarCost final : public CostModel {
   }
 
  private:
-  double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_;
+  double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_, pulse_ns_;
 };
 
 PIM_REGISTER(CostModel, AnalogCrossbarCost, "analog_crossbar",
