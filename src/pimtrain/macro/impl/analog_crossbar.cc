@@ -17,6 +17,7 @@
 #include "pimtrain/base/rng.h"
 #include "pimtrain/device/array.h"
 #include "pimtrain/device/device.h"
+#include "pimtrain/device/drift.h"
 #include "pimtrain/device/io.h"
 #include "pimtrain/device/trainable.h"
 #include "pimtrain/device/update.h"
@@ -145,7 +146,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     const ConfigNode* io_node = p.Find("io");
     const bool has_io = io_node != nullptr && !io_node->IsNull();
     if (has_io) io_ = ParseIo(p.At("io"));
-    device_mode_ = has_io || !device_->ideal() || p.At("update").GetString("impl") != "ideal";
+    const ConfigNode* dep = p.Find("deployment");
+    has_deployment_ = dep != nullptr && !dep->IsNull();
+    if (has_deployment_) deployment_ = ParseDeployment(*dep);
+    device_mode_ = has_io || has_deployment_ || !device_->ideal() ||
+                   p.At("update").GetString("impl") != "ideal";
     if (device_mode_ && dec != "native") {
       throw ConfigError(p.At("decomposition").Where() + ": " + dec +
                         " with a device / update / io block; the device path stores one device "
@@ -286,6 +291,9 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     s.Add(Param::Component("update", "update").Default("{impl: ideal}").Doc(
         "in-array weight update: ideal (exact reprogramming), stochastic_pulses, "
         "deterministic_pulses, write_verify; non-ideal: device mode"));
+    s.Add(Param::Section("deployment", DeploymentSchema()).Default("~").Doc(
+        "deployment over time (PCM drift, noise, stuck-at faults) applied when weights are "
+        "programmed for evaluation; sets device mode (docs/devices.md)"));
     s.Add(Param::Section("io", IoSchema()).Default("~").Doc(
         "aihwkit-style read path (spec section 3; {} = its defaults); sets device mode"));
     return s;
@@ -588,8 +596,19 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       array_ = std::make_unique<DeviceArray>(
           device_, w.rows, w.cols, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), 0x646576));
     }
-    array_->Set(w, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
-                          static_cast<uint64_t>(ctx.step), 0x77726974));
+    if (has_deployment_) {
+      // The deployed weights: programmed once, read at t_inference (docs/devices.md).
+      std::vector<float> d(static_cast<size_t>(w.rows * w.cols));
+      for (int64_t r = 0; r < w.rows; ++r) {
+        std::copy(w.Row(r), w.Row(r) + w.cols, d.data() + r * w.cols);
+      }
+      ApplyDeployment(deployment_, ctx.seed, ctx.layer, d.data(), static_cast<int64_t>(d.size()));
+      array_->Set(ConstMatrixView(d.data(), w.rows, w.cols, w.cols),
+                  MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), 0x77726974));
+    } else {
+      array_->Set(w, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
+                            static_cast<uint64_t>(ctx.step), 0x77726974));
+    }
     counts.Add("weight_writes", w.rows * w.cols);
     const int64_t tiles = Tiles();
     counts.Add("array_cells_allocated", tiles * spec_.rows * spec_.cols);
@@ -618,6 +637,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   std::unique_ptr<UpdateRule> update_;
   IoParams io_;
   bool device_mode_ = false;
+  bool has_deployment_ = false;
+  DeploymentParams deployment_;
   std::unique_ptr<DeviceArray> array_, fast_;
 
  private:
