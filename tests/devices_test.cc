@@ -10,6 +10,7 @@
 #include "pimtrain/base/registry.h"
 #include "pimtrain/device/array.h"
 #include "pimtrain/device/device.h"
+#include "pimtrain/device/drift.h"
 #include "pimtrain/device/io.h"
 #include "pimtrain/device/update.h"
 #include "pimtrain/sim/session.h"
@@ -268,6 +269,51 @@ TEST(DeviceTrainingTest, AnalogSgdRefusesAMacroWithoutDevices) {
   macro->Erase("decomposition");
   Session s(ValidateRoot(merged));
   EXPECT_THROW(s.Train("", false, {}), UnsupportedError);
+}
+
+}  // namespace
+}  // namespace pim
+
+namespace pim {
+namespace {
+
+TEST(DeploymentTest, DriftShrinksWeightsAndCompensationRestoresTheirScale) {
+  std::vector<float> w(4096);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.37f * i) * 0.1f;
+  auto mean_abs = [](const std::vector<float>& v) {
+    double s = 0;
+    for (float x : v) s += std::fabs(x);
+    return s / v.size();
+  };
+  DeploymentParams d;
+  d.programming_noise = d.read_noise = d.compensation = false;
+  std::vector<float> exact = w;
+  ApplyDeployment(d, 1, 0, exact.data(), static_cast<int64_t>(exact.size()));
+  for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(exact[i], w[i], 1e-6);  // t = 0: no drift
+  d.t_inference = 31536000;  // one year: (t/t0)^-nu with nu ~ 0.05..0.1 shrinks |w|
+  std::vector<float> drifted = w;
+  ApplyDeployment(d, 1, 0, drifted.data(), static_cast<int64_t>(drifted.size()));
+  EXPECT_LT(mean_abs(drifted), 0.6 * mean_abs(w));
+  d.compensation = true;
+  std::vector<float> comp = w;
+  ApplyDeployment(d, 1, 0, comp.data(), static_cast<int64_t>(comp.size()));
+  EXPECT_NEAR(mean_abs(comp), mean_abs(w), 1e-3 * mean_abs(w));
+}
+
+TEST(DeploymentTest, StuckAtFaultsAreFixedBySeedAndHitTheirFraction) {
+  std::vector<float> w(20000, 0.05f);
+  DeploymentParams d;
+  d.programming_noise = d.read_noise = d.drift = d.compensation = false;
+  d.stuck_at_zero_prob = 0.1;
+  std::vector<float> a = w, b = w;
+  d.repetition = 0;
+  ApplyDeployment(d, 3, 1, a.data(), static_cast<int64_t>(a.size()));
+  d.repetition = 5;  // another programming: the same cells are stuck
+  ApplyDeployment(d, 3, 1, b.data(), static_cast<int64_t>(b.size()));
+  EXPECT_EQ(a, b);
+  int64_t zero = 0;
+  for (float x : a) zero += x == 0.0f;  // the g+ device of a positive weight stuck at 0
+  EXPECT_NEAR(static_cast<double>(zero) / a.size(), 0.1, 0.01);
 }
 
 }  // namespace
