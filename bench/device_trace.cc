@@ -30,7 +30,10 @@ int main(int argc, char** argv) {
       }
       if ((k + 1) % 100 == 0) {
         double s = 0, s2 = 0;
-        for (int64_t i = 0; i < n; ++i) s += a.hidden()[i], s2 += double{a.hidden()[i]} * a.hidden()[i];
+        for (int64_t i = 0; i < n; ++i) {
+          s += a.hidden()[i];
+          s2 += double{a.hidden()[i]} * a.hidden()[i];
+        }
         const double m = s / n;
         std::printf("%.6f %.6f\n", m, std::sqrt(std::max(0.0, s2 / n - m * m)));
       }

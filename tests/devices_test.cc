@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "pimtrain/base/error.h"
+#include "pimtrain/base/io.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/device/array.h"
 #include "pimtrain/device/device.h"
@@ -314,6 +315,38 @@ TEST(DeploymentTest, StuckAtFaultsAreFixedBySeedAndHitTheirFraction) {
   int64_t zero = 0;
   for (float x : a) zero += x == 0.0f;  // the g+ device of a positive weight stuck at 0
   EXPECT_NEAR(static_cast<double>(zero) / a.size(), 0.1, 0.01);
+}
+
+}  // namespace
+}  // namespace pim
+
+namespace pim {
+namespace {
+
+// `pimtrain eval --drift-time`: the drift table from a checkpoint; a negative time is a one-line
+// user error with exit code 2.
+TEST(DeploymentCliTest, EvalPrintsTheDriftTableAndRejectsNegativeTimes) {
+  testing::TempDir dir;
+  testing::WriteTinyMnist(dir.path(), 128, 64, 28, /*gzip=*/true);
+  const std::string config = dir.File("pcm.yaml");
+  WriteFileAtomic(config, "seed: 3\nthreads: 2\ndata: {impl: fashion_mnist, dir: " + dir.path() +
+                              "}\nmodel: {impl: mlp, layers: [784, 16, 10]}\n"
+                              "train: {epochs: 1, batch_size: 32}\n"
+                              "pim: {macro: {impl: analog_crossbar, decomposition: native, "
+                              "io: {w_noise: 0.0175, w_noise_type: pcm_read}}}\n");
+  const std::string out = dir.File("run");
+  auto r = testing::RunCommand(std::string(PIMTRAIN_CLI) + " train " + config + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto e = testing::RunCommand(std::string(PIMTRAIN_CLI) + " eval " + out +
+                               "/config.yaml --checkpoint " + out +
+                               " --drift-time 1 31536000 --repeats 2");
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_NE(e.out.find("| 1 s |"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("| 1 year |"), std::string::npos) << e.out;
+  auto bad = testing::RunCommand(std::string(PIMTRAIN_CLI) + " eval " + out +
+                                 "/config.yaml --checkpoint " + out + " --drift-time=-5");
+  EXPECT_EQ(bad.exit_code, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("--drift-time"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -77,8 +77,8 @@ void ApplyDeployment(const DeploymentParams& d, uint64_t seed, int layer, float*
       }
       if (d.read_noise && g > 0) {
         const double qs = std::min(0.0088 / std::max(std::pow(gp / gmax, 0.65), 1e-3), 0.2);
-        g = std::max(g + std::fabs(g) * qs * std::sqrt(std::log((t + tr) / (2 * tr))) * rd.Normal(c),
-                     0.0);
+        const double f = std::sqrt(std::log((t + tr) / (2 * tr)));
+        g = std::max(g + std::fabs(g) * qs * f * rd.Normal(c), 0.0);
       }
       const float u = fault.Uniform(c);
       if (u < d.stuck_at_zero_prob) {

@@ -25,7 +25,8 @@ std::shared_ptr<Schema> IoSchema() {
   s->Add(Param::Float("w_noise").Default(0.0).Range(0, 1e9).Doc("6. weight read noise sigma"));
   s->Add(Param::Enum("w_noise_type", {"additive_constant", "pcm_read"})
              .Default("additive_constant")
-             .Doc("6. additive_constant: w_noise ||u|| xi; pcm_read: w_noise sqrt(sum |w| u^2) xi"));
+             .Doc("6. additive_constant: w_noise ||u|| xi; pcm_read: "
+                  "w_noise sqrt(sum |w| u^2) xi"));
   s->Add(Param::Float("out_noise").Default(0.06).Range(0, 1e9).Doc("7. output noise sigma"));
   s->Add(Param::Float("out_res").Default(1.0 / 510).Range(0, 1e9).Doc(
       "7. ADC resolution: step = out_res x 2 out_bound (> 1: steps); 0: none"));
@@ -99,7 +100,9 @@ void AnalogRead(const IoParams& io, ConstMatrixView x, const float* w, int64_t r
     for (int64_t i = 0; i < m; ++i) std::copy(x.Row(i), x.Row(i) + k, xs.data() + i * k);
     std::vector<float> out(static_cast<size_t>(m * n));
     gemm(xs.data(), m, out.data());
-    for (int64_t i = 0; i < m; ++i) std::copy(out.data() + i * n, out.data() + (i + 1) * n, y.Row(i));
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy(out.data() + i * n, out.data() + (i + 1) * n, y.Row(i));
+    }
     return;
   }
   const double din = StepOf(io.inp_res, io.inp_bound);

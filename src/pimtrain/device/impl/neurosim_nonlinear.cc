@@ -106,7 +106,9 @@ class NeuroSimNonlinear final : public Device {
     // G(x + k) = G_min + B - (G_min + B - G) e^(-k/A), k = +n (LTP) or -n (LTD).
     const double k = dir > 0 ? n : -n;
     double g = lo + b - (lo + b - w) * std::exp(-k / a);
-    if (sigma_c2c_ > 0) g += sigma_c2c_ * range * std::sqrt(static_cast<double>(n)) * rng.Normal(ctr);
+    if (sigma_c2c_ > 0) {
+      g += sigma_c2c_ * range * std::sqrt(static_cast<double>(n)) * rng.Normal(ctr);
+    }
     return static_cast<float>(std::clamp(g, lo, hi));
   }
 

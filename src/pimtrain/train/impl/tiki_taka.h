@@ -66,7 +66,8 @@ class TikiTakaBase : public AnalogAlgorithm {
     if ((rc.step + 1) % o_.transfer_every != 0) return;
     // 2. Read rows of A through the array (one-hot inputs, NM and BM off).
     const int64_t k = std::min(o_.rows_per_transfer, rows);
-    std::vector<float> onehot(static_cast<size_t>(k * rows), 0.0f), v(static_cast<size_t>(k * cols));
+    std::vector<float> onehot(static_cast<size_t>(k * rows), 0.0f);
+    std::vector<float> v(static_cast<size_t>(k * cols));
     std::vector<int64_t> which(static_cast<size_t>(k));
     for (int64_t j = 0; j < k; ++j) {
       which[j] = st.next_row;
