@@ -151,12 +151,58 @@ int Train(const std::vector<std::string>& configs, const std::vector<std::string
   return 0;
 }
 
+// `eval --drift-time T...`: the test accuracy after T seconds of drift (pim.macro.deployment,
+// docs/devices.md), mean and spread over `repeats` programmings, with and without global drift
+// compensation.
+int EvalDrift(const std::vector<std::string>& files, const std::vector<std::string>& sets,
+              const std::string& checkpoint, const std::vector<double>& times, int repeats) {
+  auto label = [](double t) {
+    char buf[64];
+    if (t >= 31536000) std::snprintf(buf, sizeof buf, "%g year", t / 31536000);
+    else if (t >= 86400) std::snprintf(buf, sizeof buf, "%g day", t / 86400);
+    else if (t >= 3600) std::snprintf(buf, sizeof buf, "%g h", t / 3600);
+    else std::snprintf(buf, sizeof buf, "%g s", t);
+    return std::string(buf);
+  };
+  std::printf("| drift time | accuracy, compensated (mean +- std, %d runs) | uncompensated |\n",
+              repeats);
+  std::printf("|---|---|---|\n");
+  for (double t : times) {
+    if (!(t >= 0)) throw ConfigError("--drift-time: " + std::to_string(t) + " is not >= 0 s");
+    std::string cells[2];
+    for (int comp = 1; comp >= 0; --comp) {
+      double s = 0, s2 = 0;
+      for (int r = 0; r < repeats; ++r) {
+        std::vector<std::string> more = sets;
+        char tb[64];
+        std::snprintf(tb, sizeof tb, "%.17g", t);
+        more.push_back(std::string("pim.macro.deployment.t_inference=") + tb);
+        more.push_back("pim.macro.deployment.repetition=" + std::to_string(r));
+        more.push_back(std::string("pim.macro.deployment.compensation=") +
+                       (comp ? "true" : "false"));
+        Session session(ResolveConfig(files, more));
+        const double a = session.EvaluateCheckpoint(checkpoint).accuracy;
+        s += a;
+        s2 += a * a;
+      }
+      const double m = s / repeats, sd = std::sqrt(std::max(0.0, s2 / repeats - m * m));
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f %% +- %.2f", 100 * m, 100 * sd);
+      cells[comp] = buf;
+    }
+    std::printf("| %s | %s | %s |\n", label(t).c_str(), cells[1].c_str(), cells[0].c_str());
+  }
+  return 0;
+}
+
 int Eval(const std::vector<std::string>& configs, const std::vector<std::string>& sets,
-         const std::string& checkpoint, BatchGroup* group) {
+         const std::string& checkpoint, BatchGroup* group,
+         const std::vector<double>& drift_times, int repeats) {
   std::vector<std::string> files = configs;
   if (files.empty()) {
     throw ConfigError("eval needs a config (the run's DIR/config.yaml works)");
   }
+  if (!drift_times.empty()) return EvalDrift(files, sets, checkpoint, drift_times, repeats);
   Session session(ResolveConfig(files, sets), group);
   EvalResult r = session.EvaluateCheckpoint(checkpoint);
   std::printf("test accuracy: %s  (loss %.4f, %lld samples)\n", Percent(r.accuracy).c_str(),
@@ -404,6 +450,12 @@ int Main(int argc, char** argv) {
   eval->add_option("config", configs, "config files, merged in order")->check(CLI::ExistingFile);
   eval->add_option("--set", sets, "override a key (repeatable)");
   eval->add_option("--checkpoint", checkpoint, "run directory or checkpoint file")->required();
+  std::vector<double> drift_times;
+  int drift_repeats = 3;
+  eval->add_option("--drift-time", drift_times,
+                   "seconds of conductance drift (several: a table; docs/devices.md)");
+  eval->add_option("--repeats", drift_repeats, "programmings per drift time (mean and spread)")
+      ->check(CLI::Range(1, 1000));
 
   bool json = false;
   std::string point;
@@ -454,7 +506,7 @@ int Main(int argc, char** argv) {
       }
     }
     if (train->parsed()) return Train(configs, sets, out, resume, group.get());
-    if (eval->parsed()) return Eval(configs, sets, checkpoint, group.get());
+    if (eval->parsed()) return Eval(configs, sets, checkpoint, group.get(), drift_times, drift_repeats);
     if (cost->parsed()) return Cost(configs, sets, json, point, network, sparsity);
     if (describe->parsed()) return Describe(what);
     if (sweep->app->parsed()) return RunSweepCommand(*sweep);

@@ -8,6 +8,7 @@
 
 #include "pimtrain/base/action_counts.h"
 #include "pimtrain/base/config.h"
+#include "pimtrain/base/error.h"
 #include "pimtrain/base/matrix_view.h"
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/stage.h"
@@ -85,6 +86,16 @@ class Macro {
   // dW = X^T dY (rows x cols) for a batch, on the macro's gradient-calculation path.
   virtual void GradientCalc(ConstMatrixView x, ConstMatrixView dy, MatrixView dw,
                             const RunContext& ctx, ActionCounts& counts) = 0;
+
+  // WU in the array: W <- W - lr x^T d written into the cells as the configured update rule
+  // does (pulses, write-verify, exact), x: batch x rows (the FP inputs), d: batch x cols (the
+  // output errors). Macros that cannot update in place throw UnsupportedError.
+  virtual void UpdateInArray(ConstMatrixView x, ConstMatrixView d, float lr,
+                             const RunContext& ctx, ActionCounts& counts) {
+    (void)x, (void)d, (void)lr, (void)ctx, (void)counts;
+    throw UnsupportedError(
+        "this macro has no in-array update (use analog_crossbar with a device / update block)");
+  }
 
   // The weights as the array holds them now, dequantized to float (rows x cols).
   virtual void ReadWeights(MatrixView w) const = 0;

@@ -34,6 +34,8 @@ class AnalogCrossbarCost final : public CostModel {
               .Doc("clock of the digital periphery (ISAAC's shift-and-add units: 1.2 GHz)"));
     s.Add(Param::Float("write_ns").Default(100).Range(0.1, 1e6).Unit("ns")
               .Doc("one programming pulse: a row of cells of each array written in parallel"));
+    s.Add(Param::Float("pulse_ns").Default(100.0).Range(0, 1e9).Unit("ns")
+              .Doc("duration of one programming-pulse slot of the device update (docs/devices.md)"));
     return s;
   }
   explicit AnalogCrossbarCost(const ConfigNode& p)
@@ -45,7 +47,8 @@ class AnalogCrossbarCost final : public CostModel {
         mac_bits_(static_cast<double>(p.GetInt("digital_mac_bits"))),
         mac_units_(p.GetDouble("digital_mac_units_per_array")),
         digital_mhz_(p.GetDouble("digital_clock_mhz")),
-        write_ns_(p.GetDouble("write_ns")) {
+        write_ns_(p.GetDouble("write_ns")),
+        pulse_ns_(p.GetDouble("pulse_ns")) {
     Prices("cell_reads", "crossbar: crossbar_cell_read each");
     Prices("dac_conversions", "dac: dac_1bit x dac_bits each");
     Prices("sample_holds", "sample_hold each");
@@ -62,6 +65,17 @@ class AnalogCrossbarCost final : public CostModel {
     Prices("digital_macs", "digital_mac: b^2 + 2b accumulator_add_bit each; time: "
                            "digital_mac_units_per_array x arrays at digital_clock_mhz");
     Prices("offset_corrections", "shift_add: one digital subtract each");
+    // The pulsed device update (docs/devices.md).
+    Prices("device_pulses", "device_pulse: cell_write each (the tech table's SET/RESET pulse)");
+    Prices("device_verify_reads", "verify_read: crossbar_cell_read + one ADC conversion each");
+    Prices("device_pulse_slots", "time: pulse_ns each (all firing lines pulse together)");
+    Prices("digital_accumulations",
+           "digital_accumulate: 2b accumulator_add_bit each (Tiki-Taka's H, mixed precision's chi)");
+    Ignores("device_cells_pulsed", "a statistic: the cells the priced pulses reached");
+    Ignores("bm_repeats", "the repeated reads are counted again under cell_reads, dac_conversions, "
+                          "adc_conversions and input_cycles, which are priced");
+    Ignores("transfer_reads", "the transfer's array reads are counted under cell_reads, "
+                              "dac_conversions and adc_conversions, which are priced");
     Ignores("skipped_input_cycles", "a skipped cycle is not applied: no energy, no time");
     Ignores("adc_clipped", "a property of conversions already priced under adc_conversions");
     Ignores("buffer_switches", "one select line per programmed matrix: below 1e-6 of a write-back");
@@ -106,6 +120,17 @@ class AnalogCrossbarCost final : public CostModel {
     const double adc_cycles =
         n("adc_conversions") / (adcs_per_array_ * arrays * adc_rate_ * cycle_s);
     p.cycles = std::max(array_cycles, adc_cycles);
+    // Device update (docs/devices.md): each pulse on a cell costs one cell_write (the tech table's
+    // SET/RESET pulse energy); a verify read is one cell read plus one conversion. The slots
+    // (all firing lines of the arrays pulse together) take pulse_ns each.
+    const double pulses = n("device_pulses"), verifies = n("device_verify_reads");
+    if (pulses > 0) e["device_pulse"] = pulses * E("cell_write", v);
+    if (verifies > 0) {
+      e["verify_read"] = verifies * (E("crossbar_cell_read", v) + AdcEnergy(adc_bits, v));
+    }
+    p.cycles += n("device_pulse_slots") * pulse_ns_ * 1e-9 / cycle_s;
+    const double accs = n("digital_accumulations");
+    if (accs > 0) e["digital_accumulate"] = accs * 2 * mac_bits_ * E("accumulator_add_bit", v);
     // The digital periphery: an array multiplier (b^2 full-adder bits) and a 2b-bit accumulate
     // per MAC, on digital_mac_units_per_array units per array at the digital clock.
     const double dmacs = n("digital_macs");
@@ -151,7 +176,7 @@ class AnalogCrossbarCost final : public CostModel {
 
  private:
   double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_;
-  double mac_bits_, mac_units_, digital_mhz_, write_ns_;
+  double mac_bits_, mac_units_, digital_mhz_, write_ns_, pulse_ns_;
 };
 
 PIM_REGISTER(CostModel, AnalogCrossbarCost, "analog_crossbar",

@@ -15,6 +15,12 @@
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
+#include "pimtrain/device/array.h"
+#include "pimtrain/device/device.h"
+#include "pimtrain/device/drift.h"
+#include "pimtrain/device/io.h"
+#include "pimtrain/device/trainable.h"
+#include "pimtrain/device/update.h"
 #include "pimtrain/kernels/analog.h"
 #include "pimtrain/kernels/gemm.h"
 #include "pimtrain/macro/analog_config.h"
@@ -33,7 +39,17 @@ PIM_DECLARE_COUNTERS(
     {"digital_macs", "MAC", "FP BP GC",
      "multiply-accumulates done in the digital periphery (GC; the ideal read-out's FP/BP)"},
     {"offset_corrections", "output", "FP BP",
-     "outputs corrected for the offset encoding (a digital subtract of offset x sum(x))"});
+     "outputs corrected for the offset encoding (a digital subtract of offset x sum(x))"},
+    // Device mode (docs/devices.md): the pulsed in-array update and the io read path.
+    {"device_pulses", "pulse", "WU", "programming pulses applied to cells (device update)"},
+    {"device_cells_pulsed", "cell", "WU", "cells that received at least one pulse in an update"},
+    {"device_pulse_slots", "slot", "WU",
+     "pulse periods of an update (all firing lines of the arrays pulse in one slot)"},
+    {"device_verify_reads", "cell read", "WU", "read-backs of write-verify (cell read + conversion)"},
+    {"bm_repeats", "read", "FP BP", "reads repeated by bound management at a halved input scale"},
+    {"transfer_reads", "read", "WU", "Tiki-Taka's one-hot reads of the fast array A"},
+    {"digital_accumulations", "add", "WU",
+     "digital accumulator adds (Tiki-Taka's hidden matrix H, mixed precision's chi)"});
 
 enum class KernelChoice { kFast, kRef };
 enum class Encoding { kOffset, kDifferential };
@@ -128,7 +144,7 @@ struct Side {
   int reads_per_cycle = 1;
 };
 
-class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
+class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public AnalogTrainable {
  public:
   explicit AnalogCrossbarMacro(const ConfigNode& p) {
     spec_.rows = p.GetInt("rows");
@@ -143,6 +159,23 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     spec_.gradient_bits = 32;  // GC is digital FP32
     spec_.master_weights = p.GetBool("master_weights");
     const std::string dec = p.GetString("decomposition");
+    // Device mode (docs/devices.md): the weights live in pulsed devices, read through the
+    // aihwkit-style io path and written by the update rule; one device per weight.
+    device_ = std::shared_ptr<const Device>(Registry<Device>::Create(p.At("device")));
+    update_ = Registry<UpdateRule>::Create(p.At("update"));
+    const ConfigNode* io_node = p.Find("io");
+    const bool has_io = io_node != nullptr && !io_node->IsNull();
+    if (has_io) io_ = ParseIo(p.At("io"));
+    const ConfigNode* dep = p.Find("deployment");
+    has_deployment_ = dep != nullptr && !dep->IsNull();
+    if (has_deployment_) deployment_ = ParseDeployment(*dep);
+    device_mode_ = has_io || has_deployment_ || !device_->ideal() ||
+                   p.At("update").GetString("impl") != "ideal";
+    if (device_mode_ && dec != "native") {
+      throw ConfigError(p.At("decomposition").Where() + ": " + dec +
+                        " with a device / update / io block; the device path stores one device "
+                        "per weight and needs decomposition: native");
+    }
     encoding_ = p.GetString("weight_encoding") == "differential" ? Encoding::kDifferential
                                                                   : Encoding::kOffset;
     dac_bits_ = static_cast<int>(p.GetInt("dac_bits"));
@@ -160,6 +193,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
       dac_bits_ = std::min(8, spec_.input_bits);
       cell_bits_ = bw - 1;
     }
+    if (device_mode_) cell_bits_ = std::clamp(cell_bits_, 1, 4);  // unused: analog devices
     if (cell_bits_ < 1 || cell_bits_ > 4) {
       const ConfigNode& n = p.At("decomposition");
       throw ConfigError(n.Where() + ": " + dec + " with weight_bits " + std::to_string(bw) +
@@ -278,6 +312,16 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
     s.Add(Param::Enum("kernel", {"fast", "ref"}).Default("fast").Doc(
         "fast: bit-packed planes and 8-wide conversions; ref: the cycle-by-cycle loops "
         "(identical results, slow)"));
+    s.Add(Param::Component("device", "device").Default("{impl: ideal}").Doc(
+        "device response model of each cell (docs/devices.md); non-ideal: device mode"));
+    s.Add(Param::Component("update", "update").Default("{impl: ideal}").Doc(
+        "in-array weight update: ideal (exact reprogramming), stochastic_pulses, "
+        "deterministic_pulses, write_verify; non-ideal: device mode"));
+    s.Add(Param::Section("deployment", DeploymentSchema()).Default("~").Doc(
+        "deployment over time (PCM drift, noise, stuck-at faults) applied when weights are "
+        "programmed for evaluation; sets device mode (docs/devices.md)"));
+    s.Add(Param::Section("io", IoSchema()).Default("~").Doc(
+        "aihwkit-style read path (spec section 3; {} = its defaults); sets device mode"));
     return s;
   }
 
@@ -307,6 +351,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
   void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) override {
     rows_ = w.rows;
     cols_ = w.cols;
+    if (device_mode_) {
+      ProgramDevices(w, ctx, counts);
+      return;
+    }
     const int bw = spec_.weight_bits;
     ThreadPool* pool = ctx.pool != nullptr ? ctx.pool : &DefaultPool();
     // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1.
@@ -425,6 +473,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
 
   void Multiply(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
                 ActionCounts& counts) override {
+    if (device_mode_) {
+      ReadDevices(x, y, dir, ctx, counts);
+      return;
+    }
     const bool fwd = dir == Direction::kForward;
     const Side& side = side_[Index(dir)];
     PIM_CHECK_MSG(x.cols == side.k && y.cols == side.n && x.rows == y.rows,
@@ -492,6 +544,12 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
 
   void ReadWeights(MatrixView w) const override {
     PIM_CHECK_MSG(w.rows == rows_ && w.cols == cols_, "ReadWeights: shape mismatch");
+    if (device_mode_) {
+      for (int64_t r = 0; r < rows_; ++r) {
+        std::copy(array_->hidden() + r * cols_, array_->hidden() + (r + 1) * cols_, w.Row(r));
+      }
+      return;
+    }
     for (int64_t r = 0; r < rows_; ++r) {
       std::copy(wdeq_.begin() + r * cols_, wdeq_.begin() + (r + 1) * cols_, w.Row(r));
     }
@@ -520,6 +578,107 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable {
             {"input_cycles_per_group", static_cast<double>(fig.input_cycles)},
             {"adc_full_scale_fraction", fs_fraction_}};
   }
+
+  // ---- device mode (docs/devices.md) ----
+  void UpdateInArray(ConstMatrixView x, ConstMatrixView d, float lr, const RunContext& ctx,
+                     ActionCounts& counts) override {
+    if (!device_mode_) {
+      throw UnsupportedError(
+          "analog_crossbar: in-array update needs device mode (a device, update or io block)");
+    }
+    PIM_CHECK_MSG(array_ != nullptr && x.cols == rows_ && d.cols == cols_ && x.rows == d.rows,
+                  "UpdateInArray: operand shapes do not match the programmed weights");
+    const UpdateContext uc = MakeUpdateContext(ctx);
+    if (device_->ideal()) {
+      // The ideal device: the exact increment whatever the rule (no pulses to apply).
+      std::vector<float> dw;
+      OuterGradient(x, d, dw, ctx.pool);
+      for (int64_t i = 0; i < array_->size(); ++i) array_->Add(i, -lr * dw[i]);
+      counts.Add("weight_writes", array_->size());
+      counts.Add("digital_macs", x.rows * x.cols * d.cols);
+      return;
+    }
+    update_->Apply(*array_, x, d, lr, uc, 1, counts);
+  }
+  bool device_mode() const override { return device_mode_; }
+  DeviceArray& weight_array() override {
+    PIM_CHECK_MSG(array_ != nullptr, "weight_array before Program");
+    return *array_;
+  }
+  DeviceArray& fast_array(uint64_t seed, int layer) override {
+    if (fast_ == nullptr) {
+      fast_ = std::make_unique<DeviceArray>(device_, rows_, cols_, MixKey(seed, layer, 0x66617374));
+      std::vector<float> zero(static_cast<size_t>(rows_ * cols_), 0.0f);
+      fast_->Set(ConstMatrixView(zero.data(), rows_, cols_, cols_), MixKey(seed, layer, 0x6661));
+    }
+    return *fast_;
+  }
+  const UpdateRule& update_rule() const override { return *update_; }
+  const IoParams& io() const override { return io_; }
+
+ private:
+  static UpdateContext MakeUpdateContext(const RunContext& ctx) {
+    UpdateContext uc;
+    uc.seed = ctx.seed;
+    uc.step = ctx.step;
+    uc.layer = ctx.layer;
+    uc.pool = ctx.pool;
+    return uc;
+  }
+  int64_t Tiles() const {
+    return ((rows_ + spec_.rows - 1) / spec_.rows) * ((cols_ + spec_.cols - 1) / spec_.cols);
+  }
+  // Exact programming of every device (the first call draws the device-to-device spreads,
+  // keyed by (seed, layer) and the cell index; later calls keep them).
+  void ProgramDevices(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) {
+    if (array_ == nullptr || array_->rows() != w.rows || array_->cols() != w.cols) {
+      array_ = std::make_unique<DeviceArray>(
+          device_, w.rows, w.cols, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), 0x646576));
+    }
+    if (has_deployment_) {
+      // The deployed weights: programmed once, read at t_inference (docs/devices.md).
+      std::vector<float> d(static_cast<size_t>(w.rows * w.cols));
+      for (int64_t r = 0; r < w.rows; ++r) {
+        std::copy(w.Row(r), w.Row(r) + w.cols, d.data() + r * w.cols);
+      }
+      ApplyDeployment(deployment_, ctx.seed, ctx.layer, d.data(), static_cast<int64_t>(d.size()));
+      array_->Set(ConstMatrixView(d.data(), w.rows, w.cols, w.cols),
+                  MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), 0x77726974));
+    } else {
+      array_->Set(w, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
+                            static_cast<uint64_t>(ctx.step), 0x77726974));
+    }
+    counts.Add("weight_writes", w.rows * w.cols);
+    const int64_t tiles = Tiles();
+    counts.Add("array_cells_allocated", tiles * spec_.rows * spec_.cols);
+    counts.Add("array_cells_used", w.rows * w.cols);
+  }
+  // The io read path on the devices' read weights; noise keyed like the integer path.
+  void ReadDevices(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
+                   ActionCounts& counts) {
+    const bool fwd = dir == Direction::kForward;
+    PIM_CHECK_MSG(array_ != nullptr && x.cols == (fwd ? rows_ : cols_) &&
+                      y.cols == (fwd ? cols_ : rows_) && x.rows == y.rows,
+                  "Multiply: operand shapes do not match the programmed weights");
+    if (ctx.step != last_step_ || ctx.stage != last_stage_) {
+      last_step_ = ctx.step;
+      last_stage_ = ctx.stage;
+      call_ = 0;
+    }
+    const uint64_t key =
+        MixKey(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), static_cast<uint64_t>(ctx.step),
+                      static_cast<uint64_t>(ctx.stage)),
+               static_cast<uint64_t>(call_++), static_cast<uint64_t>(Index(dir)), 0x696f);
+    AnalogRead(io_, x, array_->read(), rows_, cols_, !fwd, key, Tiles(), y, ctx.pool, counts);
+  }
+
+  std::shared_ptr<const Device> device_;
+  std::unique_ptr<UpdateRule> update_;
+  IoParams io_;
+  bool device_mode_ = false;
+  bool has_deployment_ = false;
+  DeploymentParams deployment_;
+  std::unique_ptr<DeviceArray> array_, fast_;
 
  private:
   struct Chain {

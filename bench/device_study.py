@@ -1,0 +1,211 @@
+#!/usr/bin/python3
+"""Analog device training study (docs/devices.md): pimtrain's analog_sgd epoch against PyTorch
+FP32 in the same run, the accuracy table of the device models and algorithms, and an
+independent numpy check of the device update rules.
+
+Usage: /usr/bin/python3 bench/device_study.py [--train-limit N] [--epochs 2] [--threads 1,2]
+           [--only speed,accuracy,rules] [--pimtrain build/release/pimtrain] [--json out.json]
+
+Accuracy runs: MLP 784-256-128-10, batch 64, plain SGD lr 0.05 (no momentum, constant rate),
+spec defaults for device, update (stochastic_pulses) and io ({}), seed 1; --train-limit takes
+the first N training images (the shared 2-vCPU machine cannot run every model on all 60000
+in a session; the test set is always the full 10000).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+BASE = """
+name: device-study
+seed: 1
+threads: {threads}
+data: {{impl: fashion_mnist, dir: /usr/share/datasets/fashion-mnist, train_limit: {limit}}}
+model: {{impl: mlp, layers: [784, 256, 128, 10]}}
+train:
+  epochs: {epochs}
+  batch_size: 64
+  checkpoint: false
+  optimizer: {{impl: sgd, learning_rate: 0.05}}
+  schedule: {{impl: constant}}
+  algorithm: {{impl: {algorithm}}}
+"""
+MACRO = """
+pim:
+  placement: all
+  macro:
+    impl: analog_crossbar
+    rows: 256
+    cols: 256
+    decomposition: native
+    device: {device}
+    update: {{impl: stochastic_pulses}}
+    io: {{}}
+"""
+
+
+def run_pimtrain(binary, threads, limit, epochs, algorithm="analog_sgd", device=None, extra=()):
+    text = BASE.format(threads=threads, limit=limit, epochs=epochs, algorithm=algorithm)
+    if device is not None:
+        text += MACRO.format(device=device)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = os.path.join(out, "c.yaml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        cmd = [binary, "train", cfg, "--out", os.path.join(out, "run")]
+        for e in extra:
+            cmd += ["--set", e]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(out, "run", "metrics.jsonl")) as f:
+            lines = [json.loads(l) for l in f if l.strip()]
+    last = lines[-1]
+    return {"seconds": [l["seconds"] for l in lines], "accuracy": last["test_accuracy"],
+            "loss": last["test_loss"]}
+
+
+def run_torch_epoch(threads, limit):
+    import torch
+    import torch.nn as nn
+    from vs_pytorch import load_data
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    xtr, ytr, _, _ = load_data()
+    if limit:
+        xtr, ytr = xtr[:limit], ytr[:limit]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
+                          nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    n, bs = xtr.shape[0], 64
+    perm = torch.randperm(n)
+    t0 = time.perf_counter()
+    for s in range(math.ceil(n / bs)):
+        idx = perm[s * bs:(s + 1) * bs]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xtr[idx]), ytr[idx]).backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+# ---- independent numpy device models (spec section 2), for the statistical check ----
+def np_pulses(model, w, n_up, n_down, rng, p):
+    """1000-up / 1000-down traces of independent devices, clipped after each pulse."""
+    dev = w.shape[0]
+    g = 1 + p["dw_min_dtod"] * rng.standard_normal(dev)
+    r = p["up_down_dtod"] * rng.standard_normal(dev)
+    dup = (g + r) * p["dw_min"]
+    ddn = (g - r) * p["dw_min"]
+    bmax = p["w_max"] * (1 + p["w_max_dtod"] * rng.standard_normal(dev))
+    bmin = p["w_min"] * (1 + p["w_min_dtod"] * rng.standard_normal(dev))
+    dup, ddn, bmax, bmin = np.abs(dup), np.abs(ddn), np.abs(bmax), -np.abs(bmin)
+    trace = []
+    for k in range(n_up + n_down):
+        up = k < n_up
+        xi = rng.standard_normal(dev)
+        noise = 1 + p["dw_min_std"] * xi
+        if model == "constant_step":
+            step = dup if up else -ddn
+        elif model == "soft_bounds":
+            step = dup * (1 - w / bmax) if up else -ddn * (1 - w / bmin)
+        else:  # exp_step
+            z = 2 * p["a"] * w / (bmax - bmin) + p["b"]
+            step = (dup * np.maximum(1 - p["A_up"] * np.exp(p["gamma_up"] * z), 0) if up else
+                    -ddn * np.maximum(1 - p["A_down"] * np.exp(-p["gamma_down"] * z), 0))
+        w = np.clip(w + step * noise, bmin, bmax)
+        trace.append(w.copy())
+    return np.array(trace)
+
+
+def rules_check(binary_dir):
+    tool = os.path.join(binary_dir, "bench", "pimtrain_device_trace")
+    p = dict(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, w_max=0.6, w_min=-0.6,
+             w_max_dtod=0.3, w_min_dtod=0.3, up_down_dtod=0.01, A_up=0.00081, A_down=0.36833,
+             gamma_up=12.44625, gamma_down=12.78785, a=0.244, b=0.2425)
+    rows = []
+    for model in ["constant_step", "soft_bounds", "exp_step"]:
+        out = subprocess.run([tool, model, "2000", "1000", "1000"], check=True,
+                             capture_output=True, text=True).stdout.split()
+        ours = np.array([float(v) for v in out]).reshape(-1, 2)  # per checkpoint: mean, std
+        ref = np_pulses(model, np.zeros(2000), 1000, 1000, np.random.default_rng(1), p)
+        idx = np.arange(99, 2000, 100)
+        rm, rs = ref[idx].mean(1), ref[idx].std(1)
+        # the mean of 2000 devices has standard error std / sqrt(2000)
+        z = np.abs(ours[:, 0] - rm) / np.maximum(np.sqrt((rs ** 2 + ours[:, 1] ** 2) / 2000), 1e-9)
+        rows.append((model, float(z.max()), float(np.abs(ours[:, 1] - rs).max()), ours, rm))
+    print("\n### Device update rules vs an independent numpy implementation")
+    print("2000 devices, spec defaults, 1000 up then 1000 down pulses; mean and std of w every "
+          "100 pulses\n")
+    print("| model | max |z| of the mean (20 checkpoints) | max |std difference| | w after 1000 up (pimtrain / numpy) |")
+    print("|---|---|---|---|")
+    for model, z, ds, ours, rm in rows:
+        print(f"| {model} | {z:.2f} | {ds:.4f} | {ours[9, 0]:.4f} / {rm[9]:.4f} |")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build/release/pimtrain"))
+    ap.add_argument("--train-limit", type=int, default=12000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--only", default="speed,accuracy,rules")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    only = a.only.split(",")
+    res = {}
+    if "rules" in only:
+        res["rules"] = [(m, z, d) for m, z, d, _, _ in rules_check(os.path.dirname(a.pimtrain))]
+    if "speed" in only:
+        print("\n### analog_sgd epoch (soft_bounds, stochastic_pulses, io: {}) vs PyTorch FP32")
+        print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, "
+              "one epoch each, same run\n")
+        print("| threads | pimtrain analog_sgd s | PyTorch FP32 s |")
+        print("|---|---|---|")
+        best_p, best_t = 1e9, 1e9
+        for t in [int(v) for v in a.threads.split(",")]:
+            p = run_pimtrain(a.pimtrain, t, a.train_limit, 1, device="{impl: soft_bounds}")
+            tt = run_torch_epoch(t, a.train_limit)
+            best_p, best_t = min(best_p, p["seconds"][0]), min(best_t, tt)
+            print(f"| {t} | {p['seconds'][0]:.2f} | {tt:.2f} |")
+        print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.1f}x")
+        res["speed"] = {"pimtrain": best_p, "torch": best_t}
+    if "accuracy" in only:
+        runs = [("FP32 (no macro)", "backprop", None),
+                ("ideal device", "analog_sgd", "{impl: ideal}"),
+                ("constant_step", "analog_sgd", "{impl: constant_step}"),
+                ("linear_step", "analog_sgd", "{impl: linear_step}"),
+                ("soft_bounds", "analog_sgd", "{impl: soft_bounds}"),
+                ("exp_step", "analog_sgd", "{impl: exp_step}"),
+                ("pow_step", "analog_sgd", "{impl: pow_step}"),
+                ("soft_bounds + mixed_precision", "mixed_precision", "{impl: soft_bounds}"),
+                ("soft_bounds + tiki_taka (all rows per transfer)", "tiki_taka",
+                 "{impl: soft_bounds}")]
+        print(f"\n### Accuracy: {a.epochs} epochs, {a.train_limit or 60000} training images, "
+              "full test set, batch 64, SGD lr 0.05\n")
+        print("| run | test accuracy % | test loss | accuracy vs ideal (pt) |")
+        print("|---|---|---|---|")
+        out = {}
+        for name, alg, dev in runs:
+            extra = ["train.algorithm.rows_per_transfer=100000"] if alg == "tiki_taka" else []
+            r = run_pimtrain(a.pimtrain, 2, a.train_limit, a.epochs, alg, dev, extra)
+            out[name] = r
+            ideal = out.get("ideal device", r)
+            print(f"| {name} | {100 * r['accuracy']:.2f} | {r['loss']:.4f} | "
+                  f"{100 * (r['accuracy'] - ideal['accuracy']):+.2f} |", flush=True)
+        res["accuracy"] = out
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+// Device role: the response of one analog cross-point device to a programming pulse (aihwkit's
+// pulsed devices, NeuroSim's nonlinear LTP/LTD), with its device-to-device spreads drawn once
+// per cell and its cycle-to-cycle noise drawn per pulse (docs/devices.md).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/rng.h"
+#include "pimtrain/base/schema.h"
+
+namespace pim {
+
+// Per-cell parameters, drawn once when the array is programmed (structure of arrays, one entry
+// per cell): the hard bounds b+ / b-, the step sizes Delta+ / Delta-, and two model-specific
+// slots (LinearStep's slopes, PowStep's exponents, the NeuroSim curves' A).
+struct DeviceCells {
+  std::vector<float> b_max, b_min, dw_up, dw_down, p_up, p_down;
+  int64_t size() const { return static_cast<int64_t>(b_max.size()); }
+};
+
+// The parameters every pulsed device shares (spec section 2.1), in aihwkit's names.
+struct PulsedParams {
+  double dw_min = 0.001, dw_min_dtod = 0.3, dw_min_std = 0.3;
+  double w_max = 0.6, w_min = -0.6, w_max_dtod = 0.3, w_min_dtod = 0.3;
+  double up_down = 0, up_down_dtod = 0.01;
+  bool enforce_consistency = true;
+  double write_noise_std = 0;
+  double reset = 0, reset_dtod = 0, reset_std = 0.01;
+};
+
+class Device {
+ public:
+  static constexpr const char* kRoleName = "device";
+  virtual ~Device() = default;
+
+  // Draws the per-cell parameters of n cells; cell i's draws come from counter i of `key`'s
+  // streams, so the spreads are a function of the cell's coordinates only.
+  virtual void Draw(uint64_t key, int64_t n, DeviceCells& cells) const;
+  // The device granularity epsilon: the mean weight change of one pulse (spec 2.1).
+  virtual double Granularity() const { return params_.dw_min; }
+  // true: no pulses; the update is applied as the exact floating-point increment, unbounded.
+  virtual bool ideal() const { return false; }
+
+  // Applies `n` >= 1 pulses in one direction (dir > 0: up, dir < 0: down) to cell `cell` of
+  // value w, each followed by the clip to its bounds; pulse p's cycle-to-cycle noise is
+  // Normal(ctr + p) of `rng` (the caller keys it by seed, layer, step, update cycle and cell).
+  virtual float Pulse(float w, int64_t cell, const DeviceCells& c, int n, int dir,
+                      const CounterRng& rng, uint64_t ctr) const = 0;
+
+  // The state a reset pulse puts cell `cell` in (rho_r + reset_std xi).
+  float ResetValue(int64_t cell, const CounterRng& rng, uint64_t ctr) const;
+
+  const PulsedParams& params() const { return params_; }
+  double write_noise_std() const { return params_.write_noise_std; }
+
+ protected:
+  Device() = default;
+  explicit Device(const ConfigNode& p);
+  // The common parameters with this model's defaults.
+  static void AddPulsedParams(Schema& s, const PulsedParams& defaults);
+
+  PulsedParams params_;
+};
+
+// A pulse loop shared by the models: Derived::Step(w, cell, c, dir, xi) returns the new,
+// unclipped value of one pulse; the loop clips after each pulse (aihwkit's order).
+template <class Derived>
+class PulsedDevice : public Device {
+ public:
+  float Pulse(float w, int64_t cell, const DeviceCells& c, int n, int dir, const CounterRng& rng,
+              uint64_t ctr) const final {
+    const float hi = c.b_max[cell], lo = c.b_min[cell];
+    const auto& self = static_cast<const Derived&>(*this);
+    for (int p = 0; p < n; ++p) {
+      const float xi = sigma_ > 0 ? rng.Normal(ctr + static_cast<uint64_t>(p)) : 0.0f;
+      w = self.Step(w, cell, c, dir, xi);
+      w = std::min(std::max(w, lo), hi);
+    }
+    return w;
+  }
+
+ protected:
+  PulsedDevice() = default;
+  explicit PulsedDevice(const ConfigNode& p)
+      : Device(p), sigma_(static_cast<float>(params_.dw_min_std)) {}
+  float sigma_ = 0;
+};
+
+}  // namespace pim

@@ -1,0 +1,125 @@
+// What the analog training algorithms share (docs/devices.md, "Training algorithms"): FP and BP
+// through the arrays, the digital gradients of everything that is not an analog weight (biases,
+// layers off the arrays), and a per-layer WU hook that writes into the devices. No digital
+// master copy of an analog weight exists: after WU the layer's weight tensor is what the
+// devices hold.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/device/trainable.h"
+#include "pimtrain/nn/staged_matmul.h"
+#include "pimtrain/train/algorithm.h"
+#include "pimtrain/train/numeric_guard.h"
+
+namespace pim {
+
+struct AnalogLayer {
+  int index = 0;
+  StagedMatmul* matmul = nullptr;
+  Macro* macro = nullptr;
+  AnalogTrainable* trainable = nullptr;
+  Parameter* weight = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+class AnalogAlgorithm : public TrainingAlgorithm {
+ public:
+  StepResult TrainStep(Network& net, const Tensor& x, const int32_t* labels, Loss& loss,
+                       Optimizer& opt, double lr, const StepContext& ctx) override {
+    const Tensor& logits = net.Forward(x, ctx);
+    const int n = net.size();
+    LossResult res = loss.Compute(logits, labels, &net.error(n));
+    CheckActivationsFinite(net, ctx);
+    CheckLossFinite(res.loss_sum, ctx);
+    std::vector<AnalogLayer> analog;
+    for (int i = n - 1; i >= 0; --i) {
+      Layer& layer = net.layer(i);
+      AnalogLayer al;
+      if (Find(net, i, al)) {
+        // GC of the analog weight happens in the array (WU); the bias gradient is digital.
+        std::vector<Parameter*> ps = layer.Parameters();
+        const Tensor& dy = net.error(i + 1);
+        const int64_t m = dy.shape()[0];
+        for (Parameter* p : ps) {
+          if (p == al.weight) {
+            p->grad.Zero();
+          } else if (p->name == "bias") {
+            ColumnSums(dy.data(), m, al.cols, p->grad.data(), PoolOf(ctx));
+          }
+        }
+        analog.push_back(al);
+      } else {
+        layer.ComputeGradient(net.error(i + 1), ctx);
+      }
+      if (i > 0) {
+        layer.PropagateError(net.error(i + 1), net.error(i), ctx);
+        CheckFinite(net.error(i), net, i, Stage::kBackward, "input error", ctx);
+      }
+    }
+    opt.Step(lr);  // digital parameters; the analog weights have zero gradient here
+    for (int i = 0; i < n; ++i) {
+      bool is_analog = false;
+      for (const AnalogLayer& al : analog) is_analog |= al.index == i;
+      if (!is_analog) net.layer(i).CommitUpdate(ctx);
+    }
+    for (AnalogLayer& al : analog) {
+      const Tensor& xin = net.activation(al.index);
+      const Tensor& dy = net.error(al.index + 1);
+      const int64_t m = dy.shape()[0];
+      RunContext rc;
+      rc.seed = ctx.seed;
+      rc.step = ctx.step;
+      rc.layer = al.index;
+      rc.stage = Stage::kUpdate;
+      rc.pool = ctx.pool;
+      ActionCounts counts;
+      UpdateLayer(al, ConstMatrixView(xin.data(), m, al.rows, al.rows),
+                  ConstMatrixView(dy.data(), m, al.cols, al.cols), static_cast<float>(lr), rc,
+                  counts);
+      al.matmul->AddCounts(Stage::kUpdate, counts);
+      al.macro->ReadWeights(al.weight->value.AsMatrix());
+    }
+    return {res.loss_sum, res.correct};
+  }
+
+ protected:
+  // Writes one layer's update W <- W - lr x^T d into its devices (x: m x rows, d: m x cols).
+  virtual void UpdateLayer(AnalogLayer& al, ConstMatrixView x, ConstMatrixView d, float lr,
+                           const RunContext& rc, ActionCounts& counts) = 0;
+  virtual const char* name() const = 0;
+
+ private:
+  // Layer i as an analog layer: on an analog_crossbar in device mode, a fully connected layer
+  // (conv layers would update per im2col row: not modelled; UnsupportedError).
+  bool Find(Network& net, int i, AnalogLayer& al) const {
+    StagedMatmul* mm = net.layer(i).matmul();
+    if (mm == nullptr || !mm->on_macro()) return false;
+    auto* at = dynamic_cast<AnalogTrainable*>(mm->macro());
+    if (at == nullptr || !at->device_mode()) {
+      throw UnsupportedError(std::string("train.algorithm ") + name() + ": layer " +
+                             std::to_string(i) + " (" + net.layer(i).Summary() +
+                             ") is not on an analog_crossbar with a device, update or io block");
+    }
+    Parameter* w = net.layer(i).Parameters().front();
+    const int64_t rows = w->value.shape()[0], cols = w->value.shape()[1];
+    const Tensor& xin = net.activation(i);
+    if (xin.numel() != xin.shape()[0] * rows) {
+      throw UnsupportedError(std::string("train.algorithm ") + name() + ": layer " +
+                             std::to_string(i) + " (" + net.layer(i).Summary() +
+                             ") is not fully connected; in-array updates cover linear layers");
+    }
+    al.index = i;
+    al.matmul = mm;
+    al.macro = mm->macro();
+    al.trainable = at;
+    al.weight = w;
+    al.rows = rows;
+    al.cols = cols;
+    return true;
+  }
+};
+
+}  // namespace pim

@@ -1,0 +1,46 @@
+// `chopped_tiki_taka` (c-TTv2; Rasch et al., Nat. Commun. 2024): Tiki-Taka v2 with row
+// choppers c_r = +-1 that flip the sign of A's updates and of the read-out into H, so A's
+// offsets average out; H += c_r v lambda_T / (buffer_granularity eps_A), a pulse on C where
+// |H| >= 1 (H <- momentum H), and c_r flips with probability in_chop_prob after its read.
+#include "pimtrain/base/registry.h"
+#include "pimtrain/train/impl/tiki_taka.h"
+
+namespace pim {
+namespace {
+
+TikiTakaOptions Parse(const ConfigNode& p) {
+  TikiTakaOptions o;
+  o.chopped = true;
+  o.fast_lr = p.GetDouble("fast_lr");
+  o.transfer_lr = p.GetDouble("transfer_lr");
+  o.transfer_every = p.GetInt("transfer_every");
+  o.rows_per_transfer = p.GetInt("rows_per_transfer");
+  o.in_chop_prob = p.GetDouble("in_chop_prob");
+  o.buffer_granularity = p.GetDouble("buffer_granularity");
+  o.momentum = p.GetDouble("momentum");
+  return o;
+}
+
+class ChoppedTikiTaka final : public TikiTakaBase {
+ public:
+  explicit ChoppedTikiTaka(const ConfigNode& p) : TikiTakaBase(Parse(p)) {}
+  static Schema GetSchema() {
+    Schema s;
+    AddCommon(s);
+    s.Add(Param::Float("in_chop_prob").Default(0.1).Range(0, 1).Doc(
+        "probability that a row's chopper flips after its read (aihwkit Python default)"));
+    s.Add(Param::Float("buffer_granularity").Default(1.0).Range(1e-6, 1e6).Doc(
+        "H counts in units of buffer_granularity x A's granularity"));
+    s.Add(Param::Float("momentum").Default(0.0).Range(0, 1).Doc("H kept after a transfer"));
+    return s;
+  }
+
+ protected:
+  const char* name() const override { return "chopped_tiki_taka"; }
+};
+
+PIM_REGISTER(TrainingAlgorithm, ChoppedTikiTaka, "chopped_tiki_taka",
+             "chopped Tiki-Taka v2: sign choppers on A, digital H, transfers into C");
+
+}  // namespace
+}  // namespace pim
