@@ -19,15 +19,6 @@ namespace fs = std::filesystem;
 
 const std::string kRoot = PIMTRAIN_SOURCE_DIR;
 
-// TEMPORARY: the three docs/cost.md sections that another developer writes in parallel (issue
-// 19 left docs/cost.md to them). The lead removes this list when the branches merge; after
-// that a missing section fails like any other.
-const std::set<std::pair<std::string, std::string>> kPendingSections = {
-    {"docs/cost.md", "analog_crossbar"},
-    {"docs/cost.md", "fp_dcim"},
-    {"docs/cost.md", "Scaling between nodes"},
-};
-
 // A heading's words without the #'s and backticks.
 std::string HeadingText(const std::string& line) {
   size_t i = line.find_first_not_of('#');
@@ -112,7 +103,6 @@ std::vector<Citation> FindCitations() {
 TEST(DocsCitationsTest, EveryCitedDocSectionExists) {
   const std::vector<Citation> citations = FindCitations();
   ASSERT_GT(citations.size(), 20u) << "the scan found too few citations: is the pattern right?";
-  std::set<std::pair<std::string, std::string>> pending_used;
   for (const auto& c : citations) {
     const std::string file = kRoot + "/" + c.doc;
     if (!FileExists(file)) {
@@ -122,23 +112,8 @@ TEST(DocsCitationsTest, EveryCitedDocSectionExists) {
     bool found = false;
     for (const auto& h : Headings(file)) found = found || Names(h, c.section);
     if (found) continue;
-    if (kPendingSections.count({c.doc, c.section}) != 0) {
-      pending_used.insert({c.doc, c.section});
-      continue;
-    }
     ADD_FAILURE() << c.from << " cites " << c.doc << ", \"" << c.section
                   << "\": no such section heading";
-  }
-  // The temporary list holds nothing that is no longer missing: drop entries once written.
-  for (const auto& p : kPendingSections) {
-    const bool written = [&] {
-      for (const auto& h : Headings(kRoot + "/" + p.first)) {
-        if (Names(h, p.second)) return true;
-      }
-      return false;
-    }();
-    EXPECT_FALSE(written) << p.first << " \"" << p.second
-                          << "\" exists now: remove it from kPendingSections";
   }
 }
 

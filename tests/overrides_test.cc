@@ -91,6 +91,10 @@ void CollectProbes(const Schema& schema, const std::string& prefix, const Config
     switch (p.type()) {
       case ParamType::kSection:
         ASSERT_NE(current, nullptr) << key;
+        // An optional section that is off by default (`Default("~")`, e.g. an analog macro's
+        // io or deployment block): setting a key inside switches the whole block on, so its
+        // other keys appear too; like a component without a default, nothing to probe alone.
+        if (current->IsNull()) break;
         CollectProbes(*p.section(), key + ".", *current, out);
         break;
       case ParamType::kComponent: {
