@@ -282,6 +282,14 @@ TEST(OverridesTest, ReplacingAComponentIsExplicitAndDropsTheOldKeys) {
   EXPECT_EQ(c.At("train").At("optimizer"), Resolve({}).At("train").At("optimizer"));
 }
 
+TEST(OverridesTest, AModelPresetReplacesTheDefaultModel) {
+  // {preset: NAME} names a whole model, like {impl: NAME}: it must not merge into the default
+  // mlp's keys.
+  ConfigNode c = Resolve({"model={preset: vit_tiny}"});
+  EXPECT_FALSE(c.At("model").Has("layers"));
+  EXPECT_EQ(c.At("model"), Resolve({"model.impl=mlp", "model={preset: vit_tiny}"}).At("model"));
+}
+
 TEST(OverridesTest, AFileBlockWithoutImplChangesTheDefaultComponent) {
   ConfigNode c = testing::ResolveYaml("train: {optimizer: {learning_rate: 0.01}}\n", "f.yaml");
   EXPECT_EQ(c.At("train").At("optimizer").GetString("impl"), "sgd");

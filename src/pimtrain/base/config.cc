@@ -511,8 +511,9 @@ void ApplySet(ConfigNode& root, std::string_view assignment, const Schema* schem
     return;
   }
   std::string path = cur->path();
-  if (parsed.IsMap() && !parsed.Has("impl")) {
-    // A map of keys changes those keys of what is there.
+  if (parsed.IsMap() && !parsed.Has("impl") && !parsed.Has("preset")) {
+    // A map of keys changes those keys of what is there ({preset: NAME}, like {impl: NAME},
+    // names a whole component: it replaces).
     if (cur->IsMap()) {
       MergeInto(*cur, parsed);
       cur->SetPaths(path);

@@ -254,7 +254,7 @@ ConfigNode ValidateValue(const Param& p, const ConfigNode& n) {
       }
       break;
     case ParamType::kComponent:
-      if (n.IsMap() && !n.Has("impl") && p.default_text().has_value()) {
+      if (n.IsMap() && !n.Has("impl") && !n.Has("preset") && p.default_text().has_value()) {
         // Keys without an impl change the default component ({learning_rate: 0.01} under
         // train.optimizer is the default SGD with that rate), as a --set of each key would.
         ConfigNode block = ParseYaml(*p.default_text(), "default of " + p.name());
