@@ -187,17 +187,7 @@ pim:
 )";
 
 ConfigNode ResolveAnalog(const std::vector<std::string>& sets) {
-  ConfigNode merged = ParseYaml(kAnalogMlp, "analog.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
-}
-
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
+  return testing::ResolveYaml(kAnalogMlp, "analog.yaml", sets);
 }
 
 // Every new path: device models, update rules, algorithms; same seed -> same bits at 1 and 2
@@ -225,7 +215,7 @@ TEST(DeviceTrainingTest, EveryPathIsBitIdenticalAtOneAndTwoThreads) {
     b.Train("", false, {});
     std::string name;
     for (const auto& e : extra) name += e + " ";
-    EXPECT_EQ(Weights(a), Weights(b)) << name;
+    EXPECT_EQ(testing::StateValues(a), testing::StateValues(b)) << name;
     EXPECT_GT(sa.test_accuracy, 0.0) << name;
   }
 }

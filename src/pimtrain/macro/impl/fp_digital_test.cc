@@ -19,6 +19,7 @@
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/formats.h"
 #include "pimtrain/sim/session.h"
+#include "test_util.h"
 
 namespace pim {
 namespace {
@@ -298,17 +299,7 @@ pim:
 )";
 
 ConfigNode ResolveMlp(const std::vector<std::string>& sets) {
-  ConfigNode merged = ParseYaml(kFpMlp, "fp.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
-}
-
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
+  return testing::ResolveYaml(kFpMlp, "fp.yaml", sets);
 }
 
 TEST(FpDigitalMacroTest, TrainingIsDeterministicAcrossKernelsAndThreadsAndLearns) {
@@ -318,8 +309,8 @@ TEST(FpDigitalMacroTest, TrainingIsDeterministicAcrossKernelsAndThreadsAndLearns
   fast2.Train("", false, {});
   Session ref(ResolveMlp({"threads=2", "pim.macro.rounding=stochastic", "pim.macro.kernel=ref"}));
   ref.Train("", false, {});
-  EXPECT_EQ(Weights(fast1), Weights(fast2));
-  EXPECT_EQ(Weights(fast1), Weights(ref));
+  EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(fast2));
+  EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(ref));
   EXPECT_GT(a.test_accuracy, 0.5);
 }
 

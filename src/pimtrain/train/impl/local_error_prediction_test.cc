@@ -19,6 +19,7 @@
 #include "pimtrain/sim/session.h"
 #include "pimtrain/train/algorithm.h"
 #include "pimtrain/train/impl/local_error_prediction.h"
+#include "test_util.h"
 
 namespace pim {
 namespace {
@@ -332,17 +333,7 @@ train:
 )";
 
 ConfigNode Resolve(const std::vector<std::string>& sets) {
-  ConfigNode merged = ParseYaml(kSyntheticMlp, "test.yaml");
-  for (const auto& s : sets) ApplySet(merged, s);
-  return ValidateRoot(merged);
-}
-
-std::vector<std::vector<float>> Weights(Session& s) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, t] : s.trainer().StateTensors()) {
-    out.emplace_back(t->data(), t->data() + t->numel());
-  }
-  return out;
+  return testing::ResolveYaml(kSyntheticMlp, "test.yaml", sets);
 }
 
 TEST(LocalErrorPredictionTest, BothVariantsLearnAndAreDeterministicOverThreads) {
@@ -353,7 +344,7 @@ TEST(LocalErrorPredictionTest, BothVariantsLearnAndAreDeterministicOverThreads) 
     const TrainSummary a = one.Train("", false, {});
     Session two(Resolve({alg, "threads=2"}));
     const TrainSummary b = two.Train("", false, {});
-    EXPECT_EQ(Weights(one), Weights(two)) << variant;
+    EXPECT_EQ(testing::StateValues(one), testing::StateValues(two)) << variant;
     EXPECT_EQ(a.test_accuracy, b.test_accuracy) << variant;
     // 10 classes: chance is 0.1; with the hidden layers frozen (only the last layer learning)
     // this task reaches 0.18, backprop 0.94, dfa 0.84, local_classifier 0.80.
