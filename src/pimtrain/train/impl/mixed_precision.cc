@@ -41,7 +41,8 @@ class MixedPrecision final : public AnalogAlgorithm {
     const double eps = a.granularity();
     std::vector<int32_t> n(chi.size());
     for (size_t i = 0; i < chi.size(); ++i) {
-      const double k = std::clamp(std::trunc(chi[i] / eps), -static_cast<double>(cap_), static_cast<double>(cap_));
+      const double cap = static_cast<double>(cap_);
+      const double k = std::clamp(std::trunc(chi[i] / eps), -cap, cap);
       n[i] = static_cast<int32_t>(k);
       chi[i] -= static_cast<float>(k * eps);
     }
