@@ -281,8 +281,11 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
     out += "],\n\"expected\": " + FigureChecksJson(checks);
     if (pipes) {
       out += ",\n\"pipelining\": {\"speedup\": " + std::to_string(pipes->speedup()) +
+             ", \"algorithm_speedup\": " + std::to_string(pipes->algorithm_speedup()) +
+             ", \"schedule_speedup\": " + std::to_string(pipes->schedule_speedup()) +
              ", \"offchip_traffic_reduction\": " + std::to_string(pipes->traffic_reduction()) +
              ",\n\"backprop_sequential\": " + pipes->backprop_sequential.ToJson() +
+             ",\n\"local_sequential\": " + pipes->local_sequential.ToJson() +
              ",\n\"local_super_pipelined\": " + pipes->local_super_pipelined.ToJson() + "}";
     }
     out += "\n}\n";
@@ -298,14 +301,19 @@ int Cost(const std::vector<std::string>& args, const std::vector<std::string>& s
   }
   if (pipes) {
     const auto& b = pipes->backprop_sequential;
+    const auto& q = pipes->local_sequential;
     const auto& l = pipes->local_super_pipelined;
     std::printf("\ntraining 6000 samples of the preset's workload at %s:\n", b.op.name.c_str());
     std::printf("  %-40s %12s %14s %14s\n", "", "latency (s)", "energy (uJ)", "off-chip (Mbit)");
     std::printf("  %-40s %12.4g %14.4g %14.4g\n", "backprop, no pipelining", b.seconds,
                 b.energy_pj * 1e-6, b.offchip_bits * 1e-6);
+    std::printf("  %-40s %12.4g %14.4g %14.4g\n", "local error prediction, no pipelining",
+                q.seconds, q.energy_pj * 1e-6, q.offchip_bits * 1e-6);
     std::printf("  %-40s %12.4g %14.4g %14.4g\n", "local error prediction, super-pipelined",
                 l.seconds, l.energy_pj * 1e-6, l.offchip_bits * 1e-6);
-    std::printf("  pipelining speedup %.2fx, off-chip traffic reduced %.2fx\n", pipes->speedup(),
+    std::printf("  speedup %.2fx = algorithm (local errors) %.2fx x schedule (super-pipeline) "
+                "%.2fx; off-chip traffic reduced %.2fx\n",
+                pipes->speedup(), pipes->algorithm_speedup(), pipes->schedule_speedup(),
                 pipes->traffic_reduction());
   }
   return 0;

@@ -139,22 +139,39 @@ CostReport TrainingCost(const ConfigNode& config, int64_t slice_samples,
   return t.cost;
 }
 
+namespace {
+double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
+}  // namespace
+
 double PipelineComparison::speedup() const {
-  return local_super_pipelined.seconds > 0
-             ? backprop_sequential.seconds / local_super_pipelined.seconds
-             : 0;
+  return Ratio(backprop_sequential.seconds, local_super_pipelined.seconds);
+}
+double PipelineComparison::algorithm_speedup() const {
+  return Ratio(backprop_sequential.seconds, local_sequential.seconds);
+}
+double PipelineComparison::schedule_speedup() const {
+  return Ratio(local_sequential.seconds, local_super_pipelined.seconds);
 }
 double PipelineComparison::traffic_reduction() const {
-  return local_super_pipelined.offchip_bits > 0
-             ? backprop_sequential.offchip_bits / local_super_pipelined.offchip_bits
-             : 0;
+  return Ratio(backprop_sequential.offchip_bits, local_super_pipelined.offchip_bits);
 }
 
 PipelineComparison ComparePipelines(const ConfigNode& config, int64_t slice_samples) {
   PipelineComparison p;
+  // A double-buffered macro without the super-pipeline: its second buffer holds W^T for BP
+  // (backprop) or idles (local errors); either way the write-back stalls the arrays.
+  const ConfigNode* macro = config.At("pim").Find("macro");
+  const bool doubled = macro != nullptr && macro->IsMap() && macro->Has("impl") &&
+                       macro->At("impl").AsString() == "double_buffered";
+  std::vector<std::string> bp = {"train.algorithm={impl: backprop}", "cost.schedule=sequential"};
+  std::vector<std::string> seq = {"cost.schedule=sequential"};
+  if (doubled) {
+    bp.push_back("pim.macro.second_buffer=transposed_copy");
+    seq.push_back("pim.macro.second_buffer=idle");
+  }
   p.local_super_pipelined = TrainingCost(config, slice_samples, {"cost.schedule=super_pipelined"});
-  p.backprop_sequential = TrainingCost(
-      config, slice_samples, {"train.algorithm={impl: backprop}", "cost.schedule=sequential"});
+  p.local_sequential = TrainingCost(config, slice_samples, seq);
+  p.backprop_sequential = TrainingCost(config, slice_samples, bp);
   return p;
 }
 

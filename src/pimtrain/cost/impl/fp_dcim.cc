@@ -40,6 +40,8 @@ class FpDcimCost final : public CostModel {
         access_fo4_(p.GetDouble("access_fo4")) {
     Prices("array_row_reads", "array_read: port_bits x sram6t_read_bit each");
     Prices("rotations", "transpose_rotation: port_bits x shifter_bit each");
+    Prices("multiplier_input_loads", "input_drive: 4 register bits each (one multiplier's input "
+                                     "nibble per pass)");
     Prices("exponent_compares", "prealignment: exponent_compare each");
     Prices("alignment_shifts", "prealignment: a 4-stage barrel shift of elem_bits each");
     Prices("exponent_adds", "prealignment: exponent_compare each (an 8-bit add)");
@@ -59,6 +61,7 @@ class FpDcimCost final : public CostModel {
     Prices("exponent_writes", "weight_write: 8 register bits each");
     Prices("off_macro_fp32_macs", "gradient_unit: fp_mac_fp32 each; time: offmacro_macs_per_cycle");
     Prices("gc_multiplier_ops", "multipliers: mult4x4 each; time: multiplier slots");
+    Prices("gc_gated_ops", "multipliers: gated_op each; time unless zero_skipping");
     Prices("gc_tree_passes", "adder_tree: tree_inputs - 1 adds of add_bits each; normalize each");
     Ignores("gc_macro_macs", "logical figure: the on-macro GC's multiplies and tree passes are "
                              "priced under gc_multiplier_ops and gc_tree_passes");
@@ -83,6 +86,8 @@ class FpDcimCost final : public CostModel {
     auto& e = p.energy_pj;
     e["array_read"] = n("array_row_reads") * port * E("sram6t_read_bit", v);
     e["transpose_rotation"] = n("rotations") * port * E("shifter_bit", v);
+    // Every pass loads each multiplier's input nibble into its operand register.
+    e["input_drive"] = n("multiplier_input_loads") * 4 * E("register_bit", v) * activity;
     e["prealignment"] = n("exponent_compares") * E("exponent_compare", v) +
                         // a barrel shifter: log2(max shift) = 4 stages of elem_bits muxes
                         n("alignment_shifts") * elem_bits * 4 * E("shifter_bit", v) +
@@ -115,7 +120,7 @@ class FpDcimCost final : public CostModel {
     // tree passes; each pass normalizes its result into the FP32 gradient accumulator), or on
     // the FP32 unit outside it.
     const double gc_mults = n("gc_multiplier_ops"), gc_passes = n("gc_tree_passes");
-    if (gc_mults > 0) {
+    if (gc_mults > 0 || gc_passes > 0) {
       const double tree_in = std::max(1.0, HwParam(hw, "tree_inputs", 64));
       e["multipliers"] += gc_mults * E("mult4x4", v) * activity;
       e["adder_tree"] += gc_passes * (tree_in - 1) * add_bits * E("adder_tree_add_bit", v) *
@@ -123,6 +128,11 @@ class FpDcimCost final : public CostModel {
       e["normalize"] += gc_passes * E("normalize", v);
       cycles += gc_mults / mults / arrays;
     }
+    // Dual sparsity in GC: the MACs with a zero activation or error are gated; with
+    // zero_skipping they are not issued at all (no slot).
+    const double gc_gated = n("gc_gated_ops");
+    e["multipliers"] += gc_gated * E("gated_op", v);
+    if (!zero_skipping_) cycles += gc_gated / mults / arrays;
     const double gc = n("off_macro_fp32_macs");
     if (gc > 0) {
       e["gradient_unit"] = gc * E("fp_mac_fp32", v);

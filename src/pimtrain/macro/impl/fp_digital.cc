@@ -45,17 +45,24 @@ PIM_DECLARE_COUNTERS(
     {"exponent_adds", "element", "FP BP",
      "per-element exponent offsets folded in (tensor scaling)"},
     {"array_row_reads", "port read", "FP BP",
-     "port-wide reads: a row forward, a diagonal backward"},
-    {"rotations", "port rotation", "FP BP", "port-wide rotations of the cyclic transpose"},
+     "port-wide reads of weight nibbles, one per multiplier pass: a row FP, a diagonal BP"},
+    {"rotations", "port rotation", "FP BP",
+     "port-wide rotations of the input segment (cyclic transpose), one per read off offset 0"},
+    {"multiplier_input_loads", "nibble", "FP BP",
+     "input nibbles loaded into the multipliers: one per multiplier and pass (gated ones too)"},
     {"input_buffer_reads", "element", "FP BP", "input elements read out to the multipliers"},
     {"output_buffer_writes", "element", "FP BP", "finished outputs written"},
     {"off_macro_fp32_macs", "MAC", "GC", "FP32 MACs of the gradient unit outside the macro"},
     {"gc_macro_macs", "MAC", "GC",
      "gradient MACs run on the macro itself (gradient_path: macro; SP-PIM)"},
     {"gc_multiplier_ops", "4b x 4b multiply", "GC",
-     "nibble multiplies of the on-macro GC: nibbles(input) x nibbles(error) per MAC"},
+     "nibble multiplies of the on-macro GC: nibbles(input) x nibbles(error) per MAC whose "
+     "activation and error are both nonzero"},
+    {"gc_gated_ops", "4b x 4b multiply", "GC",
+     "nibble multiplies of on-macro GC MACs with a zero activation or error (dual sparsity)"},
     {"gc_tree_passes", "tree pass", "GC",
-     "adder-tree passes of the on-macro GC (one per tree_inputs-long block and nibble pair)"});
+     "adder-tree passes of the on-macro GC (per tree_inputs-long block and nibble pair, skipped "
+     "when the block's activation or error segment is all zero)"});
 
 enum class KernelChoice { kFast, kRef };
 enum class AlignMode { kVector, kLayer };
@@ -460,13 +467,13 @@ class FpDigitalMacro final : public Macro {
       for (int64_t i = 0; i < m; ++i) std::copy(&out[i * n], &out[i * n] + n, y.Row(i));
     }
     if (kernel_ == KernelChoice::kRef) {
-      // Counted by doing: the reads and rotations of one sample, repeated for each sample.
-      counts.Add("array_row_reads", m * reads);  // a row forward, a diagonal backward
-      counts.Add("rotations", m * rotations);
-      BufferCounts(m, k, n, counts);
-    } else {
-      PortCounts(fwd, m, k, n, counts);
+      // The layout the reads walked: one n_p-wide row (diagonal) per (output, segment), at a
+      // nonzero rotation for every output off a block's offset 0. The passes re-read it
+      // (PortCounts).
+      const int64_t np = per_read_, segments = (k + np - 1) / np;
+      PIM_CHECK(reads == n * segments && rotations == (n - (n + np - 1) / np) * segments);
     }
+    PortCounts(m, k, n, spec.bits, counts);
   }
 
   // GC outside the macro [secondary: "gradient calculation and update are outside it"]: exact
@@ -505,11 +512,41 @@ class FpDigitalMacro final : public Macro {
     }
     // On the macro: every nibble of the input against every nibble of the error, the reduction
     // over the batch cut into tree_inputs-long blocks (one tree pass per block and nibble pair).
+    // Dual sparsity (SP-PIM): a MAC with a zero activation or a zero error is not issued (its
+    // nibble multiplies are counted as gated), and a tree pass whose activation segment or error
+    // segment is all zero (a zero flag per segment) is skipped: a pass runs for (r, c) in a
+    // block when x[., r] and dy[., c] both have a nonzero element there.
     const int64_t pairs = kernels::NumNibbles(input_.bits) * kernels::NumNibbles(error_.bits);
-    const int64_t blocks = (x.rows + tree_inputs_ - 1) / tree_inputs_;
+    std::vector<int64_t> nz_x(static_cast<size_t>(x.rows)), nz_dy(static_cast<size_t>(x.rows));
+    int64_t performed = 0, passes = 0;
+    std::vector<char> any_x(static_cast<size_t>(x.cols)), any_dy(static_cast<size_t>(dy.cols));
+    for (int64_t b0 = 0; b0 < x.rows; b0 += tree_inputs_) {
+      const int64_t b1 = std::min(x.rows, b0 + tree_inputs_);
+      std::fill(any_x.begin(), any_x.end(), 0);
+      std::fill(any_dy.begin(), any_dy.end(), 0);
+      for (int64_t b = b0; b < b1; ++b) {
+        int64_t nx = 0, nd = 0;
+        const float* xr_b = xa.Row(b);
+        const float* dr_b = da.Row(b);
+        for (int64_t r = 0; r < x.cols; ++r) {
+          const bool nz = xr_b[r] != 0.0f;
+          nx += nz;
+          any_x[r] |= nz;
+        }
+        for (int64_t c = 0; c < dy.cols; ++c) {
+          const bool nz = dr_b[c] != 0.0f;
+          nd += nz;
+          any_dy[c] |= nz;
+        }
+        performed += nx * nd;
+      }
+      passes += static_cast<int64_t>(std::count(any_x.begin(), any_x.end(), 1)) *
+                static_cast<int64_t>(std::count(any_dy.begin(), any_dy.end(), 1));
+    }
     counts.Add("gc_macro_macs", macs);
-    counts.Add("gc_multiplier_ops", macs * pairs);
-    counts.Add("gc_tree_passes", x.cols * dy.cols * blocks * pairs);
+    counts.Add("gc_multiplier_ops", performed * pairs);
+    counts.Add("gc_gated_ops", (macs - performed) * pairs);
+    counts.Add("gc_tree_passes", passes * pairs);
   }
 
   void ReadWeights(MatrixView w) const override {
@@ -1336,17 +1373,25 @@ class FpDigitalMacro final : public Macro {
     return s;
   }
 
-  // Port and buffer events of one Multiply (docs/fp_digital.md, "Cyclic weight mapping"): per sample,
-  // every (output, reduction block) pair is one 256-bit read (a row forward, a diagonal
-  // backward), and the input or error segment is rotated to match whenever the read's
-  // rotation is nonzero; each segment is loaded once per block of n outputs.
-  void PortCounts(bool fwd, int64_t m, int64_t k, int64_t n_out, ActionCounts& counts) const {
-    const int64_t n = per_read_;
-    const int64_t kblocks = (k + n - 1) / n, oblocks = (n_out + n - 1) / n;
-    const int64_t reads = n_out * kblocks;
-    const int64_t rotated = (n_out - oblocks) * kblocks;  // outputs at offset 0 need none
-    counts.Add("array_row_reads", m * reads);  // a row forward, a diagonal backward
-    counts.Add("rotations", m * rotated);
+  // Port, rotator and multiplier-input events of one Multiply (docs/fp_digital.md, "Counting
+  // model"). The macro computes one pass per access: a pass is (sample, output, reduction block
+  // of tree_inputs elements, input nibble, weight nibble), and its 64 multipliers take one
+  // 4-bit weight nibble each, read through the port in that access (4 kb bits: one 256-bit read
+  // for a full block), and one input nibble each from the rotated segment. So an 8-bit operand
+  // costs its four nibble passes four reads, four rotations and four input loads, not the one
+  // read of its 8-bit cells a layout walk would suggest; each segment is loaded from the input
+  // buffer once per block of n_p outputs.
+  void PortCounts(int64_t m, int64_t k, int64_t n_out, int x_bits, ActionCounts& counts) const {
+    const int64_t np = per_read_, oblocks = (n_out + np - 1) / np;
+    const int64_t pairs = kernels::NumNibbles(x_bits) * kernels::NumNibbles(weight_.bits);
+    int64_t reads_per_output = 0;  // port reads of one output's passes
+    for (int64_t r0 = 0; r0 < k; r0 += tree_inputs_) {
+      const int64_t kb = std::min(tree_inputs_, k - r0);
+      reads_per_output += (4 * kb + port_bits_ - 1) / port_bits_ * pairs;
+    }
+    counts.Add("array_row_reads", m * n_out * reads_per_output);  // rows FP, diagonals BP
+    counts.Add("rotations", m * (n_out - oblocks) * reads_per_output);  // offset 0 needs none
+    counts.Add("multiplier_input_loads", m * n_out * k * pairs);
     BufferCounts(m, k, n_out, counts);
   }
 

@@ -217,15 +217,19 @@ TEST(FpDigitalMacroTest, ForwardAndBackwardAreWAndWTransposed) {
         EXPECT_EQ(dx[b * rows + r], static_cast<float>(s)) << kernel;
       }
     }
-    // Port model: 64-bit port, 8-bit cells: n = 8 weights per read. Forward: each of the 40
-    // outputs reads ceil(70 / 8) = 9 rows per sample; 40 - 5 outputs sit at a nonzero rotation.
-    // BP: each of the 70 outputs reads ceil(40 / 8) = 5 diagonals; 70 - 9 are rotated.
-    EXPECT_EQ(fc.Get("array_row_reads"), batch * 40 * 9);
-    EXPECT_EQ(fc.Get("rotations"), batch * (40 - 5) * 9);
+    // Port model: 64-bit port, 8-bit cells: n = 8 weights per read, 64-input trees, 2 x 2
+    // nibble passes per block. A pass reads its block's weight nibbles through the port: 4 x 64
+    // bits = 4 reads for a full block, ceil(4 x 6 / 64) = 1 for the 6-element tail; every read
+    // of an output off offset 0 is rotated. Forward (k = 70): 4 x (4 + 1) = 20 reads per
+    // output, 40 - 5 outputs rotated. BP (k = 40): 4 x ceil(160 / 64) = 12, 70 - 9 rotated.
+    EXPECT_EQ(fc.Get("array_row_reads"), batch * 40 * 20);
+    EXPECT_EQ(fc.Get("rotations"), batch * (40 - 5) * 20);
+    EXPECT_EQ(fc.Get("multiplier_input_loads"), batch * 40 * rows * 4);
     EXPECT_EQ(fc.Get("input_buffer_reads"), batch * rows * 5);
     EXPECT_EQ(fc.Get("output_buffer_writes"), batch * cols);
-    EXPECT_EQ(bc.Get("array_row_reads"), batch * 70 * 5);
-    EXPECT_EQ(bc.Get("rotations"), batch * (70 - 9) * 5);
+    EXPECT_EQ(bc.Get("array_row_reads"), batch * 70 * 12);
+    EXPECT_EQ(bc.Get("rotations"), batch * (70 - 9) * 12);
+    EXPECT_EQ(bc.Get("multiplier_input_loads"), batch * 70 * cols * 4);
     EXPECT_EQ(bc.Get("input_buffer_reads"), batch * cols * 9);
     EXPECT_EQ(bc.Get("exponent_adds"), batch * cols);
     EXPECT_EQ(pc.Get("weight_writes"), rows * cols * 8);
