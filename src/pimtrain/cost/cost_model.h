@@ -94,6 +94,7 @@ class CostModel {
   // supply).
   double offchip_pj_per_bit() const { return offchip_pj_per_bit_; }
   StageSchedule schedule() const { return schedule_; }
+  bool replicate_stages() const { return replicate_stages_; }
   // On-chip capacity for the activations a training step keeps until its gradient calculation;
   // what does not fit goes to off-chip memory and back.
   double activation_buffer_bits() const { return activation_buffer_kb_ * 8192.0; }
@@ -125,6 +126,7 @@ class CostModel {
   double offchip_pj_per_bit_ = 0;
   StageSchedule schedule_ = StageSchedule::kSequential;
   double activation_buffer_kb_ = 0;
+  bool replicate_stages_ = false;
   double epu_lanes_ = 64;
   double energy_scale_ = 1;  // design factor on every per-action energy (calibrated per chip)
 

@@ -115,7 +115,9 @@ TEST(CostModelTest, ReportDerivesFiguresFromEnergyAndTime) {
   EXPECT_NEAR(r.samples_per_second, 100 / r.seconds, 1e-6);
   double by_stage = 0;
   for (const auto& [k, v] : r.EnergyByStage()) by_stage += v;
-  EXPECT_NEAR(by_stage, r.dynamic_energy_pj, 1e-6);
+  // Off-chip traffic is in no stage: here the labels alone (100 samples of one byte).
+  EXPECT_DOUBLE_EQ(r.offchip_bits, 100 * 8);
+  EXPECT_NEAR(by_stage + r.offchip_energy_pj, r.dynamic_energy_pj, 1e-6);
   double by_component = 0;
   for (const auto& [k, v] : r.EnergyByComponent()) by_component += v;
   EXPECT_NEAR(by_component, r.energy_pj, 1e-6);
@@ -186,7 +188,9 @@ TEST(CostModelTest, BackpropCannotBeSuperPipelined) {
   EXPECT_NE(super.ToTable().find("needs local errors"), std::string::npos);
 }
 
-TEST(CostModelTest, ActivationsSpillOffChipOnlyWhenTheyDoNotFit) {
+// Off-chip traffic per tensor (docs/cost.md, "Off-chip traffic"): 1000 samples, batch 100,
+// two layers of 100 8-bit inputs per sample, so each layer keeps 80 000 bits for a batch.
+TEST(CostModelTest, ActivationsSpillOnlyTheirOverflowingPart) {
   std::vector<LayerHardware> layers(2);
   for (int i = 0; i < 2; ++i) {
     layers[i].layer = i;
@@ -195,14 +199,29 @@ TEST(CostModelTest, ActivationsSpillOffChipOnlyWhenTheyDoNotFit) {
     layers[i].counts[0].Add("bitserial_cycles", 1000);
   }
   const RunShape shape{1000, 100, StageSchedule::kSequential};
-  auto small = BitSerialCost(", activation_buffer_kb: 1");   // 8192 bits < 100 * 1600 bits
-  auto large = BitSerialCost(", activation_buffer_kb: 100");
+  auto small = BitSerialCost(", activation_buffer_kb: 1");    // 8192 bits
+  auto medium = BitSerialCost(", activation_buffer_kb: 10");  // 81 920 bits: layer 1 and a bit
+  auto large = BitSerialCost(", activation_buffer_kb: 100");  // both layers
   CostReport a = BuildCostReport(*small, layers, small->operating_point(), shape);
+  CostReport m = BuildCostReport(*medium, layers, medium->operating_point(), shape);
   CostReport b = BuildCostReport(*large, layers, large->operating_point(), shape);
+  const double inputs = 1000 * 100 * 8, labels = 1000 * 8;
   EXPECT_TRUE(a.activations_spill);
+  EXPECT_TRUE(m.activations_spill);
   EXPECT_FALSE(b.activations_spill);
-  EXPECT_DOUBLE_EQ(b.offchip_bits, 1000 * 100 * 8);            // the inputs, read once
-  EXPECT_DOUBLE_EQ(a.offchip_bits, 1000 * 100 * 8 * (1 + 2 * 2));  // plus both layers, out and in
+  // Everything fits: the inputs (already off chip, read once) and the labels.
+  EXPECT_DOUBLE_EQ(b.offchip_bits, inputs + labels);
+  EXPECT_EQ(b.offchip_bits_by_tensor.count("activations.1"), 0u);
+  // The last layer's tensor is kept first: 8192 of its 80 000 bits stay, the rest of it is
+  // written and read back; layer 0's inputs are re-read (not written: they are in memory).
+  const double spill1 = 1000 * 800 * (80000.0 - 8192) / 80000;
+  EXPECT_DOUBLE_EQ(a.offchip_bits_by_tensor.at("activations.1"), 2 * spill1);
+  EXPECT_DOUBLE_EQ(a.offchip_bits_by_tensor.at("activations.0"), inputs);
+  EXPECT_DOUBLE_EQ(a.offchip_bits, inputs + labels + 2 * spill1 + inputs);
+  // Only the overflowing part: layer 1 fits, 1920 bits of layer 0's batch stay.
+  EXPECT_EQ(m.offchip_bits_by_tensor.count("activations.1"), 0u);
+  EXPECT_DOUBLE_EQ(m.offchip_bits_by_tensor.at("activations.0"),
+                   1000 * 800 * (80000.0 - 1920) / 80000);
   EXPECT_NEAR(a.EnergyByComponent()["offchip"], a.offchip_bits * 20.0, 1e-6);
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -72,7 +73,8 @@ double LayerPipelinedCycles(const std::vector<StageCost>& items, const RunShape&
 // (overlapped); the pipeline still drains at each update so that the numbers match the
 // functional model (no stale weights).
 double SuperPipelinedCycles(const std::vector<StageCost>& items, const RunShape& shape,
-                            double* interval, double* chain_length) {
+                            const std::map<int, int>& replicas, double* interval,
+                            double* chain_length) {
   if (shape.samples <= 0 || shape.batch_size <= 0) return 0;
   const double per_sample = 1.0 / static_cast<double>(shape.samples);
   std::map<int, double> fp, gc;
@@ -87,7 +89,10 @@ double SuperPipelinedCycles(const std::vector<StageCost>& items, const RunShape&
   double fp_sum = 0, gc_max = 0, ii = epu;
   for (const auto& [l, c] : fp) {
     fp_sum += c;
-    ii = std::max(ii, std::max(c, gc[l]));
+    // r copies of the layer's weights take every r-th sample: the unit's interval / r.
+    auto r = replicas.find(l);
+    const double copies = r != replicas.end() ? r->second : 1;
+    ii = std::max(ii, std::max(c, gc[l]) / copies);
   }
   for (const auto& [l, c] : gc) gc_max = std::max(gc_max, c);
   const double chain = fp_sum + epu + gc_max;
@@ -99,6 +104,39 @@ double SuperPipelinedCycles(const std::vector<StageCost>& items, const RunShape&
   auto batch = [&](int64_t n) { return n > 0 ? chain + static_cast<double>(n - 1) * ii : 0.0; };
   return static_cast<double>(full) * batch(shape.batch_size) + batch(rest) +
          UpdateCycles(items);
+}
+
+// Stage balancing on the super-pipeline: the arrays no layer occupies hold copies of the layer
+// that sets the interval (its FP or GC per sample), one copy at a time while a copy fits, as
+// ISAAC replicates the weights of its slow layers. Returns copies per layer (1: none).
+std::map<int, int> Replicas(const std::vector<StageCost>& items,
+                            const std::vector<LayerHardware>& layers, double arrays_total) {
+  std::map<int, double> fp, gc, arrays;
+  for (const auto& it : items) {
+    if (it.stage == Stage::kForward) fp[it.layer] += it.cycles;
+    if (it.stage == Stage::kGradient || it.stage == Stage::kBackward) gc[it.layer] += it.cycles;
+  }
+  double spare = arrays_total;
+  for (const auto& l : layers) {
+    arrays[l.layer] = std::max(1.0, HwParam(l.hw, "arrays_used", 1));
+    spare -= arrays[l.layer];
+  }
+  std::map<int, double> unit;  // the layer macro's time: max(FP, GC), as in the interval
+  std::map<int, int> r;
+  for (const auto& [l, c] : fp) {
+    unit[l] = std::max(c, gc[l]);
+    r[l] = 1;
+  }
+  while (!unit.empty()) {
+    int slow = unit.begin()->first;
+    for (const auto& [l, u] : unit) {
+      if (u / r[l] > unit[slow] / r[slow]) slow = l;
+    }
+    if (arrays[slow] > spare) break;  // the bottleneck cannot get another copy
+    spare -= arrays[slow];
+    ++r[slow];
+  }
+  return r;
 }
 
 const char* ScheduleName(StageSchedule s) {
@@ -223,26 +261,63 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
   if (shape.samples > 0 && r.shape.schedule == StageSchedule::kLayerPipelined) {
     r.cycles = LayerPipelinedCycles(r.items, shape);
   } else if (shape.samples > 0 && r.shape.schedule == StageSchedule::kSuperPipelined) {
-    r.cycles = SuperPipelinedCycles(r.items, shape, &interval, &chain);
-  }
-  // Off-chip traffic of a training period: the inputs of the first layer are read once; the
-  // activations every layer keeps until its GC stay on chip if a batch's worth fits the
-  // activation buffer (for the super-pipeline: the samples in flight), else they are written
-  // out and read back.
-  if (shape.samples > 0) {
-    double act = 0, first = -1;
-    for (const auto& it : r.items) {
-      if (it.stage != Stage::kForward) continue;
-      act += it.activation_bits;
-      if (first < 0) first = it.activation_bits;
+    if (shape.replicate_stages) r.replicas = Replicas(r.items, layers, r.arrays_available);
+    r.cycles = SuperPipelinedCycles(r.items, shape, r.replicas, &interval, &chain);
+    // Every copy is written at each update (into its shadow buffer: energy, no time).
+    for (auto& it : r.items) {
+      auto c = r.replicas.find(it.layer);
+      if (it.stage != Stage::kUpdate || c == r.replicas.end() || c->second <= 1) continue;
+      const double extra = c->second - 1;
+      for (auto& [k, v] : it.energy_pj) {
+        r.dynamic_energy_pj += extra * v;
+        v *= c->second;
+      }
     }
-    const double per_sample = act / static_cast<double>(shape.samples);
+  }
+  // Off-chip traffic of a training period, per tensor, the activation buffer deciding what
+  // stays (docs/cost.md, "Off-chip traffic"). Read once: the first layer's inputs (already in
+  // off-chip memory), the labels, local error prediction's feedback matrices (kept on chip: the
+  // EPU reads them every sample, so they take the buffer first). Each layer's FP inputs wait for
+  // its GC, for the samples in flight (a batch; the super-pipeline: chain / interval); the
+  // buffer keeps the last layers' first (their GC comes first, and a spilled bit of a hidden
+  // activation costs a write and a read, of the first layer's inputs a re-read only). Streamed
+  // weight tiles are read before each reprogramming.
+  if (shape.samples > 0) {
+    const double samples = static_cast<double>(shape.samples);
+    std::vector<std::pair<int, double>> acts;  // (layer, bits over the period)
+    for (const auto& it : r.items) {
+      if (it.stage == Stage::kForward && it.activation_bits > 0) {
+        acts.emplace_back(it.layer, it.activation_bits);
+      }
+    }
     double in_flight = static_cast<double>(shape.batch_size);
     if (r.shape.schedule == StageSchedule::kSuperPipelined && interval > 0) {
       in_flight = std::min(in_flight, std::ceil(chain / interval));
     }
-    r.activations_spill = per_sample * in_flight > model.activation_buffer_bits();
-    r.offchip_bits = std::max(0.0, first) + (r.activations_spill ? 2 * act : 0.0);
+    double epu_reads = 0;
+    for (const auto& l : layers) {
+      epu_reads += static_cast<double>(l.counts[static_cast<int>(Stage::kBackward)].Get(
+          "epu_reads"));
+    }
+    auto& t = r.offchip_bits_by_tensor;
+    if (!acts.empty()) t["inputs"] = acts.front().second;
+    t["labels"] = samples * static_cast<double>(shape.label_bits);
+    // One byte per feedback entry (the EPU's read unit); a sample reads each entry once (DFA).
+    const double feedback = epu_reads / samples * 8;
+    if (feedback > 0) t["prediction_matrices"] = feedback;
+    double room = std::max(0.0, model.activation_buffer_bits() - feedback);
+    for (auto a = acts.rbegin(); a != acts.rend(); ++a) {
+      const double need = a->second / samples * in_flight;  // bits held at once
+      const double kept = std::min(need, room);
+      room -= kept;
+      if (need <= 0 || kept >= need) continue;
+      const double spilled = a->second * (need - kept) / need;
+      r.activations_spill = true;
+      const bool first = a == std::prev(acts.rend());
+      t["activations." + std::to_string(a->first)] = (first ? 1.0 : 2.0) * spilled;
+    }
+    if (r.reprogram_cell_writes > 0) t["weights"] = r.reprogram_cell_writes;
+    for (const auto& [k, v] : t) r.offchip_bits += v;
   }
   const double hz = op.frequency_mhz * 1e6;
   r.seconds = r.cycles / hz;
@@ -304,6 +379,16 @@ std::string CostReport::ToJson() const {
   if (super_pipeline_refused) j["super_pipeline_refused"] = true;
   j["offchip_traffic"] = fig(offchip_bits, "bit");
   j["activations_spill"] = activations_spill;
+  {
+    nlohmann::ordered_json t = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : offchip_bits_by_tensor) t[k] = fig(v, "bit");
+    j["offchip_traffic_by_tensor"] = t;
+  }
+  if (!replicas.empty()) {
+    nlohmann::ordered_json rj = nlohmann::ordered_json::object();
+    for (const auto& [l, n] : replicas) rj[std::to_string(l)] = n;
+    j["stage_replicas"] = rj;
+  }
   j["arrays_needed"] = fig(arrays_needed, "arrays");
   j["arrays_available"] = fig(arrays_available, "arrays");
   j["reprogram_cell_writes"] = fig(reprogram_cell_writes, "cell writes");
@@ -391,6 +476,23 @@ std::string CostReport::ToTable() const {
   if (shape.samples > 0) {
     o << fmt::format("  training    {:.4g} samples/s, {} per sample\n", samples_per_second,
                      Si(energy_per_sample_uj * 1e-6, "J"));
+  }
+  if (offchip_bits > 0) {
+    o << fmt::format("  off-chip    {}bit", Si(offchip_bits, ""));
+    std::string sep = " (";
+    for (const auto& [k, v] : offchip_bits_by_tensor) {
+      if (v <= 0) continue;
+      o << sep << k << " " << Si(v, "") << "bit";
+      sep = ", ";
+    }
+    o << (sep == ", " ? ")" : "") << "\n";
+  }
+  bool replicated = false;
+  for (const auto& [l, n] : replicas) replicated |= n > 1;
+  if (replicated) {
+    o << "  balancing   copies per layer:";
+    for (const auto& [l, n] : replicas) o << fmt::format(" #{} x{}", l, n);
+    o << " (the slowest stages replicated on idle arrays)\n";
   }
   if (reprogram_cell_writes > 0) {
     o << fmt::format("  weights     streamed: the layers need {:.0f} arrays, the chip has {:.0f}; "

@@ -30,6 +30,10 @@ struct RunShape {
   int64_t samples = 0;      // training samples (0: not a training period, e.g. a benchmark)
   int64_t batch_size = 1;   // samples per weight update (pipelines drain at each update)
   StageSchedule schedule = StageSchedule::kSequential;
+  // Super-pipeline only: copies of the slowest layers' weights on the arrays no layer uses, the
+  // samples split among the copies (stage balancing; docs/sppim.md).
+  bool replicate_stages = false;
+  int64_t label_bits = 8;   // one label read from off-chip memory per training sample [assume]
 };
 
 struct CostReport {
@@ -56,6 +60,13 @@ struct CostReport {
   bool super_pipeline_refused = false;
   double offchip_energy_pj = 0;  // part of dynamic_energy_pj; not in any (layer, stage)
   bool activations_spill = false;
+  // Off-chip bits by tensor: "inputs" (read once), "labels", "prediction_matrices" (local error
+  // prediction's feedback, read once and kept), "activations.L" (the part of layer L's kept FP
+  // inputs that overflows the buffer: written and read back; layer 0's are re-read only),
+  // "weights" (tiles not resident, read before each reprogramming).
+  std::map<std::string, double> offchip_bits_by_tensor;
+  // Stage balancing (replicate_stages): copies of each layer's weights (1: none).
+  std::map<int, int> replicas;
   // Weight-stationary capacity: arrays the layers' weights need against the chip's. When they
   // do not fit, the tiles that are not resident are written again before each pass that reads
   // them (FP, and BP when errors go through the arrays), every batch (docs/cost.md,

@@ -229,7 +229,8 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
                                                     "operating_point", "workload", "note",
                                                     "role", "fitted", "versus",
                                                     "versus_operating_point", "versus_workload",
-                                                    "slice_samples", "epoch_samples"};
+                                                    "slice_samples", "epoch_samples",
+                                                    "miss_reason"};
       if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
         throw ConfigError(v.Where() + ": unknown key" + DidYouMean(k, keys));
       }
@@ -251,6 +252,7 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
       }
     }
     if (const ConfigNode* n = item.Find("fitted")) c.fitted = n->AsString();
+    if (const ConfigNode* n = item.Find("miss_reason")) c.miss_reason = n->AsString();
     const bool published = !c.prediction_only();
     if (published && c.role == "model") {
       throw ConfigError(item.Where() + ": a figure with a published value needs a role (fit, "
@@ -258,6 +260,9 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
     }
     if (!published && c.role != "model") {
       throw ConfigError(item.Where() + ": role " + c.role + " needs the published value");
+    }
+    if (!c.miss_reason.empty() && c.role != "prediction" && c.role != "public_check") {
+      throw ConfigError(item.Where() + ": miss_reason belongs to a prediction or public_check");
     }
     if (c.role == "fit" && c.fitted.empty()) {
       throw ConfigError(item.Where() + ": a fit names the parameter fitted to it (fitted: KEY)");
@@ -335,9 +340,10 @@ std::string FigureChecksTable(const std::vector<FigureCheck>& checks) {
       continue;
     }
     o << fmt::format("{:<18} {:>12.4g} {:>12.4g} {:>+7.1f}%  {:<4} {:<12} {}{}\n", c.figure,
-                     c.paper, c.model, 100 * c.relative_error(), c.ok() ? "yes" : "NO", c.point,
-                     c.workload, c.calibrated() ? "  [fit: " + c.fitted + "]"
-                                 : "  [" + c.role + "]");
+                     c.paper, c.model, 100 * c.relative_error(),
+                     c.ok() ? "yes" : c.known_miss() ? "MISS" : "NO", c.point, c.workload,
+                     c.calibrated() ? "  [fit: " + c.fitted + "]" : "  [" + c.role + "]");
+    if (c.known_miss()) o << "    why missed: " << c.miss_reason << "\n";
   }
   return o.str();
 }
@@ -357,6 +363,7 @@ std::string FigureChecksJson(const std::vector<FigureCheck>& checks) {
                  {"calibrated", c.calibrated()},
                  {"role", c.role},
                  {"fitted", c.fitted},
+                 {"miss_reason", c.miss_reason},
                  {"note", c.note}});
   }
   return a.dump(2);

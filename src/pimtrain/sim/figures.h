@@ -68,11 +68,15 @@ struct FigureCheck {
   // of a companion paper, an efficiency whose power is fitted), or "model" (no published value).
   std::string role = "model";
   std::string fitted;       // the parameter fitted to this figure (role fit)
+  // A tested figure the model misses by more than its tolerance, with the reason it cannot
+  // reach it (a missing published detail, docs/fidelity.md); reported, not asserted as a pass.
+  std::string miss_reason;
   std::string preset;       // the preset's name (set by CheckExpected's caller or config name)
   bool calibrated() const { return role == "fit"; }
   // Published and not fitted: the figures that test the model.
   bool tests_the_model() const { return role == "prediction" || role == "public_check"; }
-  bool ok() const;
+  bool ok() const;  // within tolerance (a known miss is not ok)
+  bool known_miss() const { return !miss_reason.empty(); }
   // No published value: the figure is printed as what the model predicts.
   bool prediction_only() const { return paper != paper; }
   double relative_error() const;

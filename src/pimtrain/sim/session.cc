@@ -372,6 +372,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     if (cost_ != nullptr && !m.hardware.empty()) {
       double t0 = NowSeconds();
       RunShape shape{m.samples, train.GetInt("batch_size"), cost_->schedule()};
+      shape.replicate_stages = cost_->replicate_stages();
       summary.cost = BuildCostReport(*cost_, m.hardware, cost_->operating_point(), shape);
       summary.has_cost = true;
       summary.cost_energy_pj_all_epochs += summary.cost.energy_pj;

@@ -54,6 +54,7 @@ class FpDcimCost final : public CostModel {
     Prices("nibble_shift_adds", "accumulate: tree_bits + 8 accumulator bits each");
     Prices("tree_accumulations", "accumulate: tree_bits + 10 accumulator bits each");
     Prices("normalizations", "normalize each");
+    Prices("fp_accumulations", "accumulate: fp_add_fp32 each (aligned blocks merged in FP32)");
     Prices("input_buffer_reads", "buffers: elem_bits x buffer_read_bit each");
     Prices("output_buffer_writes", "buffers: 16 x buffer_write_bit each");
     Prices("weight_writes", "weight_write: sram6t_write each; time: a port-wide row a cycle");
@@ -107,6 +108,10 @@ class FpDcimCost final : public CostModel {
                        n("tree_accumulations") * (tree_bits + 10)) *
                       E("accumulator_add_bit", v) * activity;
     e["normalize"] = n("normalizations") * E("normalize", v);
+  // Blocks with their own exponents meet in an FP32 adder (align, add, normalize).
+  if (const double fa = n("fp_accumulations"); fa > 0) {
+    e["accumulate"] += fa * E("fp_add_fp32", v) * activity;
+  }
     e["buffers"] = n("input_buffer_reads") * elem_bits * E("buffer_read_bit", v) +
                    n("output_buffer_writes") * 16 * E("buffer_write_bit", v);
     e["weight_write"] = (n("weight_writes") + n("shadow_weight_writes")) * E("sram6t_write", v) +

@@ -48,6 +48,8 @@ PIM_DECLARE_COUNTERS(
      "port-wide reads of weight nibbles, one per multiplier pass: a row FP, a diagonal BP"},
     {"rotations", "port rotation", "FP BP",
      "port-wide rotations of the input segment (cyclic transpose), one per read off offset 0"},
+    {"fp_accumulations", "FP32 add", "FP BP",
+     "FP32 adds merging the results of successive aligned blocks (align_block > 0)"},
     {"multiplier_input_loads", "nibble", "FP BP",
      "input nibbles loaded into the multipliers: one per multiplier and pass (gated ones too)"},
     {"input_buffer_reads", "element", "FP BP", "input elements read out to the multipliers"},
@@ -200,6 +202,19 @@ class FpDigitalMacro final : public Macro {
     kernel_ = p.GetString("kernel") == "ref" ? KernelChoice::kRef : KernelChoice::kFast;
     port_bits_ = p.GetInt("port_bits");
     tree_inputs_ = p.GetInt("tree_inputs");
+    align_block_ = p.GetInt("align_block");
+    // Integer formats carry no per-element exponents: their scale stays one per vector and
+    // their blocks add as integers.
+    if (fp::IsInt(input_.format) && fp::IsInt(weight_.format) && fp::IsInt(error_.format)) {
+      align_block_ = 0;
+    }
+    if (align_block_ > 0) {
+      // Each aligned block is a tile with its own shared exponents, on the same datapath with
+      // FP32 results (exact: a block sum has at most 2 x 8 + log2(block) bits).
+      tile_config_ = p;
+      tile_config_.Set("align_block", ConfigNode::Scalar("0", ScalarType::kInt));
+      tile_config_.Set("output_format", ConfigNode::Scalar("fp32", ScalarType::kString));
+    }
     cell_bits_ = 4 * kernels::NumNibbles(weight_.bits);
     per_read_ = port_bits_ / cell_bits_;
     if (per_read_ < 1) {
@@ -295,6 +310,12 @@ class FpDigitalMacro final : public Macro {
               .Default(64)
               .Range(1, 1 << 12)
               .Doc("inputs of one adder tree = multipliers per pass (64 in the paper)"));
+    s.Add(Param::Int("align_block")
+              .Default(0)
+              .Range(0, 1 << 16)
+              .Doc("elements that share one exponent (0: the whole reduction vector of a call); "
+                   "each block's MAC result is converted to FP32 and the blocks are added in "
+                   "FP32 in reduction order, then rounded to output_format (docs/fp_digital.md)"));
     s.Add(Param::Int("arrays_per_core").Default(1).Range(1, 1 << 16).Doc("arrays per core"));
     s.Add(Param::Int("cores").Default(1).Range(1, 1 << 16).Doc("cores"));
     s.Add(Param::Enum("kernel", {"fast", "ref"})
@@ -331,12 +352,17 @@ class FpDigitalMacro final : public Macro {
             {"vector_wise_alignment", align_mode_ == AlignMode::kVector ? 1.0 : 0.0},
             {"approximate", approx_.enabled ? 1.0 : 0.0},
             {"approx_dropped_columns", d(approx_.dropped_columns)},
-            {"approx_or_bits", d(approx_.or_bits)}};
+            {"approx_or_bits", d(approx_.or_bits)},
+            {"align_block", d(align_block_)}};
   }
 
   void Program(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) override {
     rows_ = w.rows;
     cols_ = w.cols;
+    if (align_block_ > 0) {
+      ProgramTiles(w, ctx, counts);
+      return;
+    }
     // The weight vectors are W's columns (one per output): vector c, element r at (r, c).
     Vectors v{w.data, cols_, rows_, 1, w.ld, 1, cols_};
     fp::AlignCounts ac;
@@ -385,6 +411,10 @@ class FpDigitalMacro final : public Macro {
     const int64_t k = fwd ? rows_ : cols_, n = fwd ? cols_ : rows_, m = x.rows;
     PIM_CHECK_MSG(x.cols == k && y.cols == n && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
+    if (align_block_ > 0) {
+      MultiplyTiles(x, y, dir, ctx, counts);
+      return;
+    }
     const OperandSpec& spec = fwd ? input_ : error_;
     const float max_abs = ctx.input_max_abs >= 0 ? ctx.input_max_abs
                           : NeedsMaxAbs(spec)    ? FiniteMaxAbs(x)
@@ -551,6 +581,15 @@ class FpDigitalMacro final : public Macro {
 
   void ReadWeights(MatrixView w) const override {
     PIM_CHECK_MSG(w.rows == rows_ && w.cols == cols_, "ReadWeights: shape mismatch");
+    if (align_block_ > 0) {
+      const int64_t ab = align_block_, nt = (cols_ + ab - 1) / ab;
+      for (size_t i = 0; i < tiles_.size(); ++i) {
+        const int64_t r0 = static_cast<int64_t>(i) / nt * ab, c0 = static_cast<int64_t>(i) % nt * ab;
+        tiles_[i]->ReadWeights(MatrixView(w.data + r0 * w.ld + c0, std::min(ab, rows_ - r0),
+                                          std::min(ab, cols_ - c0), w.ld));
+      }
+      return;
+    }
     for (int64_t r = 0; r < rows_; ++r) {
       for (int64_t c = 0; c < cols_; ++c) {
         w.Row(r)[c] = static_cast<float>(std::ldexp(static_cast<double>(aw_[r * cols_ + c]),
@@ -560,6 +599,86 @@ class FpDigitalMacro final : public Macro {
   }
 
  private:
+  // align_block > 0: W is cut into align_block x align_block tiles, each a macro of its own
+  // (alignment: vector, FP32 results): a tile's weight vectors (a column of W within its rows)
+  // and its input segments have their own shared exponents, so every exponent covers one block
+  // of the reduction in both directions (BP folds the tile's column exponents into the error
+  // segment it meets). The tiles' results are added in FP32 in reduction order (counted as
+  // fp_accumulations) and rounded once to output_format (a normalization). Each tile draws its
+  // stochastic rounding from its own key.
+  RunContext TileContext(const RunContext& ctx, size_t tile) const {
+    RunContext c = ctx;
+    c.seed = MixKey(ctx.seed, 0xA11Cu, static_cast<uint64_t>(tile));
+    return c;
+  }
+
+  void ProgramTiles(ConstMatrixView w, const RunContext& ctx, ActionCounts& counts) {
+    const int64_t ab = align_block_, ns = (rows_ + ab - 1) / ab, nt = (cols_ + ab - 1) / ab;
+    if (tiles_.size() != static_cast<size_t>(ns * nt)) {
+      tiles_.clear();
+      for (int64_t i = 0; i < ns * nt; ++i) {
+        tiles_.push_back(std::make_unique<FpDigitalMacro>(tile_config_));
+      }
+    }
+    for (int64_t s = 0; s < ns; ++s) {
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t r0 = s * ab, c0 = t * ab;
+        tiles_[s * nt + t]->Program(ConstMatrixView(w.data + r0 * w.ld + c0,
+                                                    std::min(ab, rows_ - r0),
+                                                    std::min(ab, cols_ - c0), w.ld),
+                                    TileContext(ctx, static_cast<size_t>(s * nt + t)), counts);
+      }
+    }
+  }
+
+  void MultiplyTiles(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
+                     ActionCounts& counts) {
+    const bool fwd = dir == Direction::kForward;
+    const int64_t ab = align_block_, ns = (rows_ + ab - 1) / ab, nt = (cols_ + ab - 1) / ab;
+    const int64_t m = x.rows, n = fwd ? cols_ : rows_;
+    // The tensor scale of the whole input, as without tiles.
+    RunContext base = ctx;
+    if (base.input_max_abs < 0) base.input_max_abs = FiniteMaxAbs(x);
+    std::vector<float> acc(static_cast<size_t>(m * n), 0.0f), part;
+    ActionCounts tile_counts;
+    // Forward: output block t sums the row blocks s; BP: output block s sums the column blocks t.
+    const int64_t outer = fwd ? nt : ns, inner = fwd ? ns : nt;
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t s = fwd ? i : o, t = fwd ? o : i;
+        const int64_t r0 = s * ab, c0 = t * ab;
+        const int64_t in0 = fwd ? r0 : c0, out0 = fwd ? c0 : r0;
+        const int64_t in_len = std::min(ab, (fwd ? rows_ : cols_) - in0);
+        const int64_t out_len = std::min(ab, n - out0);
+        part.resize(static_cast<size_t>(m * out_len));
+        const size_t tile = static_cast<size_t>(s * nt + t);
+        RunContext tc = TileContext(base, tile);
+        tiles_[tile]->Multiply(ConstMatrixView(x.data + in0, m, in_len, x.ld),
+                               MatrixView(part.data(), m, out_len, out_len), dir, tc, tile_counts);
+        for (int64_t r = 0; r < m; ++r) {
+          float* a = acc.data() + r * n + out0;
+          const float* b = part.data() + r * out_len;
+          for (int64_t j = 0; j < out_len; ++j) a[j] = i == 0 ? b[j] : a[j] + b[j];
+        }
+        if (i > 0) counts.Add("fp_accumulations", m * out_len);
+      }
+    }
+    const bool round = out_format_ != fp::Format::kFP32;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = acc[static_cast<size_t>(r * n + j)];
+        y.Row(r)[j] = round ? static_cast<float>(fp::Decode(out_format_, fp::Encode(out_format_, v)))
+                            : v;
+      }
+    }
+    if (round) counts.Add("normalizations", m * n);
+    // A tile's partial results go to the FP32 accumulator; only the finished outputs are
+    // written to the output buffer.
+    for (const auto& [name, v] : tile_counts.counts()) {
+      counts.Add(name, name == "output_buffer_writes" ? m * n : v);
+    }
+  }
+
   static CounterRng Rng(const RunContext& ctx, uint64_t stream) {
     return CounterRng(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
                              static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.stage)),
@@ -1413,6 +1532,9 @@ class FpDigitalMacro final : public Macro {
   int64_t port_bits_ = 256, tree_inputs_ = 64, cell_bits_ = 8, per_read_ = 32;
 
   int64_t rows_ = 0, cols_ = 0;
+  int64_t align_block_ = 0;    // elements per shared exponent (0: the whole vector)
+  ConfigNode tile_config_;     // align_block > 0: the tiles' parameters
+  std::vector<std::unique_ptr<FpDigitalMacro>> tiles_;  // row blocks x column blocks
   bool gc_on_macro_ = false;    // gradient_path: macro
   std::vector<int32_t> aw_;    // rows x cols aligned weight mantissas (W)
   std::vector<int32_t> aw_t_;  // ref: cols x rows, the stored matrix S = W^T

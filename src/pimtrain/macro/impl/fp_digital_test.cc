@@ -241,6 +241,64 @@ TEST(FpDigitalMacroTest, ForwardAndBackwardAreWAndWTransposed) {
   }
 }
 
+// align_block: every block of the reduction has its own shared exponent. Inputs whose second
+// block is 2^-12 times the first: with one exponent per vector the 8-bit mantissas of the small
+// block shift out entirely; with 64-element blocks they survive, in both directions. Ref and fast
+// give the same bits and counts; the blocks' FP32 results are added once per extra block.
+TEST(FpDigitalMacroTest, AlignBlockGivesEachBlockItsOwnExponent) {
+  const int64_t batch = 2, rows = 128, cols = 70;
+  CounterRng rng(3);
+  std::vector<float> w(rows * cols), x(batch * rows), e(batch * cols);
+  // Values with few mantissa bits, so that within a block nothing but the scale is lost.
+  auto few_bits = [&](uint64_t i) { return 0.5f + 0.0625f * static_cast<float>(rng.Below(i, 8)); };
+  for (size_t i = 0; i < w.size(); ++i) w[i] = few_bits(i);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      x[b * rows + r] = (r < 64 ? 1.0f : 0x1p-12f) * few_bits(1000 + b * rows + r);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      e[b * cols + c] = (c < 64 ? 1.0f : 0x1p-12f) * few_bits(5000 + b * cols + c);
+    }
+  }
+  auto run = [&](const std::string& extra, std::vector<float>* y, std::vector<float>* dx,
+                 ActionCounts* fc) {
+    auto m = MakeMacro("output_format: fp32, " + extra);
+    RunContext ctx;
+    ActionCounts pc, bc;
+    m->Program(ConstMatrixView(w.data(), rows, cols, cols), ctx, pc);
+    y->assign(batch * cols, 0);
+    dx->assign(batch * rows, 0);
+    m->Multiply(ConstMatrixView(x.data(), batch, rows, rows),
+                MatrixView(y->data(), batch, cols, cols), Direction::kForward, ctx, *fc);
+    m->Multiply(ConstMatrixView(e.data(), batch, cols, cols),
+                MatrixView(dx->data(), batch, rows, rows), Direction::kTransposed, ctx, bc);
+    fc->Merge(bc);
+  };
+  std::vector<float> yv, dxv, yb, dxb, yr, dxr;
+  ActionCounts cv, cb, cr;
+  run("align_block: 0", &yv, &dxv, &cv);
+  run("align_block: 64", &yb, &dxb, &cb);
+  run("align_block: 64, kernel: ref", &yr, &dxr, &cr);
+  EXPECT_EQ(yb, yr);
+  EXPECT_EQ(dxb, dxr);
+  EXPECT_EQ(cb.counts(), cr.counts());
+  // The small block's contribution to the outputs: lost with one exponent per vector, kept
+  // with one per block (the large block is exact in both).
+  double small = 0, gained = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t c = 0; c < cols; ++c) {
+      for (int64_t r = 64; r < rows; ++r) small += double{x[b * rows + r]} * w[r * cols + c];
+      gained += double{yb[b * cols + c]} - yv[b * cols + c];
+    }
+  }
+  EXPECT_NEAR(gained, small, 1e-3 * small);
+  // Forward: 2 row blocks per output column (70 columns) -> one FP32 add each; BP: 2 column
+  // blocks per output row (128 rows).
+  EXPECT_EQ(cb.Get("fp_accumulations"), batch * cols * 1 + batch * rows * 1);
+  EXPECT_EQ(cv.Get("fp_accumulations"), 0);
+  EXPECT_EQ(cb.Get("macs"), cv.Get("macs"));
+}
+
 // Relative error of one long dot product against FP64, BF16 at 8 bits: vector-wise alignment
 // loses only against each vector's own maximum, layer-wise against the tensor's.
 TEST(FpDigitalMacroTest, VectorWiseAlignmentBeatsLayerWise) {
