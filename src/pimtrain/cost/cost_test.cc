@@ -167,6 +167,35 @@ TEST(CostModelTest, SuperPipelineOverlapsFpAndGcAndPredictsErrorsOnItsOwnUnit) {
   EXPECT_EQ(r.EnergyByStage()["update"] > 0, true);  // shadow writes cost energy, no time
 }
 
+// Stage balancing: the idle arrays take copies of the slowest layer macro, one at a time, and
+// every copy is written at each update.
+TEST(CostModelTest, ReplicationBalancesTheSuperPipelineOnIdleArrays) {
+  auto model = BitSerialCost(", epu_lanes: 1");
+  std::vector<LayerHardware> layers(3);
+  const int64_t n = 64;
+  for (int i = 0; i < 3; ++i) {
+    layers[i].layer = i;
+    layers[i].hw = {{"arrays_total", 6}, {"arrays_used", 1}, {"bitlines", 128},
+                    {"input_bits", 8}};
+    layers[i].counts[0].Add("bitserial_cycles", n * 10 * (i + 1));   // FP 10, 20, 30 per sample
+    layers[i].counts[2].Add("bitserial_cycles", n * 5 * (3 - i));    // GC 15, 10, 5
+    layers[i].counts[1].Add("epu_shift_adds", n * 4);                // EPU 12 per sample
+    layers[i].counts[3].Add("shadow_weight_writes", 128 * 10);
+  }
+  RunShape plain{n, 16, StageSchedule::kSuperPipelined};
+  RunShape balanced = plain;
+  balanced.replicate_stages = true;
+  CostReport a = BuildCostReport(*model, layers, model->operating_point(), plain);
+  CostReport b = BuildCostReport(*model, layers, model->operating_point(), balanced);
+  // Units 15, 20, 30 with 3 spare arrays: layer 2 (30 -> 15), layer 1 (20 -> 10), then layer 0
+  // (15 -> 7.5); the interval is then max(15, 10, 7.5, EPU 12) = 15, the chain stays 87.
+  EXPECT_EQ(b.replicas, (std::map<int, int>{{0, 2}, {1, 2}, {2, 2}}));
+  EXPECT_NEAR(a.cycles, 4 * (87 + 15 * 30), 1e-9);
+  EXPECT_NEAR(b.cycles, 4 * (87 + 15 * 15), 1e-9);
+  EXPECT_NEAR(b.EnergyByStage()["update"], 2 * a.EnergyByStage()["update"], 1e-6);
+  EXPECT_NE(b.ToTable().find("copies per layer"), std::string::npos);
+}
+
 TEST(CostModelTest, BackpropCannotBeSuperPipelined) {
   // Errors propagated through the arrays (BP cycles on the macros) are not local: a
   // super_pipelined request is priced layer-pipelined, and the report says so.

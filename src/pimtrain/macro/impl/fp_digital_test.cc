@@ -1,8 +1,8 @@
 // The fp_digital macro (ISSCC 2025 14.5): ref (generic encoder, port reads through the
 // cyclically mapped array) == fast (fused encode/align, integer GEMM, formula counts) in
 // outputs and every count; forward and BP are W and W^T exactly where nothing is lost; port,
-// rotation and buffer counts per direction; vector-wise beats layer-wise alignment; training on
-// the macro is deterministic and learns.
+// rotation and buffer counts per direction; per-block exponents (align_block); vector-wise beats
+// layer-wise alignment; training on the macro is deterministic and learns.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -374,6 +374,26 @@ TEST(FpDigitalMacroTest, TrainingIsDeterministicAcrossKernelsAndThreadsAndLearns
   EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(fast2));
   EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(ref));
   EXPECT_GT(a.test_accuracy, 0.5);
+}
+
+// The same with per-block exponents (align_block: 16 cuts the 36 x 24 and 24 x 4 layers into
+// tiles): 1 and 2 threads and the ref kernel train to the same bits, stochastic rounding on.
+TEST(FpDigitalMacroTest, TrainingWithAlignBlocksIsDeterministicAcrossKernelsAndThreads) {
+  const std::vector<std::string> base = {"pim.macro.rounding=stochastic", "pim.macro.align_block=16",
+                                         "train.epochs=1"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.end(), base.begin(), base.end());
+    return ResolveMlp(more);
+  };
+  Session fast1(with({"threads=1"}));
+  TrainSummary a = fast1.Train("", false, {});
+  Session fast2(with({"threads=2"}));
+  fast2.Train("", false, {});
+  Session ref(with({"threads=2", "pim.macro.kernel=ref"}));
+  ref.Train("", false, {});
+  EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(fast2));
+  EXPECT_EQ(testing::StateValues(fast1), testing::StateValues(ref));
+  EXPECT_GT(a.test_accuracy, 0.3);
 }
 
 }  // namespace
