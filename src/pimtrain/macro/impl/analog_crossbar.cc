@@ -684,6 +684,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   struct Chain {
     int bits = 8;
     double design_full_scale = 1;  // the largest partial sum the converter can see
+    double code_unit = 1;          // the partial-sum value of one unit of the kernel's sums
     kernels::AnalogReadout readout;
   };
 
@@ -699,25 +700,25 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     Chain ch;
     const DataflowFigures fig =
         DataflowFormula(dataflow_, xb, stored_bits_, cell_bits_, dac_bits_, block, output_bits_);
-    ch.bits = std::clamp((adc_bits_cfg_ > 0 ? adc_bits_cfg_ : fig.adc_bits) + bits_delta_, 1, 24);
+    // Dataflow B (R-Mapping): a buffer line collects its partial sums from every row block of
+    // the output before its one conversion, so the lossless resolution grows by log2 blocks.
+    const int64_t k = fwd ? rows_ : cols_;
+    const int64_t blocks = std::max<int64_t>(1, (k + block - 1) / block);
+    const int line_bits =
+        dataflow_ == Dataflow::kB ? static_cast<int>(std::ceil(std::log2(blocks))) : 0;
+    ch.bits = std::clamp(
+        (adc_bits_cfg_ > 0 ? adc_bits_cfg_ : fig.adc_bits + line_bits) + bits_delta_, 1, 24);
     const double cell = std::ldexp(1.0, cell_bits_) - 1, dac = std::ldexp(1.0, dac_bits_) - 1;
     const double a = static_cast<double>(block) * cell * dac;
     const int cycles = kernels::InputCycles(xb, dac_bits_);
     switch (dataflow_) {
       case Dataflow::kA: ch.design_full_scale = a; break;
-      case Dataflow::kB: {
-        // The most partial sums any buffer line adds up.
-        int most = 0;
-        for (int s : kernels::SignificanceGroups(cycles, slices_, dac_bits_, cell_bits_)) {
-          int n = 0;
-          for (int j = 0; j < cycles; ++j) {
-            for (int q = 0; q < slices_; ++q) n += j * dac_bits_ + q * cell_bits_ == s;
-          }
-          most = std::max(most, n);
-        }
-        ch.design_full_scale = a * most;
+      case Dataflow::kB:
+        // The most partial sums any buffer line adds up: its anti-diagonal's, in every block.
+        ch.design_full_scale =
+            a * kernels::detail::FullestLineB(cycles, slices_, dac_bits_, cell_bits_) *
+            static_cast<double>(blocks);
         break;
-      }
       case Dataflow::kC:
         ch.design_full_scale = static_cast<double>(block) * (std::ldexp(1.0, xb) - 1) *
                                (std::ldexp(1.0, slices_ * cell_bits_) - 1);
@@ -734,6 +735,18 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     ch.readout.dataflow = dataflow_;
     ch.readout.adc = MakeAdcTransfer(ch.bits, fs, InlFor(ch.bits), std::sqrt(sigma2));
+    // B: every buffer line read with the gain that fills the ADC's range (R-Mapping knows how
+    // many partial sums each line holds); the kernel's sums are then in 2^-E codes.
+    ch.readout.line_gains = dataflow_ == Dataflow::kB;
+    ch.code_unit = ch.readout.adc.lsb;
+    if (dataflow_ == Dataflow::kB) {
+      const std::vector<int> groups =
+          kernels::SignificanceGroups(cycles, slices_, dac_bits_, cell_bits_);
+      ch.code_unit = std::ldexp(ch.code_unit, -kernels::detail::LineGainShiftB(
+                                                  kernels::detail::LineGainsB(
+                                                      cycles, slices_, dac_bits_, cell_bits_,
+                                                      groups, true)));
+    }
     ch.readout.nnsa_sigma = static_cast<float>(nnsa_sigma_);
     return ch;
   }
@@ -786,7 +799,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
               double gain, MatrixView y) const {
     const Side& s = side_[Index(dir)];
     const double scale = std::ldexp(1.0, ex + weight_exp_) * gain;
-    const double lsb = chain.readout.adc.lsb;
+    const double lsb = chain.code_unit;
     for (int64_t i = 0; i < m; ++i) {
       int64_t xsum = 0;
       if (offset_ != 0) {
