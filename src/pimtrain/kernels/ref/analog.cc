@@ -14,28 +14,30 @@ namespace pim::kernels {
 
 PIM_DECLARE_COUNTERS(
     AnalogKernelCounters, "analog kernel",
-    {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
-    {"input_cycles", "array cycle", "FP BP",
+    {"macs", "MAC", "FP BP GC CAL", "logical multiply-accumulates (m k n)"},
+    {"input_cycles", "array cycle", "FP BP CAL",
      "array read cycles: (array, applied input cycle, read)"},
-    {"skipped_input_cycles", "array cycle", "FP BP",
+    {"skipped_input_cycles", "array cycle", "FP BP CAL",
      "array read cycles skipped because the block's inputs were all 0"},
-    {"dac_conversions", "word-line drive", "FP BP", "word lines driven per applied array cycle"},
-    {"cell_reads", "cell read", "FP BP", "cells on driven (nonzero-input) rows x bit lines"},
-    {"adc_conversions", "conversion", "FP BP", "ADC conversions"},
-    {"adc_clipped", "conversion", "FP BP", "conversions whose ideal code fell outside the range"},
-    {"shift_adds", "add", "FP BP", "ADC codes (or bit-plane sums) shifted and added digitally"},
-    {"sample_holds", "capture", "FP BP", "sample-and-hold captures"},
-    {"analog_buffer_writes", "write", "FP BP",
+    {"dac_conversions", "word-line drive", "FP BP CAL",
+     "word lines driven per applied array cycle"},
+    {"cell_reads", "cell read", "FP BP CAL", "cells on driven (nonzero-input) rows x bit lines"},
+    {"adc_conversions", "conversion", "FP BP CAL", "ADC conversions"},
+    {"adc_clipped", "conversion", "FP BP CAL",
+     "conversions whose ideal code fell outside the range"},
+    {"shift_adds", "add", "FP BP CAL", "ADC codes (or bit-plane sums) shifted and added digitally"},
+    {"sample_holds", "capture", "FP BP CAL", "sample-and-hold captures"},
+    {"analog_buffer_writes", "write", "FP BP CAL",
      "dataflow B: partial sums written into buffer RRAM cells (one-shot, through a TIA)"},
-    {"tia_conversions", "conversion", "FP BP",
+    {"tia_conversions", "conversion", "FP BP CAL",
      "dataflow B: bit-line currents turned into buffer write voltages by trans-impedance "
      "amplifiers"},
-    {"analog_buffer_reads", "cell read", "FP BP",
+    {"analog_buffer_reads", "cell read", "FP BP CAL",
      "dataflow B: buffer cells read when a buffer line is summed in current for its conversion"},
-    {"analog_accumulations", "step", "FP BP", "dataflow C: neural shift-and-add (NNS+A) steps"},
-    {"tile_accumulations", "add", "FP BP GC", "digital adds merging row blocks' results"},
-    {"input_buffer_reads", "element", "FP BP", "input elements read out to the arrays"},
-    {"output_buffer_writes", "element", "FP BP", "finished outputs written"});
+    {"analog_accumulations", "step", "FP BP CAL", "dataflow C: neural shift-and-add (NNS+A) steps"},
+    {"tile_accumulations", "add", "FP BP GC CAL", "digital adds merging row blocks' results"},
+    {"input_buffer_reads", "element", "FP BP CAL", "input elements read out to the arrays"},
+    {"output_buffer_writes", "element", "FP BP CAL", "finished outputs written"});
 
 void AnalogCounts::AddTo(ActionCounts& counts) const {
   counts.Add("macs", macs);

@@ -36,7 +36,7 @@ PIM_DECLARE_COUNTERS(
     {"weight_writes", "cell write", "WU", "cells written when the weights are programmed"},
     {"array_cells_allocated", "cell", "WU", "cells of the arrays the layout occupies (occupancy)"},
     {"array_cells_used", "cell", "WU", "cells holding weight bits (occupancy)"},
-    {"digital_macs", "MAC", "FP BP GC",
+    {"digital_macs", "MAC", "FP BP GC CAL",
      "multiply-accumulates done in the digital periphery (GC; the ideal read-out's FP/BP)"},
     {"offset_corrections", "output", "FP BP",
      "outputs corrected for the offset encoding (a digital subtract of offset x sum(x))"},
@@ -342,6 +342,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   }
   double adc_full_scale_fraction() const override { return fs_fraction_; }
   double output_gain() const override { return gain_; }
+  void TakeCalibrationCounts(ActionCounts& out) override {
+    if (calibration_counts_.empty()) return;
+    out.Merge(calibration_counts_);
+    calibration_counts_.Clear();
+  }
   ClipTally TakeForwardClipTally() override {
     const ClipTally t = clip_tally_;
     clip_tally_ = {};
@@ -863,6 +868,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     std::vector<float> ideal(static_cast<size_t>(m * s.n)), got(ideal.size());
     MatrixView iv{ideal.data(), m, s.n, s.n};
     Ideal(m, Direction::kForward, ex, iv, ctx, 1.0);
+    // What the chip does for it (Stage::kCalibration): the reference product in the digital
+    // periphery, each candidate's read-out through the arrays, and one squared error per output
+    // and candidate (a digital MAC).
+    ActionCounts& cal = calibration_counts_;
+    cal.Add("digital_macs", m * s.k * s.n);
     std::vector<int64_t> codes(ideal.size());
     double best_err = std::numeric_limits<double>::infinity();
     double best_frac = fs_fraction_;
@@ -873,6 +883,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       const Chain ch = Resolve(Direction::kForward, frac);
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      kc.AddTo(cal);
+      cal.Add("digital_macs", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double err = 0;
@@ -899,6 +911,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       const Chain ch = Resolve(Direction::kForward);
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      kc.AddTo(cal);
+      cal.Add("digital_macs", 2 * m * s.n);  // <y_adc, y_ideal> and <y_adc, y_adc>
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double num = 0, den = 0;
@@ -925,6 +939,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   bool skip_zero_cycles_ = true;
   bool pending_calibration_ = false, calibrate_range_ = false, calibrate_gain_ = false;
   ClipTally clip_tally_;
+  ActionCounts calibration_counts_;  // since the last TakeCalibrationCounts
   KernelChoice kernel_ = KernelChoice::kFast;
 
   int64_t rows_ = 0, cols_ = 0;
