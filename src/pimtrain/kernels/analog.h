@@ -202,7 +202,7 @@ inline uint64_t NoiseIndex(int64_t m, int64_t blocks, int64_t b, int h, int64_t 
   return static_cast<uint64_t>((((m * blocks + b) * 2 + h) * n1 + i1) * n2 + i2);
 }
 
-// Dataflow B (CASCADE's R-Mapping, docs/analog.md "Dataflow B"): the buffer line of
+// Dataflow B (CASCADE's R-Mapping, docs/analog.md "Read-out chains"): the buffer line of
 // significance s = groups[l] of column cp collects, in one buffer column, the partial sums of
 // every applied (cycle j, slice q) with j dac_bits + q cell_bits = s from every row block of the
 // output, so that reading the column sums them in current. AccumulateLinesB adds one (sample,

@@ -332,6 +332,18 @@ std::string NetworkCost::ToTable() const {
   }
   o << fmt::format("  energy per inference {:.4g} uJ ({:.4g} GOP, {:.4g} TOPS/W)\n",
                    energy_per_inference_uj, ops_per_inference * 1e-9, report.tops_per_watt);
+  {
+    // Energy by component, largest first.
+    std::vector<std::pair<double, std::string>> parts;
+    for (const auto& [name, pj] : report.EnergyByComponent()) parts.push_back({pj, name});
+    std::sort(parts.rbegin(), parts.rend());
+    o << "  components";
+    for (const auto& [pj, name] : parts) {
+      if (pj <= 0 || report.energy_pj <= 0) continue;
+      o << fmt::format("  {} {:.1f}%", name, 100 * pj / report.energy_pj);
+    }
+    o << "\n";
+  }
   o << fmt::format("  latency {:.4g} us (layers in turn); layer-pipelined interval {:.4g} us\n",
                    latency_s * 1e6, interval_s * 1e6);
   o << fmt::format("  arrays {:.0f} needed, {:.0f} per chip: {:.0f} chip(s), {:.4g} mm2\n",
