@@ -184,6 +184,29 @@ TEST(PresetTest, SpPimSpeedupSplitsIntoAlgorithmAndSchedule) {
   EXPECT_GT(p.local_super_pipelined.offchip_bits_by_tensor.at("prediction_matrices"), 0);
 }
 
+// Calibration passes are their own priced stage: the ADC range search of a calibrated read-out
+// (Neural-PIM's NNADC) costs energy and time under 'calibration' and adds no ops; a fixed range
+// runs none.
+TEST(PresetTest, CalibrationPassesAreTheirOwnPricedStage) {
+  testing::TempDir dir;
+  testing::WriteTinyMnist(dir.path(), 128, 32, 28, /*gzip=*/true);
+  auto run = [&](const std::string& range) {
+    ConfigNode c = ResolveConfig(
+        {std::string(PIMTRAIN_SOURCE_DIR) + "/presets/chips/neuralpim.yaml"},
+        {"data.dir=" + dir.path(), "data.train_limit=64", "data.test_limit=32", "train.epochs=1",
+         "train.batch_size=32", "pim.macro.adc.range=" + range});
+    Session s(c);
+    return s.Train("", false, {});
+  };
+  TrainSummary cal = run("calibrated"), fixed = run("fixed");
+  ASSERT_TRUE(cal.has_cost);
+  EXPECT_GT(cal.cost.EnergyByStage()["calibration"], 0);
+  EXPECT_GT(cal.cost.CyclesByStage()["calibration"], 0);
+  EXPECT_EQ(fixed.cost.EnergyByStage().count("calibration"), 0u);
+  EXPECT_EQ(cal.cost.macs, fixed.cost.macs);
+  EXPECT_GT(cal.cost.seconds, fixed.cost.seconds);  // serial with the compute
+}
+
 // Training on a preset with a cost block prices each epoch: energy and time per stage and layer
 // in metrics.jsonl and summary.json; more training samples cost proportionally more.
 TEST(PresetTest, TrainingReportsTheCostOfEachEpoch) {

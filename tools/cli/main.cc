@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -231,7 +232,10 @@ int CostNetwork(const ConfigNode& config, const CostModel& model, const std::str
     } else {
       std::printf("%s, network %s (%zu weighted layers, shapes only; input sparsity %.2g, weight "
                   "sparsity %.2g), one inference at %s:\n%s\n",
-                  name.c_str(), network.c_str(), layers.size(), sp.input, sp.weight,
+                  name.c_str(), network.c_str(),
+                  static_cast<size_t>(std::count_if(layers.begin(), layers.end(),
+                                                    [](const auto& l) { return l.k > 0; })),
+                  sp.input, sp.weight,
                   points[i].name.c_str(), nc.ToTable().c_str());
     }
   }
@@ -477,7 +481,8 @@ int Main(int argc, char** argv) {
   NetworkSparsity sparsity;
   cost->add_option("--network", network,
                    "price one inference of a network from its layer shapes (vgg8, vgg16, "
-                   "alexnet, cnn, mlp, or model: the config's own)");
+                   "alexnet, cnn, mlp, a model preset such as resnet18 or resnet50, or model: "
+                   "the config's own)");
   cost->add_option("--input-sparsity", sparsity.input, "zero fraction of activations (0.5)")
       ->check(CLI::Range(0.0, 0.99));
   cost->add_option("--weight-sparsity", sparsity.weight, "zero fraction of weights (0)")

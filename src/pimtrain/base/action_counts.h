@@ -14,7 +14,7 @@ namespace pim {
 struct CounterInfo {
   std::string name;
   std::string unit;     // what one count is: "conversion", "cell write", "MAC", ...
-  std::string stages;   // the stages that count it: "FP BP", "GC", "WU", "any"
+  std::string stages;   // the stages that count it: "FP BP", "GC", "WU", "CAL", "any"
   std::string meaning;  // one line
   std::string owner;    // who counts it: "analog kernel", "macro/analog_crossbar", ...
 };

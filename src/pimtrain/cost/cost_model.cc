@@ -53,6 +53,8 @@ CostModel::CostModel(const ConfigNode& p) {
   Prices("epu_softmax_exps", "error_prediction: a 16-bit exp by a 16-entry table and 2 adds "
                              "(2 x 16 accumulator bits + 16 buffer bits read)");
   Prices("bias_adds", "bias: one 16-bit add each (accumulator_add_bit)");
+  Prices("elementwise_adds", "elementwise: one 16-bit add each (accumulator_add_bit); overlapped "
+                             "with the arrays (no cycles)");
   Ignores("macs", "a logical figure (the ops of TOPS/W): the hardware actions doing the MACs are "
                   "priced under their own counters");
   Ignores("array_cells_allocated", "occupancy, not an action: reported as array utilization; the "
@@ -172,6 +174,10 @@ void CostModel::CheckCovers(const CounterSet& counters, const std::string& where
 void CostModel::PriceCommon(const ActionCounts& c, double v, PricedCounts& p) const {
   const double bias = N(c, "bias_adds");
   if (bias > 0) p.energy_pj["bias"] += bias * 16 * E("accumulator_add_bit", v);
+  const double elementwise = N(c, "elementwise_adds");
+  if (elementwise > 0) {
+    p.energy_pj["elementwise"] += elementwise * 16 * E("accumulator_add_bit", v);
+  }
   const double shift_adds = N(c, "epu_shift_adds");
   const double other = N(c, "epu_sign_flips") + N(c, "epu_mask_ops");
   const double reads = N(c, "epu_reads");

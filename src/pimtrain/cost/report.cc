@@ -40,10 +40,12 @@ std::vector<double> BackpropChain(const std::vector<StageCost>& items, double pe
   return chain;
 }
 
+// The period's serial work outside the pipeline: weight write-back (and reprogramming) and the
+// calibration passes.
 double UpdateCycles(const std::vector<StageCost>& items) {
   double wu = 0;
   for (const auto& it : items) {
-    if (it.stage == Stage::kUpdate) wu += it.cycles;
+    if (it.stage == Stage::kUpdate || it.stage == Stage::kCalibration) wu += it.cycles;
   }
   return wu;
 }
@@ -189,7 +191,8 @@ CostReport BuildCostReport(const CostModel& model, const std::vector<LayerHardwa
       item.energy_pj = std::move(p.energy_pj);
       item.cycles = p.cycles;
       item.epu_cycles = p.epu_cycles;
-      item.macs = static_cast<double>(c.Get("macs"));
+      // A calibration pass's reads compute no part of the network: not in the ops of TOPS/W.
+      item.macs = item.stage == Stage::kCalibration ? 0.0 : static_cast<double>(c.Get("macs"));
       if (item.stage == Stage::kForward) {
         // The layer's FP inputs: written once into its input buffer (bit-serial macros), or
         // converted once into the input format (floating-point macros).

@@ -27,6 +27,10 @@ struct AnalogReadout {
   // line (partial sums of equal significance summed); C: the NNADC converting the NNS+A output.
   AdcTransfer adc;
   float nnsa_sigma = 0.0f;  // C: Gaussian noise added at each NNS+A step (partial-sum units)
+  // B: each buffer line is read with the gain 2^e_l that brings its range (its count of
+  // partial sums) up to the fullest line's (detail::LineGainsB), so that every line uses the
+  // ADC's codes; the outputs are then in units of 2^-E (E = the largest e_l) of a code.
+  bool line_gains = false;
 };
 
 // Y (m x n) = X (m x k) W (k x n) on crossbars of `block` word lines.
@@ -100,6 +104,8 @@ struct AnalogCounts {
   int64_t shift_adds = 0;            // ADC codes shifted and added digitally
   int64_t sample_holds = 0;          // S+H captures (one per conversion; C: per NNS+A step)
   int64_t analog_buffer_writes = 0;  // B: partial sums written into the analog buffer
+  int64_t tia_conversions = 0;       // B: bit-line currents turned into buffer write voltages
+  int64_t analog_buffer_reads = 0;   // B: buffer cells read when their lines are summed
   int64_t analog_accumulations = 0;  // C: NNS+A steps
   int64_t tile_accumulations = 0;    // digital adds merging row blocks' results
   int64_t input_buffer_reads = 0;    // input elements read out to the arrays' DACs
@@ -118,6 +124,8 @@ struct AnalogCounts {
     shift_adds += o.shift_adds;
     sample_holds += o.sample_holds;
     analog_buffer_writes += o.analog_buffer_writes;
+    tia_conversions += o.tia_conversions;
+    analog_buffer_reads += o.analog_buffer_reads;
     analog_accumulations += o.analog_accumulations;
     tile_accumulations += o.tile_accumulations;
     input_buffer_reads += o.input_buffer_reads;
@@ -194,15 +202,31 @@ inline uint64_t NoiseIndex(int64_t m, int64_t blocks, int64_t b, int h, int64_t 
   return static_cast<uint64_t>((((m * blocks + b) * 2 + h) * n1 + i1) * n2 + i2);
 }
 
-// Dataflow B for one (sample m, block b, phase h): ps[(j * slices + q) * ncp + cp] holds the
-// partial sums of the applied cycles (applied[j] != 0). Converts every buffer line of every
-// column and adds sign * code << s_L into acc[cp]. When ro.adc.sigma != 0 the caller fills
-// z[l * ncp + cp] = NoiseNormal(key, kNoiseStreamB, NoiseIndex(m, blocks, b, h, lines, l, ncp,
-// cp)), lines = groups.size() (one contiguous index range).
-void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
-              const std::vector<int>& groups, int dac_bits, int cell_bits,
-              const AnalogReadout& ro, const float* z, int64_t sign, int64_t* acc,
-              AnalogCounts& c);
+// Dataflow B (CASCADE's R-Mapping, docs/analog.md "Read-out chains"): the buffer line of
+// significance s = groups[l] of column cp collects, in one buffer column, the partial sums of
+// every applied (cycle j, slice q) with j dac_bits + q cell_bits = s from every row block of the
+// output, so that reading the column sums them in current. AccumulateLinesB adds one (sample,
+// block b, phase h)'s partial sums ps[(j * slices + q) * ncp + cp] into lines[l * ncp + cp]
+// (double, j then q ascending, blocks in order) and counts the TIA conversions and buffer
+// writes; ConvertLinesB converts each line of a phase once per output, after its last block,
+// and adds sign * code << s into acc[cp]. When ro.adc.sigma != 0 the caller fills
+// z[l * ncp + cp] = NoiseNormal(key, kNoiseStreamB, NoiseIndex(m, 1, 0, h, lines, l, ncp, cp)),
+// lines = groups.size() (one contiguous index range per phase).
+void AccumulateLinesB(const float* ps, const uint8_t* applied, int cycles, int slices,
+                      int64_t ncp, const std::vector<int>& groups, int dac_bits, int cell_bits,
+                      double* lines);
+void ConvertLinesB(const double* lines, int64_t ncp, const std::vector<int>& groups,
+                   const std::vector<int>& gains, const AnalogReadout& ro, const float* z,
+                   int64_t sign, int64_t* acc, AnalogCounts& c);
+// The line gains of dataflow B: e_l, the largest e with count_l 2^e <= the fullest line's count
+// (all 0 without ro.line_gains); E = LineGainShiftB(gains) = the largest. Line l's code adds
+// code << (groups[l] + E - e_l): the outputs are exact integers in units of 2^-E codes.
+std::vector<int> LineGainsB(int cycles, int slices, int dac_bits, int cell_bits,
+                            const std::vector<int>& groups, bool line_gains);
+int LineGainShiftB(const std::vector<int>& gains);
+// The most partial sums one buffer line of one row block holds (the count of (j, q) pairs on
+// the fullest anti-diagonal).
+int FullestLineB(int cycles, int slices, int dac_bits, int cell_bits);
 
 // Dataflow C for one (m, b, h): the NNS+A recurrence over all cycles (unapplied cycles add 0)
 // and one NNADC conversion per column; adds sign * code into acc[cp]. The draws come filled in

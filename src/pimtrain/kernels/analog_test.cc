@@ -39,7 +39,11 @@ double MaxPartialSum(const Case& c) {
   const double a = static_cast<double>(c.block) * cell * dac;
   const int cycles = InputCycles(c.x_bits, c.dac_bits);
   if (c.dataflow == Dataflow::kA) return a;
-  if (c.dataflow == Dataflow::kB) return a * std::min(cycles, c.slices);
+  // B: a buffer line sums its anti-diagonal's partial sums over every row block (R-Mapping).
+  if (c.dataflow == Dataflow::kB) {
+    return a * detail::FullestLineB(cycles, c.slices, c.dac_bits, c.cell_bits) *
+           static_cast<double>((c.k + c.block - 1) / c.block);
+  }
   return static_cast<double>(c.block) * ((1 << c.x_bits) - 1) *
          ((1 << (c.slices * c.cell_bits)) - 1);
 }
@@ -152,6 +156,8 @@ void ExpectSameCounts(const AnalogCounts& a, const AnalogCounts& b, const std::s
   EXPECT_EQ(a.shift_adds, b.shift_adds) << what;
   EXPECT_EQ(a.sample_holds, b.sample_holds) << what;
   EXPECT_EQ(a.analog_buffer_writes, b.analog_buffer_writes) << what;
+  EXPECT_EQ(a.tia_conversions, b.tia_conversions) << what;
+  EXPECT_EQ(a.analog_buffer_reads, b.analog_buffer_reads) << what;
   EXPECT_EQ(a.analog_accumulations, b.analog_accumulations) << what;
   EXPECT_EQ(a.tile_accumulations, b.tile_accumulations) << what;
   EXPECT_EQ(a.input_buffer_reads, b.input_buffer_reads) << what;
@@ -186,6 +192,8 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
     c.inl_lsb = rng.Below(i++, 2) == 0 ? 0.0 : 0.4;
     c.nnsa_sigma = c.dataflow == Dataflow::kC && c.sigma > 0 ? 0.7 : 0.0;
     Data d = Make(c, 1000 + t);
+    // B: two in three cases read their buffer lines with gains (CASCADE's per-line range).
+    d.p.readout.line_gains = c.dataflow == Dataflow::kB && t % 3 != 0;
     const std::string what = "case " + std::to_string(t) + " dataflow " +
                              std::to_string(static_cast<int>(c.dataflow)) + " k " +
                              std::to_string(c.k) + " block " + std::to_string(c.block);
@@ -398,9 +406,11 @@ TEST(AnalogKernelTest, LosslessReadoutEqualsTheSparseTailReferenceWithClippingAt
   EXPECT_GT(big.m, (int64_t{1} << 16) / (((big.k + big.block - 1) / big.block) * big.n * 8 * 4));
   // Dataflow B without noise: the buffer lines fit the formula's resolution (+ log2 cycles).
   for (int pol : {1, 2}) {
+    // 150 rows in 3 blocks of 64: the fullest line holds 3 blocks' partial sums, at most
+    // 3 x 8 x 64 = 1536: 11 bits, one more than the formula's 10 for one block.
     const DataflowFigures f = DataflowFormula(Dataflow::kB, 8, 8, 1, 1, 64, 8);
-    Case cb{100, 150, 9, 8, 1, 1, 8, pol, true, false, true, 64, Dataflow::kB, f.adc_bits, 1.0,
-            0.0, 0.0, 0.0};
+    Case cb{100, 150, 9, 8, 1, 1, 8, pol, true, false, true, 64, Dataflow::kB, f.adc_bits + 1,
+            1.0, 0.0, 0.0, 0.0};
     Data d = Make(cb, 21 + pol);
     ASSERT_TRUE(LosslessReadout(d.p));
     Result r = RunRefSparse(d);
@@ -440,7 +450,8 @@ TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
       // C: an NNADC with one code per unit over block x 63 x 63 (19 bits); 9 columns per
       // polarity take the fast kernel's 8-column path and its scalar remainder.
       const DataflowFigures f = DataflowFormula(df, 6, 6, 2, 2, 128, 19);
-      c.adc_bits = f.adc_bits;
+      // B: 200 rows in 2 blocks, whose partial sums share the buffer lines (one bit more).
+      c.adc_bits = f.adc_bits + (df == Dataflow::kB ? 1 : 0);
       Data d = Make(c, 9);
       Result r = RunFast(d, nullptr, true);
       EXPECT_EQ(r.counts.adc_clipped, 0);
@@ -457,6 +468,49 @@ TEST(AnalogKernelTest, FullResolutionAdcWithoutNoiseIsExact) {
       }
     }
   }
+}
+
+// Dataflow B with line gains: lossless lines give the exact product in units of 2^-E codes (E
+// the largest line gain: log2 8 = 3 for 8 cycles x 8 slices), on both kernels, over 3 row
+// blocks that share the lines; a coarse ADC reads the sparse edge lines finer with gains.
+TEST(AnalogKernelTest, BufferLineGainsKeepTheProductAndRefineTheEdgeLines) {
+  ThreadPool two(2);
+  Case c{6, 300, 5, 8, 1, 1, 8, 1, false, false, true, 128, Dataflow::kB, 13, 1.0, 0, 0, 0};
+  Data d = Make(c, 17);
+  d.p.readout.line_gains = true;
+  ASSERT_TRUE(LosslessReadout(d.p));
+  const std::vector<int> groups = SignificanceGroups(8, 8, 1, 1);
+  const std::vector<int> gains = detail::LineGainsB(8, 8, 1, 1, groups, true);
+  ASSERT_EQ(detail::LineGainShiftB(gains), 3);
+  EXPECT_EQ(gains.front(), 3);   // one partial sum per block: x8
+  EXPECT_EQ(gains[7], 0);        // the fullest line, 8 partial sums
+  Result r = RunRef(d);
+  Result f1 = RunFast(d, nullptr, false);
+  Result f2 = RunFast(d, &two, true);
+  EXPECT_EQ(r.y, f1.y);
+  EXPECT_EQ(r.y, f2.y);
+  ExpectSameCounts(r.counts, f1.counts, "gains");
+  for (int64_t m = 0; m < c.m; ++m) {
+    for (int64_t col = 0; col < c.n; ++col) {
+      int64_t exact = 0;
+      for (int64_t row = 0; row < c.k; ++row) exact += d.x[m * c.k + row] * d.w[row * c.n + col];
+      EXPECT_EQ(r.y[m * c.n + col], exact << 3);
+    }
+  }
+  // 3 blocks x 8 x 128 = 3072 on a 6-bit ADC: the error with gains is smaller.
+  c.adc_bits = 6;
+  Data coarse = Make(c, 17);
+  double err_plain = 0, err_gain = 0;
+  Result plain = RunFast(coarse, nullptr, false);
+  coarse.p.readout.line_gains = true;
+  Result gained = RunFast(coarse, nullptr, false);
+  EXPECT_EQ(gained.y, RunRef(coarse).y);
+  for (size_t i = 0; i < r.y.size(); ++i) {
+    const double exact = static_cast<double>(r.y[i]) / 8;
+    err_plain += std::pow(plain.y[i] * coarse.p.readout.adc.lsb - exact, 2);
+    err_gain += std::pow(gained.y[i] * coarse.p.readout.adc.lsb / 8 - exact, 2);
+  }
+  EXPECT_LT(err_gain, err_plain);
 }
 
 // Neural-PIM's formulas (spec section 5) for 8b x 8b, 1-bit cells, 1-bit DACs, 128 rows, and the

@@ -105,6 +105,11 @@ class Macro {
   // and the like. Names are documented by each implementation; the cost model (src/pimtrain/cost)
   // reads the ones its component tables need. Pure description: no state changes.
   virtual std::map<std::string, double> HardwareParams() const { return {}; }
+  // Moves into `out` the actions of the calibration passes this macro ran inside its calls
+  // since the last take (an analog macro's ADC range search: the candidate read-outs and the
+  // digital reference), so that the caller counts them as Stage::kCalibration, not as the FP
+  // they ran within. Macros without calibration leave `out` alone.
+  virtual void TakeCalibrationCounts(ActionCounts& out) {}
 };
 
 }  // namespace pim

@@ -39,6 +39,9 @@ struct StepContext {
   // False on the ranks other than 0 for work every rank repeats on the whole batch (GC, WU,
   // layers run unsplit): its hardware actions are counted once, by rank 0.
   bool record_counts = true;
+  // A calibration pass (PIM-QAT's BN calibration: forward passes that only re-estimate
+  // statistics): the macros' FP actions are counted under Stage::kCalibration.
+  bool calibration = false;
 };
 
 // How a layer's FP and BP depend on the batch. kPerSample: each sample's output and input error

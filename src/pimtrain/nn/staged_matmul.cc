@@ -133,9 +133,13 @@ void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias
   SparsityStats s;
   s.input_elements = x.rows * x.cols;
   s.input_zeros = CountZeros(x);
+  // Calibration reads the macro ran inside this call (an ADC range search) are their own stage.
+  ActionCounts calibration;
+  macro_->TakeCalibrationCounts(calibration);
   if (!ctx.record_counts) return;
   AddSparsity(s);
-  AddCounts(Stage::kForward, counts);
+  AddCounts(ctx.calibration ? Stage::kCalibration : Stage::kForward, counts);
+  if (!calibration.empty()) AddCounts(Stage::kCalibration, calibration);
 }
 
 void StagedMatmul::Backward(ConstMatrixView dy, const Tensor& w, MatrixView dx, float dy_max_abs,

@@ -12,6 +12,22 @@
 
 namespace pim {
 
+// While one is alive on this thread, weighted layers built on it get zero weights of the right
+// shape and no gradient storage: the shapes of a network for cost-only estimates
+// (sim/network_cost.h) without drawing ResNet-50's 25.6 M initial weights.
+class ShapesOnlyBuild {
+ public:
+  ShapesOnlyBuild() : previous_(active_) { active_ = true; }
+  ~ShapesOnlyBuild() { active_ = previous_; }
+  ShapesOnlyBuild(const ShapesOnlyBuild&) = delete;
+  ShapesOnlyBuild& operator=(const ShapesOnlyBuild&) = delete;
+  static bool active() { return active_; }
+
+ private:
+  static inline thread_local bool active_ = false;
+  bool previous_;
+};
+
 class WeightedLayer : public Layer {
  public:
   void CommitUpdate(const StepContext& ctx) override { matmul_.Commit(weight_.value, ctx); }
@@ -28,6 +44,11 @@ class WeightedLayer : public Layer {
   // U(-1/sqrt(rows), 1/sqrt(rows)) for both, drawn from counter streams 0 (W) and 1 (b).
   void InitParameters(int64_t rows, int64_t cols, uint64_t init_key) {
     const float bound = 1.0f / std::sqrt(static_cast<float>(rows));
+    if (ShapesOnlyBuild::active()) {
+      weight_ = {"weight", Tensor(Shape{rows, cols}), Tensor()};
+      if (has_bias_) bias_ = {"bias", Tensor(Shape{cols}), Tensor()};
+      return;
+    }
     weight_ = {"weight", Tensor(Shape{rows, cols}), Tensor(Shape{rows, cols})};
     const CounterRng w_rng(init_key, 0);
     for (int64_t i = 0; i < weight_.value.numel(); ++i) {

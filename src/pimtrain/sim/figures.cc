@@ -316,11 +316,15 @@ std::vector<FigureCheck> CheckExpected(const ConfigNode& config, const CostModel
       auto other_model = Registry<CostModel>::Create(other.At("cost"));
       const ConfigNode* vp = item.Find("versus_operating_point");
       OperatingPoint oop = other_model->FindOperatingPoint(vp != nullptr ? vp->AsString() : "");
-      CostReport o = BenchmarkMacro(other, *other_model, w, oop);
+      // The other chip runs the same workload, or its own (versus_workload: e.g. its own weight
+      // encoding, when the comparison's widths are not that chip's).
+      const ConfigNode* vw = item.Find("versus_workload");
+      const Workload ow = vw != nullptr ? ParseWorkload(vw) : w;
+      CostReport o = BenchmarkMacro(other, *other_model, ow, oop);
       const std::string base = c.figure.substr(0, c.figure.size() - suffix.size());
       const double denom = FigureValue(o, base);
       c.model = denom != 0 ? FigureValue(r, base) / denom : 0;
-      c.workload += " vs " + vs->AsString();
+      c.workload += " vs " + vs->AsString() + (vw != nullptr ? " (" + ow.Describe() + ")" : "");
     } else {
       c.model = FigureValue(r, c.figure);
     }

@@ -17,8 +17,16 @@
 #include "pimtrain/base/rng.h"
 #include "pimtrain/base/schema.h"
 #include "pimtrain/macro/macro.h"
+#include "pimtrain/nn/models/graph.h"
+#include "pimtrain/nn/weighted_layer.h"
 
 namespace pim {
+
+PIM_DECLARE_COUNTERS(NetworkShapeCounters, "cost from shapes",
+                     {"elementwise_adds", "add", "FP",
+                      "digital element adds of layers without weights (residual joins, global "
+                      "average pooling), counted from a network's shapes"});
+
 namespace {
 
 int64_t Out(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
@@ -86,10 +94,46 @@ const Builtin kBuiltins[] = {
 
 }  // namespace
 
+std::vector<WeightedLayerShape> LayerShapesOfNetwork(Network& net) {
+  std::vector<WeightedLayerShape> out;
+  int64_t adds = 0, joins = 0, pools = 0;
+  for (const LayerShape& s : LayerShapes(net)) {
+    if (s.weight_rows > 0) {
+      const int64_t m = std::max<int64_t>(1, s.vectors_per_sample);
+      out.push_back({fmt::format("{} {}x{} @{}", s.name, s.weight_rows, s.weight_cols, m),
+                     s.weight_rows, s.weight_cols, m});
+      continue;
+    }
+    const std::vector<int>& in = net.node_inputs(s.node);
+    if (in.size() > 1) {
+      adds += static_cast<int64_t>(in.size() - 1) * s.output.numel();
+      ++joins;
+    } else if (s.summary.rfind("global_avg_pool", 0) == 0 && !in.empty()) {
+      const Shape& x = in[0] >= 0 ? net.node_shape(in[0]) : net.input_shape();
+      adds += x.numel();
+      ++pools;
+    }
+  }
+  if (adds > 0) {
+    WeightedLayerShape e;
+    e.summary = fmt::format("digital: {} joins, {} global pools", joins, pools);
+    e.elementwise_adds = adds;
+    out.push_back(e);
+  }
+  return out;
+}
+
 std::vector<WeightedLayerShape> LayerShapesOf(const ConfigNode& model, int64_t c, int64_t h,
-                                              int64_t w) {
+                                              int64_t w, int classes) {
   std::vector<WeightedLayerShape> out;
   const std::string impl = model.GetString("impl");
+  if (impl == "graph") {
+    auto m = Registry<Model>::CreateFrom(model);
+    const ShapesOnlyBuild shapes_only;
+    const Shape in(std::vector<int64_t>{h, w, c});
+    Network net(m->MakeGraph(in, classes), in, 1);
+    return LayerShapesOfNetwork(net);
+  }
   if (impl == "mlp") {
     const std::vector<int64_t> widths = model.At("layers").AsIntList();
     for (size_t i = 0; i + 1 < widths.size(); ++i) {
@@ -99,7 +143,8 @@ std::vector<WeightedLayerShape> LayerShapesOf(const ConfigNode& model, int64_t c
     return out;
   }
   if (impl != "sequential") {
-    throw ConfigError(model.Where() + ": cost from shapes knows models mlp and sequential, not '" +
+    throw ConfigError(model.Where() + ": cost from shapes knows models mlp, sequential and "
+                      "graph, not '" +
                       impl + "' (a model that lists its weighted layers' shapes can be added)");
   }
   bool flat = false;
@@ -158,10 +203,18 @@ std::vector<WeightedLayerShape> BuiltinNetwork(const std::string& name) {
     model.SetPaths(std::string("network ") + b.name);
     return LayerShapesOf(model, b.c, b.h, b.w);
   }
+  const std::vector<std::string> presets = ModelPresetNames();
+  if (std::find(presets.begin(), presets.end(), name) != presets.end()) {
+    const ShapesOnlyBuild shapes_only;  // the weights are never read: skip drawing them
+    Network net = BuildPresetNetwork(name);
+    return LayerShapesOfNetwork(net);
+  }
+  std::vector<std::string> all = BuiltinNetworkNames();
+  all.insert(all.end(), presets.begin(), presets.end());
   std::string known;
-  for (const auto& n : BuiltinNetworkNames()) known += (known.empty() ? "" : ", ") + n;
-  throw ConfigError("--network: unknown network '" + name + "'" +
-                    DidYouMean(name, BuiltinNetworkNames()) + " (known: " + known +
+  for (const auto& n : all) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("--network: unknown network '" + name + "'" + DidYouMean(name, all) +
+                    " (known: " + known +
                     ", or 'model': the config's own model)");
 }
 
@@ -189,6 +242,17 @@ NetworkCost PriceNetwork(const ConfigNode& config, const CostModel& model,
   NetworkCost nc;
   for (size_t li = 0; li < layers.size(); ++li) {
     const WeightedLayerShape& L = layers[li];
+    if (L.k == 0) {
+      // Digital element adds (joins, pooling): priced by every cost model's common part.
+      LayerHardware h;
+      h.layer = static_cast<int>(li);
+      h.summary = L.summary;
+      h.hw = hw0;
+      h.counts[static_cast<int>(Stage::kForward)].Add("elementwise_adds",
+                                                      L.elementwise_adds * L.m);
+      hw_layers.push_back(std::move(h));
+      continue;
+    }
     const int64_t nw = std::min(L.n, per_array);
     auto key = std::make_pair(L.k, nw);
     if (!stripes.count(key)) {
@@ -268,6 +332,18 @@ std::string NetworkCost::ToTable() const {
   }
   o << fmt::format("  energy per inference {:.4g} uJ ({:.4g} GOP, {:.4g} TOPS/W)\n",
                    energy_per_inference_uj, ops_per_inference * 1e-9, report.tops_per_watt);
+  {
+    // Energy by component, largest first.
+    std::vector<std::pair<double, std::string>> parts;
+    for (const auto& [name, pj] : report.EnergyByComponent()) parts.push_back({pj, name});
+    std::sort(parts.rbegin(), parts.rend());
+    o << "  components";
+    for (const auto& [pj, name] : parts) {
+      if (pj <= 0 || report.energy_pj <= 0) continue;
+      o << fmt::format("  {} {:.1f}%", name, 100 * pj / report.energy_pj);
+    }
+    o << "\n";
+  }
   o << fmt::format("  latency {:.4g} us (layers in turn); layer-pipelined interval {:.4g} us\n",
                    latency_s * 1e6, interval_s * 1e6);
   o << fmt::format("  arrays {:.0f} needed, {:.0f} per chip: {:.0f} chip(s), {:.4g} mm2\n",

@@ -9,6 +9,7 @@
 #include "pimtrain/base/config.h"
 #include "pimtrain/cost/cost_model.h"
 #include "pimtrain/cost/report.h"
+#include "pimtrain/nn/model.h"
 
 namespace pim {
 
@@ -17,17 +18,28 @@ namespace pim {
 struct WeightedLayerShape {
   std::string summary;  // "conv 3x3 128->256 @16x16"
   int64_t k = 0, n = 0, m = 1;
+  // A layer without weights that the chip's digital units compute (k = n = 0): element adds
+  // per sample (a residual join's inputs - 1 per output element; global average pooling's
+  // inputs per output).
+  int64_t elementwise_adds = 0;
 };
+
+// The weighted layers of a built network (a graph model: residual blocks, strided 1x1
+// shortcuts, global pooling), in node order, then one entry with the element adds of its joins
+// and global pooling (when there are any).
+std::vector<WeightedLayerShape> LayerShapesOfNetwork(Network& net);
 
 // The weighted layers of a model config (impl mlp or sequential; any model that lists its
 // weighted layers' shapes can be added here) for samples of c x h x w. ConfigError naming the
 // key when a layer cannot be placed.
 std::vector<WeightedLayerShape> LayerShapesOf(const ConfigNode& model, int64_t c, int64_t h,
-                                              int64_t w);
+                                              int64_t w, int classes = 10);
 
 // Benchmark networks at their published shapes: vgg8 (NeuroSim's, 32x32x3, 10 classes), vgg16
 // and alexnet (224x224x3 / 227x227x3, 1000 classes), mlp (784-256-128-10) and cnn (configs/
-// cnn.yaml at 28x28x1). ConfigError listing the names for another one.
+// cnn.yaml at 28x28x1); and every model preset (presets/models/NAME.yaml: resnet18, resnet50,
+// ... at the input and classes it names), built without data. ConfigError listing the names
+// for another one.
 std::vector<WeightedLayerShape> BuiltinNetwork(const std::string& name);
 const std::vector<std::string>& BuiltinNetworkNames();
 

@@ -25,6 +25,9 @@ class AnalogCrossbarCost final : public CostModel {
               .Doc("neural shift-and-add units per array (dataflow C)"));
     s.Add(Param::Float("analog_buffer_arrays_per_array").Default(0.0).Range(0, 64)
               .Doc("RRAM buffer arrays per compute array (dataflow B)"));
+    s.Add(Param::Float("tias_per_array").Default(0.0).Range(0, 1 << 16)
+              .Doc("trans-impedance amplifiers per compute array (dataflow B: one per bit line, "
+                   "CASCADE)"));
     s.Add(Param::Int("digital_mac_bits").Default(16).Range(2, 64).Unit("bit")
               .Doc("operand width of the periphery's digital MACs (GC: dW = X^T dY, and the ideal "
                    "read-out); energy b^2 full-adder bits + 2b accumulator bits per MAC"));
@@ -44,6 +47,7 @@ class AnalogCrossbarCost final : public CostModel {
         adc_rate_(p.GetDouble("adc_rate_gsps") * 1e9),
         nnsa_per_array_(p.GetDouble("nnsa_per_array")),
         abuf_per_array_(p.GetDouble("analog_buffer_arrays_per_array")),
+        tias_per_array_(p.GetDouble("tias_per_array")),
         mac_bits_(static_cast<double>(p.GetInt("digital_mac_bits"))),
         mac_units_(p.GetDouble("digital_mac_units_per_array")),
         digital_mhz_(p.GetDouble("digital_clock_mhz")),
@@ -53,7 +57,10 @@ class AnalogCrossbarCost final : public CostModel {
     Prices("dac_conversions", "dac: dac_1bit x dac_bits each");
     Prices("sample_holds", "sample_hold each");
     Prices("adc_conversions", "adc: adc_8bit x 2^(bits - 8) each; time: ADC throughput");
-    Prices("analog_buffer_writes", "analog_buffer: analog_buffer_write each");
+    Prices("analog_buffer_writes",
+           "analog_buffer: analog_buffer_write each (one RRAM buffer cell, one pulse)");
+    Prices("tia_conversions", "tia: tia each (a bit line's current to a write voltage)");
+    Prices("analog_buffer_reads", "analog_buffer: crossbar_cell_read each (a line summed)");
     Prices("analog_accumulations", "nnsa: nnsa_step each");
     Prices("shift_adds", "shift_add each");
     Prices("tile_accumulations", "shift_add each");
@@ -105,7 +112,11 @@ class AnalogCrossbarCost final : public CostModel {
     e["dac"] = n("dac_conversions") * DacEnergy(HwParam(hw, "dac_bits", 1), v);
     e["sample_hold"] = n("sample_holds") * E("sample_hold", v);
     e["adc"] = n("adc_conversions") * AdcEnergy(adc_bits, v);
-    e["analog_buffer"] = n("analog_buffer_writes") * E("analog_buffer_write", v);
+    // Dataflow B (CASCADE): each partial sum leaves its bit line through a TIA into one buffer
+    // cell; the buffer lines are read in current (one cell read per stored partial sum).
+    e["analog_buffer"] = n("analog_buffer_writes") * E("analog_buffer_write", v) +
+                         n("analog_buffer_reads") * E("crossbar_cell_read", v);
+    if (n("tia_conversions") > 0) e["tia"] = n("tia_conversions") * E("tia", v);
     e["nnsa"] = n("analog_accumulations") * E("nnsa_step", v);
     e["shift_add"] = (n("shift_adds") + n("tile_accumulations") + n("offset_corrections")) *
                      E("shift_add", v);
@@ -169,13 +180,14 @@ class AnalogCrossbarCost final : public CostModel {
     a["shift_add"] = arrays * tech_.Area("shift_add") * 1e-6;
     a["nnsa"] = arrays * nnsa_per_array_ * tech_.Area("nnsa") * 1e-6;
     a["analog_buffers"] = arrays * abuf_per_array_ * tech_.Area("crossbar_128x128") * 1e-6;
+    if (tias_per_array_ > 0) a["tias"] = arrays * tias_per_array_ * tech_.Area("tia") * 1e-6;
     a["registers"] = arrays * tech_.Area("registers_per_array") * 1e-6;
     a["tile_share"] = arrays * tech_.Area("tile_share_per_array") * 1e-6;
     return a;
   }
 
  private:
-  double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_;
+  double adcs_per_array_, adc_rate_, nnsa_per_array_, abuf_per_array_, tias_per_array_;
   double mac_bits_, mac_units_, digital_mhz_, write_ns_, pulse_ns_;
 };
 

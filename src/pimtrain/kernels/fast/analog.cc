@@ -515,6 +515,12 @@ struct Worker {
   std::vector<UnsafeTail> unsafe;
   std::vector<int64_t> prod;
   int64_t prod_m0 = 0;
+  // Dataflow B's buffer lines of one sample, per phase (detail::AccumulateLinesB), and which
+  // phases applied in some block.
+  std::vector<double> lines;
+  uint8_t phase_any[2] = {0, 0};
+  std::vector<int> gains;  // B's line gains e_l (detail::LineGainsB) and their largest, E
+  int gain_shift = 0;
   std::vector<int32_t> xpairs;   // ExactProduct's input row pairs
   std::vector<int32_t> nonzero;  // and, per group of samples, the pairs not all zero
   AnalogCounts c;
@@ -532,6 +538,9 @@ struct Worker {
     words = pw.words;
     arrays_per_block = (ncp * S + p.tile_cols - 1) / p.tile_cols;
     groups = SignificanceGroups(cycles, S, pd, pr);
+    gains = detail::LineGainsB(cycles, S, pd, pr, groups,
+                               p.readout.dataflow == Dataflow::kB && p.readout.line_gains);
+    gain_shift = detail::LineGainShiftB(gains);
     xplanes.resize(static_cast<size_t>(2 * p.x_bits * words));
     acc.resize(static_cast<size_t>(ncp));
     applied.resize(static_cast<size_t>(cycles));
@@ -543,6 +552,7 @@ struct Worker {
       if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
       if (p.readout.dataflow == Dataflow::kB) {
         z_lines.resize(groups.size() * static_cast<size_t>(ncp));
+        lines.resize(2 * groups.size() * static_cast<size_t>(ncp));
       }
     }
     // Worth it when the central draws span less than one code (most conversions then do not
@@ -1402,6 +1412,8 @@ struct Worker {
   void Sample(int64_t m) {
     const int32_t* xm = p.x + m * p.ldx;
     std::fill(acc.begin(), acc.end(), 0);
+    std::fill(lines.begin(), lines.end(), 0.0);
+    phase_any[0] = phase_any[1] = 0;
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block), rows = r1 - r0;
       c.input_buffer_reads += rows * arrays_per_block;
@@ -1444,7 +1456,10 @@ struct Worker {
               c.sample_holds += len;
               c.shift_adds += len;
             } else {
-              c.analog_buffer_writes += len;  // B: every partial sum into the analog buffer
+              // B: every partial sum through its TIA into the analog buffer, read once.
+              c.tia_conversions += len;
+              c.analog_buffer_writes += len;
+              c.analog_buffer_reads += len;
             }
             continue;
           }
@@ -1467,28 +1482,19 @@ struct Worker {
               ps[j * len + i] = static_cast<float>(psi[j * len + i]);
             }
           }
-          if (p.readout.dataflow == Dataflow::kB) c.analog_buffer_writes += S * ncp;
+          if (p.readout.dataflow == Dataflow::kB) {
+            c.tia_conversions += S * ncp;
+            c.analog_buffer_writes += S * ncp;
+            c.analog_buffer_reads += S * ncp;
+          }
         }
         if (!phase_applied) continue;
-        if (lossless) {
-          if (p.readout.dataflow == Dataflow::kB) {
-            // B converts each buffer line of each column once per applied phase.
-            const int64_t lines = static_cast<int64_t>(groups.size()) * ncp;
-            c.adc_conversions += lines;
-            c.sample_holds += lines;
-            c.shift_adds += lines;
-          }
-          continue;
-        }
+        if (p.readout.dataflow == Dataflow::kB) phase_any[h] = 1;
+        if (lossless) continue;
         if (p.readout.dataflow == Dataflow::kB) {
-          const int64_t nl = static_cast<int64_t>(groups.size());
-          if (p.readout.adc.sigma != 0.0f) {
-            FillNormals(p.noise_key, kNoiseStreamB,
-                        detail::NoiseIndex(m, blocks, b, h, nl, 0, ncp, 0), nl * ncp,
-                        z_lines.data());
-          }
-          detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
-                           z_lines.data(), sign, acc.data(), c);
+          // R-Mapping: this block's partial sums join the output's buffer lines.
+          detail::AccumulateLinesB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr,
+                                   lines.data() + h * groups.size() * ncp);
         } else if (p.readout.dataflow == Dataflow::kC) {
           if (p.readout.nnsa_sigma != 0.0f) {
             FillNormals(p.noise_key, kNoiseStreamNnsa,
@@ -1503,6 +1509,25 @@ struct Worker {
           detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
                            z_nnsa.data(), z.data(), sign, acc.data(), c, done);
         }
+      }
+    }
+    if (p.readout.dataflow == Dataflow::kB) {
+      // Each buffer line converted once per output and applied phase, after the last block.
+      const int64_t nl = static_cast<int64_t>(groups.size());
+      for (int h = 0; h < 2; ++h) {
+        if (!phase_any[h]) continue;
+        if (lossless) {
+          c.adc_conversions += nl * ncp;
+          c.sample_holds += nl * ncp;
+          c.shift_adds += nl * ncp;
+          continue;
+        }
+        if (p.readout.adc.sigma != 0.0f) {
+          FillNormals(p.noise_key, kNoiseStreamB, detail::NoiseIndex(m, 1, 0, h, nl, 0, ncp, 0),
+                      nl * ncp, z_lines.data());
+        }
+        detail::ConvertLinesB(lines.data() + h * nl * ncp, ncp, groups, gains, p.readout,
+                              z_lines.data(), h == 0 ? 1 : -1, acc.data(), c);
       }
     }
     int64_t* y = p.y + m * p.ldy;
@@ -1524,7 +1549,9 @@ struct Worker {
       fold(corr32);
       fold(corr64);
       const int64_t* __restrict pr_m = prod.data() + (m - prod_m0) * n_cp;
-      for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += pr_m[cp];
+      // B's line gains: a lossless line converts to value 2^e_l, added << (s + E - e_l).
+      const int e = gain_shift;
+      for (int64_t cp = 0; cp < n_cp; ++cp) a[cp] += pr_m[cp] << e;
     }
     if (p.polarities == 1) {
       std::copy(acc.begin(), acc.begin() + p.n, y);

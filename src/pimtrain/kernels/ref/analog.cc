@@ -14,22 +14,30 @@ namespace pim::kernels {
 
 PIM_DECLARE_COUNTERS(
     AnalogKernelCounters, "analog kernel",
-    {"macs", "MAC", "FP BP GC", "logical multiply-accumulates (m k n)"},
-    {"input_cycles", "array cycle", "FP BP",
+    {"macs", "MAC", "FP BP GC CAL", "logical multiply-accumulates (m k n)"},
+    {"input_cycles", "array cycle", "FP BP CAL",
      "array read cycles: (array, applied input cycle, read)"},
-    {"skipped_input_cycles", "array cycle", "FP BP",
+    {"skipped_input_cycles", "array cycle", "FP BP CAL",
      "array read cycles skipped because the block's inputs were all 0"},
-    {"dac_conversions", "word-line drive", "FP BP", "word lines driven per applied array cycle"},
-    {"cell_reads", "cell read", "FP BP", "cells on driven (nonzero-input) rows x bit lines"},
-    {"adc_conversions", "conversion", "FP BP", "ADC conversions"},
-    {"adc_clipped", "conversion", "FP BP", "conversions whose ideal code fell outside the range"},
-    {"shift_adds", "add", "FP BP", "ADC codes (or bit-plane sums) shifted and added digitally"},
-    {"sample_holds", "capture", "FP BP", "sample-and-hold captures"},
-    {"analog_buffer_writes", "write", "FP BP", "dataflow B: partial sums into the analog buffer"},
-    {"analog_accumulations", "step", "FP BP", "dataflow C: neural shift-and-add (NNS+A) steps"},
-    {"tile_accumulations", "add", "FP BP GC", "digital adds merging row blocks' results"},
-    {"input_buffer_reads", "element", "FP BP", "input elements read out to the arrays"},
-    {"output_buffer_writes", "element", "FP BP", "finished outputs written"});
+    {"dac_conversions", "word-line drive", "FP BP CAL",
+     "word lines driven per applied array cycle"},
+    {"cell_reads", "cell read", "FP BP CAL", "cells on driven (nonzero-input) rows x bit lines"},
+    {"adc_conversions", "conversion", "FP BP CAL", "ADC conversions"},
+    {"adc_clipped", "conversion", "FP BP CAL",
+     "conversions whose ideal code fell outside the range"},
+    {"shift_adds", "add", "FP BP CAL", "ADC codes (or bit-plane sums) shifted and added digitally"},
+    {"sample_holds", "capture", "FP BP CAL", "sample-and-hold captures"},
+    {"analog_buffer_writes", "write", "FP BP CAL",
+     "dataflow B: partial sums written into buffer RRAM cells (one-shot, through a TIA)"},
+    {"tia_conversions", "conversion", "FP BP CAL",
+     "dataflow B: bit-line currents turned into buffer write voltages by trans-impedance "
+     "amplifiers"},
+    {"analog_buffer_reads", "cell read", "FP BP CAL",
+     "dataflow B: buffer cells read when a buffer line is summed in current for its conversion"},
+    {"analog_accumulations", "step", "FP BP CAL", "dataflow C: neural shift-and-add (NNS+A) steps"},
+    {"tile_accumulations", "add", "FP BP GC CAL", "digital adds merging row blocks' results"},
+    {"input_buffer_reads", "element", "FP BP CAL", "input elements read out to the arrays"},
+    {"output_buffer_writes", "element", "FP BP CAL", "finished outputs written"});
 
 void AnalogCounts::AddTo(ActionCounts& counts) const {
   counts.Add("macs", macs);
@@ -42,6 +50,8 @@ void AnalogCounts::AddTo(ActionCounts& counts) const {
   counts.Add("shift_adds", shift_adds);
   counts.Add("sample_holds", sample_holds);
   counts.Add("analog_buffer_writes", analog_buffer_writes);
+  counts.Add("tia_conversions", tia_conversions);
+  counts.Add("analog_buffer_reads", analog_buffer_reads);
   counts.Add("analog_accumulations", analog_accumulations);
   counts.Add("tile_accumulations", tile_accumulations);
   counts.Add("input_buffer_reads", input_buffer_reads);
@@ -60,25 +70,69 @@ std::vector<int> SignificanceGroups(int cycles, int slices, int dac_bits, int ce
 
 namespace detail {
 
-void ReadoutB(const float* ps, const uint8_t* applied, int cycles, int slices, int64_t ncp,
-              const std::vector<int>& groups, int dac_bits, int cell_bits,
-              const AnalogReadout& ro, const float* z, int64_t sign, int64_t* acc,
-              AnalogCounts& c) {
+int FullestLineB(int cycles, int slices, int dac_bits, int cell_bits) {
+  int most = 0;
+  for (int s : SignificanceGroups(cycles, slices, dac_bits, cell_bits)) {
+    int n = 0;
+    for (int j = 0; j < cycles; ++j) {
+      for (int q = 0; q < slices; ++q) n += j * dac_bits + q * cell_bits == s;
+    }
+    most = std::max(most, n);
+  }
+  return most;
+}
+
+void AccumulateLinesB(const float* ps, const uint8_t* applied, int cycles, int slices,
+                      int64_t ncp, const std::vector<int>& groups, int dac_bits, int cell_bits,
+                      double* lines) {
   const int64_t nl = static_cast<int64_t>(groups.size());
   for (int64_t l = 0; l < nl; ++l) {
     const int s = groups[l];
-    for (int64_t cp = 0; cp < ncp; ++cp) {
-      // The buffer line of significance s: the analog sum of its cycles' partial sums.
-      double line = 0;
-      for (int j = 0; j < cycles; ++j) {
-        if (!applied[j]) continue;
-        for (int q = 0; q < slices; ++q) {
-          if (j * dac_bits + q * cell_bits == s) line += ps[(j * slices + q) * ncp + cp];
-        }
+    double* line = lines + l * ncp;
+    for (int j = 0; j < cycles; ++j) {
+      if (!applied[j]) continue;
+      for (int q = 0; q < slices; ++q) {
+        if (j * dac_bits + q * cell_bits != s) continue;
+        const float* row = ps + (j * slices + q) * ncp;
+        for (int64_t cp = 0; cp < ncp; ++cp) line[cp] += row[cp];
       }
+    }
+  }
+}
+
+std::vector<int> LineGainsB(int cycles, int slices, int dac_bits, int cell_bits,
+                            const std::vector<int>& groups, bool line_gains) {
+  std::vector<int> e(groups.size(), 0);
+  if (!line_gains) return e;
+  const int most = FullestLineB(cycles, slices, dac_bits, cell_bits);
+  for (size_t l = 0; l < groups.size(); ++l) {
+    int n = 0;
+    for (int j = 0; j < cycles; ++j) {
+      for (int q = 0; q < slices; ++q) n += j * dac_bits + q * cell_bits == groups[l];
+    }
+    while (n > 0 && (n << (e[l] + 1)) <= most) ++e[l];
+  }
+  return e;
+}
+
+int LineGainShiftB(const std::vector<int>& gains) {
+  return gains.empty() ? 0 : *std::max_element(gains.begin(), gains.end());
+}
+
+void ConvertLinesB(const double* lines, int64_t ncp, const std::vector<int>& groups,
+                   const std::vector<int>& gains, const AnalogReadout& ro, const float* z,
+                   int64_t sign, int64_t* acc, AnalogCounts& c) {
+  const int64_t nl = static_cast<int64_t>(groups.size());
+  const int big = LineGainShiftB(gains);
+  for (int64_t l = 0; l < nl; ++l) {
+    const int shift = groups[l] + big - gains[l];
+    // The line's gain 2^e_l (a power of two: exact in double, then one rounding to float).
+    const double g = std::ldexp(1.0, gains[l]);
+    for (int64_t cp = 0; cp < ncp; ++cp) {
       const float zl = ro.adc.sigma != 0.0f ? z[l * ncp + cp] : 0.0f;
-      const AdcTransfer::Result r = ro.adc.Convert(static_cast<float>(line), zl);
-      acc[cp] += sign * (static_cast<int64_t>(r.code) << s);
+      const AdcTransfer::Result r =
+          ro.adc.Convert(static_cast<float>(lines[l * ncp + cp] * g), zl);
+      acc[cp] += sign * (static_cast<int64_t>(r.code) << shift);
       c.adc_clipped += r.clipped;
     }
   }
@@ -161,6 +215,12 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
   std::vector<uint8_t> applied(static_cast<size_t>(cycles));
   std::vector<float> z_nnsa(static_cast<size_t>(cycles * ncp)), z_adc(static_cast<size_t>(ncp));
   std::vector<float> z_lines(groups.size() * static_cast<size_t>(ncp));
+  // Dataflow B's buffer lines of one sample, per phase: lines[(h * nl + l) * ncp + cp].
+  const int64_t nl = static_cast<int64_t>(groups.size());
+  std::vector<double> lines(p.readout.dataflow == Dataflow::kB ? 2 * nl * ncp : 0);
+  uint8_t phase_any[2] = {0, 0};
+  const std::vector<int> gains =
+      detail::LineGainsB(cycles, S, pd, pr, groups, p.readout.line_gains);
   // Dataflow A's draws of one segment (m, b, h, j): z_seg[q * ncp + cp].
   const bool noisy_a = p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma != 0.0f;
   std::vector<float> z_seg(noisy_a ? static_cast<size_t>(S * ncp) : 0);
@@ -171,6 +231,8 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
                     "analog input out of range");
     }
     std::fill(acc.begin(), acc.end(), 0);
+    std::fill(lines.begin(), lines.end(), 0.0);
+    phase_any[0] = phase_any[1] = 0;
     for (int64_t b = 0; b < blocks; ++b) {  // one row block: the arrays sharing these word lines
       const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block), rows = r1 - r0;
       c.input_buffer_reads += rows * arrays_per_block;
@@ -224,23 +286,21 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
               ++c.shift_adds;
             }
           }
-          if (p.readout.dataflow == Dataflow::kB) c.analog_buffer_writes += S * ncp;
+          if (p.readout.dataflow == Dataflow::kB) {
+            // Each bit line's current through its TIA into one buffer cell, read once when its
+            // line is summed.
+            c.tia_conversions += S * ncp;
+            c.analog_buffer_writes += S * ncp;
+            c.analog_buffer_reads += S * ncp;
+          }
         }
         if (!phase_applied) continue;
         if (p.readout.dataflow == Dataflow::kB) {
-          // The buffer lines' draws of this (m, b, h), at their coordinates.
-          const int64_t nl = static_cast<int64_t>(groups.size());
-          if (p.readout.adc.sigma != 0.0f) {
-            for (int64_t l = 0; l < nl; ++l) {
-              for (int64_t cp = 0; cp < ncp; ++cp) {
-                z_lines[l * ncp + cp] =
-                    NoiseNormal(p.noise_key, kNoiseStreamB,
-                                detail::NoiseIndex(m, blocks, b, h, nl, l, ncp, cp));
-              }
-            }
-          }
-          detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
-                           z_lines.data(), sign, acc.data(), c);
+          // R-Mapping: this block's partial sums join the output's buffer lines; converted
+          // after the last block.
+          phase_any[h] = 1;
+          detail::AccumulateLinesB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr,
+                                   lines.data() + h * nl * ncp);
         } else if (p.readout.dataflow == Dataflow::kC) {
           // The NNS+A and NNADC draws of this (m, b, h), at their coordinates.
           if (p.readout.nnsa_sigma != 0.0f) {
@@ -261,6 +321,22 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
           detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
                            z_nnsa.data(), z_adc.data(), sign, acc.data(), c);
         }
+      }
+    }
+    if (p.readout.dataflow == Dataflow::kB) {
+      for (int h = 0; h < 2; ++h) {
+        if (!phase_any[h]) continue;
+        // The buffer lines' draws of this (m, h), at their coordinates.
+        if (p.readout.adc.sigma != 0.0f) {
+          for (int64_t l = 0; l < nl; ++l) {
+            for (int64_t cp = 0; cp < ncp; ++cp) {
+              z_lines[l * ncp + cp] = NoiseNormal(p.noise_key, kNoiseStreamB,
+                                                  detail::NoiseIndex(m, 1, 0, h, nl, l, ncp, cp));
+            }
+          }
+        }
+        detail::ConvertLinesB(lines.data() + h * nl * ncp, ncp, groups, gains, p.readout,
+                              z_lines.data(), h == 0 ? 1 : -1, acc.data(), c);
       }
     }
     int64_t* y = p.y + m * p.ldy;

@@ -25,16 +25,11 @@ bool LosslessReadout(const AnalogProblem& p) {
     // B converts buffer lines, each the sum of the partial sums of one significance: lossless
     // without noise when the fullest line fits the codes.
     if (adc.sigma != 0.0f) return false;
+    // Lines collect every row block of the output (R-Mapping).
     const int cycles = InputCycles(p.x_bits, p.dac_bits);
-    int most = 0;
-    for (int s : SignificanceGroups(cycles, p.slices, p.dac_bits, p.cell_bits)) {
-      int n = 0;
-      for (int j = 0; j < cycles; ++j) {
-        for (int q = 0; q < p.slices; ++q) n += j * p.dac_bits + q * p.cell_bits == s;
-      }
-      most = std::max(most, n);
-    }
-    return vmax * most <= static_cast<double>(adc.max_code);
+    const int most = detail::FullestLineB(cycles, p.slices, p.dac_bits, p.cell_bits);
+    const double blocks = static_cast<double>((p.k + p.block - 1) / p.block);
+    return vmax * most * std::max(1.0, blocks) <= static_cast<double>(adc.max_code);
   }
   if (vmax > static_cast<double>(adc.max_code)) return false;
   if (adc.sigma == 0.0f) return true;

@@ -36,7 +36,7 @@ PIM_DECLARE_COUNTERS(
     {"weight_writes", "cell write", "WU", "cells written when the weights are programmed"},
     {"array_cells_allocated", "cell", "WU", "cells of the arrays the layout occupies (occupancy)"},
     {"array_cells_used", "cell", "WU", "cells holding weight bits (occupancy)"},
-    {"digital_macs", "MAC", "FP BP GC",
+    {"digital_macs", "MAC", "FP BP GC CAL",
      "multiply-accumulates done in the digital periphery (GC; the ideal read-out's FP/BP)"},
     {"offset_corrections", "output", "FP BP",
      "outputs corrected for the offset encoding (a digital subtract of offset x sum(x))"},
@@ -342,6 +342,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   }
   double adc_full_scale_fraction() const override { return fs_fraction_; }
   double output_gain() const override { return gain_; }
+  void TakeCalibrationCounts(ActionCounts& out) override {
+    if (calibration_counts_.empty()) return;
+    out.Merge(calibration_counts_);
+    calibration_counts_.Clear();
+  }
   ClipTally TakeForwardClipTally() override {
     const ClipTally t = clip_tally_;
     clip_tally_ = {};
@@ -684,6 +689,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   struct Chain {
     int bits = 8;
     double design_full_scale = 1;  // the largest partial sum the converter can see
+    double code_unit = 1;          // the partial-sum value of one unit of the kernel's sums
     kernels::AnalogReadout readout;
   };
 
@@ -699,25 +705,25 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     Chain ch;
     const DataflowFigures fig =
         DataflowFormula(dataflow_, xb, stored_bits_, cell_bits_, dac_bits_, block, output_bits_);
-    ch.bits = std::clamp((adc_bits_cfg_ > 0 ? adc_bits_cfg_ : fig.adc_bits) + bits_delta_, 1, 24);
+    // Dataflow B (R-Mapping): a buffer line collects its partial sums from every row block of
+    // the output before its one conversion, so the lossless resolution grows by log2 blocks.
+    const int64_t k = fwd ? rows_ : cols_;
+    const int64_t blocks = std::max<int64_t>(1, (k + block - 1) / block);
+    const int line_bits =
+        dataflow_ == Dataflow::kB ? static_cast<int>(std::ceil(std::log2(blocks))) : 0;
+    ch.bits = std::clamp(
+        (adc_bits_cfg_ > 0 ? adc_bits_cfg_ : fig.adc_bits + line_bits) + bits_delta_, 1, 24);
     const double cell = std::ldexp(1.0, cell_bits_) - 1, dac = std::ldexp(1.0, dac_bits_) - 1;
     const double a = static_cast<double>(block) * cell * dac;
     const int cycles = kernels::InputCycles(xb, dac_bits_);
     switch (dataflow_) {
       case Dataflow::kA: ch.design_full_scale = a; break;
-      case Dataflow::kB: {
-        // The most partial sums any buffer line adds up.
-        int most = 0;
-        for (int s : kernels::SignificanceGroups(cycles, slices_, dac_bits_, cell_bits_)) {
-          int n = 0;
-          for (int j = 0; j < cycles; ++j) {
-            for (int q = 0; q < slices_; ++q) n += j * dac_bits_ + q * cell_bits_ == s;
-          }
-          most = std::max(most, n);
-        }
-        ch.design_full_scale = a * most;
+      case Dataflow::kB:
+        // The most partial sums any buffer line adds up: its anti-diagonal's, in every block.
+        ch.design_full_scale =
+            a * kernels::detail::FullestLineB(cycles, slices_, dac_bits_, cell_bits_) *
+            static_cast<double>(blocks);
         break;
-      }
       case Dataflow::kC:
         ch.design_full_scale = static_cast<double>(block) * (std::ldexp(1.0, xb) - 1) *
                                (std::ldexp(1.0, slices_ * cell_bits_) - 1);
@@ -734,6 +740,18 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     ch.readout.dataflow = dataflow_;
     ch.readout.adc = MakeAdcTransfer(ch.bits, fs, InlFor(ch.bits), std::sqrt(sigma2));
+    // B: every buffer line read with the gain that fills the ADC's range (R-Mapping knows how
+    // many partial sums each line holds); the kernel's sums are then in 2^-E codes.
+    ch.readout.line_gains = dataflow_ == Dataflow::kB;
+    ch.code_unit = ch.readout.adc.lsb;
+    if (dataflow_ == Dataflow::kB) {
+      const std::vector<int> groups =
+          kernels::SignificanceGroups(cycles, slices_, dac_bits_, cell_bits_);
+      ch.code_unit = std::ldexp(ch.code_unit, -kernels::detail::LineGainShiftB(
+                                                  kernels::detail::LineGainsB(
+                                                      cycles, slices_, dac_bits_, cell_bits_,
+                                                      groups, true)));
+    }
     ch.readout.nnsa_sigma = static_cast<float>(nnsa_sigma_);
     return ch;
   }
@@ -786,7 +804,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
               double gain, MatrixView y) const {
     const Side& s = side_[Index(dir)];
     const double scale = std::ldexp(1.0, ex + weight_exp_) * gain;
-    const double lsb = chain.readout.adc.lsb;
+    const double lsb = chain.code_unit;
     for (int64_t i = 0; i < m; ++i) {
       int64_t xsum = 0;
       if (offset_ != 0) {
@@ -850,6 +868,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     std::vector<float> ideal(static_cast<size_t>(m * s.n)), got(ideal.size());
     MatrixView iv{ideal.data(), m, s.n, s.n};
     Ideal(m, Direction::kForward, ex, iv, ctx, 1.0);
+    // What the chip does for it (Stage::kCalibration): the reference product in the digital
+    // periphery, each candidate's read-out through the arrays, and one squared error per output
+    // and candidate (a digital MAC).
+    ActionCounts& cal = calibration_counts_;
+    cal.Add("digital_macs", m * s.k * s.n);
     std::vector<int64_t> codes(ideal.size());
     double best_err = std::numeric_limits<double>::infinity();
     double best_frac = fs_fraction_;
@@ -860,6 +883,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       const Chain ch = Resolve(Direction::kForward, frac);
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      kc.AddTo(cal);
+      cal.Add("digital_macs", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double err = 0;
@@ -886,6 +911,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       const Chain ch = Resolve(Direction::kForward);
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      kc.AddTo(cal);
+      cal.Add("digital_macs", 2 * m * s.n);  // <y_adc, y_ideal> and <y_adc, y_adc>
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double num = 0, den = 0;
@@ -912,6 +939,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   bool skip_zero_cycles_ = true;
   bool pending_calibration_ = false, calibrate_range_ = false, calibrate_gain_ = false;
   ClipTally clip_tally_;
+  ActionCounts calibration_counts_;  // since the last TakeCalibrationCounts
   KernelChoice kernel_ = KernelChoice::kFast;
 
   int64_t rows_ = 0, cols_ = 0;

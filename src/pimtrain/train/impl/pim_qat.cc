@@ -124,7 +124,10 @@ class PimQat final : public TrainingAlgorithm {
     for (AnalogTunable* t : tunables_) t->TakeForwardClipTally();  // drop evaluation's reads
     // FP through the macros (ADC in the loop); in calibrate mode this is the whole step: the
     // batch-norm layers re-estimate their statistics from these batches.
-    const Tensor& logits = net.Forward(x, ctx);
+    // A calibrate-mode step is a calibration pass (its FP actions: Stage::kCalibration).
+    StepContext fctx = ctx;
+    fctx.calibration = calibrate_only_;
+    const Tensor& logits = net.Forward(x, fctx);
     const int n = net.size();
     LossResult r = loss.Compute(logits, labels, calibrate_only_ ? nullptr : &net.error(n));
     CheckActivationsFinite(net, ctx);
