@@ -507,7 +507,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       pending_calibration_ = false;
     }
     if (!fwd) PrepareTransposed(ctx.pool != nullptr ? ctx.pool : &DefaultPool());
-    const Chain chain = Resolve(dir);
+    const Chain chain = Resolve(dir, fwd ? TrackedFraction(ex) : -1.0);
     yq_.resize(static_cast<size_t>(x.rows * side.n));
     kernels::AnalogCounts kc;
     Run(x.rows, dir, chain, key, yq_.data(), ctx, kc);
@@ -824,6 +824,19 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     kernels::fast::Gemm(g, ctx.pool);
   }
 
+  // A calibrated forward range is a range of the layer's output, fitted at the calibration's
+  // input scale 2^e_cal: when a later call's per-tensor input exponent e differs, its integer
+  // inputs, and with them every partial sum, are 2^(e_cal - e) times those at calibration
+  // (partial sums are linear in the DAC inputs), so the range follows by the same power of two
+  // (at most the design full scale). Without this, a batch whose largest activation crosses a
+  // power of two (or an evaluation batch of 1000 samples, whose maximum is larger than a
+  // 64-sample training batch's) converts its partial sums with half the calibrated resolution
+  // (docs/analog.md, "PIM-QAT's gap to FP32"). -1: the configured fraction (fixed range).
+  double TrackedFraction(int ex) const {
+    if (range_mode_ != RangeMode::kCalibrated || !calibrated_) return -1.0;
+    return std::min(1.0, std::ldexp(fs_fraction_, cal_input_exp_ - ex));
+  }
+
   // Searches the forward ADC full scale (2^(-i/2) of the largest partial sum, i < 24) for the
   // least squared error against the ideal product on (up to 256 rows of) this input, then
   // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>. The rows are
@@ -881,9 +894,13 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       }
     }
     fs_fraction_ = best_frac;
+    if (calibrate_range_) {
+      cal_input_exp_ = ex;
+      calibrated_ = true;
+    }
     gain_ = 1.0;
     if (calibrate_gain_) {
-      const Chain ch = Resolve(Direction::kForward);
+      const Chain ch = Resolve(Direction::kForward, TrackedFraction(ex));
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
       MatrixView gv{got.data(), m, s.n, s.n};
@@ -906,6 +923,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   int bits_delta_ = 0;
   RangeMode range_mode_ = RangeMode::kFixed;
   double fs_fraction_ = 1.0;
+  int cal_input_exp_ = 0;    // the forward input exponent of the last range calibration
+  bool calibrated_ = false;  // a range calibration has run (TrackedFraction)
   double gain_ = 1.0;
   double inl_lsb_ = 0, thermal_sigma_ = 0, sinad_db_ = 0, program_sigma_ = 0, nnsa_sigma_ = 0;
   Readout readout_[2] = {Readout::kAnalog, Readout::kAnalog};
