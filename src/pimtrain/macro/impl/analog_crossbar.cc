@@ -210,6 +210,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     range_mode_ = adc.GetString("range") == "calibrated" ? RangeMode::kCalibrated
                                                          : RangeMode::kFixed;
     fs_fraction_ = adc.GetDouble("full_scale");
+    follow_input_scale_ = adc.GetBool("follow_input_scale");
     inl_lsb_ = adc.GetDouble("inl_lsb");
     thermal_sigma_ = p.At("thermal_noise").GetDouble("sigma");
     sinad_db_ = p.At("sinad").GetDouble("db");
@@ -246,6 +247,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         "fixed: full scale = full_scale x the largest possible partial sum (set by hardware); "
         "calibrated: searched for least output error on the first forward input (and when a "
         "training algorithm asks)"));
+    adc->Add(Param::Bool("follow_input_scale").Default(false).Doc(
+        "calibrated range: follow the per-tensor input exponent, so the range stays the "
+        "calibrated one in real terms (for training that recalibrates, e.g. pim_qat); false: "
+        "the range stays in DAC-input units"));
     adc->Add(Param::Float("full_scale").Default(1.0).Range(1e-6, 1.0).Doc(
         "fixed range as a fraction of the largest possible partial sum"));
     adc->Add(Param::Float("inl_lsb").Default(0.0).Range(0, 1e6).Unit("LSB").Doc(
@@ -824,16 +829,20 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     kernels::fast::Gemm(g, ctx.pool);
   }
 
-  // A calibrated forward range is a range of the layer's output, fitted at the calibration's
-  // input scale 2^e_cal: when a later call's per-tensor input exponent e differs, its integer
-  // inputs, and with them every partial sum, are 2^(e_cal - e) times those at calibration
-  // (partial sums are linear in the DAC inputs), so the range follows by the same power of two
-  // (at most the design full scale). Without this, a batch whose largest activation crosses a
-  // power of two (or an evaluation batch of 1000 samples, whose maximum is larger than a
-  // 64-sample training batch's) converts its partial sums with half the calibrated resolution
-  // (docs/analog.md, "PIM-QAT's gap to FP32"). -1: the configured fraction (fixed range).
+  // adc.follow_input_scale: a calibrated forward range is kept as a range of the layer's output
+  // in real terms, fitted at the calibration's input scale 2^e_cal. When a later call's
+  // per-tensor input exponent e differs, its integer inputs (for the same real values), and
+  // with them every partial sum, are 2^(e_cal - e) times those at calibration (partial sums are
+  // linear in the DAC inputs), so the range follows by the same power of two (at most the
+  // design full scale). Without it, a batch whose largest activation crosses a power of two
+  // converts its typical partial sums with half the calibrated resolution (pimqat: 2-5 points;
+  // docs/analog.md, "PIM-QAT's gap to FP32"). Off by default: a range calibrated once and never
+  // again (neuralpim) is better left in DAC units, where the dynamic input scale keeps the
+  // partial sums in range as the activations grow. -1: the configured fraction.
   double TrackedFraction(int ex) const {
-    if (range_mode_ != RangeMode::kCalibrated || !calibrated_) return -1.0;
+    if (!follow_input_scale_ || range_mode_ != RangeMode::kCalibrated || !calibrated_) {
+      return -1.0;
+    }
     return std::min(1.0, std::ldexp(fs_fraction_, cal_input_exp_ - ex));
   }
 
@@ -923,6 +932,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   int bits_delta_ = 0;
   RangeMode range_mode_ = RangeMode::kFixed;
   double fs_fraction_ = 1.0;
+  bool follow_input_scale_ = false;
   int cal_input_exp_ = 0;    // the forward input exponent of the last range calibration
   bool calibrated_ = false;  // a range calibration has run (TrackedFraction)
   double gain_ = 1.0;
