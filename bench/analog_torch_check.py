@@ -35,9 +35,11 @@ Usage: /usr/bin/python3 bench/analog_torch_check.py [--pimtrain build/release/pi
            [--train-limit 10000] [--test-limit 2000] [--epochs 1] [--seeds 1,2,3]
            [--lr 0.01] [--configs default|quick|all|NAME,...] [--threads 1] [--torch-threads 1]
 Default: 10 000 training samples, one epoch, 2000 test samples, three seeds, lr 0.01 (the speed
-grid's rate), seven configurations: about an hour on the loaded shared 2-vCPU VM (one pair of
-runs, pimtrain beside PyTorch, 2-4 minutes there); `--configs quick --seeds 1,2` (three
-configurations, two seeds) takes about 15 minutes there.
+grid's rate), seven configurations. On the loaded shared 2-vCPU VM (load 9-15) the default took
+8 minutes for the first configuration and over 20 for a noisy one; `--train-limit 5000
+--test-limit 1000` (the published table, docs/analog.md) took 1-13 minutes per configuration,
+38 minutes for all seven (noise makes the PyTorch side slower); `--configs quick --seeds 1,2
+--train-limit 5000 --test-limit 1000` is the few-minutes version.
 """
 import argparse
 import gzip
