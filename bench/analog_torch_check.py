@@ -314,7 +314,9 @@ def main():
         args.configs, args.configs.split(","))
     for nm in names:
         if nm not in CONFIGS:
-            sys.exit(f"--configs: unknown configuration '{nm}' (known: {', '.join(CONFIGS)})")
+            print(f"--configs: unknown configuration '{nm}' (known: {', '.join(CONFIGS)}, or "
+                  f"default, quick, all)", file=sys.stderr)
+            sys.exit(2)
     seeds = [int(s) for s in args.seeds.split(",")]
     data = load_data(args.train_limit, args.test_limit)
     print(f"MLP 784-256-128-10, 8b inputs x 8b weights, 128-row arrays, dataflow A, fixed ADC "
