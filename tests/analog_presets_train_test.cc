@@ -1,9 +1,11 @@
-// The analog chip presets (pimqat, neuralpim, isaac, cascade) train as shipped on Fashion-MNIST:
-// a short subset in the default suite, longer runs against their FP32 twins under label "slow"
-// (PIMTRAIN_SLOW=1); the calibration that keeps PIM-QAT from diverging; the divergence message.
+// The analog chip presets (pimqat, neuralpim, isaac, cascade, rram_training, pcm_deployment) train
+// as shipped on Fashion-MNIST: a short subset in the default suite, longer runs against their FP32
+// twins under label "slow" (PIMTRAIN_SLOW=1); the calibration that keeps PIM-QAT from diverging
+// and its range following the input scale; the divergence message.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -21,7 +23,21 @@
 namespace pim {
 namespace {
 
-const char* kAnalogPresets[] = {"pimqat", "neuralpim", "isaac", "cascade"};
+// Per preset: the least test accuracy after the default suite's 2048 samples (chance is 10 %),
+// and the largest gap to the FP32 twin in the slow test (10k samples x 2 epochs, 2k test
+// samples), as a fraction. Measured gaps (2026-12-07, bench/RESULTS.md "Analog presets"):
+// pimqat 1.40 points, neuralpim 2.90, isaac 0.30, cascade 0.30, rram_training 53.4 (analog SGD
+// on nonlinear RRAM with no digital copy: 27.8 % vs 81.2 %, docs/fidelity.md), pcm_deployment
+// 0.15; the limits add about two points (the runs are deterministic; the margin is for changes
+// that move a run within the 2k test samples' binomial spread, ~0.9 points).
+struct PresetLimits {
+  const char* name;
+  double subset_accuracy;
+  double slow_gap;
+};
+const PresetLimits kAnalogPresets[] = {
+    {"pimqat", 0.40, 0.035},       {"neuralpim", 0.40, 0.05},     {"isaac", 0.40, 0.025},
+    {"cascade", 0.40, 0.025},      {"rram_training", 0.15, 0.56}, {"pcm_deployment", 0.40, 0.025}};
 
 std::string PresetFile(const std::string& name) {
   return std::string(PIMTRAIN_SOURCE_DIR) + "/presets/chips/" + name + ".yaml";
@@ -50,26 +66,29 @@ TrainSummary TrainPreset(const std::string& preset, int64_t train, int64_t test,
 // and learns (chance is 10 %).
 TEST(AnalogPresetTrainTest, EveryAnalogPresetLearnsOnASubset) {
   if (!HaveFashionMnist()) GTEST_SKIP() << "Fashion-MNIST is not installed";
-  for (const char* p : kAnalogPresets) {
-    SCOPED_TRACE(p);
-    TrainSummary r = TrainPreset(p, 2048, 500, 1, false);
+  for (const PresetLimits& p : kAnalogPresets) {
+    SCOPED_TRACE(p.name);
+    TrainSummary r = TrainPreset(p.name, 2048, 500, 1, false);
     ASSERT_EQ(r.epochs.size(), 1u);
     EXPECT_TRUE(std::isfinite(r.epochs[0].train_loss));
     EXPECT_EQ(r.epochs[0].skipped_steps, 0);
-    EXPECT_GT(r.test_accuracy, 0.40);
+    EXPECT_GT(r.test_accuracy, p.subset_accuracy);
   }
 }
 
-// Label "slow" (PIMTRAIN_SLOW=1): 10k samples for 2 epochs, each preset within 6 points of its
-// FP32 twin on 2k test samples (docs/fidelity.md records the full-set runs and their gaps).
+// Label "slow" (PIMTRAIN_SLOW=1): 10k samples for 2 epochs, each preset within its slow_gap of
+// its FP32 twin on 2k test samples (docs/fidelity.md records the full-set runs and their gaps).
 TEST(AnalogPresetTrainTest, SlowEveryAnalogPresetTracksItsFp32Twin) {
   if (std::getenv("PIMTRAIN_SLOW") == nullptr) GTEST_SKIP() << "set PIMTRAIN_SLOW=1 (label slow)";
   if (!HaveFashionMnist()) GTEST_SKIP() << "Fashion-MNIST is not installed";
-  for (const char* p : kAnalogPresets) {
-    SCOPED_TRACE(p);
-    const TrainSummary analog = TrainPreset(p, 10000, 2000, 2, false);
-    const TrainSummary fp32 = TrainPreset(p, 10000, 2000, 2, true);
-    EXPECT_GT(analog.test_accuracy, fp32.test_accuracy - 0.06)
+  for (const PresetLimits& p : kAnalogPresets) {
+    SCOPED_TRACE(p.name);
+    const TrainSummary analog = TrainPreset(p.name, 10000, 2000, 2, false);
+    const TrainSummary fp32 = TrainPreset(p.name, 10000, 2000, 2, true);
+    std::printf("%s: analog %.4f, FP32 twin %.4f, gap %.2f points\n", p.name,
+                analog.test_accuracy, fp32.test_accuracy,
+                100 * (fp32.test_accuracy - analog.test_accuracy));
+    EXPECT_GT(analog.test_accuracy, fp32.test_accuracy - p.slow_gap)
         << "analog " << analog.test_accuracy << " vs FP32 " << fp32.test_accuracy;
   }
 }
@@ -112,6 +131,55 @@ TEST(AnalogPresetTrainTest, CalibratedOffsetColumnsDoNotClipTheCalibrationInput)
   };
   EXPECT_EQ(clipped("offset"), 0);
   EXPECT_GT(clipped("differential"), 0);  // least squares accepts some clipping there
+}
+
+// adc.follow_input_scale: a calibrated range kept in real terms converts a later call whose
+// largest input crosses a power of two (so every integer DAC input halves) with the calibrated
+// real resolution; left in DAC units (the default) with 2-4x its step (pimqat lost 2-5 points to
+// this, so its preset follows the input scale).
+TEST(AnalogPresetTrainTest, CalibratedRangeFollowsTheInputScaleWhenAsked) {
+  const int64_t m = 128, k = 512, n = 16;
+  const CounterRng rng(5);
+  std::vector<float> w(k * n), y(m * n), ideal(m * n);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * rng.Normal(1000000 + i);
+  // Squared error of the read-out against the exact product of the same quantized operands
+  // over the first m - 1 rows: at calibration, then with one larger input in the last row.
+  auto errors = [&](bool follow) {
+    std::vector<float> x(m * k);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::max(rng.Normal(i), 0.0f);
+    auto mac = MakeMacro(std::string("rows: 512, cols: 128, input_bits: 6, weight_bits: 4, ") +
+                         "decomposition: custom, dac_bits: 6, cell_bits: 1, weight_encoding: "
+                         "offset, adc: {bits: 7, range: calibrated, follow_input_scale: " +
+                         (follow ? "true" : "false") + "}");
+    auto* t = dynamic_cast<AnalogTunable*>(mac.get());
+    RunContext ctx;
+    ActionCounts c;
+    mac->Program(ConstMatrixView(w.data(), k, n, n), ctx, c);
+    auto error = [&]() {
+      mac->Multiply(ConstMatrixView(x.data(), m, k, k), MatrixView{y.data(), m, n, n},
+                    Direction::kForward, ctx, c);
+      t->SetReadout(Direction::kForward, AnalogTunable::Readout::kIdeal);
+      mac->Multiply(ConstMatrixView(x.data(), m, k, k), MatrixView{ideal.data(), m, n, n},
+                    Direction::kForward, ctx, c);
+      t->SetReadout(Direction::kForward, AnalogTunable::Readout::kAnalog);
+      double e = 0;
+      for (int64_t i = 0; i < (m - 1) * n; ++i) e += (y[i] - ideal[i]) * (y[i] - ideal[i]);
+      return e;
+    };
+    const double calibrated = error();  // the first read calibrates the range
+    float top = 0;
+    for (float v : x) top = std::max(top, v);
+    x[(m - 1) * k] = 2.5f * top;  // the exponent rises by one or two
+    return std::make_pair(calibrated, error());
+  };
+  const auto [cal_f, later_f] = errors(true);
+  const auto [cal_u, later_u] = errors(false);
+  EXPECT_GT(cal_f, 0.0);
+  EXPECT_EQ(cal_f, cal_u);  // the same until the input scale moves
+  // Followed: about the same error (the inputs lose a bit to their own quantizer); in DAC units
+  // the step is 2-4x the calibrated one, 4-16x the squared error.
+  EXPECT_LT(later_f, 2.0 * cal_f) << "calibrated " << cal_f << ", later " << later_f;
+  EXPECT_GT(later_u, 3.0 * cal_u) << "calibrated " << cal_u << ", later " << later_u;
 }
 
 const char* kTinyAnalog = R"(

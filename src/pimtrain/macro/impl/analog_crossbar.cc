@@ -210,6 +210,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     range_mode_ = adc.GetString("range") == "calibrated" ? RangeMode::kCalibrated
                                                          : RangeMode::kFixed;
     fs_fraction_ = adc.GetDouble("full_scale");
+    follow_input_scale_ = adc.GetBool("follow_input_scale");
     inl_lsb_ = adc.GetDouble("inl_lsb");
     thermal_sigma_ = p.At("thermal_noise").GetDouble("sigma");
     sinad_db_ = p.At("sinad").GetDouble("db");
@@ -246,6 +247,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         "fixed: full scale = full_scale x the largest possible partial sum (set by hardware); "
         "calibrated: searched for least output error on the first forward input (and when a "
         "training algorithm asks)"));
+    adc->Add(Param::Bool("follow_input_scale").Default(false).Doc(
+        "calibrated range: follow the per-tensor input exponent, so the range stays the "
+        "calibrated one in real terms (for training that recalibrates, e.g. pim_qat); false: "
+        "the range stays in DAC-input units"));
     adc->Add(Param::Float("full_scale").Default(1.0).Range(1e-6, 1.0).Doc(
         "fixed range as a fraction of the largest possible partial sum"));
     adc->Add(Param::Float("inl_lsb").Default(0.0).Range(0, 1e6).Unit("LSB").Doc(
@@ -512,7 +517,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       pending_calibration_ = false;
     }
     if (!fwd) PrepareTransposed(ctx.pool != nullptr ? ctx.pool : &DefaultPool());
-    const Chain chain = Resolve(dir);
+    const Chain chain = Resolve(dir, fwd ? TrackedFraction(ex) : -1.0);
     yq_.resize(static_cast<size_t>(x.rows * side.n));
     kernels::AnalogCounts kc;
     Run(x.rows, dir, chain, key, yq_.data(), ctx, kc);
@@ -842,6 +847,23 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     kernels::fast::Gemm(g, ctx.pool);
   }
 
+  // adc.follow_input_scale: a calibrated forward range is kept as a range of the layer's output
+  // in real terms, fitted at the calibration's input scale 2^e_cal. When a later call's
+  // per-tensor input exponent e differs, its integer inputs (for the same real values), and
+  // with them every partial sum, are 2^(e_cal - e) times those at calibration (partial sums are
+  // linear in the DAC inputs), so the range follows by the same power of two (at most the
+  // design full scale). Without it, a batch whose largest activation crosses a power of two
+  // converts its typical partial sums with half the calibrated resolution (pimqat: 2-5 points;
+  // docs/analog.md, "PIM-QAT's gap to FP32"). Off by default: a range calibrated once and never
+  // again (neuralpim) is better left in DAC units, where the dynamic input scale keeps the
+  // partial sums in range as the activations grow. -1: the configured fraction.
+  double TrackedFraction(int ex) const {
+    if (!follow_input_scale_ || range_mode_ != RangeMode::kCalibrated || !calibrated_) {
+      return -1.0;
+    }
+    return std::min(1.0, std::ldexp(fs_fraction_, cal_input_exp_ - ex));
+  }
+
   // Searches the forward ADC full scale (2^(-i/2) of the largest partial sum, i < 24) for the
   // least squared error against the ideal product on (up to 256 rows of) this input, then
   // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>. The rows are
@@ -906,9 +928,13 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       }
     }
     fs_fraction_ = best_frac;
+    if (calibrate_range_) {
+      cal_input_exp_ = ex;
+      calibrated_ = true;
+    }
     gain_ = 1.0;
     if (calibrate_gain_) {
-      const Chain ch = Resolve(Direction::kForward);
+      const Chain ch = Resolve(Direction::kForward, TrackedFraction(ex));
       kernels::AnalogCounts kc;
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
       kc.AddTo(cal);
@@ -933,6 +959,9 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   int bits_delta_ = 0;
   RangeMode range_mode_ = RangeMode::kFixed;
   double fs_fraction_ = 1.0;
+  bool follow_input_scale_ = false;
+  int cal_input_exp_ = 0;    // the forward input exponent of the last range calibration
+  bool calibrated_ = false;  // a range calibration has run (TrackedFraction)
   double gain_ = 1.0;
   double inl_lsb_ = 0, thermal_sigma_ = 0, sinad_db_ = 0, program_sigma_ = 0, nnsa_sigma_ = 0;
   Readout readout_[2] = {Readout::kAnalog, Readout::kAnalog};
