@@ -481,6 +481,46 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
 }
 #endif
 
+// acc[i] += sign * (code << shift) for the conversions of x[0..n) (draws z, null without noise):
+// AdcTransfer::Convert's float steps, 8 lanes at a time (the scalar transfer for the rest).
+// Returns the clipped conversions.
+int64_t TransferShiftAdd(const AdcTransfer& adc, const float* x, const float* z, int64_t n,
+                         int shift, int64_t sign, int64_t* acc) {
+  int64_t clipped = 0, i = 0;
+  const __m256 vsigma = _mm256_set1_ps(adc.sigma), vinv = _mm256_set1_ps(adc.inv_lsb);
+  const __m256 vmax = _mm256_set1_ps(adc.max_code), vzero = _mm256_setzero_ps();
+  const __m256 vlo = _mm256_set1_ps(-0.5f), vhi = _mm256_set1_ps(adc.max_code + 0.5f);
+  const __m256 vk = _mm256_set1_ps(adc.inl_k);
+  const bool inl = adc.inl_k != 0.0f, noisy = adc.sigma != 0.0f && z != nullptr;
+  const __m128i vshift = _mm_cvtsi32_si128(shift);
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    if (noisy) v = _mm256_add_ps(v, _mm256_mul_ps(vsigma, _mm256_loadu_ps(z + i)));
+    const __m256 t = _mm256_mul_ps(v, vinv);
+    const __m256 out = _mm256_or_ps(_mm256_cmp_ps(t, vlo, _CMP_LT_OQ),
+                                    _mm256_cmp_ps(t, vhi, _CMP_GT_OQ));
+    clipped += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(out)));
+    __m256 tc = _mm256_min_ps(_mm256_max_ps(t, vzero), vmax);
+    if (inl) tc = _mm256_add_ps(tc, _mm256_mul_ps(_mm256_mul_ps(vk, tc), _mm256_sub_ps(vmax, tc)));
+    __m256 cf = _mm256_round_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    cf = _mm256_min_ps(_mm256_max_ps(cf, vzero), vmax);
+    const __m256i code = _mm256_cvtps_epi32(cf);
+    const __m256i lo = _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(code)), vshift);
+    const __m256i hi =
+        _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(code, 1)), vshift);
+    __m256i* a = reinterpret_cast<__m256i*>(acc + i);
+    const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
+    _mm256_storeu_si256(a, sign > 0 ? _mm256_add_epi64(a0, lo) : _mm256_sub_epi64(a0, lo));
+    _mm256_storeu_si256(a + 1, sign > 0 ? _mm256_add_epi64(a1, hi) : _mm256_sub_epi64(a1, hi));
+  }
+  for (; i < n; ++i) {
+    const AdcTransfer::Result r = adc.Convert(x[i], noisy ? z[i] : 0.0f);
+    acc[i] += sign * (static_cast<int64_t>(r.code) << shift);
+    clipped += r.clipped;
+  }
+  return clipped;
+}
+
 // Per-thread state of one range of samples.
 struct Worker {
   const AnalogProblem& p;
@@ -493,6 +533,8 @@ struct Worker {
   std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
   // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
   std::vector<float> ps, z, z_nnsa, z_lines;
+  std::vector<float> line_x;         // B: the buffer lines' analog values [line][cp]
+  std::vector<int64_t> line_terms;   // B: one line's partial-sum offsets
   std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
   std::vector<int64_t> acc;
   std::vector<uint8_t> applied;
@@ -879,9 +921,48 @@ struct Worker {
     return n;
   }
 
-  // Dataflow C's read-out (detail::ReadoutC) for the columns 8 at a time: the same double
-  // operations per column in the same order (no FMA), the conversion per lane by the scalar
-  // transfer. Returns the columns done (a multiple of 8); the caller finishes the rest.
+  // Dataflow B's read-out (detail::ReadoutB's arithmetic): each buffer line the double sum of
+  // its partial sums in the reference's order (applied cycles ascending, then slices), 4 columns
+  // at a time, rounded to float; then the lines' conversions by TransferShiftAdd. Bit for bit
+  // the reference's codes: the same double additions per column, the same float transfer.
+  void ReadoutBFast(int64_t sign) {
+    const AnalogReadout& ro = p.readout;
+    const int64_t ncp = this->ncp, nl = static_cast<int64_t>(groups.size());
+    line_x.resize(static_cast<size_t>(nl * ncp));
+    std::vector<int64_t>& terms = line_terms;
+    for (int64_t l = 0; l < nl; ++l) {
+      const int s = groups[static_cast<size_t>(l)];
+      terms.clear();
+      for (int j = 0; j < cycles; ++j) {
+        if (!applied[j]) continue;
+        for (int q = 0; q < S; ++q) {
+          if (j * pd + q * pr == s) terms.push_back((j * S + q) * ncp);
+        }
+      }
+      float* out = line_x.data() + l * ncp;
+      const float* src = ps.data();
+      int64_t cp = 0;
+      for (; cp + 4 <= ncp; cp += 4) {
+        __m256d line = _mm256_setzero_pd();
+        for (const int64_t t : terms) line = _mm256_add_pd(line, _mm256_cvtps_pd(_mm_loadu_ps(src + t + cp)));
+        _mm_storeu_ps(out + cp, _mm256_cvtpd_ps(line));
+      }
+      for (; cp < ncp; ++cp) {
+        double line = 0;
+        for (const int64_t t : terms) line += src[t + cp];
+        out[cp] = static_cast<float>(line);
+      }
+      c.adc_clipped += TransferShiftAdd(ro.adc, out, ro.adc.sigma != 0.0f ? z_lines.data() + l * ncp : nullptr,
+                                        ncp, s, sign, acc.data());
+    }
+    c.adc_conversions += nl * ncp;
+    c.sample_holds += nl * ncp;
+    c.shift_adds += nl * ncp;
+  }
+
+  // Dataflow C's read-out (detail::ReadoutC) for the columns 8 (AVX-512) or 4 (AVX2) at a time:
+  // the same double operations per column in the same order (no FMA), the conversion by the
+  // scalar transfer's float steps. Returns the columns done; the caller finishes the rest.
   int64_t ReadoutC8(int64_t sign) {
     int64_t cp0 = 0;
 #if defined(__AVX512F__)
@@ -924,7 +1005,40 @@ struct Worker {
     c.adc_conversions += cp0;
     c.shift_adds += cp0;
 #else
-    (void)sign;
+    // AVX2: 4 columns per step, the same double operations (no FMA) in the same order.
+    const AnalogReadout& ro = p.readout;
+    const int64_t ncp = this->ncp;
+    const __m256d feedback = _mm256_set1_pd(std::ldexp(1.0, -pd));
+    const __m256d unscale = _mm256_set1_pd(std::ldexp(1.0, (cycles - 1) * pd));
+    const __m256d nsig = _mm256_set1_pd(static_cast<double>(ro.nnsa_sigma));
+    __m256d weight[16];
+    for (int q = 0; q < S; ++q) weight[q] = _mm256_set1_pd(std::ldexp(1.0, q * pr));
+    line_x.resize(static_cast<size_t>(ncp));
+    float* const xs = line_x.data();
+    for (; cp0 + 4 <= ncp; cp0 += 4) {
+      __m256d v = _mm256_setzero_pd();
+      for (int j = 0; j < cycles; ++j) {
+        __m256d s = _mm256_setzero_pd();
+        if (applied[j]) {
+          for (int q = 0; q < S; ++q) {
+            const __m256d pv = _mm256_cvtps_pd(_mm_loadu_ps(ps.data() + (j * S + q) * ncp + cp0));
+            s = _mm256_add_pd(s, _mm256_mul_pd(pv, weight[q]));
+          }
+        }
+        v = _mm256_add_pd(_mm256_mul_pd(v, feedback), s);
+        if (ro.nnsa_sigma != 0.0f) {
+          const __m256d zv = _mm256_cvtps_pd(_mm_loadu_ps(z_nnsa.data() + j * ncp + cp0));
+          v = _mm256_add_pd(v, _mm256_mul_pd(nsig, zv));
+        }
+      }
+      _mm_storeu_ps(xs + cp0, _mm256_cvtpd_ps(_mm256_mul_pd(v, unscale)));
+    }
+    c.adc_clipped += TransferShiftAdd(ro.adc, xs, ro.adc.sigma != 0.0f ? z.data() : nullptr, cp0,
+                                      0, sign, acc.data());
+    c.analog_accumulations += cycles * cp0;
+    c.sample_holds += cycles * cp0;
+    c.adc_conversions += cp0;
+    c.shift_adds += cp0;
 #endif
     return cp0;
   }
@@ -1487,8 +1601,7 @@ struct Worker {
                         detail::NoiseIndex(m, blocks, b, h, nl, 0, ncp, 0), nl * ncp,
                         z_lines.data());
           }
-          detail::ReadoutB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr, p.readout,
-                           z_lines.data(), sign, acc.data(), c);
+          ReadoutBFast(sign);
         } else if (p.readout.dataflow == Dataflow::kC) {
           if (p.readout.nnsa_sigma != 0.0f) {
             FillNormals(p.noise_key, kNoiseStreamNnsa,
