@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pimtrain/kernels/analog.h"
+#include "pimtrain/kernels/fast/analog_worker.h"
 
 // GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -152,12 +153,17 @@ int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uin
   return n;
 }
 
+}  // namespace
+
+// ---- The ISA variants of the table's group_pair_normals (analog_worker.h) ---------------------
+namespace internal {
+
 // Two groups (g, g + 1) with AVX2: their Philox rounds interleaved, then the rationals of four
 // vectors at a time, so that the long dependency chains of one vector (ten multiply rounds, then
 // eleven rational steps and a division) overlap with the others'. The same float operations per
 // lane as GroupNormals8 (and the scalar GaussianFrom16): out[0..128), positions pos + 0..127.
-int64_t GroupPairNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                          uint32_t* list, int64_t n) {
+int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                             uint32_t* list, int64_t n) {
   __m256i wa[4], wb[4];
   {
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -269,8 +275,8 @@ inline void Philox16(uint64_t key, uint64_t stream, uint64_t g, __m512i words[4]
   words[3] = c3;
 }
 
-int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                           uint32_t* list, int64_t n) {
+int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                               uint32_t pos, uint32_t* list, int64_t n) {
   __m512i words[4];
   Philox16(key, stream, g, words);
   const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
@@ -323,6 +329,10 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
 }
 #endif
 
+}  // namespace internal
+
+namespace {
+
 // The listed tail lanes: the quantile table's value, or in a refined cell (~0.2 % of the draws,
 // 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos.
 inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key, uint64_t stream,
@@ -365,14 +375,10 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
     float* o = out + (i - start);
     int64_t n = 0;
     uint64_t k = 0;
+    const auto pair_normals = internal::Kernels().group_pair_normals;
     for (; k + 2 <= groups; k += 2) {
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-      n = GroupPairNormals16(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k),
-                             list.data(), n);
-#else
-      n = GroupPairNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k),
-                            list.data(), n);
-#endif
+      n = pair_normals(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
+                       n);
     }
     for (; k < groups; ++k) {
       n = GroupNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
@@ -401,7 +407,7 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
     uint32_t* o = direct ? out + (i - start) : tmp;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
     __m512i words[4];
-    Philox16(key, stream, g, words);
+    internal::Philox16(key, stream, g, words);
     for (int half = 0; half < 2; ++half) {
       for (int w = 0; w < 4; ++w) {
         const __m512i h = Uniforms16(words[w], half);

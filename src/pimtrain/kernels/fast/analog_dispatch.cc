@@ -1,0 +1,28 @@
+// The fast analog kernel's one dispatch table (analog_worker.h): the ISA variant of each inner
+// loop that this build's target supports, chosen here and nowhere else.
+#include "pimtrain/kernels/fast/analog_worker.h"
+
+namespace pim::kernels::fast::internal {
+
+const AnalogKernels& Kernels() {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  static constexpr AnalogKernels kTable = {
+      "avx512",
+      GroupPairNormalsAvx512,
+      TransferRowAvx512,
+      &Worker::ConvertAShortcutAvx512,
+      &Worker::ReadoutCColumnsAvx512,
+  };
+#else
+  static constexpr AnalogKernels kTable = {
+      "avx2",
+      GroupPairNormalsAvx2,
+      TransferRowAvx2,
+      nullptr,  // the small-noise shortcut needs AVX-512's masks and compress
+      &Worker::ReadoutCColumnsAvx2,
+  };
+#endif
+  return kTable;
+}
+
+}  // namespace pim::kernels::fast::internal

@@ -1,0 +1,216 @@
+// The fast analog kernel's per-thread state (Worker) and the pieces its files share: one file
+// per concern beside this header (analog.cc: the driver and the sample loop; analog_pack.cc;
+// analog_partial_sums.cc; analog_convert_a.cc; analog_sparse_tails.cc; analog_lossless.cc;
+// analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "pimtrain/base/ars.h"
+#include "pimtrain/kernels/analog.h"
+
+namespace pim::kernels::fast::internal {
+using detail::kTailHiBase;
+using detail::kUnsafeTail;
+using detail::TailIndex;
+using detail::kGapSteps;
+using detail::TailPlan;
+
+// A noise key's ARS round keys (base/ars.h) in the registers SparseWords64 uses.
+struct ArsKeys {
+  uint64_t key = 0;
+#if defined(__AVX512F__) && defined(__VAES__)
+  __m512i k[kArsRounds + 1];
+#elif defined(__AES__)
+  __m128i k[kArsRounds + 1];
+#endif
+  explicit ArsKeys(uint64_t key_in) : key(key_in) {
+#if defined(__AES__)
+    const auto rk = ArsRoundKeys(key);
+    for (int r = 0; r <= kArsRounds; ++r) {
+      const __m128i v = _mm_set_epi64x(static_cast<int64_t>(rk[r][1]),
+                                       static_cast<int64_t>(rk[r][0]));
+#if defined(__AVX512F__) && defined(__VAES__)
+      k[r] = _mm512_broadcast_i32x4(v);
+#else
+      k[r] = v;
+#endif
+    }
+#endif
+  }
+};
+
+// The gap thresholds as detail::GapLength's binary search reads them, built once per call's
+// worker: step s looks at gap_thr[g + s], g a multiple of 2 s, so each step has a table of
+// 32 / s entries indexed by g / (2 s) (one permute; the last step's 32 take two registers).
+struct GapTables {
+  alignas(64) uint32_t t8[16] = {}, t4[16] = {}, t2[16] = {}, t1[32] = {};
+  uint32_t v16 = 0, v32 = 0, v48 = 0;
+  explicit GapTables(const TailPlan& plan) {
+    for (int i = 0; i < 4; ++i) t8[i] = static_cast<uint32_t>(plan.gap_thr[8 + 16 * i]);
+    for (int i = 0; i < 8; ++i) t4[i] = static_cast<uint32_t>(plan.gap_thr[4 + 8 * i]);
+    for (int i = 0; i < 16; ++i) t2[i] = static_cast<uint32_t>(plan.gap_thr[2 + 4 * i]);
+    for (int i = 0; i < 32; ++i) t1[i] = static_cast<uint32_t>(plan.gap_thr[1 + 2 * i]);
+    v16 = static_cast<uint32_t>(plan.gap_thr[16]);
+    v32 = static_cast<uint32_t>(plan.gap_thr[32]);
+    v48 = static_cast<uint32_t>(plan.gap_thr[48]);
+  }
+};
+
+// A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial
+// sum, and its event number (which places a refined cell's draw, SparseTailValue).
+struct UnsafeTail {
+  int64_t i;
+  uint32_t idx;
+  int32_t v;
+  int64_t ev;
+};
+
+// The variants of the table's plain-function entries (AnalogKernels below), named by ISA.
+int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* xf, const float* z,
+                        int64_t n, int shift, int64_t sign, int64_t* acc);
+int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                             uint32_t* list, int64_t n);
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+int64_t TransferRowAvx512(const AdcTransfer& adc, const int32_t* xi, const float* xf,
+                          const float* z, int64_t n, int shift, int64_t sign, int64_t* acc);
+int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                               uint32_t pos, uint32_t* list, int64_t n);
+#endif
+
+// Per-thread state of one range of samples.
+struct Worker {
+  const AnalogProblem& p;
+  const PackedAnalogWeights& pw;
+  const TailPlan* plan;  // MakeTailPlan of the call (lossless read-out only)
+  bool lossless;
+  int pd, pr, S, cycles;
+  int64_t ncp, blocks, words, arrays_per_block;
+  std::vector<int> groups;
+  std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
+  // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
+  std::vector<float> ps, z, z_nnsa, z_lines;
+  std::vector<float> line_x;         // B: the buffer lines' analog values [line][cp]
+  std::vector<int64_t> line_terms;   // B: one line's partial-sum offsets
+  std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
+  std::vector<int64_t> acc;
+  std::vector<uint8_t> applied;
+  // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
+  // columns of one slice's tail draws.
+  bool shortcut = false;
+  std::vector<uint32_t> uni, tails;
+  // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
+  // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
+  std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
+  std::vector<uint32_t> ev_idx;   // and their quantile-table indices
+  std::unique_ptr<GapTables> gap_tables;  // the plan's search tables
+  std::unique_ptr<ArsKeys> ars;           // the sparse-tail streams' round keys
+  std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
+  // The sample's tail corrections of draw i, shifted by j pd: int32 when no sum can overflow it
+  // (narrow_corr; 16 per vector gather), else int64.
+  std::vector<int32_t> corr32;
+  std::vector<int64_t> corr64;
+  bool narrow_corr = true;
+  std::vector<UnsafeTail> unsafe;
+  std::vector<int64_t> prod;
+  int64_t prod_m0 = 0;
+  std::vector<int32_t> xpairs;   // ExactProduct's input row pairs
+  std::vector<int32_t> nonzero;  // and, per group of samples, the pairs not all zero
+  AnalogCounts c;
+
+  // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
+  // packed int16 pairs), else null.
+  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed, const TailPlan* tail_plan);
+
+  // prod = x W for samples [m0, m1): int16 row pairs of x and of the levels, multiplied and
+  // summed in int32 (VPDPWSSD with AVX-512 VNNI) over row chunks short enough not to overflow,
+  // added up in int64. Exact, so equal to the sum of the lossless codes (docs/analog.md).
+  // Loop order: per row chunk, the x pairs of all samples first; then per tile of 64 columns
+  // all samples, 4 at a time, so the tile's weights (chunk x 64 pairs) stay in L2 instead of
+  // streaming all weights once per 4 samples.
+  void ExactProduct(int64_t m0, int64_t m1);
+
+  // Lossless dataflow A, cycle j: no draw in [lo, hi) can move a code, so only the segment's
+  // sparse-tail events (detail::SparseTails; ~4.5 % of the conversions at sigma = 1/4 LSB) are
+  // converted, each from its own partial sum; code - partial sum, shifted by j pd, goes into
+  // corr (folded into acc, the corrections to the exact product, at the end of the sample).
+  void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign);
+
+  // The tail events of segment (m, b, h, j) into ev_pos / ev_idx: detail::SparseTailEvents'
+  // walk, its words 64 at a time; with AVX-512 the walk 16 gap words at a time (a prefix sum of
+  // their advances, the events' positions compressed out) and the events' indices 16 at a time.
+  int64_t SparseTailEvents(int64_t m, int64_t b, int h, int j, int64_t len);
+
+  // Dataflow B's read-out (detail::ReadoutB's arithmetic): each buffer line the double sum of
+  // its partial sums in the reference's order (applied cycles ascending, then slices), 4 columns
+  // at a time, rounded to float; then the lines' conversions by the table's transfer_row. Bit for bit
+  // the reference's codes: the same double additions per column, the same float transfer.
+  void ReadoutBFast(int64_t sign);
+
+  // Dataflow C's read-out (detail::ReadoutC) for the first columns, several at a time (the
+  // table's readout_c_columns): the reference's double operations per column in its order, the
+  // scalar transfer's float steps. Returns the columns done; the caller finishes the rest.
+#if defined(__AVX512F__)
+  int64_t ReadoutCColumnsAvx512(int64_t sign);
+#endif
+  int64_t ReadoutCColumnsAvx2(int64_t sign);
+
+  const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
+
+  // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
+  void BuildPlanes(const int32_t* xm, int64_t r0, int64_t r1);
+
+  // Partial sums of cycle j (phase h, block b) into psi[(j*S + q)*ncp + cp] from the planes:
+  // the block's first wn words (W > 0: wn = W, known at compile time) of each plane.
+  template <int W>
+  void PopcountSums(int64_t b, int h, int j, int64_t wn);
+
+  // Partial sums from per-cell conductances: word line after word line, as the reference.
+  void ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j);
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  // Dataflow A with small noise and a linear ADC, exactly: the code is a monotone function of the
+  // draw z (every float step is), so when the central region's extreme draws zlo, zhi give the
+  // same code and clipping side, every central draw does, and its inverse CDF need not be
+  // evaluated. Lanes where they differ get the full rational; tail draws (~5 %) are listed and
+  // converted after the slice's vector loop, 16 at a time, with the quantile table's z. With
+  // integer partial sums, one code per unit and every central draw moving the input by less
+  // than half a code (rounding included), the code is clamp(v, 0, M) and clipping is v > M: no
+  // float step at all. Same results as ConvertA.
+  void ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
+#endif
+
+  // Dataflow A read-out of cycle j: noise -> ADC -> shift -> accumulate, 8 conversions at a time.
+  void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
+
+  void Sample(int64_t m);
+};
+
+// ---- The one dispatch table of the ISA variants (XNNPACK style) ---------------------------------
+// Every inner loop with vector variants has one function or Worker member per ISA, named by it
+// (...Avx512, ...Avx2); Kernels() (analog_dispatch.cc) holds those this build's target supports,
+// picked in one place, and the kernel calls through it. The variants of an entry compute the same
+// bits (the reference's float and double steps, lane by lane), so the choice never changes a
+// result; the tests run the variant the machine has.
+struct AnalogKernels {
+  const char* isa;  // "avx512" or "avx2"
+  // 128 normals of Philox groups g and g + 1 into out (central values; the tail lanes listed as
+  // (position << 12 | table index), positions from pos): analog_noise.cc.
+  int64_t (*group_pair_normals)(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                                uint32_t pos, uint32_t* list, int64_t n);
+  // One row of conversions, code << shift added into acc: analog_convert_a.cc.
+  int64_t (*transfer_row)(const AdcTransfer& adc, const int32_t* xi, const float* xf,
+                          const float* z, int64_t n, int shift, int64_t sign, int64_t* acc);
+  // Dataflow A with small noise, exact without the inverse CDF (null: no variant).
+  void (Worker::*convert_a_small_noise)(int64_t m, int64_t b, int h, int j, int64_t sign,
+                                        bool integer);
+  // Dataflow C's first columns: analog_dataflow_bc.cc.
+  int64_t (Worker::*readout_c_columns)(int64_t sign);
+};
+const AnalogKernels& Kernels();
+
+}  // namespace pim::kernels::fast::internal
