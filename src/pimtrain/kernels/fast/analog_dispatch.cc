@@ -12,6 +12,11 @@ const AnalogKernels& Kernels() {
       TransferRowAvx512,
       &Worker::ConvertAShortcutAvx512,
       &Worker::ReadoutCColumnsAvx512,
+#if defined(__AVX512VPOPCNTDQ__)
+      {PopcountColumnsAvx512<0>, PopcountColumnsAvx512<1>, PopcountColumnsAvx512<2>},
+#else
+      {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
+#endif
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -20,6 +25,8 @@ const AnalogKernels& Kernels() {
       TransferRowAvx2,
       nullptr,  // the small-noise shortcut needs AVX-512's masks and compress
       &Worker::ReadoutCColumnsAvx2,
+      // scalar POPCNT: as fast here as a 256-bit nibble-table popcount (two words a column)
+      {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
   };
 #endif
   return kTable;

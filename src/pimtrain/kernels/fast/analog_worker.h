@@ -75,6 +75,14 @@ int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* 
                         int64_t n, int shift, int64_t sign, int64_t* acc);
 int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
                              uint32_t* list, int64_t n);
+template <int W>
+void PopcountColumnsScalar(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+template <int W>
+void PopcountColumnsAvx512(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+#endif
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 int64_t TransferRowAvx512(const AdcTransfer& adc, const int32_t* xi, const float* xf,
                           const float* z, int64_t n, int shift, int64_t sign, int64_t* acc);
@@ -197,7 +205,7 @@ struct Worker {
 // bits (the reference's float and double steps, lane by lane), so the choice never changes a
 // result; the tests run the variant the machine has.
 struct AnalogKernels {
-  const char* isa;  // "avx512" or "avx2"
+  const char* isa;  // "avx512" or "avx2" (the entries' own variants may be narrower)
   // 128 normals of Philox groups g and g + 1 into out (central values; the tail lanes listed as
   // (position << 12 | table index), positions from pos): analog_noise.cc.
   int64_t (*group_pair_normals)(uint64_t key, uint64_t stream, uint64_t g, float* out,
@@ -210,6 +218,10 @@ struct AnalogKernels {
                                         bool integer);
   // Dataflow C's first columns: analog_dataflow_bc.cc.
   int64_t (Worker::*readout_c_columns)(int64_t sign);
+  // One slice's partial sums from the bit planes, [W] for blocks of W words (0: any):
+  // analog_partial_sums.cc.
+  void (*popcount_columns[3])(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                              int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
 };
 const AnalogKernels& Kernels();
 
