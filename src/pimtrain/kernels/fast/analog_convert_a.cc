@@ -311,16 +311,43 @@ void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool int
   const AdcTransfer& adc = p.readout.adc;
   const int64_t ncp = this->ncp, len = S * ncp;
   const bool noisy = adc.sigma != 0.0f;
-  if (noisy) {
-    FillNormals(p.noise_key, kNoiseStreamA,
-                detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0), len, z.data());
-  }
+  const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
+  if (noisy) FillNormalsDeferRefined(p.noise_key, kNoiseStreamA, first, len, z.data(), deferred);
   int64_t clipped = 0;
   for (int q = 0; q < S; ++q) {
     const int64_t at = j * len + q * ncp;
     clipped += kernels.transfer_row(adc, integer ? psi.data() + at : nullptr, ps.data() + at,
                                     noisy ? z.data() + q * ncp : nullptr, ncp, j * pd + q * pr,
                                     sign, acc.data());
+  }
+  if (noisy && !deferred.empty()) {
+    // The refined draws were converted at their labels: replace those codes by the true ones.
+    // A linear transfer is monotone in z (every float step is), so when the cell's bounds give
+    // the same code and clipping, so does the draw, and its value is not needed.
+    const RefinedEdges& edges = GetRefinedEdges();
+    const bool monotone = adc.inl_k == 0.0f;
+    for (const DeferredDraw& d : deferred) {
+      const int64_t i = d.pos, q = i / ncp, cp = i - q * ncp;
+      const float x = integer ? static_cast<float>(psi[static_cast<size_t>(j * len + i)])
+                              : ps[static_cast<size_t>(j * len + i)];
+      const AdcTransfer::Result label = adc.Convert(x, z[static_cast<size_t>(i)]);
+      AdcTransfer::Result r{};
+      bool known = false;
+      if (monotone) {
+        const uint32_t e = RefinedEdges::Index(d.h);
+        const AdcTransfer::Result lo = adc.Convert(x, edges.lo[e]);
+        const AdcTransfer::Result hi = adc.Convert(x, edges.hi[e]);
+        known = lo.code == hi.code && lo.clipped == hi.clipped;
+        r = lo;
+      }
+      if (!known) {
+        r = adc.Convert(x, GaussianRefined(d.h, NoiseRefineWord(p.noise_key, kNoiseStreamA,
+                                                                first + static_cast<uint64_t>(i))));
+      }
+      acc[static_cast<size_t>(cp)] += sign * (static_cast<int64_t>(r.code - label.code)
+                                              << (j * pd + q * pr));
+      clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>(label.clipped);
+    }
   }
   c.adc_clipped += clipped;
   c.adc_conversions += len;

@@ -17,6 +17,11 @@ const AnalogKernels& Kernels() {
 #else
       {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
 #endif
+#if defined(__AVX512BW__)
+      PackPlanes8Avx512,
+#else
+      PackPlanes8Avx2,
+#endif
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -27,6 +32,7 @@ const AnalogKernels& Kernels() {
       &Worker::ReadoutCColumnsAvx2,
       // scalar POPCNT: as fast here as a 256-bit nibble-table popcount (two words a column)
       {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
+      PackPlanes8Avx2,
   };
 #endif
   return kTable;

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -334,14 +335,25 @@ int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float*
 namespace {
 
 // The listed tail lanes: the quantile table's value, or in a refined cell (~0.2 % of the draws,
-// 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos.
+// 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos. With `deferred`,
+// a refined cell's draw in [start, end) keeps its label (the table's value) and is listed there,
+// at its index less origin, instead (its continuous value costs a double inverse CDF and a Philox block, and is often not
+// needed: internal::RefinedEdges).
 inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key, uint64_t stream,
-                       uint64_t base) {
+                       uint64_t base, std::vector<internal::DeferredDraw>* deferred,
+                       uint64_t start, uint64_t end, uint64_t origin) {
   const float* tail = GetGaussianTable().tail;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t pos = list[i] >> kPosShift, tidx = list[i] & ((1u << kPosShift) - 1);
     if (tidx - kGaussRefine < 2 * kGaussTail - 2 * kGaussRefine) [[likely]] {
       out[pos] = tail[tidx];
+    } else if (deferred != nullptr) {
+      out[pos] = tail[tidx];
+      const uint64_t at = base + pos;
+      if (at >= start && at < end) {
+        deferred->push_back({static_cast<uint32_t>(at - origin),
+                             tidx < kGaussTail ? tidx : tidx + kTailHiBase});
+      }
     } else {
       out[pos] = GaussianRefined(tidx < kGaussTail ? tidx : tidx + kTailHiBase,
                                  NoiseRefineWord(key, stream, base + pos));
@@ -349,9 +361,8 @@ inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key
   }
 }
 
-}  // namespace
-
-void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
+void FillNormalsImpl(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out,
+                     std::vector<internal::DeferredDraw>* deferred) {
   if (count <= 0) return;
   const uint64_t end = start + static_cast<uint64_t>(count);
   // Whole groups in chunks whose positions fit the list entries; partial groups via tmp.
@@ -365,7 +376,7 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
     if ((i & 63) != 0 || end - i < 64) {
       const uint64_t g_end = std::min(end, (g + 1) << 6);
       const int64_t n = GroupNormals8(key, stream, g, tmp, 0, list.data(), 0);
-      PatchTails(tmp, list.data(), n, key, stream, g << 6);
+      PatchTails(tmp, list.data(), n, key, stream, g << 6, deferred, i, g_end, start);
       std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(float));
       i = g_end;
       continue;
@@ -384,10 +395,48 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
       n = GroupNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
                         n);
     }
-    PatchTails(o, list.data(), n, key, stream, i);
+    PatchTails(o, list.data(), n, key, stream, i, deferred, i, i + groups * 64, start);
     i += groups * 64;
   }
 }
+
+}  // namespace
+
+void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
+  FillNormalsImpl(key, stream, start, count, out, nullptr);
+}
+
+namespace internal {
+
+void FillNormalsDeferRefined(uint64_t key, uint64_t stream, uint64_t start, int64_t count,
+                             float* out, std::vector<DeferredDraw>& deferred) {
+  deferred.clear();
+  FillNormalsImpl(key, stream, start, count, out, &deferred);
+}
+
+const RefinedEdges& GetRefinedEdges() {
+  static const RefinedEdges edges = [] {
+    RefinedEdges e;
+    const float inf = std::numeric_limits<float>::infinity();
+    for (uint32_t c = 0; c < 2 * kGaussRefine; ++c) {
+      const uint32_t h = c < kGaussRefine ? c : 65536 - 2 * kGaussRefine + c;
+      const float a = GaussianRefined(h, 0), b = GaussianRefined(h, ~uint64_t{0});
+      // Two float steps of margin: the double quantile is monotone to within a double ulp or
+      // two, which float rounding can turn into at most one float step.
+      float lo = std::min(a, b), hi = std::max(a, b);
+      for (int k = 0; k < 2; ++k) {
+        lo = std::nextafter(lo, -inf);
+        hi = std::nextafter(hi, inf);
+      }
+      e.lo[c] = lo;
+      e.hi[c] = hi;
+    }
+    return e;
+  }();
+  return edges;
+}
+
+}  // namespace internal
 
 // The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
 // blocks and layout as the normals, without the inverse CDF).

@@ -82,6 +82,70 @@ struct ColumnBytes64 {
 };
 #endif
 
+namespace internal {
+
+// ---- The variants of the table's pack_planes8 (levels of at most 8 bits) -----------------------
+// Tasks [t0, t1) of (block b, 64 columns from c0): the levels of 64 rows of a column as 64 bytes,
+// a byte-wise bit test per plane word. Every plane word of the task is written.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+void PackPlanes8Avx512(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1) {
+  const int64_t ncp = out.ncp, col_chunks = (ncp + kCols - 1) / kCols;
+  ColumnBytes64 cols;
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
+    const int64_t c1 = std::min(ncp, c0 + kCols);
+    const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
+    for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
+      const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
+      cols.Fill(p.w, ncp, rs, re, c0, c1);
+      for (int64_t cp = c0; cp < c1; ++cp) {
+        const __m512i v = cols.Column(cp - c0);
+        for (int t = 0; t < out.bits; ++t) {
+          out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
+              _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
+        }
+      }
+    }
+  }
+}
+#endif
+
+// AVX2: the column bytes by scalar stores, each plane word from two byte-sign masks (bit t
+// shifted to the top of its byte).
+void PackPlanes8Avx2(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1) {
+  constexpr int64_t kC = 64;
+  const int64_t ncp = out.ncp, col_chunks = (ncp + kC - 1) / kC;
+  alignas(32) uint8_t col[kC * 64];
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kC;
+    const int64_t c1 = std::min(ncp, c0 + kC);
+    const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
+    for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
+      const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
+      if (re - rs < 64) std::fill(col, col + kC * 64, 0);
+      for (int64_t r = rs; r < re; ++r) {
+        const int32_t* row = p.w + r * ncp;
+        uint8_t* c = col + (r - rs);
+        for (int64_t cp = c0; cp < c1; ++cp) c[(cp - c0) * 64] = static_cast<uint8_t>(row[cp]);
+      }
+      for (int64_t cp = c0; cp < c1; ++cp) {
+        const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(col + (cp - c0) * 64));
+        const __m256i hi =
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(col + (cp - c0) * 64 + 32));
+        for (int t = 0; t < out.bits; ++t) {
+          const __m128i sh = _mm_cvtsi32_si128(7 - t);
+          const uint32_t ml = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_sll_epi16(lo, sh)));
+          const uint32_t mh = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_sll_epi16(hi, sh)));
+          out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
+              (static_cast<uint64_t>(mh) << 32) | ml;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace internal
+
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool) {
   const int64_t ncp = p.n * p.polarities;
   const int64_t blocks = (p.k + p.block - 1) / p.block;
@@ -90,17 +154,14 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   out.block = p.block;
   out.words = (p.block + 63) / 64;
   out.bits = p.slices * p.cell_bits;
-  // Zeroed for the scalar packer (it ORs bits in); the byte-wise packers write every word.
+  // Zeroed for the scalar packer of wider levels (it ORs bits in); the byte-wise ones write every
+  // word.
   const size_t plane_words = static_cast<size_t>(blocks * out.bits * ncp * out.words);
-#if defined(__AVX512F__) && defined(__AVX512BW__)
   if (out.bits <= 8) {
     out.planes.resize(plane_words);
   } else {
     out.planes.assign(plane_words, 0);
   }
-#else
-  out.planes.assign(plane_words, 0);
-#endif
   // Row pairs of the levels for the exact product (levels of up to 15 bits fit int16).
   if (out.bits <= 15) {
     const int64_t rp = (p.k + 1) / 2;
@@ -124,39 +185,18 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   } else {
     out.pairs.clear();
   }
-#if defined(__AVX512F__) && defined(__AVX512BW__)
   if (out.bits <= 8) {
-    // Levels of 64 rows of a column as 64 bytes; a byte-wise bit test gives the plane word.
     // Tasks of (block, 64 columns), so that a single block still splits over the threads.
-    const int64_t col_chunks = (ncp + kCols - 1) / kCols;
-    auto pack8 = [&](int64_t t0, int64_t t1) {
-      ColumnBytes64 cols;
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t b = task / col_chunks, c0 = (task % col_chunks) * kCols;
-        const int64_t c1 = std::min(ncp, c0 + kCols);
-        const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);
-        for (int64_t wd = 0; wd * 64 < r1 - r0; ++wd) {
-          const int64_t rs = r0 + wd * 64, re = std::min(r1, rs + 64);
-          cols.Fill(p.w, ncp, rs, re, c0, c1);
-          for (int64_t cp = c0; cp < c1; ++cp) {
-            const __m512i v = cols.Column(cp - c0);
-            for (int t = 0; t < out.bits; ++t) {
-              out.planes[static_cast<size_t>(((b * out.bits + t) * ncp + cp) * out.words + wd)] =
-                  _mm512_test_epi8_mask(v, _mm512_set1_epi8(static_cast<char>(1 << t)));
-            }
-          }
-        }
-      }
-    };
-
+    const int64_t tasks = blocks * ((ncp + 63) / 64);
+    const auto pack8 = internal::Kernels().pack_planes8;
+    auto run = [&](int64_t t0, int64_t t1) { pack8(p, out, t0, t1); };
     if (pool != nullptr) {
-      pool->ParallelFor(blocks * col_chunks, 1, pack8);
+      pool->ParallelFor(tasks, 1, run);
     } else {
-      pack8(0, blocks * col_chunks);
+      run(0, tasks);
     }
     return;
   }
-#endif
   auto pack = [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block);

@@ -70,11 +70,36 @@ struct UnsafeTail {
   int64_t ev;
 };
 
+// A refined-cell draw left at its label by FillNormalsDeferRefined: draw start + pos, cell h.
+struct DeferredDraw {
+  uint32_t pos;
+  uint32_t h;
+};
+// FillNormals, except that a refined cell's draw (RefinedCell(h), ~0.2 %) keeps its cell's label
+// GaussianFrom16(h) and is listed in `deferred`: its continuous value
+// GaussianRefined(h, NoiseRefineWord(key, stream, start + pos)) is left to the caller, who often
+// needs only its cell's bounds (RefinedEdges).
+void FillNormalsDeferRefined(uint64_t key, uint64_t stream, uint64_t start, int64_t count,
+                             float* out, std::vector<DeferredDraw>& deferred);
+// Bounds of every value GaussianRefined(h, u) can take, over all u, per refined cell (index
+// h for the lower cells, h - 65536 + 2 kGaussRefine for the upper ones), two float steps wide of
+// the extreme draws. A monotone transfer gives every draw of the cell the same code and
+// clipping when both bounds do.
+struct RefinedEdges {
+  float lo[2 * kGaussRefine], hi[2 * kGaussRefine];
+  static uint32_t Index(uint32_t h) { return h < kGaussRefine ? h : h - 65536 + 2 * kGaussRefine; }
+};
+const RefinedEdges& GetRefinedEdges();
+
 // The variants of the table's plain-function entries (AnalogKernels below), named by ISA.
 int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* xf, const float* z,
                         int64_t n, int shift, int64_t sign, int64_t* acc);
 int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
                              uint32_t* list, int64_t n);
+void PackPlanes8Avx2(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+void PackPlanes8Avx512(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+#endif
 template <int W>
 void PopcountColumnsScalar(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
                            int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
@@ -102,6 +127,7 @@ struct Worker {
   std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
   // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
   std::vector<float> ps, z, z_nnsa, z_lines;
+  std::vector<DeferredDraw> deferred;  // A: refined-cell draws left at their labels
   std::vector<float> line_x;         // B: the buffer lines' analog values [line][cp]
   std::vector<int64_t> line_terms;   // B: one line's partial-sum offsets
   std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
@@ -222,6 +248,8 @@ struct AnalogKernels {
   // analog_partial_sums.cc.
   void (*popcount_columns[3])(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
                               int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+  // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
+  void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
 };
 const AnalogKernels& Kernels();
 
