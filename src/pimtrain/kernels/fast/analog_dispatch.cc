@@ -18,8 +18,10 @@ const AnalogKernels& Kernels() {
       {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
 #endif
 #if defined(__AVX512BW__)
+      &Worker::ExactProductTilesAvx512,
       PackPlanes8Avx512,
 #else
+      &Worker::ExactProductTilesAvx2,
       PackPlanes8Avx2,
 #endif
   };
@@ -32,6 +34,7 @@ const AnalogKernels& Kernels() {
       &Worker::ReadoutCColumnsAvx2,
       // scalar POPCNT: as fast here as a 256-bit nibble-table popcount (two words a column)
       {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
+      &Worker::ExactProductTilesAvx2,
       PackPlanes8Avx2,
   };
 #endif

@@ -34,7 +34,7 @@ void Worker::ExactProduct(int64_t m0, int64_t m1) {
   const int64_t xmax = (int64_t{1} << p.x_bits) - 1, wmax = (int64_t{1} << pw.bits) - 1;
   // Pairs per chunk: 2 * kcp * xmax * wmax < 2^31.
   const int64_t kcp = std::max<int64_t>(1, std::min<int64_t>(rp, INT32_MAX / (2 * xmax * wmax)));
-  constexpr int kR = 4;  // sample rows per tile
+  constexpr int kR = kExactRows;
   const int64_t rows_padded = (rows + kR - 1) / kR * kR;
   std::vector<int32_t>& xp = xpairs;  // xp[i * kcp + kk], rows past m1 zero
   xp.resize(static_cast<size_t>(rows_padded * kcp));
@@ -55,69 +55,8 @@ void Worker::ExactProduct(int64_t m0, int64_t m1) {
         o[kk] = static_cast<int32_t>(lo | (hi << 16));
       }
     }
-    int64_t c0 = 0;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-    // Per group of kR samples, the row pairs where any of them is nonzero (count first): a
-    // pair of zeros in all kR adds nothing (image borders, ReLU zeros), and the list serves
-    // every column tile.
-    nonzero.resize(static_cast<size_t>((rows_padded / kR) * (kcp + 1)));
-    for (int64_t g = 0; g < rows_padded / kR; ++g) {
-      int32_t* list = nonzero.data() + g * (kcp + 1);
-      const int32_t* xg = xp.data() + g * kR * kcp;
-      int32_t cnt = 0;
-      for (int64_t kk = 0; kk < kn; ++kk) {
-        int32_t any = 0;
-        for (int i = 0; i < kR; ++i) any |= xg[i * kcp + kk];
-        list[1 + cnt] = static_cast<int32_t>(kk);
-        cnt += any != 0;
-      }
-      list[0] = cnt;
-    }
-    for (; c0 < ncp; c0 += 64) {
-      __mmask16 cm[4];
-      for (int v = 0; v < 4; ++v) {
-        const int64_t left = std::clamp<int64_t>(ncp - c0 - 16 * v, 0, 16);
-        cm[v] = static_cast<__mmask16>((1u << left) - 1);
-      }
-      for (int64_t r0 = 0; r0 < rows; r0 += kR) {
-        const int64_t nr = std::min<int64_t>(kR, rows - r0);
-        __m512i a[kR][4];
-        for (int i = 0; i < kR; ++i) {
-          for (int v = 0; v < 4; ++v) a[i][v] = _mm512_setzero_si512();
-        }
-        const int32_t* xr0 = xp.data() + r0 * kcp;
-        const int32_t* const live = nonzero.data() + (r0 / kR) * (kcp + 1);
-        for (int64_t li = 1; li <= live[0]; ++li) {
-          const int64_t kk = live[li];
-          const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
-          __m512i wv[4];
-          for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_epi32(cm[v], wr + 32 * v);
-          for (int i = 0; i < kR; ++i) {
-            const __m512i xb = _mm512_set1_epi32(xr0[i * kcp + kk]);
-            for (int v = 0; v < 4; ++v) {
-#if defined(__AVX512VNNI__)
-              a[i][v] = _mm512_dpwssd_epi32(a[i][v], xb, wv[v]);
-#else
-              a[i][v] = _mm512_add_epi32(a[i][v], _mm512_madd_epi16(xb, wv[v]));
-#endif
-            }
-          }
-        }
-        for (int i = 0; i < nr; ++i) {
-          int64_t* o = prod.data() + (r0 + i) * ncp + c0;
-          for (int v = 0; v < 4; ++v) {
-            const __mmask8 ml = static_cast<__mmask8>(cm[v]), mh = static_cast<__mmask8>(cm[v] >> 8);
-            int64_t* ov = o + 16 * v;
-            const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a[i][v]));
-            const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a[i][v], 1));
-            _mm512_mask_storeu_epi64(ov, ml, _mm512_add_epi64(_mm512_maskz_loadu_epi64(ml, ov), lo));
-            _mm512_mask_storeu_epi64(ov + 8, mh,
-                                     _mm512_add_epi64(_mm512_maskz_loadu_epi64(mh, ov + 8), hi));
-          }
-        }
-      }
-    }
-#endif
+    // The columns the table's exact_product_tiles does (whole tiles), then the rest here.
+    const int64_t c0 = (this->*Kernels().exact_product_tiles)(k0, kn, kcp, rows, rows_padded);
     for (int64_t i = 0; i < rows && c0 < ncp; ++i) {
       const int32_t* xi = xp.data() + i * kcp;
       int64_t* o = prod.data() + i * ncp;
@@ -132,6 +71,127 @@ void Worker::ExactProduct(int64_t m0, int64_t m1) {
       }
     }
   }
+}
+
+// Per group of kExactRows samples, the row pairs of the chunk where any of them is nonzero
+// (count first): a pair of zeros in all of them adds nothing (image borders, ReLU zeros), and the
+// list serves every column tile.
+void Worker::LivePairs(int64_t kn, int64_t kcp, int64_t rows_padded) {
+  constexpr int kR = kExactRows;
+  nonzero.resize(static_cast<size_t>((rows_padded / kR) * (kcp + 1)));
+  for (int64_t g = 0; g < rows_padded / kR; ++g) {
+    int32_t* list = nonzero.data() + g * (kcp + 1);
+    const int32_t* xg = xpairs.data() + g * kR * kcp;
+    int32_t cnt = 0;
+    for (int64_t kk = 0; kk < kn; ++kk) {
+      int32_t any = 0;
+      for (int i = 0; i < kR; ++i) any |= xg[i * kcp + kk];
+      list[1 + cnt] = static_cast<int32_t>(kk);
+      cnt += any != 0;
+    }
+    list[0] = cnt;
+  }
+}
+
+// ---- The variants of the table's exact_product_tiles: prod += the chunk's product for whole
+// column tiles, kExactRows samples at a time over their live pairs; return the columns done.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// 64 columns a tile (masked at the end), VPDPWSSD with VNNI, else VPMADDWD + add.
+int64_t Worker::ExactProductTilesAvx512(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                        int64_t rows_padded) {
+  constexpr int kR = kExactRows;
+  const int64_t ncp = this->ncp;
+  const int16_t* wp = pw.pairs.data();
+  const std::vector<int32_t>& xp = xpairs;
+  LivePairs(kn, kcp, rows_padded);
+  int64_t c0 = 0;
+  for (; c0 < ncp; c0 += 64) {
+    __mmask16 cm[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = std::clamp<int64_t>(ncp - c0 - 16 * v, 0, 16);
+      cm[v] = static_cast<__mmask16>((1u << left) - 1);
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += kR) {
+      const int64_t nr = std::min<int64_t>(kR, rows - r0);
+      __m512i a[kR][4];
+      for (int i = 0; i < kR; ++i) {
+        for (int v = 0; v < 4; ++v) a[i][v] = _mm512_setzero_si512();
+      }
+      const int32_t* xr0 = xp.data() + r0 * kcp;
+      const int32_t* const live = nonzero.data() + (r0 / kR) * (kcp + 1);
+      for (int64_t li = 1; li <= live[0]; ++li) {
+        const int64_t kk = live[li];
+        const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
+        __m512i wv[4];
+        for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_epi32(cm[v], wr + 32 * v);
+        for (int i = 0; i < kR; ++i) {
+          const __m512i xb = _mm512_set1_epi32(xr0[i * kcp + kk]);
+          for (int v = 0; v < 4; ++v) {
+#if defined(__AVX512VNNI__)
+            a[i][v] = _mm512_dpwssd_epi32(a[i][v], xb, wv[v]);
+#else
+            a[i][v] = _mm512_add_epi32(a[i][v], _mm512_madd_epi16(xb, wv[v]));
+#endif
+          }
+        }
+      }
+      for (int i = 0; i < nr; ++i) {
+        int64_t* o = prod.data() + (r0 + i) * ncp + c0;
+        for (int v = 0; v < 4; ++v) {
+          const __mmask8 ml = static_cast<__mmask8>(cm[v]), mh = static_cast<__mmask8>(cm[v] >> 8);
+          int64_t* ov = o + 16 * v;
+          const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a[i][v]));
+          const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a[i][v], 1));
+          _mm512_mask_storeu_epi64(ov, ml, _mm512_add_epi64(_mm512_maskz_loadu_epi64(ml, ov), lo));
+          _mm512_mask_storeu_epi64(ov + 8, mh,
+                                   _mm512_add_epi64(_mm512_maskz_loadu_epi64(mh, ov + 8), hi));
+        }
+      }
+    }
+  }
+  return std::min(c0, ncp);
+}
+#endif
+
+// 16 columns a tile, VPMADDWD + add; the last columns (< 16) are left to the scalar loop.
+int64_t Worker::ExactProductTilesAvx2(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                      int64_t rows_padded) {
+  constexpr int kR = kExactRows;
+  const int64_t ncp = this->ncp;
+  const int16_t* wp = pw.pairs.data();
+  LivePairs(kn, kcp, rows_padded);
+  int64_t c0 = 0;
+  for (; c0 + 16 <= ncp; c0 += 16) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kR) {
+      const int64_t nr = std::min<int64_t>(kR, rows - r0);
+      __m256i a[kR][2];
+      for (int i = 0; i < kR; ++i) a[i][0] = a[i][1] = _mm256_setzero_si256();
+      const int32_t* xr0 = xpairs.data() + r0 * kcp;
+      const int32_t* const live = nonzero.data() + (r0 / kR) * (kcp + 1);
+      for (int64_t li = 1; li <= live[0]; ++li) {
+        const int64_t kk = live[li];
+        const int16_t* wr = wp + ((k0 + kk) * ncp + c0) * 2;
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 16));
+        for (int i = 0; i < kR; ++i) {
+          const __m256i xb = _mm256_set1_epi32(xr0[i * kcp + kk]);
+          a[i][0] = _mm256_add_epi32(a[i][0], _mm256_madd_epi16(xb, w0));
+          a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(xb, w1));
+        }
+      }
+      for (int i = 0; i < nr; ++i) {
+        int64_t* o = prod.data() + (r0 + i) * ncp + c0;
+        for (int v = 0; v < 2; ++v) {
+          __m256i* ov = reinterpret_cast<__m256i*>(o + 8 * v);
+          const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(a[i][v]));
+          const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a[i][v], 1));
+          _mm256_storeu_si256(ov, _mm256_add_epi64(_mm256_loadu_si256(ov), lo));
+          _mm256_storeu_si256(ov + 1, _mm256_add_epi64(_mm256_loadu_si256(ov + 1), hi));
+        }
+      }
+    }
+  }
+  return c0;
 }
 
 }  // namespace pim::kernels::fast::internal

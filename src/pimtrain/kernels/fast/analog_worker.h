@@ -167,6 +167,16 @@ struct Worker {
   // all samples, 4 at a time, so the tile's weights (chunk x 64 pairs) stay in L2 instead of
   // streaming all weights once per 4 samples.
   void ExactProduct(int64_t m0, int64_t m1);
+  // The exact product's helpers: the live row pairs per group of kExactRows samples, and the
+  // table's exact_product_tiles variants (whole column tiles; return the columns done).
+  static constexpr int kExactRows = 4;
+  void LivePairs(int64_t kn, int64_t kcp, int64_t rows_padded);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  int64_t ExactProductTilesAvx512(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                  int64_t rows_padded);
+#endif
+  int64_t ExactProductTilesAvx2(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                int64_t rows_padded);
 
   // Lossless dataflow A, cycle j: no draw in [lo, hi) can move a code, so only the segment's
   // sparse-tail events (detail::SparseTails; ~4.5 % of the conversions at sigma = 1/4 LSB) are
@@ -248,6 +258,9 @@ struct AnalogKernels {
   // analog_partial_sums.cc.
   void (*popcount_columns[3])(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
                               int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+  // The lossless read-out's product, whole column tiles: analog_lossless.cc.
+  int64_t (Worker::*exact_product_tiles)(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                         int64_t rows_padded);
   // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
   void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
 };
