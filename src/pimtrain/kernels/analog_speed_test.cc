@@ -189,6 +189,8 @@ TEST(AnalogSpeedTest, DispatchTableIsComplete) {
   EXPECT_NE(t.readout_c_columns, nullptr);
   for (const auto f : t.popcount_columns) EXPECT_NE(f, nullptr);
   EXPECT_NE(t.pack_planes8, nullptr);
+  EXPECT_NE(t.build_planes, nullptr);
+  EXPECT_NE(t.exact_product_tiles, nullptr);
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ void Worker::Sample(int64_t m) {
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block), rows = r1 - r0;
     c.input_buffer_reads += rows * arrays_per_block;
-    BuildPlanes(xm, r0, r1);
+    (this->*Kernels().build_planes)(xm, r0, r1);
     const int64_t wn = (rows + 63) / 64;  // words holding this block's rows
     for (int h = 0; h < (p.signed_inputs ? 2 : 1); ++h) {
       const int64_t sign = h == 0 ? 1 : -1;

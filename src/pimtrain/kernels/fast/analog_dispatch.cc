@@ -19,9 +19,11 @@ const AnalogKernels& Kernels() {
 #endif
 #if defined(__AVX512BW__)
       &Worker::ExactProductTilesAvx512,
+      &Worker::BuildPlanesAvx512,
       PackPlanes8Avx512,
 #else
       &Worker::ExactProductTilesAvx2,
+      &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
   };
@@ -35,6 +37,7 @@ const AnalogKernels& Kernels() {
       // scalar POPCNT: as fast here as a 256-bit nibble-table popcount (two words a column)
       {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
       &Worker::ExactProductTilesAvx2,
+      &Worker::BuildPlanesScalar,  // scalar: under 1 % of a training step here
       PackPlanes8Avx2,
   };
 #endif

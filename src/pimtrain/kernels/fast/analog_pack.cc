@@ -227,10 +227,33 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
 
 namespace internal {
 
-// Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
-void Worker::BuildPlanes(const int32_t* xm, int64_t r0, int64_t r1) {
+// ---- The variants of the table's build_planes: the bit planes of the block's positive (h = 0)
+// and negative (h = 1) magnitudes, rows r0 .. r1 - 1 of sample row xm.
+// One row at a time, its set bits.
+void Worker::BuildPlanesScalar(const int32_t* xm, int64_t r0, int64_t r1) {
   std::fill(xplanes.begin(), xplanes.end(), 0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int32_t v = xm[r];
+    if (v == 0) continue;
+    const int h = v > 0 ? 0 : 1;
+    PIM_CHECK_MSG(h == 0 || p.signed_inputs, "analog input out of range");
+    uint32_t a = static_cast<uint32_t>(v > 0 ? v : -v);
+    PIM_CHECK_MSG(a < (1u << p.x_bits), "analog input out of range");
+    const int64_t word = (r - r0) >> 6;
+    const uint64_t bit = uint64_t{1} << ((r - r0) & 63);
+    while (a != 0) {
+      const int t = __builtin_ctz(a);
+      a &= a - 1;
+      xplanes[static_cast<size_t>((h * p.x_bits + t) * words + word)] |= bit;
+    }
+  }
+}
+
 #if defined(__AVX512F__) && defined(__AVX512BW__)
+// Inputs of at most 8 bits, 64 rows at a time; otherwise (or an out-of-range input) the scalar
+// variant.
+void Worker::BuildPlanesAvx512(const int32_t* xm, int64_t r0, int64_t r1) {
+  std::fill(xplanes.begin(), xplanes.end(), 0);
   if (p.x_bits <= 8) {
     // 64 rows at a time: the positive parts and the negative magnitudes as bytes, one
     // byte-wise bit test per plane. Out-of-range inputs go to the scalar loop's error.
@@ -271,25 +294,10 @@ void Worker::BuildPlanes(const int32_t* xm, int64_t r0, int64_t r1) {
       }
     }
     if (ok) return;
-    std::fill(xplanes.begin(), xplanes.end(), 0);
   }
-#endif
-  for (int64_t r = r0; r < r1; ++r) {
-    const int32_t v = xm[r];
-    if (v == 0) continue;
-    const int h = v > 0 ? 0 : 1;
-    PIM_CHECK_MSG(h == 0 || p.signed_inputs, "analog input out of range");
-    uint32_t a = static_cast<uint32_t>(v > 0 ? v : -v);
-    PIM_CHECK_MSG(a < (1u << p.x_bits), "analog input out of range");
-    const int64_t word = (r - r0) >> 6;
-    const uint64_t bit = uint64_t{1} << ((r - r0) & 63);
-    while (a != 0) {
-      const int t = __builtin_ctz(a);
-      a &= a - 1;
-      xplanes[static_cast<size_t>((h * p.x_bits + t) * words + word)] |= bit;
-    }
-  }
+  BuildPlanesScalar(xm, r0, r1);  // wider inputs, or an out-of-range one (its error)
 }
+#endif
 
 }  // namespace internal
 }  // namespace pim::kernels::fast

@@ -205,8 +205,12 @@ struct Worker {
 
   const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
 
-  // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes.
-  void BuildPlanes(const int32_t* xm, int64_t r0, int64_t r1);
+  // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes (the table's
+  // build_planes).
+  void BuildPlanesScalar(const int32_t* xm, int64_t r0, int64_t r1);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  void BuildPlanesAvx512(const int32_t* xm, int64_t r0, int64_t r1);
+#endif
 
   // Partial sums of cycle j (phase h, block b) into psi[(j*S + q)*ncp + cp] from the planes:
   // the block's first wn words (W > 0: wn = W, known at compile time) of each plane.
@@ -261,6 +265,8 @@ struct AnalogKernels {
   // The lossless read-out's product, whole column tiles: analog_lossless.cc.
   int64_t (Worker::*exact_product_tiles)(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
                                          int64_t rows_padded);
+  // The bit planes of a block's inputs: analog_pack.cc.
+  void (Worker::*build_planes)(const int32_t* xm, int64_t r0, int64_t r1);
   // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
   void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
 };
