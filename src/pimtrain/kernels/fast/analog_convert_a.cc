@@ -137,7 +137,8 @@ int64_t TransferRowAvx512(const AdcTransfer& adc, const int32_t* xi, const float
 // integer partial sums, one code per unit and every central draw moving the input by less
 // than half a code (rounding included), the code is clamp(v, 0, M) and clipping is v > M: no
 // float step at all. Same results as ConvertA.
-void Worker::ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer) {
+void Worker::ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j,
+                                    int64_t sign, bool integer) {
   const AdcTransfer& adc = p.readout.adc;
   const int64_t ncp = this->ncp;
   int64_t* const accp = acc.data();
@@ -272,24 +273,32 @@ void Worker::ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t 
         _mm512_store_si512(hs16, hv);
         _mm512_store_si512(cs16, cols);
         for (int l = 0; l < 16; ++l) {
-          if ((refined >> l) & 1) zs[l] = draw(hs16[l], first + static_cast<uint64_t>(q * ncp) + cs16[l]);
+          if ((refined >> l) & 1)
+            zs[l] =
+                draw(hs16[l], first + static_cast<uint64_t>(q * ncp) + cs16[l]);
         }
         z = _mm512_load_ps(zs);
       }
       __mmask16 bz, az;
-      const __m512i code = _mm512_maskz_mov_epi32(live, convert(x, z, &bz, &az));
+      const __m512i code =
+          _mm512_maskz_mov_epi32(live, convert(x, z, &bz, &az));
       clipped += __builtin_popcount(static_cast<unsigned>((bz | az) & live));
       __m512i lo, hi;
       ShiftedHalves(code, wshift, &lo, &hi);
       const __m256i cl = _mm512_castsi512_si256(cols);
       const __m256i ch = _mm512_extracti64x4_epi64(cols, 1);
-      const __mmask8 ml = static_cast<__mmask8>(live), mh = static_cast<__mmask8>(live >> 8);
-      const __m512i a0v = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ml, cl, accp, 8);
-      const __m512i a1v = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), mh, ch, accp, 8);
-      _mm512_mask_i32scatter_epi64(accp, ml, cl,
-                                   sign > 0 ? _mm512_add_epi64(a0v, lo) : _mm512_sub_epi64(a0v, lo), 8);
-      _mm512_mask_i32scatter_epi64(accp, mh, ch,
-                                   sign > 0 ? _mm512_add_epi64(a1v, hi) : _mm512_sub_epi64(a1v, hi), 8);
+      const __mmask8 ml = static_cast<__mmask8>(live),
+                     mh = static_cast<__mmask8>(live >> 8);
+      const __m512i a0v =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ml, cl, accp, 8);
+      const __m512i a1v =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), mh, ch, accp, 8);
+      _mm512_mask_i32scatter_epi64(
+          accp, ml, cl,
+          sign > 0 ? _mm512_add_epi64(a0v, lo) : _mm512_sub_epi64(a0v, lo), 8);
+      _mm512_mask_i32scatter_epi64(
+          accp, mh, ch,
+          sign > 0 ? _mm512_add_epi64(a1v, hi) : _mm512_sub_epi64(a1v, hi), 8);
     }
     nt = 0;
   }

@@ -45,7 +45,8 @@ void Worker::ReadoutBFast(int64_t sign) {
     int64_t cp = 0;
     for (; cp + 4 <= ncp; cp += 4) {
       __m256d line = _mm256_setzero_pd();
-      for (const int64_t t : terms) line = _mm256_add_pd(line, _mm256_cvtps_pd(_mm_loadu_ps(src + t + cp)));
+      for (const int64_t t : terms)
+        line = _mm256_add_pd(line, _mm256_cvtps_pd(_mm_loadu_ps(src + t + cp)));
       _mm_storeu_ps(out + cp, _mm256_cvtpd_ps(line));
     }
     for (; cp < ncp; ++cp) {

@@ -336,9 +336,9 @@ namespace {
 
 // The listed tail lanes: the quantile table's value, or in a refined cell (~0.2 % of the draws,
 // 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos. With `deferred`,
-// a refined cell's draw in [start, end) keeps its label (the table's value) and is listed there,
-// at its index less origin, instead (its continuous value costs a double inverse CDF and a Philox block, and is often not
-// needed: internal::RefinedEdges).
+// a refined cell's draw in [start, end) keeps its label (the table's value) and is listed
+// there, at its index less origin, instead (its continuous value costs a double inverse CDF
+// and a Philox block, and is often not needed: internal::RefinedEdges).
 inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key, uint64_t stream,
                        uint64_t base, std::vector<internal::DeferredDraw>* deferred,
                        uint64_t start, uint64_t end, uint64_t origin) {

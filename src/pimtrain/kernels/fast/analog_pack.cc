@@ -129,7 +129,8 @@ void PackPlanes8Avx2(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t
         for (int64_t cp = c0; cp < c1; ++cp) c[(cp - c0) * 64] = static_cast<uint8_t>(row[cp]);
       }
       for (int64_t cp = c0; cp < c1; ++cp) {
-        const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(col + (cp - c0) * 64));
+        const __m256i lo = _mm256_load_si256(
+            reinterpret_cast<const __m256i*>(col + (cp - c0) * 64));
         const __m256i hi =
             _mm256_load_si256(reinterpret_cast<const __m256i*>(col + (cp - c0) * 64 + 32));
         for (int t = 0; t < out.bits; ++t) {

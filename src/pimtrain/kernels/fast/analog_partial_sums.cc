@@ -37,7 +37,8 @@ void PopcountColumnsScalar(const uint64_t* const* x, int na, const uint64_t* pla
     for (int64_t cp = cp0; cp < ncp; ++cp) {
       const uint64_t* wc = planes + cp * stride;
       int32_t s = 0;
-      for (int64_t w = 0; w < nw; ++w) s += static_cast<int32_t>(__builtin_popcountll(x0[w] & wc[w]));
+      for (int64_t w = 0; w < nw; ++w)
+        s += static_cast<int32_t>(__builtin_popcountll(x0[w] & wc[w]));
       out[cp] = s;
     }
     return;

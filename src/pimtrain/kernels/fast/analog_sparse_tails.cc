@@ -146,7 +146,8 @@ int64_t ApplyTailsSimple16(const int32_t* pos, const uint32_t* idx, int64_t n,
                                         static_cast<int64_t>(x1), static_cast<int64_t>(x0),
                                         static_cast<int64_t>(x1), static_cast<int64_t>(x0),
                                         static_cast<int64_t>(x1), static_cast<int64_t>(x0));
-  const __m512i pair_order = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const __m512i pair_order =
+      _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
   const __m128i js = _mm_cvtsi32_si128(jshift);
   const __m512i centre = _mm512_set1_epi32(static_cast<int32_t>(kGaussTail));
   const __m512i minus1 = _mm512_set1_epi32(-1), plus1 = _mm512_set1_epi32(1);
@@ -329,9 +330,12 @@ void Worker::CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign) {
       return ApplyTails(pos, idx, n, part, etab, top, js, sgn, corrp, unsafe);
 #endif
     };
-    clipped = simple && wn == 1 ? apply_simple(std::integral_constant<int, 1>{}, partial1)
-              : simple          ? apply_simple(std::integral_constant<int, 2>{}, partial2)
-                                : ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp, unsafe);
+    clipped = simple && wn == 1
+                  ? apply_simple(std::integral_constant<int, 1>{}, partial1)
+              : simple
+                  ? apply_simple(std::integral_constant<int, 2>{}, partial2)
+                  : ApplyTails(pos, idx, n, partial, etab, top, js, sgn, corrp,
+                               unsafe);
     clipped += fix_unsafe(corrp);
   }
   c.adc_clipped += clipped;

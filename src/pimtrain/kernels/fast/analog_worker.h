@@ -189,10 +189,11 @@ struct Worker {
   // their advances, the events' positions compressed out) and the events' indices 16 at a time.
   int64_t SparseTailEvents(int64_t m, int64_t b, int h, int j, int64_t len);
 
-  // Dataflow B's read-out (detail::ReadoutB's arithmetic): each buffer line the double sum of
-  // its partial sums in the reference's order (applied cycles ascending, then slices), 4 columns
-  // at a time, rounded to float; then the lines' conversions by the table's transfer_row. Bit for bit
-  // the reference's codes: the same double additions per column, the same float transfer.
+  // Dataflow B's read-out (detail::ReadoutB's arithmetic): each buffer line the
+  // double sum of its partial sums in the reference's order (applied cycles
+  // ascending, then slices), 4 columns at a time, rounded to float; then the
+  // lines' conversions by the table's transfer_row. Bit for bit the reference's
+  // codes: the same double additions per column, the same float transfer.
   void ReadoutBFast(int64_t sign);
 
   // Dataflow C's read-out (detail::ReadoutC) for the first columns, several at a time (the
