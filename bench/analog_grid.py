@@ -6,6 +6,11 @@ BP analog) against PyTorch FP32 measured in the same run, over thermal noise sig
 point each (the formula's resolution, sigma 0.25). Each cell at its best thread count (1 or 2),
 PyTorch at its best. The headline is the worst cell.
 
+Timing on a shared machine: every cell's runs are interleaved with PyTorch epochs on the same
+subset (per repeat: PyTorch at each thread count, then the cell at each thread count), repeated
+--repeats times; a cell's figure is the median over repeats at its best thread count, its peer
+the median PyTorch epoch (best thread count) of the same interleaved runs, and the ratio theirs.
+
 Conversions: "counted" are the ADC conversions the run reports (every one is priced); "simulated"
 are those the kernel draws and quantizes one by one. The lossless read-out (dataflow A, 8-bit ADC
 over 128 rows: one code per unit; sigma <= 0.25) computes the exact integer product and visits
@@ -14,12 +19,13 @@ P(|sigma z| >= 1/2) = erfc(0.5 / (sigma sqrt 2)) (sigma 0.25: 4.6 %; sigma 0: no
 cell simulates every conversion.
 
 Usage: /usr/bin/python3 bench/analog_grid.py [--pimtrain build/release/pimtrain]
-           [--train-limit 10000] [--threads 1,2] [--cells all|A|BC]
+           [--train-limit 10000] [--threads 1,2] [--cells all|A|BC] [--repeats 3]
 """
 import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,60 +95,57 @@ def main():
     ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--cells", default="all", help="all, A, BC, or one cell as DF:BITS:SIGMA")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
 
     import vs_pytorch  # noqa: E402  (Debian's python3-torch)
     xtr, ytr, xte, yte = vs_pytorch.load_data()
     data = (xtr[:args.train_limit], ytr[:args.train_limit], xte[:1000], yte[:1000])
-    torch_best = None
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    vs_pytorch.run_torch("mlp", threads[0], 1, data)  # warm-up (imports, allocator)
 
-    def measure_torch(when):
-        nonlocal torch_best
-        for t in threads:
-            secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
-            s = min(secs)
-            print(f"PyTorch FP32 MLP epoch ({args.train_limit} samples, {when}), {t} thread(s): "
-                  f"{s:.3f} s", flush=True)
-            torch_best = s if torch_best is None else min(torch_best, s)
-
-    # PyTorch before and after the grid; its best epoch is the reference (on a loaded machine
-    # that is the least stretched one, so the ratios err against pimtrain).
-    measure_torch("before")
+    def torch_epoch(t):
+        secs, _ = vs_pytorch.run_torch("mlp", t, 2, data)
+        return min(secs)
 
     print(f"\n{'df':>2} {'bits':>4} {'sigma':>5} {'path':<25} " +
           " ".join(f"{f'{t}t s':>7}" for t in threads) +
-          f" {'best':>6} {'x torch':>7} {'G counted':>9} {'G sim':>7} {'G sim/s':>7} "
-          f"{'G not visited':>13} {'acc':>6}", flush=True)
-    rows, bests = [], []
+          f" {'best':>6} {'torch':>6} {'x torch':>7} {'G counted':>9} {'G sim':>7} "
+          f"{'G sim/s':>7} {'G not visited':>13} {'acc':>6}", flush=True)
+    rows, all_torch = [], {t: [] for t in threads}
     for df, bits, sigma in cells(args.cells):
-        times = []
+        times = {t: [] for t in threads}
+        torch_times = {t: [] for t in threads}
         conv = acc = 0
+        for _ in range(args.repeats):
+            for t in threads:
+                torch_times[t].append(torch_epoch(t))
+            for t in threads:
+                s, conv, acc = run_cell(args.pimtrain, df, bits, sigma, t, args.train_limit)
+                times[t].append(s)
+        med = {t: statistics.median(v) for t, v in times.items()}
+        tmed = {t: statistics.median(v) for t, v in torch_times.items()}
         for t in threads:
-            s, conv, acc = run_cell(args.pimtrain, df, bits, sigma, t, args.train_limit)
-            times.append(s)
-        best = min(times)
-        bests.append(best)
+            all_torch[t] += torch_times[t]
+        best, tbest = min(med.values()), min(tmed.values())
         frac, path = simulated_fraction(df, bits, sigma)
         sim = conv * frac
-        ratio = best / torch_best
-        rows.append((ratio, df, bits, sigma))
+        ratio = best / tbest
+        rows.append((ratio, df, bits, sigma, best, tbest, med))
         bits_s = str(bits) if bits else "form"
         print(f"{df:>2} {bits_s:>4} {sigma:5.2f} {path:<25} " +
-              " ".join(f"{s:7.2f}" for s in times) +
-              f" {best:6.2f} {ratio:7.2f} {conv / 1e9:9.3f} {sim / 1e9:7.3f} "
+              " ".join(f"{med[t]:7.2f}" for t in threads) +
+              f" {best:6.2f} {tbest:6.3f} {ratio:7.2f} {conv / 1e9:9.3f} {sim / 1e9:7.3f} "
               f"{sim / best / 1e9:7.3f} {(conv - sim) / 1e9:13.3f} {100 * acc:5.1f}%",
               flush=True)
-    measure_torch("after")
-    rows = [(best / torch_best, df, bits, sigma) for (_, df, bits, sigma), best in
-            zip(rows, bests)]
-    print("ratios against the best PyTorch epoch of the whole run:")
-    for ratio, df, bits, sigma in rows:
-        print(f"  {df} bits {bits or 'formula'} sigma {sigma}: {ratio:.2f}x")
-    worst = max(rows)
+    print("\nPyTorch FP32 MLP epoch, median over the whole run: " +
+          ", ".join(f"{t} thread(s) {statistics.median(v):.3f} s" for t, v in all_torch.items()))
+    print(f"load average after: {os.getloadavg()}")
+    worst, bestc = max(rows), min(rows)
     print(f"\nworst cell: dataflow {worst[1]}, ADC bits {worst[2] or 'formula'}, sigma "
-          f"{worst[3]}: {worst[0]:.2f}x PyTorch FP32 (best thread counts; target <= 3x); "
-          f"best cell {min(rows)[0]:.2f}x; PyTorch best {torch_best:.3f} s per epoch")
+          f"{worst[3]}: {worst[0]:.2f}x PyTorch FP32 ({worst[4]:.2f} s vs {worst[5]:.3f} s, best "
+          f"thread counts, medians of {args.repeats}; target <= 3x); best cell {bestc[0]:.2f}x")
 
 
 if __name__ == "__main__":

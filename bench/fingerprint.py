@@ -23,6 +23,23 @@ CASES = {
     "tpim": ("presets/chips/tpim.yaml", ["train.epochs=1"]),
     "tpim_cnn": ("presets/chips/tpim_cnn.yaml", ["train.epochs=1", "data.train_limit=3000",
                                                  "data.test_limit=1000"]),
+    # The analog read-out's general paths (issue 20): dataflow A with noise and a coarse ADC, B
+    # and C, on the speed MLP's macro; a subset, one epoch.
+    **{f"analog_{df.lower()}{bits}_{sigma}": ("configs/mlp.yaml", [
+        "train.epochs=1", "data.train_limit=600", "data.test_limit=200",
+        "pim.macro.impl=analog_crossbar", "pim.macro.rows=128", "pim.macro.cols=128",
+        "pim.macro.input_bits=8", "pim.macro.weight_bits=8", "pim.macro.decomposition=bit_serial",
+        "data.normalize=unit", "train.optimizer.learning_rate=0.01",
+        "train.on_nonfinite=skip_step", f"pim.macro.dataflow={df}",
+        f"pim.macro.thermal_noise.sigma={sigma}", f"pim.macro.adc.bits={bits}"])
+       for df, bits, sigma in (("A", 6, 0.5), ("A", 4, 0.25), ("A", 8, 0.25), ("A", 8, 1.0),
+                               ("B", 0, 0.25), ("C", 0, 0.25))},
+    "isaac": ("presets/chips/isaac.yaml", ["train.epochs=1", "data.train_limit=600",
+                                           "data.test_limit=200"]),
+    "cascade": ("presets/chips/cascade.yaml", ["train.epochs=1", "data.train_limit=600",
+                                               "data.test_limit=200"]),
+    "neuralpim": ("presets/chips/neuralpim.yaml", ["train.epochs=1", "data.train_limit=600",
+                                                   "data.test_limit=200"]),
 }
 
 

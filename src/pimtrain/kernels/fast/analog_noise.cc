@@ -5,11 +5,13 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "pimtrain/kernels/analog.h"
+#include "pimtrain/kernels/fast/analog_worker.h"
 
 // GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -152,6 +154,81 @@ int64_t GroupNormals8(uint64_t key, uint64_t stream, uint64_t g, float* out, uin
   return n;
 }
 
+}  // namespace
+
+// ---- The ISA variants of the table's group_pair_normals (analog_worker.h) ---------------------
+namespace internal {
+
+// Two groups (g, g + 1) with AVX2: their Philox rounds interleaved, then the rationals of four
+// vectors at a time, so that the long dependency chains of one vector (ten multiply rounds, then
+// eleven rational steps and a division) overlap with the others'. The same float operations per
+// lane as GroupNormals8 (and the scalar GaussianFrom16): out[0..128), positions pos + 0..127.
+int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                             uint32_t* list, int64_t n) {
+  __m256i wa[4], wb[4];
+  {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const uint64_t ca = g * 8, cb = (g + 1) * 8;  // 8g + lane never carries (low 3 bits 0)
+    wa[0] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ca))), lanes);
+    wa[1] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(ca >> 32)));
+    wb[0] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(cb))), lanes);
+    wb[1] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(cb >> 32)));
+    wa[2] = wb[2] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+    wa[3] = wb[3] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+    const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+    const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+    uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+    for (int r = 0; r < 10; ++r) {
+      const __m256i kv0 = _mm256_set1_epi32(static_cast<int>(k0));
+      const __m256i kv1 = _mm256_set1_epi32(static_cast<int>(k1));
+      __m256i* const both[2] = {wa, wb};
+      for (__m256i* c : both) {
+        __m256i hi0, lo0, hi1, lo1;
+        MulHiLo(c[0], m0, &hi0, &lo0);
+        MulHiLo(c[2], m1, &hi1, &lo1);
+        const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c[1]), kv0);
+        const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c[3]), kv1);
+        c[1] = lo1;
+        c[3] = lo0;
+        c[0] = n0;
+        c[2] = n2;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+  }
+  const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
+  for (int grp = 0; grp < 2; ++grp) {
+    const __m256i* words = grp == 0 ? wa : wb;
+    for (int half = 0; half < 2; ++half) {
+      __m256i hv[4];
+      __m256 t[4], r[4], num[4], den[4];
+      for (int w = 0; w < 4; ++w) {
+        hv[w] = Uniforms16(words[w], half);
+        t[w] = _mm256_sub_ps(
+            _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(hv[w]), vhalf), vinv), vhalf);
+        r[w] = _mm256_mul_ps(t[w], t[w]);
+        num[w] = _mm256_set1_ps(kGaussA[0]);
+        den[w] = _mm256_set1_ps(kGaussB[0]);
+      }
+      for (int i = 1; i < 6; ++i) {
+        const __m256 a = _mm256_set1_ps(kGaussA[i]);
+        const __m256 b = _mm256_set1_ps(i < 5 ? kGaussB[i] : 1.0f);
+        for (int w = 0; w < 4; ++w) {
+          num[w] = _mm256_add_ps(_mm256_mul_ps(num[w], r[w]), a);
+          den[w] = _mm256_add_ps(_mm256_mul_ps(den[w], r[w]), b);
+        }
+      }
+      for (int w = 0; w < 4; ++w) {
+        const int o = 64 * grp + 32 * half + 8 * w;
+        _mm256_storeu_ps(out + o, _mm256_div_ps(_mm256_mul_ps(t[w], num[w]), den[w]));
+        n = TailList8(hv[w], pos + static_cast<uint32_t>(o), list, n);
+      }
+    }
+  }
+  return n;
+}
+
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 // 16 lanes: groups g and g + 1 at once (Philox blocks 8g .. 8g+15); out[0..128).
 // pe / po hold the even / odd lanes' 64-bit products; a masked in-lane dword swap merges them.
@@ -199,8 +276,8 @@ inline void Philox16(uint64_t key, uint64_t stream, uint64_t g, __m512i words[4]
   words[3] = c3;
 }
 
-int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
-                           uint32_t* list, int64_t n) {
+int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                               uint32_t pos, uint32_t* list, int64_t n) {
   __m512i words[4];
   Philox16(key, stream, g, words);
   const __m512 vhalf = _mm512_set1_ps(0.5f), vinv = _mm512_set1_ps(1.0f / 65536.0f);
@@ -253,15 +330,30 @@ int64_t GroupPairNormals16(uint64_t key, uint64_t stream, uint64_t g, float* out
 }
 #endif
 
+}  // namespace internal
+
+namespace {
+
 // The listed tail lanes: the quantile table's value, or in a refined cell (~0.2 % of the draws,
-// 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos.
+// 2.6 % of the listed ones) the continuous draw; out[pos] is draw base + pos. With `deferred`,
+// a refined cell's draw in [start, end) keeps its label (the table's value) and is listed
+// there, at its index less origin, instead (its continuous value costs a double inverse CDF
+// and a Philox block, and is often not needed: internal::RefinedEdges).
 inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key, uint64_t stream,
-                       uint64_t base) {
+                       uint64_t base, std::vector<internal::DeferredDraw>* deferred,
+                       uint64_t start, uint64_t end, uint64_t origin) {
   const float* tail = GetGaussianTable().tail;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t pos = list[i] >> kPosShift, tidx = list[i] & ((1u << kPosShift) - 1);
     if (tidx - kGaussRefine < 2 * kGaussTail - 2 * kGaussRefine) [[likely]] {
       out[pos] = tail[tidx];
+    } else if (deferred != nullptr) {
+      out[pos] = tail[tidx];
+      const uint64_t at = base + pos;
+      if (at >= start && at < end) {
+        deferred->push_back({static_cast<uint32_t>(at - origin),
+                             tidx < kGaussTail ? tidx : tidx + kTailHiBase});
+      }
     } else {
       out[pos] = GaussianRefined(tidx < kGaussTail ? tidx : tidx + kTailHiBase,
                                  NoiseRefineWord(key, stream, base + pos));
@@ -269,9 +361,8 @@ inline void PatchTails(float* out, const uint32_t* list, int64_t n, uint64_t key
   }
 }
 
-}  // namespace
-
-void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
+void FillNormalsImpl(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out,
+                     std::vector<internal::DeferredDraw>* deferred) {
   if (count <= 0) return;
   const uint64_t end = start + static_cast<uint64_t>(count);
   // Whole groups in chunks whose positions fit the list entries; partial groups via tmp.
@@ -285,7 +376,7 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
     if ((i & 63) != 0 || end - i < 64) {
       const uint64_t g_end = std::min(end, (g + 1) << 6);
       const int64_t n = GroupNormals8(key, stream, g, tmp, 0, list.data(), 0);
-      PatchTails(tmp, list.data(), n, key, stream, g << 6);
+      PatchTails(tmp, list.data(), n, key, stream, g << 6, deferred, i, g_end, start);
       std::memcpy(out + (i - start), tmp + (i & 63), (g_end - i) * sizeof(float));
       i = g_end;
       continue;
@@ -295,20 +386,57 @@ void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, f
     float* o = out + (i - start);
     int64_t n = 0;
     uint64_t k = 0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    const auto pair_normals = internal::Kernels().group_pair_normals;
     for (; k + 2 <= groups; k += 2) {
-      n = GroupPairNormals16(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k),
-                             list.data(), n);
+      n = pair_normals(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
+                       n);
     }
-#endif
     for (; k < groups; ++k) {
       n = GroupNormals8(key, stream, g + k, o + 64 * k, static_cast<uint32_t>(64 * k), list.data(),
                         n);
     }
-    PatchTails(o, list.data(), n, key, stream, i);
+    PatchTails(o, list.data(), n, key, stream, i, deferred, i, i + groups * 64, start);
     i += groups * 64;
   }
 }
+
+}  // namespace
+
+void FillNormals(uint64_t key, uint64_t stream, uint64_t start, int64_t count, float* out) {
+  FillNormalsImpl(key, stream, start, count, out, nullptr);
+}
+
+namespace internal {
+
+void FillNormalsDeferRefined(uint64_t key, uint64_t stream, uint64_t start, int64_t count,
+                             float* out, std::vector<DeferredDraw>& deferred) {
+  deferred.clear();
+  FillNormalsImpl(key, stream, start, count, out, &deferred);
+}
+
+const RefinedEdges& GetRefinedEdges() {
+  static const RefinedEdges edges = [] {
+    RefinedEdges e;
+    const float inf = std::numeric_limits<float>::infinity();
+    for (uint32_t c = 0; c < 2 * kGaussRefine; ++c) {
+      const uint32_t h = c < kGaussRefine ? c : 65536 - 2 * kGaussRefine + c;
+      const float a = GaussianRefined(h, 0), b = GaussianRefined(h, ~uint64_t{0});
+      // Two float steps of margin: the double quantile is monotone to within a double ulp or
+      // two, which float rounding can turn into at most one float step.
+      float lo = std::min(a, b), hi = std::max(a, b);
+      for (int k = 0; k < 2; ++k) {
+        lo = std::nextafter(lo, -inf);
+        hi = std::nextafter(hi, inf);
+      }
+      e.lo[c] = lo;
+      e.hi[c] = hi;
+    }
+    return e;
+  }();
+  return edges;
+}
+
+}  // namespace internal
 
 // The 16-bit uniforms h behind NoiseNormal(key, stream, start + i), i < count (the same Philox
 // blocks and layout as the normals, without the inverse CDF).
@@ -328,7 +456,7 @@ void FillUniforms(uint64_t key, uint64_t stream, uint64_t start, int64_t count, 
     uint32_t* o = direct ? out + (i - start) : tmp;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
     __m512i words[4];
-    Philox16(key, stream, g, words);
+    internal::Philox16(key, stream, g, words);
     for (int half = 0; half < 2; ++half) {
       for (int w = 0; w < 4; ++w) {
         const __m512i h = Uniforms16(words[w], half);

@@ -1,0 +1,47 @@
+// The fast analog kernel's one dispatch table (analog_worker.h): the ISA variant of each inner
+// loop that this build's target supports, chosen here and nowhere else.
+#include "pimtrain/kernels/fast/analog_worker.h"
+
+namespace pim::kernels::fast::internal {
+
+const AnalogKernels& Kernels() {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  static constexpr AnalogKernels kTable = {
+      "avx512",
+      GroupPairNormalsAvx512,
+      TransferRowAvx512,
+      &Worker::ConvertAShortcutAvx512,
+      &Worker::ReadoutCColumnsAvx512,
+#if defined(__AVX512VPOPCNTDQ__)
+      {PopcountColumnsAvx512<0>, PopcountColumnsAvx512<1>, PopcountColumnsAvx512<2>},
+#else
+      {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
+#endif
+#if defined(__AVX512BW__)
+      &Worker::ExactProductTilesAvx512,
+      &Worker::BuildPlanesAvx512,
+      PackPlanes8Avx512,
+#else
+      &Worker::ExactProductTilesAvx2,
+      &Worker::BuildPlanesScalar,
+      PackPlanes8Avx2,
+#endif
+  };
+#else
+  static constexpr AnalogKernels kTable = {
+      "avx2",
+      GroupPairNormalsAvx2,
+      TransferRowAvx2,
+      nullptr,  // the small-noise shortcut needs AVX-512's masks and compress
+      &Worker::ReadoutCColumnsAvx2,
+      // scalar POPCNT: as fast here as a 256-bit nibble-table popcount (two words a column)
+      {PopcountColumnsScalar<0>, PopcountColumnsScalar<1>, PopcountColumnsScalar<2>},
+      &Worker::ExactProductTilesAvx2,
+      &Worker::BuildPlanesScalar,  // scalar: under 1 % of a training step here
+      PackPlanes8Avx2,
+  };
+#endif
+  return kTable;
+}
+
+}  // namespace pim::kernels::fast::internal

@@ -1,0 +1,156 @@
+// Fast analog kernel, partial sums: each bit line's sum over the row block per input cycle and
+// slice, from the bit planes (AND + popcount, several columns at a time) or, with programming
+// variation, from the cells' conductances word line by word line as the reference adds them.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/rng.h"
+
+#include "pimtrain/kernels/fast/analog_worker.h"
+
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace pim::kernels::fast::internal {
+
+// ---- The variants of the table's popcount_columns (analog_worker.h) --------------------------
+// Partial sums of columns [0, ncp) of one slice: out[cp] = sum over the DAC bits a < na and cell
+// bits bb < pr of popcount(x[a] & plane(bb, cp)) << (a + bb), over nw words (W > 0: nw = W at
+// compile time). A null x[a] (a chunk past the input's bits) adds nothing. Exact integers in any
+// order. plane(bb, cp) = planes + (bb * ncp + cp) * stride.
+template <int W>
+void PopcountColumnsScalar(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw_in, int64_t stride, int64_t cp0,
+                           int32_t* out) {
+  const int64_t nw = W > 0 ? W : nw_in;
+  if (na == 1 && pr == 1 && x[0] != nullptr) {
+    const uint64_t* x0 = x[0];
+    for (int64_t cp = cp0; cp < ncp; ++cp) {
+      const uint64_t* wc = planes + cp * stride;
+      int32_t s = 0;
+      for (int64_t w = 0; w < nw; ++w)
+        s += static_cast<int32_t>(__builtin_popcountll(x0[w] & wc[w]));
+      out[cp] = s;
+    }
+    return;
+  }
+  for (int64_t cp = cp0; cp < ncp; ++cp) {
+    int64_t s = 0;
+    for (int a = 0; a < na; ++a) {
+      if (x[a] == nullptr) continue;
+      for (int bb = 0; bb < pr; ++bb) {
+        const uint64_t* wc = planes + (bb * ncp + cp) * stride;
+        int64_t cnt = 0;
+        for (int64_t w = 0; w < nw; ++w) cnt += __builtin_popcountll(x[a][w] & wc[w]);
+        s += cnt << (a + bb);
+      }
+    }
+    out[cp] = static_cast<int32_t>(s);
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+// 8 columns (8 or 16 words) per step with VPOPCNTQ where each column's words are contiguous
+// (stride == W, W = 1 or 2), then the scalar variant for the rest.
+template <int W>
+void PopcountColumnsAvx512(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw_in, int64_t stride, int64_t cp0_in,
+                           int32_t* out) {
+  int64_t cp0 = cp0_in;
+  if ((W == 1 || W == 2) && stride == W) {
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    for (; cp0 + 8 <= ncp; cp0 += 8) {
+      __m512i sum = _mm512_setzero_si512();
+      for (int a = 0; a < na; ++a) {
+        if (x[a] == nullptr) continue;
+        const __m512i xv = W == 2 ? _mm512_broadcast_i64x2(_mm_loadu_si128(
+                                        reinterpret_cast<const __m128i*>(x[a])))
+                                  : _mm512_set1_epi64(static_cast<long long>(x[a][0]));
+        for (int bb = 0; bb < pr; ++bb) {
+          const uint64_t* wc = planes + (bb * ncp + cp0) * stride;
+          __m512i cnt;
+          if (W == 2) {
+            const __m512i lo = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc)));
+            const __m512i hi =
+                _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc + 8)));
+            cnt = _mm512_add_epi64(_mm512_permutex2var_epi64(lo, even, hi),
+                                   _mm512_permutex2var_epi64(lo, odd, hi));
+          } else {
+            cnt = _mm512_popcnt_epi64(_mm512_and_si512(xv, _mm512_loadu_si512(wc)));
+          }
+          sum = _mm512_add_epi64(sum, _mm512_slli_epi64(cnt, static_cast<unsigned>(a + bb)));
+        }
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + cp0), _mm512_cvtepi64_epi32(sum));
+    }
+  }
+  PopcountColumnsScalar<W>(x, na, planes, pr, ncp, nw_in, stride, cp0, out);
+}
+template void PopcountColumnsAvx512<0>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+template void PopcountColumnsAvx512<1>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+template void PopcountColumnsAvx512<2>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+#endif
+template void PopcountColumnsScalar<0>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+template void PopcountColumnsScalar<1>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+template void PopcountColumnsScalar<2>(const uint64_t* const*, int, const uint64_t*, int, int64_t,
+                                       int64_t, int64_t, int64_t, int32_t*);
+
+// Partial sums of cycle j (phase h, block b) into psi[(j*S + q)*ncp + cp] from the planes: the
+// block's first wn words (W > 0: wn = W, known at compile time) of each plane, by the table's
+// popcount_columns. Integer counts (converted to float by the read-out: scalar stores followed
+// at once by a vector load of the same bytes would stall on store forwarding).
+template <int W>
+void Worker::PopcountSums(int64_t b, int h, int j, int64_t wn) {
+  const uint64_t* xp[8];
+  int na = 0;
+  for (int a = 0; a < pd; ++a) {
+    const int t = j * pd + a;
+    xp[a] = t < p.x_bits ? XPlane(h, t) : nullptr;
+    na = xp[a] != nullptr ? a + 1 : na;
+  }
+  const auto columns = Kernels().popcount_columns[W];
+  for (int q = 0; q < S; ++q) {
+    columns(xp, na, pw.Plane(b, q * pr, 0), pr, ncp, wn, words, 0,
+            psi.data() + (j * S + q) * ncp);
+  }
+}
+template void Worker::PopcountSums<0>(int64_t, int, int, int64_t);
+template void Worker::PopcountSums<1>(int64_t, int, int, int64_t);
+template void Worker::PopcountSums<2>(int64_t, int, int, int64_t);
+
+// Partial sums from per-cell conductances: word line after word line, as the reference.
+void Worker::ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j) {
+  const int32_t dmask = (1 << pd) - 1;
+  for (int q = 0; q < S; ++q) {
+    float* out = ps.data() + (j * S + q) * ncp;
+    std::fill(out, out + ncp, 0.0f);
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const int32_t part = h == 0 ? std::max(xm[r], 0) : std::max(-xm[r], 0);
+    const int32_t ch = (part >> (j * pd)) & dmask;
+    if (ch == 0) continue;
+    const float xf = static_cast<float>(ch);
+    for (int q = 0; q < S; ++q) {
+      float* out = ps.data() + (j * S + q) * ncp;
+      const float* g = p.conductance + (r * S + q) * ncp;
+      for (int64_t cp = 0; cp < ncp; ++cp) out[cp] += xf * g[cp];
+    }
+  }
+}
+
+}  // namespace pim::kernels::fast::internal

@@ -1,0 +1,275 @@
+// The fast analog kernel's per-thread state (Worker) and the pieces its files share: one file
+// per concern beside this header (analog.cc: the driver and the sample loop; analog_pack.cc;
+// analog_partial_sums.cc; analog_convert_a.cc; analog_sparse_tails.cc; analog_lossless.cc;
+// analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "pimtrain/base/ars.h"
+#include "pimtrain/kernels/analog.h"
+
+namespace pim::kernels::fast::internal {
+using detail::kTailHiBase;
+using detail::kUnsafeTail;
+using detail::TailIndex;
+using detail::kGapSteps;
+using detail::TailPlan;
+
+// A noise key's ARS round keys (base/ars.h) in the registers SparseWords64 uses.
+struct ArsKeys {
+  uint64_t key = 0;
+#if defined(__AVX512F__) && defined(__VAES__)
+  __m512i k[kArsRounds + 1];
+#elif defined(__AES__)
+  __m128i k[kArsRounds + 1];
+#endif
+  explicit ArsKeys(uint64_t key_in) : key(key_in) {
+#if defined(__AES__)
+    const auto rk = ArsRoundKeys(key);
+    for (int r = 0; r <= kArsRounds; ++r) {
+      const __m128i v = _mm_set_epi64x(static_cast<int64_t>(rk[r][1]),
+                                       static_cast<int64_t>(rk[r][0]));
+#if defined(__AVX512F__) && defined(__VAES__)
+      k[r] = _mm512_broadcast_i32x4(v);
+#else
+      k[r] = v;
+#endif
+    }
+#endif
+  }
+};
+
+// The gap thresholds as detail::GapLength's binary search reads them, built once per call's
+// worker: step s looks at gap_thr[g + s], g a multiple of 2 s, so each step has a table of
+// 32 / s entries indexed by g / (2 s) (one permute; the last step's 32 take two registers).
+struct GapTables {
+  alignas(64) uint32_t t8[16] = {}, t4[16] = {}, t2[16] = {}, t1[32] = {};
+  uint32_t v16 = 0, v32 = 0, v48 = 0;
+  explicit GapTables(const TailPlan& plan) {
+    for (int i = 0; i < 4; ++i) t8[i] = static_cast<uint32_t>(plan.gap_thr[8 + 16 * i]);
+    for (int i = 0; i < 8; ++i) t4[i] = static_cast<uint32_t>(plan.gap_thr[4 + 8 * i]);
+    for (int i = 0; i < 16; ++i) t2[i] = static_cast<uint32_t>(plan.gap_thr[2 + 4 * i]);
+    for (int i = 0; i < 32; ++i) t1[i] = static_cast<uint32_t>(plan.gap_thr[1 + 2 * i]);
+    v16 = static_cast<uint32_t>(plan.gap_thr[16]);
+    v32 = static_cast<uint32_t>(plan.gap_thr[32]);
+    v48 = static_cast<uint32_t>(plan.gap_thr[48]);
+  }
+};
+
+// A tail draw whose code needs the full transfer (kUnsafeTail): draw i, table index, partial
+// sum, and its event number (which places a refined cell's draw, SparseTailValue).
+struct UnsafeTail {
+  int64_t i;
+  uint32_t idx;
+  int32_t v;
+  int64_t ev;
+};
+
+// A refined-cell draw left at its label by FillNormalsDeferRefined: draw start + pos, cell h.
+struct DeferredDraw {
+  uint32_t pos;
+  uint32_t h;
+};
+// FillNormals, except that a refined cell's draw (RefinedCell(h), ~0.2 %) keeps its cell's label
+// GaussianFrom16(h) and is listed in `deferred`: its continuous value
+// GaussianRefined(h, NoiseRefineWord(key, stream, start + pos)) is left to the caller, who often
+// needs only its cell's bounds (RefinedEdges).
+void FillNormalsDeferRefined(uint64_t key, uint64_t stream, uint64_t start, int64_t count,
+                             float* out, std::vector<DeferredDraw>& deferred);
+// Bounds of every value GaussianRefined(h, u) can take, over all u, per refined cell (index
+// h for the lower cells, h - 65536 + 2 kGaussRefine for the upper ones), two float steps wide of
+// the extreme draws. A monotone transfer gives every draw of the cell the same code and
+// clipping when both bounds do.
+struct RefinedEdges {
+  float lo[2 * kGaussRefine], hi[2 * kGaussRefine];
+  static uint32_t Index(uint32_t h) { return h < kGaussRefine ? h : h - 65536 + 2 * kGaussRefine; }
+};
+const RefinedEdges& GetRefinedEdges();
+
+// The variants of the table's plain-function entries (AnalogKernels below), named by ISA.
+int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* xf, const float* z,
+                        int64_t n, int shift, int64_t sign, int64_t* acc);
+int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
+                             uint32_t* list, int64_t n);
+void PackPlanes8Avx2(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+void PackPlanes8Avx512(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+#endif
+template <int W>
+void PopcountColumnsScalar(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+template <int W>
+void PopcountColumnsAvx512(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                           int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+#endif
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+int64_t TransferRowAvx512(const AdcTransfer& adc, const int32_t* xi, const float* xf,
+                          const float* z, int64_t n, int shift, int64_t sign, int64_t* acc);
+int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                               uint32_t pos, uint32_t* list, int64_t n);
+#endif
+
+// Per-thread state of one range of samples.
+struct Worker {
+  const AnalogProblem& p;
+  const PackedAnalogWeights& pw;
+  const TailPlan* plan;  // MakeTailPlan of the call (lossless read-out only)
+  bool lossless;
+  int pd, pr, S, cycles;
+  int64_t ncp, blocks, words, arrays_per_block;
+  std::vector<int> groups;
+  std::vector<uint64_t> xplanes;  // [phase][bit][word] of the current block
+  // Draws: z of dataflow A's and C's converters, z_nnsa of C's NNS+A, z_lines of B's lines.
+  std::vector<float> ps, z, z_nnsa, z_lines;
+  std::vector<DeferredDraw> deferred;  // A: refined-cell draws left at their labels
+  // Dataflow B's buffer lines of one sample, per phase (detail::AccumulateLinesB), and which
+  // phases applied in some block.
+  std::vector<double> lines;
+  uint8_t phase_any[2] = {0, 0};
+  std::vector<int> gains;  // B's line gains e_l (detail::LineGainsB) and their largest, E
+  int gain_shift = 0;
+  std::vector<float> line_x;         // C: the columns' NNS+A values
+  std::vector<int64_t> line_terms;   // B: one line's partial-sum offsets
+  std::vector<int32_t> psi;  // integer partial sums (no conductances): [j][q][cp]
+  std::vector<int64_t> acc;
+  std::vector<uint8_t> applied;
+  // Small-noise shortcut of dataflow A (ConvertAShortcut): the draws' 16-bit uniforms, and the
+  // columns of one slice's tail draws.
+  bool shortcut = false;
+  std::vector<uint32_t> uni, tails;
+  // Lossless read-out (LosslessReadout): the exact integer product of the worker's samples
+  // (prod[(m - prod_m0) * ncp + cp]); acc then collects only the tail draws' corrections.
+  std::vector<int32_t> ev_pos;    // the tail events of a segment: draws
+  std::vector<uint32_t> ev_idx;   // and their quantile-table indices
+  std::unique_ptr<GapTables> gap_tables;  // the plan's search tables
+  std::unique_ptr<ArsKeys> ars;           // the sparse-tail streams' round keys
+  std::vector<uint8_t> slice_of;  // the slice q of draw i = q ncp + cp
+  // The sample's tail corrections of draw i, shifted by j pd: int32 when no sum can overflow it
+  // (narrow_corr; 16 per vector gather), else int64.
+  std::vector<int32_t> corr32;
+  std::vector<int64_t> corr64;
+  bool narrow_corr = true;
+  std::vector<UnsafeTail> unsafe;
+  std::vector<int64_t> prod;
+  int64_t prod_m0 = 0;
+  std::vector<int32_t> xpairs;   // ExactProduct's input row pairs
+  std::vector<int32_t> nonzero;  // and, per group of samples, the pairs not all zero
+  AnalogCounts c;
+
+  // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
+  // packed int16 pairs), else null.
+  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed, const TailPlan* tail_plan);
+
+  // prod = x W for samples [m0, m1): int16 row pairs of x and of the levels, multiplied and
+  // summed in int32 (VPDPWSSD with AVX-512 VNNI) over row chunks short enough not to overflow,
+  // added up in int64. Exact, so equal to the sum of the lossless codes (docs/analog.md).
+  // Loop order: per row chunk, the x pairs of all samples first; then per tile of 64 columns
+  // all samples, 4 at a time, so the tile's weights (chunk x 64 pairs) stay in L2 instead of
+  // streaming all weights once per 4 samples.
+  void ExactProduct(int64_t m0, int64_t m1);
+  // The exact product's helpers: the live row pairs per group of kExactRows samples, and the
+  // table's exact_product_tiles variants (whole column tiles; return the columns done).
+  static constexpr int kExactRows = 4;
+  void LivePairs(int64_t kn, int64_t kcp, int64_t rows_padded);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  int64_t ExactProductTilesAvx512(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                  int64_t rows_padded);
+#endif
+  int64_t ExactProductTilesAvx2(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                int64_t rows_padded);
+
+  // Lossless dataflow A, cycle j: no draw in [lo, hi) can move a code, so only the segment's
+  // sparse-tail events (detail::SparseTails; ~4.5 % of the conversions at sigma = 1/4 LSB) are
+  // converted, each from its own partial sum; code - partial sum, shifted by j pd, goes into
+  // corr (folded into acc, the corrections to the exact product, at the end of the sample).
+  void CorrectTails(int64_t m, int64_t b, int h, int j, int64_t sign);
+
+  // The tail events of segment (m, b, h, j) into ev_pos / ev_idx: detail::SparseTailEvents'
+  // walk, its words 64 at a time; with AVX-512 the walk 16 gap words at a time (a prefix sum of
+  // their advances, the events' positions compressed out) and the events' indices 16 at a time.
+  int64_t SparseTailEvents(int64_t m, int64_t b, int h, int j, int64_t len);
+
+  // Dataflow C's read-out (detail::ReadoutC) for the first columns, several at a time (the
+  // table's readout_c_columns): the reference's double operations per column in its order, the
+  // scalar transfer's float steps. Returns the columns done; the caller finishes the rest.
+#if defined(__AVX512F__)
+  int64_t ReadoutCColumnsAvx512(int64_t sign);
+#endif
+  int64_t ReadoutCColumnsAvx2(int64_t sign);
+
+  const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
+
+  // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes (the table's
+  // build_planes).
+  void BuildPlanesScalar(const int32_t* xm, int64_t r0, int64_t r1);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  void BuildPlanesAvx512(const int32_t* xm, int64_t r0, int64_t r1);
+#endif
+
+  // Partial sums of cycle j (phase h, block b) into psi[(j*S + q)*ncp + cp] from the planes:
+  // the block's first wn words (W > 0: wn = W, known at compile time) of each plane.
+  template <int W>
+  void PopcountSums(int64_t b, int h, int j, int64_t wn);
+
+  // Partial sums from per-cell conductances: word line after word line, as the reference.
+  void ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j);
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  // Dataflow A with small noise and a linear ADC, exactly: the code is a monotone function of the
+  // draw z (every float step is), so when the central region's extreme draws zlo, zhi give the
+  // same code and clipping side, every central draw does, and its inverse CDF need not be
+  // evaluated. Lanes where they differ get the full rational; tail draws (~5 %) are listed and
+  // converted after the slice's vector loop, 16 at a time, with the quantile table's z. With
+  // integer partial sums, one code per unit and every central draw moving the input by less
+  // than half a code (rounding included), the code is clamp(v, 0, M) and clipping is v > M: no
+  // float step at all. Same results as ConvertA.
+  void ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
+#endif
+
+  // Dataflow A read-out of cycle j: noise -> ADC -> shift -> accumulate, 8 conversions at a time.
+  void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
+
+  void Sample(int64_t m);
+};
+
+// ---- The one dispatch table of the ISA variants (XNNPACK style) ---------------------------------
+// Every inner loop with vector variants has one function or Worker member per ISA, named by it
+// (...Avx512, ...Avx2); Kernels() (analog_dispatch.cc) holds those this build's target supports,
+// picked in one place, and the kernel calls through it. The variants of an entry compute the same
+// bits (the reference's float and double steps, lane by lane), so the choice never changes a
+// result; the tests run the variant the machine has.
+struct AnalogKernels {
+  const char* isa;  // "avx512" or "avx2" (the entries' own variants may be narrower)
+  // 128 normals of Philox groups g and g + 1 into out (central values; the tail lanes listed as
+  // (position << 12 | table index), positions from pos): analog_noise.cc.
+  int64_t (*group_pair_normals)(uint64_t key, uint64_t stream, uint64_t g, float* out,
+                                uint32_t pos, uint32_t* list, int64_t n);
+  // One row of conversions, code << shift added into acc: analog_convert_a.cc.
+  int64_t (*transfer_row)(const AdcTransfer& adc, const int32_t* xi, const float* xf,
+                          const float* z, int64_t n, int shift, int64_t sign, int64_t* acc);
+  // Dataflow A with small noise, exact without the inverse CDF (null: no variant).
+  void (Worker::*convert_a_small_noise)(int64_t m, int64_t b, int h, int j, int64_t sign,
+                                        bool integer);
+  // Dataflow C's first columns: analog_dataflow_bc.cc.
+  int64_t (Worker::*readout_c_columns)(int64_t sign);
+  // One slice's partial sums from the bit planes, [W] for blocks of W words (0: any):
+  // analog_partial_sums.cc.
+  void (*popcount_columns[3])(const uint64_t* const* x, int na, const uint64_t* planes, int pr,
+                              int64_t ncp, int64_t nw, int64_t stride, int64_t cp0, int32_t* out);
+  // The lossless read-out's product, whole column tiles: analog_lossless.cc.
+  int64_t (Worker::*exact_product_tiles)(int64_t k0, int64_t kn, int64_t kcp, int64_t rows,
+                                         int64_t rows_padded);
+  // The bit planes of a block's inputs: analog_pack.cc.
+  void (Worker::*build_planes)(const int32_t* xm, int64_t r0, int64_t r1);
+  // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
+  void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+};
+const AnalogKernels& Kernels();
+
+}  // namespace pim::kernels::fast::internal
