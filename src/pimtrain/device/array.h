@@ -51,6 +51,10 @@ class DeviceArray {
   const float* hidden() const { return hidden_.data(); }
   float* mutable_hidden() { return hidden_.data(); }
   const float* read() const { return write_noise_ > 0 ? read_.data() : hidden_.data(); }
+  // The read weights as stored (write noise on: their own values, else the hidden ones); a
+  // checkpoint restores them so a resumed run reads what the uninterrupted one would.
+  bool has_write_noise() const { return write_noise_ > 0; }
+  float* mutable_read() { return write_noise_ > 0 ? read_.data() : hidden_.data(); }
   const DeviceCells& cells() const { return cells_; }
   double granularity() const { return device_->Granularity(); }
 

@@ -303,6 +303,20 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
   TrainSummary summary;
   std::string metrics_jsonl;
   int64_t start_epoch = 0;
+  // backprop reprograms every weight exactly each step: a pulsed device's response and the
+  // update rule would be silently unused (docs/devices.md, "backprop on devices").
+  if (const ConfigNode* m = config_.At("pim").Find("macro");
+      cb.on_info && m != nullptr && !m->IsNull() && m->GetString("impl") == "analog_crossbar" &&
+      train.At("algorithm").GetString("impl") == "backprop") {
+    const std::string dev = m->At("device").GetString("impl"), up = m->At("update").GetString("impl");
+    if (dev != "ideal" || up != "ideal") {
+      cb.on_info("warning: pim.macro.device " + dev + " / update " + up +
+                 ": backprop reprograms each weight exactly every step, so only the device's "
+                 "bounds and write noise act, not its pulse response or the update rule; use "
+                 "train.algorithm analog_sgd, mixed_precision, tiki_taka or chopped_tiki_taka "
+                 "to train through the pulses");
+    }
+  }
   if (resume && !out_dir.empty() && !FileExists(ckpt_path)) {
     // Killed before its first checkpoint: the run starts again from the beginning (the same
     // seed gives the same run), provided it is the same run.
@@ -331,6 +345,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     info = LoadCheckpoint(ckpt_path, trainer_->StateTensors());
     ProgramMacros();
+    algorithm_->RestoreState();  // e.g. Tiki-Taka's fast array, after C was programmed
     start_epoch = info.epochs_done;
     metrics_jsonl = info.metrics_jsonl;
     std::istringstream lines(metrics_jsonl);
