@@ -159,6 +159,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--only", default="speed,accuracy,rules")
     ap.add_argument("--json", default="")
+    ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     only = a.only.split(",")
     res = {}
@@ -166,17 +167,24 @@ def main():
         res["rules"] = [(m, z, d) for m, z, d, _, _ in rules_check(os.path.dirname(a.pimtrain))]
     if "speed" in only:
         print("\n### analog_sgd epoch (soft_bounds, stochastic_pulses, io: {}) vs PyTorch FP32")
-        print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, "
-              "one epoch each, same run\n")
-        print("| threads | pimtrain analog_sgd s | PyTorch FP32 s |")
-        print("|---|---|---|")
+        print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, one "
+              f"epoch each, interleaved in this run, {a.repeats} repeats, medians; "
+              f"load before: {os.getloadavg()[0]:.2f}\n")
+        print("| threads | pimtrain analog_sgd s (median) | PyTorch FP32 s (median) | ratio |")
+        print("|---|---|---|---|")
         best_p, best_t = 1e9, 1e9
         for t in [int(v) for v in a.threads.split(",")]:
-            p = run_pimtrain(a.pimtrain, t, a.train_limit, 1, device="{impl: soft_bounds}")
-            tt = run_torch_epoch(t, a.train_limit)
-            best_p, best_t = min(best_p, p["seconds"][0]), min(best_t, tt)
-            print(f"| {t} | {p['seconds'][0]:.2f} | {tt:.2f} |")
-        print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.1f}x")
+            ps, ts = [], []
+            for _ in range(a.repeats):
+                ps.append(run_pimtrain(a.pimtrain, t, a.train_limit, 1,
+                                       device="{impl: soft_bounds}")["seconds"][0])
+                ts.append(run_torch_epoch(t, a.train_limit))
+            mp, mt = float(np.median(ps)), float(np.median(ts))
+            best_p, best_t = min(best_p, mp), min(best_t, mt)
+            print(f"| {t} | {mp:.2f} ({', '.join(f'{v:.2f}' for v in ps)}) | {mt:.2f} "
+                  f"({', '.join(f'{v:.2f}' for v in ts)}) | {mp / mt:.2f}x |", flush=True)
+        print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.2f}x; "
+              f"load after: {os.getloadavg()[0]:.2f}")
         res["speed"] = {"pimtrain": best_p, "torch": best_t}
     if "accuracy" in only:
         runs = [("FP32 (no macro)", "backprop", None),

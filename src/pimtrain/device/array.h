@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "pimtrain/base/matrix_view.h"
@@ -65,5 +66,10 @@ class DeviceArray {
   std::vector<float> hidden_, read_;
   float write_noise_ = 0;  // write_noise_std * dw_min
 };
+
+// The state of an array after training as JSON, for the report's conductance plot: histograms
+// (`bins` bins) of the weights the devices hold and, for bounded devices, of each device's
+// normalized conductance g = (w - b-) / (b+ - b-) in [0, 1] (0: at its lower bound).
+std::string DeviceStateJson(const DeviceArray& a, const std::string& name, int bins = 50);
 
 }  // namespace pim

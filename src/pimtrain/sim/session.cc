@@ -14,6 +14,7 @@
 #include "pimtrain/base/io.h"
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
+#include "pimtrain/device/trainable.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/models/graph.h"
 #include "pimtrain/nn/staged_matmul.h"
@@ -460,8 +461,36 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     j["config"] = nlohmann::ordered_json::parse(ToJson(config_));
     WriteFileAtomic(out_dir + "/summary.json", j.dump(2) + "\n");
+    WriteDeviceState(out_dir);
   }
   return summary;
+}
+
+// DIR/devices.json: each device-mode layer's device states after training (the report's
+// conductance-distribution plot, docs/devices.md); not written when no layer has devices.
+void Session::WriteDeviceState(const std::string& out_dir) {
+  auto layers = nlohmann::ordered_json::array();
+  for (int i = 0; i < net_->size(); ++i) {
+    StagedMatmul* m = net_->layer(i).matmul();
+    if (m == nullptr || !m->on_macro()) continue;
+    auto* at = dynamic_cast<AnalogTrainable*>(m->macro());
+    if (at == nullptr || !at->device_mode()) continue;
+    nlohmann::ordered_json l;
+    l["layer"] = i;
+    l["summary"] = net_->layer(i).Summary();
+    l["device"] = config_.At("pim").At("macro").At("device").GetString("impl");
+    l["arrays"] = nlohmann::ordered_json::array();
+    l["arrays"].push_back(nlohmann::ordered_json::parse(
+        DeviceStateJson(at->weight_array(), "weights (C)")));
+    if (const DeviceArray* a = at->fast_array_if_created()) {
+      l["arrays"].push_back(nlohmann::ordered_json::parse(DeviceStateJson(*a, "fast array A")));
+    }
+    layers.push_back(l);
+  }
+  if (layers.empty()) return;
+  nlohmann::ordered_json j;
+  j["layers"] = layers;
+  WriteFileAtomic(out_dir + "/devices.json", j.dump() + "\n");
 }
 
 EvalResult Session::EvaluateCheckpoint(const std::string& path) {

@@ -24,6 +24,8 @@ struct TikiTakaOptions {
   double in_chop_prob = 0.1;  // c-TTv2: flip probability of a row's chopper after its read
   double buffer_granularity = 1.0;
   double momentum = 0.0;      // c-TTv2: H <- momentum H after a transfer
+  bool perfect_transfer_read = false;  // transfer reads of A exact (aihwkit transfer_forward
+                                       // is_perfect) instead of the macro's io
 };
 
 class TikiTakaBase : public AnalogAlgorithm {
@@ -38,7 +40,20 @@ class TikiTakaBase : public AnalogAlgorithm {
         "steps between transfers"));
     s.Add(Param::Int("rows_per_transfer").Default(1).Range(1, 1 << 20).Doc(
         "rows of A read per transfer, cyclically (aihwkit n_reads_per_transfer)"));
+    s.Add(Param::Enum("transfer_io", {"macro", "perfect"}).Default("macro").Doc(
+        "read path of the transfer reads of A: the macro's io (NM and BM off) or exact "
+        "(aihwkit transfer_forward is_perfect)"));
   }
+ public:
+  static void ParseCommon(const ConfigNode& p, TikiTakaOptions& o) {
+    o.fast_lr = p.GetDouble("fast_lr");
+    o.transfer_lr = p.GetDouble("transfer_lr");
+    o.transfer_every = p.GetInt("transfer_every");
+    o.rows_per_transfer = p.GetInt("rows_per_transfer");
+    o.perfect_transfer_read = p.GetString("transfer_io") == "perfect";
+  }
+
+ protected:
 
   void UpdateLayer(AnalogLayer& al, ConstMatrixView x, ConstMatrixView d, float lr,
                    const RunContext& rc, ActionCounts& counts) override {
@@ -76,6 +91,7 @@ class TikiTakaBase : public AnalogAlgorithm {
     IoParams tio = al.trainable->io();
     tio.noise_management = NoiseManagement::kNone;
     tio.bound_management = BoundManagement::kNone;
+    tio.is_perfect = tio.is_perfect || o_.perfect_transfer_read;
     AnalogRead(tio, ConstMatrixView(onehot.data(), k, rows, rows), a.read(), rows, cols, false,
                MixKey(rc.seed, rc.layer, rc.step, 0x7474), 1,
                MatrixView{v.data(), k, cols, cols}, rc.pool, counts);
