@@ -305,7 +305,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
   std::string metrics_jsonl;
   int64_t start_epoch = 0;
   // backprop reprograms every weight exactly each step: a pulsed device's response and the
-  // update rule would be silently unused (docs/devices.md, "backprop on devices").
+  // update rule would be silently unused (docs/devices.md, "Training algorithms").
   if (const ConfigNode* m = config_.At("pim").Find("macro");
       cb.on_info && m != nullptr && !m->IsNull() && m->GetString("impl") == "analog_crossbar" &&
       train.At("algorithm").GetString("impl") == "backprop") {
