@@ -53,7 +53,8 @@ pim:
 """
 
 
-def run_pimtrain(binary, threads, limit, epochs, algorithm="analog_sgd", device=None, extra=()):
+def run_pimtrain(binary, threads, limit, epochs, algorithm="analog_sgd", device=None, extra=(),
+                 preset=None):
     text = BASE.format(threads=threads, limit=limit, epochs=epochs, algorithm=algorithm)
     if device is not None:
         text += MACRO.format(device=device)
@@ -61,7 +62,10 @@ def run_pimtrain(binary, threads, limit, epochs, algorithm="analog_sgd", device=
         cfg = os.path.join(out, "c.yaml")
         with open(cfg, "w") as f:
             f.write(text)
-        cmd = [binary, "train", cfg, "--out", os.path.join(out, "run")]
+        cmd = [binary, "train", cfg]
+        if preset:  # a device preset merged after the config (presets/devices/NAME.yaml)
+            cmd.append(os.path.join(ROOT, "presets", "devices", preset + ".yaml"))
+        cmd += ["--out", os.path.join(out, "run")]
         for e in extra:
             cmd += ["--set", e]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -159,6 +163,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--only", default="speed,accuracy,rules")
     ap.add_argument("--json", default="")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", default="", help="accuracy rows to run, by name, ';'-separated")
     a = ap.parse_args()
     only = a.only.split(",")
     res = {}
@@ -166,37 +172,63 @@ def main():
         res["rules"] = [(m, z, d) for m, z, d, _, _ in rules_check(os.path.dirname(a.pimtrain))]
     if "speed" in only:
         print("\n### analog_sgd epoch (soft_bounds, stochastic_pulses, io: {}) vs PyTorch FP32")
-        print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, "
-              "one epoch each, same run\n")
-        print("| threads | pimtrain analog_sgd s | PyTorch FP32 s |")
-        print("|---|---|---|")
+        print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, one "
+              f"epoch each, interleaved in this run, {a.repeats} repeats, medians; "
+              f"load before: {os.getloadavg()[0]:.2f}\n")
+        print("| threads | pimtrain analog_sgd s (median) | PyTorch FP32 s (median) | ratio |")
+        print("|---|---|---|---|")
         best_p, best_t = 1e9, 1e9
         for t in [int(v) for v in a.threads.split(",")]:
-            p = run_pimtrain(a.pimtrain, t, a.train_limit, 1, device="{impl: soft_bounds}")
-            tt = run_torch_epoch(t, a.train_limit)
-            best_p, best_t = min(best_p, p["seconds"][0]), min(best_t, tt)
-            print(f"| {t} | {p['seconds'][0]:.2f} | {tt:.2f} |")
-        print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.1f}x")
+            ps, ts = [], []
+            for _ in range(a.repeats):
+                ps.append(run_pimtrain(a.pimtrain, t, a.train_limit, 1,
+                                       device="{impl: soft_bounds}")["seconds"][0])
+                ts.append(run_torch_epoch(t, a.train_limit))
+            mp, mt = float(np.median(ps)), float(np.median(ts))
+            best_p, best_t = min(best_p, mp), min(best_t, mt)
+            print(f"| {t} | {mp:.2f} ({', '.join(f'{v:.2f}' for v in ps)}) | {mt:.2f} "
+                  f"({', '.join(f'{v:.2f}' for v in ts)}) | {mp / mt:.2f}x |", flush=True)
+        print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.2f}x; "
+              f"load after: {os.getloadavg()[0]:.2f}")
         res["speed"] = {"pimtrain": best_p, "torch": best_t}
     if "accuracy" in only:
-        runs = [("FP32 (no macro)", "backprop", None),
-                ("ideal device", "analog_sgd", "{impl: ideal}"),
-                ("constant_step", "analog_sgd", "{impl: constant_step}"),
-                ("linear_step", "analog_sgd", "{impl: linear_step}"),
-                ("soft_bounds", "analog_sgd", "{impl: soft_bounds}"),
-                ("exp_step", "analog_sgd", "{impl: exp_step}"),
-                ("pow_step", "analog_sgd", "{impl: pow_step}"),
-                ("soft_bounds + mixed_precision", "mixed_precision", "{impl: soft_bounds}"),
-                ("soft_bounds + tiki_taka (all rows per transfer)", "tiki_taka",
-                 "{impl: soft_bounds}")]
+        # (name, algorithm, device, device preset file or None, extra --set)
+        tt = ["train.algorithm.rows_per_transfer=100000"]
+        tt100 = tt + ["train.algorithm.fast_lr=100", "train.algorithm.transfer_lr=0.01"]
+        runs = [("FP32 (no macro)", "backprop", None, None, []),
+                ("ideal device, perfect io", "analog_sgd", "{impl: ideal}", None,
+                 ["pim.macro.io.is_perfect=true"]),
+                ("ideal device", "analog_sgd", "{impl: ideal}", None, []),
+                ("constant_step", "analog_sgd", "{impl: constant_step}", None, []),
+                ("linear_step", "analog_sgd", "{impl: linear_step}", None, []),
+                ("soft_bounds", "analog_sgd", "{impl: soft_bounds}", None, []),
+                ("exp_step", "analog_sgd", "{impl: exp_step}", None, []),
+                ("pow_step", "analog_sgd", "{impl: pow_step}", None, []),
+                ("soft_bounds + mixed_precision", "mixed_precision", "{impl: soft_bounds}", None,
+                 []),
+                ("soft_bounds + tiki_taka (all rows)", "tiki_taka", "{impl: soft_bounds}", None,
+                 tt),
+                ("soft_bounds + tiki_taka (all rows, fast_lr 100, transfer_lr 0.01)",
+                 "tiki_taka", "{impl: soft_bounds}", None, tt100),
+                ("soft_bounds + chopped_tiki_taka (all rows, fast_lr 100, transfer_lr 0.01)",
+                 "chopped_tiki_taka", "{impl: soft_bounds}", None, tt100),
+                ("reram_sb", "analog_sgd", "{impl: soft_bounds}", "reram_sb", []),
+                ("reram_sb + mixed_precision", "mixed_precision", "{impl: soft_bounds}",
+                 "reram_sb", []),
+                ("reram_sb + tiki_taka (all rows, fast_lr 100, transfer_lr 0.01)", "tiki_taka",
+                 "{impl: soft_bounds}", "reram_sb", tt100),
+                ("reram_es", "analog_sgd", "{impl: exp_step}", "reram_es", []),
+                ("reram_es + mixed_precision", "mixed_precision", "{impl: exp_step}",
+                 "reram_es", [])]
+        if a.rows:
+            runs = [r for r in runs if r[0] in a.rows.split(";")]
         print(f"\n### Accuracy: {a.epochs} epochs, {a.train_limit or 60000} training images, "
               "full test set, batch 64, SGD lr 0.05\n")
         print("| run | test accuracy % | test loss | accuracy vs ideal (pt) |")
         print("|---|---|---|---|")
         out = {}
-        for name, alg, dev in runs:
-            extra = ["train.algorithm.rows_per_transfer=100000"] if alg == "tiki_taka" else []
-            r = run_pimtrain(a.pimtrain, 2, a.train_limit, a.epochs, alg, dev, extra)
+        for name, alg, dev, preset, extra in runs:
+            r = run_pimtrain(a.pimtrain, 2, a.train_limit, a.epochs, alg, dev, extra, preset)
             out[name] = r
             ideal = out.get("ideal device", r)
             print(f"| {name} | {100 * r['accuracy']:.2f} | {r['loss']:.4f} | "

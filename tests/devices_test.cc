@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "pimtrain/base/error.h"
 #include "pimtrain/base/io.h"
@@ -245,6 +247,88 @@ TEST(DeviceTrainingTest, EveryDevicePresetTrains) {
     ++n;
   }
   EXPECT_GE(n, 9);
+}
+
+// A run stopped after epoch 1 and resumed from its checkpoint ends bit-identical to the
+// uninterrupted run, for every algorithm that keeps state between steps (Tiki-Taka's H,
+// choppers, next row and fast array A; mixed precision's chi; C's write-noise read weights).
+TEST(DeviceTrainingTest, ResumeIsBitIdenticalWithTheAlgorithmsState) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"train.algorithm.impl=analog_sgd"},
+      {"train.algorithm.impl=mixed_precision"},
+      {"train.algorithm.impl=tiki_taka", "train.algorithm.rows_per_transfer=5"},
+      {"train.algorithm.impl=chopped_tiki_taka", "train.algorithm.rows_per_transfer=5",
+       "train.algorithm.in_chop_prob=0.5"},
+  };
+  for (const auto& extra : cases) {
+    SCOPED_TRACE(extra[0]);
+    std::vector<std::string> sets = extra;
+    sets.push_back("train.epochs=3");
+    testing::TempDir dir;
+    Session full(ResolveAnalog(sets));
+    full.Train(dir.File("full"), false, {});
+    {
+      Session cut(ResolveAnalog(sets));
+      SessionCallbacks cb;
+      cb.on_epoch = [](const EpochMetrics& m) {
+        if (m.epoch == 1) throw std::runtime_error("stop after epoch 1");
+      };
+      EXPECT_THROW(cut.Train(dir.File("cut"), false, cb), std::runtime_error);
+    }
+    Session resumed(ResolveAnalog(sets));
+    resumed.Train(dir.File("cut"), true, {});
+    const auto a = testing::StateValues(full), b = testing::StateValues(resumed);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(a, b);
+    int named = 0;  // the algorithm's state is in the checkpoint (all but analog_sgd add some)
+    for (auto& [name, t] : resumed.trainer().StateTensors()) named += name.rfind("algorithm.", 0) == 0;
+    EXPECT_GE(named, 2);  // C's write-noise read weights of both layers, at least
+  }
+}
+
+// metrics.jsonl carries each layer's device pulses and verify reads per epoch, and their sum.
+TEST(DeviceTrainingTest, MetricsCarryPulsesAndVerifyReadsPerLayerAndEpoch) {
+  testing::TempDir dir;
+  Session s(ResolveAnalog({"pim.macro.update.impl=write_verify"}));
+  s.Train(dir.File("run"), false, {});
+  std::ifstream in(dir.File("run/metrics.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    ++lines;
+    const auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("device")) << line;
+    int64_t pulses = 0, reads = 0;
+    ASSERT_EQ(j["layers"].size(), 2u);
+    for (const auto& l : j["layers"]) {
+      ASSERT_TRUE(l.contains("device")) << line;
+      EXPECT_GT(l["device"]["pulses"].get<int64_t>(), 0);
+      EXPECT_GT(l["device"]["verify_reads"].get<int64_t>(), 0);
+      EXPECT_EQ(l["device"]["pulses"].get<int64_t>(),
+                l["actions"]["update"]["device_pulses"].get<int64_t>());
+      pulses += l["device"]["pulses"].get<int64_t>();
+      reads += l["device"]["verify_reads"].get<int64_t>();
+    }
+    EXPECT_EQ(j["device"]["pulses"].get<int64_t>(), pulses);
+    EXPECT_EQ(j["device"]["verify_reads"].get<int64_t>(), reads);
+  }
+  EXPECT_EQ(lines, 2);
+}
+
+// backprop on a pulsed device reprograms exactly; the run says that the pulses do not act.
+TEST(DeviceTrainingTest, BackpropOnAPulsedDeviceWarnsThatPulsesDoNotAct) {
+  std::vector<std::string> infos;
+  SessionCallbacks cb;
+  cb.on_info = [&](const std::string& m) { infos.push_back(m); };
+  Session s(ResolveAnalog({"train.algorithm.impl=backprop", "train.epochs=1"}));
+  s.Train("", false, cb);
+  ASSERT_EQ(infos.size(), 1u);
+  EXPECT_NE(infos[0].find("warning: pim.macro.device soft_bounds"), std::string::npos) << infos[0];
+  infos.clear();
+  Session quiet(ResolveAnalog({"train.algorithm.impl=backprop", "train.epochs=1",
+                               "pim.macro.device={impl: ideal}", "pim.macro.update.impl=ideal"}));
+  quiet.Train("", false, cb);
+  EXPECT_TRUE(infos.empty());
 }
 
 TEST(DeviceTrainingTest, DeviceBlockNeedsNativeDecomposition) {

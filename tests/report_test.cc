@@ -91,6 +91,43 @@ TEST(ReportTest, RunPageHasCurvesCostSparsityAndThePresetsPublishedFigures) {
   EXPECT_TRUE(FileExists(p.run + "/report/index.html"));
 }
 
+// A device-mode run (Tiki-Taka on soft-bounds devices) writes devices.json, `eval --drift-time`
+// writes drift.json beside the checkpoint, and the page plots both: the conductance
+// distribution of C and A per layer, and the accuracy against drift time.
+TEST(ReportTest, DeviceRunPlotsConductanceDistributionAndAccuracyAgainstDrift) {
+  REQUIRE_MATPLOTLIB();
+  testing::TempDir dir;
+  testing::WriteTinyMnist(dir.path(), 128, 64, 28, /*gzip=*/false);
+  const std::string config = dir.File("dev.yaml");
+  WriteFileAtomic(config, "seed: 3\nthreads: 1\ndata: {impl: fashion_mnist, dir: " + dir.path() +
+                              "}\nmodel: {impl: mlp, layers: [784, 16, 10]}\n"
+                              "train: {epochs: 1, batch_size: 32, algorithm: {impl: tiki_taka, "
+                              "rows_per_transfer: 16}}\n"
+                              "pim: {macro: {impl: analog_crossbar, decomposition: native, "
+                              "device: {impl: soft_bounds}, update: {impl: stochastic_pulses}, "
+                              "io: {}}}\n");
+  const std::string run = dir.File("run");
+  auto r = RunCommand(Cli() + " train " + config + " --out " + run);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string devices = ReadFile(run + "/devices.json");
+  EXPECT_NE(devices.find("\"weights (C)\""), std::string::npos) << devices;
+  EXPECT_NE(devices.find("\"fast array A\""), std::string::npos) << devices;
+  EXPECT_NE(devices.find("\"conductance\""), std::string::npos) << devices;
+  auto e = RunCommand(Cli() + " eval " + run + "/config.yaml --checkpoint " + run +
+                      " --drift-time 1 3600 86400 --repeats 2");
+  ASSERT_EQ(e.exit_code, 0) << e.out << e.err;
+  const std::string drift = ReadFile(run + "/drift.json");
+  EXPECT_NE(drift.find("\"compensated\""), std::string::npos) << drift;
+  auto rep = RunCommand(Cli() + " report " + run);
+  ASSERT_EQ(rep.exit_code, 0) << rep.out << rep.err;
+  const std::string page = ReadFile(run + "/report/index.html");
+  EXPECT_NE(page.find("id=\"devices\""), std::string::npos);
+  for (const char* png : {"device_states.png", "drift.png"}) {
+    ExpectPng(run + "/report/" + png);
+    EXPECT_NE(page.find(std::string("data-file=\"") + png + "\""), std::string::npos) << png;
+  }
+}
+
 TEST(ReportTest, SweepPagePlotsTheMetricsAgainstTheVariedKey) {
   REQUIRE_MATPLOTLIB();
   testing::TempDir dir;

@@ -118,7 +118,9 @@ def load_run(run_dir):
         except ValueError:
             raise ReportError(f"{summary_path}: malformed (truncated or not JSON)")
     return {"dir": run_dir, "metrics": metrics, "summary": summary, "config_text": config_text,
-            "config": (summary or {}).get("config") or {}}
+            "config": (summary or {}).get("config") or {},
+            "devices": load_optional_json(run_dir, "devices.json"),
+            "drift": load_optional_json(run_dir, "drift.json")}
 
 
 def load_sweep(sweep_dir):
@@ -589,6 +591,96 @@ overflow-x: auto; font-size: 0.8em; } .note { color: #555; font-size: 0.9em; }
 """
 
 
+def load_optional_json(run_dir, name):
+    """DIR/NAME parsed, or None when absent; a malformed file is a ReportError."""
+    path = os.path.join(run_dir, name)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return json.loads(_read_text(path))
+    except ValueError:
+        raise ReportError(f"{path}: malformed (truncated or not JSON)")
+
+
+def plot_device_states(figs, devices):
+    """Per device-mode layer: the distribution of the devices' normalized conductance after
+    training (the weights they hold for an unbounded device), C and Tiki-Taka's A overlaid."""
+    layers = devices.get("layers") or []
+    if not layers:
+        return ""
+    fig, axes = figs.new(min(4.2 * len(layers), 13), 3.6, cols=len(layers))
+    for ax, layer in zip(axes[0], layers):
+        for arr, colour in zip(layer.get("arrays", []), ["#4C72B0", "#DD8452"]):
+            h = arr.get("conductance") or arr.get("weight")
+            edges, counts = h["edges"], h["counts"]
+            total = max(1, sum(counts))
+            ax.stairs([100.0 * c / total for c in counts], edges, fill=True, alpha=0.55,
+                      color=colour, label=arr.get("array", ""))
+        bounded = any("conductance" in a for a in layer.get("arrays", []))
+        ax.set_xlabel("normalized conductance (w - b-)/(b+ - b-)" if bounded else
+                      "weight held by the device")
+        ax.set_ylabel("devices (%)")
+        ax.set_title(f"layer {layer.get('layer')}: {layer.get('device', '')}")
+        ax.legend()
+    return figs.save(fig, "device_states.png",
+                     "Distribution of the devices' conductance after training, per layer")
+
+
+def plot_drift(figs, drift):
+    rows = [r for r in drift.get("rows", []) if r.get("seconds", 0) > 0]
+    if not rows:
+        return ""
+    fig, axes = figs.new(6.5, 4)
+    ax = axes[0][0]
+    t = [r["seconds"] for r in rows]
+    for key, style, label in [("compensated", "o-", "global drift compensation"),
+                              ("uncompensated", "s--", "no compensation")]:
+        ax.errorbar(t, [100 * r[key]["mean"] for r in rows],
+                    yerr=[100 * r[key]["std"] for r in rows], fmt=style, capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("time since programming (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Accuracy against drift time (mean +- std of {drift.get('repeats')} "
+                 "programmings)")
+    ax.legend()
+    return figs.save(fig, "drift.png", "Test accuracy against conductance drift time")
+
+
+def device_section(run, figs):
+    devices, drift = run.get("devices"), run.get("drift")
+    if devices is None and drift is None:
+        return section("devices", "Analog devices",
+                       "<p class=\"note\">No analog devices in this run (no device-mode "
+                       "macro: docs/devices.md), and no <code>pimtrain eval --drift-time</code> "
+                       "table (drift.json) beside it.</p>")
+    content = ""
+    if devices is not None:
+        content += ("<p class=\"note\">The devices' states after training (devices.json): "
+                    "each device's conductance normalized to its own bounds.</p>")
+        content += plot_device_states(figs, devices)
+        rows = []
+        for layer in devices.get("layers", []):
+            for arr in layer.get("arrays", []):
+                rows.append([str(layer.get("layer")), layer.get("device", ""),
+                             arr.get("array", ""), f"{arr.get('cells', 0):,}",
+                             str(arr.get("at_lower_bound", "-")),
+                             str(arr.get("at_upper_bound", "-"))])
+        content += table(["layer", "device", "array", "cells", "at lower bound",
+                          "at upper bound"], rows)
+    if drift is not None:
+        content += ("<p class=\"note\">From <code>pimtrain eval --drift-time</code> "
+                    "(drift.json).</p>")
+        content += plot_drift(figs, drift)
+        content += table(["drift time (s)", "compensated (%)", "uncompensated (%)"],
+                         [[f"{r['seconds']:g}",
+                           f"{100 * r['compensated']['mean']:.2f} +- "
+                           f"{100 * r['compensated']['std']:.2f}",
+                           f"{100 * r['uncompensated']['mean']:.2f} +- "
+                           f"{100 * r['uncompensated']['std']:.2f}"]
+                          for r in drift.get("rows", [])])
+    return section("devices", "Analog devices", content)
+
+
 def page(title, body):
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>\n"
@@ -714,6 +806,8 @@ def run_page(run, figs, checks):
                               "tolerance", "status", "workload"], rows, classes)
             content += plot_figures_check(figs, checks)
         body.append(section("paper", "Paper vs model", content))
+
+    body.append(device_section(run, figs))
 
     body.append(section("config", "Config",
                         f"<details><summary>config.yaml (resolved)</summary><pre>"

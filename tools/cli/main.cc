@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
@@ -168,9 +170,16 @@ int EvalDrift(const std::vector<std::string>& files, const std::vector<std::stri
   std::printf("| drift time | accuracy, compensated (mean +- std, %d runs) | uncompensated |\n",
               repeats);
   std::printf("|---|---|---|\n");
+  // The table also goes to DIR/drift.json when the checkpoint is a run directory, for the
+  // report's accuracy-against-drift-time plot (docs/devices.md).
+  nlohmann::ordered_json out;
+  out["repeats"] = repeats;
+  out["rows"] = nlohmann::ordered_json::array();
   for (double t : times) {
     if (!(t >= 0)) throw ConfigError("--drift-time: " + std::to_string(t) + " is not >= 0 s");
     std::string cells[2];
+    nlohmann::ordered_json row;
+    row["seconds"] = t;
     for (int comp = 1; comp >= 0; --comp) {
       double s = 0, s2 = 0;
       for (int r = 0; r < repeats; ++r) {
@@ -190,8 +199,14 @@ int EvalDrift(const std::vector<std::string>& files, const std::vector<std::stri
       char buf[64];
       std::snprintf(buf, sizeof buf, "%.2f %% +- %.2f", 100 * m, 100 * sd);
       cells[comp] = buf;
+      row[comp ? "compensated" : "uncompensated"] = {{"mean", m}, {"std", sd}};
     }
     std::printf("| %s | %s | %s |\n", label(t).c_str(), cells[1].c_str(), cells[0].c_str());
+    out["rows"].push_back(row);
+  }
+  if (std::filesystem::is_directory(checkpoint)) {
+    WriteFileAtomic(checkpoint + "/drift.json", out.dump(1) + "\n");
+    std::printf("table: %s/drift.json\n", checkpoint.c_str());
   }
   return 0;
 }

@@ -2,6 +2,8 @@
 #include "pimtrain/device/array.h"
 
 #include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
 
 namespace pim {
 
@@ -26,6 +28,53 @@ void DeviceArray::Set(ConstMatrixView w, uint64_t noise_key) {
       }
     }
   }
+}
+
+namespace {
+
+nlohmann::ordered_json Histogram(const std::vector<double>& v, double lo, double hi, int bins) {
+  if (!(hi > lo)) hi = lo + 1e-6;
+  std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
+  for (double x : v) {
+    const int b = static_cast<int>(std::floor((x - lo) / (hi - lo) * bins));
+    ++counts[static_cast<size_t>(std::clamp(b, 0, bins - 1))];
+  }
+  auto edges = nlohmann::ordered_json::array();
+  for (int b = 0; b <= bins; ++b) edges.push_back(lo + (hi - lo) * b / bins);
+  return {{"edges", edges}, {"counts", counts}};
+}
+
+}  // namespace
+
+std::string DeviceStateJson(const DeviceArray& a, const std::string& name, int bins) {
+  const int64_t n = a.size();
+  std::vector<double> w(static_cast<size_t>(n)), g;
+  double lo = 0, hi = 0;
+  bool bounded = n > 0;
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] = a.hidden()[i];
+    lo = std::min(lo, w[i]);
+    hi = std::max(hi, w[i]);
+    bounded &= a.cells().b_max[i] - a.cells().b_min[i] < 1e20f;
+  }
+  nlohmann::ordered_json j;
+  j["array"] = name;
+  j["cells"] = n;
+  j["weight"] = Histogram(w, lo, hi, bins);
+  if (bounded) {
+    g.resize(w.size());
+    int64_t at_min = 0, at_max = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double b0 = a.cells().b_min[i], b1 = a.cells().b_max[i];
+      g[i] = b1 > b0 ? (w[i] - b0) / (b1 - b0) : 0.5;
+      at_min += w[i] <= b0;
+      at_max += w[i] >= b1;
+    }
+    j["conductance"] = Histogram(g, 0.0, 1.0, bins);
+    j["at_lower_bound"] = at_min;
+    j["at_upper_bound"] = at_max;
+  }
+  return j.dump();
 }
 
 }  // namespace pim

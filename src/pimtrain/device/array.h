@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "pimtrain/base/matrix_view.h"
@@ -51,6 +52,10 @@ class DeviceArray {
   const float* hidden() const { return hidden_.data(); }
   float* mutable_hidden() { return hidden_.data(); }
   const float* read() const { return write_noise_ > 0 ? read_.data() : hidden_.data(); }
+  // The read weights as stored (write noise on: their own values, else the hidden ones); a
+  // checkpoint restores them so a resumed run reads what the uninterrupted one would.
+  bool has_write_noise() const { return write_noise_ > 0; }
+  float* mutable_read() { return write_noise_ > 0 ? read_.data() : hidden_.data(); }
   const DeviceCells& cells() const { return cells_; }
   double granularity() const { return device_->Granularity(); }
 
@@ -61,5 +66,10 @@ class DeviceArray {
   std::vector<float> hidden_, read_;
   float write_noise_ = 0;  // write_noise_std * dw_min
 };
+
+// The state of an array after training as JSON, for the report's conductance plot: histograms
+// (`bins` bins) of the weights the devices hold and, for bounded devices, of each device's
+// normalized conductance g = (w - b-) / (b+ - b-) in [0, 1] (0: at its lower bound).
+std::string DeviceStateJson(const DeviceArray& a, const std::string& name, int bins = 50);
 
 }  // namespace pim

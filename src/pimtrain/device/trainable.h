@@ -20,6 +20,8 @@ class AnalogTrainable {
   // A second array of the same device model and shape, with its own device-to-device draws,
   // all weights 0 (Tiki-Taka's fast matrix A); created at the first call.
   virtual DeviceArray& fast_array(uint64_t seed, int layer) = 0;
+  // The fast array if an algorithm created it, else nullptr.
+  virtual const DeviceArray* fast_array_if_created() const = 0;
   virtual const UpdateRule& update_rule() const = 0;
   virtual const IoParams& io() const = 0;
 };

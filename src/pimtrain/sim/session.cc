@@ -14,6 +14,7 @@
 #include "pimtrain/base/io.h"
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
+#include "pimtrain/device/trainable.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/models/graph.h"
 #include "pimtrain/nn/staged_matmul.h"
@@ -303,6 +304,20 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
   TrainSummary summary;
   std::string metrics_jsonl;
   int64_t start_epoch = 0;
+  // backprop reprograms every weight exactly each step: a pulsed device's response and the
+  // update rule would be silently unused (docs/devices.md, "Training algorithms").
+  if (const ConfigNode* m = config_.At("pim").Find("macro");
+      cb.on_info && m != nullptr && !m->IsNull() && m->GetString("impl") == "analog_crossbar" &&
+      train.At("algorithm").GetString("impl") == "backprop") {
+    const std::string dev = m->At("device").GetString("impl"), up = m->At("update").GetString("impl");
+    if (dev != "ideal" || up != "ideal") {
+      cb.on_info("warning: pim.macro.device " + dev + " / update " + up +
+                 ": backprop reprograms each weight exactly every step, so only the device's "
+                 "bounds and write noise act, not its pulse response or the update rule; use "
+                 "train.algorithm analog_sgd, mixed_precision, tiki_taka or chopped_tiki_taka "
+                 "to train through the pulses");
+    }
+  }
   if (resume && !out_dir.empty() && !FileExists(ckpt_path)) {
     // Killed before its first checkpoint: the run starts again from the beginning (the same
     // seed gives the same run), provided it is the same run.
@@ -331,6 +346,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     info = LoadCheckpoint(ckpt_path, trainer_->StateTensors());
     ProgramMacros();
+    algorithm_->RestoreState();  // e.g. Tiki-Taka's fast array, after C was programmed
     start_epoch = info.epochs_done;
     metrics_jsonl = info.metrics_jsonl;
     std::istringstream lines(metrics_jsonl);
@@ -446,8 +462,36 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     }
     j["config"] = nlohmann::ordered_json::parse(ToJson(config_));
     WriteFileAtomic(out_dir + "/summary.json", j.dump(2) + "\n");
+    WriteDeviceState(out_dir);
   }
   return summary;
+}
+
+// DIR/devices.json: each device-mode layer's device states after training (the report's
+// conductance-distribution plot, docs/devices.md); not written when no layer has devices.
+void Session::WriteDeviceState(const std::string& out_dir) {
+  auto layers = nlohmann::ordered_json::array();
+  for (int i = 0; i < net_->size(); ++i) {
+    StagedMatmul* m = net_->layer(i).matmul();
+    if (m == nullptr || !m->on_macro()) continue;
+    auto* at = dynamic_cast<AnalogTrainable*>(m->macro());
+    if (at == nullptr || !at->device_mode()) continue;
+    nlohmann::ordered_json l;
+    l["layer"] = i;
+    l["summary"] = net_->layer(i).Summary();
+    l["device"] = config_.At("pim").At("macro").At("device").GetString("impl");
+    l["arrays"] = nlohmann::ordered_json::array();
+    l["arrays"].push_back(nlohmann::ordered_json::parse(
+        DeviceStateJson(at->weight_array(), "weights (C)")));
+    if (const DeviceArray* a = at->fast_array_if_created()) {
+      l["arrays"].push_back(nlohmann::ordered_json::parse(DeviceStateJson(*a, "fast array A")));
+    }
+    layers.push_back(l);
+  }
+  if (layers.empty()) return;
+  nlohmann::ordered_json j;
+  j["layers"] = layers;
+  WriteFileAtomic(out_dir + "/devices.json", j.dump() + "\n");
 }
 
 EvalResult Session::EvaluateCheckpoint(const std::string& path) {

@@ -77,6 +77,8 @@ class Session {
   EvalResult EvaluateCheckpoint(const std::string& path);
 
  private:
+  // Writes out_dir/devices.json (device states of the device-mode layers) if there are any.
+  void WriteDeviceState(const std::string& out_dir);
   // Puts the weighted layers on the configured macro (pim.macro) and programs it.
   void AttachMacros();
   // Writes every macro layer's current weights into its array (after attach or a restore).

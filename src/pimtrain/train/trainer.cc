@@ -77,6 +77,16 @@ std::string EpochMetrics::ToJsonLine() const {
       }
     }
     j["saturation"] = saturation;
+    // The epoch's device pulses and verify reads summed over the layers (per layer in
+    // layers[].device), only when a layer writes its devices by pulses.
+    auto device = nlohmann::ordered_json::object();
+    for (const auto& l : j["layers"]) {
+      if (!l.contains("device")) continue;
+      for (const auto& [name, n] : l["device"].items()) {
+        device[name] = device.value(name, int64_t{0}) + n.get<int64_t>();
+      }
+    }
+    if (!device.empty()) j["device"] = device;
   }
   if (!cost_json.empty()) j["cost"] = nlohmann::ordered_json::parse(cost_json);
   return j.dump();
@@ -265,6 +275,26 @@ std::string Trainer::TakeHardwareJson(std::vector<LayerHardware>* hardware) {
       }
     }
     if (!saturation.empty()) l["saturation"] = saturation;
+    // Analog device writes of the epoch (docs/devices.md): pulses and write-verify reads, with
+    // the cells they reached and the pulse periods, summed over the stages (all are WU's).
+    auto device = nlohmann::ordered_json::object();
+    for (const char* name : {"device_pulses", "device_verify_reads", "device_cells_pulsed",
+                             "device_pulse_slots"}) {
+      int64_t total = 0;
+      bool seen = false;
+      for (int s = 0; s < kNumStages; ++s) {
+        if (counts[s].counts().count(name) == 0) continue;
+        total += counts[s].Get(name);
+        seen = true;
+      }
+      if (seen) device[std::string(name).substr(7)] = total;
+    }
+    if (!device.empty()) {
+      for (const char* name : {"pulses", "verify_reads"}) {
+        if (!device.contains(name)) device[name] = 0;
+      }
+      l["device"] = device;
+    }
     layers.push_back(l);
     if (hardware != nullptr) {
       LayerHardware h;
@@ -295,6 +325,7 @@ NamedTensors Trainer::StateTensors() {
   for (size_t i = 0; i < state.size(); ++i) {
     out.emplace_back("optimizer." + std::to_string(i), state[i]);
   }
+  for (auto& t : algorithm_.StateTensors()) out.emplace_back("algorithm." + t.first, t.second);
   return out;
 }
 

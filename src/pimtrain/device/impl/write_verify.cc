@@ -55,7 +55,8 @@ class WriteVerify final : public UpdateRule {
           ++cells[r];
           for (int it = 0; it < iterations_; ++it) {
             const double k = std::clamp(std::round((target - seen) / eps),
-                                        -double{max_pulses_}, double{max_pulses_});
+                                        -static_cast<double>(max_pulses_),
+                                        static_cast<double>(max_pulses_));
             if (k == 0) break;
             const int nk = static_cast<int>(std::fabs(k));
             const uint64_t ctr = (static_cast<uint64_t>(i) << 24) |

@@ -623,6 +623,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     return *fast_;
   }
+  const DeviceArray* fast_array_if_created() const override { return fast_.get(); }
   const UpdateRule& update_rule() const override { return *update_; }
   const IoParams& io() const override { return io_; }
 

@@ -5,6 +5,8 @@
 // devices hold.
 #pragma once
 
+#include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,47 @@ struct AnalogLayer {
 
 class AnalogAlgorithm : public TrainingAlgorithm {
  public:
+  // The device-mode layers (from their weight shapes) and the state each keeps between steps:
+  // the read weights of C when its devices have write noise, and what the algorithm adds
+  // (AllocateState). All of it goes into checkpoints (StateTensors), so a resumed run is
+  // bit-identical to an uninterrupted one.
+  void Setup(Network& net, uint64_t seed) override {
+    seed_ = seed;
+    slots_.clear();
+    state_.clear();
+    for (int i = 0; i < net.size(); ++i) {
+      StagedMatmul* mm = net.layer(i).matmul();
+      if (mm == nullptr || !mm->on_macro()) continue;
+      auto* at = dynamic_cast<AnalogTrainable*>(mm->macro());
+      if (at == nullptr || !at->device_mode()) continue;
+      const Shape& ws = net.layer(i).Parameters().front()->value.shape();
+      if (ws.rank() != 2) continue;
+      slots_.push_back({i, at, ws[0], ws[1]});
+      if (at->weight_array().has_write_noise()) AddState(i, "c_read", ws[0] * ws[1]);
+      AllocateState(i, ws[0], ws[1], *at);
+    }
+  }
+  NamedTensors StateTensors() override {
+    for (const Slot& s : slots_) {
+      if (Tensor* t = FindState(s.index, "c_read")) {
+        const float* r = s.trainable->weight_array().mutable_read();
+        std::copy(r, r + t->numel(), t->data());
+      }
+      SyncState(s, /*to_tensors=*/true);
+    }
+    NamedTensors out;
+    for (auto& [name, t] : state_) out.emplace_back(name, &t);
+    return out;
+  }
+  void RestoreState() override {
+    for (const Slot& s : slots_) {
+      if (Tensor* t = FindState(s.index, "c_read")) {
+        std::copy(t->data(), t->data() + t->numel(), s.trainable->weight_array().mutable_read());
+      }
+      SyncState(s, /*to_tensors=*/false);
+    }
+  }
+
   StepResult TrainStep(Network& net, const Tensor& x, const int32_t* labels, Loss& loss,
                        Optimizer& opt, double lr, const StepContext& ctx) override {
     const Tensor& logits = net.Forward(x, ctx);
@@ -86,12 +129,45 @@ class AnalogAlgorithm : public TrainingAlgorithm {
   }
 
  protected:
+  struct Slot {
+    int index = 0;
+    AnalogTrainable* trainable = nullptr;
+    int64_t rows = 0, cols = 0;
+  };
+  // A layer's own state tensors (AddState) and the copies between them and the device arrays.
+  virtual void AllocateState(int layer, int64_t rows, int64_t cols, AnalogTrainable& at) {}
+  virtual void SyncState(const Slot& s, bool to_tensors) {}
+  Tensor& AddState(int layer, const std::string& name, int64_t n) {
+    return state_.insert_or_assign(StateName(layer, name), Tensor(Shape{n})).first->second;
+  }
+  Tensor* FindState(int layer, const std::string& name) {
+    auto it = state_.find(StateName(layer, name));
+    return it == state_.end() ? nullptr : &it->second;
+  }
+  Tensor& State(int layer, const std::string& name) {
+    Tensor* t = FindState(layer, name);
+    PIM_CHECK_MSG(t != nullptr, "analog algorithm state before Setup");
+    return *t;
+  }
+  uint64_t seed() const { return seed_; }
+
   // Writes one layer's update W <- W - lr x^T d into its devices (x: m x rows, d: m x cols).
   virtual void UpdateLayer(AnalogLayer& al, ConstMatrixView x, ConstMatrixView d, float lr,
                            const RunContext& rc, ActionCounts& counts) = 0;
   virtual const char* name() const = 0;
 
  private:
+  static std::string StateName(int layer, const std::string& name) {
+    std::string s = std::to_string(layer);  // (appends: GCC 12 misreads "L" + string)
+    s.insert(s.begin(), 'L');
+    s += '.';
+    s += name;
+    return s;
+  }
+  uint64_t seed_ = 0;
+  std::vector<Slot> slots_;
+  std::map<std::string, Tensor> state_;  // node-stable: StateTensors hands out pointers
+
   // Layer i as an analog layer: on an analog_crossbar in device mode, a fully connected layer
   // (conv layers would update per im2col row: not modelled; UnsupportedError).
   bool Find(Network& net, int i, AnalogLayer& al) const {

@@ -11,10 +11,7 @@ namespace {
 TikiTakaOptions Parse(const ConfigNode& p) {
   TikiTakaOptions o;
   o.chopped = true;
-  o.fast_lr = p.GetDouble("fast_lr");
-  o.transfer_lr = p.GetDouble("transfer_lr");
-  o.transfer_every = p.GetInt("transfer_every");
-  o.rows_per_transfer = p.GetInt("rows_per_transfer");
+  TikiTakaBase::ParseCommon(p, o);
   o.in_chop_prob = p.GetDouble("in_chop_prob");
   o.buffer_granularity = p.GetDouble("buffer_granularity");
   o.momentum = p.GetDouble("momentum");

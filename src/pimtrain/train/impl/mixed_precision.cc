@@ -2,9 +2,8 @@
 // the gradient is accumulated digitally, chi += -lr x^T d; every transfer_every steps each cell
 // receives n = trunc(chi / epsilon) pulses (capped at the rule's desired BL) and
 // chi -= n epsilon. Digital: dW = x^T d and the chi update (rows x cols MACs and adds per
-// step); in the array: |n| pulses per cell. chi is not checkpointed.
+// step); in the array: |n| pulses per cell. chi is checkpointed (resume is bit-identical).
 #include <cmath>
-#include <map>
 
 #include "pimtrain/base/registry.h"
 #include "pimtrain/train/impl/analog_common.h"
@@ -27,20 +26,24 @@ class MixedPrecision final : public AnalogAlgorithm {
 
  protected:
   const char* name() const override { return "mixed_precision"; }
+  void AllocateState(int layer, int64_t rows, int64_t cols, AnalogTrainable&) override {
+    AddState(layer, "chi", rows * cols);
+  }
   void UpdateLayer(AnalogLayer& al, ConstMatrixView x, ConstMatrixView d, float lr,
                    const RunContext& rc, ActionCounts& counts) override {
-    std::vector<float>& chi = chi_[al.index];
-    chi.resize(static_cast<size_t>(al.rows * al.cols), 0.0f);
+    Tensor& chi_t = State(al.index, "chi");
+    float* chi = chi_t.data();
+    const size_t size = static_cast<size_t>(chi_t.numel());
     std::vector<float> dw;
     OuterGradient(x, d, dw, rc.pool);
-    for (size_t i = 0; i < chi.size(); ++i) chi[i] -= lr * dw[i];
+    for (size_t i = 0; i < size; ++i) chi[i] -= lr * dw[i];
     counts.Add("digital_macs", x.rows * al.rows * al.cols);
     counts.Add("digital_accumulations", al.rows * al.cols);
     if ((rc.step + 1) % every_ != 0) return;
     DeviceArray& a = al.trainable->weight_array();
     const double eps = a.granularity();
-    std::vector<int32_t> n(chi.size());
-    for (size_t i = 0; i < chi.size(); ++i) {
+    std::vector<int32_t> n(size);
+    for (size_t i = 0; i < size; ++i) {
       const double cap = static_cast<double>(cap_);
       const double k = std::clamp(std::trunc(chi[i] / eps), -cap, cap);
       n[i] = static_cast<int32_t>(k);
@@ -53,7 +56,6 @@ class MixedPrecision final : public AnalogAlgorithm {
  private:
   int64_t every_;
   int cap_;
-  std::map<int, std::vector<float>> chi_;
 };
 
 PIM_REGISTER(TrainingAlgorithm, MixedPrecision, "mixed_precision",

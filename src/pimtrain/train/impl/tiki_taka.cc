@@ -10,10 +10,7 @@ namespace {
 
 TikiTakaOptions Parse(const ConfigNode& p) {
   TikiTakaOptions o;
-  o.fast_lr = p.GetDouble("fast_lr");
-  o.transfer_lr = p.GetDouble("transfer_lr");
-  o.transfer_every = p.GetInt("transfer_every");
-  o.rows_per_transfer = p.GetInt("rows_per_transfer");
+  TikiTakaBase::ParseCommon(p, o);
   o.thres_scale = p.GetDouble("thres_scale");
   o.forget = p.GetDouble("forget_buffer");
   return o;

@@ -5,7 +5,7 @@
 #pragma once
 
 #include <cmath>
-#include <map>
+#include <algorithm>
 
 #include "pimtrain/base/rng.h"
 #include "pimtrain/device/io.h"
@@ -15,7 +15,7 @@ namespace pim {
 
 struct TikiTakaOptions {
   double fast_lr = 1.0;       // lambda_A = fast_lr x the step's lr
-  double transfer_lr = 1.0;   // lambda_T = transfer_lr x the step's lr (TTv2) or x 1 (chopped)
+  double transfer_lr = 1.0;   // lambda_T = transfer_lr x the step's lr
   int64_t transfer_every = 1; // steps between transfers
   int64_t rows_per_transfer = 1;  // rows of A read per transfer (aihwkit n_reads_per_transfer)
   double thres_scale = 1.0;   // TTv2: pulse C when |H| >= thres_scale eps_C
@@ -24,6 +24,8 @@ struct TikiTakaOptions {
   double in_chop_prob = 0.1;  // c-TTv2: flip probability of a row's chopper after its read
   double buffer_granularity = 1.0;
   double momentum = 0.0;      // c-TTv2: H <- momentum H after a transfer
+  bool perfect_transfer_read = false;  // transfer reads of A exact (aihwkit transfer_forward
+                                       // is_perfect) instead of the macro's io
 };
 
 class TikiTakaBase : public AnalogAlgorithm {
@@ -38,16 +40,27 @@ class TikiTakaBase : public AnalogAlgorithm {
         "steps between transfers"));
     s.Add(Param::Int("rows_per_transfer").Default(1).Range(1, 1 << 20).Doc(
         "rows of A read per transfer, cyclically (aihwkit n_reads_per_transfer)"));
+    s.Add(Param::Enum("transfer_io", {"macro", "perfect"}).Default("macro").Doc(
+        "read path of the transfer reads of A: the macro's io (NM and BM off) or exact "
+        "(aihwkit transfer_forward is_perfect)"));
   }
+ public:
+  static void ParseCommon(const ConfigNode& p, TikiTakaOptions& o) {
+    o.fast_lr = p.GetDouble("fast_lr");
+    o.transfer_lr = p.GetDouble("transfer_lr");
+    o.transfer_every = p.GetInt("transfer_every");
+    o.rows_per_transfer = p.GetInt("rows_per_transfer");
+    o.perfect_transfer_read = p.GetString("transfer_io") == "perfect";
+  }
+
+ protected:
 
   void UpdateLayer(AnalogLayer& al, ConstMatrixView x, ConstMatrixView d, float lr,
                    const RunContext& rc, ActionCounts& counts) override {
-    State& st = state_[al.index];
+    float* h_state = State(al.index, "h").data();
+    float* chop = State(al.index, "chop").data();
+    float& next_row = State(al.index, "next_row").data()[0];
     const int64_t rows = al.rows, cols = al.cols;
-    if (st.h.empty()) {
-      st.h.assign(static_cast<size_t>(rows * cols), 0.0f);
-      st.chop.assign(static_cast<size_t>(rows), 1.0f);
-    }
     DeviceArray& a = al.trainable->fast_array(rc.seed, rc.layer);
     DeviceArray& c = al.trainable->weight_array();
     UpdateContext uc{rc.seed, rc.step, rc.layer, rc.pool};
@@ -55,7 +68,7 @@ class TikiTakaBase : public AnalogAlgorithm {
     if (o_.chopped) {
       xs_.assign(x.data, x.data + x.rows * x.ld);
       for (int64_t s = 0; s < x.rows; ++s) {
-        for (int64_t r = 0; r < rows; ++r) xs_[s * x.ld + r] *= st.chop[r];
+        for (int64_t r = 0; r < rows; ++r) xs_[s * x.ld + r] *= chop[r];
       }
       al.trainable->update_rule().Apply(a, ConstMatrixView(xs_.data(), x.rows, rows, x.ld), d,
                                         static_cast<float>(o_.fast_lr * lr), uc, 3, counts);
@@ -70,13 +83,15 @@ class TikiTakaBase : public AnalogAlgorithm {
     std::vector<float> v(static_cast<size_t>(k * cols));
     std::vector<int64_t> which(static_cast<size_t>(k));
     for (int64_t j = 0; j < k; ++j) {
-      which[j] = st.next_row;
-      onehot[j * rows + st.next_row] = 1.0f;
-      st.next_row = (st.next_row + 1) % rows;
+      const int64_t row = static_cast<int64_t>(next_row);
+      which[j] = row;
+      onehot[j * rows + row] = 1.0f;
+      next_row = static_cast<float>((row + 1) % rows);  // < 2^24 rows: exact in a float
     }
     IoParams tio = al.trainable->io();
     tio.noise_management = NoiseManagement::kNone;
     tio.bound_management = BoundManagement::kNone;
+    tio.is_perfect = tio.is_perfect || o_.perfect_transfer_read;
     AnalogRead(tio, ConstMatrixView(onehot.data(), k, rows, rows), a.read(), rows, cols, false,
                MixKey(rc.seed, rc.layer, rc.step, 0x7474), 1,
                MatrixView{v.data(), k, cols, cols}, rc.pool, counts);
@@ -88,10 +103,12 @@ class TikiTakaBase : public AnalogAlgorithm {
     for (int64_t j = 0; j < k; ++j) {
       const int64_t r = which[j];
       for (int64_t q = 0; q < cols; ++q) {
-        float& h = st.h[r * cols + q];
+        float& h = h_state[r * cols + q];
         int32_t p = 0;
         if (o_.chopped) {
-          h += static_cast<float>(st.chop[r] * v[j * cols + q] * o_.transfer_lr /
+          // lambda_T = transfer_lr x the step's lr (spec section 4; aihwkit's
+          // scale_transfer_lr, on by default), in units of buffer_granularity x eps_A.
+          h += static_cast<float>(chop[r] * v[j * cols + q] * o_.transfer_lr * lr /
                                   (o_.buffer_granularity * eps_a));
           if (std::fabs(h) >= 1) {
             p = static_cast<int32_t>(std::clamp(std::trunc(h), -1.0f, 1.0f));
@@ -106,20 +123,39 @@ class TikiTakaBase : public AnalogAlgorithm {
         n[r * cols + q] = p;
       }
       if (o_.chopped && flip.Uniform(static_cast<uint64_t>(rc.step) * rows + r) < o_.in_chop_prob) {
-        st.chop[r] = -st.chop[r];
+        chop[r] = -chop[r];
       }
     }
     counts.Add("digital_accumulations", k * cols);
     ApplyPulseCounts(c, n.data(), uc, 4, counts);
   }
 
+  // H, the row choppers, the next row to read, and the fast array's devices (hidden and, with
+  // write noise, read weights): all checkpointed.
+  void AllocateState(int layer, int64_t rows, int64_t cols, AnalogTrainable& at) override {
+    AddState(layer, "h", rows * cols);
+    Tensor& chop = AddState(layer, "chop", rows);
+    std::fill(chop.data(), chop.data() + rows, 1.0f);
+    AddState(layer, "next_row", 1);
+    AddState(layer, "a", rows * cols);
+    if (at.weight_array().has_write_noise()) AddState(layer, "a_read", rows * cols);
+  }
+  void SyncState(const Slot& s, bool to_tensors) override {
+    DeviceArray& a = s.trainable->fast_array(seed(), s.index);
+    Tensor& t = State(s.index, "a");
+    Tensor* tr = FindState(s.index, "a_read");
+    const int64_t n = t.numel();
+    if (to_tensors) {
+      std::copy(a.hidden(), a.hidden() + n, t.data());
+      if (tr != nullptr) std::copy(a.mutable_read(), a.mutable_read() + n, tr->data());
+    } else {
+      std::copy(t.data(), t.data() + n, a.mutable_hidden());
+      if (tr != nullptr) std::copy(tr->data(), tr->data() + n, a.mutable_read());
+    }
+  }
+
  private:
-  struct State {
-    std::vector<float> h, chop;
-    int64_t next_row = 0;
-  };
   TikiTakaOptions o_;
-  std::map<int, State> state_;
   std::vector<float> xs_;
 };
 
