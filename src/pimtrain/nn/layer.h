@@ -39,6 +39,11 @@ struct StepContext {
   // False on the ranks other than 0 for work every rank repeats on the whole batch (GC, WU,
   // layers run unsplit): its hardware actions are counted once, by rank 0.
   bool record_counts = true;
+  // GC in a data-parallel run (docs/scaling.md): the ranks that split a weighted layer's
+  // gradient product dW = X^T dY by dW's rows, each computing its block over the whole batch,
+  // the blocks then gathered (bit copies). Only where each element of dW is the same whatever
+  // rows share the call (a macro's exact integer sums); nullptr: one process computes it all.
+  BatchGroup* gradient_group = nullptr;
 };
 
 // How a layer's FP and BP depend on the batch. kPerSample: each sample's output and input error
