@@ -141,10 +141,13 @@ int main(int argc, char** argv) {
         if (consumers[i].size() > 1) {
           timed("graph fan-out sums", [&] {
             errs[i + 1].Resize(acts[i + 1].shape());
-            for (int64_t t = 0; t < errs[i + 1].numel(); ++t) {
-              float v = 0;
-              for (const auto& [c, k] : consumers[i]) v += edge[c][k][t];
-              errs[i + 1][t] = v;
+            std::vector<const float*> parts;
+            for (const auto& [c, k] : consumers[i]) parts.push_back(edge[c][k].data());
+            float* o = errs[i + 1].data();
+            const int64_t len = errs[i + 1].numel();
+            for (int64_t t = 0; t < len; ++t) o[t] = parts[0][t] + parts[1][t];
+            for (size_t p = 2; p < parts.size(); ++p) {
+              for (int64_t t = 0; t < len; ++t) o[t] += parts[p][t];
             }
           });
         }
