@@ -1,8 +1,12 @@
 // DataParallel implementation: shards for the per-sample nodes, gathers for every reduction.
 #include "pimtrain/train/data_parallel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
+
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 namespace {
@@ -83,6 +87,20 @@ void DataParallel::Prepare(Network& net, const Tensor& x) {
   whole_valid_.assign(n, 0);
   errs_.resize(n);
   if (static_cast<int>(consumers_.size()) != n) {
+    // GC owners of the coupled nodes with parameters off a macro (FP32 linear / conv2d, batch
+    // and layer norm, position embedding): each to the rank with the least forward MACs so far
+    // (ties: the lowest rank), in node order. Their GC is the code of one process on the whole
+    // batch, whichever rank runs it. Nodes on a macro keep their counted GC on every rank.
+    gc_owner_.assign(n, -1);
+    std::vector<int64_t> load(group_.size(), 0);
+    for (int i = 0; i < n; ++i) {
+      Layer& l = net.layer(i);
+      if (l.batch_coupling() == BatchCoupling::kPerSample || l.Parameters().empty()) continue;
+      if (l.matmul() != nullptr && l.matmul()->on_macro()) continue;
+      const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+      gc_owner_[i] = r;
+      load[r] += std::max<int64_t>(1, l.ForwardMacsPerSample());
+    }
     consumers_.assign(n, {});
     edge_errs_.assign(n, {});
     for (int i = 0; i < n; ++i) {
@@ -92,6 +110,25 @@ void DataParallel::Prepare(Network& net, const Tensor& x) {
         if (in[k] >= 0) consumers_[in[k]].emplace_back(i, static_cast<int>(k));
       }
     }
+  }
+}
+
+void DataParallel::ShareGradients(int i, int owner) {
+  const auto params = net_->layer(i).Parameters();
+  std::string mine;
+  if (group_.rank() == owner) {
+    for (const Parameter* p : params) {
+      mine.append(reinterpret_cast<const char*>(p->grad.data()),
+                  static_cast<size_t>(p->grad.numel()) * sizeof(float));
+    }
+  }
+  const std::string all = group_.AllGather(mine);  // only the owner's bytes
+  size_t at = 0;
+  for (Parameter* p : params) {
+    const size_t bytes = static_cast<size_t>(p->grad.numel()) * sizeof(float);
+    PIM_CHECK_MSG(at + bytes <= all.size(), "shared gradients: the owner sent too few bytes");
+    std::memcpy(p->grad.data(), all.data() + at, bytes);
+    at += bytes;
   }
 }
 
@@ -206,7 +243,12 @@ StepResult DataParallel::TrainStep(Network& net, const Tensor& x, const int32_t*
     SumFanOut(i, ctx);
     if (!PerSample(i)) {
       GatherRows(errs_[i], group_, dy_);
-      layer.ComputeGradient(dy_, rep);
+      if (gc_owner_[i] < 0) {
+        layer.ComputeGradient(dy_, rep);
+      } else {
+        if (group_.rank() == gc_owner_[i]) layer.ComputeGradient(dy_, rep);
+        ShareGradients(i, gc_owner_[i]);
+      }
       for (Parameter* p : layer.Parameters()) {
         CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);
       }

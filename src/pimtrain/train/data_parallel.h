@@ -26,7 +26,9 @@ namespace pim {
 //   integer sums on a macro); the blocks are gathered;
 // - every other reduction over the batch runs on the whole batch, gathered on every rank, in the
 //   code and the order of one process: bias gradients, the loss and its metrics, and whole
-//   kCoupled nodes (batch norm, dropout, FP32 weighted layers);
+//   kCoupled nodes (batch norm, dropout, FP32 weighted layers); the GC of a kCoupled node with
+//   parameters (off a macro) runs on one rank, its owner (the ranks take the nodes in turn,
+//   balanced by forward MACs), whose gradients are then gathered (bit copies);
 // - fan-out: a node read by several consumers gets the sum of their errors, in consumer order,
 //   row by row on the shards (the same per-element sums as one process);
 // - WU is repeated by every rank on the same gradients, so the weights stay the same everywhere.
@@ -48,6 +50,8 @@ class DataParallel {
   BatchGroup& group() { return group_; }
 
  private:
+  // Sends the gradients of node i's parameters from rank `owner` to every rank (bit copies).
+  void ShareGradients(int i, int owner);
   // Shard bounds, buffers and the consumers of every node, for a batch of `batch`.
   void Prepare(Network& net, const Tensor& x);
   bool PerSample(int i) const {
@@ -81,6 +85,8 @@ class DataParallel {
   std::vector<Tensor> errs_;       // errs_[i]: the shard of the error at node i's output
   std::vector<std::vector<Tensor>> edge_errs_;  // [node][slot], where the producer fans out
   std::vector<std::vector<std::pair<int, int>>> consumers_;  // per node: (consumer, slot)
+  // Per node: the rank that computes a kCoupled node's GC (-1: every rank, or not such a node).
+  std::vector<int> gc_owner_;
   std::vector<Tensor> full_dx_;    // a coupled node's whole input errors, per slot
   Tensor sink_;                    // errors at the network input (never read)
   Tensor dlogits_, dy_;
