@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "pimtrain/base/error.h"
@@ -179,7 +181,15 @@ ResourceEstimate EstimateResources(const ConfigNode& config, const LoadedData& d
     // concat) are read from the built network: its parameters are allocated here once, a small
     // part of a run's memory beside the activations.
     auto m = Registry<Model>::Create(model);
-    Network net(m->MakeGraph(data.sample_shape, data.num_classes), data.sample_shape, 0);
+    std::unique_ptr<Network> built;
+    try {
+      built = std::make_unique<Network>(m->MakeGraph(data.sample_shape, data.num_classes),
+                                        data.sample_shape, 0);
+    } catch (const std::bad_alloc&) {
+      throw ConfigError(model.Where() + ": the graph model's parameters do not fit in memory "
+                        "(allocation failed while sizing it); use a smaller model");
+    }
+    Network& net = *built;
     std::vector<int> consumers(net.size(), 0);
     for (int i = 0; i < net.size(); ++i) {
       Layer& l = net.layer(i);
