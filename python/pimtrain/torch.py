@@ -81,7 +81,14 @@ class _MacroConv(torch.autograd.Function):
         n, c, h, w = x.shape
         k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        cols = _native._im2col(_np(x.permute(0, 2, 3, 1)), k, s, p)
+        # The layer's columns buffer of the last step is reused once no backward still needs it
+        # (its GC has run): no fresh pages each step.
+        pending = getattr(layer, "_cols_pending", 0)
+        cols = _native._im2col(_np(x.permute(0, 2, 3, 1)), k, s, p,
+                               getattr(layer, "_cols_buffer", None) if pending == 0 else None)
+        layer._cols_buffer = cols
+        if any(ctx.needs_input_grad):
+            layer._cols_pending = pending + 1
         step = layer._call_step()
         y = layer._mm.forward(cols, None if bias is None else _np(bias), step)
         ctx.layer, ctx.step, ctx.has_bias, ctx.cols, ctx.geom = (layer, step, bias is not None,
@@ -104,6 +111,7 @@ class _MacroConv(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = torch.from_numpy(np.cumsum(dy_np, axis=0, dtype=np.float32)[-1].copy())
         ctx.cols = None
+        layer._cols_pending -= 1
         return dx, dw, db, None
 
 

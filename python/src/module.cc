@@ -464,10 +464,21 @@ kernels::ConvGeometry Geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64
 }
 
 // x: (n, h, w, c) -> cols (n * oh * ow, k * k * c), rows ordered (i, j, ch) as conv2d's.
-FloatArray Im2colArray(const FloatArray& x, int64_t k, int64_t stride, int64_t pad) {
+// `out`, when given with that shape, is written instead of a new array (a caller's buffer kept
+// across steps: no fresh pages to fault in each call).
+FloatArray Im2colArray(const FloatArray& x, int64_t k, int64_t stride, int64_t pad,
+                       std::optional<py::array_t<float>> out_buffer) {
   if (x.ndim() != 4) throw py::value_error("im2col: x must be (n, h, w, c)");
   const auto g = Geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, stride, pad);
-  FloatArray cols = NewMatrix(g.n * g.rows_per_image(), g.col_width());
+  const int64_t rows = g.n * g.rows_per_image(), width = g.col_width();
+  FloatArray cols;
+  if (out_buffer && out_buffer->ndim() == 2 && out_buffer->shape(0) == rows &&
+      out_buffer->shape(1) == width &&
+      (out_buffer->flags() & py::array::c_style) != 0 && out_buffer->writeable()) {
+    cols = py::reinterpret_borrow<FloatArray>(*out_buffer);
+  } else {
+    cols = NewMatrix(rows, width);
+  }
   float* out = cols.mutable_data();
   {
     py::gil_scoped_release release;
@@ -1027,7 +1038,8 @@ PYBIND11_MODULE(_pimtrain, m) {
       py::arg("n"));
   m.def("threads", [] { return DefaultPool().num_threads(); });
   m.def("_im2col", &Im2colArray, py::arg("x"), py::arg("kernel"), py::arg("stride"),
-        py::arg("padding"), "NHWC im2col as conv2d's (for pimtrain.torch.PimConv2d)");
+        py::arg("padding"), py::arg("out") = std::nullopt,
+        "NHWC im2col as conv2d's (for pimtrain.torch.PimConv2d)");
   m.def("_col2im", &Col2imArray, py::arg("cols"), py::arg("n"), py::arg("h"), py::arg("w"),
         py::arg("c"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
         "the adjoint of _im2col, as conv2d's BP (for pimtrain.torch.PimConv2d)");
