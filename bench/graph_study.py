@@ -128,6 +128,8 @@ class VitTiny(nn.Module):
         return self.head(self.norm(self.blocks(t)).mean(1))
 
 
+SEED = 1  # --seed: pimtrain's seed and torch.manual_seed
+
 NETS = {
     "resnet20": dict(size=32, channels=3, torch=ResNet20,
                      optimizer={"impl": "sgd", "learning_rate": 0.05, "momentum": 0.9}),
@@ -143,9 +145,9 @@ def make_opt(model, spec):
     return torch.optim.Adam(model.parameters(), lr=spec["learning_rate"])
 
 
-def run_torch(model, spec, threads, epochs, data, seed=1):
+def run_torch(model, spec, threads, epochs, data, seed=None):
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    torch.manual_seed(SEED if seed is None else seed)
     xtr, ytr, xte, yte = data
     opt = make_opt(model, spec)
     n, bs = xtr.shape[0], 64
@@ -178,7 +180,7 @@ def pim_config(net, n_train, n_test, epochs, threads, tpim):
     data = {"impl": "fashion_mnist", "train_limit": n_train, "test_limit": n_test}
     if spec["size"]:
         data.update(size=spec["size"], channels=spec["channels"])
-    cfg = {"seed": 1, "threads": threads, "data": data, "model": {"preset": net},
+    cfg = {"seed": SEED, "threads": threads, "data": data, "model": {"preset": net},
            "train": {"epochs": epochs, "batch_size": 64, "checkpoint": False,
                      "optimizer": spec["optimizer"], "schedule": {"impl": "cosine"}}}
     if tpim:
@@ -260,8 +262,11 @@ def main():
     ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
     ap.add_argument("--repeat", type=int, default=1,
                     help="interleaved repeats of each pair; medians are reported")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json")
     a = ap.parse_args()
+    global SEED
+    SEED = a.seed
     threads = [int(t) for t in a.threads.split(",")]
     results = {}
     print("| net | train / test | epochs | threads | pimtrain FP32 s/epoch | PyTorch s/epoch | "
@@ -285,6 +290,7 @@ def main():
                             a.pimtrain, pim_config(net, n_train, a.test, epochs, t, False))
                         runs["pim"].append((min(sec), acc))
                     else:
+                        torch.manual_seed(SEED)  # the initial weights too
                         sec, acc = run_torch(spec["torch"](spec["channels"]) if net == "resnet20"
                                              else spec["torch"](), spec["optimizer"], t, epochs,
                                              data)
