@@ -7,7 +7,7 @@ script; epoch-time ratio against PyTorch at equal threads; the interop path
 Usage: /usr/bin/python3 bench/graph_study.py [--nets resnet20,vit_tiny] [--threads 1,2]
           [--train 1000] [--test 1000] [--epochs 2] [--vit-train 5000] [--vit-epochs 3]
           [--tpim-train 1000] [--interop-train 256] [--skip-tpim] [--skip-interop]
-          [--pimtrain build/release/pimtrain] [--json out.json]
+          [--repeat 3] [--pimtrain build/release/pimtrain] [--json out.json]
 
 The same data on every side: the first --train training and --test test images; resnet20 reads
 them padded to 32x32 and replicated to 3 channels (data.size: 32, channels: 3), vit_tiny as
@@ -23,6 +23,7 @@ import gzip
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,8 @@ class VitTiny(nn.Module):
         return self.head(self.norm(self.blocks(t)).mean(1))
 
 
+SEED = 1  # --seed: pimtrain's seed and torch.manual_seed
+
 NETS = {
     "resnet20": dict(size=32, channels=3, torch=ResNet20,
                      optimizer={"impl": "sgd", "learning_rate": 0.05, "momentum": 0.9}),
@@ -142,9 +145,9 @@ def make_opt(model, spec):
     return torch.optim.Adam(model.parameters(), lr=spec["learning_rate"])
 
 
-def run_torch(model, spec, threads, epochs, data, seed=1):
+def run_torch(model, spec, threads, epochs, data, seed=None):
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    torch.manual_seed(SEED if seed is None else seed)
     xtr, ytr, xte, yte = data
     opt = make_opt(model, spec)
     n, bs = xtr.shape[0], 64
@@ -177,7 +180,7 @@ def pim_config(net, n_train, n_test, epochs, threads, tpim):
     data = {"impl": "fashion_mnist", "train_limit": n_train, "test_limit": n_test}
     if spec["size"]:
         data.update(size=spec["size"], channels=spec["channels"])
-    cfg = {"seed": 1, "threads": threads, "data": data, "model": {"preset": net},
+    cfg = {"seed": SEED, "threads": threads, "data": data, "model": {"preset": net},
            "train": {"epochs": epochs, "batch_size": 64, "checkpoint": False,
                      "optimizer": spec["optimizer"], "schedule": {"impl": "cosine"}}}
     if tpim:
@@ -257,8 +260,13 @@ def main():
     ap.add_argument("--skip-tpim", action="store_true")
     ap.add_argument("--skip-interop", action="store_true")
     ap.add_argument("--pimtrain", default=os.path.join(ROOT, "build", "release", "pimtrain"))
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="interleaved repeats of each pair; medians are reported")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json")
     a = ap.parse_args()
+    global SEED
+    SEED = a.seed
     threads = [int(t) for t in a.threads.split(",")]
     results = {}
     print("| net | train / test | epochs | threads | pimtrain FP32 s/epoch | PyTorch s/epoch | "
@@ -273,17 +281,27 @@ def main():
                                      "threads": {}})
         for t in threads:
             # Alternate which side goes first (the machine is shared).
-            order = [0, 1] if t % 2 else [1, 0]
-            out = {}
-            for side in order:
-                if side == 0:
-                    sec, acc, _, _ = run_pimtrain(a.pimtrain,
-                                                  pim_config(net, n_train, a.test, epochs, t, False))
-                    out["pim"] = (min(sec), acc)
-                else:
-                    sec, acc = run_torch(spec["torch"](spec["channels"]) if net == "resnet20"
-                                         else spec["torch"](), spec["optimizer"], t, epochs, data)
-                    out["torch"] = (min(sec), acc)
+            runs = {"pim": [], "torch": []}
+            for rep in range(a.repeat):
+                order = [0, 1] if (t + rep) % 2 else [1, 0]
+                for side in order:
+                    if side == 0:
+                        sec, acc, _, _ = run_pimtrain(
+                            a.pimtrain, pim_config(net, n_train, a.test, epochs, t, False))
+                        runs["pim"].append((min(sec), acc))
+                    else:
+                        torch.manual_seed(SEED)  # the initial weights too
+                        sec, acc = run_torch(spec["torch"](spec["channels"]) if net == "resnet20"
+                                             else spec["torch"](), spec["optimizer"], t, epochs,
+                                             data)
+                        runs["torch"].append((min(sec), acc))
+                print(f"  {net} {t} thread(s) repeat {rep + 1}: pimtrain {runs['pim'][-1][0]:.2f} "
+                      f"s, PyTorch {runs['torch'][-1][0]:.2f} s; "
+                      f"{os.popen('uptime').read().strip()}",
+                      flush=True)
+            # Medians over the repeats (pimtrain's accuracy is the same every repeat: one seed).
+            out = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
+                   for k, v in runs.items()}
             ratio = out["pim"][0] / out["torch"][0]
             r["threads"][t] = {"pim_s": out["pim"][0], "torch_s": out["torch"][0], "ratio": ratio,
                                "pim_acc": out["pim"][1], "torch_acc": out["torch"][1]}

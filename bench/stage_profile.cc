@@ -4,11 +4,12 @@
 //   build/<dir>/bench/pimtrain_stage_profile CONFIG.yaml [steps=N] [key=value]...
 //
 // Builds the run's session (data, network, macros) from the config and `--set`-style overrides,
-// then runs N training steps the way `backprop` and the trainer do (FP layer by layer, loss, the
-// numeric guard's scans, GC and BP top-down with BP skipped at layer 0, SGD, WU) with a timer
-// around each stage of each layer. Prints thread-CPU and wall milliseconds per stage, scaled to
-// one epoch of the configured data set and batch. CPU time is the steadier figure on a shared
-// machine (the calling thread's only: use threads=1).
+// then runs N training steps the way `backprop` and the trainer do (FP node by node, loss, the
+// numeric guard's scans, GC and BP top-down, SGD, WU) with a timer around each stage of each
+// node (graph models: fan-out errors summed as Network does), then a table per layer kind.
+// Prints thread-CPU and wall milliseconds per stage, scaled to one epoch of the configured data
+// set and batch. CPU time is the steadier figure on a shared machine (the calling thread's
+// only: use threads=1).
 #include <time.h>
 
 #include <cstdio>
@@ -54,10 +55,6 @@ int main(int argc, char** argv) {
   try {
     Session session(ResolveConfig({argv[1]}, sets));
     Network& net = session.network();
-    if (net.is_graph()) {  // the loop below walks a stack layer by layer
-      throw UnsupportedError(std::string(argv[1]) + ": stage_profile profiles stacks "
-                             "(sequential, mlp); the model is a graph");
-    }
     const ConfigNode& train = session.config().At("train");
     auto opt = Registry<Optimizer>::Create(train.At("optimizer"));
     opt->Attach(net.Parameters());
@@ -84,7 +81,36 @@ int main(int argc, char** argv) {
     const int n = net.size();
     Tensor x;
     std::vector<int32_t> y;
+    // Buffers indexed as Network's: acts[i + 1] / errs[i + 1] are node i's output and its
+    // error; a node read by several consumers gets one error per (consumer, slot), summed in
+    // consumer order (Network::GatherError).
     std::vector<Tensor> acts(n + 1), errs(n + 1);
+    std::vector<std::vector<std::pair<int, int>>> consumers(n);
+    std::vector<std::vector<Tensor>> edge(n);
+    for (int i = 0; i < n; ++i) {
+      edge[i].resize(net.node_inputs(i).size());
+      for (size_t k = 0; k < net.node_inputs(i).size(); ++k) {
+        const int j = net.node_inputs(i)[k];
+        if (j >= 0) consumers[j].emplace_back(i, static_cast<int>(k));
+      }
+    }
+    Tensor sink;
+    auto slot = [&](int i, size_t k) -> Tensor* {
+      const int j = net.node_inputs(i)[k];
+      if (j < 0) return &sink;
+      return consumers[j].size() == 1 ? &errs[j + 1] : &edge[i][k];
+    };
+    // Per layer kind ("conv2d", "batch_norm", ...) and stage, summed over the nodes.
+    std::map<std::string, std::pair<double, double>> by_kind;
+    auto kind_timed = [&](const char* stage, int i, auto&& fn) {
+      const std::string name = label(stage, i);
+      const double c0 = ThreadCpu(), w0 = Wall();
+      timed(name, fn);
+      const std::string summary = net.layer(i).Summary();
+      auto& k = by_kind[std::string(stage) + " " + summary.substr(0, summary.find(' '))];
+      k.first += ThreadCpu() - c0;
+      k.second += Wall() - w0;
+    };
     const double c_start = ThreadCpu(), w_start = Wall();
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t b = (s % per_epoch) * batch, e = std::min(data.size(), b + batch);
@@ -96,16 +122,47 @@ int main(int argc, char** argv) {
       timed("gather batch", [&] { GatherBatch(data, shuffled, b, e, x, y); });
       timed("copy input", [&] { acts[0] = x; });  // Network::Forward's copy
       for (int i = 0; i < n; ++i) {
-        timed(label("FP", i), [&] { net.layer(i).Forward(acts[i], acts[i + 1], ctx); });
+        kind_timed("FP", i, [&] {
+          const auto& in = net.node_inputs(i);
+          if (in.size() == 1 && net.layer(i).num_inputs() == 1) {
+            net.layer(i).Forward(acts[in[0] + 1], acts[i + 1], ctx);
+            return;
+          }
+          std::vector<const Tensor*> xs;
+          for (int j : in) xs.push_back(&acts[j + 1]);
+          net.layer(i).ForwardInputs(xs, acts[i + 1], ctx);
+        });
       }
       timed("loss", [&] { loss->Compute(acts[n], y.data(), &errs[n]); });
       timed("numeric scans", [&] {
         for (int i = 1; i <= n; ++i) FirstNonfinite(acts[i].data(), acts[i].numel());
       });
       for (int i = n - 1; i >= 0; --i) {
-        timed(label("GC", i), [&] { net.layer(i).ComputeGradient(errs[i + 1], ctx); });
-        if (i > 0) {
-          timed(label("BP", i), [&] { net.layer(i).PropagateError(errs[i + 1], errs[i], ctx); });
+        if (consumers[i].size() > 1) {
+          timed("graph fan-out sums", [&] {
+            errs[i + 1].Resize(acts[i + 1].shape());
+            std::vector<const float*> parts;
+            for (const auto& [c, k] : consumers[i]) parts.push_back(edge[c][k].data());
+            float* o = errs[i + 1].data();
+            const int64_t len = errs[i + 1].numel();
+            for (int64_t t = 0; t < len; ++t) o[t] = parts[0][t] + parts[1][t];
+            for (size_t p = 2; p < parts.size(); ++p) {
+              for (int64_t t = 0; t < len; ++t) o[t] += parts[p][t];
+            }
+          });
+        }
+        kind_timed("GC", i, [&] { net.layer(i).ComputeGradient(errs[i + 1], ctx); });
+        if (net.PropagatesError(i)) {
+          kind_timed("BP", i, [&] {
+            const auto& in = net.node_inputs(i);
+            if (in.size() == 1 && net.layer(i).num_inputs() == 1) {
+              net.layer(i).PropagateError(errs[i + 1], *slot(i, 0), ctx);
+              return;
+            }
+            std::vector<Tensor*> dxs;
+            for (size_t k = 0; k < in.size(); ++k) dxs.push_back(slot(i, k));
+            net.layer(i).PropagateErrorInputs(errs[i + 1], dxs, ctx);
+          });
         }
       }
       timed("numeric scans", [&] {
@@ -119,7 +176,7 @@ int main(int argc, char** argv) {
       timed("optimizer", [&] { opt->Step(0.01); });
       for (int i = 0; i < n; ++i) {
         if (net.layer(i).matmul() != nullptr) {
-          timed(label("WU", i), [&] { net.layer(i).CommitUpdate(ctx); });
+          kind_timed("WU", i, [&] { net.layer(i).CommitUpdate(ctx); });
         }
       }
       timed("numeric scans", [&] {
@@ -141,6 +198,11 @@ int main(int argc, char** argv) {
       std::printf("%-34s %9.1f %9.1f\n", k.c_str(), c * scale, w * scale);
     }
     std::printf("%-34s %9.1f %9.1f\n", "total", cpu * scale, wall * scale);
+    std::printf("\nby layer kind and stage (summed over the nodes)\n");
+    for (const auto& [k, t] : by_kind) {
+      if (t.second * scale < 0.5) continue;
+      std::printf("%-34s %9.1f %9.1f\n", k.c_str(), t.first * scale, t.second * scale);
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "pimtrain_stage_profile: error: %s\n", e.what());
     return 2;

@@ -83,6 +83,30 @@ class MpiTrainTest : public ::testing::Test {
                         "    - {impl: dropout, p: 0.2}\n"
                         "    - {impl: linear, out_features: 10}\n"
                         "train: {epochs: 1, batch_size: 25, eval_batch_size: 15}\n");
+    // A graph with every multi-input layer: c1 fans out to three consumers (a residual body,
+    // its addition and c2), concat, a pre-norm self-attention block (layer norm, attention: run
+    // whole on every rank), softmax, add and global pooling (per sample: run on the shards).
+    WriteFileAtomic(dir_.File("graph.yaml"),
+                    "seed: 5\nthreads: 1\ndata: {impl: fashion_mnist, dir: " + dir_.path() +
+                        "}\nmodel:\n  impl: graph\n  nodes:\n"
+                        "  - {name: c1, impl: conv2d, out_channels: 4, kernel: 3, padding: 1}\n"
+                        "  - impl: residual\n    name: r1\n"
+                        "    body: [{impl: conv2d, out_channels: 4, kernel: 3, padding: 1},\n"
+                        "           {impl: batch_norm}, {impl: gelu},\n"
+                        "           {impl: conv2d, out_channels: 4, kernel: 3, padding: 1}]\n"
+                        "    shortcut: [{impl: conv2d, out_channels: 4, kernel: 1, bias: false}]\n"
+                        "  - {name: c2, impl: conv2d, out_channels: 4, kernel: 1, inputs: c1}\n"
+                        "  - {name: cat, impl: concat, inputs: [r1, c2]}\n"
+                        "  - {name: pool, impl: max_pool2d, kernel: 2}\n"
+                        "  - {name: tok, impl: position_embedding}\n"
+                        "  - {name: proj, impl: linear, over: last, out_features: 8}\n"
+                        "  - impl: residual\n    name: att\n    activation: none\n"
+                        "    body: [{impl: layer_norm}, {impl: self_attention, dim: 8, heads: 2}]\n"
+                        "  - {name: sm, impl: softmax, dim: 0}\n"
+                        "  - {name: both, impl: add, inputs: [sm, att]}\n"
+                        "  - {name: gap, impl: global_avg_pool}\n"
+                        "  - {name: fc, impl: linear, out_features: 10}\n"
+                        "train: {epochs: 1, batch_size: 25, eval_batch_size: 15}\n");
     // T-PIM's macro (a small array so that several tiles and counts are exercised).
     WriteFileAtomic(dir_.File("macro.yaml"),
                     "pim:\n  macro: {impl: digital_bitserial, rows: 32, cols: 8, input_bits: 8, "
@@ -134,6 +158,15 @@ TEST_F(MpiTrainTest, MlpOnTheBitSerialMacroMatchesOneProcessCountsIncluded) {
 
 TEST_F(MpiTrainTest, CnnWithBatchNormAndDropoutOnTheMacroMatchesOneProcess) {
   ExpectSameAsOneProcess(dir_.File("cnn.yaml") + " " + dir_.File("macro.yaml"), "");
+}
+
+// Graph models: fan-out errors summed on the shards, coupled nodes run whole, GC split.
+TEST_F(MpiTrainTest, GraphModelOnTheMacroMatchesOneProcess) {
+  ExpectSameAsOneProcess(dir_.File("graph.yaml") + " " + dir_.File("macro.yaml"), "");
+}
+
+TEST_F(MpiTrainTest, GraphModelOnFp32MatchesOneProcess) {
+  ExpectSameAsOneProcess(dir_.File("graph.yaml"), "");
 }
 
 // Rank 0 writes, and only the files of a run; a run killed after a checkpoint and resumed

@@ -490,6 +490,12 @@ TEST(LimitsTest, EstimateMatchesTheBuiltNetwork) {
        "padding: 1}, {impl: batch_norm}, {impl: relu}, {impl: max_pool2d, kernel: 2}, "
        "{impl: conv2d, out_channels: 6, kernel: 2, stride: 2, bias: false}, "
        "{impl: avg_pool2d, kernel: 2, stride: 1}, {impl: flatten}, {impl: dropout, p: 0.2}, "
+       "{impl: linear, out_features: 5}]}"},
+      // A graph: residual block (fan-out, add), batch norm, global pooling.
+      {"data.channels=3", "data.height=9", "data.width=9",
+       "model={impl: graph, nodes: [{name: c, impl: conv2d, out_channels: 4, kernel: 3, "
+       "padding: 1}, {impl: residual, body: [{impl: conv2d, out_channels: 4, kernel: 3, "
+       "padding: 1}, {impl: batch_norm}]}, {impl: global_avg_pool}, "
        "{impl: linear, out_features: 5}]}"}};
   for (const auto& sets : variants) {
     std::vector<std::string> all = sets;

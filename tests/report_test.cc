@@ -128,6 +128,30 @@ TEST(ReportTest, DeviceRunPlotsConductanceDistributionAndAccuracyAgainstDrift) {
   }
 }
 
+// A graph model's page lists its nodes, their inputs and output shapes.
+TEST(ReportTest, GraphRunPageShowsTheGraph) {
+  REQUIRE_MATPLOTLIB();
+  testing::TempDir dir;
+  testing::WriteTinyMnist(dir.path(), 60, 30, 12, /*gzip=*/false);
+  const std::string run = dir.File("run");
+  auto t = RunCommand(
+      Cli() + " train --set data.dir=" + dir.path() +
+      " --set 'model={impl: graph, nodes: [{name: stem, impl: conv2d, out_channels: 4, "
+      "kernel: 3, padding: 1}, {impl: residual, name: blk, body: [{impl: conv2d, "
+      "out_channels: 4, kernel: 3, padding: 1}]}, {name: gap, impl: global_avg_pool}, "
+      "{name: fc, impl: linear, out_features: 10}]}' --set train.epochs=1 --set threads=1 "
+      "--out " + run);
+  ASSERT_EQ(t.exit_code, 0) << t.out << t.err;
+  auto r = RunCommand(Cli() + " report " + run);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string page = ReadFile(run + "/report/index.html");
+  EXPECT_NE(page.find("id=\"network\""), std::string::npos);
+  EXPECT_NE(page.find("1 of them read by more than one node"), std::string::npos);
+  for (const char* cell : {"<td>stem</td>", "<td>gap</td>", "<td>12x12x4</td>", "<td>10</td>"}) {
+    EXPECT_NE(page.find(cell), std::string::npos) << cell;
+  }
+}
+
 TEST(ReportTest, SweepPagePlotsTheMetricsAgainstTheVariedKey) {
   REQUIRE_MATPLOTLIB();
   testing::TempDir dir;

@@ -708,7 +708,9 @@ def run_page(run, figs, checks):
     model = config.get("model", {})
     if model:
         info.append(("model", model.get("impl", "") +
-                     (f" {model['layers']}" if model.get("impl") == "mlp" else "")))
+                     (f" {model['layers']}" if model.get("impl") == "mlp" else "") +
+                     (f" ({len(model.get('nodes', []))} blocks)" if model.get("impl") == "graph"
+                      else "")))
     macro = (config.get("pim") or {}).get("macro")
     info.append(("macro", macro.get("impl") if isinstance(macro, dict) else
                  "none (exact FP32 engine)"))
@@ -728,6 +730,20 @@ def run_page(run, figs, checks):
     else:
         info.append(("summary.json", "missing (the run did not finish)"))
     body.append(section("summary", "Summary", table(None, info)))
+
+    graph = (summary or {}).get("graph")
+    if isinstance(graph, list) and graph:
+        # A graph model: every node with the nodes it reads, its layer and its output shape
+        # (summary.json "graph"; node i is "#i" in the per-layer plots below).
+        rows = [(f"#{i}", n.get("name", ""), ", ".join(n.get("inputs", [])), n.get("layer", ""),
+                 "x".join(str(d) for d in n.get("output", [])))
+                for i, n in enumerate(graph)]
+        fan = sum(1 for n in graph if sum(n.get("name") in m.get("inputs", []) for m in graph) > 1)
+        note = (f"<p class=\"note\">A graph model: {len(graph)} nodes, {fan} of them read by "
+                "more than one node (their errors are the sums of their consumers'). Node "
+                "numbers are the layer numbers of the cost and sparsity sections.</p>")
+        body.append(section("network", "Network graph",
+                            note + table(["node", "name", "inputs", "layer", "output"], rows)))
 
     curves = plot_curves(figs, metrics) + plot_lr(figs, metrics)
     body.append(section("curves", "Training and test curves", curves))

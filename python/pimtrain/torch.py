@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import _pimtrain as _native  # im2col / col2im kernels (private)
 import pimtrain as _pim
 
 __all__ = ["PimLinear", "PimConv2d", "PimMultiheadAttention", "convert", "pim_layers", "counts", "reset_counts",
@@ -65,6 +66,52 @@ class _MacroMatmul(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             # Row-order FP32 column sums (cumsum accumulates sequentially), as ColumnSums does.
             db = torch.from_numpy(np.cumsum(dy_np, axis=0, dtype=np.float32)[-1].copy())
+        return dx, dw, db, None
+
+
+class _MacroConv(torch.autograd.Function):
+    """A square, equal-stride, equal-padding conv on the macro with pimtrain's own NHWC im2col
+    and col2im (conv2d's kernels): x (NCHW) -> cols -> cols W (+ b) -> y (NCHW). Backward: the
+    transposed read and col2im for dX, GC on the saved cols for dW. Saves the strided copies
+    F.unfold's layout needs ((n, c*kh*kw, L) permuted to (n*L, kh*kw*c)): the same cols, the
+    products the same, dX summed in conv2d's order."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer):
+        n, c, h, w = x.shape
+        k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        # The layer's columns buffer of the last step is reused once no backward still needs it
+        # (its GC has run): no fresh pages each step.
+        pending = getattr(layer, "_cols_pending", 0)
+        cols = _native._im2col(_np(x.permute(0, 2, 3, 1)), k, s, p,
+                               getattr(layer, "_cols_buffer", None) if pending == 0 else None)
+        layer._cols_buffer = cols
+        if any(ctx.needs_input_grad):
+            layer._cols_pending = pending + 1
+        step = layer._call_step()
+        y = layer._mm.forward(cols, None if bias is None else _np(bias), step)
+        ctx.layer, ctx.step, ctx.has_bias, ctx.cols, ctx.geom = (layer, step, bias is not None,
+                                                                  cols, (n, h, w, c, k, s, p))
+        return torch.from_numpy(y).reshape(n, oh, ow, -1).permute(0, 3, 1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, dy):
+        layer, step = ctx.layer, ctx.step
+        n, h, w, c, k, s, p = ctx.geom
+        dy_np = _np(dy.permute(0, 2, 3, 1)).reshape(-1, dy.shape[1])
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dcols = layer._mm.backward(dy_np, step)
+            dx = torch.from_numpy(_native._col2im(dcols, n, h, w, c, k, s, p))
+            dx = dx.permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            dw = layer._grad_from_matrix(torch.from_numpy(layer._mm.gradient(ctx.cols, dy_np,
+                                                                             step)))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = torch.from_numpy(np.cumsum(dy_np, axis=0, dtype=np.float32)[-1].copy())
+        ctx.cols = None
+        layer._cols_pending -= 1
         return dx, dw, db, None
 
 
@@ -163,6 +210,9 @@ class PimConv2d(_OnMacro, nn.Conv2d):
 
     def forward(self, x):
         self._sync()
+        if (self.kernel_size[0] == self.kernel_size[1] and self.stride[0] == self.stride[1]
+                and self.padding[0] == self.padding[1] and x.dim() == 4):
+            return _MacroConv.apply(x.to(torch.float32), self.weight, self.bias, self)
         n, c, h, w = x.shape
         kh, kw = self.kernel_size
         (ph, pw), (sh, sw) = self.padding, self.stride

@@ -29,6 +29,7 @@
 #include "pimtrain/cost/cost_model.h"
 #include "pimtrain/cost/report.h"
 #include "pimtrain/cost/tech.h"
+#include "pimtrain/kernels/im2col.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/dataset.h"
 #include "pimtrain/nn/staged_matmul.h"
@@ -442,6 +443,71 @@ class PyMacro {
   std::array<ActionCounts, kNumStages> counts_;
   std::array<ActionCounts, kNumStages> tally_;  // TimeMultiply's counts until it holds the GIL
 };
+
+// ---- im2col / col2im for PimConv2d (NHWC, the kernels conv2d uses) ------------------------
+
+kernels::ConvGeometry Geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t k,
+                               int64_t stride, int64_t pad) {
+  if (n < 0 || h <= 0 || w <= 0 || c <= 0 || k <= 0 || stride <= 0 || pad < 0 ||
+      h + 2 * pad < k || w + 2 * pad < k) {
+    throw py::value_error("im2col: kernel " + std::to_string(k) + ", stride " +
+                          std::to_string(stride) + ", padding " + std::to_string(pad) +
+                          " do not fit a " + std::to_string(h) + "x" + std::to_string(w) +
+                          " image");
+  }
+  kernels::ConvGeometry g;
+  g.n = n, g.h = h, g.w = w, g.c = c;
+  g.kh = g.kw = k;
+  g.stride = stride;
+  g.pad = pad;
+  return g;
+}
+
+// x: (n, h, w, c) -> cols (n * oh * ow, k * k * c), rows ordered (i, j, ch) as conv2d's.
+// `out`, when given with that shape, is written instead of a new array (a caller's buffer kept
+// across steps: no fresh pages to fault in each call).
+FloatArray Im2colArray(const FloatArray& x, int64_t k, int64_t stride, int64_t pad,
+                       std::optional<py::array_t<float>> out_buffer) {
+  if (x.ndim() != 4) throw py::value_error("im2col: x must be (n, h, w, c)");
+  const auto g = Geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, stride, pad);
+  const int64_t rows = g.n * g.rows_per_image(), width = g.col_width();
+  FloatArray cols;
+  if (out_buffer && out_buffer->ndim() == 2 && out_buffer->shape(0) == rows &&
+      out_buffer->shape(1) == width &&
+      (out_buffer->flags() & py::array::c_style) != 0 && out_buffer->writeable()) {
+    cols = py::reinterpret_borrow<FloatArray>(*out_buffer);
+  } else {
+    cols = NewMatrix(rows, width);
+  }
+  float* out = cols.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::recursive_mutex> lock(PoolMutex());
+    kernels::Im2col(g, x.data(), out, &DefaultPool());
+  }
+  return cols;
+}
+
+// The adjoint: cols (n * oh * ow, k * k * c) -> dx (n, h, w, c), as conv2d's BP sums it.
+FloatArray Col2imArray(const FloatArray& cols, int64_t n, int64_t h, int64_t w, int64_t c,
+                       int64_t k, int64_t stride, int64_t pad) {
+  const auto g = Geometry(n, h, w, c, k, stride, pad);
+  ConstMatrixView v = View2d(cols, "cols");
+  if (v.rows != g.n * g.rows_per_image() || v.cols != g.col_width()) {
+    throw py::value_error("col2im: cols must be " + std::to_string(g.n * g.rows_per_image()) +
+                          " x " + std::to_string(g.col_width()));
+  }
+  FloatArray dx(std::vector<py::ssize_t>{static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
+                                         static_cast<py::ssize_t>(w),
+                                         static_cast<py::ssize_t>(c)});
+  float* out = dx.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::recursive_mutex> lock(PoolMutex());
+    kernels::Col2im(g, v.data, out, &DefaultPool());
+  }
+  return dx;
+}
 
 // ---- MacroLayer: a weighted layer's staged products (StagedMatmul), for pimtrain.torch -----
 
@@ -971,5 +1037,11 @@ PYBIND11_MODULE(_pimtrain, m) {
       },
       py::arg("n"));
   m.def("threads", [] { return DefaultPool().num_threads(); });
+  m.def("_im2col", &Im2colArray, py::arg("x"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("out") = std::nullopt,
+        "NHWC im2col as conv2d's (for pimtrain.torch.PimConv2d)");
+  m.def("_col2im", &Col2imArray, py::arg("cols"), py::arg("n"), py::arg("h"), py::arg("w"),
+        py::arg("c"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+        "the adjoint of _im2col, as conv2d's BP (for pimtrain.torch.PimConv2d)");
   m.def("presets_dir", &PresetsDir);
 }

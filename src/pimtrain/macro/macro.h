@@ -31,6 +31,11 @@ struct RunContext {
   // multiply a batch in slices). Macros that scale inputs per tensor use it, so slicing does not
   // change the numbers. Negative: use the input's own maximum.
   float input_max_abs = -1.0f;
+  // GradientCalc only: false when this call computes a block of dW's rows (x's columns) of a
+  // product split over processes (docs/scaling.md), other than the first block. The actions the
+  // whole product does once whatever its rows (writing dY into the GC array) are counted by the
+  // first block alone; everything per row of dW is counted by the block that computes it.
+  bool count_shared_actions = true;
 };
 
 // The geometry and precision every macro shares. Implementations add their own parameters.

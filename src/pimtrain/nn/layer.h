@@ -42,6 +42,11 @@ struct StepContext {
   // A calibration pass (PIM-QAT's BN calibration: forward passes that only re-estimate
   // statistics): the macros' FP actions are counted under Stage::kCalibration.
   bool calibration = false;
+  // GC in a data-parallel run (docs/scaling.md): the ranks that split a weighted layer's
+  // gradient product dW = X^T dY by dW's rows, each computing its block over the whole batch,
+  // the blocks then gathered (bit copies). Only where each element of dW is the same whatever
+  // rows share the call (a macro's exact integer sums); nullptr: one process computes it all.
+  BatchGroup* gradient_group = nullptr;
 };
 
 // How a layer's FP and BP depend on the batch. kPerSample: each sample's output and input error

@@ -133,11 +133,14 @@ void Network::GatherError(int i, const StepContext& ctx) {
     parts.push_back(edge_errs_[c][k].data());
   }
   float* o = out.data();
+  // ((p0 + p1) + p2) + ... per element, one part at a time (vectorized over the elements).
   PoolOf(ctx).ParallelFor(out.numel(), 16384, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      float s = parts[0][t];
-      for (size_t p = 1; p < parts.size(); ++p) s += parts[p][t];
-      o[t] = s;
+    const float* p0 = parts[0];
+    const float* p1 = parts[1];
+    for (int64_t t = b; t < e; ++t) o[t] = p0[t] + p1[t];
+    for (size_t p = 2; p < parts.size(); ++p) {
+      const float* q = parts[p];
+      for (int64_t t = b; t < e; ++t) o[t] += q[t];
     }
   });
 }

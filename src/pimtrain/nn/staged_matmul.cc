@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
+#include <string>
 
 #include "pimtrain/kernels/gemm.h"
 #include "pimtrain/nn/batch_group.h"
@@ -191,8 +193,38 @@ void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw
     return;
   }
   ActionCounts counts;
-  macro_->GradientCalc(x, dy, dw, MakeRunContext(ctx, Stage::kGradient, pool, -1.0f), counts);
-  if (ctx.record_counts) AddCounts(Stage::kGradient, counts);
+  BatchGroup* group = ctx.gradient_group;
+  if (group == nullptr || group->size() == 1) {
+    macro_->GradientCalc(x, dy, dw, MakeRunContext(ctx, Stage::kGradient, pool, -1.0f), counts);
+    if (ctx.record_counts) AddCounts(Stage::kGradient, counts);
+    return;
+  }
+  // Split over the ranks by dW's rows (x's columns): rank r computes rows [r0, r1) over the
+  // whole batch, x scaled by the whole x's maximum. Each element is the exact integer sum one
+  // process computes, and the per-row actions add up to one process's; the per-call ones
+  // (dY into the GC array) are counted by rank 0.
+  const int64_t r0 = ShardBegin(x.cols, group->rank(), group->size());
+  const int64_t r1 = ShardBegin(x.cols, group->rank() + 1, group->size());
+  RunContext rc = MakeRunContext(ctx, Stage::kGradient, pool, MaxAbs(x));
+  rc.count_shared_actions = group->rank() == 0;
+  if (r1 > r0) {
+    macro_->GradientCalc(ConstMatrixView(x.data + r0, x.rows, r1 - r0, x.ld), dy,
+                         MatrixView{dw.data + r0 * dw.ld, r1 - r0, dw.cols, dw.ld}, rc, counts);
+  }
+  AddCounts(Stage::kGradient, counts);
+  // The blocks in rank order are dW's rows in order.
+  std::string mine(static_cast<size_t>((r1 - r0) * dw.cols) * sizeof(float), '\0');
+  for (int64_t r = r0; r < r1; ++r) {
+    std::memcpy(mine.data() + (r - r0) * dw.cols * sizeof(float), dw.Row(r),
+                static_cast<size_t>(dw.cols) * sizeof(float));
+  }
+  const std::string all = group->AllGather(mine);
+  PIM_CHECK_MSG(static_cast<int64_t>(all.size()) == dw.rows * dw.cols * 4,
+                "split gradient: the ranks' blocks do not make dW");
+  for (int64_t r = 0; r < dw.rows; ++r) {
+    std::memcpy(dw.Row(r), all.data() + r * dw.cols * sizeof(float),
+                static_cast<size_t>(dw.cols) * sizeof(float));
+  }
 }
 
 void StagedMatmul::Commit(Tensor& w, const StepContext& ctx, Stage stage) {

@@ -1,4 +1,5 @@
-// Resource estimate: the model config walked layer by layer over the data's sample shape.
+// Resource estimate: the model config walked layer by layer over the data's sample shape (graph
+// models: read from the built network).
 #include "pimtrain/sim/limits.h"
 
 #include <sys/resource.h>
@@ -8,9 +9,13 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
+#include "pimtrain/nn/model.h"
 
 namespace pim {
 namespace {
@@ -149,6 +154,7 @@ ResourceEstimate EstimateResources(const ConfigNode& config, const LoadedData& d
   Walk walk;
   for (int64_t d : data.sample_shape.dims()) walk.shape.push_back(static_cast<double>(d));
   const double input_per_sample = Numel(walk.shape);
+  double edge_errors_per_sample = 0;  // graphs: errors kept per consumer of a fanned-out node
   const std::string impl = model.GetString("impl");
   if (impl == "mlp") {
     // The same stack Mlp::MakeLayers builds: flatten, then linear (+ batch_norm, relu,
@@ -170,6 +176,37 @@ ResourceEstimate EstimateResources(const ConfigNode& config, const LoadedData& d
     }
   } else if (impl == "sequential") {
     for (const auto& block : model.At("layers").items()) walk.Layer(block);
+  } else if (impl == "graph") {
+    // A graph's nodes (residual and attention blocks expanded, shapes through fan-out, add and
+    // concat) are read from the built network: its parameters are allocated here once, a small
+    // part of a run's memory beside the activations.
+    auto m = Registry<Model>::Create(model);
+    std::unique_ptr<Network> built;
+    try {
+      built = std::make_unique<Network>(m->MakeGraph(data.sample_shape, data.num_classes),
+                                        data.sample_shape, 0);
+    } catch (const std::bad_alloc&) {
+      throw ConfigError(model.Where() + ": the graph model's parameters do not fit in memory "
+                        "(allocation failed while sizing it); use a smaller model");
+    }
+    Network& net = *built;
+    std::vector<int> consumers(net.size(), 0);
+    for (int i = 0; i < net.size(); ++i) {
+      Layer& l = net.layer(i);
+      for (Parameter* p : l.Parameters()) walk.parameters += static_cast<double>(p->value.numel());
+      for (auto& [name, t] : l.Buffers()) walk.buffers += static_cast<double>(t->numel());
+      walk.outputs_per_sample += static_cast<double>(net.node_shape(i).numel());
+      walk.macs_per_sample += static_cast<double>(l.ForwardMacsPerSample());
+      for (int j : net.node_inputs(i)) {
+        if (j >= 0) ++consumers[j];
+      }
+    }
+    // A node read by k > 1 consumers keeps one error per consumer besides their sum.
+    for (int i = 0; i < net.size(); ++i) {
+      if (consumers[i] > 1) {
+        edge_errors_per_sample += consumers[i] * static_cast<double>(net.node_shape(i).numel());
+      }
+    }
   } else {
     walk.Stop(model, "model '" + impl + "' not known to the estimator");
   }
@@ -187,7 +224,8 @@ ResourceEstimate EstimateResources(const ConfigNode& config, const LoadedData& d
   // The network keeps its input and every layer's output at the largest batch it has run
   // (training or evaluation), and an error of each at the training batch.
   const double per_sample = input_per_sample + walk.outputs_per_sample;
-  r.activation_bytes = kFloat * per_sample * (std::max(batch, eval_batch) + batch);
+  r.activation_bytes = kFloat * (per_sample * (std::max(batch, eval_batch) + batch) +
+                                 edge_errors_per_sample * batch);
   r.data_bytes = kFloat * (static_cast<double>(data.train.images.numel()) +
                            static_cast<double>(data.test.images.numel()) + n_train + n_test);
   r.forward_macs_per_sample = walk.macs_per_sample;

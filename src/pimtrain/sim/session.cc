@@ -197,13 +197,6 @@ Session::Session(ConfigNode resolved, BatchGroup* group) : config_(std::move(res
                       net_->output_shape().ToString() + " does not match the data's " +
                       std::to_string(data_.num_classes) + " classes");
   }
-  if (split && net_->is_graph()) {
-    // The data-parallel step walks a stack (layer i reads layer i-1); graph models (fan-out,
-    // add, concat) are not split yet (docs/scaling.md).
-    throw UnsupportedError(config_.At("model").Where() + ": a graph model cannot be split over " +
-                           std::to_string(group->size()) +
-                           " MPI ranks yet (docs/scaling.md); run it in one process");
-  }
   AttachMacros();
   const ConfigNode& train = config_.At("train");
   opt_ = Registry<Optimizer>::Create(train.At("optimizer"));

@@ -1,13 +1,17 @@
-// DataParallel implementation: shards for the per-sample layers, gathers for every reduction.
+// DataParallel implementation: shards for the per-sample nodes, gathers for every reduction.
 #include "pimtrain/train/data_parallel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
+
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 namespace {
 
-// A fault as a fixed-size record for AllGather (layer -1 in `none`: no fault on that rank).
+// A fault as a fixed-size record for AllGather (layer max: no fault on that rank).
 struct FaultRecord {
   int64_t layer = std::numeric_limits<int64_t>::max();  // max: none
   int64_t index = 0;
@@ -25,7 +29,7 @@ StepContext DataParallel::Repeated(const StepContext& ctx) const {
   return rep;
 }
 
-void DataParallel::Agree(const NonfiniteFault* local, Network& net, const StepContext& ctx) {
+void DataParallel::Agree(const NonfiniteFault* local, const StepContext& ctx) {
   FaultRecord mine;
   if (local != nullptr) {
     mine.layer = local->layer;
@@ -46,7 +50,7 @@ void DataParallel::Agree(const NonfiniteFault* local, Network& net, const StepCo
   }
   NonfiniteFault f;
   f.layer = static_cast<int>(best.layer);
-  f.layer_summary = net.layer(f.layer).Summary();
+  f.layer_summary = net_->layer(f.layer).Summary();
   f.stage = static_cast<Stage>(best.stage);
   f.tensor = best.is_input_error != 0 ? "input error" : "output";
   f.index = best.index;
@@ -70,36 +74,137 @@ bool DataParallel::FindInShard(const Tensor& t, int layer, Stage stage, const ch
   return true;
 }
 
-const Tensor& DataParallel::Forward(Network& net, const Tensor& x, const StepContext& ctx) {
+void DataParallel::Prepare(Network& net, const Tensor& x) {
   const int n = net.size();
   const int64_t batch = x.shape()[0];
+  net_ = &net;
+  x_ = &x;
   begin_ = ShardBegin(batch, group_.rank(), group_.size());
   end_ = ShardBegin(batch, group_.rank() + 1, group_.size());
-  acts_.resize(n + 1);
-  errs_.resize(n + 1);
-  full_in_.resize(n);
-  full_out_.resize(n);
+  SliceRows(x, begin_, end_, x_shard_);
+  acts_.resize(n);
+  whole_.resize(n);
+  whole_valid_.assign(n, 0);
+  errs_.resize(n);
+  if (static_cast<int>(consumers_.size()) != n) {
+    // GC owners of the coupled nodes with parameters off a macro (FP32 linear / conv2d, batch
+    // and layer norm, position embedding): each to the rank with the least forward MACs so far
+    // (ties: the lowest rank), in node order. Their GC is the code of one process on the whole
+    // batch, whichever rank runs it. Nodes on a macro keep their counted GC on every rank.
+    gc_owner_.assign(n, -1);
+    std::vector<int64_t> load(group_.size(), 0);
+    for (int i = 0; i < n; ++i) {
+      Layer& l = net.layer(i);
+      if (l.batch_coupling() == BatchCoupling::kPerSample || l.Parameters().empty()) continue;
+      if (l.matmul() != nullptr && l.matmul()->on_macro()) continue;
+      const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+      gc_owner_[i] = r;
+      load[r] += std::max<int64_t>(1, l.ForwardMacsPerSample());
+    }
+    consumers_.assign(n, {});
+    edge_errs_.assign(n, {});
+    for (int i = 0; i < n; ++i) {
+      const auto& in = net.node_inputs(i);
+      edge_errs_[i].resize(in.size());
+      for (size_t k = 0; k < in.size(); ++k) {
+        if (in[k] >= 0) consumers_[in[k]].emplace_back(i, static_cast<int>(k));
+      }
+    }
+  }
+}
+
+void DataParallel::ShareGradients(int i, int owner) {
+  const auto params = net_->layer(i).Parameters();
+  std::string mine;
+  if (group_.rank() == owner) {
+    for (const Parameter* p : params) {
+      mine.append(reinterpret_cast<const char*>(p->grad.data()),
+                  static_cast<size_t>(p->grad.numel()) * sizeof(float));
+    }
+  }
+  const std::string all = group_.AllGather(mine);  // only the owner's bytes
+  size_t at = 0;
+  for (Parameter* p : params) {
+    const size_t bytes = static_cast<size_t>(p->grad.numel()) * sizeof(float);
+    PIM_CHECK_MSG(at + bytes <= all.size(), "shared gradients: the owner sent too few bytes");
+    std::memcpy(p->grad.data(), all.data() + at, bytes);
+    at += bytes;
+  }
+}
+
+const Tensor& DataParallel::Whole(int j) {
+  if (j < 0) return *x_;
+  if (!whole_valid_[j]) {
+    GatherRows(acts_[j], group_, whole_[j]);
+    whole_valid_[j] = 1;
+  }
+  return whole_[j];
+}
+
+Tensor* DataParallel::ErrorSlot(int node, int slot) {
+  const int j = net_->node_inputs(node)[slot];
+  if (j < 0) return &sink_;
+  if (consumers_[j].size() == 1) return &errs_[j];
+  return &edge_errs_[node][slot];
+}
+
+void DataParallel::SumFanOut(int i, const StepContext& ctx) {
+  const auto& cons = consumers_[i];
+  if (cons.size() <= 1) return;
+  // As Network::GatherError: per element, the consumers' contributions in consumer order.
+  Tensor& out = errs_[i];
+  out.Resize(acts_[i].shape());
+  std::vector<const float*> parts;
+  for (const auto& [c, k] : cons) {
+    PIM_CHECK_MSG(edge_errs_[c][k].numel() == out.numel(), "graph edge error shape");
+    parts.push_back(edge_errs_[c][k].data());
+  }
+  float* o = out.data();
+  PoolOf(ctx).ParallelFor(out.numel(), 16384, [&](int64_t b, int64_t e) {
+    const float* p0 = parts[0];
+    const float* p1 = parts[1];
+    for (int64_t t = b; t < e; ++t) o[t] = p0[t] + p1[t];
+    for (size_t p = 2; p < parts.size(); ++p) {
+      const float* q = parts[p];
+      for (int64_t t = b; t < e; ++t) o[t] += q[t];
+    }
+  });
+}
+
+const Tensor& DataParallel::Forward(Network& net, const Tensor& x, const StepContext& ctx) {
+  Prepare(net, x);
+  const int n = net.size();
   StepContext shard = ctx;
   shard.group = &group_;
   const StepContext rep = Repeated(ctx);
-  SliceRows(x, begin_, end_, acts_[0]);
+  std::vector<const Tensor*> xs;
   for (int i = 0; i < n; ++i) {
     Layer& layer = net.layer(i);
-    if (layer.batch_coupling() == BatchCoupling::kPerSample) {
-      layer.Forward(acts_[i], acts_[i + 1], shard);
+    const auto& in = net.node_inputs(i);
+    const bool single = in.size() == 1 && layer.num_inputs() == 1;
+    if (PerSample(i)) {
+      if (single) {
+        layer.Forward(Shard(in[0]), acts_[i], shard);
+      } else {
+        xs.clear();
+        for (int j : in) xs.push_back(&Shard(j));
+        layer.ForwardInputs(xs, acts_[i], shard);
+      }
       continue;
     }
-    // The whole batch in: the data itself for the first layer, a gather otherwise.
-    const Tensor* in = &x;
-    if (i > 0) {
-      GatherRows(acts_[i], group_, full_in_[i]);
-      in = &full_in_[i];
+    // The whole batch in (the data itself, a coupled node's output, or a gather), the node run
+    // as one process runs it, this rank's rows kept.
+    xs.clear();
+    for (int j : in) xs.push_back(&Whole(j));
+    if (single) {
+      layer.Forward(*xs[0], whole_[i], rep);
+    } else {
+      layer.ForwardInputs(xs, whole_[i], rep);
     }
-    layer.Forward(*in, full_out_[i], rep);
-    SliceRows(full_out_[i], begin_, end_, acts_[i + 1]);
+    whole_valid_[i] = 1;
+    SliceRows(whole_[i], begin_, end_, acts_[i]);
   }
-  GatherRows(acts_[n], group_, logits_);
-  return logits_;
+  return Whole(n - 1);
 }
 
 StepResult DataParallel::TrainStep(Network& net, const Tensor& x, const int32_t* labels,
@@ -107,64 +212,85 @@ StepResult DataParallel::TrainStep(Network& net, const Tensor& x, const int32_t*
                                    const StepContext& ctx) {
   const int n = net.size();
   // FP
-  Forward(net, x, ctx);
+  const Tensor& logits = Forward(net, x, ctx);
   StepContext shard = ctx;
   shard.group = &group_;
   const StepContext rep = Repeated(ctx);
-  const auto per_sample = [&](int i) {
-    return net.layer(i).batch_coupling() == BatchCoupling::kPerSample;
-  };
-  // The faults one process finds, in its order: every layer's output (layer 0 first), the loss,
-  // then from the top layer down its gradients (the same on every rank) and its input error.
+  // GC of the weighted per-sample layers: each rank a block of dW's rows, each counting its own.
+  StepContext gc = rep;
+  gc.gradient_group = &group_;
+  gc.record_counts = true;
+  // The faults one process finds, in its order: every node's output (node 0 first), the loss,
+  // then from the top node down its gradients (the same on every rank) and its input errors.
   {
     NonfiniteFault f;
     bool found = false;
     for (int i = 0; i < n && !found; ++i) {
-      found = FindInShard(acts_[i + 1], i, Stage::kForward, "output", &f);
+      found = FindInShard(acts_[i], i, Stage::kForward, "output", &f);
     }
-    Agree(found ? &f : nullptr, net, ctx);
+    Agree(found ? &f : nullptr, ctx);
   }
-  LossResult result = loss.Compute(logits_, labels, &dlogits_);
+  LossResult result = loss.Compute(logits, labels, &dlogits_);
   CheckLossFinite(result.loss_sum, ctx);
-  SliceRows(dlogits_, begin_, end_, errs_[n]);
-  // BP and GC, top layer first; the input layer's error is never needed.
+  SliceRows(dlogits_, begin_, end_, errs_[n - 1]);
+  // BP and GC, top node first; errors at the network input are never needed.
+  std::vector<Tensor*> dxs;
   for (int i = n - 1; i >= 0; --i) {
     Layer& layer = net.layer(i);
-    const bool has_parameters = !layer.Parameters().empty();
-    if (!per_sample(i) || has_parameters) GatherRows(errs_[i + 1], group_, dy_);
-    if (!per_sample(i)) {
-      layer.ComputeGradient(dy_, rep);
+    const auto& in = net.node_inputs(i);
+    const bool single = in.size() == 1 && layer.num_inputs() == 1;
+    const bool propagates = net.PropagatesError(i);
+    SumFanOut(i, ctx);
+    if (!PerSample(i)) {
+      GatherRows(errs_[i], group_, dy_);
+      if (gc_owner_[i] < 0) {
+        layer.ComputeGradient(dy_, rep);
+      } else {
+        if (group_.rank() == gc_owner_[i]) layer.ComputeGradient(dy_, rep);
+        ShareGradients(i, gc_owner_[i]);
+      }
       for (Parameter* p : layer.Parameters()) {
         CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);
       }
-      if (i > 0) {
-        layer.PropagateError(dy_, dx_, rep);
-        CheckFinite(dx_, net, i, Stage::kBackward, "input error", ctx);  // the same everywhere
-        SliceRows(dx_, begin_, end_, errs_[i]);
+      if (!propagates) continue;
+      full_dx_.resize(in.size());
+      if (single) {
+        layer.PropagateError(dy_, full_dx_[0], rep);
+      } else {
+        dxs.clear();
+        for (auto& t : full_dx_) dxs.push_back(&t);
+        layer.PropagateErrorInputs(dy_, dxs, rep);
+      }
+      // The whole errors are the same everywhere: checked as one process checks them.
+      for (size_t k = 0; k < in.size(); ++k) {
+        if (in[k] < 0) continue;
+        CheckFinite(full_dx_[k], net, i, Stage::kBackward, "input error", ctx);
+        SliceRows(full_dx_[k], begin_, end_, *ErrorSlot(i, static_cast<int>(k)));
       }
       continue;
     }
-    if (has_parameters) {
-      // The whole batch's input: the data, a coupled layer's whole output, or a gather.
-      const Tensor* x_full = &x;
-      if (i > 0) {
-        if (!per_sample(i - 1)) {
-          x_full = &full_out_[i - 1];
-        } else {
-          GatherRows(acts_[i], group_, gc_x_);
-          x_full = &gc_x_;
-        }
-      }
-      layer.ComputeGradientForBatch(*x_full, dy_, rep);
+    if (!layer.Parameters().empty()) {
+      PIM_CHECK_MSG(single, "a per-sample layer with parameters reads one input");
+      GatherRows(errs_[i], group_, dy_);
+      layer.ComputeGradientForBatch(Whole(in[0]), dy_, gc);
       for (Parameter* p : layer.Parameters()) {
         CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);
       }
     }
-    if (i > 0) {
-      layer.PropagateError(errs_[i + 1], errs_[i], shard);
+    if (!propagates) continue;
+    if (single) {
+      layer.PropagateError(errs_[i], *ErrorSlot(i, 0), shard);
+    } else {
+      dxs.clear();
+      for (size_t k = 0; k < in.size(); ++k) dxs.push_back(ErrorSlot(i, static_cast<int>(k)));
+      layer.PropagateErrorInputs(errs_[i], dxs, shard);
+    }
+    for (size_t k = 0; k < in.size(); ++k) {
+      if (in[k] < 0) continue;
       NonfiniteFault f;
-      const bool found = FindInShard(errs_[i], i, Stage::kBackward, "input error", &f);
-      Agree(found ? &f : nullptr, net, ctx);
+      const bool found = FindInShard(*ErrorSlot(i, static_cast<int>(k)), i, Stage::kBackward,
+                                     "input error", &f);
+      Agree(found ? &f : nullptr, ctx);
     }
   }
   // WU, the same on every rank.

@@ -655,8 +655,11 @@ class DigitalBitSerialMacro final : public Macro {
     const int64_t batch = x.rows;
     int32_t* xq = xq_.Get(x.rows * x.cols);
     int32_t* dyq = dyq_.Get(dy.rows * dy.cols);
+    // x may be a block of the columns of a whole x (a GC split over processes): scaled as the
+    // whole tensor is (input_max_abs), as Multiply scales slices of a batch.
     const int ex = Quantize(x, spec_.input_bits, sign_, input_rounding_, Rng(ctx, kStreamGradX),
-                            xq, /*transpose=*/true);
+                            xq, /*transpose=*/true,
+                            sign_ == Signedness::kSigned ? ctx.input_max_abs : -1.0f);
     const int edy =
         Quantize(dy, gradient_bits_, sign_, input_rounding_, Rng(ctx, kStreamGradDy), dyq);
     kernels::BitSerialProblem p;
@@ -669,7 +672,9 @@ class DigitalBitSerialMacro final : public Macro {
     p.tile_n = spec_.cols;
     p.y = yq_.Get(p.m * p.n);
     p.ldy = p.n;
-    counts.Add("gc_operand_writes", batch * dy.cols * gradient_bits_);  // dY into the GC array
+    if (ctx.count_shared_actions) {
+      counts.Add("gc_operand_writes", batch * dy.cols * gradient_bits_);  // dY into the GC array
+    }
     Run(p, ex + edy, dw, ctx, counts);
   }
 

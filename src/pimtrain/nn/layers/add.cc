@@ -60,6 +60,8 @@ class Add final : public Layer {
     }
   }
 
+  // Each sample's output and input error depend on that sample alone (data-parallel shards).
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   std::string Summary() const override {
     return "add " + std::to_string(inputs_) + " x " + shape_.ToString();
   }

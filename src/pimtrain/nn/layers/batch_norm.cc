@@ -66,6 +66,7 @@ class BatchNorm final : public Layer {
   void Forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
     PIM_CHECK_MSG(x.shape().DropFirst() == shape_, "batch_norm input " + x.shape().ToString());
     x_ = &x;
+    sums_of_ = nullptr;
     const int64_t rows = x.numel() / c_;
     y.Resize(x.shape());
     ThreadPool& pool = PoolOf(ctx);
@@ -122,7 +123,10 @@ class BatchNorm final : public Layer {
   void PropagateError(const Tensor& dy, Tensor& dx, const StepContext& ctx) override {
     ThreadPool& pool = PoolOf(ctx);
     const int64_t rows = dy.numel() / c_;
-    ChannelSums(pool, dy, rows);
+    // GC of this step summed the same dy already (every algorithm runs GC, then BP, on one
+    // error tensor): the same sums, one pass over x and dy fewer.
+    if (sums_of_ != dy.data() || sums_rows_ != rows) ChannelSums(pool, dy, rows);
+    sums_of_ = nullptr;
     dx.Resize(dy.shape());
     // dx = (gamma / sigma) * (dy - mean(dy) - xhat * mean(dy xhat)); scale_ = gamma / sigma.
     const float inv_rows = 1.0f / static_cast<float>(rows);
@@ -145,6 +149,8 @@ class BatchNorm final : public Layer {
   void ComputeGradient(const Tensor& dy, const StepContext& ctx) override {
     if (!affine_) return;
     ChannelSums(PoolOf(ctx), dy, dy.numel() / c_);
+    sums_of_ = dy.data();
+    sums_rows_ = dy.numel() / c_;
     for (int64_t c = 0; c < c_; ++c) {
       gamma_.grad[c] = sum_dy_xhat_[c];
       beta_.grad[c] = sum_dy_[c];
@@ -216,6 +222,10 @@ class BatchNorm final : public Layer {
   // then the backward sums.
   Tensor mean_, inv_std_, scale_, shift_, sum_dy_, sum_dy_xhat_;
   const Tensor* x_ = nullptr;
+  // The error tensor (and its rows) whose sums sum_dy_ / sum_dy_xhat_ hold, from GC; nullptr
+  // once BP used them or a new FP ran.
+  const float* sums_of_ = nullptr;
+  int64_t sums_rows_ = 0;
 };
 
 PIM_REGISTER(Layer, BatchNorm, "batch_norm",

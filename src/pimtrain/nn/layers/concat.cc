@@ -88,6 +88,8 @@ class Concat final : public Layer {
     });
   }
 
+  // Each sample's output and input error depend on that sample alone (data-parallel shards).
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   std::string Summary() const override {
     std::string s = "concat";
     for (size_t k = 0; k < widths_.size(); ++k) {

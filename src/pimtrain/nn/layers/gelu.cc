@@ -52,6 +52,8 @@ class Gelu final : public Layer {
     });
   }
 
+  // Each sample's output and input error depend on that sample alone (data-parallel shards).
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   std::string Summary() const override { return "gelu " + shape_.ToString(); }
 
  private:

@@ -58,6 +58,8 @@ class GlobalAvgPool final : public Layer {
     });
   }
 
+  // Each sample's output and input error depend on that sample alone (data-parallel shards).
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   std::string Summary() const override {
     return "global_avg_pool " + in_.ToString() + " -> [" + std::to_string(c_) + "]";
   }

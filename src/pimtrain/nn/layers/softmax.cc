@@ -81,6 +81,8 @@ class Softmax final : public Layer {
     });
   }
 
+  // Each sample's output and input error depend on that sample alone (data-parallel shards).
+  BatchCoupling batch_coupling() const override { return BatchCoupling::kPerSample; }
   std::string Summary() const override {
     return "softmax over dim " + std::to_string(dim_) + " of " + shape_.ToString();
   }
