@@ -19,6 +19,11 @@ struct GraphNode {
 };
 using ModelGraph = std::vector<GraphNode>;
 
+// out = ((parts[0] + parts[1]) + parts[2]) + ... per element, in that order whatever the thread
+// count: the error of a tensor read by several nodes (Network::GatherError, and the
+// data-parallel step's shards). out is sized already; at least two parts.
+void SumErrorsInOrder(const std::vector<const float*>& parts, Tensor& out, const StepContext& ctx);
+
 class Model {
  public:
   static constexpr const char* kRoleName = "model";

@@ -7,6 +7,22 @@
 
 namespace pim {
 
+void SumErrorsInOrder(const std::vector<const float*>& parts, Tensor& out,
+                      const StepContext& ctx) {
+  PIM_CHECK_MSG(parts.size() >= 2, "a fan-out sum needs two parts or more");
+  float* o = out.data();
+  // ((p0 + p1) + p2) + ... per element, one part at a time (vectorized over the elements).
+  PoolOf(ctx).ParallelFor(out.numel(), 16384, [&](int64_t b, int64_t e) {
+    const float* p0 = parts[0];
+    const float* p1 = parts[1];
+    for (int64_t t = b; t < e; ++t) o[t] = p0[t] + p1[t];
+    for (size_t p = 2; p < parts.size(); ++p) {
+      const float* q = parts[p];
+      for (int64_t t = b; t < e; ++t) o[t] += q[t];
+    }
+  });
+}
+
 ModelGraph ChainGraph(std::vector<std::unique_ptr<Layer>> layers) {
   ModelGraph g;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -132,17 +148,7 @@ void Network::GatherError(int i, const StepContext& ctx) {
     PIM_CHECK_MSG(edge_errs_[c][k].numel() == out.numel(), "graph edge error shape");
     parts.push_back(edge_errs_[c][k].data());
   }
-  float* o = out.data();
-  // ((p0 + p1) + p2) + ... per element, one part at a time (vectorized over the elements).
-  PoolOf(ctx).ParallelFor(out.numel(), 16384, [&](int64_t b, int64_t e) {
-    const float* p0 = parts[0];
-    const float* p1 = parts[1];
-    for (int64_t t = b; t < e; ++t) o[t] = p0[t] + p1[t];
-    for (size_t p = 2; p < parts.size(); ++p) {
-      const float* q = parts[p];
-      for (int64_t t = b; t < e; ++t) o[t] += q[t];
-    }
-  });
+  SumErrorsInOrder(parts, out, ctx);
 }
 
 bool Network::PropagatesError(int i) const {

@@ -159,16 +159,7 @@ void DataParallel::SumFanOut(int i, const StepContext& ctx) {
     PIM_CHECK_MSG(edge_errs_[c][k].numel() == out.numel(), "graph edge error shape");
     parts.push_back(edge_errs_[c][k].data());
   }
-  float* o = out.data();
-  PoolOf(ctx).ParallelFor(out.numel(), 16384, [&](int64_t b, int64_t e) {
-    const float* p0 = parts[0];
-    const float* p1 = parts[1];
-    for (int64_t t = b; t < e; ++t) o[t] = p0[t] + p1[t];
-    for (size_t p = 2; p < parts.size(); ++p) {
-      const float* q = parts[p];
-      for (int64_t t = b; t < e; ++t) o[t] += q[t];
-    }
-  });
+  SumErrorsInOrder(parts, out, ctx);
 }
 
 const Tensor& DataParallel::Forward(Network& net, const Tensor& x, const StepContext& ctx) {
