@@ -265,7 +265,9 @@ TEST(ModelPresetTest, LayerShapesGiveTheKnownParameterCountsAndProducts) {
     }
     for (Parameter* p : net.Parameters()) params += p->value.numel();
     EXPECT_EQ(weighted, k.weighted);
-    if (k.params > 0) EXPECT_EQ(params, k.params);
+    if (k.params > 0) {
+      EXPECT_EQ(params, k.params);
+    }
   }
   // ResNet-18's stem: 7x7x3 rows, 64 columns, 112 x 112 output pixels.
   Network r18 = BuildPresetNetwork("resnet18");

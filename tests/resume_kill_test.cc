@@ -94,7 +94,9 @@ std::string Metrics(const std::string& jsonl) {
 // Every output a killed run left in `dir` is whole.
 void ExpectNoHalfWrittenFiles(const std::string& dir, const std::string& when) {
   SCOPED_TRACE(when);
-  if (FileExists(dir + "/config.yaml")) EXPECT_NO_THROW(LoadYamlFile(dir + "/config.yaml"));
+  if (FileExists(dir + "/config.yaml")) {
+    EXPECT_NO_THROW(LoadYamlFile(dir + "/config.yaml"));
+  }
   if (FileExists(dir + "/checkpoint.bin")) {
     EXPECT_NO_THROW(ReadCheckpointInfo(dir + "/checkpoint.bin"));
   }

@@ -19,6 +19,7 @@ const char* StageAbbrev(Stage s) {
     case Stage::kBackward: return "BP";
     case Stage::kGradient: return "GC";
     case Stage::kUpdate: return "WU";
+    case Stage::kCalibration: return "calibration";
   }
   return "?";
 }

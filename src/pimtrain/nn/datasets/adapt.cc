@@ -63,7 +63,7 @@ void AdaptImages(ByteImages& im, const ImageAdaptation& a, const std::string& wh
             const int64_t x0 = std::min<int64_t>(static_cast<int64_t>(fx), w - 1);
             const int64_t y1 = std::min(y0 + 1, h - 1), x1 = std::min(x0 + 1, w - 1);
             const double dy = fy - y0, dx = fx - x0;
-            auto at = [&](int64_t yy, int64_t xx) { return double{src[(yy * w + xx) * c + ck]}; };
+            auto at = [&](int64_t yy, int64_t xx) { return static_cast<double>(src[(yy * w + xx) * c + ck]); };
             const double val = (1 - dy) * ((1 - dx) * at(y0, x0) + dx * at(y0, x1)) +
                                dy * ((1 - dx) * at(y1, x0) + dx * at(y1, x1));
             v = static_cast<uint8_t>(std::clamp(std::lround(val), 0L, 255L));
