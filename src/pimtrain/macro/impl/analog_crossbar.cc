@@ -501,17 +501,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       counts.Add("digital_macs", x.rows * side.k * side.n);
       return;
     }
-    // Noise streams: keyed by (seed, layer, step, stage, direction, call within the step), so
-    // slices of a batch, and every evaluation batch, draw fresh noise.
-    if (ctx.step != last_step_ || ctx.stage != last_stage_) {
-      last_step_ = ctx.step;
-      last_stage_ = ctx.stage;
-      call_ = 0;
-    }
-    const uint64_t key =
-        MixKey(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), static_cast<uint64_t>(ctx.step),
-                      static_cast<uint64_t>(ctx.stage)),
-               static_cast<uint64_t>(call_++), static_cast<uint64_t>(Index(dir)), 0x616e61);
+    const uint64_t key = CallKey(ctx, dir, 0x616e61);
     if (fwd && pending_calibration_) {
       Calibrate(x.rows, ex, key, ctx);
       pending_calibration_ = false;
@@ -665,21 +655,27 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     counts.Add("array_cells_used", w.rows * w.cols);
   }
   // The io read path on the devices' read weights; noise keyed like the integer path.
+  // The noise stream of one read: keyed by (seed, layer, step, stage, call within the step,
+  // direction, salt of the read path), so slices of a batch, and every evaluation batch, draw
+  // fresh noise.
+  uint64_t CallKey(const RunContext& ctx, Direction dir, uint64_t salt) {
+    if (ctx.step != last_step_ || ctx.stage != last_stage_) {
+      last_step_ = ctx.step;
+      last_stage_ = ctx.stage;
+      call_ = 0;
+    }
+    return MixKey(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
+                         static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.stage)),
+                  static_cast<uint64_t>(call_++), static_cast<uint64_t>(Index(dir)), salt);
+  }
+
   void ReadDevices(ConstMatrixView x, MatrixView y, Direction dir, const RunContext& ctx,
                    ActionCounts& counts) {
     const bool fwd = dir == Direction::kForward;
     PIM_CHECK_MSG(array_ != nullptr && x.cols == (fwd ? rows_ : cols_) &&
                       y.cols == (fwd ? cols_ : rows_) && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
-    if (ctx.step != last_step_ || ctx.stage != last_stage_) {
-      last_step_ = ctx.step;
-      last_stage_ = ctx.stage;
-      call_ = 0;
-    }
-    const uint64_t key =
-        MixKey(MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), static_cast<uint64_t>(ctx.step),
-                      static_cast<uint64_t>(ctx.stage)),
-               static_cast<uint64_t>(call_++), static_cast<uint64_t>(Index(dir)), 0x696f);
+    const uint64_t key = CallKey(ctx, dir, 0x696f);
     AnalogRead(io_, x, array_->read(), rows_, cols_, !fwd, key, Tiles(), y, ctx.pool, counts);
   }
 
