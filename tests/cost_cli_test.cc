@@ -174,6 +174,21 @@ TEST(CostCliTest, NetworkFromShapesWithoutData) {
   const auto& f = j["operating_points"][0]["figures"];
   EXPECT_EQ(f["energy_per_inference"]["unit"], "uJ");
   EXPECT_GT(f["chips"]["value"].get<double>(), 1);
+  // Each layer's arrays are printed and add up to the chip count's arrays.
+  r = testing::RunCommand(Cli() + " cost tpim --network vgg8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("0 conv2d 27x128 @1024"), std::string::npos) << r.out;
+  {
+    ConfigNode c = ResolveConfig({ResolvePresetOrFile("tpim")}, {});
+    auto model = Registry<CostModel>::Create(c.At("cost"));
+    const NetworkCost nc = PriceNetwork(c, *model, BuiltinNetwork("vgg8"), NetworkSparsity{},
+                                        model->operating_point());
+    ASSERT_EQ(nc.layer_arrays.size(), 8u);
+    double sum = 0;
+    for (double a : nc.layer_arrays) sum += a;
+    EXPECT_EQ(sum, nc.arrays_needed);
+    EXPECT_GT(nc.layer_arrays[7], 0);
+  }
   r = testing::RunCommand(Cli() + " cost pimqat --network model");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("inferences/s/mm2"), std::string::npos);

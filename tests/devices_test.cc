@@ -421,6 +421,13 @@ TEST(DeploymentCliTest, EvalPrintsTheDriftTableAndRejectsNegativeTimes) {
                                  "/config.yaml --checkpoint " + out + " --drift-time=-5");
   EXPECT_EQ(bad.exit_code, 2) << bad.out << bad.err;
   EXPECT_NE(bad.err.find("--drift-time"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out.find("| drift time"), std::string::npos) << "a headed empty table: " << bad.out;
+  auto missing = testing::RunCommand(std::string(PIMTRAIN_CLI) + " eval " + out +
+                                     "/config.yaml --checkpoint " + dir.File("none") +
+                                     " --drift-time 1");
+  EXPECT_EQ(missing.exit_code, 2) << missing.out << missing.err;
+  EXPECT_NE(missing.err.find("no such checkpoint"), std::string::npos) << missing.err;
+  EXPECT_EQ(missing.out.find("| drift time"), std::string::npos) << missing.out;
 }
 
 }  // namespace

@@ -167,16 +167,18 @@ int EvalDrift(const std::vector<std::string>& files, const std::vector<std::stri
     else std::snprintf(buf, sizeof buf, "%g s", t);
     return std::string(buf);
   };
-  std::printf("| drift time | accuracy, compensated (mean +- std, %d runs) | uncompensated |\n",
-              repeats);
-  std::printf("|---|---|---|\n");
+  // Every time is checked and the first row evaluated before the table's header is printed, so a
+  // bad argument or an unreadable checkpoint leaves one error line, not a headed empty table.
+  for (double t : times) {
+    if (!(t >= 0)) throw ConfigError("--drift-time: " + std::to_string(t) + " is not >= 0 s");
+  }
+  bool header_printed = false;
   // The table also goes to DIR/drift.json when the checkpoint is a run directory, for the
   // report's accuracy-against-drift-time plot (docs/devices.md).
   nlohmann::ordered_json out;
   out["repeats"] = repeats;
   out["rows"] = nlohmann::ordered_json::array();
   for (double t : times) {
-    if (!(t >= 0)) throw ConfigError("--drift-time: " + std::to_string(t) + " is not >= 0 s");
     std::string cells[2];
     nlohmann::ordered_json row;
     row["seconds"] = t;
@@ -201,7 +203,14 @@ int EvalDrift(const std::vector<std::string>& files, const std::vector<std::stri
       cells[comp] = buf;
       row[comp ? "compensated" : "uncompensated"] = {{"mean", m}, {"std", sd}};
     }
+    if (!header_printed) {
+      std::printf("| drift time | accuracy, compensated (mean +- std, %d runs) | uncompensated |\n",
+                  repeats);
+      std::printf("|---|---|---|\n");
+      header_printed = true;
+    }
     std::printf("| %s | %s | %s |\n", label(t).c_str(), cells[1].c_str(), cells[0].c_str());
+    std::fflush(stdout);
     out["rows"].push_back(row);
   }
   if (std::filesystem::is_directory(checkpoint)) {

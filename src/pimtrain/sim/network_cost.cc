@@ -44,18 +44,10 @@ struct Builtin {
   const char* yaml;  // a sequential model's layer list
 };
 
-// Shapes [published]: VGG-8 as NeuroSim's DNN+NeuroSim benchmark (Peng et al., IEDM 2019);
+// Shapes [published] (VGG-8 is the model preset presets/models/vgg8.yaml, one definition):
 // VGG-16 (Simonyan and Zisserman, ICLR 2015, configuration D); AlexNet (Krizhevsky et al.,
 // NIPS 2012) as one tower (the two GPU groups merged, as the chip comparisons price it).
 const Builtin kBuiltins[] = {
-    {"vgg8", 3, 32, 32,
-     "[{impl: conv2d, out_channels: 128, kernel: 3, padding: 1},"
-     " {impl: conv2d, out_channels: 128, kernel: 3, padding: 1}, {impl: max_pool2d, kernel: 2},"
-     " {impl: conv2d, out_channels: 256, kernel: 3, padding: 1},"
-     " {impl: conv2d, out_channels: 256, kernel: 3, padding: 1}, {impl: max_pool2d, kernel: 2},"
-     " {impl: conv2d, out_channels: 512, kernel: 3, padding: 1},"
-     " {impl: conv2d, out_channels: 512, kernel: 3, padding: 1}, {impl: max_pool2d, kernel: 2},"
-     " {impl: flatten}, {impl: linear, out_features: 1024}, {impl: linear, out_features: 10}]"},
     {"vgg16", 3, 224, 224,
      "[{impl: conv2d, out_channels: 64, kernel: 3, padding: 1},"
      " {impl: conv2d, out_channels: 64, kernel: 3, padding: 1}, {impl: max_pool2d, kernel: 2},"
@@ -100,7 +92,12 @@ std::vector<WeightedLayerShape> LayerShapesOfNetwork(Network& net) {
   for (const LayerShape& s : LayerShapes(net)) {
     if (s.weight_rows > 0) {
       const int64_t m = std::max<int64_t>(1, s.vectors_per_sample);
-      out.push_back({fmt::format("{} {}x{} @{}", s.name, s.weight_rows, s.weight_cols, m),
+      // A stack's nodes are named by their index: say what the layer is too ("3 conv2d ...").
+      const bool numbered = !s.name.empty() && s.name.find_first_not_of("0123456789") ==
+                                                   std::string::npos;
+      const std::string label =
+          numbered ? s.name + " " + s.summary.substr(0, s.summary.find(' ')) : s.name;
+      out.push_back({fmt::format("{} {}x{} @{}", label, s.weight_rows, s.weight_cols, m),
                      s.weight_rows, s.weight_cols, m});
       continue;
     }
@@ -298,6 +295,7 @@ NetworkCost PriceNetwork(const ConfigNode& config, const CostModel& model,
                           std::ceil(static_cast<double>(L.n) / static_cast<double>(per_array));
     h.hw["arrays_used"] = arrays;
     nc.arrays_needed += arrays;
+    nc.layer_arrays.push_back(arrays);
     for (const auto& [name, v] : stripes[key]) {
       h.counts[static_cast<int>(Stage::kForward)].Add(
           name, static_cast<int64_t>(std::llround(v * scale)));
@@ -326,9 +324,12 @@ std::string NetworkCost::ToTable() const {
   o << fmt::format("  {:<34} {:>10} {:>8} {:>12} {:>12}\n", "layer", "MACs", "arrays",
                    "energy (uJ)", "time (us)");
   const double hz = report.op.frequency_mhz * 1e6;
-  for (const auto& it : report.items) {
-    o << fmt::format("  {:<34} {:>10.4g} {:>8} {:>12.4g} {:>12.4g}\n", it.summary, it.macs, "",
-                     it.EnergyPj() * 1e-6, it.cycles / hz * 1e6);
+  for (size_t i = 0; i < report.items.size(); ++i) {
+    const auto& it = report.items[i];
+    const std::string arrays =
+        i < layer_arrays.size() ? fmt::format("{:.0f}", layer_arrays[i]) : std::string("-");
+    o << fmt::format("  {:<34} {:>10.4g} {:>8} {:>12.4g} {:>12.4g}\n", it.summary, it.macs,
+                     arrays, it.EnergyPj() * 1e-6, it.cycles / hz * 1e6);
   }
   o << fmt::format("  energy per inference {:.4g} uJ ({:.4g} GOP, {:.4g} TOPS/W)\n",
                    energy_per_inference_uj, ops_per_inference * 1e-9, report.tops_per_watt);

@@ -51,6 +51,7 @@ struct NetworkCost {
   double latency_s = 0;           // one inference through every layer in turn
   double interval_s = 0;          // the slowest layer: the layer-pipelined interval
   double arrays_needed = 0, arrays_per_chip = 0;
+  std::vector<double> layer_arrays;  // arrays each weighted layer occupies, in layer order
   double chips = 0;               // ceil(arrays_needed / arrays_per_chip)
   double area_mm2 = 0;            // chips x chip area
   double inferences_per_s = 0;    // 1 / interval
