@@ -127,6 +127,17 @@ TEST(CliTest, DescribeListsImplementationsAndParameters) {
   ASSERT_EQ(conv.exit_code, 0);
   EXPECT_NE(conv.out.find("out_channels"), std::string::npos) << conv.out;
   ExpectUserError(RunCommand(Cli() + " describe layer/conv3d"), {"did you mean 'conv2d'"});
+  ExpectUserError(RunCommand(Cli() + " describe nonsense"), {"'nonsense'", "config file"});
+}
+
+// `describe CONFIG`: the config's model as built for its data (every layer, its shapes).
+TEST(CliTest, DescribeAConfigPrintsItsModel) {
+  TinyRun run;
+  auto r = RunCommand(Cli() + " describe " + run.config);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("input [28, 28, 1]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("25450 parameters"), std::string::npos) << r.out;  // 784*32+32 + 32*10+10
+  EXPECT_NE(r.out.find("linear 784 -> 32"), std::string::npos) << r.out;
 }
 
 TEST(CliTest, BadCommandLineIsExitTwo) {

@@ -422,12 +422,25 @@ int Describe(const std::string& what) {
     }
     return 0;
   }
+  if (FileExists(what) && !std::filesystem::is_directory(what)) {
+    // A config file: its model as built for its data set (the data is read for its shape).
+    Session session(ResolveConfig({what}, {}));
+    Network& net = session.network();
+    int64_t params = 0;
+    for (auto* t : net.Parameters()) params += t->value.numel();
+    std::printf("config %s: model for input %s, %lld parameters, %lld forward MACs per "
+                "sample\n%s",
+                what.c_str(), net.input_shape().ToString().c_str(),
+                static_cast<long long>(params),
+                static_cast<long long>(net.ForwardMacsPerSample()), net.Summary().c_str());
+    return 0;
+  }
   size_t slash = what.find('/');
   std::string role = what.substr(0, slash);
   auto roles = RegistryIndex::Roles();
   if (std::find(roles.begin(), roles.end(), role) == roles.end()) {
-    throw ConfigError("describe: unknown role '" + role + "'" + DidYouMean(role, roles) +
-                      "; roles: " + [&] {
+    throw ConfigError("describe: '" + what + "' is neither a config file nor a role" +
+                      DidYouMean(role, roles) + "; roles: " + [&] {
                         std::string s;
                         for (const auto& r : roles) s += (s.empty() ? "" : ", ") + r;
                         return s;
@@ -513,7 +526,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.99));
 
   auto* describe = app.add_subcommand("describe", "list implementations and their parameters");
-  describe->add_option("what", what, "ROLE or ROLE/NAME (e.g. layer/conv2d)");
+  describe->add_option("what", what, "ROLE, ROLE/NAME (e.g. layer/conv2d, model/resnet20) or a CONFIG file (its model as built)");
 
   auto sweep = AddSweepCommand(app);  // tools/cli/sweep.cc
   auto report = AddReportCommand(app);  // tools/cli/report.cc
