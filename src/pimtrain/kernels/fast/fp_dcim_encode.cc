@@ -58,8 +58,8 @@ inline int32_t MaxLanes(__m512i v) {
   int32_t* e = a.e;                                                                    \
   const bool want_max = a.want_max;                                                    \
   int32_t* col_max = a.col_max;                                                        \
-  int64_t& bad = acc.bad;                                                              \
-  int32_t& m = acc.m;
+  int64_t bad = acc.bad; /* locals: stores through r, e may alias acc */              \
+  int32_t m = acc.m;
 #define PIM_ALIGN_LOCALS                                                               \
   const uint32_t* r = a.r;                                                             \
   const int32_t* o = a.o;                                                              \
@@ -128,6 +128,8 @@ int64_t RoundBodyAvx512(const RoundArgs& a, int64_t i, int64_t n, RoundAcc& acc)
     }
   }
   m = std::max(m, MaxLanes(vm));
+  acc.bad = bad;
+  acc.m = m;
   return i;
 }
 
@@ -270,6 +272,8 @@ int64_t RoundBodyAvx2(const RoundArgs& a, int64_t i, int64_t n, RoundAcc& acc) {
   alignas(32) int32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vm);
   for (int32_t l : lanes) m = std::max(m, l);
+  acc.bad = bad;
+  acc.m = m;
   return i;
 }
 
