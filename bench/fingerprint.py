@@ -58,7 +58,10 @@ CASES = {
                       "pim.macro.input_format=fp16", "pim.macro.input_bits=12"]),
            ("approx", ["pim.macro.mode=approximate"]),
            ("block", ["pim.macro.align_block=64", "pim.macro.output_format=fp32"]),
-           ("stoch", ["pim.macro.rounding=stochastic"]))},
+           ("stoch", ["pim.macro.rounding=stochastic"]),
+           ("wstoch", ["pim.macro.weight_rounding=stochastic"]),
+           ("int8", ["pim.macro.input_format=int8", "pim.macro.weight_format=int8",
+                     "pim.macro.error_format=int8"]))},
     **{f"tpim_{name}": ("presets/chips/tpim.yaml", [
         "train.epochs=1", "data.train_limit=3000", "data.test_limit=500", *sets])
        for name, sets in (

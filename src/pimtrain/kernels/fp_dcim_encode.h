@@ -73,6 +73,10 @@ namespace fast {
 void EncodeAlignMatrix(ConstMatrixView v, bool by_rows, const EncodeSpec& spec, const int* offsets,
                        int32_t* out, int* exps, fp::AlignCounts& counts, ThreadPool* pool,
                        const EncodeSideOutputs& side, uint32_t* scratch);
+// The side outputs of an aligned matrix a (rows x cols of `bits`-wide mantissas) on their own,
+// as EncodeAlignMatrix writes them (for operands the reference encoder aligned).
+void EncodeSideOutputsOf(const int32_t* a, int64_t rows, int64_t cols, int bits,
+                         const EncodeSideOutputs& side);
 // ref::RoundToFormat for a floating-point format, as float bits.
 void RoundToFormat(const float* x, int64_t n, int s, fp::Format f, uint32_t* out_bits);
 }  // namespace fast

@@ -584,7 +584,45 @@ void AlignRow(int64_t n, const uint32_t* r, const int32_t* o, const int32_t* t, 
   }
 }
 
+// Row i of the aligned matrix out (rows x cols) into the side outputs, with its per-column
+// nonzero-nibble counts added into col_nz (nibbles x cols, int32).
+void SideRow(const int32_t* out, int64_t rows, int64_t cols, int64_t i, int pw,
+             const EncodeSideOutputs& side, int32_t* col_nz) {
+  const int32_t* row = out + i * cols;
+  for (int d = 0; d < pw; ++d) {
+    // Nibble d of each value (see kernels::Nibble), branch-free so the loop vectorizes.
+    const int sh = 4 * d;
+    const int32_t mask = d == pw - 1 ? -1 : 15;
+    int32_t* cn = col_nz + d * cols;
+    int32_t count = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const int32_t nz = ((row[c] >> sh) & mask) != 0;
+      count += nz;
+      cn[c] += nz;
+    }
+    if (side.row_nz != nullptr) side.row_nz[d * rows + i] = count;
+  }
+  if (side.f32 != nullptr) {
+    float* dst = side.f32 + i * cols;
+    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(row[c]);
+  }
+  if (side.f64 != nullptr) {
+    double* dst = side.f64 + i * cols;
+    for (int64_t c = 0; c < cols; ++c) dst[c] = row[c];
+  }
+}
+
 }  // namespace
+
+void EncodeSideOutputsOf(const int32_t* a, int64_t rows, int64_t cols, int bits,
+                         const EncodeSideOutputs& side) {
+  const int pw = kernels::NumNibbles(bits);
+  std::vector<int32_t> col_nz(static_cast<size_t>(pw * cols), 0);
+  for (int64_t i = 0; i < rows; ++i) SideRow(a, rows, cols, i, pw, side, col_nz.data());
+  if (side.col_nz != nullptr) {
+    for (size_t j = 0; j < col_nz.size(); ++j) side.col_nz[j] += col_nz[j];
+  }
+}
 
 void EncodeAlignMatrix(ConstMatrixView v, bool by_rows, const EncodeSpec& spec, const int* o,
                        int32_t* out, int* exps, fp::AlignCounts& counts, ThreadPool* pool,
@@ -607,31 +645,9 @@ void EncodeAlignMatrix(ConstMatrixView v, bool by_rows, const EncodeSpec& spec, 
     }
   };
   auto exponent_of = [&](int32_t emax) { return emax == kNoExp ? 0 : emax; };  // all zero
-  // The side outputs not fused into AlignRow (doubles, or more than 4 nibbles): row i of out,
-  // after its alignment, with the per-column counts into col_nz.
+  // The side outputs not fused into AlignRow (doubles, or more than 4 nibbles).
   auto side_row = [&](int64_t i, int32_t* col_nz) {
-    const int32_t* row = out + i * cols;
-    for (int d = 0; d < pw; ++d) {
-      // Nibble d of each value (see kernels::Nibble), branch-free so the loop vectorizes.
-      const int sh = 4 * d;
-      const int32_t mask = d == pw - 1 ? -1 : 15;
-      int32_t* cn = col_nz + d * cols;
-      int32_t count = 0;
-      for (int64_t c = 0; c < cols; ++c) {
-        const int32_t nz = ((row[c] >> sh) & mask) != 0;
-        count += nz;
-        cn[c] += nz;
-      }
-      if (side.row_nz != nullptr) side.row_nz[d * rows + i] = count;
-    }
-    if (side.f32 != nullptr) {
-      float* dst = side.f32 + i * cols;
-      for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(row[c]);
-    }
-    if (side.f64 != nullptr) {
-      double* dst = side.f64 + i * cols;
-      for (int64_t c = 0; c < cols; ++c) dst[c] = row[c];
-    }
+    SideRow(out, rows, cols, i, pw, side, col_nz);
   };
   const bool any_side = side.f32 != nullptr || side.f64 != nullptr || side.col_nz != nullptr ||
                         side.row_nz != nullptr;

@@ -317,13 +317,8 @@ class FpDigitalMacro final : public Macro {
       // The kernel's weight caches are filled row by row as the rows are aligned, while each
       // row is still in cache, instead of in a second pass over aw_.
       PrepareCaches();
-      kernels::EncodeSideOutputs side;
-      side.f32 = cache_f32_ ? w_f32_.data() : nullptr;
-      side.f64 = cache_f64_ ? w_f64_.data() : nullptr;
-      side.col_nz = bwd_cache_.nz.data();
-      side.row_nz = fwd_cache_.nz.data();
       kernels::fast::EncodeAlignMatrix(w, /*by_rows=*/false, es, nullptr, aw_.data(),
-                                       wexp_.data(), ac, ctx.pool, side,
+                                       wexp_.data(), ac, ctx.pool, CacheSides(),
                                        round_bits_.Get(rows_ * cols_));
     } else {
       // The weight vectors are W's columns (one per output): vector c, element r at (r, c).
@@ -720,19 +715,23 @@ class FpDigitalMacro final : public Macro {
            spec.rounding == Rounding::kNearestEven;
   }
 
-  // The fast kernel's per-direction weight data (kernels::DcimWeightCache), from aw_ in one
-  // pass: exact float (or double) copies of W (forward, rows x cols) and S = W^T (BP), and the
-  // nonzero-nibble counts along each direction's outputs.
-  // Split in three so the fast path can fill the caches row by row while aligning
-  // (AlignFastMatrix, caches): PrepareCaches sizes them, CacheRow adds row r of aw_ (its
-  // nonzero-nibble counts, with the per-column counts into col_nz, and its exact float or
-  // double copy).
+  // The fast kernel's per-direction weight data (kernels::DcimWeightCache): exact float (or
+  // double) copies of W (forward, rows x cols; BP reads it transposed) and the nonzero-nibble
+  // counts along each direction's outputs. PrepareCaches sizes them and CacheSides names them
+  // for the encoder's side outputs (kernels::EncodeSideOutputs), which fill them in the align
+  // pass; BuildCaches fills them from aw_ when the weights took the reference encoder.
+  kernels::EncodeSideOutputs CacheSides() {
+    kernels::EncodeSideOutputs side;
+    side.f32 = cache_f32_ ? w_f32_.data() : nullptr;
+    side.f64 = cache_f64_ ? w_f64_.data() : nullptr;
+    side.col_nz = bwd_cache_.nz.data();
+    side.row_nz = fwd_cache_.nz.data();
+    return side;
+  }
+
   void BuildCaches() {
     PrepareCaches();
-    const int pw = kernels::NumNibbles(weight_.bits);
-    std::vector<int32_t> col_nz(static_cast<size_t>(pw * cols_), 0);
-    for (int64_t r = 0; r < rows_; ++r) CacheRow(r, col_nz.data());
-    for (size_t i = 0; i < col_nz.size(); ++i) bwd_cache_.nz[i] = col_nz[i];
+    kernels::fast::EncodeSideOutputsOf(aw_.data(), rows_, cols_, weight_.bits, CacheSides());
   }
 
   void PrepareCaches() {
@@ -753,32 +752,6 @@ class FpDigitalMacro final : public Macro {
     bwd_cache_.f32 = f_bwd ? w_f32_.data() : nullptr;
     bwd_cache_.f64 = f_bwd ? nullptr : w_f64_.data();
     bwd_cache_.transposed = true;
-  }
-
-  void CacheRow(int64_t r, int32_t* col_nz) {
-    const int pw = kernels::NumNibbles(weight_.bits);
-    const int32_t* row = aw_.data() + r * cols_;
-    for (int d = 0; d < pw; ++d) {
-      // Nibble d of each weight (see kernels::Nibble), branch-free so the loop vectorizes.
-      const int sh = 4 * d;
-      const int32_t mask = d == pw - 1 ? -1 : 15;
-      int32_t* cn = col_nz + d * cols_;
-      int32_t count = 0;
-      for (int64_t c = 0; c < cols_; ++c) {
-        const int32_t nz = ((row[c] >> sh) & mask) != 0;
-        count += nz;
-        cn[c] += nz;
-      }
-      fwd_cache_.nz[d * rows_ + r] = count;
-    }
-    if (cache_f32_) {
-      float* dst = w_f32_.data() + r * cols_;
-      for (int64_t c = 0; c < cols_; ++c) dst[c] = static_cast<float>(row[c]);
-    }
-    if (cache_f64_) {
-      double* dst = w_f64_.data() + r * cols_;
-      for (int64_t c = 0; c < cols_; ++c) dst[c] = row[c];
-    }
   }
 
   // Ref path: the weight operand of a direction as the port delivers it. Forward: row u of
