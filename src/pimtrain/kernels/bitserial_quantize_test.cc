@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -63,9 +64,21 @@ TEST(BitSerialQuantizeTest, FastEqualsRefForEveryWidthSignednessAndRounding) {
         fast::Quantize(v, qz, r, CounterRng(t), got.data(), transpose);
         EXPECT_EQ(got, want) << (r == Rounding::kNearestEven ? "nearest" : "stochastic")
                              << (transpose ? " transposed" : "");
-        for (int32_t q : want) {
-          EXPECT_GE(q, IntMin(bits, sign));
-          EXPECT_LE(q, IntMax(bits, sign));
+        // Every q is v 2^-exp rounded (nearest even, or down or up when stochastic), clipped;
+        // NaN -> 0.
+        for (int64_t r0 = 0; r0 < rows; ++r0) {
+          for (int64_t c0 = 0; c0 < cols; ++c0) {
+            const double x = static_cast<double>(v.Row(r0)[c0]) * qz.inv_scale;
+            const int32_t q = want[transpose ? c0 * rows + r0 : r0 * cols + c0];
+            auto clip = [&](double t) { return std::min(std::max(t, qz.lo), qz.hi); };
+            if (std::isnan(x)) {
+              EXPECT_EQ(q, 0);
+            } else if (r == Rounding::kNearestEven) {
+              EXPECT_EQ(q, clip(std::nearbyint(x))) << x;
+            } else {
+              EXPECT_TRUE(q == clip(std::floor(x)) || q == clip(std::ceil(x))) << x << " " << q;
+            }
+          }
         }
       }
     }
