@@ -4,7 +4,7 @@
 // element through fp::Encode, fp::SharedExponent and fp::AlignVector; fast/ is bit arithmetic on
 // the float encoding (nearest even, floating-point formats), AVX-512 or AVX2 by the dispatch
 // table (kernels/fast/digital_dispatch.cc). Both agree bit for bit, values, exponents and counts.
-// docs/fp_digital.md, "Pre-alignment" and "Kernels".
+// docs/fp_digital.md, "Pre-alignment" and "The encode and pre-align kernels".
 #pragma once
 
 #include <cstdint>

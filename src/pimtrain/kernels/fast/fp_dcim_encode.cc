@@ -298,7 +298,7 @@ int64_t AlignBodyAvx2(const AlignArgs& a, int64_t i, int64_t n, AlignAcc& acc) {
     const __m256i f =
         _mm256_or_si256(_mm256_and_si256(q, man_mask), _mm256_andnot_si256(ef_zero, hidden));
     const __m256i efu = _mm256_sub_epi32(_mm256_max_epi32(ef, one), v127);
-    __m256i ex = _mm256_max_epi32(efu, vemin);  // RoundFast's e: the format exponent + o
+    __m256i ex = _mm256_max_epi32(efu, vemin);  // RoundRow's e: the format exponent + o
     if (o != nullptr) {
       ex = _mm256_add_epi32(ex, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + i)));
     }
