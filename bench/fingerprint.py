@@ -40,6 +40,35 @@ CASES = {
                                                "data.test_limit=200"]),
     "neuralpim": ("presets/chips/neuralpim.yaml", ["train.epochs=1", "data.train_limit=600",
                                                    "data.test_limit=200"]),
+    # The digital macros' encode / align / quantize paths (issue 20, item 6): the FP presets,
+    # FP8 with tensor scaling, layer-wise alignment with rounding, approximate mode, aligned
+    # blocks and stochastic rounding (the reference encoder); T-PIM with the nearest forward
+    # read, unsigned operands and stochastic rounding.
+    "isscc25": ("presets/chips/isscc25.yaml", ["train.epochs=1", "data.train_limit=6000",
+                                               "data.test_limit=1000"]),
+    "sppim": ("presets/chips/sppim.yaml", ["train.epochs=1", "data.train_limit=6000",
+                                           "data.test_limit=1000"]),
+    **{f"isscc25_{name}": ("presets/chips/isscc25.yaml", [
+        "train.epochs=1", "data.train_limit=3000", "data.test_limit=500", *sets])
+       for name, sets in (
+           ("fp8", ["pim.macro.input_format=e4m3", "pim.macro.weight_format=e4m3",
+                    "pim.macro.error_format=e5m2", "pim.macro.input_bits=0",
+                    "pim.macro.weight_bits=0", "pim.macro.error_bits=0"]),
+           ("layer", ["pim.macro.alignment=layer", "pim.macro.align_rounding=nearest",
+                      "pim.macro.input_format=fp16", "pim.macro.input_bits=12"]),
+           ("approx", ["pim.macro.mode=approximate"]),
+           ("block", ["pim.macro.align_block=64", "pim.macro.output_format=fp32"]),
+           ("stoch", ["pim.macro.rounding=stochastic"]),
+           ("wstoch", ["pim.macro.weight_rounding=stochastic"]),
+           ("int8", ["pim.macro.input_format=int8", "pim.macro.weight_format=int8",
+                     "pim.macro.error_format=int8"]))},
+    **{f"tpim_{name}": ("presets/chips/tpim.yaml", [
+        "train.epochs=1", "data.train_limit=3000", "data.test_limit=500", *sets])
+       for name, sets in (
+           ("nearest", ["pim.macro.forward_weight_read=nearest"]),
+           ("unsigned", ["pim.macro.signed=false", "pim.macro.weight_bits=4",
+                         "pim.macro.weight_bits_backward=8", "pim.macro.input_bits=6"]),
+           ("stoch", ["pim.macro.rounding=stochastic", "pim.macro.weight_rounding=stochastic"]))},
 }
 
 

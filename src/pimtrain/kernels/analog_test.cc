@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "pimtrain/base/config.h"
+#include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
 #include "pimtrain/kernels/analog.h"
+#include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/adc.h"
 
 namespace pim::kernels {
@@ -892,6 +895,48 @@ TEST(AdcTransferTest, BowNonlinearityIsMonotoneWithThePeakInlAtMidScale) {
   EXPECT_EQ(max_dev, 3);
   EXPECT_EQ(a.Convert(0.0f, 0).code, 0);
   EXPECT_EQ(a.Convert(63.0f, 0).code, 63);
+}
+
+// The transposed read's ADC checked like the forward one: the resolutions a macro resolves for
+// both directions (128 rows forward; 64 columns / 8 slices = 8-row transposed blocks: 4 bits,
+// where 3 LSB of INL is near the monotone limit of 15 / 4), each at the INL the macro gives it (inl_lsb capped per converter), swept in 1/16 LSB
+// steps over the whole range and past both ends: codes never decrease, both ends stay fixed,
+// and the peak deviation from the ideal code is the configured INL at mid-scale. Then every
+// resolution from 1 to 16 bits at the largest INL the macro admits (just under (2^bits-1)/4).
+TEST(AdcTransferTest, TransposedReadInlIsMonotoneLikeTheForwardOne) {
+  auto mac = Registry<Macro>::CreateFrom(ParseYaml(
+      "{impl: analog_crossbar, dataflow: A, rows: 128, cols: 64, input_bits: 8, error_bits: 8, "
+      "adc: {inl_lsb: 3}}",
+      "test"));
+  const auto hp = mac->HardwareParams();
+  const int fwd_bits = static_cast<int>(hp.at("adc_bits"));
+  const int t_bits = static_cast<int>(hp.at("adc_bits_transposed"));
+  EXPECT_GT(fwd_bits, t_bits);
+  EXPECT_EQ(t_bits, 4);
+  auto sweep = [](int bits, double inl, int* peak) {
+    const double m = std::ldexp(1.0, bits) - 1;
+    const AdcTransfer a = MakeAdcTransfer(bits, m, inl, 0.0);  // lsb 1
+    int prev = a.Convert(-3.0f, 0).code;
+    EXPECT_EQ(prev, 0) << bits << " bits";
+    *peak = 0;
+    for (int s = -16 * 3; s <= 16 * (static_cast<int>(m) + 3); ++s) {
+      const float v = static_cast<float>(s) / 16;
+      const int code = a.Convert(v, 0).code;
+      EXPECT_GE(code, prev) << bits << " bits, inl " << inl << ", input " << v;
+      prev = code;
+      if (v >= 0 && v <= m) *peak = std::max(*peak, code - static_cast<int>(std::nearbyint(v)));
+    }
+    EXPECT_EQ(prev, static_cast<int>(m)) << bits << " bits";
+  };
+  for (int bits : {fwd_bits, t_bits}) {
+    int peak = 0;
+    sweep(bits, 3.0, &peak);
+    EXPECT_EQ(peak, 3) << bits << " bits";
+  }
+  for (int bits = 1; bits <= 16; ++bits) {
+    int peak = 0;
+    sweep(bits, 0.99 * (std::ldexp(1.0, bits) - 1) / 4.0, &peak);
+  }
 }
 
 }  // namespace

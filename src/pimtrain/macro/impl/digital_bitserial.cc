@@ -1,7 +1,5 @@
 // digital_bitserial: T-PIM's digital 8T-SRAM macro (Heo et al., CICC 2022 / JSSC 58(3) 2023):
 // 1-bit AND cells, exact adder trees and shift-add, bit-serial inputs, power-of-two scales.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,12 +14,9 @@
 #include "pimtrain/base/rng.h"
 #include "pimtrain/base/scratch.h"
 #include "pimtrain/kernels/bitserial.h"
+#include "pimtrain/kernels/bitserial_quantize.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/fixed_point.h"
-
-// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace pim {
 namespace {
@@ -44,13 +39,6 @@ constexpr uint64_t kStreamGradX = 2;
 constexpr uint64_t kStreamGradDy = 3;
 constexpr uint64_t kStreamProgram = 4;
 
-// With AVX-512 (F for the float work, BW for 16-bit words) the elementwise passes (scale
-// search, quantization, weight read-back) run 16 lanes at a time: on a core with full-width
-// 512-bit units that halves their instructions. Same arithmetic, same results.
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#define PIM_DBS_ZMM 1
-#endif
-
 bool IsPowerOfTwoWidth(int64_t b) { return b == 1 || b == 2 || b == 4 || b == 8 || b == 16; }
 
 // Reads a weight width and checks it is one of T-PIM's configurable widths {1, 2, 4, 8, 16}.
@@ -64,294 +52,20 @@ int WeightWidth(const ConfigNode& p, const char* key) {
   return static_cast<int>(b);
 }
 
-// One tensor's power-of-two quantization: q = round(v / 2^exp) clipped to the `bits`-wide range;
-// NaN -> 0, +-inf clip.
-struct Quantizer {
-  int exp = 0;
-  double inv_scale = 1, lo = 0, hi = 0;
-  // 2^-exp is a normal float: the float path applies (it is unless max |v| is near the float
-  // range's ends).
-  bool float_ok = false;
-  __m256 vscale, vlo, vhi;
-#if defined(PIM_DBS_ZMM)
-  __m512 zscale, zlo, zhi;
-#endif
-
-  // Round to nearest even: s = v * 2^-exp is exact; nearbyint rounds half to even (the default
-  // rounding mode).
-  int32_t Nearest(float v) const {
-    double t = std::nearbyint(static_cast<double>(v) * inv_scale);
-    t = t != t ? 0.0 : std::min(std::max(t, lo), hi);
-    return static_cast<int32_t>(t);
+// The quantizer of v for `bits`-wide integers: its scale from v's own max |v| (max(v, 0) when
+// unsigned) over the finite elements, or from `max_abs` when that is a finite value >= 0 (the
+// MaxForScale of the whole tensor v is a slice of: RunContext::input_max_abs), so that slicing
+// a batch does not change the scale.
+kernels::PowerOfTwoQuantizer QuantizerOf(ConstMatrixView v, int bits, Signedness sign,
+                                         float max_abs, bool ref) {
+  if (!(max_abs >= 0 && max_abs < std::numeric_limits<float>::infinity())) {
+    max_abs = ref ? kernels::ref::MaxForScale(v, sign) : kernels::fast::MaxForScale(v, sign);
   }
-  // The same arithmetic in float, 8 at a time (float_ok only): v * 2^-exp is exact (a power-of-
-  // two scale, and the result is far from overflow), vroundps rounds half to even, NaN -> 0.
-  __m256i Nearest8(const float* v) const {
-    __m256 t = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), vscale),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 is_num = _mm256_cmp_ps(t, t, _CMP_ORD_Q);
-    t = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(t, vlo), vhi), is_num);
-    return _mm256_cvtps_epi32(t);
-  }
-#if defined(PIM_DBS_ZMM)
-  // Nearest8, 16 at a time.
-  __m512i Nearest16(const float* v) const {
-    __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(v), zscale),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __mmask16 is_num = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
-    t = _mm512_maskz_mov_ps(is_num, _mm512_min_ps(_mm512_max_ps(t, zlo), zhi));
-    return _mm512_cvtps_epi32(t);
-  }
-#endif
-};
-
-// The scale of v for `bits`-wide integers: exp = PowerOfTwoExponent(max |v|) (max(v, 0) when
-// unsigned) over the finite elements (non-finite values do not set the scale).
-// max |v| (or max v when unsigned, at least 0) over the finite elements: NaN and inf fail
-// `a < inf`. A maximum: any split of v and any order give the same value.
-float MaxForScale(ConstMatrixView v, Signedness sign) {
-  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  __m256 vmax = _mm256_setzero_ps();
-  float max_abs = 0;
-#if defined(PIM_DBS_ZMM)
-  const __m512 zinf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  __m512 zmax = _mm512_setzero_ps();
-#endif
-  for (int64_t r = 0; r < v.rows; ++r) {
-    const float* row = v.Row(r);
-    int64_t c = 0;
-#if defined(PIM_DBS_ZMM)
-    for (; c + 16 <= v.cols; c += 16) {
-      __m512 a = _mm512_loadu_ps(row + c);
-      if (sign == Signedness::kSigned) a = _mm512_abs_ps(a);
-      // NaN and inf fail a < inf: those lanes keep their running maximum.
-      zmax = _mm512_mask_max_ps(zmax, _mm512_cmp_ps_mask(a, zinf, _CMP_LT_OQ), zmax, a);
-    }
-#endif
-    for (; c + 8 <= v.cols; c += 8) {
-      __m256 a = _mm256_loadu_ps(row + c);
-      if (sign == Signedness::kSigned) a = _mm256_and_ps(a, abs_mask);
-      a = _mm256_and_ps(a, _mm256_cmp_ps(a, inf, _CMP_LT_OQ));
-      vmax = _mm256_max_ps(vmax, a);
-    }
-    for (; c < v.cols; ++c) {
-      const float a = sign == Signedness::kSigned ? std::fabs(row[c]) : row[c];
-      max_abs = a < std::numeric_limits<float>::infinity() && a > max_abs ? a : max_abs;
-    }
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vmax);
-  for (float l : lanes) max_abs = std::max(max_abs, l);
-#if defined(PIM_DBS_ZMM)
-  max_abs = std::max(max_abs, _mm512_reduce_max_ps(zmax));
-#endif
-  return max_abs;
-}
-
-// The quantizer with scale 2^exp for `bits`-wide integers.
-Quantizer QuantizerForExp(int exp, int bits, Signedness sign) {
-  Quantizer qz;
-  qz.exp = exp;
-  qz.inv_scale = std::ldexp(1.0, -qz.exp);  // exact: a power of two
-  qz.lo = static_cast<double>(IntMin(bits, sign));
-  qz.hi = static_cast<double>(IntMax(bits, sign));
-  qz.float_ok = -qz.exp >= -126 && -qz.exp <= 127;
-  qz.vscale = _mm256_set1_ps(static_cast<float>(qz.inv_scale));
-  qz.vlo = _mm256_set1_ps(static_cast<float>(qz.lo));
-  qz.vhi = _mm256_set1_ps(static_cast<float>(qz.hi));
-#if defined(PIM_DBS_ZMM)
-  qz.zscale = _mm512_set1_ps(static_cast<float>(qz.inv_scale));
-  qz.zlo = _mm512_set1_ps(static_cast<float>(qz.lo));
-  qz.zhi = _mm512_set1_ps(static_cast<float>(qz.hi));
-#endif
-  return qz;
-}
-
-// The quantizer of a tensor whose MaxForScale is max_abs.
-Quantizer QuantizerFor(float max_abs, int bits, Signedness sign) {
-  return QuantizerForExp(PowerOfTwoExponent(max_abs, bits, sign), bits, sign);
-}
-
-Quantizer MakeQuantizer(ConstMatrixView v, int bits, Signedness sign) {
-  return QuantizerFor(MaxForScale(v, sign), bits, sign);
+  return kernels::QuantizerFor(max_abs, bits, sign);
 }
 
 // Rows of a weight matrix per parallel chunk of Program and ReadWeights: ~16K elements.
 int64_t RowGrain(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)); }
-
-// Transposes the 8 x 8 int32 block in r[0..7] in place.
-inline void Transpose8x8(__m256i r[8]) {
-  __m256i t[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  __m256i u[8];
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-  }
-}
-
-#if defined(PIM_DBS_ZMM)
-// Transposes the two 8 x 8 int32 blocks held in the 256-bit halves of r[0..7] at once: afterwards
-// the low half of r[i] is row i of the transposed low block and the high half row i of the
-// transposed high block. The unpacks work within 128-bit lanes as in Transpose8x8; the last step
-// gathers 128-bit lanes across registers with vpermt2q instead of vperm2i128.
-inline void Transpose8x8Pair(__m512i r[8]) {
-  __m512i t[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  __m512i u[8];
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Lane 0 (2) of u[i] and of u[i + 4] make the low (high) half of r[i]; lanes 1 and 3 likewise
-  // make r[i + 4] (qword indices 8..15 pick the second operand).
-  const __m512i even = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-  const __m512i odd = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm512_permutex2var_epi64(u[i], even, u[i + 4]);
-    r[i + 4] = _mm512_permutex2var_epi64(u[i], odd, u[i + 4]);
-  }
-}
-#endif
-
-// Eight int32 lanes -> eight 16-bit words (the low 128 bits), exact for values in the int16 range
-// (is_signed) or in [0, 65535] (unsigned).
-inline __m128i Narrow16(__m256i v, bool is_signed) {
-  const __m256i p = is_signed ? _mm256_packs_epi32(v, v) : _mm256_packus_epi32(v, v);
-  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08));  // lanes 0 and 2
-}
-
-// Quantizes v (rows x cols) into q to `bits`-wide integers with one power-of-two scale for the
-// whole tensor and returns the exponent (see Quantizer). Stochastic rounding draws element i
-// (row-major logical index) from `rng`. With `transpose`, q is written cols x rows. A finite
-// `max_abs` >= 0 is the MaxForScale of the whole tensor v is a slice of (RunContext::
-// input_max_abs), so that slicing a batch does not change the scale.
-int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding, const CounterRng& rng,
-             int32_t* q, bool transpose = false, float max_abs = -1.0f) {
-  const Quantizer qz = max_abs >= 0 && max_abs < std::numeric_limits<float>::infinity()
-                           ? QuantizerFor(max_abs, bits, sign)
-                           : MakeQuantizer(v, bits, sign);
-  const int64_t rows = v.rows, cols = v.cols;
-  if (rounding == Rounding::kNearestEven) {
-    const bool vec = qz.float_ok;
-    if (!transpose) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* row = v.Row(r);
-        int32_t* out = q + r * cols;
-        int64_t c = 0;
-        if (vec) {
-#if defined(PIM_DBS_ZMM)
-          for (; c + 16 <= cols; c += 16) _mm512_storeu_si512(out + c, qz.Nearest16(row + c));
-#endif
-          for (; c + 8 <= cols; c += 8) {
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), qz.Nearest8(row + c));
-          }
-        }
-        for (; c < cols; ++c) out[c] = qz.Nearest(row[c]);
-      }
-      return qz.exp;
-    }
-    // Transposed: 8 x 8 blocks quantized as 8 rows, transposed in registers.
-    const int64_t r8 = vec ? rows / 8 * 8 : 0, c8 = vec ? cols / 8 * 8 : 0;
-    for (int64_t r0 = 0; r0 < r8; r0 += 8) {
-      int64_t c0 = 0;
-#if defined(PIM_DBS_ZMM)
-      // 8 x 16 blocks: two 8 x 8 blocks side by side, quantized 16 wide, transposed together.
-      for (; c0 + 16 <= c8; c0 += 16) {
-        __m512i b[8];
-        for (int i = 0; i < 8; ++i) b[i] = qz.Nearest16(v.Row(r0 + i) + c0);
-        Transpose8x8Pair(b);
-        for (int j = 0; j < 8; ++j) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + j) * rows + r0),
-                              _mm512_castsi512_si256(b[j]));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + 8 + j) * rows + r0),
-                              _mm512_extracti64x4_epi64(b[j], 1));
-        }
-      }
-#endif
-      for (; c0 < c8; c0 += 8) {
-        __m256i b[8];
-        for (int i = 0; i < 8; ++i) b[i] = qz.Nearest8(v.Row(r0 + i) + c0);
-        Transpose8x8(b);
-        for (int j = 0; j < 8; ++j) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (c0 + j) * rows + r0), b[j]);
-        }
-      }
-      for (int64_t r = r0; r < r0 + 8; ++r) {
-        for (int64_t c = c8; c < cols; ++c) q[c * rows + r] = qz.Nearest(v.Row(r)[c]);
-      }
-    }
-    for (int64_t r = r8; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) q[c * rows + r] = qz.Nearest(v.Row(r)[c]);
-    }
-    return qz.exp;
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = v.Row(r);
-    for (int64_t c = 0; c < cols; ++c) {
-      const double s = static_cast<double>(row[c]) * qz.inv_scale;  // exact
-      const uint64_t i = static_cast<uint64_t>(r * cols + c);
-      const float u = CounterRng::ToUnitFloat(rng.Block(i >> 2)[i & 3]);
-      double t = std::floor(s + static_cast<double>(u));  // E[t] = s
-      t = t != t ? 0.0 : std::min(std::max(t, qz.lo), qz.hi);
-      q[transpose ? c * rows + r : r * cols + c] = static_cast<int32_t>(t);
-    }
-  }
-  return qz.exp;
-}
-
-// y = q * 2^exp in float: q -> double is exact (|q| < 2^53), the power-of-two scale is exact,
-// and the conversion to float rounds once, to nearest even. `bound` is a bound on |q|: below
-// 2^51 the conversion runs 4 at a time (int64 -> double through the 1.5 * 2^52 offset, exact
-// there), with the same double arithmetic.
-void Dequantize(const int64_t* q, int exp, double bound, MatrixView y) {
-  const double scale = std::ldexp(1.0, exp);
-  const bool vec = bound < 0x1p51;
-  const __m256i magic_i = _mm256_set1_epi64x(0x4338000000000000);  // 0x1.8p52
-  const __m256d magic_d = _mm256_set1_pd(0x1.8p52);
-  const __m256d vscale = _mm256_set1_pd(scale);
-  for (int64_t r = 0; r < y.rows; ++r) {
-    float* row = y.Row(r);
-    const int64_t* src = q + r * y.cols;
-    int64_t c = 0;
-    if (vec) {
-      for (; c + 8 <= y.cols; c += 8) {
-        __m128 half[2];
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c + 4 * h));
-          const __m256d d =
-              _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(v, magic_i)), magic_d);
-          half[h] = _mm256_cvtpd_ps(_mm256_mul_pd(d, vscale));
-        }
-        _mm256_storeu_ps(row + c, _mm256_set_m128(half[1], half[0]));
-      }
-    }
-    for (; c < y.cols; ++c) {
-      row[c] = static_cast<float>(static_cast<double>(src[c]) * scale);
-    }
-  }
-}
-
-// A bound on |y| of a k-long product of `bx`- and `bw`-bit operands.
-double ProductBound(int64_t k, int bx, int bw) {
-  return static_cast<double>(k) * std::ldexp(1.0, bx) * std::ldexp(1.0, bw);
-}
 
 class DigitalBitSerialMacro final : public Macro {
  public:
@@ -479,7 +193,7 @@ class DigitalBitSerialMacro final : public Macro {
     const bool nearest_read = shift > 0 && weight_read_ == WeightRead::kNearest;
     const int32_t fmax = static_cast<int32_t>(IntMax(bf, sign_));
     const int32_t half = nearest_read ? int32_t{1} << (shift - 1) : 0;
-    auto forward = [&](int32_t v) { return std::min((v + half) >> shift, fmax); };
+    const kernels::ForwardRead fr{shift, half, fmax};
     forward_shift_ = nearest_read ? 0 : shift;
     stored_.resize(size);
     forward_.resize(nearest_read ? size : 0);
@@ -490,51 +204,28 @@ class DigitalBitSerialMacro final : public Macro {
     // layer) never does, and its copy would be a third of this pass's memory traffic.
     // Elementwise work (and a maximum) over independent rows: split over the pool's threads.
     ThreadPool& pool = ctx.pool != nullptr ? *ctx.pool : DefaultPool();
-    const bool is_signed = sign_ == Signedness::kSigned;
-    const int64_t c8 = cols_ / 8 * 8;
-    const __m256i vhalf = _mm256_set1_epi32(half), vfmax = _mm256_set1_epi32(fmax);
-    const __m128i vshift = _mm_cvtsi32_si128(shift);
+    const bool ref = kernel_ == KernelChoice::kRef;
+    auto max_for_scale = [&](ConstMatrixView v) {
+      return ref ? kernels::ref::MaxForScale(v, sign_) : kernels::fast::MaxForScale(v, sign_);
+    };
     std::mutex max_mu;
-    // Round to nearest with quantizer qz (float_ok), row by row: 8 (16) columns at a time, the
-    // tail element by element (the same rounding). With `max_out`, the same pass also takes the
-    // maximum that sets the scale, each row's just before it is quantized (the row is then read
-    // from L1): one pass over the weights instead of two.
-    auto quantize_rows = [&](const Quantizer& qz, float* max_out) {
+    // Round to nearest with quantizer qz (float_ok), row by row (kernels::fast::
+    // QuantizeWordsRow). With `max_out`, the same pass also takes the maximum that sets the
+    // scale, each row's just before it is quantized (the row is then read from L1): one pass
+    // over the weights instead of two.
+    auto quantize_rows = [&](const kernels::PowerOfTwoQuantizer& qz, float* max_out) {
       pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
         float chunk_max = 0.0f;
         for (int64_t r = r0; r < r1; ++r) {
-          const float* row = w.Row(r);
-          if (max_out != nullptr) {
-            chunk_max =
-                std::max(chunk_max, MaxForScale(ConstMatrixView(row, 1, cols_, w.ld), sign_));
-          }
+          const ConstMatrixView row(w.Row(r), 1, cols_, w.ld);
+          if (max_out != nullptr) chunk_max = std::max(chunk_max, max_for_scale(row));
           int16_t* st = stored_.data() + r * cols_;
-          int64_t c = 0;
-#if defined(PIM_DBS_ZMM)
-          // 16 at a time; vpmovdw keeps the low 16 bits, exact for values in the stored range.
-          const __m512i zhalf = _mm512_set1_epi32(half), zfmax = _mm512_set1_epi32(fmax);
-          for (; c + 16 <= c8; c += 16) {
-            const __m512i b = qz.Nearest16(row + c);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + c), _mm512_cvtepi32_epi16(b));
-            if (nearest_read) {
-              const __m512i f =
-                  _mm512_min_epi32(_mm512_sra_epi32(_mm512_add_epi32(b, zhalf), vshift), zfmax);
-              _mm256_storeu_si256(reinterpret_cast<__m256i*>(forward_.data() + r * cols_ + c),
-                                  _mm512_cvtepi32_epi16(f));
-            }
+          int16_t* fw = nearest_read ? forward_.data() + r * cols_ : nullptr;
+          if (ref) {
+            kernels::ref::QuantizeWords(row, qz, sign_, fr, st, fw);
+          } else {
+            kernels::fast::QuantizeWordsRow(row.data, cols_, qz, sign_, fr, st, fw);
           }
-#endif
-          for (; c < c8; c += 8) {
-            const __m256i b = qz.Nearest8(row + c);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c), Narrow16(b, is_signed));
-            if (nearest_read) {
-              const __m256i f =
-                  _mm256_min_epi32(_mm256_sra_epi32(_mm256_add_epi32(b, vhalf), vshift), vfmax);
-              _mm_storeu_si128(reinterpret_cast<__m128i*>(forward_.data() + r * cols_ + c),
-                               Narrow16(f, is_signed));
-            }
-          }
-          for (int64_t c = c8; c < cols_; ++c) st[c] = static_cast<int16_t>(qz.Nearest(row[c]));
         }
         if (max_out != nullptr) {
           std::lock_guard<std::mutex> lock(max_mu);
@@ -547,7 +238,8 @@ class DigitalBitSerialMacro final : public Macro {
     // exactly what quantizing afterwards would give); otherwise quantize again.
     bool vectorized = false, done = false;
     if (weight_rounding_ == Rounding::kNearestEven && has_last_exp_) {
-      const Quantizer guess = QuantizerForExp(last_weight_exp_, bs, sign_);
+      const kernels::PowerOfTwoQuantizer guess = kernels::QuantizerForExp(last_weight_exp_, bs,
+                                                                          sign_);
       if (guess.float_ok) {
         float max_abs = 0.0f;
         quantize_rows(guess, &max_abs);
@@ -557,17 +249,21 @@ class DigitalBitSerialMacro final : public Macro {
     if (!done) {
       float max_abs = 0.0f;
       pool.ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
-        const float m = MaxForScale(ConstMatrixView(w.Row(r0), r1 - r0, cols_, w.ld), sign_);
+        const float m = max_for_scale(ConstMatrixView(w.Row(r0), r1 - r0, cols_, w.ld));
         std::lock_guard<std::mutex> lock(max_mu);
         max_abs = std::max(max_abs, m);  // a maximum: the same in any order
       });
-      const Quantizer qz = QuantizerFor(max_abs, bs, sign_);
+      const kernels::PowerOfTwoQuantizer qz = kernels::QuantizerFor(max_abs, bs, sign_);
       if (weight_rounding_ == Rounding::kNearestEven && qz.float_ok) {
         quantize_rows(qz, nullptr);
         vectorized = true;
       } else {
         int32_t* q = wq_.Get(rows_ * cols_);
-        Quantize(w, bs, sign_, weight_rounding_, rng, q);
+        if (ref) {
+          kernels::ref::Quantize(w, qz, weight_rounding_, rng, q, false);
+        } else {
+          kernels::fast::Quantize(w, qz, weight_rounding_, rng, q, false);
+        }
         for (size_t i = 0; i < size; ++i) stored_[i] = static_cast<int16_t>(q[i]);
       }
       last_weight_exp_ = qz.exp;
@@ -575,12 +271,10 @@ class DigitalBitSerialMacro final : public Macro {
     }
     weight_exp_ = last_weight_exp_;
     forward_exp_ = weight_exp_ + shift;
-    if (nearest_read) {
-      const int64_t cv = vectorized ? c8 : 0;  // forward_ written by the vector pass up to here
-      for (int64_t r = 0; r < rows_; ++r) {
-        for (int64_t c = cv; c < cols_; ++c) {
-          forward_[r * cols_ + c] = static_cast<int16_t>(forward(StoredAt(r * cols_ + c)));
-        }
+    if (nearest_read && !vectorized) {  // the row pass wrote forward_ itself
+      for (size_t i = 0; i < size; ++i) {
+        forward_[i] = static_cast<int16_t>(std::min((StoredAt(static_cast<int64_t>(i)) + half) >>
+                                                        shift, fmax));
       }
     }
     counts.Add("weight_writes", rows_ * cols_ * bs);  // every cell of every stored weight
@@ -680,35 +374,14 @@ class DigitalBitSerialMacro final : public Macro {
 
   void ReadWeights(MatrixView w) const override {
     PIM_CHECK_MSG(w.rows == rows_ && w.cols == cols_, "ReadWeights: shape mismatch");
-    const double scale = std::ldexp(1.0, weight_exp_);
-    // |stored| < 2^16 converts to float exactly; when 2^weight_exp_ is a normal float and the
-    // products stay below 2^128 (no underflow, no overflow), the float product is exact too, so
-    // it equals the double product rounded to float.
-    const bool vec = weight_exp_ >= -126 && weight_exp_ <= 111;
-    const __m256 vscale = _mm256_set1_ps(static_cast<float>(scale));
-    const bool is_signed = sign_ == Signedness::kSigned;
     // Independent rows, split over the process-wide pool (the interface passes no context).
     DefaultPool().ParallelFor(rows_, RowGrain(cols_), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        float* row = w.Row(r);
-        const int16_t* src = stored_.data() + r * cols_;
-        int64_t c = 0;
-        if (vec) {
-#if defined(PIM_DBS_ZMM)
-          const __m512 zscale = _mm512_set1_ps(static_cast<float>(scale));
-          for (; c + 16 <= cols_; c += 16) {
-            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c));
-            const __m512i v = is_signed ? _mm512_cvtepi16_epi32(h) : _mm512_cvtepu16_epi32(h);
-            _mm512_storeu_ps(row + c, _mm512_mul_ps(_mm512_cvtepi32_ps(v), zscale));
-          }
-#endif
-          for (; c + 8 <= cols_; c += 8) {
-            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
-            const __m256i v = is_signed ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h);
-            _mm256_storeu_ps(row + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vscale));
-          }
-        }
-        for (; c < cols_; ++c) row[c] = static_cast<float>(StoredAt(r * cols_ + c) * scale);
+      const MatrixView rows(w.Row(r0), r1 - r0, cols_, w.ld);
+      const int16_t* src = stored_.data() + r0 * cols_;
+      if (kernel_ == KernelChoice::kRef) {
+        kernels::ref::DequantizeWords(src, sign_, weight_exp_, rows);
+      } else {
+        kernels::fast::DequantizeWords(src, sign_, weight_exp_, rows);
       }
     });
   }
@@ -726,45 +399,42 @@ class DigitalBitSerialMacro final : public Macro {
                                         : int32_t{static_cast<uint16_t>(stored_[i])};
   }
 
-  // stored_ transposed (cols x rows), made once per Program: 8 x 8 blocks of words, widened
-  // (the raw 16 bits, zero-extended), transposed in registers and narrowed back; the edges
-  // element by element.
+  // stored_ transposed (cols x rows), made once per Program.
   const int16_t* TransposedWeights() {
     if (transposed_valid_) return stored_t_.data();
     stored_t_.resize(stored_.size());
-    const int64_t r8 = rows_ / 8 * 8, c8 = cols_ / 8 * 8;
-    for (int64_t r0 = 0; r0 < r8; r0 += 8) {
-      for (int64_t c0 = 0; c0 < c8; c0 += 8) {
-        __m256i b[8];
-        for (int i = 0; i < 8; ++i) {
-          b[i] = _mm256_cvtepu16_epi32(_mm_loadu_si128(
-              reinterpret_cast<const __m128i*>(stored_.data() + (r0 + i) * cols_ + c0)));
-        }
-        Transpose8x8(b);
-        for (int j = 0; j < 8; ++j) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(stored_t_.data() + (c0 + j) * rows_ + r0),
-                           Narrow16(b[j], /*is_signed=*/false));
-        }
-      }
-      for (int64_t r = r0; r < r0 + 8; ++r) {
-        for (int64_t c = c8; c < cols_; ++c) stored_t_[c * rows_ + r] = stored_[r * cols_ + c];
-      }
-    }
-    for (int64_t r = r8; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) stored_t_[c * rows_ + r] = stored_[r * cols_ + c];
+    if (kernel_ == KernelChoice::kRef) {
+      kernels::ref::TransposeWords(stored_.data(), rows_, cols_, stored_t_.data());
+    } else {
+      kernels::fast::TransposeWords(stored_.data(), rows_, cols_, stored_t_.data());
     }
     transposed_valid_ = true;
     return stored_t_.data();
   }
 
+  // Quantizes v into q (see kernels::PowerOfTwoQuantizer) and returns the exponent; with
+  // `transpose`, q is written cols x rows; max_abs: see QuantizerOf.
+  int Quantize(ConstMatrixView v, int bits, Signedness sign, Rounding rounding,
+               const CounterRng& rng, int32_t* q, bool transpose = false,
+               float max_abs = -1.0f) const {
+    const bool ref = kernel_ == KernelChoice::kRef;
+    const kernels::PowerOfTwoQuantizer qz = QuantizerOf(v, bits, sign, max_abs, ref);
+    if (ref) {
+      kernels::ref::Quantize(v, qz, rounding, rng, q, transpose);
+    } else {
+      kernels::fast::Quantize(v, qz, rounding, rng, q, transpose);
+    }
+    return qz.exp;
+  }
+
   // The exact product, dequantized into y: y = p.y * 2^exp (the fast kernel scales each
-  // element as it finishes it, with the same arithmetic as Dequantize).
+  // element as it finishes it, with the same arithmetic as ref::Dequantize).
   void Run(const kernels::BitSerialProblem& p, int exp, MatrixView y, const RunContext& ctx,
            ActionCounts& counts) const {
     kernels::BitSerialCounts c;
     if (kernel_ == KernelChoice::kRef) {
       kernels::ref::BitSerialMatMul(p, c);
-      Dequantize(p.y, exp, ProductBound(p.k, p.x.bits, p.w.bits), y);
+      kernels::ref::Dequantize(p.y, exp, y);
     } else {
       kernels::fast::BitSerialMatMulScaled(p, exp, y.data, y.ld, c,
                                            ctx.pool != nullptr ? ctx.pool : &DefaultPool());
