@@ -160,6 +160,16 @@ using SegmentDraws = std::function<void(int64_t m, int64_t blocks, int64_t b, in
                                         int j, int64_t len, float* z)>;
 void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
                            AnalogCounts& counts);
+// The same loop with dataflow A's integer conversions replaced by codes(v, i): the code and
+// clipping of the conversion with partial sum v and draw index i (no normal is drawn then).
+using CodeSampler = std::function<AdcTransfer::Result(int64_t v, uint64_t i)>;
+void AnalogMatMulWithCodes(const AnalogProblem& p, const CodeSampler& codes,
+                           AnalogCounts& counts);
+// The fast kernel's sampling, reference side (kernels/ref/analog_direct_codes.cc): dataflow A's
+// codes drawn directly from their law where detail::DirectCodes(p) holds (one 64-bit uniform per
+// conversion against the law's thresholds, detail::CodeLaw), else AnalogMatMulSparseTails. The
+// fast kernel's results are this one's bit for bit, on every configuration.
+void AnalogMatMulAsFast(const AnalogProblem& p, AnalogCounts& counts);
 }  // namespace ref
 
 namespace fast {
@@ -332,5 +342,46 @@ inline int GapLength(const TailPlan& plan, uint32_t u) {
 // the fast kernel's vector version gives the same.
 int64_t SparseTailEvents(uint64_t key, int64_t m, int64_t blocks, int64_t b, int h, int cycles,
                          int j, int64_t len, const TailPlan& plan, int64_t* pos, uint32_t* idx);
+
+// ---- Direct codes: dataflow A's code drawn from its law (docs/analog.md, "Direct codes")
+// With an integer partial sum v (no programming variation), a linear ADC and noise, the code of
+// a conversion is a random function of v alone: t = (v + sigma Z) inv_lsb, Z ~ N(0, 1) (exact
+// reals, sigma and inv_lsb the transfer's float values), outcome o = clamp(floor(t + 1/2) + 1,
+// 0, M + 2): o = 0 is "clipped below" (code 0), o = c + 1 code c, o = M + 2 "clipped above"
+// (code M). Per call and v the law's cumulative thresholds T_o = round(2^64 P(t < o - 1/2)),
+// o = 0..M + 1 (Phi by erfc in double, the upper half by its complement), are tabulated; a
+// conversion draws one 64-bit uniform U (high word from stream kCodeStreamHi, low word from
+// kCodeStreamLo, word i & 3 of ARS block (stream, i >> 2), i the conversion's draw index) and
+// takes o = #{o : U >= T_o}. Exact in law to the thresholds' rounding (2^-64 per code, far
+// below any run's reach; no cut in the tails: every outcome of mass above 2^-65 is kept).
+constexpr uint64_t kCodeStreamHi = 8, kCodeStreamLo = 9;  // low nibbles no sparse-tail stream has
+struct CodeLaw {
+  int64_t vmax = 0;
+  int max_code = 0;
+  // Per v: o_lo[v] = the outcomes' count below every threshold in (0, 2^64) (thresholds that
+  // round to 0), and those thresholds, ascending: bounds[start[v] .. start[v + 1]).
+  std::vector<int32_t> o_lo;
+  std::vector<uint32_t> start;
+  std::vector<uint64_t> bounds;
+  int max_outcomes = 0;  // the most outcomes of nonzero mass of any v
+};
+CodeLaw MakeCodeLaw(const AdcTransfer& adc, int64_t vmax);
+// True when p's dataflow-A codes are drawn directly (the fast kernel and AnalogMatMulAsFast):
+// dataflow A, noise on, a linear ADC, integer partial sums, not a lossless read-out (that one
+// samples sparse tails), partial sums of at most kDirectMaxV, at most 4095 codes, and at most 60
+// outcomes of nonzero mass per v (sigma below ~2.8 codes).
+constexpr int64_t kDirectMaxV = 1023;
+bool DirectCodes(const AnalogProblem& p);
+// Word i of a direct-code stream.
+inline uint32_t CodeWord(uint64_t key, uint64_t stream, uint64_t i) {
+  return Ars4x32(key, stream, i >> 2)[i & 3];
+}
+// The code and clipping of outcome o.
+inline AdcTransfer::Result CodeOfOutcome(int o, int max_code) {
+  AdcTransfer::Result r;
+  r.code = o <= 0 ? 0 : (o - 1 > max_code ? max_code : o - 1);
+  r.clipped = o == 0 || o == max_code + 2;
+  return r;
+}
 
 }  // namespace pim::kernels::detail

@@ -29,8 +29,9 @@ namespace pim::kernels::fast {
 namespace internal {
 
 Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
-               const TailPlan* tail_plan)
-    : p(prob), pw(packed), plan(tail_plan), lossless(tail_plan != nullptr) {
+               const TailPlan* tail_plan, const DirectPlan* direct_plan)
+    : p(prob), pw(packed), plan(tail_plan), lossless(tail_plan != nullptr),
+      direct(direct_plan) {
   pd = p.dac_bits;
   pr = p.cell_bits;
   S = p.slices;
@@ -62,7 +63,14 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
   // monotone).
   const AdcTransfer& adc = p.readout.adc;
   const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
-  shortcut = Kernels().convert_a_small_noise != nullptr && !lossless &&
+  if (direct != nullptr) {
+    // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
+    // no normals.
+    code_words.resize(static_cast<size_t>(S * ncp + 8));
+    unsure_pos.resize(static_cast<size_t>(ncp + 8));
+    ars = std::make_unique<ArsKeys>(p.noise_key);
+  }
+  shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&
              p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f &&
              adc.inl_k == 0.0f && adc.sigma * zspan * adc.inv_lsb < 1.0f;
   if (shortcut) {
@@ -298,8 +306,30 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     plan = it->plan.get();
   }
+  // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
+  // thread keeps the last few, as the tail plans.
+  struct CachedDirect {
+    std::array<double, 4> key;
+    std::unique_ptr<internal::DirectPlan> plan;
+  };
+  thread_local std::vector<CachedDirect> directs;
+  const internal::DirectPlan* direct = nullptr;
+  if (!lossless && detail::DirectCodes(p) && p.conductance == nullptr) {
+    const int64_t vmax = static_cast<int64_t>(detail::MaxPartialSum(p));
+    const std::array<double, 4> key = {p.readout.adc.sigma, p.readout.adc.inv_lsb,
+                                       p.readout.adc.max_code, static_cast<double>(vmax)};
+    auto it = std::find_if(directs.begin(), directs.end(),
+                           [&](const CachedDirect& c) { return c.key == key; });
+    if (it == directs.end()) {
+      constexpr size_t kMaxPlans = 16;
+      if (directs.size() == kMaxPlans) directs.erase(directs.begin());
+      directs.push_back({key, std::make_unique<internal::DirectPlan>(p.readout.adc, vmax)});
+      it = directs.end() - 1;
+    }
+    direct = it->plan.get();
+  }
   auto run = [&](int64_t m0, int64_t m1) {
-    Worker wk(p, *packed, plan);
+    Worker wk(p, *packed, plan, direct);
     if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;

@@ -26,6 +26,7 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
+      DirectCodesRowAvx2,
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -39,6 +40,11 @@ const AnalogKernels& Kernels() {
       &Worker::ExactProductTilesAvx2,
       &Worker::BuildPlanesScalar,  // scalar: under 1 % of a training step here
       PackPlanes8Avx2,
+#if defined(__AVX2__)
+      DirectCodesRowAvx2,
+#else
+      DirectCodesRowScalar,
+#endif
   };
 #endif
   return kTable;
