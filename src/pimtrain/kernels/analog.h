@@ -183,6 +183,12 @@ struct PackedAnalogWeights {
   // (docs/analog.md): pairs[(rp * ncp + cp) * 2 + e] = level of row 2 rp + e (0 past k). Empty
   // when a level needs more than 15 bits.
   std::vector<int16_t> pairs;
+  // 1-bit cells: the cells as bytes, row after row, for partial sums by row addition
+  // (bytes[r * row_bytes + q * ncp + cp] = bit q of row r's level; row_bytes = slices * ncp
+  // rounded up to 32). Built by the kernel at the first call that sums rows after a PackWeights
+  // (which clears them), in the calling thread before any worker starts.
+  mutable std::vector<uint8_t> bytes;
+  mutable int64_t row_bytes = 0;
   const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
     return planes.data() + ((b * bits + t) * ncp + cp) * words;
   }

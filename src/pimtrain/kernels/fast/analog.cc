@@ -63,6 +63,9 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
   // monotone).
   const AdcTransfer& adc = p.readout.adc;
   const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
+  row_sums = !lossless && !pw.bytes.empty() && p.conductance == nullptr && p.dac_bits == 1 &&
+             p.cell_bits == 1 && p.block <= 255;
+  if (row_sums) row_list.resize(static_cast<size_t>(p.block));
   if (direct != nullptr) {
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
@@ -155,6 +158,8 @@ void Worker::Sample(int64_t m) {
         }
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
+        } else if (row_sums && nonzero <= kRowSumsMaxLines) {
+          (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
           PopcountSums<1>(b, h, j, 1);
         } else if (words == 2) {
@@ -305,6 +310,21 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
       it = plans.end() - 1;
     }
     plan = it->plan.get();
+  }
+  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, built once
+  // per programming (PackWeights clears them), here in the calling thread.
+  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
+      p.block <= 255 && packed->bytes.empty() && p.m > 0) {
+    const int64_t len = p.slices * ncp, rb = (len + 31) / 32 * 32;
+    packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
+    packed->row_bytes = rb;
+    for (int64_t r = 0; r < p.k; ++r) {
+      uint8_t* row = packed->bytes.data() + r * rb;
+      const int32_t* lv = p.w + r * ncp;
+      for (int q = 0; q < p.slices; ++q) {
+        for (int64_t cp = 0; cp < ncp; ++cp) row[q * ncp + cp] = static_cast<uint8_t>((lv[cp] >> q) & 1);
+      }
+    }
   }
   // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
   // thread keeps the last few, as the tail plans.

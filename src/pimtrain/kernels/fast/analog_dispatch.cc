@@ -26,6 +26,7 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
+      &Worker::RowSumsAvx2,
       DirectCodesRowAvx2,
   };
 #else
@@ -41,8 +42,10 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,  // scalar: under 1 % of a training step here
       PackPlanes8Avx2,
 #if defined(__AVX2__)
+      &Worker::RowSumsAvx2,
       DirectCodesRowAvx2,
 #else
+      &Worker::RowSumsScalar,
       DirectCodesRowScalar,
 #endif
   };

@@ -244,6 +244,16 @@ struct Worker {
   template <int W>
   void PopcountSums(int64_t b, int h, int j, int64_t wn);
 
+  // Partial sums of cycle j by adding the byte rows of the driven word lines (1-bit DACs and
+  // cells, pw.bytes built): the table's row_sums.
+  void RowSumsScalar(int64_t b, int h, int j, int64_t wn);
+#if defined(__AVX2__)
+  void RowSumsAvx2(int64_t b, int h, int j, int64_t wn);
+#endif
+  bool row_sums = false;            // pw.bytes can serve this call's partial sums
+  std::vector<int32_t> row_list;    // the driven lines' byte-row offsets
+  static constexpr int64_t kRowSumsMaxLines = 96;  // above it the popcount is cheaper
+
   // Partial sums from per-cell conductances: word line after word line, as the reference.
   void ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j);
 
@@ -299,6 +309,8 @@ struct AnalogKernels {
   void (Worker::*build_planes)(const int32_t* xm, int64_t r0, int64_t r1);
   // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
   void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+  // Partial sums by row addition: analog_partial_sums.cc.
+  void (Worker::*row_sums)(int64_t b, int h, int j, int64_t wn);
   // One slice row of dataflow A's direct codes: analog_direct_codes.cc.
   int64_t (*direct_codes_row)(const uint16_t* guide, const int32_t* v, const uint32_t* w,
                               int64_t n, int shift, int64_t sign, int64_t* acc, uint32_t* unsure,
