@@ -1135,5 +1135,37 @@ TEST(AnalogKernelTest, DirectCodesMatchTheGaussianLawInDistribution) {
   }
 }
 
+// Partial sums of 1-bit DACs and cells by adding the driven word lines' byte rows (at most 96
+// lines driven) or by popcount (more): inputs with a tenth, half and nine tenths of the rows on,
+// so cycles fall on both sides; 128- and 200-row blocks, a short last block, odd columns. Without
+// noise (a coarse ADC, so not lossless) against the definition, with noise (direct codes)
+// against their reference side; 1 and 2 threads.
+TEST(AnalogKernelTest, PartialSumsByRowAdditionEqualThePopcount) {
+  ThreadPool two(2);
+  for (const int64_t block : {128, 200}) {
+    for (const double on : {0.1, 0.5, 0.9}) {
+      for (const double sigma : {0.0, 0.7}) {
+        Case c{6, 2 * block + 37, 21, 8, 1, 1, 8, 2, true, false, true, block, Dataflow::kA,
+               6, 1.0, sigma, 0.0, 0.0};
+        Data d = Make(c, static_cast<uint64_t>(block * 10 + on * 10));
+        const CounterRng rng(static_cast<uint64_t>(on * 100));
+        uint64_t ri = 0;
+        for (auto& v : d.x) {
+          v = rng.Uniform(ri++) < on ? 255 : 0;  // every plane of a row on or off together
+          if (rng.Below(ri++, 2) == 1) v = -v;
+        }
+        const std::string what = "block " + std::to_string(block) + " on " + std::to_string(on) +
+                                 " sigma " + std::to_string(sigma);
+        const Result r = sigma == 0 ? RunRef(d) : RunRefAsFast(d);
+        const Result f1 = RunFast(d, nullptr, true), f2 = RunFast(d, &two, false);
+        EXPECT_EQ(r.y, f1.y) << what;
+        EXPECT_EQ(r.y, f2.y) << what;
+        ExpectSameCounts(r.counts, f1.counts, what);
+        ExpectSameCounts(r.counts, f2.counts, what);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pim::kernels

@@ -23,14 +23,17 @@ DirectPlan::DirectPlan(const AdcTransfer& adc, int64_t vmax)
   for (int64_t v = 0; v <= vmax; ++v) {
     const uint64_t* b = law.bounds.data() + law.start[static_cast<size_t>(v)];
     const int64_t nb = law.start[static_cast<size_t>(v + 1)] - law.start[static_cast<size_t>(v)];
-    auto outcome = [&](uint64_t u) {
-      int o = law.o_lo[static_cast<size_t>(v)];
-      for (int64_t k = 0; k < nb; ++k) o += u >= b[k];
-      return o;
-    };
+    // Buckets and thresholds walked together (both ascending): k thresholds lie at or below
+    // the bucket's first uniform, k2 at or below its last.
+    int64_t k = 0;
     for (uint64_t g = 0; g < kBuckets; ++g) {
       constexpr int sh = 64 - kGuideBits;
-      const int o1 = outcome(g << sh), o2 = outcome((g << sh) | ((uint64_t{1} << sh) - 1));
+      const uint64_t first = g << sh, last = first | ((uint64_t{1} << sh) - 1);
+      while (k < nb && b[k] <= first) ++k;
+      int64_t k2 = k;
+      while (k2 < nb && b[k2] <= last) ++k2;
+      const int o1 = law.o_lo[static_cast<size_t>(v)] + static_cast<int>(k);
+      const int o2 = law.o_lo[static_cast<size_t>(v)] + static_cast<int>(k2);
       const AdcTransfer::Result r = detail::CodeOfOutcome(o1, law.max_code);
       guide[static_cast<size_t>(v * kBuckets + static_cast<int64_t>(g))] = static_cast<uint16_t>(
           r.code | (r.clipped ? kGuideClip : 0) | (o1 != o2 ? kGuideUnsure : 0));

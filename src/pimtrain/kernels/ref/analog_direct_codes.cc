@@ -45,8 +45,14 @@ CodeLaw MakeCodeLaw(const AdcTransfer& adc, int64_t vmax) {
   law.start.resize(static_cast<size_t>(vmax + 2));
   for (int64_t v = 0; v <= vmax; ++v) {
     law.start[static_cast<size_t>(v)] = static_cast<uint32_t>(law.bounds.size());
+    // Thresholds at x <= -10 round to 0 (2^64 Phi(-10) = 1.4e-4): passed without erfc.
+    const double first = std::floor((static_cast<double>(v) - 10.0 * sigma) / lsb + 0.5);
+    const int skip = static_cast<int>(std::clamp(first, 0.0, static_cast<double>(law.max_code + 2)));
     int32_t o_lo = 0;
-    for (int o = 0; o <= law.max_code + 1; ++o) {
+    for (int o = 0; o < skip; ++o) {
+      if (((o - 0.5) * lsb - static_cast<double>(v)) / sigma <= -10.0) ++o_lo;
+    }
+    for (int o = o_lo; o <= law.max_code + 1; ++o) {
       const double x = ((o - 0.5) * lsb - static_cast<double>(v)) / sigma;
       bool never = false;
       const uint64_t t = Threshold(x, &never);
