@@ -70,7 +70,7 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
     code_words.resize(static_cast<size_t>(S * ncp + 8));
-    unsure_pos.resize(static_cast<size_t>(ncp + 8));
+    unsure_pos.resize(static_cast<size_t>(S * ncp + 8));
     ars = std::make_unique<ArsKeys>(p.noise_key);
   }
   shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&
@@ -313,6 +313,8 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   }
   // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, built once
   // per programming (PackWeights clears them), here in the calling thread.
+  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
+  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
   if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
       p.block <= 255 && packed->bytes.empty() && p.m > 0) {
     const int64_t len = p.slices * ncp, rb = (len + 31) / 32 * 32;
@@ -326,6 +328,7 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
       }
     }
   }
+  bytes_lock.unlock();
   // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
   // thread keeps the last few, as the tail plans.
   struct CachedDirect {

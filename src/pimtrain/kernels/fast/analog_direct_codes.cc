@@ -109,67 +109,86 @@ void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, 
 #endif
 }
 
-// ---- The variants of the table's direct_codes_row (analog_worker.h) ----------------------------
-// acc[i] += sign * (code << shift) for the conversions of partial sums v[0..n) with high words
-// w[0..n), code and clipping from the guide entry of (v, w >> 24); returns the entries' clipped
-// count and lists the positions of unsure entries in unsure[*nu ..] (the caller corrects them).
-int64_t DirectCodesRowScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
-                             int64_t n, int shift, int64_t sign, int64_t* acc, uint32_t* unsure,
-                             int64_t* nu) {
+// ---- The variants of the table's direct_codes_segment (analog_worker.h) ------------------------
+// One segment (cycle j of a block and phase): for the S slice rows of partial sums v[q ncp + cp]
+// and high words w[q ncp + cp], acc[cp] += sign * sum_q (code << (q pr)) << shift_j, code and
+// clipping from the guide entry of (v, w >> (32 - kGuideBits)); returns the entries' clipped
+// count and lists the draws i = q ncp + cp of unsure entries in unsure[*nu ..] (the caller
+// corrects them). The slices' codes add up in int32 first: sum_q code 2^(q pr) <= 4095 (2^16 - 1)
+// < 2^31 (DirectCodes: at most 4095 codes, S pr <= 16).
+int64_t DirectCodesSegmentScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                                 int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                 int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu) {
   int64_t clipped = 0, k = *nu;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t e = guide[(static_cast<uint32_t>(v[i]) << kGuideBits) | (w[i] >> (32 - kGuideBits))];
-    acc[i] += sign * (static_cast<int64_t>(e & kGuideCode) << shift);
-    clipped += (e >> 12) & 1;
-    unsure[k] = static_cast<uint32_t>(i);
-    k += e >> 15;
+  for (int64_t cp = cp0; cp < ncp; ++cp) {
+    int32_t sum = 0;
+    for (int q = 0; q < S; ++q) {
+      const int64_t i = q * ncp + cp;
+      const uint32_t e = guide[(static_cast<uint32_t>(v[i]) << kGuideBits) |
+                               (w[i] >> (32 - kGuideBits))];
+      sum += static_cast<int32_t>(e & kGuideCode) << (q * pr);
+      clipped += (e >> 12) & 1;
+      unsure[k] = static_cast<uint32_t>(i);
+      k += e >> 15;
+    }
+    acc[cp] += sign * (static_cast<int64_t>(sum) << shift_j);
   }
   *nu = k;
   return clipped;
 }
 
 #if defined(__AVX2__)
-// 8 conversions a step: the entries by one gather, the shift-add in int64.
-int64_t DirectCodesRowAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w, int64_t n,
-                           int shift, int64_t sign, int64_t* acc, uint32_t* unsure, int64_t* nu) {
-  int64_t clipped = 0, i = 0, k = *nu;
-  const __m128i vshift = _mm_cvtsi32_si128(shift);
+// 8 columns a step over all slices: the entries by one gather per slice, the slices' codes added
+// in int32 vectors, one int64 shift-add per column; the scalar variant for the rest.
+int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int64_t cp0_in, uint32_t* unsure, int64_t* nu) {
+  int64_t k = *nu, cp0 = cp0_in;
+  const __m128i vshift = _mm_cvtsi32_si128(shift_j);
   const __m256i m16 = _mm256_set1_epi32(0xFFFF), mcode = _mm256_set1_epi32(kGuideCode);
+  const __m256i one = _mm256_set1_epi32(1);
   const int* base = reinterpret_cast<const int*>(guide);
-  for (; i + 8 <= n; i += 8) {
-    const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i));
-    const __m256i wi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-    const __m256i idx = _mm256_or_si256(_mm256_slli_epi32(vi, kGuideBits), _mm256_srli_epi32(wi, 32 - kGuideBits));
-    const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32(base, idx, 2), m16);
-    unsigned um = static_cast<unsigned>(
-        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e, 16))));
-    const unsigned cm = static_cast<unsigned>(
-        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e, 19))));
-    clipped += __builtin_popcount(cm);
-    const __m256i code = _mm256_and_si256(e, mcode);
+  __m256i clipv = _mm256_setzero_si256();
+  for (; cp0 + 8 <= ncp; cp0 += 8) {
+    __m256i sum = _mm256_setzero_si256();
+    for (int q = 0; q < S; ++q) {
+      const int64_t at = q * ncp + cp0;
+      const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + at));
+      const __m256i wi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at));
+      const __m256i idx = _mm256_or_si256(_mm256_slli_epi32(vi, kGuideBits),
+                                          _mm256_srli_epi32(wi, 32 - kGuideBits));
+      const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32(base, idx, 2), m16);
+      sum = _mm256_add_epi32(sum, _mm256_sll_epi32(_mm256_and_si256(e, mcode),
+                                                   _mm_cvtsi32_si128(q * pr)));
+      clipv = _mm256_add_epi32(clipv, _mm256_and_si256(_mm256_srli_epi32(e, 12), one));
+      unsigned um = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e, 16))));
+      while (um != 0) [[unlikely]] {
+        unsure[k++] = static_cast<uint32_t>(at + __builtin_ctz(um));
+        um &= um - 1;
+      }
+    }
     const __m256i lo =
-        _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(code)), vshift);
+        _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(sum)), vshift);
     const __m256i hi =
-        _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(code, 1)), vshift);
-    __m256i* a = reinterpret_cast<__m256i*>(acc + i);
+        _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(sum, 1)), vshift);
+    __m256i* a = reinterpret_cast<__m256i*>(acc + cp0);
     const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
     _mm256_storeu_si256(a, sign > 0 ? _mm256_add_epi64(a0, lo) : _mm256_sub_epi64(a0, lo));
     _mm256_storeu_si256(a + 1, sign > 0 ? _mm256_add_epi64(a1, hi) : _mm256_sub_epi64(a1, hi));
-    while (um != 0) [[unlikely]] {
-      unsure[k++] = static_cast<uint32_t>(i + __builtin_ctz(um));
-      um &= um - 1;
-    }
   }
-  // The rest one by one; its positions are listed from 0, so move them to i.
+  alignas(32) int32_t c8[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(c8), clipv);
+  int64_t clipped = 0;
+  for (int l = 0; l < 8; ++l) clipped += c8[l];
   *nu = k;
-  clipped += DirectCodesRowScalar(guide, v + i, w + i, n - i, shift, sign, acc + i, unsure, nu);
-  for (int64_t t = k; t < *nu; ++t) unsure[t] += static_cast<uint32_t>(i);
-  return clipped;
+  return clipped + DirectCodesSegmentScalar(guide, v, w, ncp, S, pr, shift_j, sign, acc, cp0,
+                                            unsure, nu);
 }
 #endif
 
 // Dataflow A's conversions of cycle j by direct codes: the segment's high words, each slice row
-// through the table's direct_codes_row, then the unsure entries resolved exactly.
+// through the table's direct_codes_segment, then the unsure entries resolved exactly.
 void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
   const int64_t ncp = this->ncp, len = S * ncp;
   const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
@@ -179,24 +198,22 @@ void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
                 code_words.data());
   const uint32_t* wseg = code_words.data() + off;
   const uint16_t* guide = direct->guide.data();
-  const auto row = Kernels().direct_codes_row;
-  int64_t clipped = 0;
-  for (int q = 0; q < S; ++q) {
-    const int32_t* v = psi.data() + j * len + q * ncp;
-    const uint32_t* w = wseg + q * ncp;
-    const int shift = j * pd + q * pr;
-    int64_t nu = 0;
-    clipped += row(guide, v, w, ncp, shift, sign, acc.data(), unsure_pos.data(), &nu);
-    for (int64_t t = 0; t < nu; ++t) {
-      const int64_t cp = unsure_pos[static_cast<size_t>(t)];
-      const uint32_t e = guide[(static_cast<uint32_t>(v[cp]) << kGuideBits) | (w[cp] >> (32 - kGuideBits))];
-      const AdcTransfer::Result r = detail::CodeOfOutcome(
-          direct->Outcome(v[cp], w[cp], p.noise_key, first + static_cast<uint64_t>(q * ncp + cp)),
-          direct->law.max_code);
-      acc[static_cast<size_t>(cp)] +=
-          sign * ((static_cast<int64_t>(r.code) - static_cast<int64_t>(e & kGuideCode)) << shift);
-      clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>((e >> 12) & 1);
-    }
+  int64_t nu = 0;
+  int64_t clipped = Kernels().direct_codes_segment(guide, psi.data() + j * len, wseg, ncp, S, pr,
+                                                   j * pd, sign, acc.data(), 0,
+                                                   unsure_pos.data(), &nu);
+  const int32_t* v = psi.data() + j * len;
+  for (int64_t t = 0; t < nu; ++t) {
+    const int64_t i = unsure_pos[static_cast<size_t>(t)], q = i / ncp, cp = i - q * ncp;
+    const uint32_t e = guide[(static_cast<uint32_t>(v[i]) << kGuideBits) |
+                             (wseg[i] >> (32 - kGuideBits))];
+    const AdcTransfer::Result r = detail::CodeOfOutcome(
+        direct->Outcome(v[i], wseg[i], p.noise_key, first + static_cast<uint64_t>(i)),
+        direct->law.max_code);
+    acc[static_cast<size_t>(cp)] +=
+        sign * ((static_cast<int64_t>(r.code) - static_cast<int64_t>(e & kGuideCode))
+                << (j * pd + q * pr));
+    clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>((e >> 12) & 1);
   }
   c.adc_clipped += clipped;
   c.adc_conversions += len;

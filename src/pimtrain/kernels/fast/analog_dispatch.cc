@@ -27,7 +27,7 @@ const AnalogKernels& Kernels() {
       PackPlanes8Avx2,
 #endif
       &Worker::RowSumsAvx2,
-      DirectCodesRowAvx2,
+      DirectCodesSegmentAvx2,
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -43,10 +43,10 @@ const AnalogKernels& Kernels() {
       PackPlanes8Avx2,
 #if defined(__AVX2__)
       &Worker::RowSumsAvx2,
-      DirectCodesRowAvx2,
+      DirectCodesSegmentAvx2,
 #else
       &Worker::RowSumsScalar,
-      DirectCodesRowScalar,
+      DirectCodesSegmentScalar,
 #endif
   };
 #endif

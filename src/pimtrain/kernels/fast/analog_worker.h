@@ -109,12 +109,13 @@ struct DirectPlan {
 void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, uint32_t* out);
 
 // The variants of the table's plain-function entries (AnalogKernels below), named by ISA.
-int64_t DirectCodesRowScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
-                             int64_t n, int shift, int64_t sign, int64_t* acc, uint32_t* unsure,
-                             int64_t* nu);
+int64_t DirectCodesSegmentScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                                 int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                 int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
 #if defined(__AVX2__)
-int64_t DirectCodesRowAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w, int64_t n,
-                           int shift, int64_t sign, int64_t* acc, uint32_t* unsure, int64_t* nu);
+int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
 #endif
 int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* xf, const float* z,
                         int64_t n, int shift, int64_t sign, int64_t* acc);
@@ -311,10 +312,10 @@ struct AnalogKernels {
   void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
   // Partial sums by row addition: analog_partial_sums.cc.
   void (Worker::*row_sums)(int64_t b, int h, int j, int64_t wn);
-  // One slice row of dataflow A's direct codes: analog_direct_codes.cc.
-  int64_t (*direct_codes_row)(const uint16_t* guide, const int32_t* v, const uint32_t* w,
-                              int64_t n, int shift, int64_t sign, int64_t* acc, uint32_t* unsure,
-                              int64_t* nu);
+  // One segment of dataflow A's direct codes: analog_direct_codes.cc.
+  int64_t (*direct_codes_segment)(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                  int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
 };
 const AnalogKernels& Kernels();
 
