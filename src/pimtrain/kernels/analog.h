@@ -2,10 +2,12 @@
 // read-out chains (dataflows A / B / C), noise and non-linearity. ref/ loops like the equation
 // "for each input cycle, each weight slice, each column: partial sum over the row block ->
 // (noise) -> ADC -> shift -> accumulate"; fast/ computes the partial sums on bit-packed planes
-// (AND + popcount) and converts 8 at a time. Both agree bit for bit, codes and counts, except
-// for dataflow A in a lossless read-out with noise, where fast samples the draws as sparse tails
-// (the same law, other values): bit for bit equal there to ref::AnalogMatMulSparseTails, and
-// to ref::AnalogMatMul in distribution (tested). docs/analog.md has the equations.
+// (AND + popcount, or the driven lines' cells added) and converts 8 at a time. Both agree bit for
+// bit, codes and counts, except for dataflow A with noise in a lossless read-out (fast samples
+// the draws as sparse tails) or with integer partial sums and a linear ADC (fast draws each code
+// from its law, detail::CodeLaw): the same law, other values. The fast kernel equals
+// ref::AnalogMatMulAsFast bit for bit everywhere, and ref::AnalogMatMul in distribution there
+// (tested). docs/analog.md has the equations.
 #pragma once
 
 #include <cstdint>
@@ -153,7 +155,7 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts);
 // holds (kernels/ref/analog_sparse_tails.cc, from the sampling's equations): every conversion
 // still gets a draw (uniform over the centre cells [lo, hi) or its tail event's value) and is
 // converted in full. Elsewhere equal to AnalogMatMul. The fast kernel's results are this one's
-// bit for bit.
+// bit for bit off the direct-code configurations (AnalogMatMulAsFast below).
 void AnalogMatMulSparseTails(const AnalogProblem& p, AnalogCounts& counts);
 // The draws of dataflow A's segment (m, b, h, j): z[i], i = q * ncp + cp < len.
 using SegmentDraws = std::function<void(int64_t m, int64_t blocks, int64_t b, int h, int cycles,
@@ -195,8 +197,8 @@ struct PackedAnalogWeights {
 };
 // Packs p.w (k x n*pol levels) for p.block. `pool` may be null.
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool);
-// The same results and counts as ref::AnalogMatMulSparseTails (= ref::AnalogMatMul unless
-// detail::SparseTails(p)). `packed` must come from PackWeights for the
+// The same results and counts as ref::AnalogMatMulAsFast (= ref::AnalogMatMul unless
+// detail::SparseTails(p) or detail::DirectCodes(p)). `packed` must come from PackWeights for the
 // same w and block (nullptr: packed here). Split over samples; any thread count gives the same.
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool);

@@ -1167,5 +1167,42 @@ TEST(AnalogKernelTest, PartialSumsByRowAdditionEqualThePopcount) {
   }
 }
 
+// Many-plane outputs under direct codes (8-bit signed inputs, 8 slices, differential pairs, a
+// 6-bit ADC over the block's range: a non-integer step): the error per output e = y - y0 (y0
+// the noiseless read-out) over many keys has the same mean, variance and rate of e != 0 as
+// under the definition, within 5 two-sample standard deviations.
+TEST(AnalogKernelTest, DirectCodeOutputErrorsMatchTheReference) {
+  Case c{16, 256, 16, 8, 1, 1, 8, 2, true, false, true, 128, Dataflow::kA, 6, 1.0, 0.5, 0.0, 0.0};
+  Data d = Make(c, 41);
+  ASSERT_TRUE(detail::DirectCodes(d.p));
+  Data clean_d = d;
+  clean_d.p.readout.adc.sigma = 0.0f;
+  const Result clean = RunRef(clean_d);
+  const int keys = 8;
+  double mean[2], var[2], nz[2], n_out = 0;
+  for (int kind = 0; kind < 2; ++kind) {  // definition, fast
+    double s = 0, s2 = 0, z = 0, cnt = 0;
+    for (int key = 0; key < keys; ++key) {
+      d.p.noise_key = MixKey(6, static_cast<uint64_t>(key));
+      const Result r = kind == 0 ? RunRef(d) : RunFast(d, nullptr, true);
+      for (size_t i = 0; i < r.y.size(); ++i) {
+        const double e = static_cast<double>(r.y[i] - clean.y[i]);
+        s += e;
+        s2 += e * e;
+        z += e != 0;
+        cnt += 1;
+      }
+    }
+    mean[kind] = s / cnt;
+    var[kind] = s2 / cnt - mean[kind] * mean[kind];
+    nz[kind] = z / cnt;
+    n_out = cnt;
+  }
+  ASSERT_GT(var[0], 100.0);  // the noise is visible
+  EXPECT_NEAR(mean[0], mean[1], 5 * std::sqrt((var[0] + var[1]) / n_out));
+  EXPECT_NEAR(var[0], var[1], 10 * std::sqrt(2 * (var[0] * var[0] + var[1] * var[1]) / n_out));
+  EXPECT_NEAR(nz[0], nz[1], 5 * std::sqrt((nz[0] * (1 - nz[0]) + nz[1] * (1 - nz[1])) / n_out));
+}
+
 }  // namespace
 }  // namespace pim::kernels

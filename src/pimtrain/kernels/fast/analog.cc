@@ -1,8 +1,8 @@
 // Fast analog crossbar multiply, the driver: splits the samples over the threads, one Worker
 // each (analog_worker.h), and walks each sample's blocks, phases and input cycles. The
-// concerns live beside it (analog_worker.h lists the files). Equal to
-// ref::AnalogMatMulSparseTails bit for bit (codes, outputs and counts), which is
-// ref::AnalogMatMul off the sparse-tail configurations.
+// concerns live beside it (analog_worker.h lists the files). Equal to ref::AnalogMatMulAsFast bit
+// for bit (codes, outputs and counts), which is ref::AnalogMatMul off the sparse-tail and
+// direct-code configurations.
 
 #include <immintrin.h>
 

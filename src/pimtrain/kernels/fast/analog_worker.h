@@ -1,7 +1,7 @@
 // The fast analog kernel's per-thread state (Worker) and the pieces its files share: one file
 // per concern beside this header (analog.cc: the driver and the sample loop; analog_pack.cc;
-// analog_partial_sums.cc; analog_convert_a.cc; analog_sparse_tails.cc; analog_lossless.cc;
-// analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
+// analog_partial_sums.cc; analog_convert_a.cc; analog_direct_codes.cc; analog_sparse_tails.cc;
+// analog_lossless.cc; analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
 #pragma once
 
 #include <immintrin.h>
