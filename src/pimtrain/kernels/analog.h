@@ -2,10 +2,12 @@
 // read-out chains (dataflows A / B / C), noise and non-linearity. ref/ loops like the equation
 // "for each input cycle, each weight slice, each column: partial sum over the row block ->
 // (noise) -> ADC -> shift -> accumulate"; fast/ computes the partial sums on bit-packed planes
-// (AND + popcount) and converts 8 at a time. Both agree bit for bit, codes and counts, except
-// for dataflow A in a lossless read-out with noise, where fast samples the draws as sparse tails
-// (the same law, other values): bit for bit equal there to ref::AnalogMatMulSparseTails, and
-// to ref::AnalogMatMul in distribution (tested). docs/analog.md has the equations.
+// (AND + popcount, or the driven lines' cells added) and converts 8 at a time. Both agree bit for
+// bit, codes and counts, except for dataflow A with noise in a lossless read-out (fast samples
+// the draws as sparse tails) or with integer partial sums and a linear ADC (fast draws each code
+// from its law, detail::CodeLaw): the same law, other values. The fast kernel equals
+// ref::AnalogMatMulAsFast bit for bit everywhere, and ref::AnalogMatMul in distribution there
+// (tested). docs/analog.md has the equations.
 #pragma once
 
 #include <cstdint>
@@ -153,13 +155,23 @@ void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts);
 // holds (kernels/ref/analog_sparse_tails.cc, from the sampling's equations): every conversion
 // still gets a draw (uniform over the centre cells [lo, hi) or its tail event's value) and is
 // converted in full. Elsewhere equal to AnalogMatMul. The fast kernel's results are this one's
-// bit for bit.
+// bit for bit off the direct-code configurations (AnalogMatMulAsFast below).
 void AnalogMatMulSparseTails(const AnalogProblem& p, AnalogCounts& counts);
 // The draws of dataflow A's segment (m, b, h, j): z[i], i = q * ncp + cp < len.
 using SegmentDraws = std::function<void(int64_t m, int64_t blocks, int64_t b, int h, int cycles,
                                         int j, int64_t len, float* z)>;
 void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
                            AnalogCounts& counts);
+// The same loop with dataflow A's integer conversions replaced by codes(v, i): the code and
+// clipping of the conversion with partial sum v and draw index i (no normal is drawn then).
+using CodeSampler = std::function<AdcTransfer::Result(int64_t v, uint64_t i)>;
+void AnalogMatMulWithCodes(const AnalogProblem& p, const CodeSampler& codes,
+                           AnalogCounts& counts);
+// The fast kernel's sampling, reference side (kernels/ref/analog_direct_codes.cc): dataflow A's
+// codes drawn directly from their law where detail::DirectCodes(p) holds (one 64-bit uniform per
+// conversion against the law's thresholds, detail::CodeLaw), else AnalogMatMulSparseTails. The
+// fast kernel's results are this one's bit for bit, on every configuration.
+void AnalogMatMulAsFast(const AnalogProblem& p, AnalogCounts& counts);
 }  // namespace ref
 
 namespace fast {
@@ -173,14 +185,20 @@ struct PackedAnalogWeights {
   // (docs/analog.md): pairs[(rp * ncp + cp) * 2 + e] = level of row 2 rp + e (0 past k). Empty
   // when a level needs more than 15 bits.
   std::vector<int16_t> pairs;
+  // 1-bit cells: the cells as bytes, row after row, for partial sums by row addition
+  // (bytes[r * row_bytes + q * ncp + cp] = bit q of row r's level; row_bytes = slices * ncp
+  // rounded up to 32). Built by the kernel at the first call that sums rows after a PackWeights
+  // (which clears them), in the calling thread before any worker starts.
+  mutable std::vector<uint8_t> bytes;
+  mutable int64_t row_bytes = 0;
   const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
     return planes.data() + ((b * bits + t) * ncp + cp) * words;
   }
 };
 // Packs p.w (k x n*pol levels) for p.block. `pool` may be null.
 void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* pool);
-// The same results and counts as ref::AnalogMatMulSparseTails (= ref::AnalogMatMul unless
-// detail::SparseTails(p)). `packed` must come from PackWeights for the
+// The same results and counts as ref::AnalogMatMulAsFast (= ref::AnalogMatMul unless
+// detail::SparseTails(p) or detail::DirectCodes(p)). `packed` must come from PackWeights for the
 // same w and block (nullptr: packed here). Split over samples; any thread count gives the same.
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool);
@@ -332,5 +350,46 @@ inline int GapLength(const TailPlan& plan, uint32_t u) {
 // the fast kernel's vector version gives the same.
 int64_t SparseTailEvents(uint64_t key, int64_t m, int64_t blocks, int64_t b, int h, int cycles,
                          int j, int64_t len, const TailPlan& plan, int64_t* pos, uint32_t* idx);
+
+// ---- Direct codes: dataflow A's code drawn from its law (docs/analog.md, "Direct codes")
+// With an integer partial sum v (no programming variation), a linear ADC and noise, the code of
+// a conversion is a random function of v alone: t = (v + sigma Z) inv_lsb, Z ~ N(0, 1) (exact
+// reals, sigma and inv_lsb the transfer's float values), outcome o = clamp(floor(t + 1/2) + 1,
+// 0, M + 2): o = 0 is "clipped below" (code 0), o = c + 1 code c, o = M + 2 "clipped above"
+// (code M). Per call and v the law's cumulative thresholds T_o = round(2^64 P(t < o - 1/2)),
+// o = 0..M + 1 (Phi by erfc in double, the upper half by its complement), are tabulated; a
+// conversion draws one 64-bit uniform U (high word from stream kCodeStreamHi, low word from
+// kCodeStreamLo, word i & 3 of ARS block (stream, i >> 2), i the conversion's draw index) and
+// takes o = #{o : U >= T_o}. Exact in law to the thresholds' rounding (2^-64 per code, far
+// below any run's reach; no cut in the tails: every outcome of mass above 2^-65 is kept).
+constexpr uint64_t kCodeStreamHi = 8, kCodeStreamLo = 9;  // low nibbles no sparse-tail stream has
+struct CodeLaw {
+  int64_t vmax = 0;
+  int max_code = 0;
+  // Per v: o_lo[v] = the outcomes' count below every threshold in (0, 2^64) (thresholds that
+  // round to 0), and those thresholds, ascending: bounds[start[v] .. start[v + 1]).
+  std::vector<int32_t> o_lo;
+  std::vector<uint32_t> start;
+  std::vector<uint64_t> bounds;
+  int max_outcomes = 0;  // the most outcomes of nonzero mass of any v
+};
+CodeLaw MakeCodeLaw(const AdcTransfer& adc, int64_t vmax);
+// True when p's dataflow-A codes are drawn directly (the fast kernel and AnalogMatMulAsFast):
+// dataflow A, noise on, a linear ADC, integer partial sums, not a lossless read-out (that one
+// samples sparse tails), partial sums of at most kDirectMaxV, at most 4095 codes, and at most 60
+// outcomes of nonzero mass per v (sigma below ~2.8 codes).
+constexpr int64_t kDirectMaxV = 1023;
+bool DirectCodes(const AnalogProblem& p);
+// Word i of a direct-code stream.
+inline uint32_t CodeWord(uint64_t key, uint64_t stream, uint64_t i) {
+  return Ars4x32(key, stream, i >> 2)[i & 3];
+}
+// The code and clipping of outcome o.
+inline AdcTransfer::Result CodeOfOutcome(int o, int max_code) {
+  AdcTransfer::Result r;
+  r.code = o <= 0 ? 0 : (o - 1 > max_code ? max_code : o - 1);
+  r.clipped = o == 0 || o == max_code + 2;
+  return r;
+}
 
 }  // namespace pim::kernels::detail

@@ -73,7 +73,8 @@ TEST(AnalogSpeedTest, DeferredRefinedDrawsAreListedAndKeepTheirLabels) {
 // Dataflow A on the general path with noise wide enough that refined draws (|z| > 3.1) land on
 // both sides of code boundaries, and narrow enough that their cells' bounds mostly agree; linear
 // and INL transfers, integer and conductance partial sums: fast == ref bit for bit, 1 and 2
-// threads, codes and counts.
+// threads, codes and counts (the linear integer cases draw direct codes, compared with their
+// reference side, ref::AnalogMatMulAsFast; the others with the definition).
 TEST(AnalogSpeedTest, DeferredRefinedDrawsGiveTheReferenceCodes) {
   ThreadPool two(2);
   int cases = 0;
@@ -115,7 +116,7 @@ TEST(AnalogSpeedTest, DeferredRefinedDrawsGiveTheReferenceCodes) {
         AnalogCounts cr, c1, c2;
         p.y = yr.data();
         p.ldy = n;
-        ref::AnalogMatMul(p, cr);
+        ref::AnalogMatMulAsFast(p, cr);  // the definition where the codes are not direct
         p.y = y1.data();
         fast::AnalogMatMul(p, nullptr, c1, nullptr);
         p.y = y2.data();

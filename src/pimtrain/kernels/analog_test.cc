@@ -4,15 +4,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "pimtrain/base/config.h"
+#include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/base/rng.h"
 #include "pimtrain/kernels/analog.h"
+#include "pimtrain/kernels/fast/analog_worker.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/numerics/adc.h"
 
@@ -136,6 +139,17 @@ Result RunRefSparse(Data& d) {
   return r;
 }
 
+// The fast kernel's sampling, reference side (direct codes, sparse tails, else the definition).
+Result RunRefAsFast(Data& d) {
+  Result r;
+  r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -4);
+  AnalogProblem p = d.p;
+  p.y = r.y.data();
+  p.ldy = p.n;
+  ref::AnalogMatMulAsFast(p, r.counts);
+  return r;
+}
+
 Result RunFast(Data& d, ThreadPool* pool, bool prepack) {
   Result r;
   r.y.assign(static_cast<size_t>(d.p.m * d.p.n), -2);
@@ -171,7 +185,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   ThreadPool two(2);
   const CounterRng rng(2024);
   uint64_t i = 0;
-  int64_t conversions = 0, clipped = 0;
+  int64_t conversions = 0, clipped = 0, direct_cases = 0;
   for (int t = 0; t < 48; ++t) {
     Case c;
     c.m = 1 + static_cast<int64_t>(rng.Below(i++, 9));
@@ -200,16 +214,19 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
     const std::string what = "case " + std::to_string(t) + " dataflow " +
                              std::to_string(static_cast<int>(c.dataflow)) + " k " +
                              std::to_string(c.k) + " block " + std::to_string(c.block);
-    Result r = RunRef(d);
+    direct_cases += detail::DirectCodes(d.p);
+    Result r = RunRefAsFast(d);
     Result f1 = RunFast(d, nullptr, t % 2 == 0);
     Result f2 = RunFast(d, &two, t % 2 == 1);
     EXPECT_EQ(r.y, f1.y) << what;
     EXPECT_EQ(r.y, f2.y) << what;
     ExpectSameCounts(r.counts, f1.counts, what);
     ExpectSameCounts(r.counts, f2.counts, what);
+    if (!detail::DirectCodes(d.p)) EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition
     conversions += r.counts.adc_conversions;
     clipped += r.counts.adc_clipped;
   }
+  EXPECT_GT(direct_cases, 1);
   // The data exercise the ADC's clipping: some conversions clip, most do not.
   ASSERT_GT(conversions, 0);
   const double frac = static_cast<double>(clipped) / static_cast<double>(conversions);
@@ -226,7 +243,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
   ThreadPool two(2);
   const CounterRng rng(77);
   uint64_t i = 0;
-  int64_t sparse_cases = 0, conversions = 0;
+  int64_t sparse_cases = 0, direct_cases = 0, conversions = 0;
   const struct {
     int x_bits, dac_bits, cell_bits, slices;
     int64_t block;
@@ -273,19 +290,22 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
                              std::to_string(kind);
     const bool sparse = detail::SparseTails(d.p);
     sparse_cases += sparse;
-    Result r = sparse ? RunRefSparse(d) : RunRef(d);
+    direct_cases += detail::DirectCodes(d.p);
+    Result r = RunRefAsFast(d);
+    if (sparse) EXPECT_EQ(RunRefSparse(d).y, r.y) << what;
     Result f1 = RunFast(d, nullptr, t % 2 == 0);
     Result f2 = RunFast(d, &two, t % 2 == 1);
     EXPECT_EQ(r.y, f1.y) << what;
     EXPECT_EQ(r.y, f2.y) << what;
     ExpectSameCounts(r.counts, f1.counts, what);
     ExpectSameCounts(r.counts, f2.counts, what);
-    if (!sparse) {
-      EXPECT_EQ(RunRefSparse(d).y, r.y) << what;  // the same as the definition off sparse tails
+    if (!sparse && !detail::DirectCodes(d.p)) {
+      EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition off sparse tails and direct codes
     }
     conversions += r.counts.adc_conversions;
   }
   EXPECT_GT(sparse_cases, 0);
+  EXPECT_GT(direct_cases, 0);
   EXPECT_GT(conversions, 0);
 }
 
@@ -295,9 +315,11 @@ TEST(AnalogKernelTest, DataflowABatchOfManySamplesMatchesAcrossThreadCounts) {
   Case c{64, 300, 40, 8, 1, 1, 8, 1, true, false, true, 128, Dataflow::kA, 6, 0.15, 1.5, 0.0, 0};
   Data d = Make(c, 5);
   ThreadPool two(2);
-  Result r = RunRef(d);
+  ASSERT_TRUE(detail::DirectCodes(d.p));
+  Result r = RunRefAsFast(d);
   Result f = RunFast(d, &two, true);
   EXPECT_EQ(r.y, f.y);
+  EXPECT_EQ(RunFast(d, nullptr, true).y, f.y);
   ExpectSameCounts(r.counts, f.counts, "batch");
   const double frac =
       static_cast<double>(r.counts.adc_clipped) / static_cast<double>(r.counts.adc_conversions);
@@ -326,7 +348,7 @@ TEST(AnalogKernelTest, DataflowAVectorPathsMatchTheReference) {
         Case c{5, k, n, 8, 1, 1, 8, 1, true, ch.variation, true, block, Dataflow::kA,
                ch.adc_bits, ch.range, ch.sigma, ch.inl, 0};
         Data d = Make(c, static_cast<uint64_t>(k * 100 + n));
-        Result r = RunRef(d);
+        Result r = RunRefAsFast(d);
         Result f = RunFast(d, nullptr, true);
         const std::string what = "bits " + std::to_string(ch.adc_bits) + " block " +
                                  std::to_string(block) + " k " + std::to_string(k) + " n " +
@@ -937,6 +959,294 @@ TEST(AdcTransferTest, TransposedReadInlIsMonotoneLikeTheForwardOne) {
     int peak = 0;
     sweep(bits, 0.99 * (std::ldexp(1.0, bits) - 1) / 4.0, &peak);
   }
+}
+
+// ---- Direct codes (detail::DirectCodes; docs/analog.md, "Direct codes") ----------------------
+
+// The fast kernel's direct codes against their reference side (ref::AnalogMatMulAsFast, a
+// linear search of one 64-bit uniform per conversion over the law's thresholds) bit for bit:
+// codes, outputs and counts, at 1 and 2 threads, over DAC and cell widths, odd blocks and column
+// counts (the row's scalar rest), differential pairs, signed inputs, ADCs with one code per unit
+// and with a non-integer step, sigma from 0.02 units (only far-tail draws move a code) to 3.
+TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
+  ThreadPool two(2);
+  const CounterRng rng(4242);
+  uint64_t i = 0;
+  const struct {
+    int x_bits, dac_bits, cell_bits, slices;
+    int64_t block;
+  } shapes[] = {{8, 1, 1, 8, 128}, {8, 2, 2, 4, 64}, {6, 1, 2, 3, 100}, {8, 1, 1, 8, 37}};
+  const double sigmas[] = {0.02, 0.3, 1.0, 3.0};
+  int direct = 0;
+  int64_t unit_lsb = 0, coarse_lsb = 0;
+  for (int t = 0; t < 40; ++t) {
+    const auto& sh = shapes[t % 4];
+    Case c{1 + static_cast<int64_t>(rng.Below(i++, 4)), 0, 0, sh.x_bits, sh.dac_bits,
+           sh.cell_bits, sh.slices, 1 + static_cast<int>(rng.Below(i++, 2)), rng.Below(i++, 2) == 1,
+           false, rng.Below(i++, 4) != 0, sh.block, Dataflow::kA, 0, 0.0, 0.0, 0.0, 0.0};
+    c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block) * 2));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 23));
+    c.adc_bits = 3 + static_cast<int>(rng.Below(i++, 6));
+    c.range_fraction = rng.Below(i++, 2) == 0 ? 1.0 : 0.1 + 0.5 * rng.Uniform(i++);
+    c.sigma = sigmas[rng.Below(i++, 4)];
+    Data d = Make(c, 9000 + static_cast<uint64_t>(t));
+    if (!detail::DirectCodes(d.p)) continue;
+    ++direct;
+    (d.p.readout.adc.inv_lsb == 1.0f ? unit_lsb : coarse_lsb) += 1;
+    const std::string what = "case " + std::to_string(t) + " adc " + std::to_string(c.adc_bits) +
+                             " sigma " + std::to_string(c.sigma) + " n " + std::to_string(c.n);
+    const Result r = RunRefAsFast(d);
+    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    const Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+  }
+  EXPECT_GT(direct, 25);
+  EXPECT_GT(unit_lsb, 3);
+  EXPECT_GT(coarse_lsb, 3);
+}
+
+// The guide table and the exact outcome: a guide entry not marked unsure gives the outcome of
+// every uniform in its bucket (checked at random words, both halves random); Outcome equals the
+// 64-bit count of thresholds reached, also where the high word equals a threshold's high word
+// (the only case that draws the low word), one below and one above it.
+TEST(AnalogKernelTest, DirectCodeGuideAndLowWordGiveTheLawsOutcome) {
+  for (const double sigma : {0.05, 0.5, 2.0}) {
+    const AdcTransfer adc = MakeAdcTransfer(6, 128.0, 0.0, sigma);  // lsb 128/63
+    const int64_t vmax = 128;
+    const fast::internal::DirectPlan plan(adc, vmax);
+    const detail::CodeLaw& law = plan.law;
+    const uint64_t key = 321;
+    auto exact = [&](int64_t v, uint64_t u) {
+      int o = law.o_lo[static_cast<size_t>(v)];
+      for (uint32_t k = law.start[static_cast<size_t>(v)];
+           k < law.start[static_cast<size_t>(v + 1)]; ++k) {
+        o += u >= law.bounds[k];
+      }
+      return o;
+    };
+    const CounterRng rng(static_cast<uint64_t>(sigma * 100));
+    int64_t sure = 0, unsure = 0;
+    for (uint64_t t = 0; t < 200000; ++t) {
+      const int64_t v = static_cast<int64_t>(rng.Below(2 * t, vmax + 1));
+      const std::array<uint32_t, 4> blk = rng.Block(2 * t + 1);
+      const uint64_t u = (static_cast<uint64_t>(blk[0]) << 32) | blk[1];
+      const uint32_t w1 = static_cast<uint32_t>(u >> 32);
+      const uint32_t e = plan.guide[static_cast<size_t>(
+          (v << fast::internal::kGuideBits) | (w1 >> (32 - fast::internal::kGuideBits)))];
+      const AdcTransfer::Result r = detail::CodeOfOutcome(exact(v, u), law.max_code);
+      if ((e & fast::internal::kGuideUnsure) != 0) {
+        ++unsure;
+        continue;
+      }
+      ++sure;
+      ASSERT_EQ(static_cast<int>(e & fast::internal::kGuideCode), r.code) << v << " " << u;
+      ASSERT_EQ((e & fast::internal::kGuideClip) != 0, r.clipped) << v << " " << u;
+    }
+    EXPECT_GT(sure, 190000) << sigma;  // unsure buckets are rare
+    // High words at and around each threshold's.
+    int64_t at = 0;
+    for (int64_t v = 0; v <= vmax; v += 9) {
+      for (uint32_t k = law.start[static_cast<size_t>(v)];
+           k < law.start[static_cast<size_t>(v + 1)]; ++k) {
+        const uint32_t hb = static_cast<uint32_t>(law.bounds[k] >> 32);
+        for (const uint32_t w1 : {hb - 1, hb, hb + 1}) {
+          for (uint64_t idx : {uint64_t{5}, uint64_t{1000003}}) {
+            const uint64_t u = (static_cast<uint64_t>(w1) << 32) |
+                               detail::CodeWord(key, detail::kCodeStreamLo, idx);
+            ASSERT_EQ(plan.Outcome(v, w1, key, idx), exact(v, u)) << v << " " << k;
+            at += w1 == hb;
+          }
+        }
+      }
+    }
+    EXPECT_GT(at, 10);
+    (void)unsure;
+  }
+}
+
+// Direct codes against the definition (ref::AnalogMatMul, one Gaussian draw per conversion) in
+// distribution, over many keys: one conversion per output (1-bit cells in one slice, inputs 0
+// or 2^j, so only plane j is applied) with a non-integer ADC step (2 bits over 7 units: lsb
+// 7/3), so the output is the code of partial sum v in 0..7. Per v and code, the counts of the
+// definition, the fast kernel and the reference direct codes against the Gaussian's expected
+// counts (erfc, written here from the transfer), within 5 Poisson standard deviations; the
+// clipped count likewise; and per plane the flip rate (code != the noiseless code) and the
+// mean and variance of the code error, fast against the definition, two-sample.
+TEST(AnalogKernelTest, DirectCodesMatchTheGaussianLawInDistribution) {
+  const int64_t k = 7, n = 512, m = 300;
+  const int keys = 4;
+  for (const double sigma : {0.5, 1.2}) {
+    for (int j : {0, 5}) {
+      std::vector<int32_t> x(static_cast<size_t>(m * k)), w(static_cast<size_t>(k * n));
+      const CounterRng rng(static_cast<uint64_t>(j * 1000 + sigma * 10));
+      uint64_t ri = 0;
+      for (auto& v : x) v = rng.Below(ri++, 2) == 1 ? (1 << j) : 0;
+      for (auto& v : w) v = static_cast<int32_t>(rng.Below(ri++, 2));
+      // Row 0 on in every sample: no cycle j is skipped (a skipped one converts nothing).
+      for (int64_t s = 0; s < m; ++s) x[static_cast<size_t>(s * k)] = 1 << j;
+      std::vector<int64_t> vs(static_cast<size_t>(m * n), 0);
+      for (int64_t s = 0; s < m; ++s) {
+        for (int64_t c = 0; c < n; ++c) {
+          for (int64_t r = 0; r < k; ++r) {
+            vs[static_cast<size_t>(s * n + c)] +=
+                (x[static_cast<size_t>(s * k + r)] >> j) * w[static_cast<size_t>(r * n + c)];
+          }
+        }
+      }
+      AnalogProblem p;
+      p.m = m;
+      p.k = k;
+      p.n = n;
+      p.x = x.data();
+      p.ldx = k;
+      p.x_bits = 8;
+      p.signed_inputs = false;
+      p.dac_bits = 1;
+      p.w = w.data();
+      p.cell_bits = 1;
+      p.slices = 1;
+      p.block = k;
+      p.readout.adc = MakeAdcTransfer(2, 7.0, 0.0, sigma);
+      ASSERT_TRUE(detail::DirectCodes(p));
+      const int top = static_cast<int>(p.readout.adc.max_code);
+      const double lsb = 1.0 / static_cast<double>(p.readout.adc.inv_lsb);
+      auto phi = [&](double a, int64_t v) {  // P(t < a) for partial sum v
+        return 0.5 * std::erfc(-((a * lsb - static_cast<double>(v)) / sigma) / std::sqrt(2.0));
+      };
+      // Expected counts per (v, code) and of clipping.
+      std::vector<double> expect(static_cast<size_t>(8 * (top + 1)), 0.0);
+      double expect_clip = 0;
+      for (int64_t v : vs) {
+        for (int c = 0; c <= top; ++c) {
+          const double lo = c == 0 ? 0.0 : phi(c - 0.5, v);
+          const double hi = c == top ? 1.0 : phi(c + 0.5, v);
+          expect[static_cast<size_t>(v * (top + 1) + c)] += (hi - lo) * keys;
+        }
+        expect_clip += (phi(-0.5, v) + 1.0 - phi(top + 0.5, v)) * keys;
+      }
+      double flips[3], mean[3], var[3];
+      const double conv = static_cast<double>(keys) * static_cast<double>(m * n);
+      for (int kind = 0; kind < 3; ++kind) {  // definition, fast, reference direct codes
+        std::vector<int64_t> got(expect.size(), 0);
+        int64_t clipped = 0;
+        double f = 0, s1 = 0, s2 = 0;
+        std::vector<int64_t> y(static_cast<size_t>(m * n));
+        for (int key = 0; key < keys; ++key) {
+          p.noise_key = MixKey(7, static_cast<uint64_t>(key), static_cast<uint64_t>(j));
+          p.y = y.data();
+          p.ldy = n;
+          AnalogCounts counts;
+          if (kind == 0) ref::AnalogMatMul(p, counts);
+          if (kind == 1) fast::AnalogMatMul(p, nullptr, counts, nullptr);
+          if (kind == 2) ref::AnalogMatMulAsFast(p, counts);
+          clipped += counts.adc_clipped;
+          for (size_t e = 0; e < y.size(); ++e) {
+            ASSERT_EQ(y[e] % (int64_t{1} << j), 0);
+            const int64_t code = y[e] >> j;
+            ASSERT_GE(code, 0);
+            ASSERT_LE(code, top);
+            ++got[static_cast<size_t>(vs[e] * (top + 1) + code)];
+            const int64_t clean = std::min<int64_t>(
+                top, std::llround(static_cast<double>(vs[e]) / lsb));
+            const double d = static_cast<double>(code - clean);
+            f += d != 0;
+            s1 += d;
+            s2 += d * d;
+          }
+        }
+        const std::string what = "sigma " + std::to_string(sigma) + " plane " +
+                                 std::to_string(j) + " sampling " + std::to_string(kind);
+        for (size_t e = 0; e < expect.size(); ++e) {
+          EXPECT_NEAR(static_cast<double>(got[e]), expect[e], 5 * std::sqrt(expect[e]) + 3)
+              << what << " v " << e / (top + 1) << " code " << e % (top + 1);
+        }
+        EXPECT_NEAR(static_cast<double>(clipped), expect_clip, 5 * std::sqrt(expect_clip) + 3)
+            << what;
+        flips[kind] = f / conv;
+        mean[kind] = s1 / conv;
+        var[kind] = s2 / conv - mean[kind] * mean[kind];
+      }
+      ASSERT_GT(flips[0], 0.01);  // the noise moves codes
+      for (int kind = 1; kind < 3; ++kind) {
+        EXPECT_NEAR(flips[kind], flips[0],
+                    5 * std::sqrt(2 * flips[0] * (1 - flips[0]) / conv)) << kind;
+        EXPECT_NEAR(mean[kind], mean[0], 5 * std::sqrt(2 * var[0] / conv)) << kind;
+        EXPECT_NEAR(var[kind], var[0], 10 * std::sqrt(2 * 2 * var[0] * var[0] / conv)) << kind;
+      }
+    }
+  }
+}
+
+// Partial sums of 1-bit DACs and cells by adding the driven word lines' byte rows (at most 96
+// lines driven) or by popcount (more): inputs with a tenth, half and nine tenths of the rows on,
+// so cycles fall on both sides; 128- and 200-row blocks, a short last block, odd columns. Without
+// noise (a coarse ADC, so not lossless) against the definition, with noise (direct codes)
+// against their reference side; 1 and 2 threads.
+TEST(AnalogKernelTest, PartialSumsByRowAdditionEqualThePopcount) {
+  ThreadPool two(2);
+  for (const int64_t block : {128, 200}) {
+    for (const double on : {0.1, 0.5, 0.9}) {
+      for (const double sigma : {0.0, 0.7}) {
+        Case c{6, 2 * block + 37, 21, 8, 1, 1, 8, 2, true, false, true, block, Dataflow::kA,
+               6, 1.0, sigma, 0.0, 0.0};
+        Data d = Make(c, static_cast<uint64_t>(block * 10 + on * 10));
+        const CounterRng rng(static_cast<uint64_t>(on * 100));
+        uint64_t ri = 0;
+        for (auto& v : d.x) {
+          v = rng.Uniform(ri++) < on ? 255 : 0;  // every plane of a row on or off together
+          if (rng.Below(ri++, 2) == 1) v = -v;
+        }
+        const std::string what = "block " + std::to_string(block) + " on " + std::to_string(on) +
+                                 " sigma " + std::to_string(sigma);
+        const Result r = sigma == 0 ? RunRef(d) : RunRefAsFast(d);
+        const Result f1 = RunFast(d, nullptr, true), f2 = RunFast(d, &two, false);
+        EXPECT_EQ(r.y, f1.y) << what;
+        EXPECT_EQ(r.y, f2.y) << what;
+        ExpectSameCounts(r.counts, f1.counts, what);
+        ExpectSameCounts(r.counts, f2.counts, what);
+      }
+    }
+  }
+}
+
+// Many-plane outputs under direct codes (8-bit signed inputs, 8 slices, differential pairs, a
+// 6-bit ADC over the block's range: a non-integer step): the error per output e = y - y0 (y0
+// the noiseless read-out) over many keys has the same mean, variance and rate of e != 0 as
+// under the definition, within 5 two-sample standard deviations.
+TEST(AnalogKernelTest, DirectCodeOutputErrorsMatchTheReference) {
+  Case c{16, 256, 16, 8, 1, 1, 8, 2, true, false, true, 128, Dataflow::kA, 6, 1.0, 0.5, 0.0, 0.0};
+  Data d = Make(c, 41);
+  ASSERT_TRUE(detail::DirectCodes(d.p));
+  Data clean_d = d;
+  clean_d.p.readout.adc.sigma = 0.0f;
+  const Result clean = RunRef(clean_d);
+  const int keys = 8;
+  double mean[2], var[2], nz[2], n_out = 0;
+  for (int kind = 0; kind < 2; ++kind) {  // definition, fast
+    double s = 0, s2 = 0, z = 0, cnt = 0;
+    for (int key = 0; key < keys; ++key) {
+      d.p.noise_key = MixKey(6, static_cast<uint64_t>(key));
+      const Result r = kind == 0 ? RunRef(d) : RunFast(d, nullptr, true);
+      for (size_t i = 0; i < r.y.size(); ++i) {
+        const double e = static_cast<double>(r.y[i] - clean.y[i]);
+        s += e;
+        s2 += e * e;
+        z += e != 0;
+        cnt += 1;
+      }
+    }
+    mean[kind] = s / cnt;
+    var[kind] = s2 / cnt - mean[kind] * mean[kind];
+    nz[kind] = z / cnt;
+    n_out = cnt;
+  }
+  ASSERT_GT(var[0], 100.0);  // the noise is visible
+  EXPECT_NEAR(mean[0], mean[1], 5 * std::sqrt((var[0] + var[1]) / n_out));
+  EXPECT_NEAR(var[0], var[1], 10 * std::sqrt(2 * (var[0] * var[0] + var[1] * var[1]) / n_out));
+  EXPECT_NEAR(nz[0], nz[1], 5 * std::sqrt((nz[0] * (1 - nz[0]) + nz[1] * (1 - nz[1])) / n_out));
 }
 
 }  // namespace

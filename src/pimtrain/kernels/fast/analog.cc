@@ -1,8 +1,8 @@
 // Fast analog crossbar multiply, the driver: splits the samples over the threads, one Worker
 // each (analog_worker.h), and walks each sample's blocks, phases and input cycles. The
-// concerns live beside it (analog_worker.h lists the files). Equal to
-// ref::AnalogMatMulSparseTails bit for bit (codes, outputs and counts), which is
-// ref::AnalogMatMul off the sparse-tail configurations.
+// concerns live beside it (analog_worker.h lists the files). Equal to ref::AnalogMatMulAsFast bit
+// for bit (codes, outputs and counts), which is ref::AnalogMatMul off the sparse-tail and
+// direct-code configurations.
 
 #include <immintrin.h>
 
@@ -29,8 +29,9 @@ namespace pim::kernels::fast {
 namespace internal {
 
 Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
-               const TailPlan* tail_plan)
-    : p(prob), pw(packed), plan(tail_plan), lossless(tail_plan != nullptr) {
+               const TailPlan* tail_plan, const DirectPlan* direct_plan)
+    : p(prob), pw(packed), plan(tail_plan), lossless(tail_plan != nullptr),
+      direct(direct_plan) {
   pd = p.dac_bits;
   pr = p.cell_bits;
   S = p.slices;
@@ -62,7 +63,17 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
   // monotone).
   const AdcTransfer& adc = p.readout.adc;
   const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
-  shortcut = Kernels().convert_a_small_noise != nullptr && !lossless &&
+  row_sums = !lossless && !pw.bytes.empty() && p.conductance == nullptr && p.dac_bits == 1 &&
+             p.cell_bits == 1 && p.block <= 255;
+  if (row_sums) row_list.resize(static_cast<size_t>(p.block));
+  if (direct != nullptr) {
+    // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
+    // no normals.
+    code_words.resize(static_cast<size_t>(S * ncp + 8));
+    unsure_pos.resize(static_cast<size_t>(S * ncp + 8));
+    ars = std::make_unique<ArsKeys>(p.noise_key);
+  }
+  shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&
              p.readout.dataflow == Dataflow::kA && adc.sigma != 0.0f &&
              adc.inl_k == 0.0f && adc.sigma * zspan * adc.inv_lsb < 1.0f;
   if (shortcut) {
@@ -147,6 +158,8 @@ void Worker::Sample(int64_t m) {
         }
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
+        } else if (row_sums && nonzero <= kRowSumsMaxLines) {
+          (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
           PopcountSums<1>(b, h, j, 1);
         } else if (words == 2) {
@@ -298,8 +311,48 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     plan = it->plan.get();
   }
+  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, built once
+  // per programming (PackWeights clears them), here in the calling thread.
+  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
+  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
+  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
+      p.block <= 255 && packed->bytes.empty() && p.m > 0) {
+    const int64_t len = p.slices * ncp, rb = (len + 31) / 32 * 32;
+    packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
+    packed->row_bytes = rb;
+    for (int64_t r = 0; r < p.k; ++r) {
+      uint8_t* row = packed->bytes.data() + r * rb;
+      const int32_t* lv = p.w + r * ncp;
+      for (int q = 0; q < p.slices; ++q) {
+        for (int64_t cp = 0; cp < ncp; ++cp) row[q * ncp + cp] = static_cast<uint8_t>((lv[cp] >> q) & 1);
+      }
+    }
+  }
+  bytes_lock.unlock();
+  // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
+  // thread keeps the last few, as the tail plans.
+  struct CachedDirect {
+    std::array<double, 4> key;
+    std::unique_ptr<internal::DirectPlan> plan;
+  };
+  thread_local std::vector<CachedDirect> directs;
+  const internal::DirectPlan* direct = nullptr;
+  if (!lossless && detail::DirectCodes(p) && p.conductance == nullptr) {
+    const int64_t vmax = static_cast<int64_t>(detail::MaxPartialSum(p));
+    const std::array<double, 4> key = {p.readout.adc.sigma, p.readout.adc.inv_lsb,
+                                       p.readout.adc.max_code, static_cast<double>(vmax)};
+    auto it = std::find_if(directs.begin(), directs.end(),
+                           [&](const CachedDirect& c) { return c.key == key; });
+    if (it == directs.end()) {
+      constexpr size_t kMaxPlans = 16;
+      if (directs.size() == kMaxPlans) directs.erase(directs.begin());
+      directs.push_back({key, std::make_unique<internal::DirectPlan>(p.readout.adc, vmax)});
+      it = directs.end() - 1;
+    }
+    direct = it->plan.get();
+  }
   auto run = [&](int64_t m0, int64_t m1) {
-    Worker wk(p, *packed, plan);
+    Worker wk(p, *packed, plan, direct);
     if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;

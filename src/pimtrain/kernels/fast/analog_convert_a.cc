@@ -313,6 +313,10 @@ void Worker::ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j,
 // the table's transfer_row (or, with small noise, its convert_a_small_noise).
 void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer) {
   const AnalogKernels& kernels = Kernels();
+  if (direct != nullptr) {
+    ConvertADirect(m, b, h, j, sign);
+    return;
+  }
   if (shortcut) {
     (this->*kernels.convert_a_small_noise)(m, b, h, j, sign, integer);
     return;

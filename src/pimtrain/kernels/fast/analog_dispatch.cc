@@ -26,6 +26,8 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
+      &Worker::RowSumsAvx2,
+      DirectCodesSegmentAvx2,
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -39,6 +41,13 @@ const AnalogKernels& Kernels() {
       &Worker::ExactProductTilesAvx2,
       &Worker::BuildPlanesScalar,  // scalar: under 1 % of a training step here
       PackPlanes8Avx2,
+#if defined(__AVX2__)
+      &Worker::RowSumsAvx2,
+      DirectCodesSegmentAvx2,
+#else
+      &Worker::RowSumsScalar,
+      DirectCodesSegmentScalar,
+#endif
   };
 #endif
   return kTable;

@@ -133,6 +133,74 @@ template void Worker::PopcountSums<0>(int64_t, int, int, int64_t);
 template void Worker::PopcountSums<1>(int64_t, int, int, int64_t);
 template void Worker::PopcountSums<2>(int64_t, int, int, int64_t);
 
+// ---- Partial sums by row addition (1-bit DACs and cells; the table's row_sums) ----------------
+// ps[q][cp] = sum over the driven word lines r of cycle j of bit q of level (r, cp): the byte
+// rows of the driven lines (PackedAnalogWeights::bytes) added up, 32 bit lines per vector byte
+// add. Exact (a sum of at most block <= 255 ones per byte). Worth it where fewer lines are
+// driven than the popcount costs: each added row costs a load and an add per 32 partial sums,
+// the popcount about 8 instructions per partial sum of a 128-row block.
+void Worker::RowSumsScalar(int64_t b, int h, int j, int64_t wn) {
+  const int64_t len = S * ncp, rb = pw.row_bytes;
+  const uint64_t* xw = XPlane(h, j);
+  const uint8_t* base = pw.bytes.data() + b * p.block * rb;
+  int32_t* out = psi.data() + j * len;
+  std::fill(out, out + len, 0);
+  for (int64_t w = 0; w < wn; ++w) {
+    for (uint64_t bits = xw[w]; bits != 0; bits &= bits - 1) {
+      const uint8_t* row = base + (w * 64 + __builtin_ctzll(bits)) * rb;
+      for (int64_t i = 0; i < len; ++i) out[i] += row[i];
+    }
+  }
+}
+
+#if defined(__AVX2__)
+void Worker::RowSumsAvx2(int64_t b, int h, int j, int64_t wn) {
+  const int64_t len = S * ncp, rb = pw.row_bytes;
+  const uint64_t* xw = XPlane(h, j);
+  const uint8_t* base = pw.bytes.data() + b * p.block * rb;
+  int32_t* out = psi.data() + j * len;
+  // The driven lines' byte rows.
+  int nr = 0;
+  for (int64_t w = 0; w < wn; ++w) {
+    for (uint64_t bits = xw[w]; bits != 0; bits &= bits - 1) {
+      row_list[static_cast<size_t>(nr++)] = static_cast<int32_t>((w * 64 + __builtin_ctzll(bits)) * rb);
+    }
+  }
+  const int32_t* rl = row_list.data();
+  // 32 byte sums widened to int32 at out[0..n): whole vectors, or through a buffer for the end.
+  auto store = [&](__m256i a, int64_t at) {
+    alignas(32) int32_t tmp[32];
+    int32_t* dst = at + 32 <= len ? out + at : tmp;
+    const __m128i lo = _mm256_castsi256_si128(a), hi = _mm256_extracti128_si256(a, 1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_cvtepu8_epi32(lo));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), _mm256_cvtepu8_epi32(hi));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 24),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    if (dst == tmp) std::copy(tmp, tmp + (len - at), out + at);
+  };
+  int64_t c0 = 0;
+  // Tiles of 8 vectors (256 bit lines) in registers over all driven rows.
+  for (; c0 + 256 <= rb; c0 += 256) {
+    __m256i a[8];
+    for (int v = 0; v < 8; ++v) a[v] = _mm256_setzero_si256();
+    for (int t = 0; t < nr; ++t) {
+      const __m256i* row = reinterpret_cast<const __m256i*>(base + rl[t] + c0);
+      for (int v = 0; v < 8; ++v) a[v] = _mm256_add_epi8(a[v], _mm256_loadu_si256(row + v));
+    }
+    for (int v = 0; v < 8; ++v) store(a[v], c0 + 32 * v);
+  }
+  for (; c0 < rb; c0 += 32) {
+    __m256i a = _mm256_setzero_si256();
+    for (int t = 0; t < nr; ++t) {
+      a = _mm256_add_epi8(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + rl[t] + c0)));
+    }
+    if (c0 < len) store(a, c0);
+  }
+}
+#endif
+
 // Partial sums from per-cell conductances: word line after word line, as the reference.
 void Worker::ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j) {
   const int32_t dmask = (1 << pd) - 1;

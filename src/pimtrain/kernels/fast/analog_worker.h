@@ -1,7 +1,7 @@
 // The fast analog kernel's per-thread state (Worker) and the pieces its files share: one file
 // per concern beside this header (analog.cc: the driver and the sample loop; analog_pack.cc;
-// analog_partial_sums.cc; analog_convert_a.cc; analog_sparse_tails.cc; analog_lossless.cc;
-// analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
+// analog_partial_sums.cc; analog_convert_a.cc; analog_direct_codes.cc; analog_sparse_tails.cc;
+// analog_lossless.cc; analog_dataflow_bc.cc; analog_noise.cc). Private to kernels/fast.
 #pragma once
 
 #include <immintrin.h>
@@ -91,7 +91,32 @@ struct RefinedEdges {
 };
 const RefinedEdges& GetRefinedEdges();
 
+// Dataflow A's direct codes (detail::DirectCodes; analog_direct_codes.cc): the call's law and
+// its guide table, entry (v << 8 | w >> 24) for partial sum v and high word w: the code of the
+// bucket's lowest uniform (bits 0-11), kGuideClip if that outcome is clipped, kGuideUnsure if a
+// threshold lies inside the bucket (then Outcome decides).
+constexpr int kGuideBits = 10;
+constexpr uint32_t kGuideCode = 0xFFF, kGuideClip = 1u << 12, kGuideUnsure = 1u << 15;
+struct DirectPlan {
+  detail::CodeLaw law;
+  std::vector<uint16_t> guide;
+  DirectPlan(const AdcTransfer& adc, int64_t vmax);
+  // The outcome of partial sum v for high word w1 of draw i (the low word drawn only where w1
+  // equals a threshold's high word).
+  int Outcome(int64_t v, uint32_t w1, uint64_t key, uint64_t i) const;
+};
+// Words of ARS blocks (stream, b0 .. b0 + nb) into out[0 .. 4 nb).
+void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, uint32_t* out);
+
 // The variants of the table's plain-function entries (AnalogKernels below), named by ISA.
+int64_t DirectCodesSegmentScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                                 int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                 int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
+#if defined(__AVX2__)
+int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
+#endif
 int64_t TransferRowAvx2(const AdcTransfer& adc, const int32_t* xi, const float* xf, const float* z,
                         int64_t n, int shift, int64_t sign, int64_t* acc);
 int64_t GroupPairNormalsAvx2(uint64_t key, uint64_t stream, uint64_t g, float* out, uint32_t pos,
@@ -121,6 +146,8 @@ struct Worker {
   const PackedAnalogWeights& pw;
   const TailPlan* plan;  // MakeTailPlan of the call (lossless read-out only)
   bool lossless;
+  const DirectPlan* direct;  // the call's direct-code plan (detail::DirectCodes), else null
+  std::vector<uint32_t> code_words, unsure_pos;  // a segment's high words; unsure entries
   int pd, pr, S, cycles;
   int64_t ncp, blocks, words, arrays_per_block;
   std::vector<int> groups;
@@ -164,7 +191,8 @@ struct Worker {
 
   // tail_plan: the call's MakeTailPlan when the read-out is lossless (LosslessReadout with
   // packed int16 pairs), else null.
-  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed, const TailPlan* tail_plan);
+  Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed, const TailPlan* tail_plan,
+         const DirectPlan* direct_plan = nullptr);
 
   // prod = x W for samples [m0, m1): int16 row pairs of x and of the levels, multiplied and
   // summed in int32 (VPDPWSSD with AVX-512 VNNI) over row chunks short enough not to overflow,
@@ -217,6 +245,16 @@ struct Worker {
   template <int W>
   void PopcountSums(int64_t b, int h, int j, int64_t wn);
 
+  // Partial sums of cycle j by adding the byte rows of the driven word lines (1-bit DACs and
+  // cells, pw.bytes built): the table's row_sums.
+  void RowSumsScalar(int64_t b, int h, int j, int64_t wn);
+#if defined(__AVX2__)
+  void RowSumsAvx2(int64_t b, int h, int j, int64_t wn);
+#endif
+  bool row_sums = false;            // pw.bytes can serve this call's partial sums
+  std::vector<int32_t> row_list;    // the driven lines' byte-row offsets
+  static constexpr int64_t kRowSumsMaxLines = 96;  // above it the popcount is cheaper
+
   // Partial sums from per-cell conductances: word line after word line, as the reference.
   void ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j);
 
@@ -231,6 +269,9 @@ struct Worker {
   // float step at all. Same results as ConvertA.
   void ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
 #endif
+
+  // Dataflow A read-out of cycle j by direct codes (analog_direct_codes.cc).
+  void ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign);
 
   // Dataflow A read-out of cycle j: noise -> ADC -> shift -> accumulate, 8 conversions at a time.
   void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
@@ -269,6 +310,12 @@ struct AnalogKernels {
   void (Worker::*build_planes)(const int32_t* xm, int64_t r0, int64_t r1);
   // Bit planes of levels of at most 8 bits, tasks of (block, 64 columns): analog_pack.cc.
   void (*pack_planes8)(const AnalogProblem& p, PackedAnalogWeights& out, int64_t t0, int64_t t1);
+  // Partial sums by row addition: analog_partial_sums.cc.
+  void (Worker::*row_sums)(int64_t b, int h, int j, int64_t wn);
+  // One segment of dataflow A's direct codes: analog_direct_codes.cc.
+  int64_t (*direct_codes_segment)(const uint16_t* guide, const int32_t* v, const uint32_t* w,
+                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                  int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
 };
 const AnalogKernels& Kernels();
 

@@ -182,8 +182,12 @@ void ReadoutC(const float* ps, const uint8_t* applied, int cycles, int slices, i
 
 namespace ref {
 
-void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
-                           AnalogCounts& counts) {
+namespace {
+
+// The loop of AnalogMatMulWithDraws (draws) and AnalogMatMulWithCodes (codes non-null: dataflow
+// A's integer conversions take codes(v, i) instead of a draw and the transfer).
+void MatMul(const AnalogProblem& p, const SegmentDraws& draws, const CodeSampler* codes,
+            AnalogCounts& counts) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.block >= 1 && p.tile_cols >= 1);
   PIM_CHECK(p.x_bits >= 1 && p.x_bits <= 16 && p.dac_bits >= 1 && p.dac_bits <= 8);
   PIM_CHECK(p.cell_bits >= 1 && p.cell_bits <= 4 && p.slices >= 1 &&
@@ -222,7 +226,10 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
   const std::vector<int> gains =
       detail::LineGainsB(cycles, S, pd, pr, groups, p.readout.line_gains);
   // Dataflow A's draws of one segment (m, b, h, j): z_seg[q * ncp + cp].
-  const bool noisy_a = p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma != 0.0f;
+  const bool noisy_a = p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma != 0.0f &&
+                       codes == nullptr;
+  const bool coded = codes != nullptr && p.readout.dataflow == Dataflow::kA &&
+                     p.conductance == nullptr;
   std::vector<float> z_seg(noisy_a ? static_cast<size_t>(S * ncp) : 0);
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t* xm = p.x + m * p.ldx;
@@ -262,13 +269,13 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
               // Partial sum over the block: integer levels sum exactly; conductances in float,
               // word line after word line.
               float sum;
+              int64_t isum = 0;
               if (p.conductance != nullptr) {
                 sum = 0.0f;
                 for (int64_t r = r0; r < r1; ++r) {
                   if (chunk[r - r0] != 0) sum += static_cast<float>(chunk[r - r0]) * cell(r, q, cp);
                 }
               } else {
-                int64_t isum = 0;
                 for (int64_t r = r0; r < r1; ++r) {
                   isum += chunk[r - r0] * static_cast<int64_t>(cell(r, q, cp));
                 }
@@ -278,7 +285,10 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
               if (p.readout.dataflow != Dataflow::kA) continue;
               // Dataflow A: this partial sum -> noise -> ADC -> shift -> accumulate.
               const float z = noisy_a ? z_seg[q * ncp + cp] : 0.0f;
-              const AdcTransfer::Result res = p.readout.adc.Convert(sum, z);
+              const AdcTransfer::Result res =
+                  coded ? (*codes)(isum, detail::NoiseIndex(m, blocks, b, h, cycles, j, S * ncp,
+                                                            q * ncp + cp))
+                        : p.readout.adc.Convert(sum, z);
               acc[cp] += sign * (static_cast<int64_t>(res.code) << (j * pd + q * pr));
               c.adc_clipped += res.clipped;
               ++c.adc_conversions;
@@ -349,6 +359,18 @@ void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
   c.output_buffer_writes = p.m * p.n;
   c.macs = p.m * p.k * p.n;
   counts = c;
+}
+
+}  // namespace
+
+void AnalogMatMulWithDraws(const AnalogProblem& p, const SegmentDraws& draws,
+                           AnalogCounts& counts) {
+  MatMul(p, draws, nullptr, counts);
+}
+
+void AnalogMatMulWithCodes(const AnalogProblem& p, const CodeSampler& codes,
+                           AnalogCounts& counts) {
+  MatMul(p, SegmentDraws(), &codes, counts);
 }
 
 void AnalogMatMul(const AnalogProblem& p, AnalogCounts& counts) {
