@@ -222,7 +222,9 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
     EXPECT_EQ(r.y, f2.y) << what;
     ExpectSameCounts(r.counts, f1.counts, what);
     ExpectSameCounts(r.counts, f2.counts, what);
-    if (!detail::DirectCodes(d.p)) EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition
+    if (!detail::DirectCodes(d.p)) {
+      EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition
+    }
     conversions += r.counts.adc_conversions;
     clipped += r.counts.adc_clipped;
   }
@@ -292,7 +294,9 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
     sparse_cases += sparse;
     direct_cases += detail::DirectCodes(d.p);
     Result r = RunRefAsFast(d);
-    if (sparse) EXPECT_EQ(RunRefSparse(d).y, r.y) << what;
+    if (sparse) {
+      EXPECT_EQ(RunRefSparse(d).y, r.y) << what;
+    }
     Result f1 = RunFast(d, nullptr, t % 2 == 0);
     Result f2 = RunFast(d, &two, t % 2 == 1);
     EXPECT_EQ(r.y, f1.y) << what;
