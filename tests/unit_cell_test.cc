@@ -188,6 +188,10 @@ TEST(UnitCellTrainingTest, OneSidedPairLearnsTheSyntheticTask) {
   Session s(ResolvePair({"train.epochs=4"}));
   TrainSummary r = s.Train("", false, {});
   EXPECT_GT(r.test_accuracy, 0.6);
+  // The refresh fired during training: the same run without it ends elsewhere.
+  Session n(ResolvePair({"train.epochs=4", "pim.macro.device.refresh=false"}));
+  n.Train("", false, {});
+  EXPECT_NE(testing::StateValues(s), testing::StateValues(n));
 }
 
 TEST(UnitCellTrainingTest, ResumeKeepsBothDevicesOfEveryPair) {
