@@ -137,6 +137,39 @@ TEST(UnitCellTest, BadConfigsAreRejected) {
   EXPECT_THROW(MakeDevice("{impl: one_sided, refresh_upper: 1.5}"), ConfigError);
 }
 
+// Sliced cell: w = sum gamma_q g_q; single_fixed moves only its device, all moves every one.
+TEST(UnitCellTest, SlicedCellReadsTheWeightedSumAndUpdatesByPolicy) {
+  const std::string inner =
+      "device: {impl: constant_step, dw_min: 0.01, dw_min_dtod: 0, dw_min_std: 0, w_max: 1, "
+      "w_min: -1, w_max_dtod: 0, w_min_dtod: 0, up_down_dtod: 0}";
+  DeviceArray a(MakeDevice("{impl: sliced, gamma: [1, 0.1], update_index: 1, " + inner + "}"),
+                1, 1, 7);
+  const float w0 = 1.05f;  // device 0 (gamma 1) holds 1, device 1 (gamma 0.1) holds 0.5
+  a.Set(ConstMatrixView(&w0, 1, 1, 1), 1);
+  const std::vector<float>& g = *UnitCellState(a);
+  EXPECT_NEAR(g[0], 1.0f, 1e-6);
+  EXPECT_NEAR(g[1], 0.5f, 1e-5);
+  EXPECT_NEAR(a.hidden()[0], 1.05f, 1e-5);
+  EXPECT_NEAR(a.granularity(), 0.001, 1e-9);  // 0.1 x 0.01: the fine device takes the pulses
+  const CounterRng rng(3);
+  a.Pulse(0, 20, -1, rng, 0);
+  EXPECT_NEAR(g[0], 1.0f, 1e-6);
+  EXPECT_NEAR(g[1], 0.3f, 1e-5);
+  EXPECT_NEAR(a.hidden()[0], 1.03f, 1e-5);
+  DeviceArray b(MakeDevice("{impl: sliced, devices: 3, policy: all, " + inner + "}"), 1, 1, 7);
+  const float z = 0;
+  b.Set(ConstMatrixView(&z, 1, 1, 1), 1);
+  b.Pulse(0, 3, 1, rng, 0);
+  for (int q = 0; q < 3; ++q) EXPECT_NEAR((*UnitCellState(b))[q], 0.03f, 1e-6);
+  EXPECT_NEAR(b.hidden()[0], 0.03f, 1e-6);  // gamma 1/3 each
+  ActionCounts counts;
+  TakeUnitCellCounts(b, counts);
+  EXPECT_EQ(counts.Get(kCountDevicePulses), 6);  // the other two devices' pulses
+  EXPECT_THROW(MakeDevice("{impl: sliced, gamma: [1]}"), ConfigError);
+  EXPECT_THROW(MakeDevice("{impl: sliced, update_index: 2}"), ConfigError);
+  EXPECT_THROW(MakeDevice("{impl: sliced, gamma: [1, 0]}"), ConfigError);
+}
+
 const char* kPairMlp = R"(
 seed: 5
 data: {impl: synthetic, train_size: 96, test_size: 32, height: 4, width: 4, channels: 2,
@@ -165,6 +198,9 @@ TEST(UnitCellTrainingTest, PairPathsAreBitIdenticalAtOneAndTwoThreadsAndRefresh)
       {},
       {"pim.macro.update.impl=write_verify"},
       {"train.algorithm.impl=mixed_precision"},
+      {"pim.macro.device={impl: sliced, gamma: [1, 0.25], update_index: 1, device: {impl: "
+       "soft_bounds, dw_min: 0.02, write_noise_std: 1.0}}"},
+      {"pim.macro.device={impl: sliced, devices: 3, policy: all}"},
   };
   for (const auto& extra : cases) {
     std::vector<std::string> one = extra, two = extra;
