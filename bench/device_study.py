@@ -227,7 +227,11 @@ def main():
                 ("one_sided pair (soft_bounds w_min 0), no refresh", "analog_sgd",
                  "{impl: one_sided, refresh: false}", None, []),
                 ("one_sided pair + mixed_precision", "mixed_precision", "{impl: one_sided}",
-                 None, [])]
+                 None, []),
+                ("sliced, 2 soft_bounds devices, gamma 1/2 each, policy all", "analog_sgd",
+                 "{impl: sliced, policy: all}", None, []),
+                ("sliced, gamma [1, 0.25], single_fixed on the fine device", "analog_sgd",
+                 "{impl: sliced, gamma: [1, 0.25], update_index: 1}", None, [])]
         if a.rows:
             runs = [r for r in runs if r[0] in a.rows.split(";")]
         print(f"\n### Accuracy: {a.epochs} epochs, {a.train_limit or 60000} training images, "
