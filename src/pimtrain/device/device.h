@@ -15,10 +15,11 @@
 
 namespace pim {
 
+struct SubCells;  // device/unit_cell.h
+
 // Per-cell parameters, drawn once when the array is programmed (structure of arrays, one entry
 // per cell): the hard bounds b+ / b-, the step sizes Delta+ / Delta-, and two model-specific
 // slots (LinearStep's slopes, PowStep's exponents, the NeuroSim curves' A).
-struct SubCells;
 struct DeviceCells {
   std::vector<float> b_max, b_min, dw_up, dw_down, p_up, p_down;
   // A unit cell's sub-devices (device/unit_cell.h; null: one device per weight). Their states
