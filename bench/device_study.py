@@ -219,7 +219,19 @@ def main():
                  "{impl: soft_bounds}", "reram_sb", tt100),
                 ("reram_es", "analog_sgd", "{impl: exp_step}", "reram_es", []),
                 ("reram_es + mixed_precision", "mixed_precision", "{impl: exp_step}",
-                 "reram_es", [])]
+                 "reram_es", []),
+                # one_sided pairs (impl/one_sided.cc): two soft_bounds devices in [0, 0.6]
+                # per weight, so the pair spans the single device's [-0.6, 0.6].
+                ("one_sided pair (soft_bounds w_min 0)", "analog_sgd", "{impl: one_sided}",
+                 None, []),
+                ("one_sided pair (soft_bounds w_min 0), no refresh", "analog_sgd",
+                 "{impl: one_sided, refresh: false}", None, []),
+                ("one_sided pair + mixed_precision", "mixed_precision", "{impl: one_sided}",
+                 None, []),
+                ("sliced, 2 soft_bounds devices, gamma 1/2 each, policy all", "analog_sgd",
+                 "{impl: sliced, policy: all}", None, []),
+                ("sliced, gamma [1, 0.25], single_fixed on the fine device", "analog_sgd",
+                 "{impl: sliced, gamma: [1, 0.25], update_index: 1}", None, [])]
         if a.rows:
             runs = [r for r in runs if r[0] in a.rows.split(";")]
         print(f"\n### Accuracy: {a.epochs} epochs, {a.train_limit or 60000} training images, "

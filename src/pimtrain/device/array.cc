@@ -28,6 +28,14 @@ void DeviceArray::Set(ConstMatrixView w, uint64_t noise_key) {
       }
     }
   }
+  if (cells_.sub != nullptr) {  // a unit cell (unit_cell.h) programs its devices
+    device_->Programmed(hidden_.data(), size(), cells_);
+    if (write_noise_ > 0) {
+      for (int64_t i = 0; i < size(); ++i) {
+        read_[i] = hidden_[i] + write_noise_ * rng.Normal(static_cast<uint64_t>(i));
+      }
+    }
+  }
 }
 
 namespace {

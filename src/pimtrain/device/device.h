@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,11 +15,16 @@
 
 namespace pim {
 
+struct SubCells;  // device/unit_cell.h
+
 // Per-cell parameters, drawn once when the array is programmed (structure of arrays, one entry
 // per cell): the hard bounds b+ / b-, the step sizes Delta+ / Delta-, and two model-specific
 // slots (LinearStep's slopes, PowStep's exponents, the NeuroSim curves' A).
 struct DeviceCells {
   std::vector<float> b_max, b_min, dw_up, dw_down, p_up, p_down;
+  // A unit cell's sub-devices (device/unit_cell.h; null: one device per weight). Their states
+  // change with each pulse although the cells are passed const: they are the cell's state.
+  std::shared_ptr<SubCells> sub;
   int64_t size() const { return static_cast<int64_t>(b_max.size()); }
 };
 
@@ -50,6 +56,12 @@ class Device {
   // Normal(ctr + p) of `rng` (the caller keys it by seed, layer, step, update cycle and cell).
   virtual float Pulse(float w, int64_t cell, const DeviceCells& c, int n, int dir,
                       const CounterRng& rng, uint64_t ctr) const = 0;
+
+  // After exact programming set w[0..n) (clipped to the cells' bounds): a unit cell programs
+  // its devices and writes back the weight they hold. One device per weight: nothing to do.
+  virtual void Programmed(float* w, int64_t n, const DeviceCells& c) const {
+    (void)w, (void)n, (void)c;
+  }
 
   // The state a reset pulse puts cell `cell` in (rho_r + reset_std xi).
   float ResetValue(int64_t cell, const CounterRng& rng, uint64_t ctr) const;

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "pimtrain/device/unit_cell.h"
 #include "pimtrain/kernels/gemm.h"
 
 namespace pim {
@@ -35,6 +36,7 @@ void ApplyPulseCounts(DeviceArray& a, const int32_t* n, const UpdateContext& ctx
   counts.Add(kCountDevicePulses, p);
   counts.Add(kCountCellsPulsed, c);
   counts.Add(kCountPulseSlots, most);  // all cells pulse in parallel, one pulse per slot
+  TakeUnitCellCounts(a, counts);        // a unit cell's refreshes (unit_cell.h)
 }
 
 void OuterGradient(ConstMatrixView x, ConstMatrixView d, std::vector<float>& dw,

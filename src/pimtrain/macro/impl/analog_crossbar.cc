@@ -20,6 +20,7 @@
 #include "pimtrain/device/drift.h"
 #include "pimtrain/device/io.h"
 #include "pimtrain/device/trainable.h"
+#include "pimtrain/device/unit_cell.h"
 #include "pimtrain/device/update.h"
 #include "pimtrain/kernels/analog.h"
 #include "pimtrain/kernels/gemm.h"
@@ -163,6 +164,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     // aihwkit-style io path and written by the update rule; one device per weight.
     device_ = std::shared_ptr<const Device>(Registry<Device>::Create(p.At("device")));
     update_ = Registry<UpdateRule>::Create(p.At("update"));
+    CheckUnitCellUpdate(*device_, p.At("update"));  // a pair needs a pulsed update rule
     const ConfigNode* io_node = p.Find("io");
     const bool has_io = io_node != nullptr && !io_node->IsNull();
     if (has_io) io_ = ParseIo(p.At("io"));
@@ -599,6 +601,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       return;
     }
     update_->Apply(*array_, x, d, lr, uc, 1, counts);
+    TakeUnitCellCounts(*array_, counts);  // a unit cell's refreshes (unit_cell.h)
   }
   bool device_mode() const override { return device_mode_; }
   DeviceArray& weight_array() override {
@@ -607,6 +610,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   }
   DeviceArray& fast_array(uint64_t seed, int layer) override {
     if (fast_ == nullptr) {
+      if (array_ != nullptr && UnitCellState(*array_) != nullptr) {
+        throw UnsupportedError("analog_crossbar: a unit cell device (one_sided) as Tiki-Taka's "
+                               "fast array is not modelled (use analog_sgd or mixed_precision)");
+      }
       fast_ = std::make_unique<DeviceArray>(device_, rows_, cols_, MixKey(seed, layer, 0x66617374));
       std::vector<float> zero(static_cast<size_t>(rows_ * cols_), 0.0f);
       fast_->Set(ConstMatrixView(zero.data(), rows_, cols_, cols_), MixKey(seed, layer, 0x6661));
@@ -649,10 +656,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       array_->Set(w, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
                             static_cast<uint64_t>(ctx.step), 0x77726974));
     }
-    counts.Add("weight_writes", w.rows * w.cols);
+    const int64_t per_weight = DevicesPerWeight(*array_);  // 2 for a one_sided pair
+    counts.Add("weight_writes", per_weight * w.rows * w.cols);
     const int64_t tiles = Tiles();
-    counts.Add("array_cells_allocated", tiles * spec_.rows * spec_.cols);
-    counts.Add("array_cells_used", w.rows * w.cols);
+    counts.Add("array_cells_allocated", per_weight * tiles * spec_.rows * spec_.cols);
+    counts.Add("array_cells_used", per_weight * w.rows * w.cols);
   }
   // The io read path on the devices' read weights; noise keyed like the integer path.
   // The noise stream of one read: keyed by (seed, layer, step, stage, call within the step,

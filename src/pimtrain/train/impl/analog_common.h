@@ -12,6 +12,7 @@
 
 #include "pimtrain/base/error.h"
 #include "pimtrain/device/trainable.h"
+#include "pimtrain/device/unit_cell.h"
 #include "pimtrain/nn/staged_matmul.h"
 #include "pimtrain/train/algorithm.h"
 #include "pimtrain/train/numeric_guard.h"
@@ -46,6 +47,9 @@ class AnalogAlgorithm : public TrainingAlgorithm {
       if (ws.rank() != 2) continue;
       slots_.push_back({i, at, ws[0], ws[1]});
       if (at->weight_array().has_write_noise()) AddState(i, "c_read", ws[0] * ws[1]);
+      if (auto* g = UnitCellState(at->weight_array())) {
+        AddState(i, "c_cells", static_cast<int64_t>(g->size()));  // a pair's devices
+      }
       AllocateState(i, ws[0], ws[1], *at);
     }
   }
@@ -54,6 +58,10 @@ class AnalogAlgorithm : public TrainingAlgorithm {
       if (Tensor* t = FindState(s.index, "c_read")) {
         const float* r = s.trainable->weight_array().mutable_read();
         std::copy(r, r + t->numel(), t->data());
+      }
+      if (Tensor* t = FindState(s.index, "c_cells")) {
+        const std::vector<float>& g = *UnitCellState(s.trainable->weight_array());
+        std::copy(g.begin(), g.end(), t->data());
       }
       SyncState(s, /*to_tensors=*/true);
     }
@@ -65,6 +73,10 @@ class AnalogAlgorithm : public TrainingAlgorithm {
     for (const Slot& s : slots_) {
       if (Tensor* t = FindState(s.index, "c_read")) {
         std::copy(t->data(), t->data() + t->numel(), s.trainable->weight_array().mutable_read());
+      }
+      if (Tensor* t = FindState(s.index, "c_cells")) {
+        std::copy(t->data(), t->data() + t->numel(),
+                  UnitCellState(s.trainable->weight_array())->data());
       }
       SyncState(s, /*to_tensors=*/false);
     }
