@@ -85,6 +85,32 @@ TEST(CliTest, ResumeAfterSigkillContinuesToTheSameWeights) {
   EXPECT_EQ(a.substr(a.size() - 4 - payload, payload), b.substr(b.size() - 4 - payload, payload));
 }
 
+TEST(CliTest, ARunThatFailsBeforeItsFirstEpochLeavesNoRunDirectory) {
+  TinyRun run;
+  // Diverges at its first steps: the error names the step, and the directory this run made
+  // (holding only config.yaml) is gone, so no later --resume takes it for a killed run.
+  std::string out = run.dir.File("diverged");
+  const std::string sets =
+      " --set train.optimizer.learning_rate=100 --set train.batch_size=4 --set train.epochs=3";
+  auto r = RunCommand(Cli() + " train " + run.config + sets + " --out " + out);
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.err.find("step"), std::string::npos) << r.err;
+  EXPECT_FALSE(FileExists(out + "/config.yaml")) << r.err;
+  EXPECT_FALSE(FileExists(out));
+  // A directory that was there before the run is the user's: it stays, with what it held.
+  std::string mine = run.dir.File("mine");
+  MakeDirs(mine);
+  WriteFileAtomic(mine + "/notes.txt", "keep\n");
+  r = RunCommand(Cli() + " train " + run.config + sets + " --out " + mine);
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_EQ(ReadFile(mine + "/notes.txt"), "keep\n");
+  // A run with zero epochs still writes its directory (config and summary).
+  std::string zero = run.dir.File("zero");
+  ASSERT_EQ(RunCommand(Cli() + " train " + run.config + " --set train.epochs=0 --out " + zero)
+                .exit_code, 0);
+  EXPECT_TRUE(FileExists(zero + "/summary.json"));
+}
+
 TEST(CliTest, UnknownKeyIsOneLineWithSuggestionAndExitTwo) {
   TinyRun run;
   ExpectUserError(RunCommand(Cli() + " train " + run.config + " --set train.epocs=2"),

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -371,8 +372,23 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       cb.on_info("removed " + std::to_string(stale) + " temporary file(s) of the killed run");
     }
   }
+  // A run that fails before its first epoch is written (a bad knob found at the first step, a
+  // divergence at step 1) leaves nothing behind if this call made its directory: no run
+  // directory holding a config.yaml and nothing else, which a later --resume would take for a
+  // run killed before its first checkpoint.
+  struct RemoveUnlessKept {
+    std::string dir;
+    ~RemoveUnlessKept() {
+      if (dir.empty()) return;
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);  // best effort: the error being thrown is what matters
+    }
+  } remove_unless_kept;
   if (!out_dir.empty() && writes_files_) {
+    std::error_code ec;
+    const bool existed = std::filesystem::exists(out_dir, ec);
     MakeDirs(out_dir);
+    if (!existed && start_epoch < epochs) remove_unless_kept.dir = out_dir;
     WriteFileAtomic(out_dir + "/config.yaml", config_yaml);
   }
 
@@ -399,6 +415,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
       if (write_checkpoints) {
         SaveCheckpoint(ckpt_path, {e + 1, metrics_jsonl, config_yaml}, trainer_->StateTensors());
       }
+      remove_unless_kept.dir.clear();  // an epoch is on disk: the run directory stays
     }
     if (cb.on_epoch) cb.on_epoch(m);
   }
