@@ -286,6 +286,34 @@ TEST(DeviceTrainingTest, ResumeIsBitIdenticalWithTheAlgorithmsState) {
   }
 }
 
+// backprop reprograms each weight every step, and the programming's write noise is keyed by the
+// step: a resumed run programs its arrays with the last update's key, so it reads what the
+// uninterrupted run read (its weights, then its test accuracy after each epoch, are the same).
+TEST(DeviceTrainingTest, BackpropWithWriteNoiseResumesBitIdentical) {
+  const std::vector<std::string> sets = {"train.algorithm.impl=backprop", "train.epochs=3"};
+  testing::TempDir dir;
+  Session full(ResolveAnalog(sets));
+  const TrainSummary f = full.Train(dir.File("full"), false, {});
+  {
+    Session cut(ResolveAnalog(sets));
+    SessionCallbacks cb;
+    cb.on_epoch = [](const EpochMetrics& m) {
+      if (m.epoch == 1) throw std::runtime_error("stop after epoch 1");
+    };
+    EXPECT_THROW(cut.Train(dir.File("cut"), false, cb), std::runtime_error);
+  }
+  Session resumed(ResolveAnalog(sets));
+  const TrainSummary r = resumed.Train(dir.File("cut"), true, {});
+  EXPECT_EQ(testing::StateValues(full), testing::StateValues(resumed));
+  ASSERT_EQ(f.epochs.size(), r.epochs.size());
+  for (size_t e = 0; e < f.epochs.size(); ++e) {
+    EXPECT_EQ(f.epochs[e].test_loss, r.epochs[e].test_loss) << "epoch " << e + 1;
+  }
+  // eval from the checkpoint reads the arrays as the run's last evaluation did.
+  Session eval(ResolveAnalog(sets));
+  EXPECT_EQ(eval.EvaluateCheckpoint(dir.File("full")).loss, f.epochs.back().test_loss);
+}
+
 // metrics.jsonl carries each layer's device pulses and verify reads per epoch, and their sum.
 TEST(DeviceTrainingTest, MetricsCarryPulsesAndVerifyReadsPerLayerAndEpoch) {
   testing::TempDir dir;

@@ -253,9 +253,14 @@ void Session::AttachMacros() {
   ProgramMacros();
 }
 
-void Session::ProgramMacros() {
+int64_t Session::LastStep(int64_t epochs_done) const {
+  return std::max<int64_t>(0, epochs_done * trainer_->steps_per_epoch() - 1);
+}
+
+void Session::ProgramMacros(int64_t step) {
   StepContext ctx;
   ctx.seed = static_cast<uint64_t>(config_.GetInt("seed"));
+  ctx.step = step;
   ctx.pool = &DefaultPool();
   for (int i = 0; i < net_->size(); ++i) {
     StagedMatmul* m = net_->layer(i).matmul();
@@ -339,7 +344,7 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
                         diff + "'");
     }
     info = LoadCheckpoint(ckpt_path, trainer_->StateTensors());
-    ProgramMacros();
+    ProgramMacros(LastStep(info.epochs_done));
     algorithm_->RestoreState();  // e.g. Tiki-Taka's fast array, after C was programmed
     start_epoch = info.epochs_done;
     metrics_jsonl = info.metrics_jsonl;
@@ -520,7 +525,9 @@ EvalResult Session::EvaluateCheckpoint(const std::string& path) {
     if (t.first.rfind("layers.", 0) == 0) model_tensors.push_back(t);
   }
   LoadCheckpoint(file, model_tensors, TensorMatch::kByName);
-  ProgramMacros();
+  // The write noise of the last update's programming (the config's batch size and data give
+  // the step; an eval under another batch size reads another draw of the same law).
+  ProgramMacros(LastStep(info.epochs_done));
   return trainer_->Evaluate(data_.test);
 }
 

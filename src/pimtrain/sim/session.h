@@ -82,7 +82,11 @@ class Session {
   // Puts the weighted layers on the configured macro (pim.macro) and programs it.
   void AttachMacros();
   // Writes every macro layer's current weights into its array (after attach or a restore).
-  void ProgramMacros();
+  // `step` keys the programming's write noise: after a restore, the step of the last weight
+  // update, so the arrays read what they read when the checkpoint was written.
+  void ProgramMacros(int64_t step = 0);
+  // The global step of the last weight update after `epochs_done` epochs (0 when none).
+  int64_t LastStep(int64_t epochs_done) const;
 
   ConfigNode config_;
   LoadedData data_;
