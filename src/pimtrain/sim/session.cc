@@ -417,10 +417,10 @@ TrainSummary Session::Train(const std::string& out_dir, bool resume, const Sessi
     metrics_jsonl += m.ToJsonLine() + "\n";
     if (!out_dir.empty() && writes_files_) {
       WriteFileAtomic(out_dir + "/metrics.jsonl", metrics_jsonl);
+      remove_unless_kept.dir.clear();  // an epoch's metrics are on disk: the directory stays
       if (write_checkpoints) {
         SaveCheckpoint(ckpt_path, {e + 1, metrics_jsonl, config_yaml}, trainer_->StateTensors());
       }
-      remove_unless_kept.dir.clear();  // an epoch is on disk: the run directory stays
     }
     if (cb.on_epoch) cb.on_epoch(m);
   }
