@@ -109,4 +109,19 @@ std::vector<std::vector<float>> StateValues(Session& s) {
   return out;
 }
 
+bool TrainAndStopAfterEpoch(const ConfigNode& config, const std::string& out_dir, int64_t epoch) {
+  struct Stop {};
+  Session s(config);
+  SessionCallbacks cb;
+  cb.on_epoch = [epoch](const EpochMetrics& m) {
+    if (m.epoch == epoch) throw Stop{};
+  };
+  try {
+    s.Train(out_dir, false, cb);
+  } catch (const Stop&) {
+    return true;
+  }
+  return false;
+}
+
 }  // namespace pim::testing

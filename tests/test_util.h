@@ -48,5 +48,8 @@ ConfigNode ResolveYaml(const std::string& yaml, const std::string& origin,
 // Every training-state tensor of a session (weights, buffers, optimizer state), copied, for
 // bit-identity comparisons.
 std::vector<std::vector<float>> StateValues(Session& s);
+// Trains `config` into `out_dir` and stops it right after epoch `epoch` ended (its checkpoint
+// written), as a run killed there would stop. False if the run ended some other way.
+bool TrainAndStopAfterEpoch(const ConfigNode& config, const std::string& out_dir, int64_t epoch);
 
 }  // namespace pim::testing
