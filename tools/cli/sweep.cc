@@ -117,6 +117,25 @@ class MpiRanks : public SweepRanks, public BatchGroup {
     return all;
   }
 
+  void AllGatherInto(const void* mine, const std::vector<int64_t>& bytes, void* out) override {
+    PIM_CHECK_MSG(static_cast<int>(bytes.size()) == size_, "AllGatherInto: one count per rank");
+    std::vector<int> sizes(static_cast<size_t>(size_)), offsets(static_cast<size_t>(size_));
+    int64_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+      offsets[static_cast<size_t>(r)] = static_cast<int>(total);
+      sizes[static_cast<size_t>(r)] = static_cast<int>(bytes[static_cast<size_t>(r)]);
+      total += bytes[static_cast<size_t>(r)];
+    }
+    PIM_CHECK_MSG(total < (int64_t{1} << 31), "AllGatherInto: more than 2 GiB in one gather");
+    // In place: this rank's part already sits at its offset in `out`.
+    MPI_Allgatherv(mine != nullptr ? mine : MPI_IN_PLACE, sizes[static_cast<size_t>(rank_)],
+                   MPI_CHAR, out, sizes.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD);
+  }
+
+  void AllMaxInPlace(float* values, int count) override {
+    MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+  }
+
   float AllMax(float value) override {
     float out = value;
     MPI_Allreduce(&value, &out, 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
