@@ -22,29 +22,29 @@ std::mutex& CountsMutex() {
 }
 }  // namespace
 
-// The largest |v| (NaNs skipped, as std::max(m, |v|) skips them). Sixteen independent running
-// maxima, each a select the compiler turns into one vector max (a > m ? a : m is exactly the
-// x86 max instruction's rule), then the sixteen: a maximum is exact in any order, so the result
-// is the sequential scan's.
+// The largest |v| (NaNs skipped, as std::max(m, |v|) skips them), sixteen lanes at a time: each
+// lane keeps its own running maximum (a > m ? a : m, the x86 max instruction's rule), then the
+// lanes are combined. A maximum is exact in any order, so the result is the sequential scan's.
 float MaxAbs(ConstMatrixView v) {
-  constexpr int kLanes = 16;
-  float acc[kLanes] = {};
+  typedef float V16 __attribute__((vector_size(64)));
+  typedef int32_t I16 __attribute__((vector_size(64)));
+  V16 acc = {};
   float m = 0.0f;
   for (int64_t r = 0; r < v.rows; ++r) {
     const float* row = v.Row(r);
     int64_t c = 0;
-    for (; c + kLanes <= v.cols; c += kLanes) {
-      for (int j = 0; j < kLanes; ++j) {
-        const float a = std::fabs(row[c + j]);
-        acc[j] = a > acc[j] ? a : acc[j];
-      }
+    for (; c + 16 <= v.cols; c += 16) {
+      V16 a;
+      std::memcpy(&a, row + c, sizeof(a));
+      a = (V16)((I16)a & 0x7FFFFFFF);  // |a|: the sign bit cleared
+      acc = a > acc ? a : acc;
     }
     for (; c < v.cols; ++c) {
       const float a = std::fabs(row[c]);
       m = a > m ? a : m;
     }
   }
-  for (float a : acc) m = a > m ? a : m;
+  for (int j = 0; j < 16; ++j) m = acc[j] > m ? acc[j] : m;
   return m;
 }
 
