@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -48,8 +49,8 @@ int MpiWorldSize() {
 // never in a blocking MPI call: Open MPI busy-polls in those, and a rank waiting for the others
 // would take a core from the points they are running.
 // The same object is the BatchGroup of a data-parallel `pimtrain train` (docs/scaling.md): there
-// the ranks run in lock step, a step's collectives follow one another within milliseconds, and
-// the blocking collectives (MPI_Allgatherv, MPI_Allreduce) are what keeps them cheap.
+// the ranks run in lock step and a step's collectives follow one another within milliseconds:
+// they are nonblocking collectives waited on by testing, then short naps (WaitBriefly).
 class MpiRanks : public SweepRanks, public BatchGroup {
  public:
   MpiRanks() {
@@ -117,10 +118,33 @@ class MpiRanks : public SweepRanks, public BatchGroup {
     return all;
   }
 
+  void AllGatherInto(const void* mine, const std::vector<int64_t>& bytes, void* out) override {
+    PIM_CHECK_MSG(static_cast<int>(bytes.size()) == size_, "AllGatherInto: one count per rank");
+    std::vector<int> sizes(static_cast<size_t>(size_)), offsets(static_cast<size_t>(size_));
+    int64_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+      offsets[static_cast<size_t>(r)] = static_cast<int>(total);
+      sizes[static_cast<size_t>(r)] = static_cast<int>(bytes[static_cast<size_t>(r)]);
+      total += bytes[static_cast<size_t>(r)];
+    }
+    PIM_CHECK_MSG(total < (int64_t{1} << 31), "AllGatherInto: more than 2 GiB in one gather");
+    // In place: this rank's part already sits at its offset in `out`.
+    MPI_Request request;
+    MPI_Iallgatherv(mine != nullptr ? mine : MPI_IN_PLACE, sizes[static_cast<size_t>(rank_)],
+                    MPI_CHAR, out, sizes.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD,
+                    &request);
+    WaitBriefly(&request);
+  }
+
+  void AllMaxInPlace(float* values, int count) override {
+    MPI_Request request;
+    MPI_Iallreduce(MPI_IN_PLACE, values, count, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD, &request);
+    WaitBriefly(&request);
+  }
+
   float AllMax(float value) override {
-    float out = value;
-    MPI_Allreduce(&value, &out, 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
-    return out;
+    AllMaxInPlace(&value, 1);
+    return value;
   }
 
   [[noreturn]] void Abort(const std::string& message) override {
@@ -134,6 +158,20 @@ class MpiRanks : public SweepRanks, public BatchGroup {
  private:
   static constexpr int kPlanTag = 1, kRowTag = 2;
   static void Nap() { std::this_thread::sleep_for(std::chrono::milliseconds(5)); }
+  // The data-parallel step's collectives: a rank that arrives first tests the request a few
+  // times, then sleeps between tests, from 20 us doubling to 0.5 ms. Blocking MPI calls spin
+  // (or, yielding, still take their core whenever nothing else is runnable): the waiting rank
+  // burnt CPU the others could use (on this 2-vCPU VM, ~20 % of a T-PIM CNN rank's CPU was
+  // sched_yield). Progress is made inside MPI_Test.
+  static void WaitBriefly(MPI_Request* r) {
+    int done = 0;
+    for (int i = 0; i < 64 && done == 0; ++i) MPI_Test(r, &done, MPI_STATUS_IGNORE);
+    for (auto nap = std::chrono::microseconds(20); done == 0;
+         nap = std::min(2 * nap, std::chrono::microseconds(500))) {
+      std::this_thread::sleep_for(nap);
+      MPI_Test(r, &done, MPI_STATUS_IGNORE);
+    }
+  }
   static void WaitFor(MPI_Request* r) {
     for (;;) {
       int done = 0;

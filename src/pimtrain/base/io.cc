@@ -59,6 +59,42 @@ std::vector<uint8_t> ReadFileMaybeGzip(const std::string& path) {
   return out;
 }
 
+std::vector<uint8_t> ReadFilePrefixMaybeGzip(const std::string& path, size_t n, uint64_t* total) {
+  std::string raw = ReadFile(path);
+  if (raw.size() < 2 || static_cast<uint8_t>(raw[0]) != 0x1f ||
+      static_cast<uint8_t>(raw[1]) != 0x8b) {
+    *total = raw.size();
+    return std::vector<uint8_t>(raw.begin(), raw.begin() + std::min(n, raw.size()));
+  }
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw DataError(path + ": cannot start gzip decoder");
+  zs.next_in = reinterpret_cast<Bytef*>(raw.data());
+  zs.avail_in = static_cast<uInt>(raw.size());
+  std::vector<uint8_t> out(n);
+  int rc = Z_OK;
+  while (zs.total_out < n) {
+    zs.next_out = out.data() + zs.total_out;
+    zs.avail_out = static_cast<uInt>(n - zs.total_out);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    if (rc != Z_OK) break;  // the end, an error, or no progress possible
+  }
+  const size_t got = zs.total_out;
+  inflateEnd(&zs);
+  if (got < n && rc != Z_STREAM_END) {
+    throw DataError(path + ": corrupt or truncated gzip data" +
+                    (zs.msg != nullptr ? std::string(" (") + zs.msg + ")" : std::string()));
+  }
+  out.resize(got);
+  if (rc == Z_STREAM_END) {
+    *total = got;
+  } else {
+    const auto* t = reinterpret_cast<const uint8_t*>(raw.data() + raw.size() - 4);
+    *total = static_cast<uint64_t>(t[0]) | (static_cast<uint64_t>(t[1]) << 8) |
+             (static_cast<uint64_t>(t[2]) << 16) | (static_cast<uint64_t>(t[3]) << 24);
+  }
+  return out;
+}
+
 int RemoveStaleTempFiles(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;

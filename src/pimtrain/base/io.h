@@ -11,6 +11,12 @@ namespace pim {
 // Reads a whole file; if it starts with the gzip magic (1f 8b) it is inflated. IoError if
 // missing or unreadable, DataError if the gzip stream is corrupt or truncated.
 std::vector<uint8_t> ReadFileMaybeGzip(const std::string& path);
+// The first `n` bytes of the file's contents (inflated if gzip; fewer if the contents are
+// shorter), inflating no further than that. `*total` = the size of the whole contents: exact
+// for a raw file or a gzip stream that ended within the prefix, else the gzip trailer's ISIZE
+// (the size mod 2^32, unchecked against the data past the prefix: a caller checks it against
+// what it expects and reads the whole file when they differ). IoError / DataError as above.
+std::vector<uint8_t> ReadFilePrefixMaybeGzip(const std::string& path, size_t n, uint64_t* total);
 // Reads a whole file as is. IoError on failure.
 std::string ReadFile(const std::string& path);
 // Writes to PATH.tmp.PID, fsyncs, renames over PATH, fsyncs the directory: readers see the old

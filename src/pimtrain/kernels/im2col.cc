@@ -76,6 +76,41 @@ void Im2colImages(const ConvGeometry& g, const float* x, float* cols, int64_t n0
   }
 }
 
+void Im2colImagesColumns(const ConvGeometry& g, const float* x, float* cols, int64_t n0,
+                         int64_t n1, int64_t c0, int64_t c1) {
+  const int64_t oh_n = g.out_h(), ow_n = g.out_w(), width = c1 - c0;
+  const int64_t run = g.kw * g.c;  // one kernel row's taps: columns [i run, (i + 1) run)
+  const int64_t image = g.h * g.w * g.c;
+  if (width <= 0) return;
+  Padded p{g.h, g.w, nullptr};
+  if (g.pad > 0) {
+    p = PaddedScratch(g);
+    std::fill(p.data, p.data + p.ph * p.pw * g.c, 0.0f);  // the border stays zero
+  }
+  // The kernel rows that meet [c0, c1), and the part of each.
+  const int64_t i0 = c0 / run, i1 = std::min(g.kh, (c1 + run - 1) / run);
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* img = x + n * image;
+    if (g.pad > 0) {
+      for (int64_t ih = 0; ih < g.h; ++ih) {
+        std::memcpy(p.data + ((ih + g.pad) * p.pw + g.pad) * g.c, img + ih * g.w * g.c,
+                    g.w * g.c * sizeof(float));
+      }
+      img = p.data;
+    }
+    float* out = cols + (n - n0) * oh_n * ow_n * width;
+    for (int64_t oh = 0; oh < oh_n; ++oh) {
+      for (int64_t ow = 0; ow < ow_n; ++ow, out += width) {
+        const float* src = img + (oh * g.stride * p.pw + ow * g.stride) * g.c;
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t lo = std::max(c0, i * run), hi = std::min(c1, (i + 1) * run);
+          CopyRun(out + (lo - c0), src + i * p.pw * g.c + (lo - i * run), hi - lo);
+        }
+      }
+    }
+  }
+}
+
 void Col2imImages(const ConvGeometry& g, const float* cols, float* dx, int64_t n0, int64_t n1) {
   const int64_t oh_n = g.out_h(), ow_n = g.out_w(), width = g.col_width();
   const int64_t run = g.kw * g.c;

@@ -36,5 +36,9 @@ void Col2im(const ConvGeometry& g, const float* cols, float* dx, ThreadPool* poo
 // rows). Col2imImages zeroes images [n0, n1) of dx before accumulating.
 void Im2colImages(const ConvGeometry& g, const float* x, float* cols, int64_t n0, int64_t n1);
 void Col2imImages(const ConvGeometry& g, const float* cols, float* dx, int64_t n0, int64_t n1);
+// Columns [c0, c1) of Im2colImages' rows alone: `cols` is ((n1 - n0) * rows_per_image) x
+// (c1 - c0), row-major (e.g. the block of a weight gradient's rows one MPI rank computes).
+void Im2colImagesColumns(const ConvGeometry& g, const float* x, float* cols, int64_t n0,
+                         int64_t n1, int64_t c0, int64_t c1);
 
 }  // namespace pim::kernels

@@ -168,6 +168,31 @@ TEST(Im2colTest, MatchesTheDefinition) {
   }
 }
 
+// Any block of columns, images [n0, n1) alone: those columns of Im2col's rows, bit for bit.
+TEST(Im2colTest, ColumnBlocksAreTheColumnsOfIm2col) {
+  for (const ConvGeometry& g : kGeometries) {
+    std::vector<float> x = RandomVector(g.n * g.h * g.w * g.c, 4);
+    const int64_t width = g.col_width(), rpi = g.rows_per_image();
+    std::vector<float> cols(g.n * rpi * width);
+    Im2col(g, x.data(), cols.data(), nullptr);
+    const int64_t n0 = g.n > 1 ? 1 : 0, n1 = g.n;
+    for (int64_t c0 : {int64_t{0}, int64_t{1}, width / 3, width - 1}) {
+      for (int64_t c1 : {c0 + 1, (c0 + width + 1) / 2, width}) {
+        if (c1 <= c0 || c1 > width) continue;
+        const int64_t b = c1 - c0;
+        std::vector<float> block((n1 - n0) * rpi * b, -7.0f);
+        Im2colImagesColumns(g, x.data(), block.data(), n0, n1, c0, c1);
+        for (int64_t r = 0; r < (n1 - n0) * rpi; ++r) {
+          for (int64_t j = 0; j < b; ++j) {
+            ASSERT_EQ(block[r * b + j], cols[(n0 * rpi + r) * width + c0 + j])
+                << "columns [" << c0 << ", " << c1 << ") row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Im2colTest, Col2imIsTheAdjointOfIm2col) {
   ThreadPool pool(2);
   for (const ConvGeometry& g : kGeometries) {

@@ -31,6 +31,10 @@ struct RunContext {
   // multiply a batch in slices). Macros that scale inputs per tensor use it, so slicing does not
   // change the numbers. Negative: use the input's own maximum.
   float input_max_abs = -1.0f;
+  // GradientCalc only: the largest |dy| of the whole dy (a GC split over processes scans it
+  // once over the ranks; docs/scaling.md). Macros that scale dy per tensor use it for signed
+  // operands. Negative: dy's own maximum.
+  float gradient_max_abs = -1.0f;
   // GradientCalc only: false when this call computes a block of dW's rows (x's columns) of a
   // product split over processes (docs/scaling.md), other than the first block. The actions the
   // whole product does once whatever its rows (writing dY into the GC array) are counted by the

@@ -22,12 +22,29 @@ std::mutex& CountsMutex() {
 }
 }  // namespace
 
+// The largest |v| (NaNs skipped, as std::max(m, |v|) skips them), sixteen lanes at a time: each
+// lane keeps its own running maximum (a > m ? a : m, the x86 max instruction's rule), then the
+// lanes are combined. A maximum is exact in any order, so the result is the sequential scan's.
 float MaxAbs(ConstMatrixView v) {
+  typedef float V16 __attribute__((vector_size(64)));
+  typedef int32_t I16 __attribute__((vector_size(64)));
+  V16 acc = {};
   float m = 0.0f;
   for (int64_t r = 0; r < v.rows; ++r) {
     const float* row = v.Row(r);
-    for (int64_t c = 0; c < v.cols; ++c) m = std::max(m, std::fabs(row[c]));
+    int64_t c = 0;
+    for (; c + 16 <= v.cols; c += 16) {
+      V16 a;
+      std::memcpy(&a, row + c, sizeof(a));
+      a = (V16)((I16)a & 0x7FFFFFFF);  // |a|: the sign bit cleared
+      acc = a > acc ? a : acc;
+    }
+    for (; c < v.cols; ++c) {
+      const float a = std::fabs(row[c]);
+      m = a > m ? a : m;
+    }
   }
+  for (int j = 0; j < 16; ++j) m = acc[j] > m ? acc[j] : m;
   return m;
 }
 
@@ -192,39 +209,57 @@ void StagedMatmul::Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw
     kernels::fast::Gemm(g, pool);
     return;
   }
-  ActionCounts counts;
-  BatchGroup* group = ctx.gradient_group;
-  if (group == nullptr || group->size() == 1) {
+  const auto [r0, r1] = GradientRows(x.cols, ctx);
+  if (r0 == 0 && r1 == x.cols) {
+    ActionCounts counts;
     macro_->GradientCalc(x, dy, dw, MakeRunContext(ctx, Stage::kGradient, pool, -1.0f), counts);
     if (ctx.record_counts) AddCounts(Stage::kGradient, counts);
     return;
   }
+  GradientOfBlock(ConstMatrixView(x.data + r0, x.rows, r1 - r0, x.ld), dy, dw, ctx, pool);
+}
+
+std::pair<int64_t, int64_t> StagedMatmul::GradientRows(int64_t rows,
+                                                       const StepContext& ctx) const {
+  const BatchGroup* group = ctx.gradient_group;
+  if (!macro_ || group == nullptr || group->size() == 1) return {0, rows};
+  return {ShardBegin(rows, group->rank(), group->size()),
+          ShardBegin(rows, group->rank() + 1, group->size())};
+}
+
+void StagedMatmul::GradientOfBlock(ConstMatrixView x_block, ConstMatrixView dy, MatrixView dw,
+                                   const StepContext& ctx, ThreadPool* pool) {
+  const auto [r0, r1] = GradientRows(dw.rows, ctx);
+  PIM_CHECK_MSG(x_block.cols == r1 - r0 && x_block.rows == dy.rows && dw.cols == dy.cols,
+                "GradientOfBlock: operand shapes do not match");
+  if (r0 == 0 && r1 == dw.rows) {
+    Gradient(x_block, dy, dw, ctx, pool);
+    return;
+  }
   // Split over the ranks by dW's rows (x's columns): rank r computes rows [r0, r1) over the
-  // whole batch, x scaled by the whole x's maximum. Each element is the exact integer sum one
-  // process computes, and the per-row actions add up to one process's; the per-call ones
-  // (dY into the GC array) are counted by rank 0.
-  const int64_t r0 = ShardBegin(x.cols, group->rank(), group->size());
-  const int64_t r1 = ShardBegin(x.cols, group->rank() + 1, group->size());
-  RunContext rc = MakeRunContext(ctx, Stage::kGradient, pool, MaxAbs(x));
+  // whole batch, x scaled by the whole x's maximum and dy by the whole dy's. Each element is the
+  // exact integer sum one process computes, and the per-row actions add up to one process's;
+  // the per-call ones (dY into the GC array) are counted by rank 0.
+  BatchGroup* group = ctx.gradient_group;
+  // The maxima of the whole operands: the ranks' blocks of x's columns partition x, and each
+  // rank scans its share of dy's rows (a maximum is exact in any order).
+  const int64_t b0 = ShardBegin(dy.rows, group->rank(), group->size());
+  const int64_t b1 = ShardBegin(dy.rows, group->rank() + 1, group->size());
+  float max_abs[2] = {MaxAbs(x_block),
+                      MaxAbs(ConstMatrixView(dy.Row(b0), b1 - b0, dy.cols, dy.ld))};
+  group->AllMaxInPlace(max_abs, 2);
+  RunContext rc = MakeRunContext(ctx, Stage::kGradient, pool, max_abs[0]);
+  rc.gradient_max_abs = max_abs[1];
   rc.count_shared_actions = group->rank() == 0;
+  ActionCounts counts;
   if (r1 > r0) {
-    macro_->GradientCalc(ConstMatrixView(x.data + r0, x.rows, r1 - r0, x.ld), dy,
-                         MatrixView{dw.data + r0 * dw.ld, r1 - r0, dw.cols, dw.ld}, rc, counts);
+    macro_->GradientCalc(x_block, dy, MatrixView{dw.data + r0 * dw.ld, r1 - r0, dw.cols, dw.ld},
+                         rc, counts);
   }
   AddCounts(Stage::kGradient, counts);
-  // The blocks in rank order are dW's rows in order.
-  std::string mine(static_cast<size_t>((r1 - r0) * dw.cols) * sizeof(float), '\0');
-  for (int64_t r = r0; r < r1; ++r) {
-    std::memcpy(mine.data() + (r - r0) * dw.cols * sizeof(float), dw.Row(r),
-                static_cast<size_t>(dw.cols) * sizeof(float));
-  }
-  const std::string all = group->AllGather(mine);
-  PIM_CHECK_MSG(static_cast<int64_t>(all.size()) == dw.rows * dw.cols * 4,
-                "split gradient: the ranks' blocks do not make dW");
-  for (int64_t r = 0; r < dw.rows; ++r) {
-    std::memcpy(dw.Row(r), all.data() + r * dw.cols * sizeof(float),
-                static_cast<size_t>(dw.cols) * sizeof(float));
-  }
+  // The blocks in rank order are dW's rows in order: gathered in place.
+  PIM_CHECK_MSG(dw.ld == dw.cols, "split gradient: dW must be contiguous");
+  GatherBlocksInPlace(dw.data, dw.rows, dw.cols, *group);
 }
 
 void StagedMatmul::Commit(Tensor& w, const StepContext& ctx, Stage stage) {

@@ -5,6 +5,7 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "pimtrain/base/action_counts.h"
 #include "pimtrain/base/stage.h"
@@ -68,6 +69,15 @@ class StagedMatmul {
   // dw = x^T dy (overwritten). x: n x rows(W); dy: n x cols(W).
   void Gradient(ConstMatrixView x, ConstMatrixView dy, MatrixView dw, const StepContext& ctx,
                 ThreadPool* pool);
+  // In a GC split over the ranks (ctx.gradient_group of several ranks, on a macro): the block
+  // [first, second) of dW's `rows` (x's columns) this rank computes; [0, rows) otherwise.
+  std::pair<int64_t, int64_t> GradientRows(int64_t rows, const StepContext& ctx) const;
+  // Gradient with x given as its columns [GradientRows(rows(W)).first, .second) alone (x_block:
+  // n x that many), e.g. a convolution's columns built for this rank's block only: the same dW
+  // as Gradient on the whole x. The scales are the whole operands' maxima, each rank scanning
+  // its block of x and its share of dy's rows (one AllMax).
+  void GradientOfBlock(ConstMatrixView x_block, ConstMatrixView dy, MatrixView dw,
+                       const StepContext& ctx, ThreadPool* pool);
   // The largest |v| of the whole batch `v` is a shard of: MaxAbs(v), and in a data-parallel run
   // (ctx.group) the largest over the ranks. Collective there: every rank calls it once per
   // tensor. What a layer passes as x_max_abs / dy_max_abs when it multiplies in slices.

@@ -79,6 +79,7 @@ void DataParallel::Prepare(Network& net, const Tensor& x) {
   const int64_t batch = x.shape()[0];
   net_ = &net;
   x_ = &x;
+  batch_ = batch;
   begin_ = ShardBegin(batch, group_.rank(), group_.size());
   end_ = ShardBegin(batch, group_.rank() + 1, group_.size());
   SliceRows(x, begin_, end_, x_shard_);
@@ -115,27 +116,34 @@ void DataParallel::Prepare(Network& net, const Tensor& x) {
 
 void DataParallel::ShareGradients(int i, int owner) {
   const auto params = net_->layer(i).Parameters();
-  std::string mine;
+  int64_t total = 0;
+  for (const Parameter* p : params) total += p->grad.numel();
+  share_.resize(static_cast<size_t>(total));
   if (group_.rank() == owner) {
+    int64_t at = 0;
     for (const Parameter* p : params) {
-      mine.append(reinterpret_cast<const char*>(p->grad.data()),
+      std::memcpy(share_.data() + at, p->grad.data(),
                   static_cast<size_t>(p->grad.numel()) * sizeof(float));
+      at += p->grad.numel();
     }
   }
-  const std::string all = group_.AllGather(mine);  // only the owner's bytes
-  size_t at = 0;
+  // Only the owner sends (its part starts at offset 0: the ranks before it send nothing).
+  std::vector<int64_t> bytes(static_cast<size_t>(group_.size()), 0);
+  bytes[static_cast<size_t>(owner)] = total * static_cast<int64_t>(sizeof(float));
+  group_.AllGatherInto(nullptr, bytes, share_.data());
+  if (group_.rank() == owner) return;
+  int64_t at = 0;
   for (Parameter* p : params) {
-    const size_t bytes = static_cast<size_t>(p->grad.numel()) * sizeof(float);
-    PIM_CHECK_MSG(at + bytes <= all.size(), "shared gradients: the owner sent too few bytes");
-    std::memcpy(p->grad.data(), all.data() + at, bytes);
-    at += bytes;
+    std::memcpy(p->grad.data(), share_.data() + at,
+                static_cast<size_t>(p->grad.numel()) * sizeof(float));
+    at += p->grad.numel();
   }
 }
 
 const Tensor& DataParallel::Whole(int j) {
   if (j < 0) return *x_;
   if (!whole_valid_[j]) {
-    GatherRows(acts_[j], group_, whole_[j]);
+    GatherRows(acts_[j], batch_, group_, whole_[j]);
     whole_valid_[j] = 1;
   }
   return whole_[j];
@@ -233,7 +241,7 @@ StepResult DataParallel::TrainStep(Network& net, const Tensor& x, const int32_t*
     const bool propagates = net.PropagatesError(i);
     SumFanOut(i, ctx);
     if (!PerSample(i)) {
-      GatherRows(errs_[i], group_, dy_);
+      GatherRows(errs_[i], batch_, group_, dy_);
       if (gc_owner_[i] < 0) {
         layer.ComputeGradient(dy_, rep);
       } else {
@@ -262,7 +270,7 @@ StepResult DataParallel::TrainStep(Network& net, const Tensor& x, const int32_t*
     }
     if (!layer.Parameters().empty()) {
       PIM_CHECK_MSG(single, "a per-sample layer with parameters reads one input");
-      GatherRows(errs_[i], group_, dy_);
+      GatherRows(errs_[i], batch_, group_, dy_);
       layer.ComputeGradientForBatch(Whole(in[0]), dy_, gc);
       for (Parameter* p : layer.Parameters()) {
         CheckFinite(p->grad, net, i, Stage::kGradient, p->name + " gradient", ctx);

@@ -77,6 +77,7 @@ class DataParallel {
   BatchGroup& group_;
   Network* net_ = nullptr;
   const Tensor* x_ = nullptr;
+  int64_t batch_ = 0;            // samples in the current batch
   int64_t begin_ = 0, end_ = 0;  // this rank's shard of the current batch
   Tensor x_shard_;
   std::vector<Tensor> acts_;       // acts_[i]: the shard of node i's output
@@ -90,6 +91,7 @@ class DataParallel {
   std::vector<Tensor> full_dx_;    // a coupled node's whole input errors, per slot
   Tensor sink_;                    // errors at the network input (never read)
   Tensor dlogits_, dy_;
+  std::vector<float> share_;       // ShareGradients' buffer
 };
 
 }  // namespace pim

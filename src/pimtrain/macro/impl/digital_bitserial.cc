@@ -355,7 +355,8 @@ class DigitalBitSerialMacro final : public Macro {
                             xq, /*transpose=*/true,
                             sign_ == Signedness::kSigned ? ctx.input_max_abs : -1.0f);
     const int edy =
-        Quantize(dy, gradient_bits_, sign_, input_rounding_, Rng(ctx, kStreamGradDy), dyq);
+        Quantize(dy, gradient_bits_, sign_, input_rounding_, Rng(ctx, kStreamGradDy), dyq,
+                 /*transpose=*/false, sign_ == Signedness::kSigned ? ctx.gradient_max_abs : -1.0f);
     kernels::BitSerialProblem p;
     p.m = x.cols;
     p.k = batch;

@@ -98,6 +98,28 @@ TEST(IdxTest, RawAndGzipFilesRoundTripExactly) {
   EXPECT_TRUE(ReadIdx(dir.File("empty"), 3).data.empty());
 }
 
+// A limit inflates only the first items: the same bytes as the whole file's first items, the
+// file's dims, and the whole file's errors when its size disagrees with its header.
+TEST(IdxTest, PrefixReadsTheFirstItemsAndKeepsTheErrors) {
+  TempDir dir;
+  const std::vector<uint8_t> payload = Pattern(50 * 6 * 7);
+  for (bool gzip : {false, true}) {
+    const std::string path = dir.File(gzip ? "p.gz" : "p");
+    WriteIdx(path, {50, 6, 7}, payload, gzip);
+    for (int64_t limit : {1, 13, 49, 50, 80}) {
+      IdxArray a = ReadIdxPrefix(path, 3, limit);
+      EXPECT_EQ(a.dims, (std::vector<int64_t>{50, 6, 7}));
+      const size_t n = static_cast<size_t>(std::min<int64_t>(limit, 50)) * 42;
+      EXPECT_EQ(a.data, std::vector<uint8_t>(payload.begin(), payload.begin() + n)) << limit;
+    }
+    const std::string bad = dir.File(gzip ? "long.gz" : "long");
+    WriteIdx(bad, {2, 3, 3}, Pattern(21), gzip);
+    const std::string msg = ErrorOf<DataError>([&] { ReadIdxPrefix(bad, 3, 1); });
+    EXPECT_EQ(msg, ErrorOf<DataError>([&] { ReadIdx(bad, 3); }));
+    EXPECT_TRUE(Contains(msg, "21 bytes")) << msg;
+  }
+}
+
 TEST(IdxTest, WrongMagicIsADataErrorNamingTheFile) {
   TempDir dir;
   const std::string path = dir.File("bad-magic");

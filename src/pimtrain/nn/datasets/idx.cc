@@ -84,6 +84,37 @@ IdxArray ReadIdx(const std::string& path, int expected_ndim) {
   return out;
 }
 
+IdxArray ReadIdxPrefix(const std::string& path, int expected_ndim, int64_t limit) {
+  if (limit <= 0) return ReadIdx(path, expected_ndim);
+  const size_t header = 4 + 4 * static_cast<size_t>(expected_ndim);
+  uint64_t total = 0;
+  const std::vector<uint8_t> head = ReadFilePrefixMaybeGzip(path, header, &total);
+  if (head.size() < header || head[0] != 0 || head[1] != 0 || head[2] != kUnsignedByte ||
+      head[3] != expected_ndim) {
+    return ReadIdx(path, expected_ndim);  // its error
+  }
+  IdxArray out;
+  uint64_t item = 1;
+  for (int d = 0; d < expected_ndim; ++d) {
+    out.dims.push_back(ReadBigEndian32(head.data() + 4 + 4 * d));
+    if (d > 0) item *= static_cast<uint64_t>(out.dims.back());
+  }
+  const uint64_t count = static_cast<uint64_t>(out.dims[0]);
+  // The whole file when the limit takes it all, or when the sizes disagree (ReadIdx's error;
+  // the trailer holds the size mod 2^32).
+  if (static_cast<uint64_t>(limit) >= count || item == 0 ||
+      count > (uint64_t{1} << 40) / std::max<uint64_t>(item, 1) ||
+      (total != ((header + count * item) & 0xFFFFFFFFull) && total != header + count * item)) {
+    return ReadIdx(path, expected_ndim);
+  }
+  const size_t want = header + static_cast<size_t>(limit) * static_cast<size_t>(item);
+  std::vector<uint8_t> bytes = ReadFilePrefixMaybeGzip(path, want, &total);
+  if (bytes.size() != want) return ReadIdx(path, expected_ndim);
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));
+  out.data = std::move(bytes);
+  return out;
+}
+
 void ByteImages::Truncate(int64_t limit) {
   if (limit <= 0 || limit >= size()) return;
   labels.resize(static_cast<size_t>(limit));
@@ -94,8 +125,9 @@ void ByteImages::Truncate(int64_t limit) {
 
 ByteImages ReadIdxPair(const std::string& images_path, const std::string& labels_path,
                        int num_classes, int64_t limit) {
-  IdxArray images = ReadIdx(images_path, 3);
-  IdxArray labels = ReadIdx(labels_path, 1);
+  // Only the first `limit` images and labels are inflated (the rest is never used).
+  IdxArray images = ReadIdxPrefix(images_path, 3, limit);
+  IdxArray labels = ReadIdxPrefix(labels_path, 1, limit);
   if (images.dims[0] > 0 && (images.dims[1] == 0 || images.dims[2] == 0)) {
     throw DataError(images_path + ": images of " + std::to_string(images.dims[1]) + " x " +
                     std::to_string(images.dims[2]) + " pixels");

@@ -23,6 +23,11 @@ struct IdxArray {
 // the header. Throws IoError if the file cannot be read and DataError (one line naming the file)
 // if the magic, dimension count or payload length is wrong; it never reads past the data.
 IdxArray ReadIdx(const std::string& path, int expected_ndim);
+// The first `limit` items (along dims[0]) of an IDX file alone, inflating no more of a gzip file
+// than those (limit <= 0 or >= dims[0]: the whole file, as ReadIdx). dims stay the file's; the
+// file's size is checked against its header as ReadIdx checks it (for gzip by the trailer's
+// size, and on any mismatch the whole file is read for ReadIdx's error).
+IdxArray ReadIdxPrefix(const std::string& path, int expected_ndim, int64_t limit);
 
 // Bytes as stored on disk, channels last: what every image data set reads before conversion.
 struct ByteImages {

@@ -181,6 +181,28 @@ class Conv2d final : public WeightedLayer {
     const int64_t shard_n = geom_.n;
     x_ = &x;
     geom_.n = x.shape()[0];
+    const int64_t width = geom_.col_width();
+    const auto [c0, c1] = matmul_.GradientRows(width, ctx);
+    if (c0 != 0 || c1 != width) {
+      // GC split over the ranks by dW's rows (a macro's): this rank's columns [c0, c1) of the
+      // whole batch's im2col alone, built over the pool's threads (copies: any split).
+      const int64_t rows = geom_.n * geom_.rows_per_image(), block = c1 - c0;
+      cols_.Resize(Shape{std::max<int64_t>(1, rows * block)});
+      const int64_t grain = std::max<int64_t>(
+          1, (int64_t{1} << 16) / std::max<int64_t>(1, geom_.rows_per_image() * block));
+      PoolOf(ctx).ParallelFor(geom_.n, grain, [&](int64_t n0, int64_t n1) {
+        kernels::Im2colImagesColumns(geom_, x.data(),
+                                     cols_.data() + n0 * geom_.rows_per_image() * block, n0, n1,
+                                     c0, c1);
+      });
+      matmul_.GradientOfBlock(ConstMatrixView(cols_.data(), rows, block, block),
+                              ConstMatrixView(dy.data(), rows, oc_, oc_), weight_.grad.AsMatrix(),
+                              ctx, &PoolOf(ctx));
+      BiasGradient(dy.data(), rows, PoolOf(ctx));
+      x_ = shard;
+      geom_.n = shard_n;
+      return;
+    }
     if (KeepsColumns()) {
       cols_.Resize(Shape{geom_.n * geom_.rows_per_image(), geom_.col_width()});
       kernels::Im2colImages(geom_, x.data(), cols_.data(), 0, geom_.n);

@@ -14,6 +14,7 @@
 #include "pimtrain/base/rng.h"
 #include "pimtrain/nn/layer.h"
 #include "pimtrain/nn/loss.h"
+#include "pimtrain/nn/staged_matmul.h"
 
 namespace pim {
 namespace {
@@ -243,6 +244,36 @@ TEST(LossTest, RejectsLabelsOutsideTheClasses) {
   Tensor z(Shape{1, 3});
   const std::vector<int32_t> labels = {3};
   EXPECT_THROW(loss->Compute(z, labels.data(), nullptr), DataError);
+}
+
+// MaxAbs (the macro's per-tensor scale, taken in vector lanes) is the sequential scan's
+// std::max(m, |v|): NaNs skipped, infinities kept, any shape and leading dimension.
+TEST(LayerTest, MaxAbsIsTheSequentialScan) {
+  const CounterRng rng(77, 0);
+  for (int64_t cols : {1, 7, 16, 17, 40, 33}) {
+    for (int64_t rows : {1, 3, 5}) {
+      const int64_t ld = cols + 3;
+      std::vector<float> v(rows * ld, 1e9f);  // padding beyond cols must not be read
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) v[r * ld + c] = 4.0f * rng.Uniform(r * ld + c) - 2.0f;
+      }
+      auto scan = [&] {
+        float m = 0.0f;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(v[r * ld + c]));
+        }
+        return m;
+      };
+      const ConstMatrixView view(v.data(), rows, cols, ld);
+      EXPECT_EQ(MaxAbs(view), scan()) << rows << " x " << cols;
+      v[(rows - 1) * ld + cols - 1] = -3.5f;  // the largest, in the scalar tail
+      EXPECT_EQ(MaxAbs(view), 3.5f);
+      v[0] = std::nanf("");
+      EXPECT_EQ(MaxAbs(view), scan());
+      v[rows * ld / 2 - (rows * ld / 2) % ld] = -INFINITY;
+      EXPECT_EQ(MaxAbs(view), scan());
+    }
+  }
 }
 
 TEST(LayerTest, LinearMatchesNaiveReference) {
