@@ -127,7 +127,7 @@ void ForwardBlock(const float* img, const int64_t* base, const int64_t* off, int
   }
 }
 
-template <int V, int kStep, int P = kBlock>
+template <int V, int kStep, int P = V == 1 ? 2 * kBlock : kBlock>
 void ForwardPixels(int pixels, const float* img, const int64_t* base, const int64_t* off,
                    int64_t taps, const float* w, int64_t oc, const float* bias, float* y,
                    bool half) {
@@ -252,8 +252,10 @@ void ConvDirectForward(const ConvGeometry& g, const float* x, const float* w, co
   std::vector<int64_t> off;
   const RowKernel row_kernel = RowKernelFor(g.stride * g.c);
   // Row kernels: each output row in equal blocks of at most kBlock pixels (32 = 11 + 11 + 10,
-  // not 12 + 12 + 8, whose last block would wait on its accumulators' latency).
-  const int64_t row_blocks = (out_w + kBlock - 1) / kBlock;
+  // not 12 + 12 + 8, whose last block would wait on its accumulators' latency), or 2 kBlock.
+  // One vector of channels (oc <= kLanes) has room for twice the pixels (2 kBlock accumulators).
+  const int64_t most = oc <= kLanes ? 2 * kBlock : kBlock;
+  const int64_t row_blocks = (out_w + most - 1) / most;
   const int64_t row_block = (out_w + row_blocks - 1) / row_blocks;
   for (int64_t n = n0; n < n1; ++n) {
     const float* img = padded.Load(g, x, n);
