@@ -175,6 +175,107 @@ def run_torch(model, spec, threads, epochs, data, seed=None):
     return seconds, acc
 
 
+def _import_pimtrain():
+    sys.path[:0] = [os.path.join(ROOT, "python"), os.path.join(ROOT, "build", "release", "python")]
+    import pimtrain
+    return pimtrain
+
+
+def load_pim_state(model, params):
+    """Copies pimtrain's tensors (Session.parameters(): layers.<node>.<name>) into the PyTorch
+    module. The parameterized nodes of the graph (conv2d, batch_norm, linear) come in the same
+    order as the module's Conv2d / BatchNorm2d / Linear (a residual block's body, then its
+    shortcut). conv2d stores W as (kh * kw * c, oc), torch as (oc, c, kh, kw); linear (in, out)
+    vs torch's (out, in)."""
+    by_node = {}
+    for k, v in params.items():
+        _, node, name = k.split(".", 2)
+        by_node.setdefault(int(node), {})[name] = np.asarray(v)
+    nodes = [by_node[i] for i in sorted(by_node)]
+    mods = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))]
+    if len(nodes) != len(mods):
+        raise SystemExit(f"{len(nodes)} parameterized pimtrain nodes vs {len(mods)} torch modules")
+    with torch.no_grad():
+        for t, m in zip(nodes, mods):
+            if isinstance(m, nn.Conv2d):
+                oc, c, kh, kw = m.weight.shape
+                w = t["weight"].reshape(kh, kw, c, oc).transpose(3, 2, 0, 1)
+                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+                if m.bias is not None:
+                    m.bias.copy_(torch.from_numpy(t["bias"]))
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(t["weight"].T)))
+                m.bias.copy_(torch.from_numpy(t["bias"]))
+            else:
+                m.weight.copy_(torch.from_numpy(t["gamma"]))
+                m.bias.copy_(torch.from_numpy(t["beta"]))
+                m.running_mean.copy_(torch.from_numpy(t["running_mean"]))
+                m.running_var.copy_(torch.from_numpy(t["running_var"]))
+
+
+def run_matched(net, n_train, n_test, epochs, threads, seed):
+    """Both sides from one pimtrain Session: PyTorch gets pimtrain's initial weights, its data
+    tensors (NHWC -> NCHW) and its epoch order (pimtrain.epoch_order); then the session itself
+    trains (in this process, the CLI's code). Returns per-step losses and accuracies of both,
+    and the accuracy of both at the initial weights (eval mode: batch-norm running stats)."""
+    pimtrain = _import_pimtrain()
+    global SEED
+    saved, SEED = SEED, seed
+    cfg = pim_config(net, n_train, n_test, epochs, threads, False)
+    SEED = saved
+    session = pimtrain.Session(cfg)
+    data = session.data()
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2)))
+    xtr, ytr = to_t(data["train"][0]), torch.from_numpy(np.asarray(data["train"][1]).astype(np.int64))
+    xte, yte = to_t(data["test"][0]), torch.from_numpy(np.asarray(data["test"][1]).astype(np.int64))
+    spec = NETS[net]
+    model = spec["torch"](spec["channels"]) if net == "resnet20" else spec["torch"]()
+    load_pim_state(model, session.parameters())
+    torch.set_num_threads(threads)
+    opt = make_opt(model, spec["optimizer"])
+    n, bs = xtr.shape[0], 64
+    steps = math.ceil(n / bs)
+    total = steps * epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            return sum(int((model(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum())
+                       for i in range(0, xte.shape[0], 500)) / xte.shape[0]
+
+    torch_init_acc = evaluate()
+    pim_init_acc = session.evaluate()["accuracy"]
+    torch_losses = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.from_numpy(np.asarray(pimtrain.epoch_order(seed, epoch, n)).astype(np.int64))
+        for s in range(steps):
+            idx = perm[s * bs:(s + 1) * bs]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            torch_losses.append(float(loss))
+    torch_acc = evaluate()
+    # pimtrain: per-step losses from the running means that on_progress reports.
+    pim_losses, prev = [], [0.0, 0]
+
+    def progress(step, steps_, mean, _acc):
+        seen = min(n, step * bs)
+        if step == 1:
+            prev[0], prev[1] = 0.0, 0
+        pim_losses.append((mean * seen - prev[0]) / (seen - prev[1]))
+        prev[0], prev[1] = mean * seen, seen
+
+    summary = session.train(on_progress=progress)
+    return {"torch_losses": torch_losses, "pim_losses": pim_losses, "torch_acc": torch_acc,
+            "pim_acc": summary["test_accuracy"], "torch_init_acc": torch_init_acc,
+            "pim_init_acc": pim_init_acc}
+
+
 def pim_config(net, n_train, n_test, epochs, threads, tpim):
     spec = NETS[net]
     data = {"impl": "fashion_mnist", "train_limit": n_train, "test_limit": n_test}
@@ -246,6 +347,44 @@ def interop(binary, threads, n_train):
     return sec_py[0], sec_cli[0]
 
 
+def accuracy_seeds(a):
+    """resnet20 (or the first of --nets) at several seeds: pimtrain, PyTorch matched (pimtrain's
+    initial weights, data tensors and order) and PyTorch native (torch.manual_seed(seed): its
+    own init and randperm order); per-step training losses of the matched pair compared."""
+    net = a.nets.split(",")[0]
+    spec = NETS[net]
+    t = max(int(x) for x in a.threads.split(","))
+    seeds = [int(x) for x in a.accuracy_seeds.split(",")]
+    data = load_data(a.train, a.test, spec["size"], spec["channels"])
+    print(f"{net}, {a.train} train / {a.test} test, {a.epochs} epochs, {t} thread(s)")
+    print("| seed | init acc pimtrain / torch | step-1 loss pimtrain / torch | max rel. loss diff "
+          "steps 1-5 | pimtrain | PyTorch matched | PyTorch native |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for seed in seeds:
+        m = run_matched(net, a.train, a.test, a.epochs, t, seed)
+        torch.manual_seed(seed)
+        model = spec["torch"](spec["channels"]) if net == "resnet20" else spec["torch"]()
+        _, native = run_torch(model, spec["optimizer"], t, a.epochs, data, seed)
+        k = min(5, len(m["pim_losses"]))
+        rel = max(abs(p - q) / abs(q) for p, q in zip(m["pim_losses"][:k], m["torch_losses"][:k]))
+        rows.append((m["pim_acc"], m["torch_acc"], native))
+        print(f"| {seed} | {100 * m['pim_init_acc']:.1f} / {100 * m['torch_init_acc']:.1f} | "
+              f"{m['pim_losses'][0]:.6f} / {m['torch_losses'][0]:.6f} | {rel:.2e} | "
+              f"{100 * m['pim_acc']:.2f} | {100 * m['torch_acc']:.2f} | {100 * native:.2f} |",
+              flush=True)
+        if a.json:
+            with open(a.json + f".seed{seed}", "w") as f:
+                json.dump({**m, "torch_native_acc": native}, f)
+    cols = list(zip(*rows))
+    stat = lambda c: (f"{100 * statistics.mean(c):.2f} (min {100 * min(c):.2f}, max "
+                      f"{100 * max(c):.2f}, sd {100 * statistics.pstdev(c):.2f})")
+    print(f"| mean of {len(seeds)} | | | | {stat(cols[0])} | {stat(cols[1])} | {stat(cols[2])} |")
+    print(f"pimtrain - PyTorch matched: {100 * (statistics.mean(cols[0]) - statistics.mean(cols[1])):+.2f}"
+          f" points; pimtrain - PyTorch native: "
+          f"{100 * (statistics.mean(cols[0]) - statistics.mean(cols[2])):+.2f} points")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nets", default="resnet20,vit_tiny")
@@ -263,10 +402,16 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="interleaved repeats of each pair; medians are reported")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--accuracy-seeds",
+                    help="e.g. 1,2,3: per seed, pimtrain vs PyTorch from pimtrain's initial "
+                         "weights and data order (matched) and vs PyTorch's own (seeded); then "
+                         "exit")
     ap.add_argument("--json")
     a = ap.parse_args()
     global SEED
     SEED = a.seed
+    if a.accuracy_seeds:
+        return accuracy_seeds(a)
     threads = [int(t) for t in a.threads.split(",")]
     results = {}
     print("| net | train / test | epochs | threads | pimtrain FP32 s/epoch | PyTorch s/epoch | "

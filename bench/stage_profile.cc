@@ -132,11 +132,10 @@ int main(int argc, char** argv) {
           for (int j : in) xs.push_back(&acts[j + 1]);
           net.layer(i).ForwardInputs(xs, acts[i + 1], ctx);
         });
+        // backprop scans each node's output right after its FP, while it is in cache.
+        timed("numeric scans", [&] { FirstNonfinite(acts[i + 1].data(), acts[i + 1].numel()); });
       }
       timed("loss", [&] { loss->Compute(acts[n], y.data(), &errs[n]); });
-      timed("numeric scans", [&] {
-        for (int i = 1; i <= n; ++i) FirstNonfinite(acts[i].data(), acts[i].numel());
-      });
       for (int i = n - 1; i >= 0; --i) {
         if (consumers[i].size() > 1) {
           timed("graph fan-out sums", [&] {

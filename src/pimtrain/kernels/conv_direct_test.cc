@@ -1,4 +1,4 @@
-// Direct convolution: fast == ref bit for bit (FP and GC, 1 and 2 threads), and ref == the
+// Direct convolution: fast == ref bit for bit (FP, GC and BP, 1 and 2 threads), and ref == the
 // im2col + GEMM definition of the same convolution up to rounding.
 #include "pimtrain/kernels/conv_direct.h"
 
@@ -33,9 +33,14 @@ TEST(ConvDirect, FastEqualsRefBitForBitAndRefIsTheConvolution) {
       {2, 11, 10, 2, 3, 2, 1, 8},   // stride 2
       {1, 6, 6, 4, 1, 1, 0, 32},    // 1x1
       {2, 8, 9, 1, 5, 3, 2, 40},    // stride 3, taps in 4 blocks plus one
+      {2, 8, 9, 16, 3, 1, 1, 16},   // resnet20's 3x3 on 16 channels (144 taps), BP direct
+      {2, 7, 5, 24, 3, 1, 1, 24},   // 16 + 8 channels both ways, BP direct
+      {2, 9, 8, 16, 3, 2, 1, 32},   // resnet20's downsampling 3x3 (BP stays im2col)
+      {1, 5, 6, 8, 3, 1, 2, 8},     // padding 2: BP's flipped kernel without padding
   };
   ThreadPool two(2);
   uint64_t key = 300;
+  int bp_cases = 0;
   for (const DirectCase& t : cases) {
     ConvGeometry g;
     g.n = t.n;
@@ -77,6 +82,25 @@ TEST(ConvDirect, FastEqualsRefBitForBitAndRefIsTheConvolution) {
       }
     }
 
+    // BP (stride 1): fast == ref, images split differently; ref == col2im(dY W^T).
+    if (DirectBackwardFits(g, t.oc)) {
+      const int64_t in = g.n * g.h * g.w * g.c;
+      std::vector<float> wt(width * t.oc), dx_ref(in, -9.0f), dx_fast(in, -9.0f);
+      ref::ConvDirectBackward(g, dy.data(), w.data(), t.oc, dx_ref.data(), 0, g.n);
+      fast::ConvDirectBackwardWeights(g, w.data(), t.oc, wt.data());
+      fast::ConvDirectBackward(g, dy.data(), wt.data(), t.oc, dx_fast.data(), 0, 1);
+      fast::ConvDirectBackward(g, dy.data(), wt.data(), t.oc, dx_fast.data(), 1, g.n);
+      EXPECT_EQ(dx_fast, dx_ref) << what << " BP";
+      std::vector<float> dcols(rows * width), dx_def(in);
+      ref::Gemm({Trans::kNo, Trans::kYes, rows, width, t.oc, 1.0f, dy.data(), t.oc, w.data(),
+                 t.oc, 0.0f, dcols.data(), width});
+      Col2im(g, dcols.data(), dx_def.data(), nullptr);
+      for (size_t i = 0; i < dx_def.size(); ++i) {
+        ASSERT_NEAR(dx_ref[i], dx_def[i], 1e-5f * width) << what << " dX at " << i;
+      }
+      ++bp_cases;
+    }
+
     // GC: fast == ref at 1 and 2 threads.
     std::vector<float> dw_ref(width * t.oc, -9.0f), dw1(width * t.oc, -9.0f),
         dw2(width * t.oc, -9.0f);
@@ -93,6 +117,7 @@ TEST(ConvDirect, FastEqualsRefBitForBitAndRefIsTheConvolution) {
       ASSERT_NEAR(dw_ref[i], dw_def[i], 1e-5f * rows) << what << " dW at " << i;
     }
   }
+  EXPECT_EQ(bp_cases, 3);  // the 3x3 stride-1 cases on whole vectors of channels
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Model role (a recipe that makes the layer list) and Network (the built layers + buffers).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,8 +67,11 @@ class Network {
   const Shape& node_shape(int i) const { return shapes_[i + 1]; }
   const Shape& input_shape() const { return shapes_[0]; }
 
-  // FP through every node in order; returns the logits (the last node's output).
-  const Tensor& Forward(const Tensor& x, const StepContext& ctx);
+  // FP through every node in order; returns the logits (the last node's output). after_node(i),
+  // when given, runs right after node i's FP, while its output is still in cache (the numeric
+  // guard's scan).
+  const Tensor& Forward(const Tensor& x, const StepContext& ctx,
+                        const std::function<void(int)>& after_node = {});
   const Tensor& activation(int i) const { return acts_[i]; }
   Tensor& error(int i) { return errs_[i]; }  // error(i + 1): dL/d(output of node i)
 

@@ -114,18 +114,20 @@ void Network::Build(const Shape& input, uint64_t seed) {
   for (int i = 0; i < n; ++i) edge_errs_[i].resize(inputs_[i].size());
 }
 
-const Tensor& Network::Forward(const Tensor& x, const StepContext& ctx) {
+const Tensor& Network::Forward(const Tensor& x, const StepContext& ctx,
+                               const std::function<void(int)>& after_node) {
   acts_[0] = x;
   std::vector<const Tensor*> xs;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& in = inputs_[i];
     if (in.size() == 1 && layers_[i]->num_inputs() == 1) {
       layers_[i]->Forward(acts_[in[0] + 1], acts_[i + 1], ctx);
-      continue;
+    } else {
+      xs.clear();
+      for (int j : in) xs.push_back(&acts_[j + 1]);
+      layers_[i]->ForwardInputs(xs, acts_[i + 1], ctx);
     }
-    xs.clear();
-    for (int j : in) xs.push_back(&acts_[j + 1]);
-    layers_[i]->ForwardInputs(xs, acts_[i + 1], ctx);
+    if (after_node) after_node(static_cast<int>(i));
   }
   return acts_.back();
 }

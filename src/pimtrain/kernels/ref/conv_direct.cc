@@ -62,4 +62,31 @@ void ConvDirectWeightGradient(const ConvGeometry& g, const float* x, const float
   }
 }
 
+void ConvDirectBackward(const ConvGeometry& g, const float* dy, const float* w, int64_t oc,
+                        float* dx, int64_t n0, int64_t n1) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w();
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t ih = 0; ih < g.h; ++ih) {
+      for (int64_t iw = 0; iw < g.w; ++iw) {
+        for (int64_t ch = 0; ch < g.c; ++ch) {
+          float acc = 0.0f;
+          for (int64_t ii = 0; ii < g.kh; ++ii) {
+            for (int64_t jj = 0; jj < g.kw; ++jj) {
+              const int64_t i = g.kh - 1 - ii, j = g.kw - 1 - jj;
+              const int64_t oh = ih + g.pad - i, ow = iw + g.pad - j;  // stride 1
+              for (int64_t o = 0; o < oc; ++o) {
+                const float d = oh < 0 || oh >= out_h || ow < 0 || ow >= out_w
+                                    ? 0.0f
+                                    : dy[((n * out_h + oh) * out_w + ow) * oc + o];
+                acc = std::fma(d, w[((i * g.kw + j) * g.c + ch) * oc + o], acc);
+              }
+            }
+          }
+          dx[((n * g.h + ih) * g.w + iw) * g.c + ch] = acc;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace pim::kernels::ref

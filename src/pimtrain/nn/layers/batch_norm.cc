@@ -13,7 +13,8 @@ namespace {
 
 // Ioffe & Szegedy (ICML 2015), PyTorch's conventions. With M = rows (every position of every
 // sample) and per channel c:
-// FP (train): mu = (1/M) sum x,  var = (1/M) sum (x - mu)^2,  xhat = (x - mu) / sqrt(var + eps),
+// FP (train): mu = (1/M) sum x,  var = (1/M) sum (x - mu)^2 (one pass: shifted sums, in double),
+//             xhat = (x - mu) / sqrt(var + eps),
 //             y = gamma xhat + beta;  running_mean += momentum (mu - running_mean),
 //             running_var += momentum (var * M/(M-1) - running_var)   (unbiased, as PyTorch)
 // FP (eval):  xhat = (x - running_mean) / sqrt(running_var + eps)
@@ -73,23 +74,28 @@ class BatchNorm final : public Layer {
     if (ctx.mode == Mode::kTrain) {
       const float* in = x.data();
       const double unbias = rows > 1 ? static_cast<double>(rows) / (rows - 1) : 1.0;
+      // One pass over x: sums of d = x - k and d^2 with k = the first row's value (shifted
+      // sums, in double: no cancellation to speak of, as |mean - k| is about sigma), then
+      // mu = k + S1 / M and var = S2 / M - (S1 / M)^2.
       ForChannels(pool, rows, [&](int64_t c0, int64_t c1) {
-        std::vector<double>& acc = Scratch(c1 - c0);
+        const int64_t nc = c1 - c0;
+        std::vector<double>& acc = Scratch(3 * nc);
+        double* __restrict s1 = acc.data();
+        double* __restrict s2 = acc.data() + nc;
+        double* __restrict k = acc.data() + 2 * nc;
+        for (int64_t c = 0; c < nc; ++c) k[c] = in[c0 + c];
         for (int64_t r = 0; r < rows; ++r) {
-          const float* row = in + r * c_;
-          for (int64_t c = c0; c < c1; ++c) acc[c - c0] += row[c];
-        }
-        for (int64_t c = c0; c < c1; ++c) mean_[c] = static_cast<float>(acc[c - c0] / rows);
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* row = in + r * c_;
-          for (int64_t c = c0; c < c1; ++c) {
-            const double d = static_cast<double>(row[c]) - mean_[c];
-            acc[c - c0] += d * d;
+          const float* row = in + r * c_ + c0;
+          for (int64_t c = 0; c < nc; ++c) {
+            const double d = static_cast<double>(row[c]) - k[c];
+            s1[c] += d;
+            s2[c] += d * d;
           }
         }
         for (int64_t c = c0; c < c1; ++c) {
-          const double var = acc[c - c0] / rows;
+          const double m1 = s1[c - c0] / rows;
+          mean_[c] = static_cast<float>(k[c - c0] + m1);
+          const double var = std::max(0.0, s2[c - c0] / rows - m1 * m1);
           inv_std_[c] = static_cast<float>(1.0 / std::sqrt(var + eps_));
           running_mean_[c] =
               static_cast<float>(running_mean_[c] + momentum_ * (mean_[c] - running_mean_[c]));
@@ -171,6 +177,7 @@ class BatchNorm final : public Layer {
   }
 
  private:
+  static constexpr int64_t kMaxLocalChannels = 256;
   // Per-thread double accumulators for channels [c0, c1), zeroed.
   static std::vector<double>& Scratch(int64_t n) {
     thread_local std::vector<double> acc;
@@ -183,16 +190,26 @@ class BatchNorm final : public Layer {
     const float* in = x_->data();
     const float* d = dy.data();
     ForChannels(pool, rows, [&](int64_t c0, int64_t c1) {
-      std::vector<double>& acc = Scratch(2 * (c1 - c0));
-      double* s_dy = acc.data();
-      double* s_dyx = acc.data() + (c1 - c0);
+      const int64_t nc = c1 - c0;
+      std::vector<double>& acc = Scratch(2 * nc);
+      double* __restrict s_dy = acc.data();
+      double* __restrict s_dyx = acc.data() + nc;
+      // The channel range's mean and 1/sigma in locals the compiler knows are not written.
+      float mu[kMaxLocalChannels], is[kMaxLocalChannels];
+      const bool local = nc <= kMaxLocalChannels;
+      const float* __restrict m = local ? mu : mean_.data() + c0;
+      const float* __restrict v = local ? is : inv_std_.data() + c0;
+      if (local) {
+        std::copy(mean_.data() + c0, mean_.data() + c1, mu);
+        std::copy(inv_std_.data() + c0, inv_std_.data() + c1, is);
+      }
       for (int64_t r = 0; r < rows; ++r) {
-        const float* xr = in + r * c_;
-        const float* dr = d + r * c_;
-        for (int64_t c = c0; c < c1; ++c) {
-          const float xhat = (xr[c] - mean_[c]) * inv_std_[c];
-          s_dy[c - c0] += dr[c];
-          s_dyx[c - c0] += static_cast<double>(dr[c]) * xhat;
+        const float* xr = in + r * c_ + c0;
+        const float* dr = d + r * c_ + c0;
+        for (int64_t c = 0; c < nc; ++c) {
+          const float xhat = (xr[c] - m[c]) * v[c];
+          s_dy[c] += dr[c];
+          s_dyx[c] += static_cast<double>(dr[c]) * xhat;
         }
       }
       for (int64_t c = c0; c < c1; ++c) {

@@ -94,6 +94,7 @@ class Conv2d final : public WeightedLayer {
     InitParameters(rows, oc_, init_key);
     group_ = std::max<int64_t>(1, kGroupFloats / (geom_.rows_per_image() * rows));
     direct_ = kernels::DirectConvFits(geom_, oc_);
+    direct_bp_ = kernels::DirectBackwardFits(geom_, oc_);
     return Shape{geom_.out_h(), geom_.out_w(), oc_};
   }
 
@@ -139,6 +140,16 @@ class Conv2d final : public WeightedLayer {
       return;
     }
     const int64_t rpi = geom_.rows_per_image(), width = geom_.col_width();
+    if (DirectBackward()) {
+      // FP32, 3x3 stride 1: the transposed convolution directly (conv_direct.h), no dcols.
+      wt_.Resize(Shape{width * oc_});
+      kernels::fast::ConvDirectBackwardWeights(geom_, weight_.value.data(), oc_, wt_.data());
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / (rpi * width * oc_));
+      PoolOf(ctx).ParallelFor(geom_.n, grain, [&](int64_t n0, int64_t n1) {
+        kernels::fast::ConvDirectBackward(geom_, dy.data(), wt_.data(), oc_, dx.data(), n0, n1);
+      });
+      return;
+    }
     const float dy_max = matmul_.on_macro() ? matmul_.BatchMaxAbs(dy.AsMatrix(), ctx) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       // dcols for this group only, in a per-thread scratch that stays in cache for col2im.
@@ -255,6 +266,7 @@ class Conv2d final : public WeightedLayer {
   }
   // FP and GC by the direct kernels: FP32 layers whose reduction is narrow (DirectConvFits).
   bool Direct() const { return direct_ && !matmul_.on_macro(); }
+  bool DirectBackward() const { return direct_bp_ && !matmul_.on_macro(); }
 
   // FP32 GC: dW = sum over image groups g of cols_g^T dY_g, cols_g rebuilt in a per-thread
   // scratch. The groups are cut into kGradientParts fixed runs; part 0 accumulates into dW and
@@ -304,6 +316,8 @@ class Conv2d final : public WeightedLayer {
   kernels::ConvGeometry geom_;
   int64_t group_ = 1;
   bool direct_ = false;
+  bool direct_bp_ = false;
+  Tensor wt_;  // the direct BP's flipped, transposed kernel (conv_direct.h)
   Tensor cols_;      // im2col(x) from FP, reused by GC (on a macro only)
   Tensor partials_;  // the FP32 GC's partial sums, parts 1 .. kGradientParts - 1
   const Tensor* x_ = nullptr;
