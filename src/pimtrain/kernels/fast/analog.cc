@@ -70,7 +70,11 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
     code_words.resize(static_cast<size_t>(S * ncp + 8));
+    code_halves.resize(static_cast<size_t>(S * ncp / 2 + 8));
+    code_lo.resize(static_cast<size_t>(S * ncp + 8));
     unsure_pos.resize(static_cast<size_t>(S * ncp + 8));
+    use_window = direct->win_k > 0 && Kernels().direct_window_segment != nullptr &&
+                 DirectWindowEnabled();
     ars = std::make_unique<ArsKeys>(p.noise_key);
   }
   shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&

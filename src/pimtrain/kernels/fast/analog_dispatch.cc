@@ -28,6 +28,11 @@ const AnalogKernels& Kernels() {
 #endif
       &Worker::RowSumsAvx2,
       DirectCodesSegmentAvx2,
+#if defined(__AVX512BW__)
+      DirectWindowSegmentAvx512,
+#else
+      nullptr,
+#endif
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -48,6 +53,7 @@ const AnalogKernels& Kernels() {
       &Worker::RowSumsScalar,
       DirectCodesSegmentScalar,
 #endif
+      nullptr,  // the window needs AVX-512 BW
   };
 #endif
   return kTable;
