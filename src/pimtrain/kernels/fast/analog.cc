@@ -75,6 +75,10 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
     unsure_pos.resize(static_cast<size_t>(S * ncp + 8));
     use_window = direct->win_k > 0 && Kernels().direct_window_segment != nullptr &&
                  DirectWindowEnabled();
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    // The AVX-512 row sums hand the window bytes (sums of at most block <= 255 cells).
+    if (use_window && row_sums) psb.resize(static_cast<size_t>(cycles * S * ncp));
+#endif
     ars = std::make_unique<ArsKeys>(p.noise_key);
   }
   shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&
@@ -160,9 +164,11 @@ void Worker::Sample(int64_t m) {
           }
           continue;
         }
+        sums8 = false;
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
         } else if (row_sums && nonzero <= kRowSumsMaxLines) {
+          sums8 = use_window && !psb.empty();
           (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
           PopcountSums<1>(b, h, j, 1);

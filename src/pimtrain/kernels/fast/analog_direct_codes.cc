@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pimtrain/base/error.h"
 #include "pimtrain/kernels/fast/analog_worker.h"
 
 // GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
@@ -53,71 +54,78 @@ DirectPlan::DirectPlan(const AdcTransfer& adc, int64_t vmax)
   BuildWindow(vmax);
 }
 
-// The window (analog_worker.h): per partial sum v its most likely outcome o_lo + k*, the
-// thresholds b[a .. a + K) around it, a = k* - w - 1 (K = 2w + 2: the w outcomes on either side
-// and one guard threshold beyond each end); missing thresholds are 0 below the list (always
-// passed) and 2^64 above it (never). w is chosen per law for the least cost: K compares per
-// conversion against the slow path's share (the mass outside the window, the largest over v,
-// times ~2000 compares' cost).
+// The window (analog_worker.h): per partial sum v, n consecutive outcomes and the K = n + 1
+// thresholds b[a .. a + K) that bound them (a guard below the first and one above the last),
+// placed where they leave the least mass outside; missing thresholds are 0 below the list
+// (always passed) and 2^64 above it (never). n is chosen per law for the least cost: K compares
+// per conversion against the slow path's share (the mass outside the window, the largest over
+// v, times ~2000 compares' cost).
 void DirectPlan::BuildWindow(int64_t vmax) {
   win_k = 0;
   if (vmax >= 64 * kWinMaxTables || law.max_code + 2 > 32767) return;
-  const int tables = static_cast<int>((vmax + 64) / 64);
-  auto mode = [&](int64_t v) {
-    const uint64_t* b = law.bounds.data() + law.start[static_cast<size_t>(v)];
-    const int64_t nb = law.start[static_cast<size_t>(v + 1)] - law.start[static_cast<size_t>(v)];
-    // outcome k's mass: b[k] - b[k - 1] (b[-1] = 0, b[nb] = 2^64, as 0 - b[nb - 1])
-    int64_t best = 0;
-    uint64_t best_mass = 0;
-    for (int64_t k = 0; k <= nb; ++k) {
-      const uint64_t lo = k == 0 ? 0 : b[k - 1], hi = k == nb ? 0 : b[k];
-      const uint64_t mass = hi - lo;  // wraps to the right value at k == nb
-      if (k == 0 || mass > best_mass) {
-        best = k;
-        best_mass = mass;
+  auto count = [&](int64_t v) {
+    return static_cast<int64_t>(law.start[static_cast<size_t>(v + 1)] -
+                                law.start[static_cast<size_t>(v)]);
+  };
+  // Threshold k of v as a probability, padded: 0 below the list, 1 above it.
+  auto prob = [&](int64_t v, int64_t k) {
+    if (k < 0) return 0.0;
+    if (k >= count(v)) return 1.0;
+    return std::ldexp(
+        static_cast<double>(law.bounds[law.start[static_cast<size_t>(v)] + static_cast<size_t>(k)]),
+        -64);
+  };
+  // The best start a for v and window size k (mass outside: below b[a] and at or above
+  // b[a + k - 1]); ties to the lowest a.
+  auto place = [&](int64_t v, int k, double* outside) {
+    int64_t best = -k;
+    double best_out = 2.0;
+    for (int64_t a = -k; a <= count(v); ++a) {
+      const double out = prob(v, a) + (1.0 - prob(v, a + k - 1));
+      if (out < best_out) {
+        best_out = out;
+        best = a;
       }
     }
+    *outside = best_out;
     return best;
   };
-  auto bound = [&](int64_t v, int64_t k, bool* never) {  // threshold k of v, padded
-    const int64_t nb = law.start[static_cast<size_t>(v + 1)] - law.start[static_cast<size_t>(v)];
-    *never = k >= nb;
-    if (k < 0 || k >= nb) return uint64_t{0};
-    return law.bounds[law.start[static_cast<size_t>(v)] + static_cast<size_t>(k)];
-  };
   double best_cost = 1e300;
-  int best_w = 0;
-  for (int w = 1; w <= kWinMaxW; ++w) {
+  int best_k = 0;
+  for (int k = 3; k <= kWinMaxK; ++k) {
     double rate = 0.0;
     for (int64_t v = 0; v <= vmax; ++v) {
-      const int64_t a = mode(v) - w - 1;
-      bool never_lo = false, never_hi = false;
-      const uint64_t lo = bound(v, a, &never_lo), hi = bound(v, a + 2 * w + 1, &never_hi);
-      // Mass below the lower guard (U < lo) and at or above the upper one (U >= hi).
-      const double below = never_lo ? 1.0 : std::ldexp(static_cast<double>(lo), -64);
-      const double above = never_hi ? 0.0 : 1.0 - std::ldexp(static_cast<double>(hi), -64);
-      rate = std::max(rate, below + above);
+      double out = 0.0;
+      place(v, k, &out);
+      rate = std::max(rate, out);
     }
-    const double cost = (2.0 * w + 2.0) + 2000.0 * rate;
+    const double cost = k + 2000.0 * rate;
     if (cost < best_cost) {
       best_cost = cost;
-      best_w = w;
+      best_k = k;
     }
   }
-  if (best_cost > 2.0 * kWinMaxW + 2.0 + 20.0) return;  // too much mass outside any window
-  win_k = 2 * best_w + 2;
-  win_tables = tables;
-  const int64_t np = 64 * static_cast<int64_t>(tables);
+  if (best_cost > kWinMaxK + 20.0) return;  // too much mass outside any window
+  win_k = best_k;
+  win_tables = vmax < 64 ? 1 : kWinMaxTables;  // the vector path has variants for 1 and 3
+  const int64_t np = 64 * static_cast<int64_t>(win_tables);
   win.assign(static_cast<size_t>(win_k * np), 0xFFFF);
   win_base.assign(static_cast<size_t>(np), 0);
   for (int64_t v = 0; v <= vmax; ++v) {
-    const int64_t a = mode(v) - best_w - 1;
+    double out = 0.0;
+    const int64_t a = place(v, win_k, &out);
     win_base[static_cast<size_t>(v)] =
         static_cast<int16_t>(law.o_lo[static_cast<size_t>(v)] + a);
     for (int k = 0; k < win_k; ++k) {
-      bool never = false;
-      const uint64_t b = bound(v, a + k, &never);
-      win[static_cast<size_t>(k * np + v)] = never ? 0xFFFF : static_cast<uint16_t>(b >> 48);
+      const int64_t kk = a + k;
+      uint16_t top = 0;
+      if (kk >= count(v)) {
+        top = 0xFFFF;  // never passed: equal only at u16 = 0xFFFF, which is slow
+      } else if (kk >= 0) {
+        top = static_cast<uint16_t>(
+            law.bounds[law.start[static_cast<size_t>(v)] + static_cast<size_t>(kk)] >> 48);
+      }
+      win[static_cast<size_t>(k * np + v)] = top;
     }
   }
 }
@@ -316,19 +324,21 @@ int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const ui
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-// The window's segment (the table's direct_window_segment): for the S slice rows of partial
-// sums v[q ncp + cp] and top-16-bit uniforms u[q ncp + cp], acc[cp] += sign * sum_q (code <<
-// (q pr)) << shift_j, 32 columns a step; each threshold by one permute per 64 partial-sum values
-// (a blend where some lane's sum is 64 or more), its compare as min(subs(u, t), 1) and equality
-// as min(u ^ t) == 0 (vector compares into masks cost more here). Slow draws (equal to a
-// threshold's top bits, or outside the window) add nothing and are listed in slow[*ns ..] as
-// i = q ncp + cp; the caller adds their exact codes. Returns the fast draws' clipped count. The
-// slices' codes add in 16 bits when M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
-int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v, const uint16_t* u,
-                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                                  int64_t* acc, uint32_t* slow, int64_t* ns) {
-  const int K = d.win_k, T = d.win_tables;
-  const int64_t np = 64 * static_cast<int64_t>(T);
+namespace {
+// The window's segment for K thresholds and T (1 or 3) tables of 64 partial sums: for the S slice
+// rows of partial sums (bytes v8 or int32 v32) and top-16-bit uniforms u[q ncp + cp],
+// acc[cp] += sign * sum_q (code << (q pr)) << shift_j, 32 columns a step. Each threshold by
+// one permute (a second one and a blend in vectors where some partial sum is 64 or more), its
+// compare as min(subs(u, t), 1) and equality as min(u ^ t) == 0 (vector compares into masks
+// cost more on this core). Slow draws (equal to a threshold's top bits, or outside the window)
+// add nothing and are listed in slow[*ns ..] as i = q ncp + cp; the caller adds their exact
+// codes. Returns the fast draws' clipped count. The slices' codes add in 16 bits when
+// M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
+template <int K, int T>
+int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                      const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                      int64_t* acc, uint32_t* slow, int64_t* ns) {
+  constexpr int64_t np = 64 * T;
   const uint16_t* win = d.win.data();
   const uint16_t* base = reinterpret_cast<const uint16_t*>(d.win_base.data());
   const bool narrow =
@@ -337,53 +347,83 @@ int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v, const u
   const __m512i one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   const __m512i mcode = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code));
   const __m512i c64 = _mm512_set1_epi16(64), c128 = _mm512_set1_epi16(128);
-  const __m512i km1 = _mm512_set1_epi16(static_cast<int16_t>(K - 1));
+  const __m512i km2 = _mm512_set1_epi16(static_cast<int16_t>(K - 2));
   const __m128i vshift = _mm_cvtsi32_si128(shift_j);
-  int64_t clipped = 0, k = *ns;
-  auto table = [&](const uint16_t* tab, __m512i p, __mmask32 h1, __mmask32 h2) {
-    __m512i t = _mm512_permutex2var_epi16(_mm512_loadu_si512(tab), p, _mm512_loadu_si512(tab + 32));
-    if (h1 != 0) {
-      t = _mm512_mask_blend_epi16(h1, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 64), p,
-                                                                   _mm512_loadu_si512(tab + 96)));
-    }
+  // The first 64 entries of each table in registers.
+  __m512i t0[K], t1[K];
+  for (int k = 0; k < K; ++k) {
+    t0[k] = _mm512_loadu_si512(win + k * np);
+    t1[k] = _mm512_loadu_si512(win + k * np + 32);
+  }
+  const __m512i b0 = _mm512_loadu_si512(base), b1 = _mm512_loadu_si512(base + 32);
+  auto upper = [&](const uint16_t* tab, __m512i t, __m512i p, __mmask32 h1, __mmask32 h2) {
+    t = _mm512_mask_blend_epi16(
+        h1, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 64), p,
+                                         _mm512_loadu_si512(tab + 96)));
     if (h2 != 0) {
-      t = _mm512_mask_blend_epi16(h2, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 128),
-                                                                   p,
-                                                                   _mm512_loadu_si512(tab + 160)));
+      t = _mm512_mask_blend_epi16(
+          h2, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 128), p,
+                                           _mm512_loadu_si512(tab + 160)));
     }
     return t;
   };
+  int64_t clipped = 0, k = *ns;
+  __m512i clip32 = _mm512_setzero_si512();  // fast, whole vectors' clipped count, int32 lanes
   for (int64_t cp0 = 0; cp0 < ncp; cp0 += 32) {
     const int64_t nl = std::min<int64_t>(32, ncp - cp0);
     const __mmask32 lm = nl == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << nl) - 1);
-    __m512i sum = zero, sum_lo = _mm512_setzero_si512(), sum_hi = _mm512_setzero_si512();
+    __m512i sum = zero, sum_lo = zero, sum_hi = zero, clipv = zero;
     for (int q = 0; q < S; ++q) {
       const int64_t i0 = q * ncp + cp0;
-      const __m512i va = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm), v + i0);
-      const __m512i vb = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm >> 16), v + i0 + 16);
-      const __m512i p = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(va)),
-                                           _mm512_cvtepi32_epi16(vb), 1);
-      const __m512i uu = _mm512_maskz_loadu_epi16(lm, u + i0);
-      const __mmask32 h1 = T > 1 ? _mm512_cmpge_epu16_mask(p, c64) : 0;
-      const __mmask32 h2 = T > 2 ? _mm512_cmpge_epu16_mask(p, c128) : 0;
-      __m512i rk = zero, e = _mm512_set1_epi16(-1);
-      for (int kk = 0; kk < K; ++kk) {
-        const __m512i t = table(win + kk * np, p, h1, h2);
-        rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
-        e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
+      __m512i p;
+      if (v8 != nullptr) {
+        p = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(lm, v8 + i0));
+      } else {
+        const __m512i va = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm), v32 + i0);
+        const __m512i vb =
+            _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm >> 16), v32 + i0 + 16);
+        p = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(va)),
+                               _mm512_cvtepi32_epi16(vb), 1);
       }
-      // Slow: rank 0 or K (rank - 1 >= K - 1 unsigned) or an equal top.
-      __mmask32 sl = _mm512_cmpge_epu16_mask(_mm512_sub_epi16(rk, one), km1) |
-                     _mm512_cmpeq_epi16_mask(e, zero);
-      sl &= lm;
-      const __m512i dd = _mm512_sub_epi16(_mm512_add_epi16(table(base, p, h1, h2), rk), one);
+      const __m512i uu = _mm512_maskz_loadu_epi16(lm, u + i0);
+      __m512i rk = zero, e = _mm512_set1_epi16(-1);
+      __m512i bs = _mm512_permutex2var_epi16(b0, p, b1);
+      const __mmask32 h1 = T > 1 ? _mm512_cmpge_epu16_mask(p, c64) : 0;
+      if (T > 1 && h1 != 0) {
+        const __mmask32 h2 = _mm512_cmpge_epu16_mask(p, c128);
+        bs = upper(base, bs, p, h1, h2);
+        for (int kk = 0; kk < K; ++kk) {
+          const __m512i t =
+              upper(win + kk * np, _mm512_permutex2var_epi16(t0[kk], p, t1[kk]), p, h1, h2);
+          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
+          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
+        }
+      } else {
+        for (int kk = 0; kk < K; ++kk) {
+          const __m512i t = _mm512_permutex2var_epi16(t0[kk], p, t1[kk]);
+          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
+          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
+        }
+      }
+      const __m512i r1 = _mm512_sub_epi16(rk, one);
+      const __m512i dd = _mm512_add_epi16(bs, r1);  // outcome - 1
       const __m512i code = _mm512_min_epi16(_mm512_max_epi16(dd, zero), mcode);
-      const __mmask32 fast = lm & ~sl;
-      clipped += __builtin_popcount(_mm512_mask_cmpneq_epi16_mask(fast, code, dd));
-      const __m512i cf = _mm512_maskz_mov_epi16(fast, code);
-      while (sl != 0) [[unlikely]] {
-        slow[k++] = static_cast<uint32_t>(i0 + __builtin_ctz(sl));
-        sl &= sl - 1;
+      // Slow: rank 0 or K (rank - 1 > K - 2 unsigned) or an equal top.
+      const __m512i bad = _mm512_or_si512(_mm512_subs_epu16(r1, km2),
+                                          _mm512_xor_si512(_mm512_min_epu16(e, one), one));
+      __mmask32 sl = _mm512_test_epi16_mask(bad, bad) & lm;
+      __m512i cf;
+      if ((sl | static_cast<__mmask32>(~lm)) == 0) [[likely]] {
+        cf = code;
+        clipv = _mm512_add_epi16(clipv, _mm512_abs_epi16(_mm512_sub_epi16(dd, code)));
+      } else {
+        const __mmask32 fast = lm & ~sl;
+        clipped += __builtin_popcount(_mm512_mask_cmpneq_epi16_mask(fast, code, dd));
+        cf = _mm512_maskz_mov_epi16(fast, code);
+        while (sl != 0) {
+          slow[k++] = static_cast<uint32_t>(i0 + __builtin_ctz(sl));
+          sl &= sl - 1;
+        }
       }
       const __m128i qs = _mm_cvtsi32_si128(q * pr);
       if (narrow) {
@@ -395,6 +435,7 @@ int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v, const u
             sum_hi, _mm512_sll_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(cf, 1)), qs));
       }
     }
+    clip32 = _mm512_add_epi32(clip32, _mm512_madd_epi16(clipv, one));
     // acc[cp0 + 8 g ..] += sign * (sum << shift_j), int64, 8 columns per vector.
     for (int g = 0; g < 4 && 8 * g < nl; ++g) {
       __m512i x;
@@ -416,7 +457,42 @@ int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v, const u
     }
   }
   *ns = k;
-  return clipped;
+  return clipped + _mm512_reduce_add_epi32(clip32);
+}
+
+template <int T>
+int64_t WindowSegmentK(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                       const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                       int64_t* acc, uint32_t* slow, int64_t* ns) {
+  switch (d.win_k) {
+#define PIM_WINDOW_K(KK) \
+  case KK:               \
+    return WindowSegment<KK, T>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+    PIM_WINDOW_K(3)
+    PIM_WINDOW_K(4)
+    PIM_WINDOW_K(5)
+    PIM_WINDOW_K(6)
+    PIM_WINDOW_K(7)
+    PIM_WINDOW_K(8)
+    PIM_WINDOW_K(9)
+    PIM_WINDOW_K(10)
+    PIM_WINDOW_K(11)
+    PIM_WINDOW_K(12)
+#undef PIM_WINDOW_K
+    default:
+      PIM_CHECK_MSG(false, "direct codes: no window variant for this K");
+      return 0;
+  }
+}
+}  // namespace
+
+// The table's direct_window_segment: the variant for the plan's K and tables.
+int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                  const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                  int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  return d.win_tables == 1
+             ? WindowSegmentK<1>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns)
+             : WindowSegmentK<3>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
 }
 #endif
 
@@ -431,6 +507,7 @@ void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
   const int64_t ncp = this->ncp, len = S * ncp;
   const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
   const int32_t* v = psi.data() + j * len;
+  const uint8_t* v8 = sums8 ? psb.data() + j * len : nullptr;
   int64_t clipped = 0;
   if (use_window) {
     // The segment's top halves: blocks first >> 3 .. (first + len - 1) >> 3 of kCodeStreamHi.
@@ -440,13 +517,15 @@ void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
                   code_words.data());
     const uint16_t* useg = reinterpret_cast<const uint16_t*>(code_words.data()) + off;
     int64_t ns = 0;
-    clipped = Kernels().direct_window_segment(*direct, v, useg, ncp, S, pr, j * pd, sign,
-                                              acc.data(), unsure_pos.data(), &ns);
+    clipped = Kernels().direct_window_segment(*direct, v8 != nullptr ? nullptr : v, v8, useg,
+                                              ncp, S, pr, j * pd, sign, acc.data(),
+                                              unsure_pos.data(), &ns);
     for (int64_t t = 0; t < ns; ++t) {
       const int64_t i = unsure_pos[static_cast<size_t>(t)], q = i / ncp, cp = i - q * ncp;
       const uint64_t di = first + static_cast<uint64_t>(i);
+      const int64_t vi = v8 != nullptr ? v8[i] : v[i];
       const AdcTransfer::Result r = detail::CodeOfOutcome(
-          direct->ExactOutcome(v[i], detail::CodeUniform(p.noise_key, di)), direct->law.max_code);
+          direct->ExactOutcome(vi, detail::CodeUniform(p.noise_key, di)), direct->law.max_code);
       acc[static_cast<size_t>(cp)] += sign * (static_cast<int64_t>(r.code) << (j * pd + q * pr));
       clipped += r.clipped;
     }

@@ -26,7 +26,11 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
+#if defined(__AVX512BW__)
+      &Worker::RowSumsAvx512,
+#else
       &Worker::RowSumsAvx2,
+#endif
       DirectCodesSegmentAvx2,
 #if defined(__AVX512BW__)
       DirectWindowSegmentAvx512,

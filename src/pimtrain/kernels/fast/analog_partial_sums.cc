@@ -201,6 +201,64 @@ void Worker::RowSumsAvx2(int64_t b, int h, int j, int64_t wn) {
 }
 #endif
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// 64 bit lines per byte add, tiles of 8 vectors (512 bit lines) in registers over all driven
+// rows; the sums as bytes into psb (sums8: the direct codes' window reads them so) or widened
+// to int32 into psi.
+void Worker::RowSumsAvx512(int64_t b, int h, int j, int64_t wn) {
+  const int64_t len = S * ncp, rb = pw.row_bytes;
+  const uint64_t* xw = XPlane(h, j);
+  const uint8_t* base = pw.bytes.data() + b * p.block * rb;
+  int nr = 0;
+  for (int64_t w = 0; w < wn; ++w) {
+    for (uint64_t bits = xw[w]; bits != 0; bits &= bits - 1) {
+      row_list[static_cast<size_t>(nr++)] =
+          static_cast<int32_t>((w * 64 + __builtin_ctzll(bits)) * rb);
+    }
+  }
+  const int32_t* rl = row_list.data();
+  uint8_t* out8 = psb.data() + j * len;
+  int32_t* out = psi.data() + j * len;
+  // 64 byte sums at [at, at + 64) (the part below len).
+  auto store = [&](__m512i a, int64_t at) {
+    const int64_t n = std::min<int64_t>(64, len - at);
+    const __mmask64 m = n == 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+    if (sums8) {
+      _mm512_mask_storeu_epi8(out8 + at, m, a);
+      return;
+    }
+    const __m128i q0 = _mm512_castsi512_si128(a), q1 = _mm512_extracti32x4_epi32(a, 1);
+    const __m128i q2 = _mm512_extracti32x4_epi32(a, 2), q3 = _mm512_extracti32x4_epi32(a, 3);
+    const __m128i qs[4] = {q0, q1, q2, q3};
+    for (int g = 0; g < 4 && 16 * g < n; ++g) {
+      const __mmask16 mg = static_cast<__mmask16>(m >> (16 * g));
+      _mm512_mask_storeu_epi32(out + at + 16 * g, mg, _mm512_cvtepu8_epi32(qs[g]));
+    }
+  };
+  int64_t c0 = 0;
+  for (; c0 + 512 <= rb; c0 += 512) {
+    __m512i a[8];
+    for (int v = 0; v < 8; ++v) a[v] = _mm512_setzero_si512();
+    for (int t = 0; t < nr; ++t) {
+      const uint8_t* row = base + rl[t] + c0;
+      for (int v = 0; v < 8; ++v) a[v] = _mm512_add_epi8(a[v], _mm512_loadu_si512(row + 64 * v));
+    }
+    for (int v = 0; v < 8; ++v) {
+      if (c0 + 64 * v < len) store(a[v], c0 + 64 * v);
+    }
+  }
+  for (; c0 < len; c0 += 64) {
+    const int64_t n = std::min<int64_t>(64, rb - c0);  // rows hold rb bytes
+    const __mmask64 m = n == 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+    __m512i a = _mm512_setzero_si512();
+    for (int t = 0; t < nr; ++t) {
+      a = _mm512_add_epi8(a, _mm512_maskz_loadu_epi8(m, base + rl[t] + c0));
+    }
+    store(a, c0);
+  }
+}
+#endif
+
 // Partial sums from per-cell conductances: word line after word line, as the reference.
 void Worker::ConductanceSums(const int32_t* xm, int64_t r0, int64_t r1, int h, int j) {
   const int32_t dmask = (1 << pd) - 1;

@@ -97,14 +97,14 @@ const RefinedEdges& GetRefinedEdges();
 // threshold lies inside the bucket (then Outcome decides).
 constexpr int kGuideBits = 10;
 constexpr uint32_t kGuideCode = 0xFFF, kGuideClip = 1u << 12, kGuideUnsure = 1u << 15;
-// The window (DirectWindowSegmentAvx512): per partial sum v < 64 win_tables the 16-bit tops
-// of K = win_k thresholds around v's most likely outcome, win[k * 64 win_tables + v], and
-// win_base[v], the outcome below the window's first threshold: with r = #{k : u16 > top_k},
-// outcome = win_base[v] + r whenever 1 <= r <= K - 1 and no top equals u16 (exact: U's top bits
-// then order U against every threshold); otherwise the draw is slow (ExactOutcome with all of
-// U). win_k = 0: no window (partial sums of 192 or more, or too much mass outside any window
-// of up to 2 kWinMaxW + 1 outcomes).
-constexpr int kWinMaxTables = 3, kWinMaxW = 5;
+// The window (DirectWindowSegmentAvx512): per partial sum v < 64 win_tables (1 or 3 tables)
+// the 16-bit tops of the K = win_k consecutive thresholds that bound v's likeliest K - 1
+// outcomes, win[k * 64 win_tables + v], and win_base[v], the outcome below the window's first
+// threshold: with r = #{k : u16 > top_k}, outcome = win_base[v] + r whenever 1 <= r <= K - 1
+// and no top equals u16 (exact: U's top bits then order U against every threshold); otherwise
+// the draw is slow (ExactOutcome with all of U). win_k = 0: no window (partial sums of 192 or
+// more, or too much mass outside any window of up to kWinMaxK thresholds).
+constexpr int kWinMaxTables = 3, kWinMaxK = 12;
 struct DirectPlan {
   detail::CodeLaw law;
   std::vector<uint16_t> guide;
@@ -134,9 +134,10 @@ int64_t DirectCodesSegmentScalar(const uint16_t* guide, const int32_t* v, const 
                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
                                  int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v, const uint16_t* u,
-                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                                  int64_t* acc, uint32_t* slow, int64_t* ns);
+// v: the partial sums as int32 (v32) or bytes (v8, the other null).
+int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                  const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                  int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns);
 #endif
 #if defined(__AVX2__)
 int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w,
@@ -280,6 +281,13 @@ struct Worker {
 #if defined(__AVX2__)
   void RowSumsAvx2(int64_t b, int h, int j, int64_t wn);
 #endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  void RowSumsAvx512(int64_t b, int h, int j, int64_t wn);
+#endif
+  // The current cycle's sums go to psb as bytes (the window reads them; set by the sample loop
+  // for the AVX-512 row sums only), not to psi.
+  bool sums8 = false;
+  std::vector<uint8_t> psb;  // [j][q][cp], bytes
   bool row_sums = false;            // pw.bytes can serve this call's partial sums
   std::vector<int32_t> row_list;    // the driven lines' byte-row offsets
   static constexpr int64_t kRowSumsMaxLines = 96;  // above it the popcount is cheaper
@@ -349,9 +357,9 @@ struct AnalogKernels {
                                   int64_t ncp, int S, int pr, int shift_j, int64_t sign,
                                   int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
   // One segment of the direct codes' window (null: no variant; the guide then).
-  int64_t (*direct_window_segment)(const DirectPlan& d, const int32_t* v, const uint16_t* u,
-                                   int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                                   int64_t* acc, uint32_t* slow, int64_t* ns);
+  int64_t (*direct_window_segment)(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                   const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                   int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns);
 };
 const AnalogKernels& Kernels();
 
