@@ -191,6 +191,11 @@ struct PackedAnalogWeights {
   // (which clears them), in the calling thread before any worker starts.
   mutable std::vector<uint8_t> bytes;
   mutable int64_t row_bytes = 0;
+  // The same cells as bits for the bit-sliced row counts (AVX-512 builds, fast/
+  // analog_partial_sums.cc): row r's bit lines in chunks of 512, row_bit_words = 8 per chunk,
+  // bit line c of a chunk at the bit the counts' transpose reads it from. Built with bytes.
+  mutable std::vector<uint64_t> row_bits;
+  mutable int64_t row_bit_words = 0;
   const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
     return planes.data() + ((b * bits + t) * ncp + cp) * words;
   }

@@ -124,6 +124,9 @@ struct DirectPlan {
  private:
   void BuildWindow(int64_t vmax);
 };
+// Bit position (within a 512-bit chunk of PackedAnalogWeights::row_bits) of bit line c < 512
+// of the chunk: where the bit-sliced counts' transpose to bytes reads it from.
+int RowBitPosition(int c);
 // Tests only: false makes the fast kernel use the guide where it would use the window.
 bool& DirectWindowEnabled();
 // Words of ARS blocks (stream, b0 .. b0 + nb) into out[0 .. 4 nb).
@@ -283,6 +286,11 @@ struct Worker {
 #endif
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   void RowSumsAvx512(int64_t b, int h, int j, int64_t wn);
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+  // The same sums as bytes into psb by bit-sliced counters over the driven rows' bits
+  // (pw.row_bits): carry-save adders, 512 bit lines per vector, then a transpose to bytes.
+  void RowCountsAvx512(int64_t b, int h, int j, int64_t wn);
 #endif
   // The current cycle's sums go to psb as bytes (the window reads them; set by the sample loop
   // for the AVX-512 row sums only), not to psi.
