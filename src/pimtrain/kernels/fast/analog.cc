@@ -63,7 +63,8 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
   // monotone).
   const AdcTransfer& adc = p.readout.adc;
   const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
-  row_sums = !lossless && !pw.bytes.empty() && p.conductance == nullptr && p.dac_bits == 1 &&
+  row_sums = !lossless && (!pw.bytes.empty() || !pw.row_bits.empty()) &&
+             p.conductance == nullptr && p.dac_bits == 1 &&
              p.cell_bits == 1 && p.block <= 255;
   if (row_sums) row_list.resize(static_cast<size_t>(p.block));
   if (direct != nullptr) {
@@ -174,7 +175,7 @@ void Worker::Sample(int64_t m) {
           sums8 = true;
           RowCountsAvx512(b, h, j, wn);
 #endif
-        } else if (row_sums && nonzero <= kRowSumsMaxLines) {
+        } else if (row_sums && !pw.bytes.empty() && nonzero <= kRowSumsMaxLines) {
           sums8 = use_window && !psb.empty();
           (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
@@ -328,39 +329,6 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     plan = it->plan.get();
   }
-  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, built once
-  // per programming (PackWeights clears them), here in the calling thread.
-  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
-  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
-  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
-      p.block <= 255 && packed->bytes.empty() && p.m > 0) {
-    const int64_t len = p.slices * ncp, rb = (len + 31) / 32 * 32;
-    packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
-    packed->row_bytes = rb;
-    for (int64_t r = 0; r < p.k; ++r) {
-      uint8_t* row = packed->bytes.data() + r * rb;
-      const int32_t* lv = p.w + r * ncp;
-      for (int q = 0; q < p.slices; ++q) {
-        for (int64_t cp = 0; cp < ncp; ++cp) row[q * ncp + cp] = static_cast<uint8_t>((lv[cp] >> q) & 1);
-      }
-    }
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-    // The bit-sliced counts' rows: bit line c of chunk c / 512 at the bit RowBitPosition gives.
-    const int64_t rw = (len + 511) / 512 * 8;
-    packed->row_bit_words = rw;
-    packed->row_bits.assign(static_cast<size_t>(blocks * p.block * rw), 0);
-    for (int64_t r = 0; r < p.k; ++r) {
-      const uint8_t* row = packed->bytes.data() + r * rb;
-      uint64_t* bits = packed->row_bits.data() + r * rw;
-      for (int64_t c = 0; c < len; ++c) {
-        if (row[c] == 0) continue;
-        const int64_t at = (c / 512) * 512 + internal::RowBitPosition(static_cast<int>(c % 512));
-        bits[at >> 6] |= uint64_t{1} << (at & 63);
-      }
-    }
-#endif
-  }
-  bytes_lock.unlock();
   // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
   // thread keeps the last few, as the tail plans.
   struct CachedDirect {
@@ -383,6 +351,41 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     direct = it->plan.get();
   }
+  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, or (the
+  // direct codes' window, AVX-512 with GFNI) as bit rows for the bit-sliced counts; each built
+  // once per programming (PackWeights clears them), when a call first needs it, here in the
+  // calling thread.
+  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
+  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
+  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
+      p.block <= 255 && p.m > 0) {
+    const int64_t len = p.slices * ncp;
+    bool bits_wanted = false;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+    bits_wanted = direct != nullptr && direct->win_k > 0 &&
+                  internal::Kernels().direct_window_segment != nullptr &&
+                  internal::DirectWindowEnabled();
+    if (bits_wanted && packed->row_bits.empty()) {
+      const int64_t rw = (len + 511) / 512 * 8;
+      packed->row_bit_words = rw;
+      packed->row_bits.assign(static_cast<size_t>(blocks * p.block * rw), 0);
+      std::vector<uint8_t> row((len + 511) / 512 * 512, 0);
+      for (int64_t r = 0; r < p.k; ++r) {
+        internal::LevelBitsRow(p.w + r * ncp, ncp, p.slices, row.data());
+        internal::RowBitsFromBytes(row.data(), len, packed->row_bits.data() + r * rw);
+      }
+    }
+#endif
+    if (!bits_wanted && packed->bytes.empty()) {
+      const int64_t rb = (len + 31) / 32 * 32;
+      packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
+      packed->row_bytes = rb;
+      for (int64_t r = 0; r < p.k; ++r) {
+        internal::LevelBitsRow(p.w + r * ncp, ncp, p.slices, packed->bytes.data() + r * rb);
+      }
+    }
+  }
+  bytes_lock.unlock();
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed, plan, direct);
     if (wk.lossless) wk.ExactProduct(m0, m1);

@@ -259,6 +259,22 @@ void Worker::RowSumsAvx512(int64_t b, int h, int j, int64_t wn) {
 }
 #endif
 
+void LevelBitsRow(const int32_t* lv, int64_t ncp, int S, uint8_t* out) {
+  for (int q = 0; q < S; ++q) {
+    uint8_t* o = out + q * ncp;
+    int64_t cp = 0;
+#if defined(__AVX512F__)
+    const __m128i sh = _mm_cvtsi32_si128(q);
+    const __m512i one = _mm512_set1_epi32(1);
+    for (; cp + 16 <= ncp; cp += 16) {
+      const __m512i x = _mm512_and_si512(_mm512_srl_epi32(_mm512_loadu_si512(lv + cp), sh), one);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + cp), _mm512_cvtepi32_epi8(x));
+    }
+#endif
+    for (; cp < ncp; ++cp) o[cp] = static_cast<uint8_t>((lv[cp] >> q) & 1);
+  }
+}
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
 namespace {
 // Bit planes L[0..8) of 512 counts (count c's bit b at some bit of L[b]) to the counts as 512
@@ -323,6 +339,25 @@ struct RowBitTable {
 int RowBitPosition(int c) {
   static const RowBitTable table;
   return table.pos[c];
+}
+
+void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out) {
+  // Byte w of mask o (bit lines 64 o + 8 w + k, k < 8) goes to byte g(o, w) = pos / 8.
+  static const __m512i idx = [] {
+    alignas(64) uint8_t ix[64];
+    for (int o = 0; o < 8; ++o) {
+      for (int w = 0; w < 8; ++w) ix[RowBitPosition(64 * o + 8 * w) / 8] = static_cast<uint8_t>(8 * o + w);
+    }
+    return _mm512_load_si512(ix);
+  }();
+  for (int64_t c0 = 0; c0 < len; c0 += 512) {
+    alignas(64) uint64_t m[8];
+    for (int o = 0; o < 8; ++o) {
+      const __m512i v = _mm512_loadu_si512(bytes + c0 + 64 * o);
+      m[o] = _mm512_test_epi8_mask(v, v);
+    }
+    _mm512_storeu_si512(out + c0 / 64, _mm512_permutexvar_epi8(idx, _mm512_load_si512(m)));
+  }
 }
 
 // Bit-sliced counts of the driven rows: per 512 bit lines, carry-save adders over groups of 8

@@ -127,6 +127,13 @@ struct DirectPlan {
 // Bit position (within a 512-bit chunk of PackedAnalogWeights::row_bits) of bit line c < 512
 // of the chunk: where the bit-sliced counts' transpose to bytes reads it from.
 int RowBitPosition(int c);
+// One weight row's cells as bytes: out[q ncp + cp] = bit q of lv[cp] (q < S).
+void LevelBitsRow(const int32_t* lv, int64_t ncp, int S, uint8_t* out);
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+// A row's bit lines as bits at their RowBitPosition: bytes[0 .. len) (0 or 1; readable up to
+// the next multiple of 512) into out[0 .. 8 ceil(len / 512)).
+void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out);
+#endif
 // Tests only: false makes the fast kernel use the guide where it would use the window.
 bool& DirectWindowEnabled();
 // Words of ARS blocks (stream, b0 .. b0 + nb) into out[0 .. 4 nb).
