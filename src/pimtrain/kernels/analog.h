@@ -191,6 +191,11 @@ struct PackedAnalogWeights {
   // (which clears them), in the calling thread before any worker starts.
   mutable std::vector<uint8_t> bytes;
   mutable int64_t row_bytes = 0;
+  // The same cells as bits for the bit-sliced row counts (AVX-512 builds, fast/
+  // analog_partial_sums.cc): row r's bit lines in chunks of 512, row_bit_words = 8 per chunk,
+  // bit line c of a chunk at the bit the counts' transpose reads it from. Built with bytes.
+  mutable std::vector<uint64_t> row_bits;
+  mutable int64_t row_bit_words = 0;
   const uint64_t* Plane(int64_t b, int t, int64_t cp) const {
     return planes.data() + ((b * bits + t) * ncp + cp) * words;
   }
@@ -358,11 +363,14 @@ int64_t SparseTailEvents(uint64_t key, int64_t m, int64_t blocks, int64_t b, int
 // 0, M + 2): o = 0 is "clipped below" (code 0), o = c + 1 code c, o = M + 2 "clipped above"
 // (code M). Per call and v the law's cumulative thresholds T_o = round(2^64 P(t < o - 1/2)),
 // o = 0..M + 1 (Phi by erfc in double, the upper half by its complement), are tabulated; a
-// conversion draws one 64-bit uniform U (high word from stream kCodeStreamHi, low word from
-// kCodeStreamLo, word i & 3 of ARS block (stream, i >> 2), i the conversion's draw index) and
-// takes o = #{o : U >= T_o}. Exact in law to the thresholds' rounding (2^-64 per code, far
-// below any run's reach; no cut in the tails: every outcome of mass above 2^-65 is kept).
-constexpr uint64_t kCodeStreamHi = 8, kCodeStreamLo = 9;  // low nibbles no sparse-tail stream has
+// conversion draws one 64-bit uniform U (CodeUniform: bits 48-63 the 16-bit half i & 7 of ARS
+// block (kCodeStreamHi, i >> 3), bits 16-47 word i & 3 of block (kCodeStreamLo, i >> 2), bits
+// 0-15 half i & 7 of block (kCodeStreamLo16, i >> 3), i the conversion's draw index) and takes
+// o = #{o : U >= T_o}. Exact in law to the thresholds' rounding (2^-64 per code, far below any
+// run's reach; no cut in the tails: every outcome of mass above 2^-65 is kept). The top 16 bits
+// have a stream of their own, so the fast kernel decides almost every conversion from them alone.
+// (Low nibbles that no sparse-tail stream has.)
+constexpr uint64_t kCodeStreamHi = 8, kCodeStreamLo = 9, kCodeStreamLo16 = 10;
 struct CodeLaw {
   int64_t vmax = 0;
   int max_code = 0;
@@ -380,9 +388,20 @@ CodeLaw MakeCodeLaw(const AdcTransfer& adc, int64_t vmax);
 // outcomes of nonzero mass per v (sigma below ~2.8 codes).
 constexpr int64_t kDirectMaxV = 1023;
 bool DirectCodes(const AnalogProblem& p);
-// Word i of a direct-code stream.
+// Word i of a direct-code stream (word i & 3 of block i >> 2).
 inline uint32_t CodeWord(uint64_t key, uint64_t stream, uint64_t i) {
   return Ars4x32(key, stream, i >> 2)[i & 3];
+}
+// 16-bit half i of a direct-code stream: half i & 7 of block i >> 3 (halves little-endian
+// within the block's words, as its 16 bytes lie in memory).
+inline uint32_t CodeHalf(uint64_t key, uint64_t stream, uint64_t i) {
+  return (Ars4x32(key, stream, i >> 3)[(i & 7) >> 1] >> (16 * (i & 1))) & 0xFFFFu;
+}
+// The 64-bit uniform of direct-code draw i (CodeLaw above).
+inline uint64_t CodeUniform(uint64_t key, uint64_t i) {
+  return (static_cast<uint64_t>(CodeHalf(key, kCodeStreamHi, i)) << 48) |
+         (static_cast<uint64_t>(CodeWord(key, kCodeStreamLo, i)) << 16) |
+         CodeHalf(key, kCodeStreamLo16, i);
 }
 // The code and clipping of outcome o.
 inline AdcTransfer::Result CodeOfOutcome(int o, int max_code) {

@@ -981,7 +981,7 @@ TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
     int64_t block;
   } shapes[] = {{8, 1, 1, 8, 128}, {8, 2, 2, 4, 64}, {6, 1, 2, 3, 100}, {8, 1, 1, 8, 37}};
   const double sigmas[] = {0.02, 0.3, 1.0, 3.0};
-  int direct = 0;
+  int direct = 0, windowed = 0;
   int64_t unit_lsb = 0, coarse_lsb = 0;
   for (int t = 0; t < 40; ++t) {
     const auto& sh = shapes[t % 4];
@@ -999,6 +999,11 @@ TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
     (d.p.readout.adc.inv_lsb == 1.0f ? unit_lsb : coarse_lsb) += 1;
     const std::string what = "case " + std::to_string(t) + " adc " + std::to_string(c.adc_bits) +
                              " sigma " + std::to_string(c.sigma) + " n " + std::to_string(c.n);
+    const bool window =
+        fast::internal::DirectPlan(d.p.readout.adc,
+                                   static_cast<int64_t>(detail::MaxPartialSum(d.p)))
+            .win_k > 0;
+    windowed += window;
     const Result r = RunRefAsFast(d);
     const Result f1 = RunFast(d, nullptr, t % 2 == 0);
     const Result f2 = RunFast(d, &two, t % 2 == 1);
@@ -1006,8 +1011,20 @@ TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
     EXPECT_EQ(r.y, f2.y) << what;
     ExpectSameCounts(r.counts, f1.counts, what);
     ExpectSameCounts(r.counts, f2.counts, what);
+    if (window) {
+      // The guide on the same configuration: the same bits.
+      fast::internal::DirectWindowEnabled() = false;
+      const Result g = RunFast(d, &two, t % 2 == 0);
+      fast::internal::DirectWindowEnabled() = true;
+      EXPECT_EQ(r.y, g.y) << what << " (guide)";
+      ExpectSameCounts(r.counts, g.counts, what + " (guide)");
+    }
   }
   EXPECT_GT(direct, 25);
+  if (fast::internal::Kernels().direct_window_segment != nullptr) {
+    EXPECT_GT(windowed, 8);
+  }
+  EXPECT_GT(direct - windowed, 5);  // the guide's own configurations
   EXPECT_GT(unit_lsb, 3);
   EXPECT_GT(coarse_lsb, 3);
 }
@@ -1059,7 +1076,7 @@ TEST(AnalogKernelTest, DirectCodeGuideAndLowWordGiveTheLawsOutcome) {
         for (const uint32_t w1 : {hb - 1, hb, hb + 1}) {
           for (uint64_t idx : {uint64_t{5}, uint64_t{1000003}}) {
             const uint64_t u = (static_cast<uint64_t>(w1) << 32) |
-                               detail::CodeWord(key, detail::kCodeStreamLo, idx);
+                               (detail::CodeUniform(key, idx) & 0xFFFFFFFFu);
             ASSERT_EQ(plan.Outcome(v, w1, key, idx), exact(v, u)) << v << " " << k;
             at += w1 == hb;
           }
@@ -1069,6 +1086,75 @@ TEST(AnalogKernelTest, DirectCodeGuideAndLowWordGiveTheLawsOutcome) {
     EXPECT_GT(at, 10);
     (void)unsure;
   }
+}
+
+// The window (DirectPlan::WindowOutcome, the vector path's decision): where it calls a draw fast
+// its outcome is the 64-bit count of thresholds reached, at random uniforms and at top halves
+// equal to, one below and one above every window threshold's (random low 48 bits); slow draws
+// are rare (at most 1e-3 here); the window is wider for larger noise; and partial sums of 192
+// or more (guide only) have none. CodeUniform is its three streams' bits in place.
+TEST(AnalogKernelTest, DirectCodeWindowGivesTheLawsOutcome) {
+  int last_k = 0;
+  for (const double sigma : {0.05, 0.25, 0.5, 1.0}) {
+    for (const int bits : {6, 8}) {
+      const AdcTransfer adc = MakeAdcTransfer(bits, 128.0, 0.0, sigma);  // lsb 128/63 or 1
+      const int64_t vmax = 128;
+      const fast::internal::DirectPlan plan(adc, vmax);
+      ASSERT_GT(plan.win_k, 0) << sigma << " " << bits;
+      ASSERT_EQ(plan.win_tables, 3);
+      if (bits == 8) {
+        EXPECT_GE(plan.win_k, last_k) << sigma;
+        last_k = plan.win_k;
+      }
+      const CounterRng rng(static_cast<uint64_t>(sigma * 100) + static_cast<uint64_t>(bits));
+      int64_t fast = 0, slow = 0;
+      for (uint64_t t = 0; t < 200000; ++t) {
+        const int64_t v = static_cast<int64_t>(rng.Below(2 * t, vmax + 1));
+        const std::array<uint32_t, 4> blk = rng.Block(2 * t + 1);
+        const uint64_t u = (static_cast<uint64_t>(blk[0]) << 32) | blk[1];
+        int o = 0;
+        if (!plan.WindowOutcome(v, static_cast<uint32_t>(u >> 48), &o)) {
+          ++slow;
+          continue;
+        }
+        ++fast;
+        ASSERT_EQ(o, plan.ExactOutcome(v, u)) << v << " " << u;
+      }
+      EXPECT_LT(slow, 200) << sigma << " " << bits;
+      int64_t at = 0, at_fast = 0;
+      const int64_t np = 64 * plan.win_tables;
+      for (int64_t v = 0; v <= vmax; ++v) {
+        for (int k = 0; k < plan.win_k; ++k) {
+          const uint32_t top = plan.win[static_cast<size_t>(k * np + v)];
+          for (const uint32_t u16 : {top - 1, top, top + 1}) {
+            if (u16 > 0xFFFF) continue;
+            const uint64_t u = (static_cast<uint64_t>(u16) << 48) |
+                               (static_cast<uint64_t>(rng.Block(1000000 + at)[0]) << 16);
+            int o = 0;
+            const bool f = plan.WindowOutcome(v, u16, &o);
+            if (u16 == top) {
+              EXPECT_FALSE(f) << v << " " << k;
+            }
+            if (f) {
+              ASSERT_EQ(o, plan.ExactOutcome(v, u)) << v << " " << k << " " << u16;
+              ++at_fast;
+            }
+            ++at;
+          }
+        }
+      }
+      EXPECT_GT(at_fast, at / 3);
+    }
+  }
+  EXPECT_GE(last_k, 6);
+  const fast::internal::DirectPlan big(MakeAdcTransfer(8, 192.0, 0.0, 0.5), 192);
+  EXPECT_EQ(big.win_k, 0);
+  const uint64_t key = 99, i = 12345;
+  const uint64_t u = detail::CodeUniform(key, i);
+  // i & 7 = 1: the upper half of word 0; i & 3 = 1: word 1.
+  EXPECT_EQ(u >> 48, Ars4x32(key, detail::kCodeStreamHi, i >> 3)[0] >> 16);
+  EXPECT_EQ((u >> 16) & 0xFFFFFFFFu, Ars4x32(key, detail::kCodeStreamLo, i >> 2)[1]);
+  EXPECT_EQ(u & 0xFFFF, Ars4x32(key, detail::kCodeStreamLo16, i >> 3)[0] >> 16);
 }
 
 // Direct codes against the definition (ref::AnalogMatMul, one Gaussian draw per conversion) in

@@ -63,14 +63,23 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
   // monotone).
   const AdcTransfer& adc = p.readout.adc;
   const float zspan = GaussianFrom16(65535 - kGaussTail) - GaussianFrom16(kGaussTail);
-  row_sums = !lossless && !pw.bytes.empty() && p.conductance == nullptr && p.dac_bits == 1 &&
+  row_sums = !lossless && (!pw.bytes.empty() || !pw.row_bits.empty()) &&
+             p.conductance == nullptr && p.dac_bits == 1 &&
              p.cell_bits == 1 && p.block <= 255;
   if (row_sums) row_list.resize(static_cast<size_t>(p.block));
   if (direct != nullptr) {
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
     code_words.resize(static_cast<size_t>(S * ncp + 8));
+    code_halves.resize(static_cast<size_t>(S * ncp / 2 + 8));
+    code_lo.resize(static_cast<size_t>(S * ncp + 8));
     unsure_pos.resize(static_cast<size_t>(S * ncp + 8));
+    use_window = direct->win_k > 0 && Kernels().direct_window_segment != nullptr &&
+                 DirectWindowEnabled();
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    // The AVX-512 row sums hand the window bytes (sums of at most block <= 255 cells).
+    if (use_window && row_sums) psb.resize(static_cast<size_t>(cycles * S * ncp));
+#endif
     ars = std::make_unique<ArsKeys>(p.noise_key);
   }
   shortcut = direct == nullptr && Kernels().convert_a_small_noise != nullptr && !lossless &&
@@ -156,9 +165,18 @@ void Worker::Sample(int64_t m) {
           }
           continue;
         }
+        sums8 = false;
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
-        } else if (row_sums && nonzero <= kRowSumsMaxLines) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+        } else if (row_sums && use_window && !psb.empty() && !pw.row_bits.empty()) {
+          // Bit-sliced counts cost ~4 instructions per driven row and 512 bit lines: cheaper
+          // than the popcount at any number of driven rows.
+          sums8 = true;
+          RowCountsAvx512(b, h, j, wn);
+#endif
+        } else if (row_sums && !pw.bytes.empty() && nonzero <= kRowSumsMaxLines) {
+          sums8 = use_window && !psb.empty();
           (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
           PopcountSums<1>(b, h, j, 1);
@@ -311,24 +329,6 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     plan = it->plan.get();
   }
-  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, built once
-  // per programming (PackWeights clears them), here in the calling thread.
-  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
-  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
-  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
-      p.block <= 255 && packed->bytes.empty() && p.m > 0) {
-    const int64_t len = p.slices * ncp, rb = (len + 31) / 32 * 32;
-    packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
-    packed->row_bytes = rb;
-    for (int64_t r = 0; r < p.k; ++r) {
-      uint8_t* row = packed->bytes.data() + r * rb;
-      const int32_t* lv = p.w + r * ncp;
-      for (int q = 0; q < p.slices; ++q) {
-        for (int64_t cp = 0; cp < ncp; ++cp) row[q * ncp + cp] = static_cast<uint8_t>((lv[cp] >> q) & 1);
-      }
-    }
-  }
-  bytes_lock.unlock();
   // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
   // thread keeps the last few, as the tail plans.
   struct CachedDirect {
@@ -351,6 +351,41 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     direct = it->plan.get();
   }
+  // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, or (the
+  // direct codes' window, AVX-512 with GFNI) as bit rows for the bit-sliced counts; each built
+  // once per programming (PackWeights clears them), when a call first needs it, here in the
+  // calling thread.
+  static std::mutex bytes_mu;  // two callers of the same weights must not both build them
+  std::unique_lock<std::mutex> bytes_lock(bytes_mu);
+  if (!lossless && p.conductance == nullptr && p.dac_bits == 1 && p.cell_bits == 1 &&
+      p.block <= 255 && p.m > 0) {
+    const int64_t len = p.slices * ncp;
+    bool bits_wanted = false;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+    bits_wanted = direct != nullptr && direct->win_k > 0 &&
+                  internal::Kernels().direct_window_segment != nullptr &&
+                  internal::DirectWindowEnabled();
+    if (bits_wanted && packed->row_bits.empty()) {
+      const int64_t rw = (len + 511) / 512 * 8;
+      packed->row_bit_words = rw;
+      packed->row_bits.assign(static_cast<size_t>(blocks * p.block * rw), 0);
+      std::vector<uint8_t> row((len + 511) / 512 * 512, 0);
+      for (int64_t r = 0; r < p.k; ++r) {
+        internal::LevelBitsRow(p.w + r * ncp, ncp, p.slices, row.data());
+        internal::RowBitsFromBytes(row.data(), len, packed->row_bits.data() + r * rw);
+      }
+    }
+#endif
+    if (!bits_wanted && packed->bytes.empty()) {
+      const int64_t rb = (len + 31) / 32 * 32;
+      packed->bytes.assign(static_cast<size_t>(blocks * p.block * rb), 0);
+      packed->row_bytes = rb;
+      for (int64_t r = 0; r < p.k; ++r) {
+        internal::LevelBitsRow(p.w + r * ncp, ncp, p.slices, packed->bytes.data() + r * rb);
+      }
+    }
+  }
+  bytes_lock.unlock();
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed, plan, direct);
     if (wk.lossless) wk.ExactProduct(m0, m1);

@@ -1,17 +1,29 @@
 // Fast analog kernel, dataflow A's direct codes (detail::DirectCodes): each conversion's code is
-// drawn from its law given the integer partial sum (detail::CodeLaw) with one 32-bit ARS word
-// and a guide table indexed by (partial sum, top 8 bits of the word), instead of a Gaussian draw
-// and the transfer's float steps. Buckets that hold a threshold (~1-3 % of the draws) are
-// resolved by comparing the whole word, and the low word is drawn only where the high word
-// equals a threshold's (~2^-32 per threshold). Equal bit for bit to ref::AnalogMatMulAsFast.
+// drawn from its law given the integer partial sum (detail::CodeLaw) with one 64-bit uniform U
+// (detail::CodeUniform) compared against the law's thresholds, instead of a Gaussian draw and the
+// transfer's float steps. Two ways to compare, the same outcome:
+// - the window (AVX-512, partial sums below 192): U's top 16 bits (their own stream) against the
+//   16-bit tops of K thresholds around the partial sum's most likely code, 32 conversions per
+//   vector, the thresholds looked up by permutes; a conversion whose top bits equal a
+//   threshold's, or fall outside the window, is listed and counted exactly against all
+//   thresholds with its whole U (~1e-4 of the draws);
+// - the guide table (any build): U's top 32 bits index a guide by (partial sum, top 10 bits);
+//   buckets that hold a threshold (~1-3 %) are resolved with the top 32 bits, and the low
+//   bits are drawn only where those equal a threshold's (~2^-32 per threshold).
+// Equal bit for bit to ref::AnalogMatMulAsFast.
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "pimtrain/base/error.h"
 #include "pimtrain/kernels/fast/analog_worker.h"
+
+// GCC 12 flags the AVX-512 intrinsics' internal _mm512_undefined_* operands (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace pim::kernels::fast::internal {
 
@@ -39,6 +51,105 @@ DirectPlan::DirectPlan(const AdcTransfer& adc, int64_t vmax)
           r.code | (r.clipped ? kGuideClip : 0) | (o1 != o2 ? kGuideUnsure : 0));
     }
   }
+  BuildWindow(vmax);
+}
+
+// The window (analog_worker.h): per partial sum v, n consecutive outcomes and the K = n + 1
+// thresholds b[a .. a + K) that bound them (a guard below the first and one above the last),
+// placed where they leave the least mass outside; missing thresholds are 0 below the list
+// (always passed) and 2^64 above it (never). n is chosen per law for the least cost: K compares
+// per conversion against the slow path's share (the mass outside the window, the largest over
+// v, times ~2000 compares' cost).
+void DirectPlan::BuildWindow(int64_t vmax) {
+  win_k = 0;
+  if (vmax >= 64 * kWinMaxTables || law.max_code + 2 > 32767) return;
+  auto count = [&](int64_t v) {
+    return static_cast<int64_t>(law.start[static_cast<size_t>(v + 1)] -
+                                law.start[static_cast<size_t>(v)]);
+  };
+  // Threshold k of v as a probability, padded: 0 below the list, 1 above it.
+  auto prob = [&](int64_t v, int64_t k) {
+    if (k < 0) return 0.0;
+    if (k >= count(v)) return 1.0;
+    return std::ldexp(
+        static_cast<double>(law.bounds[law.start[static_cast<size_t>(v)] + static_cast<size_t>(k)]),
+        -64);
+  };
+  // The best start a for v and window size k (mass outside: below b[a] and at or above
+  // b[a + k - 1]); ties to the lowest a.
+  auto place = [&](int64_t v, int k, double* outside) {
+    int64_t best = -k;
+    double best_out = 2.0;
+    for (int64_t a = -k; a <= count(v); ++a) {
+      const double out = prob(v, a) + (1.0 - prob(v, a + k - 1));
+      if (out < best_out) {
+        best_out = out;
+        best = a;
+      }
+    }
+    *outside = best_out;
+    return best;
+  };
+  double best_cost = 1e300;
+  int best_k = 0;
+  for (int k = 3; k <= kWinMaxK; ++k) {
+    double rate = 0.0;
+    for (int64_t v = 0; v <= vmax; ++v) {
+      double out = 0.0;
+      place(v, k, &out);
+      rate = std::max(rate, out);
+    }
+    const double cost = k + 2000.0 * rate;
+    if (cost < best_cost) {
+      best_cost = cost;
+      best_k = k;
+    }
+  }
+  if (best_cost > kWinMaxK + 20.0) return;  // too much mass outside any window
+  win_k = best_k;
+  win_tables = vmax < 64 ? 1 : kWinMaxTables;  // the vector path has variants for 1 and 3
+  const int64_t np = 64 * static_cast<int64_t>(win_tables);
+  win.assign(static_cast<size_t>(win_k * np), 0xFFFF);
+  win_base.assign(static_cast<size_t>(np), 0);
+  for (int64_t v = 0; v <= vmax; ++v) {
+    double out = 0.0;
+    const int64_t a = place(v, win_k, &out);
+    win_base[static_cast<size_t>(v)] =
+        static_cast<int16_t>(law.o_lo[static_cast<size_t>(v)] + a);
+    for (int k = 0; k < win_k; ++k) {
+      const int64_t kk = a + k;
+      uint16_t top = 0;
+      if (kk >= count(v)) {
+        top = 0xFFFF;  // never passed: equal only at u16 = 0xFFFF, which is slow
+      } else if (kk >= 0) {
+        top = static_cast<uint16_t>(
+            law.bounds[law.start[static_cast<size_t>(v)] + static_cast<size_t>(kk)] >> 48);
+      }
+      win[static_cast<size_t>(k * np + v)] = top;
+    }
+  }
+}
+
+bool DirectPlan::WindowOutcome(int64_t v, uint32_t u16, int* o) const {
+  const int64_t np = 64 * static_cast<int64_t>(win_tables);
+  int r = 0;
+  bool eq = false;
+  for (int k = 0; k < win_k; ++k) {
+    const uint32_t t = win[static_cast<size_t>(k * np + v)];
+    r += u16 > t;
+    eq |= u16 == t;
+  }
+  *o = win_base[static_cast<size_t>(v)] + r;
+  return !eq && r >= 1 && r <= win_k - 1;
+}
+
+int DirectPlan::ExactOutcome(int64_t v, uint64_t u) const {
+  int o = law.o_lo[static_cast<size_t>(v)];
+  for (uint32_t k = law.start[static_cast<size_t>(v)]; k < law.start[static_cast<size_t>(v + 1)];
+       ++k) {
+    o += u >= law.bounds[k];
+  }
+  return o;
 }
 
 int DirectPlan::Outcome(int64_t v, uint32_t w1, uint64_t key, uint64_t i) const {
@@ -55,7 +166,7 @@ int DirectPlan::Outcome(int64_t v, uint32_t w1, uint64_t key, uint64_t i) const 
       break;  // ascending: no later threshold is reached either
     } else {
       if (!have_lo) {
-        w2 = detail::CodeWord(key, detail::kCodeStreamLo, i);
+        w2 = static_cast<uint32_t>(detail::CodeUniform(key, i));  // U's low 32 bits
         have_lo = true;
       }
       o += ((static_cast<uint64_t>(w1) << 32) | w2) >= bound;
@@ -77,7 +188,32 @@ inline __m128i RoundKey(const ArsKeys& ak, int r) {
 }  // namespace
 
 void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, uint32_t* out) {
-#if defined(__AES__)
+#if defined(__AVX512F__) && defined(__VAES__)
+  // Four blocks per register, four registers in flight; the last blocks one at a time.
+  const int64_t s = static_cast<int64_t>(stream);
+  int64_t q = 0;
+  const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+  for (; q + 16 <= nb; q += 16) {
+    const int64_t c = static_cast<int64_t>(b0) + q;
+    __m512i ctr = _mm512_set_epi64(s, c + 3, s, c + 2, s, c + 1, s, c), x[4];
+    for (int v = 0; v < 4; ++v) {
+      x[v] = _mm512_xor_si512(ctr, ak.k[0]);
+      ctr = _mm512_add_epi64(ctr, step);
+    }
+    for (int r = 1; r < kArsRounds; ++r) {
+      for (int v = 0; v < 4; ++v) x[v] = _mm512_aesenc_epi128(x[v], ak.k[r]);
+    }
+    for (int v = 0; v < 4; ++v) {
+      _mm512_storeu_si512(out + 4 * q + 16 * v, _mm512_aesenclast_epi128(x[v], ak.k[kArsRounds]));
+    }
+  }
+  for (; q < nb; ++q) {
+    __m128i x = _mm_xor_si128(_mm_set_epi64x(s, static_cast<int64_t>(b0 + q)), RoundKey(ak, 0));
+    for (int r = 1; r < kArsRounds; ++r) x = _mm_aesenc_si128(x, RoundKey(ak, r));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * q),
+                     _mm_aesenclast_si128(x, RoundKey(ak, kArsRounds)));
+  }
+#elif defined(__AES__)
   __m128i k[kArsRounds + 1];
   for (int r = 0; r <= kArsRounds; ++r) k[r] = RoundKey(ak, r);
   const int64_t s = static_cast<int64_t>(stream);
@@ -187,22 +323,246 @@ int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const ui
 }
 #endif
 
-// Dataflow A's conversions of cycle j by direct codes: the segment's high words, each slice row
-// through the table's direct_codes_segment, then the unsure entries resolved exactly.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+namespace {
+// The window's segment for K thresholds and T (1 or 3) tables of 64 partial sums: for the S slice
+// rows of partial sums (bytes v8 or int32 v32) and top-16-bit uniforms u[q ncp + cp],
+// acc[cp] += sign * sum_q (code << (q pr)) << shift_j, 32 columns a step. Each threshold by
+// one permute (a second one and a blend in vectors where some partial sum is 64 or more), its
+// compare as min(subs(u, t), 1) and equality as min(u ^ t) == 0 (vector compares into masks
+// cost more on this core). Slow draws (equal to a threshold's top bits, or outside the window)
+// add nothing and are listed in slow[*ns ..] as i = q ncp + cp; the caller adds their exact
+// codes. Returns the fast draws' clipped count. The slices' codes add in 16 bits when
+// M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
+template <int K, int T>
+int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                      const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                      int64_t* acc, uint32_t* slow, int64_t* ns) {
+  constexpr int64_t np = 64 * T;
+  const uint16_t* win = d.win.data();
+  const uint16_t* base = reinterpret_cast<const uint16_t*>(d.win_base.data());
+  const bool narrow =
+      static_cast<double>(d.law.max_code) * (std::ldexp(1.0, S * pr) - 1.0) /
+          (std::ldexp(1.0, pr) - 1.0) < 65536.0;
+  const __m512i one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+  const __m512i mcode = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code));
+  const __m512i c64 = _mm512_set1_epi16(64), c128 = _mm512_set1_epi16(128);
+  const __m512i km2 = _mm512_set1_epi16(static_cast<int16_t>(K - 2));
+  const __m128i vshift = _mm_cvtsi32_si128(shift_j);
+  // The first 64 entries of each table in registers.
+  __m512i t0[K], t1[K];
+  for (int k = 0; k < K; ++k) {
+    t0[k] = _mm512_loadu_si512(win + k * np);
+    t1[k] = _mm512_loadu_si512(win + k * np + 32);
+  }
+  const __m512i b0 = _mm512_loadu_si512(base), b1 = _mm512_loadu_si512(base + 32);
+  auto upper = [&](const uint16_t* tab, __m512i t, __m512i p, __mmask32 h1, __mmask32 h2) {
+    t = _mm512_mask_blend_epi16(
+        h1, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 64), p,
+                                         _mm512_loadu_si512(tab + 96)));
+    if (h2 != 0) {
+      t = _mm512_mask_blend_epi16(
+          h2, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 128), p,
+                                           _mm512_loadu_si512(tab + 160)));
+    }
+    return t;
+  };
+  int64_t clipped = 0, k = *ns;
+  __m512i clip32 = _mm512_setzero_si512();  // fast, whole vectors' clipped count, int32 lanes
+  for (int64_t cp0 = 0; cp0 < ncp; cp0 += 32) {
+    const int64_t nl = std::min<int64_t>(32, ncp - cp0);
+    const __mmask32 lm = nl == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << nl) - 1);
+    __m512i sum = zero, sum_lo = zero, sum_hi = zero, clipv = zero;
+    for (int q = 0; q < S; ++q) {
+      const int64_t i0 = q * ncp + cp0;
+      __m512i p;
+      if (v8 != nullptr) {
+        p = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(lm, v8 + i0));
+      } else {
+        const __m512i va = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm), v32 + i0);
+        const __m512i vb =
+            _mm512_maskz_loadu_epi32(static_cast<__mmask16>(lm >> 16), v32 + i0 + 16);
+        p = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(va)),
+                               _mm512_cvtepi32_epi16(vb), 1);
+      }
+      const __m512i uu = _mm512_maskz_loadu_epi16(lm, u + i0);
+      __m512i rk = zero, e = _mm512_set1_epi16(-1);
+      __m512i bs = _mm512_permutex2var_epi16(b0, p, b1);
+      const __mmask32 h1 = T > 1 ? _mm512_cmpge_epu16_mask(p, c64) : 0;
+      if (T > 1 && h1 != 0) {
+        const __mmask32 h2 = _mm512_cmpge_epu16_mask(p, c128);
+        bs = upper(base, bs, p, h1, h2);
+        for (int kk = 0; kk < K; ++kk) {
+          const __m512i t =
+              upper(win + kk * np, _mm512_permutex2var_epi16(t0[kk], p, t1[kk]), p, h1, h2);
+          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
+          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
+        }
+      } else {
+        for (int kk = 0; kk < K; ++kk) {
+          const __m512i t = _mm512_permutex2var_epi16(t0[kk], p, t1[kk]);
+          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
+          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
+        }
+      }
+      const __m512i r1 = _mm512_sub_epi16(rk, one);
+      const __m512i dd = _mm512_add_epi16(bs, r1);  // outcome - 1
+      const __m512i code = _mm512_min_epi16(_mm512_max_epi16(dd, zero), mcode);
+      // Slow: rank 0 or K (rank - 1 > K - 2 unsigned) or an equal top.
+      const __m512i bad = _mm512_or_si512(_mm512_subs_epu16(r1, km2),
+                                          _mm512_xor_si512(_mm512_min_epu16(e, one), one));
+      __mmask32 sl = _mm512_test_epi16_mask(bad, bad) & lm;
+      __m512i cf;
+      if ((sl | static_cast<__mmask32>(~lm)) == 0) [[likely]] {
+        cf = code;
+        clipv = _mm512_add_epi16(clipv, _mm512_abs_epi16(_mm512_sub_epi16(dd, code)));
+      } else {
+        const __mmask32 fast = lm & ~sl;
+        clipped += __builtin_popcount(_mm512_mask_cmpneq_epi16_mask(fast, code, dd));
+        cf = _mm512_maskz_mov_epi16(fast, code);
+        while (sl != 0) {
+          slow[k++] = static_cast<uint32_t>(i0 + __builtin_ctz(sl));
+          sl &= sl - 1;
+        }
+      }
+      const __m128i qs = _mm_cvtsi32_si128(q * pr);
+      if (narrow) {
+        sum = _mm512_add_epi16(sum, _mm512_sll_epi16(cf, qs));
+      } else {
+        sum_lo = _mm512_add_epi32(
+            sum_lo, _mm512_sll_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(cf)), qs));
+        sum_hi = _mm512_add_epi32(
+            sum_hi, _mm512_sll_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(cf, 1)), qs));
+      }
+    }
+    clip32 = _mm512_add_epi32(clip32, _mm512_madd_epi16(clipv, one));
+    // acc[cp0 + 8 g ..] += sign * (sum << shift_j), int64, 8 columns per vector.
+    for (int g = 0; g < 4 && 8 * g < nl; ++g) {
+      __m512i x;
+      if (narrow) {
+        x = _mm512_cvtepu16_epi64(g == 0   ? _mm512_castsi512_si128(sum)
+                                  : g == 1 ? _mm512_extracti32x4_epi32(sum, 1)
+                                  : g == 2 ? _mm512_extracti32x4_epi32(sum, 2)
+                                           : _mm512_extracti32x4_epi32(sum, 3));
+      } else {
+        const __m512i s32 = g < 2 ? sum_lo : sum_hi;
+        x = _mm512_cvtepu32_epi64((g & 1) == 0 ? _mm512_castsi512_si256(s32)
+                                               : _mm512_extracti64x4_epi64(s32, 1));
+      }
+      x = _mm512_sll_epi64(x, vshift);
+      const __mmask8 am = static_cast<__mmask8>(lm >> (8 * g));
+      int64_t* a = acc + cp0 + 8 * g;
+      const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
+      _mm512_mask_storeu_epi64(a, am, sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+    }
+  }
+  *ns = k;
+  return clipped + _mm512_reduce_add_epi32(clip32);
+}
+
+template <int T>
+int64_t WindowSegmentK(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                       const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                       int64_t* acc, uint32_t* slow, int64_t* ns) {
+  switch (d.win_k) {
+#define PIM_WINDOW_K(KK) \
+  case KK:               \
+    return WindowSegment<KK, T>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+    PIM_WINDOW_K(3)
+    PIM_WINDOW_K(4)
+    PIM_WINDOW_K(5)
+    PIM_WINDOW_K(6)
+    PIM_WINDOW_K(7)
+    PIM_WINDOW_K(8)
+    PIM_WINDOW_K(9)
+    PIM_WINDOW_K(10)
+    PIM_WINDOW_K(11)
+    PIM_WINDOW_K(12)
+#undef PIM_WINDOW_K
+    default:
+      PIM_CHECK_MSG(false, "direct codes: no window variant for this K");
+      return 0;
+  }
+}
+}  // namespace
+
+// The table's direct_window_segment: the variant for the plan's K and tables.
+int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                  const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                  int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  return d.win_tables == 1
+             ? WindowSegmentK<1>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns)
+             : WindowSegmentK<3>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+}
+#endif
+
+bool& DirectWindowEnabled() {
+  static bool enabled = true;
+  return enabled;
+}
+
+// Dataflow A's conversions of cycle j by direct codes: the window where the plan has one and the
+// table a variant, else the guide.
 void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
   const int64_t ncp = this->ncp, len = S * ncp;
   const uint64_t first = detail::NoiseIndex(m, blocks, b, h, cycles, j, len, 0);
-  const uint64_t off = first & 3;
-  FillCodeWords(*ars, detail::kCodeStreamHi, first >> 2,
-                static_cast<int64_t>((off + static_cast<uint64_t>(len) + 3) >> 2),
-                code_words.data());
-  const uint32_t* wseg = code_words.data() + off;
+  const int32_t* v = psi.data() + j * len;
+  const uint8_t* v8 = sums8 ? psb.data() + j * len : nullptr;
+  int64_t clipped = 0;
+  if (use_window) {
+    // The segment's top halves: blocks first >> 3 .. (first + len - 1) >> 3 of kCodeStreamHi.
+    const uint64_t off = first & 7;
+    FillCodeWords(*ars, detail::kCodeStreamHi, first >> 3,
+                  static_cast<int64_t>((off + static_cast<uint64_t>(len) + 7) >> 3),
+                  code_words.data());
+    const uint16_t* useg = reinterpret_cast<const uint16_t*>(code_words.data()) + off;
+    int64_t ns = 0;
+    clipped = Kernels().direct_window_segment(*direct, v8 != nullptr ? nullptr : v, v8, useg,
+                                              ncp, S, pr, j * pd, sign, acc.data(),
+                                              unsure_pos.data(), &ns);
+    for (int64_t t = 0; t < ns; ++t) {
+      const int64_t i = unsure_pos[static_cast<size_t>(t)], q = i / ncp, cp = i - q * ncp;
+      const uint64_t di = first + static_cast<uint64_t>(i);
+      const int64_t vi = v8 != nullptr ? v8[i] : v[i];
+      const AdcTransfer::Result r = detail::CodeOfOutcome(
+          direct->ExactOutcome(vi, detail::CodeUniform(p.noise_key, di)), direct->law.max_code);
+      acc[static_cast<size_t>(cp)] += sign * (static_cast<int64_t>(r.code) << (j * pd + q * pr));
+      clipped += r.clipped;
+    }
+  } else {
+    ConvertADirectGuide(first, v, j, sign, &clipped);
+  }
+  c.adc_clipped += clipped;
+  c.adc_conversions += len;
+  c.sample_holds += len;
+  c.shift_adds += len;
+}
+
+// The guide: U's top 32 bits (the top half from kCodeStreamHi, the next 16 bits from
+// kCodeStreamLo's word) per conversion, each slice row through the table's
+// direct_codes_segment, then the unsure entries resolved exactly.
+void Worker::ConvertADirectGuide(uint64_t first, const int32_t* v, int j, int64_t sign,
+                                 int64_t* clipped_out) {
+  const int64_t ncp = this->ncp, len = S * ncp;
+  {
+    const uint64_t off = first & 7;
+    FillCodeWords(*ars, detail::kCodeStreamHi, first >> 3,
+                  static_cast<int64_t>((off + static_cast<uint64_t>(len) + 7) >> 3),
+                  code_halves.data());
+    const uint64_t off4 = first & 3;
+    FillCodeWords(*ars, detail::kCodeStreamLo, first >> 2,
+                  static_cast<int64_t>((off4 + static_cast<uint64_t>(len) + 3) >> 2),
+                  code_lo.data());
+    const uint16_t* hi = reinterpret_cast<const uint16_t*>(code_halves.data()) + off;
+    const uint32_t* lo = code_lo.data() + off4;
+    uint32_t* w = code_words.data();
+    for (int64_t i = 0; i < len; ++i) w[i] = (static_cast<uint32_t>(hi[i]) << 16) | (lo[i] >> 16);
+  }
+  const uint32_t* wseg = code_words.data();
   const uint16_t* guide = direct->guide.data();
   int64_t nu = 0;
-  int64_t clipped = Kernels().direct_codes_segment(guide, psi.data() + j * len, wseg, ncp, S, pr,
-                                                   j * pd, sign, acc.data(), 0,
-                                                   unsure_pos.data(), &nu);
-  const int32_t* v = psi.data() + j * len;
+  int64_t clipped = Kernels().direct_codes_segment(guide, v, wseg, ncp, S, pr, j * pd, sign,
+                                                   acc.data(), 0, unsure_pos.data(), &nu);
   for (int64_t t = 0; t < nu; ++t) {
     const int64_t i = unsure_pos[static_cast<size_t>(t)], q = i / ncp, cp = i - q * ncp;
     const uint32_t e = guide[(static_cast<uint32_t>(v[i]) << kGuideBits) |
@@ -215,10 +575,7 @@ void Worker::ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign) {
                 << (j * pd + q * pr));
     clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>((e >> 12) & 1);
   }
-  c.adc_clipped += clipped;
-  c.adc_conversions += len;
-  c.sample_holds += len;
-  c.shift_adds += len;
+  *clipped_out = clipped;
 }
 
 }  // namespace pim::kernels::fast::internal

@@ -26,8 +26,17 @@ const AnalogKernels& Kernels() {
       &Worker::BuildPlanesScalar,
       PackPlanes8Avx2,
 #endif
+#if defined(__AVX512BW__)
+      &Worker::RowSumsAvx512,
+#else
       &Worker::RowSumsAvx2,
+#endif
       DirectCodesSegmentAvx2,
+#if defined(__AVX512BW__)
+      DirectWindowSegmentAvx512,
+#else
+      nullptr,
+#endif
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -48,6 +57,7 @@ const AnalogKernels& Kernels() {
       &Worker::RowSumsScalar,
       DirectCodesSegmentScalar,
 #endif
+      nullptr,  // the window needs AVX-512 BW
   };
 #endif
   return kTable;

@@ -157,6 +157,8 @@ void PackWeights(const AnalogProblem& p, PackedAnalogWeights& out, ThreadPool* p
   out.bits = p.slices * p.cell_bits;
   out.bytes.clear();  // rebuilt from the new levels when a call needs them
   out.row_bytes = 0;
+  out.row_bits.clear();
+  out.row_bit_words = 0;
   // Zeroed for the scalar packer of wider levels (it ORs bits in); the byte-wise ones write every
   // word.
   const size_t plane_words = static_cast<size_t>(blocks * out.bits * ncp * out.words);

@@ -97,14 +97,45 @@ const RefinedEdges& GetRefinedEdges();
 // threshold lies inside the bucket (then Outcome decides).
 constexpr int kGuideBits = 10;
 constexpr uint32_t kGuideCode = 0xFFF, kGuideClip = 1u << 12, kGuideUnsure = 1u << 15;
+// The window (DirectWindowSegmentAvx512): per partial sum v < 64 win_tables (1 or 3 tables)
+// the 16-bit tops of the K = win_k consecutive thresholds that bound v's likeliest K - 1
+// outcomes, win[k * 64 win_tables + v], and win_base[v], the outcome below the window's first
+// threshold: with r = #{k : u16 > top_k}, outcome = win_base[v] + r whenever 1 <= r <= K - 1
+// and no top equals u16 (exact: U's top bits then order U against every threshold); otherwise
+// the draw is slow (ExactOutcome with all of U). win_k = 0: no window (partial sums of 192 or
+// more, or too much mass outside any window of up to kWinMaxK thresholds).
+constexpr int kWinMaxTables = 3, kWinMaxK = 12;
 struct DirectPlan {
   detail::CodeLaw law;
   std::vector<uint16_t> guide;
+  int win_k = 0, win_tables = 0;
+  std::vector<uint16_t> win;
+  std::vector<int16_t> win_base;
   DirectPlan(const AdcTransfer& adc, int64_t vmax);
-  // The outcome of partial sum v for high word w1 of draw i (the low word drawn only where w1
-  // equals a threshold's high word).
+  // The outcome of partial sum v for high word w1 (U's top 32 bits) of draw i (the low word
+  // drawn only where w1 equals a threshold's high word).
   int Outcome(int64_t v, uint32_t w1, uint64_t key, uint64_t i) const;
+  // The outcome of partial sum v for the whole uniform u: #{thresholds <= u} + o_lo.
+  int ExactOutcome(int64_t v, uint64_t u) const;
+  // The window's decision for top bits u16 (scalar, as the vector path decides): true and *o
+  // the outcome when the draw is fast, false when it is slow.
+  bool WindowOutcome(int64_t v, uint32_t u16, int* o) const;
+
+ private:
+  void BuildWindow(int64_t vmax);
 };
+// Bit position (within a 512-bit chunk of PackedAnalogWeights::row_bits) of bit line c < 512
+// of the chunk: where the bit-sliced counts' transpose to bytes reads it from.
+int RowBitPosition(int c);
+// One weight row's cells as bytes: out[q ncp + cp] = bit q of lv[cp] (q < S).
+void LevelBitsRow(const int32_t* lv, int64_t ncp, int S, uint8_t* out);
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+// A row's bit lines as bits at their RowBitPosition: bytes[0 .. len) (0 or 1; readable up to
+// the next multiple of 512) into out[0 .. 8 ceil(len / 512)).
+void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out);
+#endif
+// Tests only: false makes the fast kernel use the guide where it would use the window.
+bool& DirectWindowEnabled();
 // Words of ARS blocks (stream, b0 .. b0 + nb) into out[0 .. 4 nb).
 void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, uint32_t* out);
 
@@ -112,6 +143,12 @@ void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, 
 int64_t DirectCodesSegmentScalar(const uint16_t* guide, const int32_t* v, const uint32_t* w,
                                  int64_t ncp, int S, int pr, int shift_j, int64_t sign,
                                  int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// v: the partial sums as int32 (v32) or bytes (v8, the other null).
+int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                  const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                  int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns);
+#endif
 #if defined(__AVX2__)
 int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const uint32_t* w,
                                int64_t ncp, int S, int pr, int shift_j, int64_t sign,
@@ -147,7 +184,10 @@ struct Worker {
   const TailPlan* plan;  // MakeTailPlan of the call (lossless read-out only)
   bool lossless;
   const DirectPlan* direct;  // the call's direct-code plan (detail::DirectCodes), else null
-  std::vector<uint32_t> code_words, unsure_pos;  // a segment's high words; unsure entries
+  // A segment's uniforms: top halves (window; guide: U's top 32 bits) and, for the guide, the
+  // halves and kCodeStreamLo words they are built from; slow or unsure draws.
+  std::vector<uint32_t> code_words, code_halves, code_lo, unsure_pos;
+  bool use_window = false;  // direct codes by the window (DirectPlan::win_k, a vector variant)
   int pd, pr, S, cycles;
   int64_t ncp, blocks, words, arrays_per_block;
   std::vector<int> groups;
@@ -251,6 +291,18 @@ struct Worker {
 #if defined(__AVX2__)
   void RowSumsAvx2(int64_t b, int h, int j, int64_t wn);
 #endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  void RowSumsAvx512(int64_t b, int h, int j, int64_t wn);
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+  // The same sums as bytes into psb by bit-sliced counters over the driven rows' bits
+  // (pw.row_bits): carry-save adders, 512 bit lines per vector, then a transpose to bytes.
+  void RowCountsAvx512(int64_t b, int h, int j, int64_t wn);
+#endif
+  // The current cycle's sums go to psb as bytes (the window reads them; set by the sample loop
+  // for the AVX-512 row sums only), not to psi.
+  bool sums8 = false;
+  std::vector<uint8_t> psb;  // [j][q][cp], bytes
   bool row_sums = false;            // pw.bytes can serve this call's partial sums
   std::vector<int32_t> row_list;    // the driven lines' byte-row offsets
   static constexpr int64_t kRowSumsMaxLines = 96;  // above it the popcount is cheaper
@@ -270,8 +322,11 @@ struct Worker {
   void ConvertAShortcutAvx512(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
 #endif
 
-  // Dataflow A read-out of cycle j by direct codes (analog_direct_codes.cc).
+  // Dataflow A read-out of cycle j by direct codes (analog_direct_codes.cc): the window or the
+  // guide (ConvertADirectGuide; adds the segment's codes, *clipped its clipped count).
   void ConvertADirect(int64_t m, int64_t b, int h, int j, int64_t sign);
+  void ConvertADirectGuide(uint64_t first, const int32_t* v, int j, int64_t sign,
+                           int64_t* clipped);
 
   // Dataflow A read-out of cycle j: noise -> ADC -> shift -> accumulate, 8 conversions at a time.
   void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
@@ -316,6 +371,10 @@ struct AnalogKernels {
   int64_t (*direct_codes_segment)(const uint16_t* guide, const int32_t* v, const uint32_t* w,
                                   int64_t ncp, int S, int pr, int shift_j, int64_t sign,
                                   int64_t* acc, int64_t cp0, uint32_t* unsure, int64_t* nu);
+  // One segment of the direct codes' window (null: no variant; the guide then).
+  int64_t (*direct_window_segment)(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                                   const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                                   int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns);
 };
 const AnalogKernels& Kernels();
 

@@ -98,9 +98,7 @@ void AnalogMatMulAsFast(const AnalogProblem& p, AnalogCounts& counts) {
   // One 64-bit uniform per conversion, its outcome the number of thresholds it reaches.
   const CodeSampler codes = [&law, key](int64_t v, uint64_t i) {
     PIM_CHECK(v >= 0 && v <= law.vmax);
-    const uint64_t u =
-        (static_cast<uint64_t>(detail::CodeWord(key, detail::kCodeStreamHi, i)) << 32) |
-        detail::CodeWord(key, detail::kCodeStreamLo, i);
+    const uint64_t u = detail::CodeUniform(key, i);
     int o = law.o_lo[static_cast<size_t>(v)];
     for (uint32_t k = law.start[static_cast<size_t>(v)]; k < law.start[static_cast<size_t>(v + 1)];
          ++k) {
