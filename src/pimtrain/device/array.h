@@ -43,6 +43,20 @@ class DeviceArray {
       read_[i] = hidden_[i] + write_noise_ * rng.Normal(ctr ^ (uint64_t{1} << 63));
     }
   }
+  // Applies a batch of pulse events with caller-drawn normals (Device::PulseDrawn; only where
+  // device().drawn_normals() >= 0); the write-noise redraw of event e's cell uses
+  // CounterRng(key, stream[e]) at counter (cell << 8) ^ 2^63 (the cell's last event wins).
+  void PulseDrawn(const Device::PulseBatch& b, uint64_t key, const uint32_t* stream) {
+    device_->PulseDrawn(hidden_.data(), cells_, b);
+    if (write_noise_ > 0) {
+      for (int64_t e = 0; e < b.count; ++e) {
+        const int64_t i = b.cell[e];
+        const CounterRng rng(key, stream[e]);
+        read_[i] = hidden_[i] + write_noise_ * rng.Normal((static_cast<uint64_t>(i) << 8) ^
+                                                          (uint64_t{1} << 63));
+      }
+    }
+  }
   // Exact increment (the ideal device and `update: ideal`): w += dw, clipped.
   void Add(int64_t i, float dw) {
     hidden_[i] = std::min(std::max(hidden_[i] + dw, cells_.b_min[i]), cells_.b_max[i]);
