@@ -3,6 +3,7 @@
 // parameters, and the pulse entry point every update rule uses (docs/devices.md).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -55,6 +56,16 @@ class DeviceArray {
         read_[i] = hidden_[i] + write_noise_ * rng.Normal((static_cast<uint64_t>(i) << 8) ^
                                                           (uint64_t{1} << 63));
       }
+    }
+  }
+  // Prefetches the state and the drawn parameters of cells [begin, end) (a pulsed update's next
+  // block of rows) into the cache.
+  void Prefetch(int64_t begin, int64_t end) const {
+    const float* arrays[5] = {hidden_.data(), cells_.b_max.data(), cells_.b_min.data(),
+                              cells_.dw_up.data(), cells_.dw_down.data()};
+    end = std::min(end, size());
+    for (const float* p : arrays) {
+      for (int64_t i = begin; i < end; i += 16) __builtin_prefetch(p + i, 0, 3);
     }
   }
   // Exact increment (the ideal device and `update: ideal`): w += dw, clipped.

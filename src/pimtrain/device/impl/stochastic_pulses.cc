@@ -3,6 +3,9 @@
 // columns (outputs) with q_c = A |d_c| in each of BL slots; every coincidence is one pulse on
 // cell (r, c) with sign(lr x_r d_c) > 0 = down, so E[n_rc] = lr |x_r d_c| / epsilon <= BL.
 // update_bl_management and update_management set BL, A and B from the sample's max |x|, |d|.
+#include <immintrin.h>
+
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
@@ -56,6 +59,9 @@ class StochasticPulses final : public UpdateRule {
     row_masks_.resize(static_cast<size_t>(m * rows));  // written for every cycle with na > 0
     col_masks_.resize(static_cast<size_t>(m * cols));
     col_pos_.resize(static_cast<size_t>(m * cols));
+    fire_rows_.resize(static_cast<size_t>(m * rows));
+    row_pos_.resize(static_cast<size_t>(m * rows));
+    n_fire_.assign(static_cast<size_t>(m), 0);
     active_.resize(static_cast<size_t>(m * cols));
     n_active_.assign(static_cast<size_t>(m), 0);
     std::vector<int> bls(static_cast<size_t>(m), 0);
@@ -96,16 +102,31 @@ class StochasticPulses final : public UpdateRule {
         uint64_t* cm = col_masks_.data() + s * cols;
         Masks(uni.data(), thr.data(), rows, lines, bl, rm);
         Masks(uni.data() + rows, thr.data() + rows, cols, lines, bl, cm);
+        // The firing lines in compact lists: columns (index, mask, d_c > 0), rows (index, mask,
+        // lr x_r > 0), in increasing order.
         int32_t* act = active_.data() + s * cols;
+        uint64_t* amask = col_masks_.data() + s * cols;  // compacted over cm in place
         uint8_t* pos = col_pos_.data() + s * cols;
         int32_t na = 0;
         for (int64_t c = 0; c < cols; ++c) {
           if (cm[c] != 0) {
             pos[na] = ds[c] > 0;
+            amask[na] = cm[c];
             act[na++] = static_cast<int32_t>(c);
           }
         }
         n_active_[s] = na;
+        int32_t* fr = fire_rows_.data() + s * rows;
+        uint8_t* rpos = row_pos_.data() + s * rows;
+        int32_t nf = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (rm[r] != 0) {
+            rpos[nf] = xs[r] * lsign > 0;
+            rm[nf] = rm[r];
+            fr[nf++] = static_cast<int32_t>(r);
+          }
+        }
+        n_fire_[s] = nf;
       }
     });
     // Pulses: cells are independent, so rows run in parallel; each cell sees its cycles in
@@ -122,34 +143,46 @@ class StochasticPulses final : public UpdateRule {
     std::vector<int64_t> pulses(static_cast<size_t>(rows), 0), cells(pulses.size(), 0);
     pool.ParallelFor(rows, 4, [&](int64_t r0, int64_t r1) {
       thread_local Events ev;
+      thread_local std::vector<int32_t> cursor;
       int64_t np = 0, nc = 0;
+      // cursor[s]: the first of cycle s's firing rows at or after the current block
+      cursor.resize(static_cast<size_t>(m));
+      for (int64_t s = 0; s < m; ++s) {
+        const int32_t* fr = fire_rows_.data() + s * rows;
+        cursor[s] = static_cast<int32_t>(
+            std::lower_bound(fr, fr + n_fire_[s], static_cast<int32_t>(r0)) - fr);
+      }
       for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
-        const int64_t b1 = std::min(r1, b0 + kBlockRows);
+        const int32_t b1 = static_cast<int32_t>(std::min(r1, b0 + kBlockRows));
+        if (b1 < r1) a.Prefetch(b1 * cols, std::min(r1, b1 + kBlockRows) * cols);
         ev.clear();
         int most = 0;
         for (int64_t s = 0; s < m; ++s) {
           const int32_t na = n_active_[s];
-          if (na == 0) continue;
+          const int32_t* fr = fire_rows_.data() + s * rows;
+          int32_t f = cursor[s];
+          const int32_t nf = n_fire_[s];
+          if (na == 0 || f >= nf || fr[f] >= b1) continue;
           const uint64_t* rm = row_masks_.data() + s * rows;
-          const uint64_t* cm = col_masks_.data() + s * cols;
+          const uint8_t* rpos = row_pos_.data() + s * rows;
+          const uint64_t* amask = col_masks_.data() + s * cols;
           const int32_t* act = active_.data() + s * cols;
           const uint8_t* pos = col_pos_.data() + s * cols;
-          const float* xs = x.Row(s);
-          for (int64_t r = b0; r < b1; ++r) {
-            const uint64_t mr = rm[r];
-            if (mr == 0) continue;
-            const bool rpos = xs[r] * lsign > 0;
+          const uint32_t stream = static_cast<uint32_t>(m + s);
+          for (; f < nf && fr[f] < b1; ++f) {
+            const uint64_t mr = rm[f];
+            const int64_t base = static_cast<int64_t>(fr[f]) * cols;
+            const uint8_t rp = rpos[f];
             ev.Reserve(na);
             for (int32_t j = 0; j < na; ++j) {
-              const int32_t c = act[j];
-              const int n = std::popcount(mr & cm[c]);
+              const int n = std::popcount(mr & amask[j]);
               if (n == 0) continue;
-              ev.Push(r * cols + c, n, rpos == (pos[j] != 0) ? -1 : 1,
-                      static_cast<uint32_t>(m + s));
+              ev.Push(base + act[j], n, rp == pos[j] ? -1 : 1, stream);
               most = std::max(most, n);
               np += n;
             }
           }
+          cursor[s] = f;
         }
         const int64_t count = ev.size();
         if (count == 0) continue;
@@ -228,7 +261,6 @@ class StochasticPulses final : public UpdateRule {
     for (int64_t e = 0; e < count; ++e) ev.lo[e] = static_cast<uint32_t>(ev.cell[e]);
     PhiloxBlocks(key, 0, ev.lo.data(), nullptr, ev.stream.data(), count, ev.w0.data(),
                  ev.w1.data(), ev.w2.data(), ev.w3.data());
-    const float* g16 = Gauss16Table();
     const uint32_t* words[4] = {ev.w0.data(), ev.w1.data(), ev.w2.data(), ev.w3.data()};
     for (int p = 0; p < most; ++p) {
       float* xp = ev.xi.data() + p * count;
@@ -243,13 +275,7 @@ class StochasticPulses final : public UpdateRule {
       }
       const uint32_t* wp = words[p & 3];
       const int shift = 16 * ((p >> 2) & 1);
-      bool refined = false;
-      for (int64_t e = 0; e < count; ++e) {
-        const uint32_t h = (wp[e] >> shift) & 0xFFFFu;
-        xp[e] = g16[h];
-        refined |= RefinedCell(h);
-      }
-      if (!refined) continue;
+      if (!Normals16(wp, shift, count, xp)) continue;
       for (int64_t e = 0; e < count; ++e) {  // the refined tail cells (2^-9 of the draws)
         const uint32_t h = (wp[e] >> shift) & 0xFFFFu;
         if (RefinedCell(h) && ev.n[e] > p) {
@@ -268,14 +294,54 @@ class StochasticPulses final : public UpdateRule {
     return 64 * (b >> 3) + (b & 7) + 8 * static_cast<uint64_t>(p & 7);
   }
 
-  // GaussianFrom16(h) for every h (the refined cells hold their labels; drawn apart).
-  static const float* Gauss16Table() {
-    static const std::vector<float> t = [] {
-      std::vector<float> v(65536);
-      for (uint32_t h = 0; h < 65536; ++h) v[h] = GaussianFrom16(h);
-      return v;
-    }();
-    return t.data();
+  // out[e] = GaussianFrom16(h_e), h_e = (words[e] >> shift) & 0xFFFF (the same float operations
+  // as numerics/adc.cc: Acklam's central rational, the tail table outside it; 8 lanes at a
+  // time). Returns whether any h_e is a refined cell (its value is then only the cell's label).
+  static bool Normals16(const uint32_t* words, int shift, int64_t count, float* out) {
+    const float* tail = GetGaussianTable().tail;
+    int64_t e = 0;
+    bool refined = false;
+#if defined(__AVX2__)
+    const __m256i m16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i lo_edge = _mm256_set1_epi32(static_cast<int>(kGaussTail));
+    const __m256i hi_edge = _mm256_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
+    const __m256i rlo = _mm256_set1_epi32(static_cast<int>(kGaussRefine));
+    const __m256i rhi = _mm256_set1_epi32(static_cast<int>(65536 - kGaussRefine) - 1);
+    const __m256i hi_base = _mm256_set1_epi32(static_cast<int>(65536 - 2 * kGaussTail));
+    const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    __m256i any_refined = _mm256_setzero_si256();
+    for (; e + 8 <= count; e += 8) {
+      const __m256i h = _mm256_and_si256(
+          _mm256_srl_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + e)), sh),
+          m16);
+      const __m256 t = _mm256_sub_ps(
+          _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(h), vhalf), vinv), vhalf);
+      const __m256 r = _mm256_mul_ps(t, t);
+      __m256 num = _mm256_set1_ps(kGaussA[0]), den = _mm256_set1_ps(kGaussB[0]);
+      for (int i = 1; i < 6; ++i) {
+        num = _mm256_add_ps(_mm256_mul_ps(num, r), _mm256_set1_ps(kGaussA[i]));
+        den = _mm256_add_ps(_mm256_mul_ps(den, r), _mm256_set1_ps(i < 5 ? kGaussB[i] : 1.0f));
+      }
+      __m256 z = _mm256_div_ps(_mm256_mul_ps(t, num), den);
+      const __m256i hi_tail = _mm256_cmpgt_epi32(h, hi_edge);
+      const __m256i is_tail = _mm256_or_si256(_mm256_cmpgt_epi32(lo_edge, h), hi_tail);
+      if (!_mm256_testz_si256(is_tail, is_tail)) {
+        const __m256i idx = _mm256_sub_epi32(h, _mm256_and_si256(hi_tail, hi_base));
+        z = _mm256_mask_i32gather_ps(z, tail, idx, _mm256_castsi256_ps(is_tail), 4);
+        any_refined = _mm256_or_si256(
+            any_refined, _mm256_or_si256(_mm256_cmpgt_epi32(rlo, h), _mm256_cmpgt_epi32(h, rhi)));
+      }
+      _mm256_storeu_ps(out + e, z);
+    }
+    refined = !_mm256_testz_si256(any_refined, any_refined);
+#endif
+    for (; e < count; ++e) {
+      const uint32_t h = (words[e] >> shift) & 0xFFFFu;
+      out[e] = GaussianFrom16(h);
+      refined |= RefinedCell(h);
+    }
+    return refined;
   }
 
   // threshold_l = round(min(scale |v_l|, 1) 65536) (p resolved to 2^-16; `res` first).
@@ -310,7 +376,8 @@ class StochasticPulses final : public UpdateRule {
   double grad_scale_, res_;
   // Scratch, reused across calls (a layer's macro owns its rule; calls are not concurrent).
   mutable std::vector<uint64_t> row_masks_, col_masks_;
-  mutable std::vector<uint8_t> col_pos_;  // per active column: d_c > 0
+  mutable std::vector<uint8_t> col_pos_, row_pos_;  // per firing line: d_c > 0, lr x_r > 0
+  mutable std::vector<int32_t> fire_rows_, n_fire_;  // per cycle: the firing rows
   mutable std::vector<int32_t> active_, n_active_;
 };
 
