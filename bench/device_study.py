@@ -164,6 +164,8 @@ def main():
     ap.add_argument("--only", default="speed,accuracy,rules")
     ap.add_argument("--json", default="")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", default="",
+                    help="speed: also time this pimtrain binary (e.g. an older build), interleaved")
     ap.add_argument("--rows", default="", help="accuracy rows to run, by name, ';'-separated")
     a = ap.parse_args()
     only = a.only.split(",")
@@ -175,19 +177,25 @@ def main():
         print(f"MLP 784-256-128-10, batch 64, {a.train_limit or 60000} training images, one "
               f"epoch each, interleaved in this run, {a.repeats} repeats, medians; "
               f"load before: {os.getloadavg()[0]:.2f}\n")
-        print("| threads | pimtrain analog_sgd s (median) | PyTorch FP32 s (median) | ratio |")
-        print("|---|---|---|---|")
+        base = f" | baseline {a.baseline} s (median)" if a.baseline else ""
+        print(f"| threads | pimtrain analog_sgd s (median) | PyTorch FP32 s (median) | ratio{base} |")
+        print("|---|---|---|---|" + ("---|" if a.baseline else ""))
         best_p, best_t = 1e9, 1e9
         for t in [int(v) for v in a.threads.split(",")]:
-            ps, ts = [], []
+            ps, ts, bs = [], [], []
             for _ in range(a.repeats):
                 ps.append(run_pimtrain(a.pimtrain, t, a.train_limit, 1,
                                        device="{impl: soft_bounds}")["seconds"][0])
                 ts.append(run_torch_epoch(t, a.train_limit))
+                if a.baseline:
+                    bs.append(run_pimtrain(a.baseline, t, a.train_limit, 1,
+                                           device="{impl: soft_bounds}")["seconds"][0])
             mp, mt = float(np.median(ps)), float(np.median(ts))
             best_p, best_t = min(best_p, mp), min(best_t, mt)
+            extra = (f" | {float(np.median(bs)):.2f} ({', '.join(f'{v:.2f}' for v in bs)})"
+                     if a.baseline else "")
             print(f"| {t} | {mp:.2f} ({', '.join(f'{v:.2f}' for v in ps)}) | {mt:.2f} "
-                  f"({', '.join(f'{v:.2f}' for v in ts)}) | {mp / mt:.2f}x |", flush=True)
+                  f"({', '.join(f'{v:.2f}' for v in ts)}) | {mp / mt:.2f}x{extra} |", flush=True)
         print(f"\nbest against best: {best_p:.2f} s / {best_t:.2f} s = {best_p / best_t:.2f}x; "
               f"load after: {os.getloadavg()[0]:.2f}")
         res["speed"] = {"pimtrain": best_p, "torch": best_t}

@@ -3,6 +3,7 @@
 // parameters, and the pulse entry point every update rule uses (docs/devices.md).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,6 +42,30 @@ class DeviceArray {
     hidden_[i] = device_->Pulse(hidden_[i], i, cells_, n, dir, rng, ctr);
     if (write_noise_ > 0) {
       read_[i] = hidden_[i] + write_noise_ * rng.Normal(ctr ^ (uint64_t{1} << 63));
+    }
+  }
+  // Applies a batch of pulse events with caller-drawn normals (Device::PulseDrawn; only where
+  // device().drawn_normals() >= 0); the write-noise redraw of event e's cell uses
+  // CounterRng(key, stream[e]) at counter (cell << 8) ^ 2^63 (the cell's last event wins).
+  void PulseDrawn(const Device::PulseBatch& b, uint64_t key, const uint32_t* stream) {
+    device_->PulseDrawn(hidden_.data(), cells_, b);
+    if (write_noise_ > 0) {
+      for (int64_t e = 0; e < b.count; ++e) {
+        const int64_t i = b.cell[e];
+        const CounterRng rng(key, stream[e]);
+        read_[i] = hidden_[i] + write_noise_ * rng.Normal((static_cast<uint64_t>(i) << 8) ^
+                                                          (uint64_t{1} << 63));
+      }
+    }
+  }
+  // Prefetches the state and the drawn parameters of cells [begin, end) (a pulsed update's next
+  // block of rows) into the cache.
+  void Prefetch(int64_t begin, int64_t end) const {
+    const float* arrays[5] = {hidden_.data(), cells_.b_max.data(), cells_.b_min.data(),
+                              cells_.dw_up.data(), cells_.dw_down.data()};
+    end = std::min(end, size());
+    for (const float* p : arrays) {
+      for (int64_t i = begin; i < end; i += 16) __builtin_prefetch(p + i, 0, 3);
     }
   }
   // Exact increment (the ideal device and `update: ideal`): w += dw, clipped.

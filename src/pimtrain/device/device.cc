@@ -98,6 +98,11 @@ void Device::Draw(uint64_t key, int64_t n, DeviceCells& c) const {
   }
 }
 
+void Device::PulseDrawn(float* w, const DeviceCells& c, const PulseBatch& b) const {
+  (void)w, (void)c, (void)b;
+  PIM_CHECK_MSG(false, "Device::PulseDrawn on a model that draws its own noise");
+}
+
 float Device::ResetValue(int64_t cell, const CounterRng& rng, uint64_t ctr) const {
   (void)cell;
   return static_cast<float>(params_.reset + params_.reset_std * rng.Normal(ctr));

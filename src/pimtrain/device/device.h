@@ -57,6 +57,22 @@ class Device {
   virtual float Pulse(float w, int64_t cell, const DeviceCells& c, int n, int dir,
                       const CounterRng& rng, uint64_t ctr) const = 0;
 
+  // Bulk pulses with normals drawn by the caller (stochastic_pulses draws them in vector
+  // lanes): event e < b.count gives cell b.cell[e] b.n[e] pulses in direction b.dir[e], pulse p
+  // with the normal b.xi[p * b.count + e], each clipped, in w (the hidden weights). Only where
+  // drawn_normals() >= 0; the same arithmetic as Pulse with those normals.
+  struct PulseBatch {
+    const int64_t* cell = nullptr;
+    const uint8_t* n = nullptr;
+    const int8_t* dir = nullptr;
+    const float* xi = nullptr;
+    int64_t count = 0;
+  };
+  virtual void PulseDrawn(float* w, const DeviceCells& c, const PulseBatch& b) const;
+  // Normals one pulse takes in PulseDrawn (1, or 0 without cycle-to-cycle noise); -1: the model
+  // draws its own (unit cells, NeuroSim) and PulseDrawn does not apply: use Pulse.
+  virtual int drawn_normals() const { return -1; }
+
   // After exact programming set w[0..n) (clipped to the cells' bounds): a unit cell programs
   // its devices and writes back the weight they hold. One device per weight: nothing to do.
   virtual void Programmed(float* w, int64_t n, const DeviceCells& c) const {
@@ -94,6 +110,21 @@ class PulsedDevice : public Device {
     }
     return w;
   }
+  void PulseDrawn(float* w, const DeviceCells& c, const PulseBatch& b) const final {
+    const auto& self = static_cast<const Derived&>(*this);
+    for (int64_t e = 0; e < b.count; ++e) {
+      const int64_t cell = b.cell[e];
+      const float hi = c.b_max[cell], lo = c.b_min[cell];
+      float v = w[cell];
+      for (int p = 0; p < b.n[e]; ++p) {
+        const float xi = sigma_ > 0 ? b.xi[p * b.count + e] : 0.0f;
+        v = self.Step(v, cell, c, b.dir[e], xi);
+        v = std::min(std::max(v, lo), hi);
+      }
+      w[cell] = v;
+    }
+  }
+  int drawn_normals() const final { return sigma_ > 0 ? 1 : 0; }
 
  protected:
   PulsedDevice() = default;

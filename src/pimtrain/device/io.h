@@ -35,11 +35,19 @@ std::shared_ptr<Schema> IoSchema();
 IoParams ParseIo(const ConfigNode& io);
 
 // y = read(x W) (forward, W rows x cols row-major, x m x rows) or read(x W^T) (transposed,
-// x m x cols). Bound management applies forward only. Noise keyed by `key`
-// (counter: sample x outputs + output). Counts dac_conversions, adc_conversions, cell_reads,
-// input_cycles (one per input vector and array tile, `tiles`), bm_repeats.
+// x m x cols). Bound management applies forward only. Noise keyed by `key`: draw
+// NoiseNormal(MixKey(key, pass, stage), 0, sample x outputs + output) (numerics/adc.h; stage 1
+// input, 2 weight, 3 output noise; pass: the bound-management repeat). Counts
+// dac_conversions, adc_conversions, cell_reads, input_cycles (one per input vector and array
+// tile, `tiles`), bm_repeats.
 void AnalogRead(const IoParams& io, ConstMatrixView x, const float* w, int64_t rows, int64_t cols,
                 bool transposed, uint64_t key, int64_t tiles, MatrixView y, ThreadPool* pool,
                 ActionCounts& counts);
+// The same read with the element stages (NM scale, DAC, output noise, ADC, clip) one element at
+// a time and one NoiseNormal call per draw: the definition AnalogRead's vector loops are tested
+// against bit for bit (same GEMM for the MVM).
+void AnalogReadRef(const IoParams& io, ConstMatrixView x, const float* w, int64_t rows,
+                   int64_t cols, bool transposed, uint64_t key, int64_t tiles, MatrixView y,
+                   ThreadPool* pool, ActionCounts& counts);
 
 }  // namespace pim

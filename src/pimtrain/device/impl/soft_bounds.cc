@@ -15,13 +15,19 @@ class SoftBounds final : public PulsedDevice<SoftBounds> {
     AddPulsedParams(s, PulsedParams{});
     return s;
   }
+  // Branch-free (the direction of a pulse is a coin flip to the branch predictor, and a
+  // mispredict discards the loads of the pulses behind it): the bound and step of the pulse's
+  // direction picked by index, the down step as -Delta- (w + (-a) f = w - a f, exactly).
   float Step(float w, int64_t i, const DeviceCells& c, int dir, float xi) const {
-    if (dir > 0) {
-      const float f = c.b_max[i] != 0 ? 1 - w / c.b_max[i] : 0.0f;
-      return w + c.dw_up[i] * f * (1 + sigma_ * xi);
-    }
-    const float f = c.b_min[i] != 0 ? 1 - w / c.b_min[i] : 0.0f;
-    return w - c.dw_down[i] * f * (1 + sigma_ * xi);
+    static constexpr float kSign[2] = {-1.0f, 1.0f};
+    const int up = dir > 0;
+    const float* const bounds[2] = {c.b_min.data(), c.b_max.data()};
+    const float* const steps[2] = {c.dw_down.data(), c.dw_up.data()};
+    const float b = bounds[up][i];
+    const float dw = steps[up][i] * kSign[up];
+    const float q = 1 - w / b;
+    const float f = b != 0 ? q : 0.0f;
+    return w + dw * f * (1 + sigma_ * xi);
   }
 };
 

@@ -3,29 +3,21 @@
 // columns (outputs) with q_c = A |d_c| in each of BL slots; every coincidence is one pulse on
 // cell (r, c) with sign(lr x_r d_c) > 0 = down, so E[n_rc] = lr |x_r d_c| / epsilon <= BL.
 // update_bl_management and update_management set BL, A and B from the sample's max |x|, |d|.
+#include <immintrin.h>
+
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
+#include "pimtrain/base/error.h"
+#include "pimtrain/base/philox_simd.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/device/update.h"
+#include "pimtrain/kernels/analog.h"
+#include "pimtrain/numerics/adc.h"
 
 namespace pim {
 namespace {
-
-// 16-bit uniforms: 4 Philox words = 8 slots per block; a line fires in slot t when
-// u_t < threshold = round(p 65536) (p resolved to 2^-16).
-uint64_t LineMask(const CounterRng& rng, uint64_t line, uint32_t threshold, int bl) {
-  if (threshold == 0) return 0;
-  uint64_t mask = 0;
-  for (int b = 0; b * 8 < bl; ++b) {
-    const auto w = rng.Block(line * 8 + static_cast<uint64_t>(b));
-    for (int j = 0; j < 8 && b * 8 + j < bl; ++j) {
-      const uint32_t u = (w[j >> 1] >> ((j & 1) * 16)) & 0xffffu;
-      mask |= static_cast<uint64_t>(u < threshold) << (b * 8 + j);
-    }
-  }
-  return mask;
-}
 
 class StochasticPulses final : public UpdateRule {
  public:
@@ -63,13 +55,19 @@ class StochasticPulses final : public UpdateRule {
     const uint64_t key = MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer),
                                 static_cast<uint64_t>(ctx.step), MixKey(tag, 0x7370));
     // Per sample: the line masks (rows then columns), BL, the active columns.
-    row_masks_.assign(static_cast<size_t>(m * rows), 0);
-    col_masks_.assign(static_cast<size_t>(m * cols), 0);
-    active_.assign(static_cast<size_t>(m * cols), 0);
+    const int64_t lines = rows + cols;
+    row_masks_.resize(static_cast<size_t>(m * rows));  // written for every cycle with na > 0
+    col_masks_.resize(static_cast<size_t>(m * cols));
+    col_pos_.resize(static_cast<size_t>(m * cols));
+    fire_rows_.resize(static_cast<size_t>(m * rows));
+    row_pos_.resize(static_cast<size_t>(m * rows));
+    n_fire_.assign(static_cast<size_t>(m), 0);
+    active_.resize(static_cast<size_t>(m * cols));
     n_active_.assign(static_cast<size_t>(m), 0);
     std::vector<int> bls(static_cast<size_t>(m), 0);
     ThreadPool& pool = ctx.pool != nullptr ? *ctx.pool : DefaultPool();
     pool.ParallelFor(m, 1, [&](int64_t s0, int64_t s1) {
+      thread_local std::vector<uint32_t> uni, thr;
       for (int64_t s = s0; s < s1; ++s) {
         const float* xs = x.Row(s);
         const float* ds = d.Row(s);
@@ -93,52 +91,123 @@ class StochasticPulses final : public UpdateRule {
           b_scale *= std::sqrt(dmu / xm);
         }
         bls[s] = bl;
-        const CounterRng rng(key, static_cast<uint64_t>(s));
+        // Thresholds of the lines, then their masks: line l fires in slot t when
+        // NoiseUniform16(key, s, t * lines + l) < threshold_l.
+        thr.resize(static_cast<size_t>(lines));
+        Thresholds(xs, rows, static_cast<float>(b_scale), thr.data());
+        Thresholds(ds, cols, static_cast<float>(a_scale), thr.data() + rows);
+        uni.resize(static_cast<size_t>(bl * lines));
+        kernels::fast::FillUniforms(key, static_cast<uint64_t>(s), 0, bl * lines, uni.data());
         uint64_t* rm = row_masks_.data() + s * rows;
-        for (int64_t r = 0; r < rows; ++r) {
-          rm[r] = LineMask(rng, static_cast<uint64_t>(r), Threshold(b_scale * std::fabs(xs[r])),
-                           bl);
-        }
         uint64_t* cm = col_masks_.data() + s * cols;
+        Masks(uni.data(), thr.data(), rows, lines, bl, rm);
+        Masks(uni.data() + rows, thr.data() + rows, cols, lines, bl, cm);
+        // The firing lines in compact lists: columns (index, mask, d_c > 0), rows (index, mask,
+        // lr x_r > 0), in increasing order.
         int32_t* act = active_.data() + s * cols;
+        uint64_t* amask = col_masks_.data() + s * cols;  // compacted over cm in place
+        uint8_t* pos = col_pos_.data() + s * cols;
         int32_t na = 0;
         for (int64_t c = 0; c < cols; ++c) {
-          cm[c] = LineMask(rng, static_cast<uint64_t>(rows + c),
-                           Threshold(a_scale * std::fabs(ds[c])), bl);
-          if (cm[c] != 0) act[na++] = static_cast<int32_t>(c);
-        }
-        n_active_[s] = na;
-      }
-    });
-    // Pulses: cells are independent, so rows run in parallel; each cell sees its samples in
-    // order (aihwkit's sequential update cycles).
-    std::vector<int64_t> pulses(static_cast<size_t>(rows), 0), cells(pulses.size(), 0);
-    pool.ParallelFor(rows, 4, [&](int64_t r0, int64_t r1) {
-      for (int64_t s = 0; s < m; ++s) {
-        const uint64_t* rm = row_masks_.data() + s * rows;
-        const uint64_t* cm = col_masks_.data() + s * cols;
-        const int32_t* act = active_.data() + s * cols;
-        const int32_t na = n_active_[s];
-        if (na == 0) continue;
-        const float* xs = x.Row(s);
-        const float* ds = d.Row(s);
-        const CounterRng rng(key, static_cast<uint64_t>(m + s));
-        for (int64_t r = r0; r < r1; ++r) {
-          const uint64_t mr = rm[r];
-          if (mr == 0) continue;
-          const float sx = xs[r] * lsign;
-          for (int32_t j = 0; j < na; ++j) {
-            const int32_t c = act[j];
-            const int n = std::popcount(mr & cm[c]);
-            if (n == 0) continue;
-            const int64_t i = r * cols + c;
-            const int dir = sx * ds[c] > 0 ? -1 : 1;
-            a.Pulse(i, n, dir, rng, static_cast<uint64_t>(i) << 8);
-            pulses[r] += n;
-            ++cells[r];
+          if (cm[c] != 0) {
+            pos[na] = ds[c] > 0;
+            amask[na] = cm[c];
+            act[na++] = static_cast<int32_t>(c);
           }
         }
+        n_active_[s] = na;
+        int32_t* fr = fire_rows_.data() + s * rows;
+        uint8_t* rpos = row_pos_.data() + s * rows;
+        int32_t nf = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (rm[r] != 0) {
+            rpos[nf] = xs[r] * lsign > 0;
+            rm[nf] = rm[r];
+            fr[nf++] = static_cast<int32_t>(r);
+          }
+        }
+        n_fire_[s] = nf;
       }
+    });
+    // Pulses: cells are independent, so rows run in parallel; each cell sees its cycles in
+    // order (aihwkit's sequential update cycles). The events of a block of kBlockRows rows over
+    // all cycles (cycle-major, so each cell's pulses stay in cycle order) go to the device as one
+    // batch, which keeps those rows' device parameters in cache across the cycles; their
+    // cycle-to-cycle normals are drawn first in vector lanes: pulse p of cell i in cycle s is
+    // NoiseNormal(key, m + s, PulseNormalIndex(i, p)). sign(lr x_r d_c) > 0 is a down pulse.
+    const Device& dev = a.device();
+    const int normals = dev.drawn_normals();
+    const uint64_t size8 = (static_cast<uint64_t>(a.size()) + 7) & ~uint64_t{7};
+    PIM_CHECK_MSG(size8 < (uint64_t{1} << 32) && 2 * static_cast<uint64_t>(m) < (uint64_t{1} << 32),
+                  "stochastic_pulses: array or batch too large for 32-bit pulse counters");
+    std::vector<int64_t> pulses(static_cast<size_t>(rows), 0), cells(pulses.size(), 0);
+    pool.ParallelFor(rows, 4, [&](int64_t r0, int64_t r1) {
+      thread_local Events ev;
+      thread_local std::vector<int32_t> cursor;
+      int64_t np = 0, nc = 0;
+      // cursor[s]: the first of cycle s's firing rows at or after the current block
+      cursor.resize(static_cast<size_t>(m));
+      for (int64_t s = 0; s < m; ++s) {
+        const int32_t* fr = fire_rows_.data() + s * rows;
+        cursor[s] = static_cast<int32_t>(
+            std::lower_bound(fr, fr + n_fire_[s], static_cast<int32_t>(r0)) - fr);
+      }
+      for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+        const int32_t b1 = static_cast<int32_t>(std::min(r1, b0 + kBlockRows));
+        if (b1 < r1) a.Prefetch(b1 * cols, std::min(r1, b1 + kBlockRows) * cols);
+        ev.clear();
+        int most = 0;
+        for (int64_t s = 0; s < m; ++s) {
+          const int32_t na = n_active_[s];
+          const int32_t* fr = fire_rows_.data() + s * rows;
+          int32_t f = cursor[s];
+          const int32_t nf = n_fire_[s];
+          if (na == 0 || f >= nf || fr[f] >= b1) continue;
+          const uint64_t* rm = row_masks_.data() + s * rows;
+          const uint8_t* rpos = row_pos_.data() + s * rows;
+          const uint64_t* amask = col_masks_.data() + s * cols;
+          const int32_t* act = active_.data() + s * cols;
+          const uint8_t* pos = col_pos_.data() + s * cols;
+          const uint32_t stream = static_cast<uint32_t>(m + s);
+          for (; f < nf && fr[f] < b1; ++f) {
+            const uint64_t mr = rm[f];
+            const int64_t base = static_cast<int64_t>(fr[f]) * cols;
+            const uint8_t rp = rpos[f];
+            ev.Reserve(na);
+            for (int32_t j = 0; j < na; ++j) {
+              const int n = std::popcount(mr & amask[j]);
+              if (n == 0) continue;
+              ev.Push(base + act[j], n, rp == pos[j] ? -1 : 1, stream);
+              most = std::max(most, n);
+              np += n;
+            }
+          }
+          cursor[s] = f;
+        }
+        const int64_t count = ev.size();
+        if (count == 0) continue;
+        nc += count;
+        if (normals < 0) {  // the model draws its own noise
+          for (int64_t e = 0; e < count; ++e) {
+            const int64_t i = ev.cell[e];
+            a.Pulse(i, ev.n[e], ev.dir[e], CounterRng(key, ev.stream[e]),
+                    static_cast<uint64_t>(i) << 8);
+          }
+          continue;
+        }
+        Device::PulseBatch pb;
+        pb.cell = ev.cell.data();
+        pb.n = ev.n.data();
+        pb.dir = ev.dir.data();
+        pb.count = count;
+        if (normals > 0) {
+          DrawNormals(key, size8, ev, most);
+          pb.xi = ev.xi.data();
+        }
+        a.PulseDrawn(pb, key, ev.stream.data());
+      }
+      pulses[r0] += np;
+      cells[r0] += nc;
     });
     int64_t p = 0, c = 0, slots = 0;
     for (int64_t r = 0; r < rows; ++r) p += pulses[r], c += cells[r];
@@ -149,6 +218,153 @@ class StochasticPulses final : public UpdateRule {
   }
 
  private:
+  static constexpr int64_t kBlockRows = 8;
+  // The pulse events of one block of rows, and the words and normals drawn for them.
+  struct Events {
+    std::vector<int64_t> cell;
+    std::vector<uint8_t> n;
+    std::vector<int8_t> dir;
+    std::vector<uint32_t> stream, lo, w0, w1, w2, w3;
+    std::vector<float> xi;
+    int64_t size_ = 0;
+    void clear() { size_ = 0; }
+    int64_t size() const { return size_; }
+    // Room for k more events.
+    void Reserve(int64_t k) {
+      if (size_ + k <= static_cast<int64_t>(cell.size())) return;
+      const size_t want = static_cast<size_t>(std::max<int64_t>(2 * (size_ + k), 1024));
+      cell.resize(want);
+      n.resize(want);
+      dir.resize(want);
+      stream.resize(want);
+    }
+    void Push(int64_t i, int k, int d, uint32_t st) {
+      cell[size_] = i;
+      n[size_] = static_cast<uint8_t>(k);
+      dir[size_] = static_cast<int8_t>(d);
+      stream[size_] = st;
+      ++size_;
+    }
+  };
+
+  // ev.xi[p * count + e] = NoiseNormal(key, stream_e, PulseNormalIndex(cell_e, p)) for p < n_e:
+  // pulses p < 8 from the one Philox block of counter cell_e (vector lanes, one event each),
+  // through the 16-bit table (refined tail cells and p >= 8 by the scalar definition).
+  static void DrawNormals(uint64_t key, uint64_t size8, Events& ev, int most) {
+    const int64_t count = ev.size();
+    ev.lo.resize(count);
+    ev.w0.resize(count);
+    ev.w1.resize(count);
+    ev.w2.resize(count);
+    ev.w3.resize(count);
+    ev.xi.resize(static_cast<size_t>(most * count));
+    for (int64_t e = 0; e < count; ++e) ev.lo[e] = static_cast<uint32_t>(ev.cell[e]);
+    PhiloxBlocks(key, 0, ev.lo.data(), nullptr, ev.stream.data(), count, ev.w0.data(),
+                 ev.w1.data(), ev.w2.data(), ev.w3.data());
+    const uint32_t* words[4] = {ev.w0.data(), ev.w1.data(), ev.w2.data(), ev.w3.data()};
+    for (int p = 0; p < most; ++p) {
+      float* xp = ev.xi.data() + p * count;
+      if (p >= 8) {
+        for (int64_t e = 0; e < count; ++e) {
+          if (ev.n[e] > p) {
+            xp[e] = NoiseNormal(key, ev.stream[e],
+                                PulseNormalIndex(static_cast<uint64_t>(ev.cell[e]), p, size8));
+          }
+        }
+        continue;
+      }
+      const uint32_t* wp = words[p & 3];
+      const int shift = 16 * ((p >> 2) & 1);
+      if (!Normals16(wp, shift, count, xp)) continue;
+      for (int64_t e = 0; e < count; ++e) {  // the refined tail cells (2^-9 of the draws)
+        const uint32_t h = (wp[e] >> shift) & 0xFFFFu;
+        if (RefinedCell(h) && ev.n[e] > p) {
+          xp[e] = GaussianRefined(
+              h, NoiseRefineWord(key, ev.stream[e],
+                                 PulseNormalIndex(static_cast<uint64_t>(ev.cell[e]), p, size8)));
+        }
+      }
+    }
+  }
+
+  // NoiseNormal's index of pulse p (< 64) of cell i: Philox block i + size8 (p / 8), word p % 4,
+  // half (p / 4) % 2 (numerics/adc.h's layout), so the first 8 pulses share one block.
+  static uint64_t PulseNormalIndex(uint64_t i, int p, uint64_t size8) {
+    const uint64_t b = i + size8 * static_cast<uint64_t>(p >> 3);
+    return 64 * (b >> 3) + (b & 7) + 8 * static_cast<uint64_t>(p & 7);
+  }
+
+  // out[e] = GaussianFrom16(h_e), h_e = (words[e] >> shift) & 0xFFFF (the same float operations
+  // as numerics/adc.cc: Acklam's central rational, the tail table outside it; 8 lanes at a
+  // time). Returns whether any h_e is a refined cell (its value is then only the cell's label).
+  static bool Normals16(const uint32_t* words, int shift, int64_t count, float* out) {
+    const float* tail = GetGaussianTable().tail;
+    int64_t e = 0;
+    bool refined = false;
+#if defined(__AVX2__)
+    const __m256i m16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i lo_edge = _mm256_set1_epi32(static_cast<int>(kGaussTail));
+    const __m256i hi_edge = _mm256_set1_epi32(static_cast<int>(65536 - kGaussTail) - 1);
+    const __m256i rlo = _mm256_set1_epi32(static_cast<int>(kGaussRefine));
+    const __m256i rhi = _mm256_set1_epi32(static_cast<int>(65536 - kGaussRefine) - 1);
+    const __m256i hi_base = _mm256_set1_epi32(static_cast<int>(65536 - 2 * kGaussTail));
+    const __m256 vhalf = _mm256_set1_ps(0.5f), vinv = _mm256_set1_ps(1.0f / 65536.0f);
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    __m256i any_refined = _mm256_setzero_si256();
+    for (; e + 8 <= count; e += 8) {
+      const __m256i h = _mm256_and_si256(
+          _mm256_srl_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + e)), sh),
+          m16);
+      const __m256 t = _mm256_sub_ps(
+          _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(h), vhalf), vinv), vhalf);
+      const __m256 r = _mm256_mul_ps(t, t);
+      __m256 num = _mm256_set1_ps(kGaussA[0]), den = _mm256_set1_ps(kGaussB[0]);
+      for (int i = 1; i < 6; ++i) {
+        num = _mm256_add_ps(_mm256_mul_ps(num, r), _mm256_set1_ps(kGaussA[i]));
+        den = _mm256_add_ps(_mm256_mul_ps(den, r), _mm256_set1_ps(i < 5 ? kGaussB[i] : 1.0f));
+      }
+      __m256 z = _mm256_div_ps(_mm256_mul_ps(t, num), den);
+      const __m256i hi_tail = _mm256_cmpgt_epi32(h, hi_edge);
+      const __m256i is_tail = _mm256_or_si256(_mm256_cmpgt_epi32(lo_edge, h), hi_tail);
+      if (!_mm256_testz_si256(is_tail, is_tail)) {
+        const __m256i idx = _mm256_sub_epi32(h, _mm256_and_si256(hi_tail, hi_base));
+        z = _mm256_mask_i32gather_ps(z, tail, idx, _mm256_castsi256_ps(is_tail), 4);
+        any_refined = _mm256_or_si256(
+            any_refined, _mm256_or_si256(_mm256_cmpgt_epi32(rlo, h), _mm256_cmpgt_epi32(h, rhi)));
+      }
+      _mm256_storeu_ps(out + e, z);
+    }
+    refined = !_mm256_testz_si256(any_refined, any_refined);
+#endif
+    for (; e < count; ++e) {
+      const uint32_t h = (words[e] >> shift) & 0xFFFFu;
+      out[e] = GaussianFrom16(h);
+      refined |= RefinedCell(h);
+    }
+    return refined;
+  }
+
+  // threshold_l = round(min(scale |v_l|, 1) 65536) (p resolved to 2^-16; `res` first).
+  void Thresholds(const float* v, int64_t n, float scale, uint32_t* thr) const {
+    if (res_ > 0) {
+      for (int64_t j = 0; j < n; ++j) thr[j] = Threshold(double{scale} * std::fabs(v[j]));
+      return;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const float p = std::min(scale * std::fabs(v[j]), 1.0f);
+      thr[j] = static_cast<uint32_t>(static_cast<int32_t>(std::nearbyint(p * 65536.0f)));
+    }
+  }
+  // mask_j bit t = (uni[t * stride + j] < thr_j), t < bl.
+  static void Masks(const uint32_t* uni, const uint32_t* thr, int64_t n, int64_t stride, int bl,
+                    uint64_t* mask) {
+    for (int64_t j = 0; j < n; ++j) mask[j] = 0;
+    for (int t = 0; t < bl; ++t) {
+      const uint32_t* u = uni + t * stride;
+      for (int64_t j = 0; j < n; ++j) mask[j] |= static_cast<uint64_t>(u[j] < thr[j]) << t;
+    }
+  }
+
   uint32_t Threshold(double p) const {
     p = std::min(p, 1.0);
     if (res_ > 0) p = std::nearbyint(p / res_) * res_;
@@ -160,6 +376,8 @@ class StochasticPulses final : public UpdateRule {
   double grad_scale_, res_;
   // Scratch, reused across calls (a layer's macro owns its rule; calls are not concurrent).
   mutable std::vector<uint64_t> row_masks_, col_masks_;
+  mutable std::vector<uint8_t> col_pos_, row_pos_;  // per firing line: d_c > 0, lr x_r > 0
+  mutable std::vector<int32_t> fire_rows_, n_fire_;  // per cycle: the firing rows
   mutable std::vector<int32_t> active_, n_active_;
 };
 
