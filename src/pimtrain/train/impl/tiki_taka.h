@@ -23,7 +23,7 @@ struct TikiTakaOptions {
   double thres_scale = 1.0;   // TTv2: pulse C when |H| >= thres_scale eps_C
   double forget = 0.1;        // TTv2: H <- forget H where a transfer happened
   bool chopped = false;
-  double in_chop_prob = 0.1;  // c-TTv2: flip probability of a row's chopper after its read
+  double in_chop_prob = 0.001;  // c-TTv2: flip probability of a row's chopper after its read
   double buffer_granularity = 1.0;
   double momentum = 0.0;      // c-TTv2: H <- momentum H after a transfer
   bool perfect_transfer_read = false;  // transfer reads of A exact (aihwkit transfer_forward
