@@ -15,7 +15,9 @@
 #include "pimtrain/device/device.h"
 #include "pimtrain/device/drift.h"
 #include "pimtrain/device/io.h"
+#include "pimtrain/device/trainable.h"
 #include "pimtrain/device/update.h"
+#include "pimtrain/macro/macro.h"
 #include "pimtrain/sim/session.h"
 #include "test_util.h"
 
@@ -170,6 +172,67 @@ TEST(IoTest, PerfectIoIsTheExactProductAndDefaultsQuantize) {
   }
 }
 
+std::unique_ptr<Macro> MakeCrossbar(const std::string& yaml) {
+  return Registry<Macro>::CreateFrom(ParseYaml(
+      "{impl: analog_crossbar, decomposition: native, rows: 8, cols: 8, " + yaml + "}", "m.yaml"));
+}
+
+// pim.macro.mapping (aihwkit MappingParameter): the largest |w| of the layer (or of each column)
+// is programmed at omega x the device range, the reads and ReadWeights carry the digital scale
+// back, and an update of the ideal device is the exact step of W (not of W_dev).
+TEST(MappingTest, WeightsUseOmegaOfTheRangeAndReadBackUnchanged) {
+  const float w[6] = {0.01f, -0.02f, 0.03f, 0.04f, -0.05f, 0.006f};  // 2 x 3
+  const float x[2] = {0.7f, -0.3f};
+  for (bool columnwise : {false, true}) {
+    SCOPED_TRACE(columnwise);
+    auto m = MakeCrossbar(std::string("device: {impl: ideal}, io: {is_perfect: true}, mapping: "
+                                      "{weight_scaling_omega: 0.5, weight_scaling_columnwise: ") +
+                          (columnwise ? "true" : "false") + "}");
+    RunContext ctx;
+    ActionCounts c;
+    m->Program(ConstMatrixView(w, 2, 3, 3), ctx, c);
+    auto* at = dynamic_cast<AnalogTrainable*>(m.get());
+    ASSERT_NE(at, nullptr);
+    const float* h = at->weight_array().hidden();
+    // Ideal device range 0.6 (PulsedParams' w_max): max |w_dev| = 0.3 per layer / per column.
+    const float col_max[3] = {0.04f, 0.05f, 0.03f};
+    for (int i = 0; i < 6; ++i) {
+      const float alpha = columnwise ? col_max[i % 3] / 0.3f : 0.05f / 0.3f;
+      EXPECT_NEAR(h[i], w[i] / alpha, 1e-6) << i;
+    }
+    EXPECT_NEAR(std::fabs(h[4]), 0.3f, 1e-6);
+    float back[6], y[3], dx[2];
+    m->ReadWeights(MatrixView{back, 2, 3, 3});
+    for (int i = 0; i < 6; ++i) EXPECT_NEAR(back[i], w[i], 1e-8) << i;
+    c.Clear();
+    m->Multiply(ConstMatrixView(x, 1, 2, 2), MatrixView{y, 1, 3, 3}, Direction::kForward, ctx, c);
+    for (int j = 0; j < 3; ++j) EXPECT_NEAR(y[j], x[0] * w[j] + x[1] * w[3 + j], 1e-7);
+    EXPECT_EQ(c.Get("out_scale_multiplies"), 3);
+    const float dy[3] = {1.0f, -2.0f, 0.5f};
+    m->Multiply(ConstMatrixView(dy, 1, 3, 3), MatrixView{dx, 1, 2, 2}, Direction::kTransposed,
+                ctx, c);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_NEAR(dx[r], dy[0] * w[3 * r] + dy[1] * w[3 * r + 1] + dy[2] * w[3 * r + 2], 1e-7);
+    }
+    m->UpdateInArray(ConstMatrixView(x, 1, 2, 2), ConstMatrixView(dy, 1, 3, 3), 0.1f, ctx, c);
+    m->ReadWeights(MatrixView{back, 2, 3, 3});
+    for (int r = 0; r < 2; ++r) {
+      for (int q = 0; q < 3; ++q) {
+        EXPECT_NEAR(back[3 * r + q], w[3 * r + q] - 0.1f * x[r] * dy[q], 1e-6) << r << q;
+      }
+    }
+  }
+  // Asymmetric bounds: the range is the smaller side (reram_sb: w_max 1.25, w_min -0.75).
+  auto m = MakeCrossbar("device: {impl: soft_bounds, w_max: 1.25, w_min: -0.75, w_max_dtod: 0, "
+                        "w_min_dtod: 0}, io: {}, mapping: {weight_scaling_omega: 0.8}");
+  RunContext ctx;
+  ActionCounts c;
+  m->Program(ConstMatrixView(w, 2, 3, 3), ctx, c);
+  EXPECT_NEAR(dynamic_cast<AnalogTrainable*>(m.get())->weight_array().hidden()[4], -0.6f, 1e-6);
+  // Off device mode the mapping has nothing to map: one line naming the key.
+  EXPECT_THROW(MakeCrossbar("mapping: {weight_scaling_omega: 0.5}"), ConfigError);
+}
+
 const char* kAnalogMlp = R"(
 seed: 5
 data: {impl: synthetic, train_size: 96, test_size: 32, height: 4, width: 4, channels: 2,
@@ -204,6 +267,9 @@ TEST(DeviceTrainingTest, EveryPathIsBitIdenticalAtOneAndTwoThreads) {
       {"train.algorithm.impl=mixed_precision"},
       {"train.algorithm.impl=tiki_taka", "train.algorithm.rows_per_transfer=8"},
       {"train.algorithm.impl=chopped_tiki_taka", "train.algorithm.rows_per_transfer=8"},
+      {"train.algorithm.impl=tiki_taka", "pim.macro.mapping.weight_scaling_omega=0.5",
+       "pim.macro.mapping.weight_scaling_columnwise=true"},
+      {"train.algorithm.impl=mixed_precision", "pim.macro.mapping.weight_scaling_omega=0.5"},
       {"train.algorithm.impl=backprop", "pim.macro.io.ir_drop=1.0",
        "pim.macro.io.w_noise_type=pcm_read"},
   };
@@ -259,6 +325,10 @@ TEST(DeviceTrainingTest, ResumeIsBitIdenticalWithTheAlgorithmsState) {
       {"train.algorithm.impl=tiki_taka", "train.algorithm.rows_per_transfer=5"},
       {"train.algorithm.impl=chopped_tiki_taka", "train.algorithm.rows_per_transfer=5",
        "train.algorithm.in_chop_prob=0.5"},
+      // With a mapping: its scales and C's device values are restored (out_scale, c_hidden).
+      {"train.algorithm.impl=analog_sgd", "pim.macro.mapping.weight_scaling_omega=0.5",
+       "pim.macro.mapping.weight_scaling_columnwise=true"},
+      {"train.algorithm.impl=mixed_precision", "pim.macro.mapping.weight_scaling_omega=0.5"},
   };
   for (const auto& extra : cases) {
     SCOPED_TRACE(extra[0]);

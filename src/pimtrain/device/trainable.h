@@ -4,6 +4,9 @@
 // dynamic_cast from Macro.
 #pragma once
 
+#include <vector>
+
+#include "pimtrain/base/action_counts.h"
 #include "pimtrain/device/array.h"
 #include "pimtrain/device/io.h"
 #include "pimtrain/device/update.h"
@@ -24,6 +27,15 @@ class AnalogTrainable {
   virtual const DeviceArray* fast_array_if_created() const = 0;
   virtual const UpdateRule& update_rule() const = 0;
   virtual const IoParams& io() const = 0;
+  // The weight mapping (pim.macro.mapping): the layer's weights are W = alpha_c W_dev, one
+  // alpha per column (or one for the layer); empty without a mapping. Set at programming; a
+  // checkpoint restores it.
+  virtual std::vector<float>& out_scales() = 0;
+  // d (batch x cols, errors of the layer's outputs) in device units, d_:c / alpha_c, so that an
+  // update of the devices by -lr x^T d' is the step -lr x^T d of W; d itself without a mapping
+  // (`buf` holds the scaled copy; counts out_scale_multiplies).
+  virtual ConstMatrixView ToDeviceUnits(ConstMatrixView d, std::vector<float>& buf,
+                                        ActionCounts& counts) const = 0;
 };
 
 }  // namespace pim

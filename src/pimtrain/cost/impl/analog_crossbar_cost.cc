@@ -78,6 +78,9 @@ class AnalogCrossbarCost final : public CostModel {
     Prices("device_pulse_slots", "time: pulse_ns each (all firing lines pulse together)");
     Prices("digital_accumulations",
            "digital_accumulate: 2b accumulator_add_bit each (Tiki-Taka's H, mixed precision's chi)");
+    Prices("out_scale_multiplies",
+           "out_scale: b^2 accumulator_add_bit each (one b-bit multiply by a column's mapping "
+           "scale, pim.macro.mapping); time: on the digital MAC units like digital_macs");
     Ignores("device_cells_pulsed", "a statistic: the cells the priced pulses reached");
     Ignores("bm_repeats", "the repeated reads are counted again under cell_reads, dac_conversions, "
                           "adc_conversions and input_cycles, which are priced");
@@ -145,12 +148,17 @@ class AnalogCrossbarCost final : public CostModel {
     // The digital periphery: an array multiplier (b^2 full-adder bits) and a 2b-bit accumulate
     // per MAC, on digital_mac_units_per_array units per array at the digital clock.
     const double dmacs = n("digital_macs");
+    const double per_cycle = mac_units_ * arrays * digital_mhz_ / op.frequency_mhz;
     if (dmacs > 0) {
       e["digital_mac"] = dmacs * (mac_bits_ * mac_bits_ + 2 * mac_bits_) *
                          E("accumulator_add_bit", v);
-      const double per_cycle =
-          mac_units_ * arrays * digital_mhz_ / op.frequency_mhz;
       p.cycles += dmacs / per_cycle;
+    }
+    // The weight mapping's digital scales (an array multiplier, no accumulate), on the same units.
+    const double smuls = n("out_scale_multiplies");
+    if (smuls > 0) {
+      e["out_scale"] = smuls * mac_bits_ * mac_bits_ * E("accumulator_add_bit", v);
+      p.cycles += smuls / per_cycle;
     }
     // Programming: one write pulse writes one row (its bit lines) of each of the layer's arrays
     // in parallel.

@@ -50,7 +50,10 @@ PIM_DECLARE_COUNTERS(
     {"bm_repeats", "read", "FP BP", "reads repeated by bound management at a halved input scale"},
     {"transfer_reads", "read", "WU", "Tiki-Taka's one-hot reads of the fast array A"},
     {"digital_accumulations", "add", "WU",
-     "digital accumulator adds (Tiki-Taka's hidden matrix H, mixed precision's chi)"});
+     "digital accumulator adds (Tiki-Taka's hidden matrix H, mixed precision's chi)"},
+    {"out_scale_multiplies", "multiply", "FP BP WU",
+     "digital multiplies by a column's weight-mapping scale (pim.macro.mapping): forward "
+     "outputs, transposed-read inputs, update errors"});
 
 enum class KernelChoice { kFast, kRef };
 enum class Encoding { kOffset, kDifferential };
@@ -171,12 +174,19 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     const ConfigNode* dep = p.Find("deployment");
     has_deployment_ = dep != nullptr && !dep->IsNull();
     if (has_deployment_) deployment_ = ParseDeployment(*dep);
+    omega_ = p.At("mapping").GetDouble("weight_scaling_omega");
+    columnwise_ = p.At("mapping").GetBool("weight_scaling_columnwise");
     device_mode_ = has_io || has_deployment_ || !device_->ideal() ||
                    p.At("update").GetString("impl") != "ideal";
     if (device_mode_ && dec != "native") {
       throw ConfigError(p.At("decomposition").Where() + ": " + dec +
                         " with a device / update / io block; the device path stores one device "
                         "per weight and needs decomposition: native");
+    }
+    if (omega_ > 0 && !device_mode_) {
+      const ConfigNode& n = p.At("mapping").At("weight_scaling_omega");
+      throw ConfigError(n.Where() + ": weight_scaling_omega maps weights onto device bounds "
+                        "and needs device mode (a device, update or io block)");
     }
     encoding_ = p.GetString("weight_encoding") == "differential" ? Encoding::kDifferential
                                                                   : Encoding::kOffset;
@@ -329,6 +339,15 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         "programmed for evaluation; sets device mode (docs/devices.md)"));
     s.Add(Param::Section("io", IoSchema()).Default("~").Doc(
         "aihwkit-style read path (spec section 3; {} = its defaults); sets device mode"));
+    auto mapping = std::make_shared<Schema>();
+    mapping->Add(Param::Float("weight_scaling_omega").Default(0.0).Range(0, 1).Doc(
+        "device mode, aihwkit MappingParameter: at programming the layer's (or column's) "
+        "max |w| is mapped to omega x the device's weight range (min(w_max, -w_min)), with a "
+        "digital scale per output column; 0: weights map 1:1 onto device values"));
+    mapping->Add(Param::Bool("weight_scaling_columnwise").Default(false).Doc(
+        "one scale per output column (its max |w|) instead of one per layer"));
+    s.Add(Param::Section("mapping", mapping).Doc(
+        "weight-to-conductance mapping of device mode (docs/devices.md, \"Mapping\")"));
     return s;
   }
 
@@ -549,6 +568,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     if (device_mode_) {
       for (int64_t r = 0; r < rows_; ++r) {
         std::copy(array_->hidden() + r * cols_, array_->hidden() + (r + 1) * cols_, w.Row(r));
+        if (!out_scale_.empty()) {
+          float* row = w.Row(r);
+          for (int64_t c = 0; c < cols_; ++c) row[c] *= OutScale(c);
+        }
       }
       return;
     }
@@ -591,6 +614,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     PIM_CHECK_MSG(array_ != nullptr && x.cols == rows_ && d.cols == cols_ && x.rows == d.rows,
                   "UpdateInArray: operand shapes do not match the programmed weights");
     const UpdateContext uc = MakeUpdateContext(ctx);
+    d = ToDeviceUnits(d, ds_, counts);  // the mapping's scales (identity without one)
     if (device_->ideal()) {
       // The ideal device: the exact increment whatever the rule (no pulses to apply).
       std::vector<float> dw;
@@ -623,6 +647,19 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   const DeviceArray* fast_array_if_created() const override { return fast_.get(); }
   const UpdateRule& update_rule() const override { return *update_; }
   const IoParams& io() const override { return io_; }
+  std::vector<float>& out_scales() override { return out_scale_; }
+  ConstMatrixView ToDeviceUnits(ConstMatrixView d, std::vector<float>& buf,
+                                ActionCounts& counts) const override {
+    if (out_scale_.empty()) return d;
+    buf.resize(static_cast<size_t>(d.rows * d.cols));
+    for (int64_t s = 0; s < d.rows; ++s) {
+      const float* in = d.Row(s);
+      float* o = buf.data() + s * d.cols;
+      for (int64_t c = 0; c < d.cols; ++c) o[c] = in[c] / OutScale(c);
+    }
+    counts.Add("out_scale_multiplies", d.rows * d.cols);
+    return ConstMatrixView(buf.data(), d.rows, d.cols, d.cols);
+  }
 
  private:
   static UpdateContext MakeUpdateContext(const RunContext& ctx) {
@@ -643,6 +680,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       array_ = std::make_unique<DeviceArray>(
           device_, w.rows, w.cols, MixKey(ctx.seed, static_cast<uint64_t>(ctx.layer), 0x646576));
     }
+    std::vector<float> mapped;
+    if (omega_ > 0) w = MapWeights(w, mapped);
     if (has_deployment_) {
       // The deployed weights: programmed once, read at t_inference (docs/devices.md).
       std::vector<float> d(static_cast<size_t>(w.rows * w.cols));
@@ -684,7 +723,58 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
                       y.cols == (fwd ? cols_ : rows_) && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
     const uint64_t key = CallKey(ctx, dir, 0x696f);
+    if (!out_scale_.empty() && !fwd) x = ToDeviceInputs(x);  // dx = (dy alpha) W_dev^T
     AnalogRead(io_, x, array_->read(), rows_, cols_, !fwd, key, Tiles(), y, ctx.pool, counts);
+    if (!out_scale_.empty()) {
+      if (fwd) {
+        for (int64_t s = 0; s < y.rows; ++s) {
+          float* row = y.Row(s);
+          for (int64_t c = 0; c < cols_; ++c) row[c] *= OutScale(c);  // y = alpha (x W_dev)
+        }
+      }
+      counts.Add("out_scale_multiplies", x.rows * cols_);
+    }
+  }
+  // ---- weight mapping (pim.macro.mapping; aihwkit MappingParameter) ----
+  // Column c's scale alpha_c: W = alpha_c W_dev (one value for the layer unless columnwise).
+  float OutScale(int64_t c) const { return out_scale_.size() == 1 ? out_scale_[0] : out_scale_[c]; }
+  // The device weight range the largest |w| is mapped into: a one-sided device's pair spans
+  // +-w_max; a two-sided device the smaller of its bounds.
+  double MappingRange() const {
+    const PulsedParams& pp = device_->params();
+    const double r = pp.w_min >= 0 ? pp.w_max : std::min(pp.w_max, -pp.w_min);
+    return r > 0 ? r : 1.0;
+  }
+  // Sets alpha_c = max|w_:c| / (omega x range) (1 for an all-zero column) and returns W / alpha.
+  ConstMatrixView MapWeights(ConstMatrixView w, std::vector<float>& mapped) {
+    const int64_t n = columnwise_ ? w.cols : 1;
+    std::vector<float> mx(static_cast<size_t>(n), 0.0f);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const float* row = w.Row(r);
+      for (int64_t c = 0; c < w.cols; ++c) {
+        float& m = mx[columnwise_ ? c : 0];
+        m = std::max(m, std::fabs(row[c]));
+      }
+    }
+    out_scale_.assign(static_cast<size_t>(n), 1.0f);
+    for (int64_t c = 0; c < n; ++c) {
+      if (mx[c] > 0) out_scale_[c] = static_cast<float>(mx[c] / (omega_ * MappingRange()));
+    }
+    mapped.resize(static_cast<size_t>(w.rows * w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const float* row = w.Row(r);
+      for (int64_t c = 0; c < w.cols; ++c) mapped[r * w.cols + c] = row[c] / OutScale(c);
+    }
+    return ConstMatrixView(mapped.data(), w.rows, w.cols, w.cols);
+  }
+  // A transposed read's inputs (dY, one per column) times the columns' scales.
+  ConstMatrixView ToDeviceInputs(ConstMatrixView x) {
+    xs_.resize(static_cast<size_t>(x.rows * x.cols));
+    for (int64_t s = 0; s < x.rows; ++s) {
+      const float* in = x.Row(s);
+      for (int64_t c = 0; c < x.cols; ++c) xs_[s * x.cols + c] = in[c] * OutScale(c);
+    }
+    return ConstMatrixView(xs_.data(), x.rows, x.cols, x.cols);
   }
 
   std::shared_ptr<const Device> device_;
@@ -694,6 +784,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   bool has_deployment_ = false;
   DeploymentParams deployment_;
   std::unique_ptr<DeviceArray> array_, fast_;
+  double omega_ = 0;        // pim.macro.mapping (0: off)
+  bool columnwise_ = false;
+  std::vector<float> out_scale_;  // alpha per column (or one); empty: no mapping
+  std::vector<float> xs_, ds_;    // scaled operands
 
  private:
   struct Chain {

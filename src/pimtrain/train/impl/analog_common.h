@@ -50,6 +50,12 @@ class AnalogAlgorithm : public TrainingAlgorithm {
       if (auto* g = UnitCellState(at->weight_array())) {
         AddState(i, "c_cells", static_cast<int64_t>(g->size()));  // a pair's devices
       }
+      if (!at->out_scales().empty()) {
+        // The mapping's scales and C's device values (W = alpha W_dev): a resumed run's
+        // programming recomputes alpha from the trained weights, so both are restored.
+        AddState(i, "out_scale", static_cast<int64_t>(at->out_scales().size()));
+        AddState(i, "c_hidden", ws[0] * ws[1]);
+      }
       AllocateState(i, ws[0], ws[1], *at);
     }
   }
@@ -62,6 +68,13 @@ class AnalogAlgorithm : public TrainingAlgorithm {
       if (Tensor* t = FindState(s.index, "c_cells")) {
         const std::vector<float>& g = *UnitCellState(s.trainable->weight_array());
         std::copy(g.begin(), g.end(), t->data());
+      }
+      if (Tensor* t = FindState(s.index, "out_scale")) {
+        const std::vector<float>& a = s.trainable->out_scales();
+        std::copy(a.begin(), a.end(), t->data());
+        const float* h = s.trainable->weight_array().hidden();
+        Tensor& th = State(s.index, "c_hidden");
+        std::copy(h, h + th.numel(), th.data());
       }
       SyncState(s, /*to_tensors=*/true);
     }
@@ -77,6 +90,12 @@ class AnalogAlgorithm : public TrainingAlgorithm {
       if (Tensor* t = FindState(s.index, "c_cells")) {
         std::copy(t->data(), t->data() + t->numel(),
                   UnitCellState(s.trainable->weight_array())->data());
+      }
+      if (Tensor* t = FindState(s.index, "out_scale")) {
+        std::copy(t->data(), t->data() + t->numel(), s.trainable->out_scales().data());
+        const Tensor& th = State(s.index, "c_hidden");
+        std::copy(th.data(), th.data() + th.numel(),
+                  s.trainable->weight_array().mutable_hidden());
       }
       SyncState(s, /*to_tensors=*/false);
     }

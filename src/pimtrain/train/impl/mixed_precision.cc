@@ -34,8 +34,10 @@ class MixedPrecision final : public AnalogAlgorithm {
     Tensor& chi_t = State(al.index, "chi");
     float* chi = chi_t.data();
     const size_t size = static_cast<size_t>(chi_t.numel());
-    std::vector<float> dw;
-    OuterGradient(x, d, dw, rc.pool);
+    // chi in device units (pim.macro.mapping: W = alpha W_dev, so d / alpha), transferred in
+    // units of the device's granularity dw_min as in Nandakumar et al.
+    std::vector<float> dw, ds;
+    OuterGradient(x, al.trainable->ToDeviceUnits(d, ds, counts), dw, rc.pool);
     for (size_t i = 0; i < size; ++i) chi[i] -= lr * dw[i];
     counts.Add("digital_macs", x.rows * al.rows * al.cols);
     counts.Add("digital_accumulations", al.rows * al.cols);

@@ -17,11 +17,13 @@ struct TikiTakaOptions {
   double fast_lr = 1.0;       // lambda_A = fast_lr x the step's lr
   double transfer_lr = 1.0;   // lambda_T = transfer_lr x the step's lr
   int64_t transfer_every = 1; // steps between transfers
-  int64_t rows_per_transfer = 1;  // rows of A read per transfer (aihwkit n_reads_per_transfer)
+  int64_t rows_per_transfer = 0;  // rows of A read per transfer (aihwkit n_reads_per_transfer;
+                                  // 0: all rows)
+  int transfer_bl = 8;        // most pulses per cell and transfer into C (BL_T)
   double thres_scale = 1.0;   // TTv2: pulse C when |H| >= thres_scale eps_C
   double forget = 0.1;        // TTv2: H <- forget H where a transfer happened
   bool chopped = false;
-  double in_chop_prob = 0.1;  // c-TTv2: flip probability of a row's chopper after its read
+  double in_chop_prob = 0.001;  // c-TTv2: flip probability of a row's chopper after its read
   double buffer_granularity = 1.0;
   double momentum = 0.0;      // c-TTv2: H <- momentum H after a transfer
   bool perfect_transfer_read = false;  // transfer reads of A exact (aihwkit transfer_forward
@@ -38,8 +40,12 @@ class TikiTakaBase : public AnalogAlgorithm {
         "transfer rate lambda_T, relative to the step's learning rate"));
     s.Add(Param::Int("transfer_every").Default(1).Range(1, 1 << 20).Unit("steps").Doc(
         "steps between transfers"));
-    s.Add(Param::Int("rows_per_transfer").Default(1).Range(1, 1 << 20).Doc(
-        "rows of A read per transfer, cyclically (aihwkit n_reads_per_transfer)"));
+    s.Add(Param::Int("rows_per_transfer").Default(0).Range(0, 1 << 20).Doc(
+        "rows of A read per transfer, cyclically (aihwkit n_reads_per_transfer, default 1); "
+        "0: all rows (fitted on a held-out split, docs/devices.md)"));
+    s.Add(Param::Int("transfer_bl").Default(8).Range(1, 1 << 16).Unit("pulses").Doc(
+        "most pulses per cell of C and transfer, n = clip(trunc(H / threshold), +-transfer_bl) "
+        "(aihwkit transfer update desired_bl, default 1; 8 fitted on a held-out split)"));
     s.Add(Param::Enum("transfer_io", {"macro", "perfect"}).Default("macro").Doc(
         "read path of the transfer reads of A: the macro's io (NM and BM off) or exact "
         "(aihwkit transfer_forward is_perfect)"));
@@ -50,6 +56,7 @@ class TikiTakaBase : public AnalogAlgorithm {
     o.transfer_lr = p.GetDouble("transfer_lr");
     o.transfer_every = p.GetInt("transfer_every");
     o.rows_per_transfer = p.GetInt("rows_per_transfer");
+    o.transfer_bl = static_cast<int>(p.GetInt("transfer_bl"));
     o.perfect_transfer_read = p.GetString("transfer_io") == "perfect";
   }
 
@@ -64,6 +71,9 @@ class TikiTakaBase : public AnalogAlgorithm {
     DeviceArray& a = al.trainable->fast_array(rc.seed, rc.layer);
     DeviceArray& c = al.trainable->weight_array();
     UpdateContext uc{rc.seed, rc.step, rc.layer, rc.pool};
+    // The errors in C's device units (pim.macro.mapping: W = alpha C_dev), so that A and H
+    // carry the gradient of C's devices and a pulse on C moves W by alpha eps_C.
+    d = al.trainable->ToDeviceUnits(d, ds_, counts);
     // 1. SGD pulses into A (chopped: the row choppers flip the sign of the update).
     if (o_.chopped) {
       xs_.assign(x.data, x.data + x.rows * x.ld);
@@ -78,7 +88,7 @@ class TikiTakaBase : public AnalogAlgorithm {
     }
     if ((rc.step + 1) % o_.transfer_every != 0) return;
     // 2. Read rows of A through the array (one-hot inputs, NM and BM off).
-    const int64_t k = std::min(o_.rows_per_transfer, rows);
+    const int64_t k = o_.rows_per_transfer == 0 ? rows : std::min(o_.rows_per_transfer, rows);
     std::vector<float> onehot(static_cast<size_t>(k * rows), 0.0f);
     std::vector<float> v(static_cast<size_t>(k * cols));
     std::vector<int64_t> which(static_cast<size_t>(k));
@@ -100,6 +110,7 @@ class TikiTakaBase : public AnalogAlgorithm {
     const double eps_c = c.granularity(), eps_a = a.granularity();
     std::vector<int32_t> n(static_cast<size_t>(rows * cols), 0);
     const CounterRng flip(MixKey(rc.seed, rc.layer, 0x63686f70), 0);
+    const float bl = static_cast<float>(o_.transfer_bl);
     for (int64_t j = 0; j < k; ++j) {
       const int64_t r = which[j];
       for (int64_t q = 0; q < cols; ++q) {
@@ -111,13 +122,13 @@ class TikiTakaBase : public AnalogAlgorithm {
           h += static_cast<float>(chop[r] * v[j * cols + q] * o_.transfer_lr * lr /
                                   (o_.buffer_granularity * eps_a));
           if (std::fabs(h) >= 1) {
-            p = static_cast<int32_t>(std::clamp(std::trunc(h), -1.0f, 1.0f));
+            p = static_cast<int32_t>(std::clamp(std::trunc(h), -bl, bl));
             h *= static_cast<float>(o_.momentum);
           }
         } else {
           h += static_cast<float>(o_.transfer_lr * lr * v[j * cols + q]);
           const double t = std::trunc(h / (o_.thres_scale * eps_c));
-          p = static_cast<int32_t>(std::clamp(t, -1.0, 1.0));
+          p = static_cast<int32_t>(std::clamp(t, -static_cast<double>(bl), static_cast<double>(bl)));
           if (p != 0) h *= static_cast<float>(o_.forget);
         }
         n[r * cols + q] = p;
@@ -156,7 +167,7 @@ class TikiTakaBase : public AnalogAlgorithm {
 
  private:
   TikiTakaOptions o_;
-  std::vector<float> xs_;
+  std::vector<float> xs_, ds_;
 };
 
 }  // namespace pim
