@@ -93,7 +93,10 @@ class _MacroConv(torch.autograd.Function):
         y = layer._mm.forward(cols, None if bias is None else _np(bias), step)
         ctx.layer, ctx.step, ctx.has_bias, ctx.cols, ctx.geom = (layer, step, bias is not None,
                                                                   cols, (n, h, w, c, k, s, p))
-        return torch.from_numpy(y).reshape(n, oh, ow, -1).permute(0, 3, 1, 2).contiguous()
+        # NCHW with NHWC strides (channels_last): the macro's own layout, no copy. Torch's
+        # batch norm, relu and additions run on it as is, and the errors coming back (and the
+        # next conv's input) are NHWC already, so neither direction copies.
+        return torch.from_numpy(y).reshape(n, oh, ow, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx, dy):
@@ -102,7 +105,9 @@ class _MacroConv(torch.autograd.Function):
         dy_np = _np(dy.permute(0, 2, 3, 1)).reshape(-1, dy.shape[1])
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dcols = layer._mm.backward(dy_np, step)
+            # dcols is read by col2im alone, right here: the last step's array is reused.
+            dcols = layer._mm.backward(dy_np, step, getattr(layer, "_dcols_buffer", None))
+            layer._dcols_buffer = dcols
             dx = torch.from_numpy(_native._col2im(dcols, n, h, w, c, k, s, p))
             dx = dx.permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:

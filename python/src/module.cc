@@ -558,10 +558,19 @@ class PyMacroLayer {
     return y;
   }
 
-  FloatArray Backward(const FloatArray& dy, int64_t step) {
+  // `out`: an array to write dx into when it has dx's shape (C-contiguous, writable), e.g. the
+  // last call's dx once nothing reads it: no fresh pages each step (arrays above glibc's mmap
+  // threshold, 32 MB, are mapped and page-faulted anew on every allocation).
+  FloatArray Backward(const FloatArray& dy, int64_t step, std::optional<py::array_t<float>> out) {
     ConstMatrixView dv = View2d(dy, "dy");
     Require(dv.cols == cols(), "dy must have " + std::to_string(cols()) + " columns");
-    FloatArray dx = NewMatrix(dv.rows, rows());
+    FloatArray dx;
+    if (out && out->ndim() == 2 && out->shape(0) == dv.rows && out->shape(1) == rows() &&
+        (out->flags() & py::array::c_style) != 0 && out->writeable()) {
+      dx = py::reinterpret_borrow<FloatArray>(*out);
+    } else {
+      dx = NewMatrix(dv.rows, rows());
+    }
     MatrixView dxv = MutView(dx);
     {
       py::gil_scoped_release release;
@@ -971,7 +980,8 @@ PYBIND11_MODULE(_pimtrain, m) {
       .def("program", &PyMacroLayer::Program, py::arg("w"), py::arg("step") = 0)
       .def("forward", &PyMacroLayer::Forward, py::arg("x"), py::arg("bias") = std::nullopt,
            py::arg("step") = 0)
-      .def("backward", &PyMacroLayer::Backward, py::arg("dy"), py::arg("step") = 0)
+      .def("backward", &PyMacroLayer::Backward, py::arg("dy"), py::arg("step") = 0,
+           py::arg("out") = std::nullopt)
       .def("gradient", &PyMacroLayer::Gradient, py::arg("x"), py::arg("dy"), py::arg("step") = 0)
       .def_property_readonly("master_weights", &PyMacroLayer::master_weights)
       .def_property_readonly("spec", [](PyMacroLayer& l) { return SpecDict(l.spec()); })
