@@ -1,4 +1,5 @@
-// `conv2d`: NHWC convolution as im2col + GEMM, weights (kh*kw*c, oc) = rows x cols.
+// `conv2d`: NHWC convolution as im2col + GEMM, or direct (kernels/conv_direct.h) for the FP32
+// layers DirectConvFits serves; weights (kh*kw*c, oc) = rows x cols.
 #include <algorithm>
 #include <cmath>
 #include <string>
