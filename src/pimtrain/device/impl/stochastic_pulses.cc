@@ -218,7 +218,7 @@ class StochasticPulses final : public UpdateRule {
   }
 
  private:
-  static constexpr int64_t kBlockRows = 8;
+  static constexpr int64_t kBlockRows = 32;
   // The pulse events of one block of rows, and the words and normals drawn for them.
   struct Events {
     std::vector<int64_t> cell;
