@@ -972,6 +972,8 @@ TEST(AdcTransferTest, TransposedReadInlIsMonotoneLikeTheForwardOne) {
 // codes, outputs and counts, at 1 and 2 threads, over DAC and cell widths, odd blocks and column
 // counts (the row's scalar rest), differential pairs, signed inputs, ADCs with one code per unit
 // and with a non-integer step, sigma from 0.02 units (only far-tail draws move a code) to 3.
+// Where the plan has a window (AVX-512) the guide runs too (DirectWindowEnabled() = false): the
+// same bits; both ways are exercised (window and guide-only configurations counted).
 TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
   ThreadPool two(2);
   const CounterRng rng(4242);

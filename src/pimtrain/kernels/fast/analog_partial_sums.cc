@@ -1,6 +1,8 @@
 // Fast analog kernel, partial sums: each bit line's sum over the row block per input cycle and
-// slice, from the bit planes (AND + popcount, several columns at a time) or, with programming
-// variation, from the cells' conductances word line by word line as the reference adds them.
+// slice, from the bit planes (AND + popcount, several columns at a time), the driven lines' byte
+// rows added, their bit rows counted bit-sliced (carry-save adders, AVX-512 + GFNI) or, with
+// programming variation, from the cells' conductances word line by word line as the reference
+// adds them.
 
 #include <immintrin.h>
 
