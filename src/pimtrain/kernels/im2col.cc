@@ -49,31 +49,7 @@ Padded PaddedScratch(const ConvGeometry& g) {
 }  // namespace
 
 void Im2colImages(const ConvGeometry& g, const float* x, float* cols, int64_t n0, int64_t n1) {
-  const int64_t oh_n = g.out_h(), ow_n = g.out_w(), width = g.col_width();
-  const int64_t run = g.kw * g.c;  // one kernel row's taps
-  const int64_t image = g.h * g.w * g.c;
-  Padded p{g.h, g.w, nullptr};
-  if (g.pad > 0) {
-    p = PaddedScratch(g);
-    std::fill(p.data, p.data + p.ph * p.pw * g.c, 0.0f);  // the border stays zero
-  }
-  for (int64_t n = n0; n < n1; ++n) {
-    const float* img = x + n * image;
-    if (g.pad > 0) {
-      for (int64_t ih = 0; ih < g.h; ++ih) {
-        std::memcpy(p.data + ((ih + g.pad) * p.pw + g.pad) * g.c, img + ih * g.w * g.c,
-                    g.w * g.c * sizeof(float));
-      }
-      img = p.data;
-    }
-    float* out = cols + (n - n0) * oh_n * ow_n * width;
-    for (int64_t oh = 0; oh < oh_n; ++oh) {
-      for (int64_t ow = 0; ow < ow_n; ++ow, out += width) {
-        const float* src = img + (oh * g.stride * p.pw + ow * g.stride) * g.c;
-        for (int64_t i = 0; i < g.kh; ++i) CopyRun(out + i * run, src + i * p.pw * g.c, run);
-      }
-    }
-  }
+  Im2colImagesColumns(g, x, cols, n0, n1, 0, g.col_width());  // every column
 }
 
 void Im2colImagesColumns(const ConvGeometry& g, const float* x, float* cols, int64_t n0,
