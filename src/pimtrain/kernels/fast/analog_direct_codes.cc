@@ -192,21 +192,7 @@ void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, 
   // Four blocks per register, four registers in flight; the last blocks one at a time.
   const int64_t s = static_cast<int64_t>(stream);
   int64_t q = 0;
-  const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
-  for (; q + 16 <= nb; q += 16) {
-    const int64_t c = static_cast<int64_t>(b0) + q;
-    __m512i ctr = _mm512_set_epi64(s, c + 3, s, c + 2, s, c + 1, s, c), x[4];
-    for (int v = 0; v < 4; ++v) {
-      x[v] = _mm512_xor_si512(ctr, ak.k[0]);
-      ctr = _mm512_add_epi64(ctr, step);
-    }
-    for (int r = 1; r < kArsRounds; ++r) {
-      for (int v = 0; v < 4; ++v) x[v] = _mm512_aesenc_epi128(x[v], ak.k[r]);
-    }
-    for (int v = 0; v < 4; ++v) {
-      _mm512_storeu_si512(out + 4 * q + 16 * v, _mm512_aesenclast_epi128(x[v], ak.k[kArsRounds]));
-    }
-  }
+  for (; q + 16 <= nb; q += 16) ArsBlocks16(ak, s, static_cast<int64_t>(b0) + q, out + 4 * q);
   for (; q < nb; ++q) {
     __m128i x = _mm_xor_si128(_mm_set_epi64x(s, static_cast<int64_t>(b0 + q)), RoundKey(ak, 0));
     for (int r = 1; r < kArsRounds; ++r) x = _mm_aesenc_si128(x, RoundKey(ak, r));

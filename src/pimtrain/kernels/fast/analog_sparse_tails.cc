@@ -28,20 +28,7 @@ namespace {
 // 16 b .. 16 b + 15, four per 512-bit register with VAES.
 void SparseWords64(const ArsKeys& ak, uint64_t stream, uint64_t b, uint32_t* out) {
 #if defined(__AVX512F__) && defined(__VAES__)
-  const int64_t s = static_cast<int64_t>(stream), c = static_cast<int64_t>(16 * b);
-  const __m512i first = _mm512_set_epi64(s, c + 3, s, c + 2, s, c + 1, s, c);
-  const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
-  __m512i x[4], ctr = first;
-  for (int v = 0; v < 4; ++v) {
-    x[v] = _mm512_xor_si512(ctr, ak.k[0]);
-    ctr = _mm512_add_epi64(ctr, step);
-  }
-  for (int r = 1; r < kArsRounds; ++r) {
-    for (int v = 0; v < 4; ++v) x[v] = _mm512_aesenc_epi128(x[v], ak.k[r]);
-  }
-  for (int v = 0; v < 4; ++v) {
-    _mm512_storeu_si512(out + 16 * v, _mm512_aesenclast_epi128(x[v], ak.k[kArsRounds]));
-  }
+  ArsBlocks16(ak, static_cast<int64_t>(stream), static_cast<int64_t>(16 * b), out);
 #elif defined(__AES__)
   for (uint64_t q = 0; q < 16; ++q) {
     __m128i x = _mm_xor_si128(_mm_set_epi64x(static_cast<int64_t>(stream),

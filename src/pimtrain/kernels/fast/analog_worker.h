@@ -44,6 +44,26 @@ struct ArsKeys {
   }
 };
 
+#if defined(__AVX512F__) && defined(__VAES__)
+// ARS blocks `first` .. `first` + 15 of `stream` (64 words): four blocks per 512-bit register,
+// four registers in flight.
+inline void ArsBlocks16(const ArsKeys& ak, int64_t stream, int64_t first, uint32_t* out) {
+  const int64_t s = stream, c = first;
+  const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+  __m512i ctr = _mm512_set_epi64(s, c + 3, s, c + 2, s, c + 1, s, c), x[4];
+  for (int v = 0; v < 4; ++v) {
+    x[v] = _mm512_xor_si512(ctr, ak.k[0]);
+    ctr = _mm512_add_epi64(ctr, step);
+  }
+  for (int r = 1; r < kArsRounds; ++r) {
+    for (int v = 0; v < 4; ++v) x[v] = _mm512_aesenc_epi128(x[v], ak.k[r]);
+  }
+  for (int v = 0; v < 4; ++v) {
+    _mm512_storeu_si512(out + 16 * v, _mm512_aesenclast_epi128(x[v], ak.k[kArsRounds]));
+  }
+}
+#endif
+
 // The gap thresholds as detail::GapLength's binary search reads them, built once per call's
 // worker: step s looks at gap_thr[g + s], g a multiple of 2 s, so each step has a table of
 // 32 / s entries indexed by g / (2 s) (one permute; the last step's 32 take two registers).
