@@ -245,8 +245,26 @@ TEST(UnitCellTrainingTest, ResumeKeepsBothDevicesOfEveryPair) {
 
 TEST(UnitCellTrainingTest, IdealUpdateAndTikiTakaAreRefusedOnAPair) {
   EXPECT_THROW(Session(ResolvePair({"pim.macro.update.impl=ideal"})), ConfigError);
-  Session s(ResolvePair({"train.algorithm.impl=tiki_taka"}));
-  EXPECT_THROW(s.Train("", false, {}), UnsupportedError);
+  // Refused when the session is built (before data and model), naming the device's key.
+  for (const char* algo : {"tiki_taka", "chopped_tiki_taka"}) {
+    for (const char* cell : {"one_sided", "sliced"}) {
+      SCOPED_TRACE(std::string(algo) + " on " + cell);
+      try {
+        Session s(ResolvePair({std::string("train.algorithm.impl=") + algo,
+                               std::string("pim.macro.device={impl: ") + cell + "}"}));
+        ADD_FAILURE() << "not refused";
+      } catch (const UnsupportedError& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("pim.macro.device"), std::string::npos) << msg;
+        EXPECT_NE(msg.find(std::string("(") + cell + ")"), std::string::npos) << msg;
+        EXPECT_NE(msg.find(algo), std::string::npos) << msg;
+      }
+    }
+  }
+  // The same cells under analog_sgd and Tiki-Taka on one device are accepted.
+  Session pair(ResolvePair({}));
+  Session single(ResolvePair({"train.algorithm.impl=tiki_taka",
+                              "pim.macro.device={impl: soft_bounds}"}));
 }
 
 }  // namespace

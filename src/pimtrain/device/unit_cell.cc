@@ -2,6 +2,7 @@
 #include "pimtrain/device/unit_cell.h"
 
 #include "pimtrain/base/error.h"
+#include "pimtrain/base/registry.h"
 #include "pimtrain/device/array.h"
 
 namespace pim {
@@ -37,6 +38,17 @@ void CheckUnitCellUpdate(const Device& device, const ConfigNode& update) {
     throw ConfigError(update.At("impl").Where() + ": update ideal cannot drive a unit cell "
                       "device (expected stochastic_pulses, deterministic_pulses or write_verify)");
   }
+}
+
+void CheckUnitCellAlgorithm(const ConfigNode& device, const ConfigNode& algorithm) {
+  const std::string algo = algorithm.GetString("impl");
+  if (algo != "tiki_taka" && algo != "chopped_tiki_taka") return;
+  const std::unique_ptr<Device> d = Registry<Device>::Create(device);
+  if (dynamic_cast<const UnitCellDevice*>(d.get()) == nullptr) return;
+  throw UnsupportedError(device.At("impl").Where() + ": a unit cell device (" +
+                         device.GetString("impl") + ") under train.algorithm " + algo +
+                         " is not modelled (its fast array would be a unit cell too); use "
+                         "analog_sgd or mixed_precision, or a single device (docs/devices.md)");
 }
 
 }  // namespace pim

@@ -40,5 +40,9 @@ void TakeUnitCellCounts(DeviceArray& a, ActionCounts& counts);
 // Throws ConfigError when `update` cannot drive a unit cell (`update: ideal` writes the weight
 // as one exact increment, which has no meaning on a pair); `where` names the macro's config.
 void CheckUnitCellUpdate(const Device& device, const ConfigNode& update);
+// Throws UnsupportedError naming `device`'s impl key when `algorithm` (train.algorithm) needs a
+// fast array of the same device (tiki_taka, chopped_tiki_taka) and `device` is a unit cell: a
+// unit cell as Tiki-Taka's fast array is not modelled (docs/devices.md, "Not built yet").
+void CheckUnitCellAlgorithm(const ConfigNode& device, const ConfigNode& algorithm);
 
 }  // namespace pim

@@ -16,6 +16,7 @@
 #include "pimtrain/base/parallel.h"
 #include "pimtrain/base/registry.h"
 #include "pimtrain/device/trainable.h"
+#include "pimtrain/device/unit_cell.h"
 #include "pimtrain/macro/macro.h"
 #include "pimtrain/nn/models/graph.h"
 #include "pimtrain/nn/staged_matmul.h"
@@ -181,6 +182,11 @@ Session::Session(ConfigNode resolved, BatchGroup* group) : config_(std::move(res
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   SetDefaultThreads(threads);
 
+  // Refused before the data is loaded: what the algorithm cannot drive on this macro's device.
+  if (const ConfigNode* m = config_.At("pim").Find("macro");
+      m != nullptr && !m->IsNull() && m->GetString("impl") == "analog_crossbar") {
+    CheckUnitCellAlgorithm(m->At("device"), config_.At("train").At("algorithm"));
+  }
   auto dataset = Registry<Dataset>::Create(config_.At("data"));
   data_ = dataset->Load();
   if (data_.train.size() == 0) throw DataError(config_.At("data").Where() + ": no training data");
