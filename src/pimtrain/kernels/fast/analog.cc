@@ -86,6 +86,11 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
              p.conductance == nullptr && p.dac_bits == 1 &&
              p.cell_bits == 1 && p.block <= 255;
   if (row_sums) row_list.resize(static_cast<size_t>(p.block));
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+  // B: the bit-sliced counts as bytes, summed into the lines from there.
+  b_bytes = b_int && row_sums && !pw.row_bits.empty();
+  if (b_bytes) psb.resize(static_cast<size_t>(cycles * S * ncp));
+#endif
   if (direct != nullptr) {
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
@@ -193,7 +198,8 @@ void Worker::Sample(int64_t m) {
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-        } else if (row_sums && use_window && !psb.empty() && !pw.row_bits.empty()) {
+        } else if (row_sums && (use_window || b_bytes) && !psb.empty() &&
+                   !pw.row_bits.empty()) {
           // Bit-sliced counts cost ~4 instructions per driven row and 512 bit lines: cheaper
           // than the popcount at any number of driven rows.
           sums8 = true;
@@ -398,9 +404,11 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     const int64_t len = p.slices * ncp;
     bool bits_wanted = false;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-    bits_wanted = direct != nullptr && direct->win_k > 0 &&
-                  internal::Kernels().direct_window_segment != nullptr &&
-                  internal::DirectWindowEnabled();
+    // B's lines take byte counts too (Worker::AddLinesBInt).
+    bits_wanted = (direct != nullptr && direct->win_k > 0 &&
+                   internal::Kernels().direct_window_segment != nullptr &&
+                   internal::DirectWindowEnabled()) ||
+                  p.readout.dataflow == Dataflow::kB;
     if (bits_wanted && packed->row_bits.empty()) {
       const int64_t rw = (len + 511) / 512 * 8;
       packed->row_bit_words = rw;

@@ -117,8 +117,13 @@ void Worker::AddLinesBInt(int h, int j) {
   const int64_t n_cp = ncp, nl = static_cast<int64_t>(groups.size());
   for (int q = 0; q < S; ++q) {
     int64_t* __restrict line = lines_i.data() + (h * nl + line_of[j * S + q]) * n_cp;
-    const int32_t* __restrict row = psi.data() + (j * S + q) * n_cp;
-    for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
+    if (sums8) {
+      const uint8_t* __restrict row = psb.data() + (j * S + q) * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
+    } else {
+      const int32_t* __restrict row = psi.data() + (j * S + q) * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
+    }
   }
 }
 

@@ -303,6 +303,7 @@ struct Worker {
   //   integer below 2^45 over 2^(j P_D)), so the partial sums are not formed at all: P from the
   //   levels and the phase's inputs, converted by transfer_row.
   bool b_int = false, c_exact = false;
+  bool b_bytes = false;  // B's sums come as bytes (psb) from the bit-sliced counts
   std::vector<int64_t> lines_i;
   std::vector<int> line_of;
   std::vector<int64_t> block_sum;
