@@ -55,7 +55,11 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
     if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
     if (p.readout.dataflow == Dataflow::kB) {
       z_lines.resize(groups.size() * static_cast<size_t>(ncp));
-      b_int = p.conductance == nullptr;
+      // Every partial sum of every block in one line would still fit int32 (else the doubles).
+      b_int = p.conductance == nullptr &&
+              static_cast<double>(blocks) * cycles * S * static_cast<double>(p.block) *
+                      ((1 << pd) - 1) * ((1 << pr) - 1) <
+                  2147483647.0;
       if (b_int) {
         lines_i.resize(2 * groups.size() * static_cast<size_t>(ncp));
         line_x.resize(static_cast<size_t>(ncp));

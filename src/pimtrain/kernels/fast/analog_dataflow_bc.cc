@@ -111,12 +111,12 @@ int64_t Worker::ReadoutCColumnsAvx2(int64_t sign) {
   return cp0;
 }
 
-// B, integer partial sums: cycle j's sums (psi) into phase h's lines, in int64. The reference
+// B, integer partial sums: cycle j's sums (psi, or psb's bytes) into phase h's lines, in int32. The reference
 // adds the same integers in double, exactly, so the lines hold the same values.
 void Worker::AddLinesBInt(int h, int j) {
   const int64_t n_cp = ncp, nl = static_cast<int64_t>(groups.size());
   for (int q = 0; q < S; ++q) {
-    int64_t* __restrict line = lines_i.data() + (h * nl + line_of[j * S + q]) * n_cp;
+    int32_t* __restrict line = lines_i.data() + (h * nl + line_of[j * S + q]) * n_cp;
     if (sums8) {
       const uint8_t* __restrict row = psb.data() + (j * S + q) * n_cp;
       for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
@@ -136,7 +136,7 @@ void Worker::ConvertLinesBInt(int h, int64_t sign) {
   float* __restrict xs = line_x.data();
   int64_t clipped = 0;
   for (int64_t l = 0; l < nl; ++l) {
-    const int64_t* __restrict line = lines_i.data() + (h * nl + l) * n_cp;
+    const int32_t* __restrict line = lines_i.data() + (h * nl + l) * n_cp;
     const double g = std::ldexp(1.0, gains[l]);
     for (int64_t cp = 0; cp < n_cp; ++cp) {
       xs[cp] = static_cast<float>(static_cast<double>(line[cp]) * g);

@@ -295,7 +295,8 @@ struct Worker {
   // (analog_dataflow_bc.cc). The reference's double sums of integers are exact (every value an
   // integer, or one over a power of two, far below 2^53), so the same numbers come from
   // integer arithmetic:
-  // - B (b_int): the buffer lines summed in int64 (lines_i, [h][l][cp]) from psi, cycle by
+  // - B (b_int): the buffer lines summed in int32 (lines_i, [h][l][cp]; b_int only where no
+  //   line can exceed it) from psi or psb, cycle by
   //   cycle (line_of[j S + q] = l), then converted a line at a time by the table's transfer_row
   //   (the scalar transfer's float steps) instead of ConvertLinesB's scalar loop.
   // - C without NNS+A noise (c_exact): the recurrence ends at exactly the block's integer
@@ -304,7 +305,7 @@ struct Worker {
   //   levels and the phase's inputs, converted by transfer_row.
   bool b_int = false, c_exact = false;
   bool b_bytes = false;  // B's sums come as bytes (psb) from the bit-sliced counts
-  std::vector<int64_t> lines_i;
+  std::vector<int32_t> lines_i;
   std::vector<int> line_of;
   std::vector<int64_t> block_sum;
   void AddLinesBInt(int h, int j);
