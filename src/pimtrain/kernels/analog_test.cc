@@ -236,6 +236,62 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   EXPECT_LT(frac, 1.0);
 }
 
+// Dataflows B and C with integer levels: the fast kernel sums B's buffer lines in int64 and
+// computes C's NNS+A result (without its noise) as the block's integer product, where the
+// reference adds doubles; the numbers must be the same, bit for bit, with ADC noise, INL,
+// clipping, line gains, 16-bit inputs with 512-row blocks (C's products past int32) and 4-bit
+// cells, at 1 and 2 threads; and equal to the definition.
+TEST(AnalogKernelTest, FastEqualsRefOnIntegerDataflowsBAndC) {
+  ThreadPool two(2);
+  const CounterRng rng(991);
+  uint64_t i = 0;
+  const struct {
+    int x_bits, dac_bits, cell_bits, slices;
+    int64_t block;
+  } shapes[] = {{8, 1, 1, 8, 128}, {16, 1, 1, 8, 512}, {8, 2, 4, 2, 33}, {16, 4, 2, 8, 100},
+                {5, 1, 3, 2, 16},  {8, 8, 1, 8, 127}};
+  int64_t clipped = 0, conversions = 0;
+  for (int t = 0; t < 36; ++t) {
+    const auto& sh = shapes[t % 6];
+    Case c;
+    c.x_bits = sh.x_bits;
+    c.dac_bits = sh.dac_bits;
+    c.cell_bits = sh.cell_bits;
+    c.slices = sh.slices;
+    c.block = sh.block;
+    c.m = 1 + static_cast<int64_t>(rng.Below(i++, 4));
+    c.k = 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(3 * sh.block)));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 40));
+    c.polarities = 1 + static_cast<int>(rng.Below(i++, 2));
+    c.signed_inputs = rng.Below(i++, 2) == 1;
+    c.variation = false;
+    c.skip = rng.Below(i++, 4) != 0;
+    c.dataflow = (t / 6) % 2 == 0 ? Dataflow::kC : Dataflow::kB;
+    c.adc_bits = 3 + static_cast<int>(rng.Below(i++, 8));
+    c.range_fraction = 0.02 + 0.5 * rng.Uniform(i++);
+    c.sigma = rng.Below(i++, 3) == 0 ? 0.0 : 0.2 + 40.0 * rng.Uniform(i++);
+    c.inl_lsb = rng.Below(i++, 2) == 0 ? 0.0 : 0.4;
+    c.nnsa_sigma = 0.0;
+    Data d = Make(c, 9100 + t);
+    d.p.readout.line_gains = c.dataflow == Dataflow::kB && t % 3 != 0;
+    const std::string what = "case " + std::to_string(t) + " dataflow " +
+                             std::to_string(static_cast<int>(c.dataflow)) + " k " +
+                             std::to_string(c.k) + " block " + std::to_string(c.block);
+    const Result r = RunRef(d);
+    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    const Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    conversions += r.counts.adc_conversions;
+    clipped += r.counts.adc_clipped;
+  }
+  ASSERT_GT(conversions, 0);
+  EXPECT_GT(clipped, 0);
+  EXPECT_LT(clipped, conversions);
+}
+
 // Random parity cases on the shapes the presets use and the random cases above do not reach:
 // 16-bit inputs (isaac), 512-row blocks (pimqat), 8-bit DACs, 4-bit cells, odd block sizes;
 // every dataflow, noise small (the lossless read-out's sparse tails, compared with the

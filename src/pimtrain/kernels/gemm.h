@@ -32,6 +32,11 @@ void Gemm(const GemmArgs& args);
 
 namespace fast {
 void Gemm(const GemmArgs& args, ThreadPool* pool);
+// Does oneDNN's one-time set-up (its JIT kernels and each thread's OpenMP setting, ~40 ms on
+// this VM, measured at the first GEMM of a run) now, by small products of every transposition
+// on the calling thread and on pool's threads (pool may be null), so that it lands before a
+// timed loop instead of inside its first step. Computes nothing that is kept.
+void WarmUpGemm(ThreadPool* pool);
 }  // namespace fast
 
 }  // namespace pim::kernels

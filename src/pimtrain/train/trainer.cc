@@ -8,6 +8,7 @@
 #include <string_view>
 #include <nlohmann/json.hpp>
 
+#include "pimtrain/kernels/gemm.h"
 #include "pimtrain/nn/staged_matmul.h"
 #include "pimtrain/train/numeric_guard.h"
 
@@ -104,6 +105,8 @@ Trainer::Trainer(Network& net, Optimizer& opt, Schedule& schedule, Loss& loss,
   if (options_.group != nullptr && options_.group->size() > 1) {
     data_parallel_ = std::make_unique<DataParallel>(*options_.group);
   }
+  // A set-up cost of the run, not of its first epoch (EpochMetrics::seconds).
+  kernels::fast::WarmUpGemm(&DefaultPool());
 }
 
 int64_t Trainer::steps_per_epoch() const {

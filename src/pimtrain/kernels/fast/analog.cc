@@ -55,7 +55,30 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
     if (p.readout.dataflow == Dataflow::kC) z_nnsa.resize(static_cast<size_t>(cycles * ncp));
     if (p.readout.dataflow == Dataflow::kB) {
       z_lines.resize(groups.size() * static_cast<size_t>(ncp));
-      lines.resize(2 * groups.size() * static_cast<size_t>(ncp));
+      // Every partial sum of every block in one line would still fit int32 (else the doubles).
+      b_int = p.conductance == nullptr &&
+              static_cast<double>(blocks) * cycles * S * static_cast<double>(p.block) *
+                      ((1 << pd) - 1) * ((1 << pr) - 1) <
+                  2147483647.0;
+      if (b_int) {
+        lines_i.resize(2 * groups.size() * static_cast<size_t>(ncp));
+        line_x.resize(static_cast<size_t>(ncp));
+        line_of.resize(static_cast<size_t>(cycles * S));
+        for (int j = 0; j < cycles; ++j) {
+          for (int q = 0; q < S; ++q) {
+            line_of[j * S + q] = static_cast<int>(
+                std::find(groups.begin(), groups.end(), j * pd + q * pr) - groups.begin());
+          }
+        }
+      } else {
+        lines.resize(2 * groups.size() * static_cast<size_t>(ncp));
+      }
+    }
+    c_exact = p.readout.dataflow == Dataflow::kC && p.conductance == nullptr &&
+              p.readout.nnsa_sigma == 0.0f;
+    if (c_exact) {
+      block_sum.resize(static_cast<size_t>(ncp));
+      line_x.resize(static_cast<size_t>(ncp));
     }
   }
   // Worth it when the central draws span less than one code (most conversions then do not
@@ -67,6 +90,11 @@ Worker::Worker(const AnalogProblem& prob, const PackedAnalogWeights& packed,
              p.conductance == nullptr && p.dac_bits == 1 &&
              p.cell_bits == 1 && p.block <= 255;
   if (row_sums) row_list.resize(static_cast<size_t>(p.block));
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+  // B: the bit-sliced counts as bytes, summed into the lines from there.
+  b_bytes = b_int && row_sums && !pw.row_bits.empty();
+  if (b_bytes) psb.resize(static_cast<size_t>(cycles * S * ncp));
+#endif
   if (direct != nullptr) {
     // One high word per conversion (and up to 3 before the segment's first, its ARS block's);
     // no normals.
@@ -115,6 +143,7 @@ void Worker::Sample(int64_t m) {
   const int32_t* xm = p.x + m * p.ldx;
   std::fill(acc.begin(), acc.end(), 0);
   std::fill(lines.begin(), lines.end(), 0.0);
+  std::fill(lines_i.begin(), lines_i.end(), 0);
   phase_any[0] = phase_any[1] = 0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t r0 = b * p.block, r1 = std::min(p.k, r0 + p.block), rows = r1 - r0;
@@ -165,11 +194,16 @@ void Worker::Sample(int64_t m) {
           }
           continue;
         }
+        if (c_exact) {
+          // C: the block's product replaces the cycles' partial sums (ReadoutCExact).
+          continue;
+        }
         sums8 = false;
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-        } else if (row_sums && use_window && !psb.empty() && !pw.row_bits.empty()) {
+        } else if (row_sums && (use_window || b_bytes) && !psb.empty() &&
+                   !pw.row_bits.empty()) {
           // Bit-sliced counts cost ~4 instructions per driven row and 512 bit lines: cheaper
           // than the popcount at any number of driven rows.
           sums8 = true;
@@ -189,6 +223,8 @@ void Worker::Sample(int64_t m) {
         const bool integer = p.conductance == nullptr;
         if (p.readout.dataflow == Dataflow::kA) {
           ConvertA(m, b, h, j, sign, integer);
+        } else if (b_int) {
+          AddLinesBInt(h, j);
         } else if (integer) {
           const int64_t len = S * ncp;
           for (int64_t i = 0; i < len; ++i) {
@@ -204,7 +240,9 @@ void Worker::Sample(int64_t m) {
       if (!phase_applied) continue;
       if (p.readout.dataflow == Dataflow::kB) phase_any[h] = 1;
       if (lossless) continue;
-      if (p.readout.dataflow == Dataflow::kB) {
+      if (p.readout.dataflow == Dataflow::kB && b_int) {
+        // R-Mapping: the block's partial sums joined the lines cycle by cycle (AddLinesBInt).
+      } else if (p.readout.dataflow == Dataflow::kB) {
         // R-Mapping: this block's partial sums join the output's buffer lines.
         detail::AccumulateLinesB(ps.data(), applied.data(), cycles, S, ncp, groups, pd, pr,
                                  lines.data() + h * groups.size() * ncp);
@@ -217,6 +255,10 @@ void Worker::Sample(int64_t m) {
         if (p.readout.adc.sigma != 0.0f) {
           FillNormals(p.noise_key, kNoiseStreamNnadc,
                       detail::NoiseIndex(m, blocks, b, h, 1, 0, ncp, 0), ncp, z.data());
+        }
+        if (c_exact) {
+          ReadoutCExact(xm, r0, r1, h, sign);
+          continue;
         }
         const int64_t done = (this->*Kernels().readout_c_columns)(sign);
         detail::ReadoutC(ps.data(), applied.data(), cycles, S, ncp, pd, pr, p.readout,
@@ -238,6 +280,10 @@ void Worker::Sample(int64_t m) {
       if (p.readout.adc.sigma != 0.0f) {
         FillNormals(p.noise_key, kNoiseStreamB, detail::NoiseIndex(m, 1, 0, h, nl, 0, ncp, 0),
                     nl * ncp, z_lines.data());
+      }
+      if (b_int) {
+        ConvertLinesBInt(h, h == 0 ? 1 : -1);
+        continue;
       }
       detail::ConvertLinesB(lines.data() + h * nl * ncp, ncp, groups, gains, p.readout,
                             z_lines.data(), h == 0 ? 1 : -1, acc.data(), c);
@@ -362,9 +408,11 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     const int64_t len = p.slices * ncp;
     bool bits_wanted = false;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-    bits_wanted = direct != nullptr && direct->win_k > 0 &&
-                  internal::Kernels().direct_window_segment != nullptr &&
-                  internal::DirectWindowEnabled();
+    // B's lines take byte counts too (Worker::AddLinesBInt).
+    bits_wanted = (direct != nullptr && direct->win_k > 0 &&
+                   internal::Kernels().direct_window_segment != nullptr &&
+                   internal::DirectWindowEnabled()) ||
+                  p.readout.dataflow == Dataflow::kB;
     if (bits_wanted && packed->row_bits.empty()) {
       const int64_t rw = (len + 511) / 512 * 8;
       packed->row_bit_words = rw;

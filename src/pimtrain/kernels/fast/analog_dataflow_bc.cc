@@ -111,4 +111,81 @@ int64_t Worker::ReadoutCColumnsAvx2(int64_t sign) {
   return cp0;
 }
 
+// B, integer partial sums: cycle j's sums (psi, or psb's bytes) into phase h's lines, in int32. The reference
+// adds the same integers in double, exactly, so the lines hold the same values.
+void Worker::AddLinesBInt(int h, int j) {
+  const int64_t n_cp = ncp, nl = static_cast<int64_t>(groups.size());
+  for (int q = 0; q < S; ++q) {
+    int32_t* __restrict line = lines_i.data() + (h * nl + line_of[j * S + q]) * n_cp;
+    if (sums8) {
+      const uint8_t* __restrict row = psb.data() + (j * S + q) * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
+    } else {
+      const int32_t* __restrict row = psi.data() + (j * S + q) * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) line[cp] += row[cp];
+    }
+  }
+}
+
+// B: phase h's lines converted once per output, as detail::ConvertLinesB: the line times its
+// gain 2^e_l in double (exact), rounded to float, then the transfer's float steps (transfer_row,
+// lane by lane the scalar Convert's), code << (s_l + E - e_l) added with the phase's sign.
+void Worker::ConvertLinesBInt(int h, int64_t sign) {
+  const AnalogReadout& ro = p.readout;
+  const int64_t n_cp = ncp, nl = static_cast<int64_t>(groups.size());
+  float* __restrict xs = line_x.data();
+  int64_t clipped = 0;
+  for (int64_t l = 0; l < nl; ++l) {
+    const int32_t* __restrict line = lines_i.data() + (h * nl + l) * n_cp;
+    const double g = std::ldexp(1.0, gains[l]);
+    for (int64_t cp = 0; cp < n_cp; ++cp) {
+      xs[cp] = static_cast<float>(static_cast<double>(line[cp]) * g);
+    }
+    clipped += Kernels().transfer_row(ro.adc, nullptr, xs,
+                                      ro.adc.sigma != 0.0f ? z_lines.data() + l * n_cp : nullptr,
+                                      n_cp, groups[l] + gain_shift - gains[l], sign, acc.data());
+  }
+  c.adc_clipped += clipped;
+  c.adc_conversions += nl * n_cp;
+  c.sample_holds += nl * n_cp;
+  c.shift_adds += nl * n_cp;
+}
+
+// C without NNS+A noise, integer levels: the block's product of phase h, P[cp] = sum_r
+// |x_h[r]| level[r][cp] over the driven rows, is what the recurrence ends at (analog_worker.h),
+// so it is converted as detail::ReadoutC converts float(V_{J-1} 2^((J-1) P_D)); the draws z
+// (the NNADC's) were filled by the caller.
+void Worker::ReadoutCExact(const int32_t* xm, int64_t r0, int64_t r1, int h, int64_t sign) {
+  const AnalogReadout& ro = p.readout;
+  const int64_t n_cp = ncp;
+  const double bound = static_cast<double>(r1 - r0) * (std::ldexp(1.0, p.x_bits) - 1) *
+                       (std::ldexp(1.0, S * pr) - 1);
+  float* __restrict xs = line_x.data();
+  auto sums = [&](auto* __restrict sum) {
+    std::fill(sum, sum + n_cp, 0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t xv = h == 0 ? std::max(xm[r], 0) : std::max(-xm[r], 0);
+      if (xv == 0) continue;
+      const int32_t* __restrict w = p.w + r * n_cp;
+      for (int64_t cp = 0; cp < n_cp; ++cp) sum[cp] += static_cast<decltype(sum[0] + 0)>(xv) * w[cp];
+    }
+    for (int64_t cp = 0; cp < n_cp; ++cp) {
+      xs[cp] = static_cast<float>(static_cast<double>(sum[cp]));
+    }
+  };
+  if (bound < 2147483647.0) {
+    sums(reinterpret_cast<int32_t*>(block_sum.data()));  // int32 sums in the int64 buffer
+  } else {
+    sums(block_sum.data());
+  }
+  const int64_t clipped = Kernels().transfer_row(ro.adc, nullptr, xs,
+                                                 ro.adc.sigma != 0.0f ? z.data() : nullptr,
+                                                 n_cp, 0, sign, acc.data());
+  c.adc_clipped += clipped;
+  c.analog_accumulations += cycles * n_cp;
+  c.sample_holds += cycles * n_cp;
+  c.adc_conversions += n_cp;
+  c.shift_adds += n_cp;
+}
+
 }  // namespace pim::kernels::fast::internal

@@ -291,6 +291,27 @@ struct Worker {
 #endif
   int64_t ReadoutCColumnsAvx2(int64_t sign);
 
+  // Integer partial sums (no programming variation) in dataflows B and C
+  // (analog_dataflow_bc.cc). The reference's double sums of integers are exact (every value an
+  // integer, or one over a power of two, far below 2^53), so the same numbers come from
+  // integer arithmetic:
+  // - B (b_int): the buffer lines summed in int32 (lines_i, [h][l][cp]; b_int only where no
+  //   line can exceed it) from psi or psb, cycle by
+  //   cycle (line_of[j S + q] = l), then converted a line at a time by the table's transfer_row
+  //   (the scalar transfer's float steps) instead of ConvertLinesB's scalar loop.
+  // - C without NNS+A noise (c_exact): the recurrence ends at exactly the block's integer
+  //   product P[cp] = sum_r |x_h[r]| level[r][cp] (V_{J-1} 2^((J-1) P_D); every V_j is an
+  //   integer below 2^45 over 2^(j P_D)), so the partial sums are not formed at all: P from the
+  //   levels and the phase's inputs, converted by transfer_row.
+  bool b_int = false, c_exact = false;
+  bool b_bytes = false;  // B's sums come as bytes (psb) from the bit-sliced counts
+  std::vector<int32_t> lines_i;
+  std::vector<int> line_of;
+  std::vector<int64_t> block_sum;
+  void AddLinesBInt(int h, int j);
+  void ConvertLinesBInt(int h, int64_t sign);
+  void ReadoutCExact(const int32_t* xm, int64_t r0, int64_t r1, int h, int64_t sign);
+
   const uint64_t* XPlane(int h, int t) const { return xplanes.data() + (h * p.x_bits + t) * words; }
 
   // Bit planes of the block's positive (h = 0) and negative (h = 1) magnitudes (the table's

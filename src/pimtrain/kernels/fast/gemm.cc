@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "pimtrain/base/error.h"
 
@@ -112,6 +113,30 @@ void Gemm(const GemmArgs& g, ThreadPool* pool) {
       }
     }
   });
+}
+
+void WarmUpGemm(ThreadPool* pool) {
+  constexpr int64_t kN = 32;
+  auto products = [] {
+    std::vector<float> a(kN * kN, 1.0f), b(kN * kN, 1.0f), c(kN * kN, 0.0f);
+    for (const Trans ta : {Trans::kNo, Trans::kYes}) {
+      for (const Trans tb : {Trans::kNo, Trans::kYes}) {
+        GemmArgs g;
+        g.trans_a = ta;
+        g.trans_b = tb;
+        g.m = g.n = g.k = kN;
+        g.a = a.data();
+        g.b = b.data();
+        g.c = c.data();
+        g.lda = g.ldb = g.ldc = kN;
+        Block(g, 0, kN, 0, kN);
+      }
+    }
+  };
+  products();
+  if (pool != nullptr && pool->num_threads() > 1) {
+    pool->ParallelFor(pool->num_threads(), 1, [&](int64_t, int64_t) { products(); });
+  }
 }
 
 }  // namespace pim::kernels::fast
