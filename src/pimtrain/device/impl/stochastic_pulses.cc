@@ -216,7 +216,7 @@ class StochasticPulses final : public UpdateRule {
   }
 
  private:
-  static constexpr int64_t kBlockRows = 16;
+  static constexpr int64_t kBlockRows = 32;
   // The pulse events of one block of rows, and the words and normals drawn for them.
   struct Events {
     std::vector<uint32_t> cell;
@@ -242,18 +242,29 @@ class StochasticPulses final : public UpdateRule {
     std::vector<int8_t> dir2;
     void SortByCell(uint32_t base, uint32_t span) {
       bucket.assign(static_cast<size_t>(span) + 1, 0);
-      for (int64_t e = 0; e < size_; ++e) ++bucket[cell[e] - base + 1];
-      for (uint32_t k = 0; k < span; ++k) bucket[k + 1] += bucket[k];
       cell2.resize(cell.size());
       stream2.resize(cell.size());
       n2.resize(cell.size());
       dir2.resize(cell.size());
-      for (int64_t e = 0; e < size_; ++e) {
-        const uint32_t to = bucket[cell[e] - base]++;
-        cell2[to] = cell[e];
-        stream2[to] = stream[e];
-        n2[to] = n[e];
-        dir2[to] = dir[e];
+      // Raw pointers: the byte arrays would otherwise make every store reload the vectors.
+      uint32_t* const bk = bucket.data();
+      const uint32_t* const c = cell.data();
+      const uint32_t* const st = stream.data();
+      const uint8_t* const nn = n.data();
+      const int8_t* const dr = dir.data();
+      uint32_t* const c2 = cell2.data();
+      uint32_t* const st2 = stream2.data();
+      uint8_t* const nn2 = n2.data();
+      int8_t* const dr2 = dir2.data();
+      const int64_t count = size_;
+      for (int64_t e = 0; e < count; ++e) ++bk[c[e] - base + 1];
+      for (uint32_t k = 0; k < span; ++k) bk[k + 1] += bk[k];
+      for (int64_t e = 0; e < count; ++e) {
+        const uint32_t to = bk[c[e] - base]++;
+        c2[to] = c[e];
+        st2[to] = st[e];
+        nn2[to] = nn[e];
+        dr2[to] = dr[e];
       }
       cell.swap(cell2);
       stream.swap(stream2);
