@@ -11,6 +11,7 @@ DeviceArray::DeviceArray(std::shared_ptr<const Device> device, int64_t rows, int
                          uint64_t key)
     : device_(std::move(device)), rows_(rows), cols_(cols) {
   device_->Draw(key, rows * cols, cells_);
+  cells_.Pack();
   hidden_.assign(static_cast<size_t>(rows * cols), 0.0f);
   write_noise_ = static_cast<float>(device_->write_noise_std() * device_->params().dw_min);
   if (write_noise_ > 0) read_.assign(hidden_.size(), 0.0f);

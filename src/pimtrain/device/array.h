@@ -61,9 +61,16 @@ class DeviceArray {
   // Prefetches the state and the drawn parameters of cells [begin, end) (a pulsed update's next
   // block of rows) into the cache.
   void Prefetch(int64_t begin, int64_t end) const {
-    const float* arrays[5] = {hidden_.data(), cells_.b_max.data(), cells_.b_min.data(),
-                              cells_.dw_up.data(), cells_.dw_down.data()};
     end = std::min(end, size());
+    for (int64_t i = begin; i < end; i += 16) __builtin_prefetch(hidden_.data() + i, 0, 3);
+    if (!cells_.packed.empty()) {
+      for (int64_t i = begin; i < end; i += 4) {
+        __builtin_prefetch(cells_.packed.data() + 4 * i, 0, 3);
+      }
+      return;
+    }
+    const float* arrays[4] = {cells_.b_max.data(), cells_.b_min.data(), cells_.dw_up.data(),
+                              cells_.dw_down.data()};
     for (const float* p : arrays) {
       for (int64_t i = begin; i < end; i += 16) __builtin_prefetch(p + i, 0, 3);
     }

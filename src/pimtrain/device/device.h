@@ -22,6 +22,21 @@ struct SubCells;  // device/unit_cell.h
 // slots (LinearStep's slopes, PowStep's exponents, the NeuroSim curves' A).
 struct DeviceCells {
   std::vector<float> b_max, b_min, dw_up, dw_down, p_up, p_down;
+  // The same bounds and steps interleaved, one 16-byte record per cell (b-, b+, -Delta-,
+  // Delta+; Pack() fills it from the arrays above), so a pulse touches one cache line of
+  // parameters instead of three. The values are the arrays' own floats (the down step's sign
+  // flip is exact). Empty until Pack(); DeviceArray packs its cells once they are drawn.
+  std::vector<float> packed;
+  void Pack() {
+    const int64_t n = size();
+    packed.resize(static_cast<size_t>(4 * n));
+    for (int64_t i = 0; i < n; ++i) {
+      packed[4 * i] = b_min[i];
+      packed[4 * i + 1] = b_max[i];
+      packed[4 * i + 2] = -dw_down[i];
+      packed[4 * i + 3] = dw_up[i];
+    }
+  }
   // A unit cell's sub-devices (device/unit_cell.h; null: one device per weight). Their states
   // change with each pulse although the cells are passed const: they are the cell's state.
   std::shared_ptr<SubCells> sub;
@@ -62,7 +77,7 @@ class Device {
   // with the normal b.xi[p * b.count + e], each clipped, in w (the hidden weights). Only where
   // drawn_normals() >= 0; the same arithmetic as Pulse with those normals.
   struct PulseBatch {
-    const int64_t* cell = nullptr;
+    const uint32_t* cell = nullptr;
     const uint8_t* n = nullptr;
     const int8_t* dir = nullptr;
     const float* xi = nullptr;
@@ -112,6 +127,32 @@ class PulsedDevice : public Device {
   }
   void PulseDrawn(float* w, const DeviceCells& c, const PulseBatch& b) const final {
     const auto& self = static_cast<const Derived&>(*this);
+    if constexpr (requires { self.StepPacked(0.0f, nullptr, 0, 0.0f); }) {
+      // A model with a step on the packed record (DeviceCells::packed): the same values from
+      // one record per cell.
+      if (!c.packed.empty()) {
+        const float* pk = c.packed.data();
+        // Consecutive events of one cell continue one chain in a register.
+        for (int64_t e = 0; e < b.count;) {
+          const uint32_t cell = b.cell[e];
+          const float* rec = pk + 4 * static_cast<size_t>(cell);
+          const float lo = rec[0], hi = rec[1];
+          float v = w[cell];
+          do {
+            const int up = b.dir[e] > 0;
+            const int n = b.n[e];
+            for (int p = 0; p < n; ++p) {
+              const float xi = sigma_ > 0 ? b.xi[p * b.count + e] : 0.0f;
+              v = self.StepPacked(v, rec, up, xi);
+              v = std::min(std::max(v, lo), hi);
+            }
+            ++e;
+          } while (e < b.count && b.cell[e] == cell);
+          w[cell] = v;
+        }
+        return;
+      }
+    }
     for (int64_t e = 0; e < b.count; ++e) {
       const int64_t cell = b.cell[e];
       const float hi = c.b_max[cell], lo = c.b_min[cell];

@@ -149,8 +149,9 @@ void ReferencePulses(DeviceArray& a, ConstMatrixView x, ConstMatrixView d, float
         // sign(lr x_r d_c) > 0: down
         const bool down = (x.Row(s)[r] * lsign > 0) == (d.Row(s)[c] > 0);
         const int8_t dir = down ? -1 : 1;
+        const uint32_t cell = static_cast<uint32_t>(i);
         Device::PulseBatch one;
-        one.cell = &i, one.n = &nn, one.dir = &dir, one.xi = xi.data(), one.count = 1;
+        one.cell = &cell, one.n = &nn, one.dir = &dir, one.xi = xi.data(), one.count = 1;
         a.device().PulseDrawn(a.mutable_hidden(), a.cells(), one);
       }
     }

@@ -29,6 +29,14 @@ class SoftBounds final : public PulsedDevice<SoftBounds> {
     const float f = b != 0 ? q : 0.0f;
     return w + dw * f * (1 + sigma_ * xi);
   }
+  // Step on the packed record (b-, b+, -Delta-, Delta+): the same operations on the same floats.
+  float StepPacked(float w, const float* rec, int up, float xi) const {
+    const float b = rec[up];
+    const float dw = rec[2 + up];
+    const float q = 1 - w / b;
+    const float f = b != 0 ? q : 0.0f;
+    return w + dw * f * (1 + sigma_ * xi);
+  }
 };
 
 PIM_REGISTER(Device, SoftBounds, "soft_bounds",

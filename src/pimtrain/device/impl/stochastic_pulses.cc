@@ -18,7 +18,6 @@
 
 namespace pim {
 namespace {
-
 class StochasticPulses final : public UpdateRule {
  public:
   explicit StochasticPulses(const ConfigNode& p)
@@ -141,6 +140,7 @@ class StochasticPulses final : public UpdateRule {
     PIM_CHECK_MSG(size8 < (uint64_t{1} << 32) && 2 * static_cast<uint64_t>(m) < (uint64_t{1} << 32),
                   "stochastic_pulses: array or batch too large for 32-bit pulse counters");
     std::vector<int64_t> pulses(static_cast<size_t>(rows), 0), cells(pulses.size(), 0);
+    const uint32_t cols32 = static_cast<uint32_t>(cols);
     pool.ParallelFor(rows, 4, [&](int64_t r0, int64_t r1) {
       thread_local Events ev;
       thread_local std::vector<int32_t> cursor;
@@ -170,23 +170,21 @@ class StochasticPulses final : public UpdateRule {
           const uint8_t* pos = col_pos_.data() + s * cols;
           const uint32_t stream = static_cast<uint32_t>(m + s);
           for (; f < nf && fr[f] < b1; ++f) {
-            const uint64_t mr = rm[f];
-            const int64_t base = static_cast<int64_t>(fr[f]) * cols;
-            const uint8_t rp = rpos[f];
             ev.Reserve(na);
-            for (int32_t j = 0; j < na; ++j) {
-              const int n = std::popcount(mr & amask[j]);
-              if (n == 0) continue;
-              ev.Push(base + act[j], n, rp == pos[j] ? -1 : 1, stream);
-              most = std::max(most, n);
-              np += n;
-            }
+            const RowPulses rp = EmitRow(rm[f], static_cast<uint32_t>(fr[f]) * cols32, rpos[f],
+                                         amask, act, pos, na, stream, ev);
+            most = std::max(most, rp.most);
+            np += rp.pulses;
           }
           cursor[s] = f;
         }
         const int64_t count = ev.size();
         if (count == 0) continue;
         nc += count;
+        // Cell-major: the block's events stably sorted by cell, so a cell's pulses of all
+        // cycles are consecutive (still in cycle order) and are applied as one chain; no two
+        // events of different cells wait on each other's stores.
+        ev.SortByCell(static_cast<uint32_t>(b0 * cols), static_cast<uint32_t>((b1 - b0) * cols));
         if (normals < 0) {  // the model draws its own noise
           for (int64_t e = 0; e < count; ++e) {
             const int64_t i = ev.cell[e];
@@ -221,10 +219,10 @@ class StochasticPulses final : public UpdateRule {
   static constexpr int64_t kBlockRows = 32;
   // The pulse events of one block of rows, and the words and normals drawn for them.
   struct Events {
-    std::vector<int64_t> cell;
+    std::vector<uint32_t> cell;
     std::vector<uint8_t> n;
     std::vector<int8_t> dir;
-    std::vector<uint32_t> stream, lo, w0, w1, w2, w3;
+    std::vector<uint32_t> stream, w0, w1, w2, w3;
     std::vector<float> xi;
     int64_t size_ = 0;
     void clear() { size_ = 0; }
@@ -238,7 +236,42 @@ class StochasticPulses final : public UpdateRule {
       dir.resize(want);
       stream.resize(want);
     }
-    void Push(int64_t i, int k, int d, uint32_t st) {
+    // Stable counting sort of the events by cell (cells in [base, base + span)).
+    std::vector<uint32_t> bucket, cell2, stream2;
+    std::vector<uint8_t> n2;
+    std::vector<int8_t> dir2;
+    void SortByCell(uint32_t base, uint32_t span) {
+      bucket.assign(static_cast<size_t>(span) + 1, 0);
+      cell2.resize(cell.size());
+      stream2.resize(cell.size());
+      n2.resize(cell.size());
+      dir2.resize(cell.size());
+      // Raw pointers: the byte arrays would otherwise make every store reload the vectors.
+      uint32_t* const bk = bucket.data();
+      const uint32_t* const c = cell.data();
+      const uint32_t* const st = stream.data();
+      const uint8_t* const nn = n.data();
+      const int8_t* const dr = dir.data();
+      uint32_t* const c2 = cell2.data();
+      uint32_t* const st2 = stream2.data();
+      uint8_t* const nn2 = n2.data();
+      int8_t* const dr2 = dir2.data();
+      const int64_t count = size_;
+      for (int64_t e = 0; e < count; ++e) ++bk[c[e] - base + 1];
+      for (uint32_t k = 0; k < span; ++k) bk[k + 1] += bk[k];
+      for (int64_t e = 0; e < count; ++e) {
+        const uint32_t to = bk[c[e] - base]++;
+        c2[to] = c[e];
+        st2[to] = st[e];
+        nn2[to] = nn[e];
+        dr2[to] = dr[e];
+      }
+      cell.swap(cell2);
+      stream.swap(stream2);
+      n.swap(n2);
+      dir.swap(dir2);
+    }
+    void Push(uint32_t i, int k, int d, uint32_t st) {
       cell[size_] = i;
       n[size_] = static_cast<uint8_t>(k);
       dir[size_] = static_cast<int8_t>(d);
@@ -247,19 +280,83 @@ class StochasticPulses final : public UpdateRule {
     }
   };
 
+  // The pulses of firing row (mask mr, cells base + column, lr x_r > 0: rp) in one cycle: for
+  // each active column j (mask amask[j], column act[j], d > 0: pos[j]) with
+  // n = popcount(mr & amask[j]) > 0, the event (cell, n, rp == pos[j] ? down : up, stream),
+  // appended in increasing j. Room for na events must be reserved.
+  struct RowPulses {
+    int most = 0;
+    int64_t pulses = 0;
+  };
+  static RowPulses EmitRow(uint64_t mr, uint32_t base, uint8_t rp, const uint64_t* amask,
+                           const int32_t* act, const uint8_t* pos, int32_t na, uint32_t stream,
+                           Events& ev) {
+    RowPulses out;
+    int64_t size = ev.size_;
+    uint32_t* cell = ev.cell.data();
+    uint8_t* nn = ev.n.data();
+    int8_t* dir = ev.dir.data();
+    uint32_t* st = ev.stream.data();
+    int32_t j = 0;
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VBMI2__) && \
+    defined(__AVX512VL__) && defined(__AVX512BW__)
+    const __m512i vmr = _mm512_set1_epi64(static_cast<long long>(mr));
+    const __m256i vbase = _mm256_set1_epi32(static_cast<int>(base));
+    const __m256i vst = _mm256_set1_epi32(static_cast<int>(stream));
+    const __m128i vrp = _mm_set1_epi8(static_cast<char>(rp));
+    const __m128i one8 = _mm_set1_epi8(1), mone8 = _mm_set1_epi8(-1);
+    __m512i vmost = _mm512_setzero_si512(), vsum = _mm512_setzero_si512();
+    for (; j < na; j += 8) {
+      const __mmask8 k = na - j >= 8 ? __mmask8{0xFF} : static_cast<__mmask8>((1u << (na - j)) - 1);
+      const __m512i n = _mm512_popcnt_epi64(
+          _mm512_and_si512(_mm512_maskz_loadu_epi64(k, amask + j), vmr));
+      const __mmask8 nz = _mm512_test_epi64_mask(n, n);
+      if (nz == 0) continue;
+      const __m256i c = _mm256_add_epi32(vbase, _mm256_maskz_loadu_epi32(k, act + j));
+      _mm256_mask_compressstoreu_epi32(cell + size, nz, c);
+      _mm_mask_compressstoreu_epi8(nn + size, nz, _mm512_maskz_cvtepi64_epi8(0xFF, n));
+      const __mmask16 same = _mm_cmpeq_epi8_mask(_mm_maskz_loadu_epi8(k, pos + j), vrp);
+      _mm_mask_compressstoreu_epi8(dir + size, nz, _mm_mask_blend_epi8(same, one8, mone8));
+      const int cnt = std::popcount(static_cast<unsigned>(nz));
+      _mm256_mask_storeu_epi32(st + size, static_cast<__mmask8>((1u << cnt) - 1), vst);
+      size += cnt;
+      vmost = _mm512_maskz_max_epu64(0xFF, vmost, n);
+      vsum = _mm512_add_epi64(vsum, n);
+    }
+    alignas(64) uint64_t lanes_most[8], lanes_sum[8];
+    _mm512_store_si512(lanes_most, vmost);
+    _mm512_store_si512(lanes_sum, vsum);
+    for (int l = 0; l < 8; ++l) {
+      out.most = std::max(out.most, static_cast<int>(lanes_most[l]));
+      out.pulses += static_cast<int64_t>(lanes_sum[l]);
+    }
+#endif
+    for (; j < na; ++j) {
+      const int n = std::popcount(mr & amask[j]);
+      if (n == 0) continue;
+      cell[size] = base + static_cast<uint32_t>(act[j]);
+      nn[size] = static_cast<uint8_t>(n);
+      dir[size] = rp == pos[j] ? -1 : 1;
+      st[size] = stream;
+      ++size;
+      out.most = std::max(out.most, n);
+      out.pulses += n;
+    }
+    ev.size_ = size;
+    return out;
+  }
+
   // ev.xi[p * count + e] = NoiseNormal(key, stream_e, PulseNormalIndex(cell_e, p)) for p < n_e:
   // pulses p < 8 from the one Philox block of counter cell_e (vector lanes, one event each),
   // through the 16-bit table (refined tail cells and p >= 8 by the scalar definition).
   static void DrawNormals(uint64_t key, uint64_t size8, Events& ev, int most) {
     const int64_t count = ev.size();
-    ev.lo.resize(count);
     ev.w0.resize(count);
     ev.w1.resize(count);
     ev.w2.resize(count);
     ev.w3.resize(count);
     ev.xi.resize(static_cast<size_t>(most * count));
-    for (int64_t e = 0; e < count; ++e) ev.lo[e] = static_cast<uint32_t>(ev.cell[e]);
-    PhiloxBlocks(key, 0, ev.lo.data(), nullptr, ev.stream.data(), count, ev.w0.data(),
+    PhiloxBlocks(key, 0, ev.cell.data(), nullptr, ev.stream.data(), count, ev.w0.data(),
                  ev.w1.data(), ev.w2.data(), ev.w3.data());
     const uint32_t* words[4] = {ev.w0.data(), ev.w1.data(), ev.w2.data(), ev.w3.data()};
     for (int p = 0; p < most; ++p) {
