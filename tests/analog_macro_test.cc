@@ -266,6 +266,45 @@ TEST(AnalogMacroTest, MseInputScaleSaturatesAnOutlierAndKeepsTheSmallInputs) {
   EXPECT_EQ(c_mse.Get("digital_macs") - c_max.Get("digital_macs"), 4 * m * k);
 }
 
+// gradient_inputs: quantized. GC multiplies the input codes the forward read applied, at that
+// read's scale: after a forward read whose bound 30 sets the 4-bit step to 2, dW = Q2(x)^T dy
+// with Q2(x) = 2 round_half_even(x / 2) (x itself has max 15: step 1 under its own max);
+// the default multiplies x itself.
+TEST(AnalogMacroTest, QuantizedGradientInputsAreTheForwardReadsCodes) {
+  const std::string cfg = "rows: 64, cols: 64, input_bits: 4, weight_bits: 4, "
+                          "decomposition: custom, dac_bits: 4, cell_bits: 1, forward: ideal";
+  const int64_t m = 6, k = 10, n = 3;
+  const CounterRng rng(21);
+  std::vector<float> x(m * k), w(k * n), y(m * n), dy(m * n), dw(k * n);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 15.0f * rng.Uniform(i);
+  x[0] = 15.0f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = rng.Normal(1000 + i);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = rng.Normal(2000 + i);
+  for (const bool quantized : {false, true}) {
+    auto mac = MakeMacro(cfg + (quantized ? ", gradient_inputs: quantized" : ""));
+    RunContext ctx;
+    ActionCounts c;
+    mac->Program(ConstMatrixView(w.data(), k, n, n), ctx, c);
+    ctx.input_max_abs = 30.0f;
+    mac->Multiply(ConstMatrixView(x.data(), m, k, k), MatrixView{y.data(), m, n, n},
+                  Direction::kForward, ctx, c);
+    ctx.input_max_abs = -1.0f;
+    mac->GradientCalc(ConstMatrixView(x.data(), m, k, k), ConstMatrixView(dy.data(), m, n, n),
+                      MatrixView{dw.data(), k, n, n}, ctx, c);
+    for (int64_t r = 0; r < k; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        double want = 0;
+        for (int64_t i = 0; i < m; ++i) {
+          const double xi = quantized ? 2.0 * std::nearbyint(x[i * k + r] / 2.0) : x[i * k + r];
+          want += xi * dy[i * n + j];
+        }
+        ASSERT_NEAR(dw[r * n + j], want, 1e-4 * (1 + std::fabs(want)))
+            << (quantized ? "quantized" : "fp") << " at " << r << ", " << j;
+      }
+    }
+  }
+}
+
 // The transposed levels are built on the first transposed read after a programming: a read
 // after reprogramming must see the new weights, exactly as a macro programmed with them alone.
 TEST(AnalogMacroTest, TransposedReadAfterReprogrammingUsesTheNewWeights) {
@@ -396,6 +435,21 @@ TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
 
 TEST(AnalogTrainingTest, OneAndTwoThreadsGiveIdenticalWeights) {
   ExpectSameTraining("threads=1", "threads=2");
+}
+
+// The mse input scale is searched over the whole batch (a conv layer's groups share it) and
+// column weight scales: still identical at 1 and 2 threads, and a different training from the
+// max rule's (the option reaches the layers).
+TEST(AnalogTrainingTest, MseInputScaleAndColumnScalesTrainIdenticallyAtOneAndTwoThreads) {
+  const std::string mse = "pim.macro.input_scale=mse", col = "pim.macro.weight_scale=column";
+  Session one(Resolve({"threads=1", mse, col}));
+  one.Train("", false, {});
+  Session two(Resolve({"threads=2", mse, col}));
+  two.Train("", false, {});
+  EXPECT_EQ(Weights(one), Weights(two));
+  Session max_rule(Resolve({"threads=1"}));
+  max_rule.Train("", false, {});
+  EXPECT_NE(Weights(one), Weights(max_rule));
 }
 
 TEST(AnalogTrainingTest, LearnsOnTheMacroAndCountsConversionsAndClipping) {

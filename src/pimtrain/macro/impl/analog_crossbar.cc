@@ -192,6 +192,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
                                                                   : Encoding::kOffset;
     column_scale_ = p.GetString("weight_scale") == "column";
     mse_input_scale_ = p.GetString("input_scale") == "mse";
+    gc_quantized_inputs_ = p.GetString("gradient_inputs") == "quantized";
     if (column_scale_ && device_mode_) {
       const ConfigNode& n = p.At("weight_scale");
       throw ConfigError(n.Where() + ": weight_scale: column quantizes the integer cell levels; "
@@ -317,6 +318,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         "|x|) or mse (of 2^e_max .. 2^(e_max - 3), the one with the least squared quantization "
         "error over the layer's whole input tensor; larger inputs saturate at the top code). "
         "The search is digital, counted as digital_macs (one per input and candidate)"));
+    s.Add(Param::Enum("gradient_inputs", {"fp", "quantized"}).Default("fp").Doc(
+        "the activations GC multiplies (dW = g x^T dy, digital): fp (the layer's FP32 inputs) "
+        "or quantized (the input codes the forward read applied to the DACs, at that read's "
+        "scale: the gradient of the function the forward computed)"));
     s.Add(Param::Enum("weight_scale", {"tensor", "column"}).Default("tensor").Doc(
         "weight quantizer: tensor (one power-of-two scale for the layer, set by its largest "
         "|w|) or column (one scale per output column, max |w_c| / (2^(bits-1) - 1), applied "
@@ -559,6 +564,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     const int ex = QuantizeSignMagnitude(x, bits, ctx.input_max_abs, xq_,
                                          ctx.pool != nullptr ? *ctx.pool : DefaultPool());
+    if (fwd) {
+      last_forward_exp_ = ex;
+      have_forward_exp_ = true;
+    }
     if (readout_[Index(dir)] == Readout::kIdeal) {
       // The transposed read carries the calibrated gain (y = g Q(x W) => dx = g dy W^T).
       Ideal(x.rows, dir, ex, y, ctx, fwd ? 1.0 : gain_);
@@ -591,6 +600,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
                     ActionCounts& counts) override {
     PIM_CHECK_MSG(x.rows == dy.rows && dw.rows == x.cols && dw.cols == dy.cols,
                   "GradientCalc: operand shapes do not match");
+    if (gc_quantized_inputs_ && !device_mode_) x = ForwardCodesOf(x, ctx);
     kernels::GemmArgs g;
     g.trans_a = kernels::Trans::kYes;
     g.m = x.cols;
@@ -947,6 +957,22 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
   }
 
+  // gradient_inputs: quantized. x as the forward read quantized it: the input bits at the
+  // exponent of the step's last forward read (the same tensor: a layer's forward calls of one
+  // batch share one exponent), dequantized; a first GC with no forward read before it uses the
+  // max rule on x itself.
+  ConstMatrixView ForwardCodesOf(ConstMatrixView x, const RunContext& ctx) {
+    const double top = std::ldexp(1.0, spec_.input_bits) - 1;
+    const float bound = have_forward_exp_ ? static_cast<float>(std::ldexp(top, last_forward_exp_))
+                                          : -1.0f;
+    const int ex = QuantizeSignMagnitude(x, spec_.input_bits, bound, gq_,
+                                         ctx.pool != nullptr ? *ctx.pool : DefaultPool());
+    const float sx = static_cast<float>(std::ldexp(1.0, ex));
+    xg_.resize(gq_.size());
+    for (size_t i = 0; i < gq_.size(); ++i) xg_[i] = static_cast<float>(gq_[i]) * sx;
+    return ConstMatrixView(xg_.data(), x.rows, x.cols, x.cols);
+  }
+
   // input_scale: mse. With e0 the max rule's exponent (PowerOfTwoExponent of max |x|) and
   // top = 2^bits - 1, the exponent e in {e0, e0 - 1, e0 - 2, e0 - 3} with the least
   // sum_i (x_i - 2^e clamp(round_half_even(x_i / 2^e), -top, top))^2 (in double, in index order:
@@ -1209,6 +1235,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   int weight_exp_ = 0;
   bool column_scale_ = false;       // weight_scale: column
   bool mse_input_scale_ = false;    // input_scale: mse
+  bool gc_quantized_inputs_ = false;  // gradient_inputs: quantized
+  int last_forward_exp_ = 0;          // the input exponent of the last forward read
+  bool have_forward_exp_ = false;
+  std::vector<int32_t> gq_;           // GC's input codes (gradient_inputs: quantized)
+  std::vector<float> xg_;
   int64_t input_search_macs_ = 0;   // its search's digital MACs, counted at the next FP read
   static constexpr int kInputScaleCandidates = 4;
   std::vector<float> col_scale_;    // s_c per output column (empty: one 2^weight_exp_)
