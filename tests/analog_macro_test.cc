@@ -156,6 +156,155 @@ TEST(AnalogMacroTest, TransposedReadApproximatesWTransposedAndConvertsPerSlice) 
   EXPECT_EQ(c.Get("input_cycles") % 8, 0);
 }
 
+// weight_scale: column. Columns whose weights differ by 64x: one layer-wide power-of-two scale
+// rounds the small columns to a few levels, a scale per column keeps every column at full
+// width (its largest |w| on the top level). The read-out with column scales is still the exact
+// product of the quantized operands at full ADC resolution (forward), W^T within the errors'
+// quantization (transposed), and the column multiplies are counted.
+TEST(AnalogMacroTest, ColumnWeightScalesKeepSmallColumnsAndStayExactAtFullResolution) {
+  const std::string cfg = "rows: 64, cols: 64, input_bits: 4, weight_bits: 4, error_bits: 8, "
+                          "decomposition: custom, dac_bits: 4, cell_bits: 1";
+  Mats a = Random(5, 90, 12, 6, true);
+  for (int64_t r = 0; r < a.k; ++r) {
+    for (int64_t c = 0; c < a.n; ++c) a.w[r * a.n + c] *= std::ldexp(1.0f, -(c % 4) * 2);
+  }
+  // Relative squared error of the stored weights, worst column.
+  auto worst_column_error = [&](Macro& mac) {
+    std::vector<float> w(a.w.size());
+    mac.ReadWeights(MatrixView{w.data(), a.k, a.n, a.n});
+    double worst = 0;
+    for (int64_t c = 0; c < a.n; ++c) {
+      double e = 0, nrm = 0;
+      for (int64_t r = 0; r < a.k; ++r) {
+        const double d = w[r * a.n + c] - a.w[r * a.n + c];
+        e += d * d;
+        nrm += static_cast<double>(a.w[r * a.n + c]) * a.w[r * a.n + c];
+      }
+      worst = std::max(worst, e / nrm);
+    }
+    return worst;
+  };
+  auto tensor = MakeMacro(cfg);
+  Forward(*tensor, a);
+  auto column = MakeMacro(cfg + ", weight_scale: column");
+  ActionCounts c = Forward(*column, a);
+  const std::vector<float> got = a.y;
+  const double e_tensor = worst_column_error(*tensor), e_column = worst_column_error(*column);
+  EXPECT_GT(e_tensor, 0.5) << "the 1/64 columns should round to almost nothing";
+  EXPECT_LT(e_column, 0.05) << "tensor " << e_tensor << ", column " << e_column;
+  EXPECT_EQ(c.Get("out_scale_multiplies"), a.m * a.n);
+  EXPECT_EQ(c.Get("adc_clipped"), 0);
+  // Forward at full ADC resolution: the exact product of the quantized operands.
+  auto ideal = MakeMacro(cfg + ", weight_scale: column, forward: ideal");
+  Forward(*ideal, a);
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], a.y[i], 1e-4 * (1 + std::fabs(a.y[i]))) << "at " << i;
+  }
+  // Transposed through the arrays: dy W^T of the stored weights, up to the 8-bit errors.
+  Mats b = a;
+  b.x.resize(static_cast<size_t>(b.m * b.n));
+  const CounterRng rng(9);
+  for (size_t i = 0; i < b.x.size(); ++i) b.x[i] = rng.Normal(i);
+  ActionCounts ct = Forward(*column, b, Direction::kTransposed);
+  std::vector<float> w(a.w.size());
+  column->ReadWeights(MatrixView{w.data(), a.k, a.n, a.n});
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < b.m; ++i) {
+    for (int64_t r = 0; r < b.k; ++r) {
+      double exact = 0;
+      for (int64_t col = 0; col < b.n; ++col) exact += b.x[i * b.n + col] * w[r * b.n + col];
+      err += (b.y[i * b.k + r] - exact) * (b.y[i * b.k + r] - exact);
+      norm += exact * exact;
+    }
+  }
+  EXPECT_LT(err, 1e-3 * norm);
+  EXPECT_EQ(ct.Get("out_scale_multiplies"), b.m * b.n);
+}
+
+// input_scale: mse. 20 000 inputs uniform in [0, 4) and one of 100: the max rule's 4-bit step is
+// 8 (100 / 8 <= 15), which rounds every small input to 0; the least-squares exponent is 0
+// (step 1, the outlier saturating at 15). The bound it returns sets exactly that exponent, the
+// read-out through it is closer to the product of the unquantized inputs, and the search is
+// counted (4 candidates per input) in the next forward read.
+TEST(AnalogMacroTest, MseInputScaleSaturatesAnOutlierAndKeepsTheSmallInputs) {
+  const std::string cfg = "rows: 512, cols: 64, input_bits: 4, weight_bits: 4, "
+                          "decomposition: custom, dac_bits: 4, cell_bits: 1, forward: ideal";
+  const int64_t m = 100, k = 200, n = 8;
+  const CounterRng rng(12);
+  std::vector<float> x(m * k), w(k * n), y(m * n), exact(m * n, 0.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 4.0f * rng.Uniform(i);
+  x[17] = 100.0f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * rng.Normal(500000 + i);
+  auto max_rule = MakeMacro(cfg);
+  auto mse_rule = MakeMacro(cfg + ", input_scale: mse");
+  const ConstMatrixView xv(x.data(), m, k, k);
+  EXPECT_LT(max_rule->ForwardInputBound(xv), 0.0f);  // the default: the largest |x|
+  const float bound = mse_rule->ForwardInputBound(xv);
+  EXPECT_EQ(bound, 15.0f);
+  std::vector<float> wq(w.size());
+  auto error = [&](Macro& mac, float max_abs, ActionCounts& c) {
+    RunContext ctx;
+    ctx.input_max_abs = max_abs;
+    mac.Program(ConstMatrixView(w.data(), k, n, n), ctx, c);
+    mac.ReadWeights(MatrixView{wq.data(), k, n, n});
+    mac.Multiply(xv, MatrixView{y.data(), m, n, n}, Direction::kForward, ctx, c);
+    double e = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double p = 0;
+        for (int64_t r = 0; r < k; ++r) p += x[i * k + r] * wq[r * n + j];
+        if (i == 0) continue;  // the row with the outlier saturates under the mse rule
+        e += (y[i * n + j] - p) * (y[i * n + j] - p);
+      }
+    }
+    return e;
+  };
+  ActionCounts c_max, c_mse;
+  const double e_max = error(*max_rule, -1.0f, c_max);
+  const double e_mse = error(*mse_rule, bound, c_mse);
+  EXPECT_LT(e_mse, 0.1 * e_max) << "max rule " << e_max << ", mse rule " << e_mse;
+  EXPECT_EQ(c_mse.Get("digital_macs") - c_max.Get("digital_macs"), 4 * m * k);
+}
+
+// gradient_inputs: quantized. GC multiplies the input codes the forward read applied, at that
+// read's scale: after a forward read whose bound 30 sets the 4-bit step to 2, dW = Q2(x)^T dy
+// with Q2(x) = 2 round_half_even(x / 2) (x itself has max 15: step 1 under its own max);
+// the default multiplies x itself.
+TEST(AnalogMacroTest, QuantizedGradientInputsAreTheForwardReadsCodes) {
+  const std::string cfg = "rows: 64, cols: 64, input_bits: 4, weight_bits: 4, "
+                          "decomposition: custom, dac_bits: 4, cell_bits: 1, forward: ideal";
+  const int64_t m = 6, k = 10, n = 3;
+  const CounterRng rng(21);
+  std::vector<float> x(m * k), w(k * n), y(m * n), dy(m * n), dw(k * n);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 15.0f * rng.Uniform(i);
+  x[0] = 15.0f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = rng.Normal(1000 + i);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = rng.Normal(2000 + i);
+  for (const bool quantized : {false, true}) {
+    auto mac = MakeMacro(cfg + (quantized ? ", gradient_inputs: quantized" : ""));
+    RunContext ctx;
+    ActionCounts c;
+    mac->Program(ConstMatrixView(w.data(), k, n, n), ctx, c);
+    ctx.input_max_abs = 30.0f;
+    mac->Multiply(ConstMatrixView(x.data(), m, k, k), MatrixView{y.data(), m, n, n},
+                  Direction::kForward, ctx, c);
+    ctx.input_max_abs = -1.0f;
+    mac->GradientCalc(ConstMatrixView(x.data(), m, k, k), ConstMatrixView(dy.data(), m, n, n),
+                      MatrixView{dw.data(), k, n, n}, ctx, c);
+    for (int64_t r = 0; r < k; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        double want = 0;
+        for (int64_t i = 0; i < m; ++i) {
+          const double xi = quantized ? 2.0 * std::nearbyint(x[i * k + r] / 2.0) : x[i * k + r];
+          want += xi * dy[i * n + j];
+        }
+        ASSERT_NEAR(dw[r * n + j], want, 1e-4 * (1 + std::fabs(want)))
+            << (quantized ? "quantized" : "fp") << " at " << r << ", " << j;
+      }
+    }
+  }
+}
+
 // The transposed levels are built on the first transposed read after a programming: a read
 // after reprogramming must see the new weights, exactly as a macro programmed with them alone.
 TEST(AnalogMacroTest, TransposedReadAfterReprogrammingUsesTheNewWeights) {
@@ -286,6 +435,21 @@ TEST(AnalogTrainingTest, RefAndFastKernelsTrainToIdenticalWeightsWithNoiseOn) {
 
 TEST(AnalogTrainingTest, OneAndTwoThreadsGiveIdenticalWeights) {
   ExpectSameTraining("threads=1", "threads=2");
+}
+
+// The mse input scale is searched over the whole batch (a conv layer's groups share it) and
+// column weight scales: still identical at 1 and 2 threads, and a different training from the
+// max rule's (the option reaches the layers).
+TEST(AnalogTrainingTest, MseInputScaleAndColumnScalesTrainIdenticallyAtOneAndTwoThreads) {
+  const std::string mse = "pim.macro.input_scale=mse", col = "pim.macro.weight_scale=column";
+  Session one(Resolve({"threads=1", mse, col}));
+  one.Train("", false, {});
+  Session two(Resolve({"threads=2", mse, col}));
+  two.Train("", false, {});
+  EXPECT_EQ(Weights(one), Weights(two));
+  Session max_rule(Resolve({"threads=1"}));
+  max_rule.Train("", false, {});
+  EXPECT_NE(Weights(one), Weights(max_rule));
 }
 
 TEST(AnalogTrainingTest, LearnsOnTheMacroAndCountsConversionsAndClipping) {

@@ -119,6 +119,12 @@ class Macro {
   // digital reference), so that the caller counts them as Stage::kCalibration, not as the FP
   // they ran within. Macros without calibration leave `out` alone.
   virtual void TakeCalibrationCounts(ActionCounts& out) {}
+  // The |x| that sets the per-tensor scale of the forward input x (the whole tensor a layer's
+  // calls are slices of), for a macro that chooses the scale from more than the largest |x|
+  // (analog_crossbar's input_scale: mse; larger inputs then saturate at the top code); the
+  // caller passes it as RunContext::input_max_abs. -1: the largest |x| (the default). Any work
+  // it does is counted in the macro's next forward Multiply.
+  virtual float ForwardInputBound(ConstMatrixView x) { (void)x; return -1.0f; }
 };
 
 }  // namespace pim

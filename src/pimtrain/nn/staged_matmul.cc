@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 
+#include "pimtrain/base/error.h"
 #include "pimtrain/kernels/gemm.h"
 #include "pimtrain/nn/batch_group.h"
 
@@ -89,6 +90,20 @@ float StagedMatmul::BatchMaxAbs(ConstMatrixView v, const StepContext& ctx) const
   return ctx.group != nullptr ? ctx.group->AllMax(local) : local;
 }
 
+float StagedMatmul::ForwardInputBound(ConstMatrixView x, const StepContext& ctx) const {
+  if (macro_ != nullptr) {
+    const float b = macro_->ForwardInputBound(x);
+    if (b >= 0) {
+      if (ctx.group != nullptr) {
+        throw UnsupportedError("pim.macro.input_scale: mse in a data-parallel run (the search "
+                               "over the whole batch is not shared between ranks; use max)");
+      }
+      return b;
+    }
+  }
+  return BatchMaxAbs(x, ctx);
+}
+
 void StagedMatmul::AttachMacro(std::unique_ptr<Macro> macro, int layer, ConvMapping mapping) {
   macro_ = std::move(macro);
   layer_ = layer;
@@ -137,7 +152,18 @@ void StagedMatmul::Forward(ConstMatrixView x, const Tensor& w, const float* bias
   PIM_CHECK_MSG(programmed_, "layer on a macro used before its weights were programmed");
   // A shard of a batch is scaled as the whole batch is (the caller passes a shard's whole
   // tensor when it gives no maximum).
-  if (x_max_abs < 0 && ctx.group != nullptr) x_max_abs = BatchMaxAbs(x, ctx);
+  if (x_max_abs < 0) {
+    const float b = macro_->ForwardInputBound(x);
+    if (b >= 0) {
+      if (ctx.group != nullptr) {
+        throw UnsupportedError("pim.macro.input_scale: mse in a data-parallel run (the search "
+                               "over the whole batch is not shared between ranks; use max)");
+      }
+      x_max_abs = b;
+    } else if (ctx.group != nullptr) {
+      x_max_abs = BatchMaxAbs(x, ctx);
+    }
+  }
   ActionCounts counts;
   macro_->Multiply(x, y, Direction::kForward, MakeRunContext(ctx, Stage::kForward, pool, x_max_abs),
                    counts);

@@ -82,6 +82,10 @@ class StagedMatmul {
   // (ctx.group) the largest over the ranks. Collective there: every rank calls it once per
   // tensor. What a layer passes as x_max_abs / dy_max_abs when it multiplies in slices.
   float BatchMaxAbs(ConstMatrixView v, const StepContext& ctx) const;
+  // What a layer passes as x_max_abs for the forward input x (its whole batch) on a macro: the
+  // macro's ForwardInputBound where it has one, else BatchMaxAbs. A macro-chosen bound is not
+  // collective: refused in a data-parallel run (ctx.group).
+  float ForwardInputBound(ConstMatrixView x, const StepContext& ctx) const;
   // WU write-back: programs the macro with w. Without a master copy the layer's weights become
   // what the array holds (the chip keeps no higher-precision copy), so `w` may change.
   // `stage` is where the write is counted: WU for weights; FP or BP for an activation written

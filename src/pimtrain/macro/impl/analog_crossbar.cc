@@ -190,6 +190,14 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     encoding_ = p.GetString("weight_encoding") == "differential" ? Encoding::kDifferential
                                                                   : Encoding::kOffset;
+    column_scale_ = p.GetString("weight_scale") == "column";
+    mse_input_scale_ = p.GetString("input_scale") == "mse";
+    gc_quantized_inputs_ = p.GetString("gradient_inputs") == "quantized";
+    if (column_scale_ && device_mode_) {
+      const ConfigNode& n = p.At("weight_scale");
+      throw ConfigError(n.Where() + ": weight_scale: column quantizes the integer cell levels; "
+                        "device mode maps weights with mapping.weight_scaling_columnwise");
+    }
     dac_bits_ = static_cast<int>(p.GetInt("dac_bits"));
     cell_bits_ = static_cast<int>(p.GetInt("cell_bits"));
     const int bw = spec_.weight_bits;
@@ -305,6 +313,19 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     s.Add(Param::Enum("weight_encoding", {"offset", "differential"}).Default("offset").Doc(
         "signed weights: offset (w + 2^(bits-1) stored, offset x sum(x) subtracted digitally) "
         "or differential pairs in adjacent columns, each column converted"));
+    s.Add(Param::Enum("input_scale", {"max", "mse"}).Default("max").Doc(
+        "forward input quantizer's per-tensor power-of-two scale: max (set by the largest "
+        "|x|) or mse (of 2^e_max .. 2^(e_max - 3), the one with the least squared quantization "
+        "error over the layer's whole input tensor; larger inputs saturate at the top code). "
+        "The search is digital, counted as digital_macs (one per input and candidate)"));
+    s.Add(Param::Enum("gradient_inputs", {"fp", "quantized"}).Default("fp").Doc(
+        "the activations GC multiplies (dW = g x^T dy, digital): fp (the layer's FP32 inputs) "
+        "or quantized (the input codes the forward read applied to the DACs, at that read's "
+        "scale: the gradient of the function the forward computed)"));
+    s.Add(Param::Enum("weight_scale", {"tensor", "column"}).Default("tensor").Doc(
+        "weight quantizer: tensor (one power-of-two scale for the layer, set by its largest "
+        "|w|) or column (one scale per output column, max |w_c| / (2^(bits-1) - 1), applied "
+        "by a digital multiply per output in the shift-add stage: out_scale_multiplies)"));
     s.Add(Param::Enum("dataflow", {"A", "B", "C"}).Default("A").Doc(
         "A (ISAAC/PRIME): ADC per bit-line partial sum per cycle; B (CASCADE): analog buffer "
         "lines of equal significance converted; C (Neural-PIM): NNS+A analog accumulation, one "
@@ -357,6 +378,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
                              {&kernels::AnalogKernelCounters(), &AnalogCrossbarCounters()});
   }
 
+  float ForwardInputBound(ConstMatrixView x) override {
+    if (!mse_input_scale_ || device_mode_) return -1.0f;
+    return MseInputBound(x);
+  }
+
   // ---- AnalogTunable ----
   void SetReadout(Direction dir, Readout r) override { readout_[Index(dir)] = r; }
   Readout readout(Direction dir) const override { return readout_[Index(dir)]; }
@@ -388,8 +414,14 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     const int bw = spec_.weight_bits;
     ThreadPool* pool = ctx.pool != nullptr ? ctx.pool : &DefaultPool();
-    // Symmetric power-of-two quantization: |q| <= 2^(bw-1) - 1.
-    weight_exp_ = QuantizeSignMagnitude(w, bw - 1, -1.0f, wq_, *pool);
+    // Symmetric quantization: |q| <= 2^(bw-1) - 1, with one power-of-two scale for the layer
+    // or (weight_scale: column) one scale per output column.
+    if (column_scale_) {
+      QuantizeColumns(w, bw - 1);
+    } else {
+      weight_exp_ = QuantizeSignMagnitude(w, bw - 1, -1.0f, wq_, *pool);
+      col_scale_.clear();
+    }
     offset_ = encoding_ == Encoding::kOffset ? (int64_t{1} << (bw - 1)) : 0;
     const float scale = static_cast<float>(std::ldexp(1.0, weight_exp_));
     const int pol = polarities_;
@@ -409,7 +441,11 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         const int32_t* q = wq_.data() + r * cols_;
         float* dq = wdeq_.data() + r * cols_;
         int32_t* lv = f.levels.data() + r * ncp;
-        for (int64_t c = 0; c < cols_; ++c) dq[c] = static_cast<float>(q[c]) * scale;
+        if (col_scale_.empty()) {
+          for (int64_t c = 0; c < cols_; ++c) dq[c] = static_cast<float>(q[c]) * scale;
+        } else {
+          for (int64_t c = 0; c < cols_; ++c) dq[c] = static_cast<float>(q[c]) * col_scale_[c];
+        }
         if (pol == 1) {
           for (int64_t c = 0; c < cols_; ++c) lv[c] = q[c] + off;
         } else {
@@ -513,8 +549,25 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     PIM_CHECK_MSG(x.cols == side.k && y.cols == side.n && x.rows == y.rows,
                   "Multiply: operand shapes do not match the programmed weights");
     const int bits = fwd ? spec_.input_bits : spec_.error_bits;
+    // Column scales: every output (forward) or every error input (transposed) is multiplied
+    // by its column's scale in the digital periphery.
+    if (!col_scale_.empty()) counts.Add("out_scale_multiplies", x.rows * cols_);
+    if (fwd && input_search_macs_ > 0) {  // the input_scale: mse search (ForwardInputBound)
+      counts.Add("digital_macs", input_search_macs_);
+      input_search_macs_ = 0;
+    }
+    // A transposed analog read with column scales: dx = sum_c (dy_c s_c) q_c, so the errors
+    // enter the DACs multiplied by s_c / s_max (<= 1: the batch's largest |dy| still bounds
+    // them, keeping the per-tensor exponent of a sliced batch) and s_max goes with the output.
+    if (!fwd && !col_scale_.empty() && readout_[Index(dir)] != Readout::kIdeal) {
+      x = ScaleErrorsByColumn(x);
+    }
     const int ex = QuantizeSignMagnitude(x, bits, ctx.input_max_abs, xq_,
                                          ctx.pool != nullptr ? *ctx.pool : DefaultPool());
+    if (fwd) {
+      last_forward_exp_ = ex;
+      have_forward_exp_ = true;
+    }
     if (readout_[Index(dir)] == Readout::kIdeal) {
       // The transposed read carries the calibrated gain (y = g Q(x W) => dx = g dy W^T).
       Ideal(x.rows, dir, ex, y, ctx, fwd ? 1.0 : gain_);
@@ -547,6 +600,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
                     ActionCounts& counts) override {
     PIM_CHECK_MSG(x.rows == dy.rows && dw.rows == x.cols && dw.cols == dy.cols,
                   "GradientCalc: operand shapes do not match");
+    if (gc_quantized_inputs_ && !device_mode_) x = ForwardCodesOf(x, ctx);
     kernels::GemmArgs g;
     g.trans_a = kernels::Trans::kYes;
     g.m = x.cols;
@@ -903,11 +957,109 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
   }
 
-  // y = gain * 2^(ex + ew) * (lsb * codes - offset * sum_r x[r]).
+  // gradient_inputs: quantized. x as the forward read quantized it: the input bits at the
+  // exponent of the step's last forward read (the same tensor: a layer's forward calls of one
+  // batch share one exponent), dequantized; a first GC with no forward read before it uses the
+  // max rule on x itself.
+  ConstMatrixView ForwardCodesOf(ConstMatrixView x, const RunContext& ctx) {
+    const double top = std::ldexp(1.0, spec_.input_bits) - 1;
+    const float bound = have_forward_exp_ ? static_cast<float>(std::ldexp(top, last_forward_exp_))
+                                          : -1.0f;
+    const int ex = QuantizeSignMagnitude(x, spec_.input_bits, bound, gq_,
+                                         ctx.pool != nullptr ? *ctx.pool : DefaultPool());
+    const float sx = static_cast<float>(std::ldexp(1.0, ex));
+    xg_.resize(gq_.size());
+    for (size_t i = 0; i < gq_.size(); ++i) xg_[i] = static_cast<float>(gq_[i]) * sx;
+    return ConstMatrixView(xg_.data(), x.rows, x.cols, x.cols);
+  }
+
+  // input_scale: mse. With e0 the max rule's exponent (PowerOfTwoExponent of max |x|) and
+  // top = 2^bits - 1, the exponent e in {e0, e0 - 1, e0 - 2, e0 - 3} with the least
+  // sum_i (x_i - 2^e clamp(round_half_even(x_i / 2^e), -top, top))^2 (in double, in index order:
+  // the same sum at any thread count; ties keep the larger e), returned as the bound top 2^e,
+  // for which the max rule gives exactly e. Non-finite inputs are left out, as the quantizer
+  // maps NaN to 0.
+  float MseInputBound(ConstMatrixView x) {
+    const int bits = spec_.input_bits;
+    float mx = 0;
+    for (int64_t r = 0; r < x.rows; ++r) mx = std::max(mx, MaxFiniteAbs(x.Row(r), x.cols));
+    if (!(mx > 0)) return -1.0f;
+    const int e0 = PowerOfTwoExponent(mx, bits + 1, Signedness::kSigned);
+    const double top = std::ldexp(1.0, bits) - 1;
+    int best_e = e0;
+    double best = std::numeric_limits<double>::infinity();
+    for (int d = 0; d < kInputScaleCandidates; ++d) {
+      const int e = e0 - d;
+      const double inv = std::ldexp(1.0, -e), step = std::ldexp(1.0, e);
+      double err = 0;
+      for (int64_t r = 0; r < x.rows; ++r) {
+        const float* row = x.Row(r);
+        for (int64_t c = 0; c < x.cols; ++c) {
+          const double v = row[c];
+          if (!std::isfinite(v)) continue;
+          const double q = std::min(std::max(std::nearbyint(v * inv), -top), top);
+          err += (v - q * step) * (v - q * step);
+        }
+      }
+      if (err < best) {
+        best = err;
+        best_e = e;
+      }
+    }
+    input_search_macs_ += kInputScaleCandidates * x.rows * x.cols;
+    return static_cast<float>(std::ldexp(top, best_e));
+  }
+
+  // weight_scale: column. Column c's scale s_c = max_r |w_rc| / top (1 for an all-zero
+  // column), q_rc = clamp(round_half_even(w_rc / s_c), -top, top), top = 2^bits - 1.
+  void QuantizeColumns(ConstMatrixView w, int bits) {
+    const double top = std::ldexp(1.0, bits) - 1;
+    std::vector<double> mx(static_cast<size_t>(w.cols), 0.0);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const float* row = w.Row(r);
+      for (int64_t c = 0; c < w.cols; ++c) {
+        const double a = std::fabs(static_cast<double>(row[c]));
+        if (std::isfinite(a)) mx[c] = std::max(mx[c], a);
+      }
+    }
+    col_scale_.assign(static_cast<size_t>(w.cols), 1.0f);
+    col_scale_max_ = 0;
+    for (int64_t c = 0; c < w.cols; ++c) {
+      if (mx[c] > 0) col_scale_[c] = static_cast<float>(mx[c] / top);
+      col_scale_max_ = std::max(col_scale_max_, col_scale_[c]);
+    }
+    weight_exp_ = 0;
+    wq_.resize(static_cast<size_t>(w.rows * w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const float* row = w.Row(r);
+      int32_t* out = wq_.data() + r * w.cols;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        double t = std::nearbyint(static_cast<double>(row[c]) / col_scale_[c]);
+        t = t != t ? 0.0 : std::min(std::max(t, -top), top);
+        out[c] = static_cast<int32_t>(t);
+      }
+    }
+  }
+  // The transposed inputs times s_c / s_max (column scales; see Multiply).
+  ConstMatrixView ScaleErrorsByColumn(ConstMatrixView d) {
+    xs_.resize(static_cast<size_t>(d.rows * d.cols));
+    for (int64_t i = 0; i < d.rows; ++i) {
+      const float* in = d.Row(i);
+      float* o = xs_.data() + i * d.cols;
+      for (int64_t c = 0; c < d.cols; ++c) o[c] = in[c] * (col_scale_[c] / col_scale_max_);
+    }
+    return ConstMatrixView(xs_.data(), d.rows, d.cols, d.cols);
+  }
+
+  // y = gain * 2^(ex + ew) * (lsb * codes - offset * sum_r x[r]); with column scales 2^ew is
+  // s_c forward and s_max transposed (the errors carry s_c / s_max).
   void Finish(int64_t m, Direction dir, int ex, const Chain& chain, const int64_t* codes,
               double gain, MatrixView y) const {
     const Side& s = side_[Index(dir)];
-    const double scale = std::ldexp(1.0, ex + weight_exp_) * gain;
+    const bool fwd = dir == Direction::kForward;
+    const double scale =
+        std::ldexp(1.0, ex + weight_exp_) * gain *
+        (col_scale_.empty() || fwd ? 1.0 : static_cast<double>(col_scale_max_));
     const double lsb = chain.code_unit;
     for (int64_t i = 0; i < m; ++i) {
       int64_t xsum = 0;
@@ -918,8 +1070,15 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       const double off = static_cast<double>(offset_) * static_cast<double>(xsum);
       float* row = y.Row(i);
       const int64_t* cr = codes + i * s.n;
-      for (int64_t c = 0; c < s.n; ++c) {
-        row[c] = static_cast<float>((lsb * static_cast<double>(cr[c]) - off) * scale);
+      if (col_scale_.empty() || !fwd) {
+        for (int64_t c = 0; c < s.n; ++c) {
+          row[c] = static_cast<float>((lsb * static_cast<double>(cr[c]) - off) * scale);
+        }
+      } else {
+        for (int64_t c = 0; c < s.n; ++c) {
+          row[c] = static_cast<float>((lsb * static_cast<double>(cr[c]) - off) * scale *
+                                      static_cast<double>(col_scale_[c]));
+        }
       }
     }
   }
@@ -1006,6 +1165,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
       kc.AddTo(cal);
       cal.Add("digital_macs", m * s.n);
+      if (!col_scale_.empty()) cal.Add("out_scale_multiplies", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double err = 0;
@@ -1038,6 +1198,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
       kc.AddTo(cal);
       cal.Add("digital_macs", 2 * m * s.n);  // <y_adc, y_ideal> and <y_adc, y_adc>
+      if (!col_scale_.empty()) cal.Add("out_scale_multiplies", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
       double num = 0, den = 0;
@@ -1072,6 +1233,17 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
 
   int64_t rows_ = 0, cols_ = 0;
   int weight_exp_ = 0;
+  bool column_scale_ = false;       // weight_scale: column
+  bool mse_input_scale_ = false;    // input_scale: mse
+  bool gc_quantized_inputs_ = false;  // gradient_inputs: quantized
+  int last_forward_exp_ = 0;          // the input exponent of the last forward read
+  bool have_forward_exp_ = false;
+  std::vector<int32_t> gq_;           // GC's input codes (gradient_inputs: quantized)
+  std::vector<float> xg_;
+  int64_t input_search_macs_ = 0;   // its search's digital MACs, counted at the next FP read
+  static constexpr int kInputScaleCandidates = 4;
+  std::vector<float> col_scale_;    // s_c per output column (empty: one 2^weight_exp_)
+  float col_scale_max_ = 1.0f;      // max_c s_c
   int64_t offset_ = 0;
   std::vector<int32_t> wq_;
   std::vector<float> wdeq_;

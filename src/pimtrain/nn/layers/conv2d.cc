@@ -123,7 +123,8 @@ class Conv2d final : public WeightedLayer {
       return;
     }
     // A macro scales its inputs per tensor: im2col only copies and pads, so max|cols| = max|x|.
-    const float x_max = matmul_.on_macro() ? matmul_.BatchMaxAbs(x.AsMatrix(), ctx) : -1.0f;
+    // (or the bound the macro chooses for the whole batch: ForwardInputBound)
+    const float x_max = matmul_.on_macro() ? matmul_.ForwardInputBound(x.AsMatrix(), ctx) : -1.0f;
     ForGroups(ctx, rpi * width * oc_, [&](int64_t n0, int64_t n1, ThreadPool* inner) {
       const int64_t rows = (n1 - n0) * rpi;
       float* cols = keep ? cols_.data() + n0 * rpi * width : ThreadScratch(0, rows * width);
