@@ -236,6 +236,21 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   EXPECT_LT(frac, 1.0);
 }
 
+// The operand shape of a random parity case; CaseOf gives a Case with it and defaults elsewhere.
+struct CaseShape {
+  int x_bits, dac_bits, cell_bits, slices;
+  int64_t block;
+};
+Case CaseOf(const CaseShape& sh) {
+  Case c;
+  c.x_bits = sh.x_bits;
+  c.dac_bits = sh.dac_bits;
+  c.cell_bits = sh.cell_bits;
+  c.slices = sh.slices;
+  c.block = sh.block;
+  return c;
+}
+
 // Dataflows B and C with integer levels: the fast kernel sums B's buffer lines in int64 and
 // computes C's NNS+A result (without its noise) as the block's integer product, where the
 // reference adds doubles; the numbers must be the same, bit for bit, with ADC noise, INL,
@@ -245,20 +260,12 @@ TEST(AnalogKernelTest, FastEqualsRefOnIntegerDataflowsBAndC) {
   ThreadPool two(2);
   const CounterRng rng(991);
   uint64_t i = 0;
-  const struct {
-    int x_bits, dac_bits, cell_bits, slices;
-    int64_t block;
-  } shapes[] = {{8, 1, 1, 8, 128}, {16, 1, 1, 8, 512}, {8, 2, 4, 2, 33}, {16, 4, 2, 8, 100},
+  const CaseShape shapes[] = {{8, 1, 1, 8, 128}, {16, 1, 1, 8, 512}, {8, 2, 4, 2, 33}, {16, 4, 2, 8, 100},
                 {5, 1, 3, 2, 16},  {8, 8, 1, 8, 127}};
   int64_t clipped = 0, conversions = 0;
   for (int t = 0; t < 36; ++t) {
     const auto& sh = shapes[t % 6];
-    Case c;
-    c.x_bits = sh.x_bits;
-    c.dac_bits = sh.dac_bits;
-    c.cell_bits = sh.cell_bits;
-    c.slices = sh.slices;
-    c.block = sh.block;
+    Case c = CaseOf(sh);
     c.m = 1 + static_cast<int64_t>(rng.Below(i++, 4));
     c.k = 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(3 * sh.block)));
     c.n = 1 + static_cast<int64_t>(rng.Below(i++, 40));
@@ -302,10 +309,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
   const CounterRng rng(77);
   uint64_t i = 0;
   int64_t sparse_cases = 0, direct_cases = 0, conversions = 0;
-  const struct {
-    int x_bits, dac_bits, cell_bits, slices;
-    int64_t block;
-  } shapes[] = {{16, 1, 2, 4, 128},  // isaac: 16-bit inputs, 2-bit cells
+  const CaseShape shapes[] = {{16, 1, 2, 4, 128},  // isaac: 16-bit inputs, 2-bit cells
                 {16, 2, 1, 8, 33},   // 16-bit inputs, odd blocks
                 {8, 1, 1, 8, 512},   // pimqat: 512-row blocks
                 {8, 1, 2, 4, 512},
@@ -315,12 +319,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
                 {7, 4, 4, 1, 17}};
   for (int t = 0; t < 40; ++t) {
     const auto& sh = shapes[t % 8];
-    Case c;
-    c.x_bits = sh.x_bits;
-    c.dac_bits = sh.dac_bits;
-    c.cell_bits = sh.cell_bits;
-    c.slices = sh.slices;
-    c.block = sh.block;
+    Case c = CaseOf(sh);
     c.m = 1 + static_cast<int64_t>(rng.Below(i++, 5));
     c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block)));
     c.n = 1 + static_cast<int64_t>(rng.Below(i++, 19));
@@ -1034,10 +1033,7 @@ TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
   ThreadPool two(2);
   const CounterRng rng(4242);
   uint64_t i = 0;
-  const struct {
-    int x_bits, dac_bits, cell_bits, slices;
-    int64_t block;
-  } shapes[] = {{8, 1, 1, 8, 128}, {8, 2, 2, 4, 64}, {6, 1, 2, 3, 100}, {8, 1, 1, 8, 37}};
+  const CaseShape shapes[] = {{8, 1, 1, 8, 128}, {8, 2, 2, 4, 64}, {6, 1, 2, 3, 100}, {8, 1, 1, 8, 37}};
   const double sigmas[] = {0.02, 0.3, 1.0, 3.0};
   int direct = 0, windowed = 0;
   int64_t unit_lsb = 0, coarse_lsb = 0;
