@@ -230,6 +230,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     range_mode_ = adc.GetString("range") == "calibrated" ? RangeMode::kCalibrated
                                                          : RangeMode::kFixed;
     fs_fraction_ = adc.GetDouble("full_scale");
+    calibrate_t_range_ = adc.GetString("transposed_range") == "calibrated";
+    pending_t_calibration_ = calibrate_t_range_;
     follow_input_scale_ = adc.GetBool("follow_input_scale");
     inl_lsb_ = adc.GetDouble("inl_lsb");
     thermal_sigma_ = p.At("thermal_noise").GetDouble("sigma");
@@ -271,6 +273,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         "calibrated range: follow the per-tensor input exponent, so the range stays the "
         "calibrated one in real terms (for training that recalibrates, e.g. pim_qat); false: "
         "the range stays in DAC-input units"));
+    adc->Add(Param::Enum("transposed_range", {"full", "calibrated"}).Default("full").Doc(
+        "the transposed (error propagation) read's ADC range: full = the largest possible "
+        "partial sum; calibrated = searched for least error against the exact transposed "
+        "product on the first transposed input (and when a training algorithm recalibrates)"));
     adc->Add(Param::Float("full_scale").Default(1.0).Range(1e-6, 1.0).Doc(
         "fixed range as a fraction of the largest possible partial sum"));
     adc->Add(Param::Float("inl_lsb").Default(0.0).Range(0, 1e6).Unit("LSB").Doc(
@@ -391,6 +397,7 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     pending_calibration_ = range || gain;
     calibrate_range_ = range;
     calibrate_gain_ = gain;
+    if (range && calibrate_t_range_) pending_t_calibration_ = true;
   }
   double adc_full_scale_fraction() const override { return fs_fraction_; }
   double output_gain() const override { return gain_; }
@@ -577,10 +584,14 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     }
     const uint64_t key = CallKey(ctx, dir, 0x616e61);
     if (fwd && pending_calibration_) {
-      Calibrate(x.rows, ex, key, ctx);
+      Calibrate(x.rows, ex, key, ctx, Direction::kForward);
       pending_calibration_ = false;
     }
     if (!fwd) PrepareTransposed(ctx.pool != nullptr ? ctx.pool : &DefaultPool());
+    if (!fwd && pending_t_calibration_) {
+      Calibrate(x.rows, ex, key, ctx, Direction::kTransposed);
+      pending_t_calibration_ = false;
+    }
     const Chain chain = Resolve(dir, fwd ? TrackedFraction(ex) : -1.0);
     yq_.resize(static_cast<size_t>(x.rows * side.n));
     kernels::AnalogCounts kc;
@@ -655,7 +666,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
             {"output_bits", static_cast<double>(output_bits_)},
             {"conversions_per_group", static_cast<double>(fig.conversions_per_group)},
             {"input_cycles_per_group", static_cast<double>(fig.input_cycles)},
-            {"adc_full_scale_fraction", fs_fraction_}};
+            {"adc_full_scale_fraction", fs_fraction_},
+            {"adc_full_scale_fraction_transposed", fs_fraction_t_}};
   }
 
   // ---- device mode (docs/devices.md) ----
@@ -888,8 +900,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         break;
     }
     // The forward ADC's range is the configured or calibrated fraction; the transposed read's
-    // converter keeps the hardware's full range.
-    const double frac = fraction > 0 ? fraction : (fwd ? fs_fraction_ : 1.0);
+    // converter keeps the hardware's full range unless adc.transposed_range is calibrated.
+    const double frac = fraction > 0 ? fraction : (fwd ? fs_fraction_ : fs_fraction_t_);
     const double fs = frac * ch.design_full_scale;
     double sigma2 = thermal_sigma_ * thermal_sigma_;
     if (sinad_db_ > 0) {
@@ -1122,13 +1134,15 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     return std::min(1.0, std::ldexp(fs_fraction_, cal_input_exp_ - ex));
   }
 
-  // Searches the forward ADC full scale (2^(-i/2) of the largest partial sum, i < 24) for the
-  // least squared error against the ideal product on (up to 256 rows of) this input, then
-  // the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc, y_adc>. The rows are
-  // spread evenly over the call (kCalibrationRows); xq_ is restored afterwards.
-  void Calibrate(int64_t m_all, int ex, uint64_t key, const RunContext& ctx) {
+  // Searches the ADC full scale of direction dir (2^(-i/2) of the largest partial sum, i < 24)
+  // for the least squared error against the ideal product on (up to 256 rows of) this input,
+  // then (forward only) the least-squares output gain: gain = <y_adc, y_ideal> / <y_adc,
+  // y_adc>. The rows are spread evenly over the call (kCalibrationRows); xq_ is restored
+  // afterwards. The transposed read (adc.transposed_range: calibrated) gets its own range and
+  // keeps the forward's gain (dx = g dy W^T).
+  void Calibrate(int64_t m_all, int ex, uint64_t key, const RunContext& ctx, Direction dir) {
     const int64_t m = std::min(m_all, kCalibrationRows);
-    const Side& s = side_[0];
+    const Side& s = side_[Index(dir)];
     std::vector<int32_t> all;
     if (m < m_all) {
       std::vector<int32_t> picked(static_cast<size_t>(m * s.k));
@@ -1139,15 +1153,16 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       all.swap(xq_);
       xq_.swap(picked);
     }
-    CalibrateOn(m, ex, key, ctx);
+    CalibrateOn(m, ex, key, ctx, dir);
     if (!all.empty()) xq_.swap(all);
   }
 
-  void CalibrateOn(int64_t m, int ex, uint64_t key, const RunContext& ctx) {
-    const Side& s = side_[0];
+  void CalibrateOn(int64_t m, int ex, uint64_t key, const RunContext& ctx, Direction dir) {
+    const bool fwd = dir == Direction::kForward;
+    const Side& s = side_[Index(dir)];
     std::vector<float> ideal(static_cast<size_t>(m * s.n)), got(ideal.size());
     MatrixView iv{ideal.data(), m, s.n, s.n};
-    Ideal(m, Direction::kForward, ex, iv, ctx, 1.0);
+    Ideal(m, dir, ex, iv, ctx, 1.0);
     // What the chip does for it (Stage::kCalibration): the reference product in the digital
     // periphery, each candidate's read-out through the arrays, and one squared error per output
     // and candidate (a digital MAC).
@@ -1155,19 +1170,20 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
     cal.Add("digital_macs", m * s.k * s.n);
     std::vector<int64_t> codes(ideal.size());
     double best_err = std::numeric_limits<double>::infinity();
-    double best_frac = fs_fraction_;
-    const double design = Resolve(Direction::kForward, 1.0).design_full_scale;
-    for (int i = 0; calibrate_range_ && i < kCalibrationSteps; ++i) {
+    double best_frac = fwd ? fs_fraction_ : fs_fraction_t_;
+    const double design = Resolve(dir, 1.0).design_full_scale;
+    const bool search = fwd ? calibrate_range_ : calibrate_t_range_;
+    for (int i = 0; search && i < kCalibrationSteps; ++i) {
       const double frac = std::ldexp(1.0, -i / 2) * (i % 2 == 1 ? std::sqrt(0.5) : 1.0);
       if (frac * design < 1.0) break;
-      const Chain ch = Resolve(Direction::kForward, frac);
+      const Chain ch = Resolve(dir, frac);
       kernels::AnalogCounts kc;
-      Run(m, Direction::kForward, ch, key, codes.data(), ctx, kc);
+      Run(m, dir, ch, key, codes.data(), ctx, kc);
       kc.AddTo(cal);
       cal.Add("digital_macs", m * s.n);
       if (!col_scale_.empty()) cal.Add("out_scale_multiplies", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
-      Finish(m, Direction::kForward, ex, ch, codes.data(), 1.0, gv);
+      Finish(m, dir, ex, ch, codes.data(), 1.0, gv);
       double err = 0;
       for (size_t j = 0; j < got.size(); ++j) {
         const double d = static_cast<double>(got[j]) - ideal[j];
@@ -1185,6 +1201,10 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
         best_err = err;
         best_frac = frac;
       }
+    }
+    if (!fwd) {
+      fs_fraction_t_ = best_frac;
+      return;
     }
     fs_fraction_ = best_frac;
     if (calibrate_range_) {
@@ -1219,6 +1239,8 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
   int bits_delta_ = 0;
   RangeMode range_mode_ = RangeMode::kFixed;
   double fs_fraction_ = 1.0;
+  double fs_fraction_t_ = 1.0;  // the transposed read's range (adc.transposed_range)
+  bool calibrate_t_range_ = false, pending_t_calibration_ = false;
   bool follow_input_scale_ = false;
   int cal_input_exp_ = 0;    // the forward input exponent of the last range calibration
   bool calibrated_ = false;  // a range calibration has run (TrackedFraction)
