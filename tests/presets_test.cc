@@ -194,7 +194,8 @@ TEST(PresetTest, CalibrationPassesAreTheirOwnPricedStage) {
     ConfigNode c = ResolveConfig(
         {std::string(PIMTRAIN_SOURCE_DIR) + "/presets/chips/neuralpim.yaml"},
         {"data.dir=" + dir.path(), "data.train_limit=64", "data.test_limit=32", "train.epochs=1",
-         "train.batch_size=32", "pim.macro.adc.range=" + range});
+         "train.batch_size=32", "pim.macro.adc.range=" + range,
+         "pim.macro.adc.transposed_range=" + std::string(range == "fixed" ? "full" : range)});
     Session s(c);
     return s.Train("", false, {});
   };
