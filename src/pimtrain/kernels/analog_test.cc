@@ -1398,7 +1398,8 @@ TEST(AnalogKernelTest, DirectCodeOutputErrorsMatchTheReference) {
 // Unit-step ADCs (lsb 1: every v's law one law shifted by v): the plan has a shift form, its
 // decision (the vector search's scalar model) gives the 64-bit count of thresholds reached where
 // it calls a draw fast, at random uniforms and at top halves equal to, one below and one above
-// every searched top and at 0 and 0xFFFF (random low 48 bits), on every v including those that
+// every searched top and at 0 and 0xFFFF (random low 48 bits), for the bucket form and the binary
+// search alike, on every v including those that
 // clip below (v near 0) and above (full scale 40 over 128 rows: M = 63 at lsb 1); slow draws are
 // rare; a non-integer step (6 bits over 128: lsb 128/63) has none.
 TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
@@ -1410,14 +1411,9 @@ TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
                       {8, 128.0, 2.0},  {8, 128.0, 3.0},  {6, 40.0, 0.3},  {6, 40.0, 1.0},
                       {6, 40.0, 2.5},   {4, 12.0, 0.7},   {8, 128.0, 1.7}};
   const int64_t vmax = 128;
-  int with_tops = 0;
-  for (const Law& l : laws) {
-    const AdcTransfer adc = MakeAdcTransfer(l.bits, l.full_scale, 0.0, l.sigma);
-    ASSERT_EQ(adc.inv_lsb, 1.0f);
-    const fast::internal::DirectPlan plan(adc, vmax);
-    const std::string what = std::to_string(l.bits) + " bits, sigma " + std::to_string(l.sigma);
-    if (plan.win_k == 0) continue;  // the shift form shares the window's domain
-    ASSERT_GE(plan.shift_steps, 0) << what;
+  int with_tops = 0, buckets = 0;
+  // One decision (plan's: the bucket form where shift_c > 0, else the binary search) checked.
+  auto check = [&](const fast::internal::DirectPlan& plan, const Law& l, const std::string& what) {
     const CounterRng rng(static_cast<uint64_t>(l.sigma * 1000) + static_cast<uint64_t>(l.bits));
     int64_t slow = 0, clipped_lo = 0, clipped_hi = 0;
     const int top_o = plan.law.max_code + 2;
@@ -1435,8 +1431,12 @@ TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
       clipped_hi += o == top_o;
     }
     EXPECT_LT(slow, 200) << what;
-    if (l.sigma >= 0.3) EXPECT_GT(clipped_lo, 0) << what;
-    if (l.full_scale < vmax) EXPECT_GT(clipped_hi, 0) << what;
+    if (l.sigma >= 0.3) {
+      EXPECT_GT(clipped_lo, 0) << what;
+    }
+    if (l.full_scale < vmax) {
+      EXPECT_GT(clipped_hi, 0) << what;
+    }
     std::vector<uint32_t> tops = {0, 0xFFFF};
     for (int j = 0; j < 64 && plan.shift_tops[static_cast<size_t>(j)] != 0xFFFF; ++j) {
       tops.push_back(plan.shift_tops[static_cast<size_t>(j)]);
@@ -1444,16 +1444,17 @@ TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
     with_tops += tops.size() > 2;
     int64_t at = 0, at_fast = 0;
     for (int64_t v = 0; v <= vmax; ++v) {
-      for (size_t j = 0; j < tops.size(); ++j) {
-        const uint32_t top = tops[j];
+      for (const uint32_t top : tops) {
         for (const uint32_t u16 : {top - 1, top, top + 1}) {
           if (u16 > 0xFFFF) continue;
+          const std::array<uint32_t, 4> blk = rng.Block(1000000 + static_cast<uint64_t>(at));
           const uint64_t u = (static_cast<uint64_t>(u16) << 48) |
-                             (static_cast<uint64_t>(rng.Block(1000000 + at)[0]) << 16) |
-                             (rng.Block(1000000 + at)[1] & 0xFFFF);
+                             (static_cast<uint64_t>(blk[0]) << 16) | (blk[1] & 0xFFFF);
           int o = 0;
           const bool f = plan.ShiftOutcome(v, u16, &o);
-          if (u16 == top) EXPECT_FALSE(f) << what << " v " << v << " top " << top;
+          if (u16 == top) {
+            EXPECT_FALSE(f) << what << " v " << v << " top " << top;
+          }
           if (f) {
             ASSERT_EQ(o, plan.ExactOutcome(v, u)) << what << " v " << v << " u16 " << u16;
             ++at_fast;
@@ -1463,8 +1464,24 @@ TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
       }
     }
     EXPECT_GT(at_fast, at / 3) << what;
+  };
+  for (const Law& l : laws) {
+    const AdcTransfer adc = MakeAdcTransfer(l.bits, l.full_scale, 0.0, l.sigma);
+    ASSERT_EQ(adc.inv_lsb, 1.0f);
+    const fast::internal::DirectPlan plan(adc, vmax);
+    const std::string what = std::to_string(l.bits) + " bits, sigma " + std::to_string(l.sigma);
+    if (plan.win_k == 0) continue;  // the shift form shares the window's domain
+    ASSERT_GE(plan.shift_steps, 0) << what;
+    buckets += plan.shift_c > 0;
+    check(plan, l, what + (plan.shift_c > 0 ? " (buckets)" : " (search)"));
+    if (plan.shift_c > 0) {
+      fast::internal::DirectPlan search = plan;  // the binary search on the same law
+      search.shift_c = 0;
+      check(search, l, what + " (search)");
+    }
   }
-  EXPECT_GT(with_tops, 6);
+  EXPECT_GT(with_tops, 12);
+  EXPECT_GT(buckets, 5);
   // A non-integer step is not shift-invariant: no shift form (the per-v window).
   const fast::internal::DirectPlan coarse(MakeAdcTransfer(6, 128.0, 0.0, 1.0), vmax);
   EXPECT_GT(coarse.win_k, 0);

@@ -117,10 +117,50 @@ void DirectPlan::BuildShift(int64_t vmax) {
   }
   shift_cbase = static_cast<int>(g) + z0 - 1;
   shift_steps = m;
+  // The bucket form: the fewest buckets (32 or 64) whose fullest holds at most 4 tops.
+  shift_c = 0;
+  for (const int bb : {5, 6}) {
+    const int width = 1 << (16 - bb);
+    int c_max = 0;
+    for (int b = 0; b < (1 << bb); ++b) {
+      int c = 0;
+      for (const uint16_t t : mid) c += t / width == b;
+      c_max = std::max(c_max, c);
+    }
+    if (c_max > 4) continue;
+    shift_c = std::max(c_max, 1);
+    shift_bucket_bits = bb;
+    shift_bucket.assign(static_cast<size_t>(64 * (shift_c + 1)), 0xFFFF);
+    for (int b = 0; b < 64; ++b) {
+      int below = 0, c = 0;
+      for (const uint16_t t : mid) {
+        if (b >= (1 << bb)) break;
+        if (t / width < b) {
+          ++below;
+        } else if (t / width == b) {
+          shift_bucket[static_cast<size_t>(64 * (c + 1) + b)] = t;
+          ++c;
+        }
+      }
+      shift_bucket[static_cast<size_t>(b)] = static_cast<uint16_t>(below);
+    }
+    break;
+  }
 }
 
 bool DirectPlan::ShiftOutcome(int64_t v, uint32_t u16, int* o) const {
   if (u16 == 0 || u16 >= 0xFFFF) return false;
+  if (shift_c > 0) {  // the bucket form
+    const uint32_t b = u16 >> (16 - shift_bucket_bits);
+    int r = shift_bucket[b];
+    for (int c = 0; c < shift_c; ++c) {
+      const uint16_t t = shift_bucket[64 * (c + 1) + b];
+      if (t == u16) return false;
+      r += t < u16;
+    }
+    *o = static_cast<int>(std::clamp<int64_t>(v + shift_cbase + 1 + r, 0, law.max_code + 2));
+    return true;
+  }
   int r = 0;
   for (int st = 0; st < shift_steps; ++st) {
     r += shift_search[static_cast<size_t>(st * 64 + r)] < u16 ? 1 << (shift_steps - 1 - st) : 0;
@@ -602,11 +642,65 @@ int64_t WindowSegmentK(const DirectPlan& d, const int32_t* v32, const uint8_t* v
 }
 }  // namespace
 
+// The shift form's bucket decision (DirectPlan::shift_c, C tops per bucket, BB bucket bits):
+// the bucket's count below and its C tops by C + 1 independent permutes of h16 >> (16 - BB).
+template <int C, int BB>
+int64_t ShiftBucketSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                           const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                           int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  __m512i lo[C + 1], hi[C + 1];
+  for (int c = 0; c <= C; ++c) {
+    lo[c] = _mm512_loadu_si512(d.shift_bucket.data() + 64 * c);
+    hi[c] = _mm512_loadu_si512(d.shift_bucket.data() + 64 * c + 32);
+  }
+  const __m512i one = _mm512_set1_epi16(1);
+  const __m512i cb = _mm512_set1_epi16(static_cast<int16_t>(d.shift_cbase));
+  const __m512i m1 = _mm512_set1_epi16(-1);
+  const __m512i mp1 = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code + 1));
+  auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
+    const __m512i b = _mm512_srli_epi16(uu, 16 - BB);
+    auto look = [&](int c) {
+      return BB == 6 ? _mm512_permutex2var_epi16(lo[c], b, hi[c])
+                     : _mm512_permutexvar_epi16(b, lo[c]);
+    };
+    __m512i r = _mm512_add_epi16(_mm512_add_epi16(p, cb), look(0));
+    // Slow: u16 of 0 or 0xFFFF (u16 + 1 <= 1, wrapping), or a top equal to u16.
+    __mmask32 slow_m = _mm512_cmple_epu16_mask(_mm512_add_epi16(uu, one), one);
+    for (int c = 1; c <= C; ++c) {
+      const __m512i t = look(c);
+      r = _mm512_add_epi16(r, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
+      slow_m |= _mm512_cmpeq_epi16_mask(uu, t);
+    }
+    // outcome - 1 in [-1, M + 1] (the loop counts a clipped lane as |dd - code|).
+    *dd = _mm512_min_epi16(_mm512_max_epi16(r, m1), mp1);
+    return slow_m;
+  };
+  return SegmentLoop(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns, decide);
+}
+
 // The table's direct_window_segment: the shift form's variant for its steps where the plan has
 // one, else the window's for the plan's K and tables.
 int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
                                   const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
                                   int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  if (d.shift_steps >= 0 && d.shift_c > 0 && DirectShiftEnabled()) {
+    switch (d.shift_c * 8 + d.shift_bucket_bits) {
+#define PIM_SHIFT_B(CC, BB) \
+  case CC * 8 + BB:         \
+    return ShiftBucketSegment<CC, BB>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+      PIM_SHIFT_B(1, 5)
+      PIM_SHIFT_B(2, 5)
+      PIM_SHIFT_B(3, 5)
+      PIM_SHIFT_B(4, 5)
+      PIM_SHIFT_B(1, 6)
+      PIM_SHIFT_B(2, 6)
+      PIM_SHIFT_B(3, 6)
+      PIM_SHIFT_B(4, 6)
+#undef PIM_SHIFT_B
+      default:
+        break;
+    }
+  }
   if (d.shift_steps >= 0 && DirectShiftEnabled()) {
     switch (d.shift_steps) {
 #define PIM_SHIFT_M(MM) \

@@ -145,6 +145,12 @@ struct DirectPlan {
   // The search's tables: shift_search[s * 64 + j] = shift_tops[j + 2^(shift_steps - 1 - s) - 1]
   // (0xFFFF past the end), step s's compare at index r.
   std::vector<uint16_t> shift_search;
+  // The bucket form of the same search, where every bucket of h16 (2^shift_bucket_bits of them,
+  // 5 or 6 bits) holds at most shift_c <= 4 tops (0: binary search): shift_bucket[b] = #{tops
+  // below bucket b}, shift_bucket[64 (c + 1) + b] = bucket b's c-th top (0xFFFF: none); then
+  // r = shift_bucket[b] + #{c : top_c(b) < h16}, every table looked up by one permute of b.
+  int shift_c = 0, shift_bucket_bits = 0;
+  std::vector<uint16_t> shift_bucket;
   DirectPlan(const AdcTransfer& adc, int64_t vmax);
   // The outcome of partial sum v for high word w1 (U's top 32 bits) of draw i (the low word
   // drawn only where w1 equals a threshold's high word).
