@@ -430,7 +430,8 @@ namespace {
 // One segment's loop (the window's and the shift form's): for the S slice rows of partial sums
 // (bytes v8 or int32 v32) and top-16-bit uniforms u[q ncp + cp],
 // acc[cp] += sign * sum_q (code << (q pr)) << shift_j, 32 columns a step. decide(p, uu, &dd)
-// gives per lane dd = outcome - 1 (code = clamp(dd, 0, M)) and returns the mask of slow lanes.
+// gives per lane dd = outcome - 1 before clipping (code = clamp(dd, 0, M), clipped iff
+// dd != code) and returns the mask of slow lanes.
 // Slow draws (decide's) add nothing and are listed in slow[*ns ..] as i = q ncp + cp; the caller
 // adds their exact codes. Returns the fast draws' clipped count. The slices' codes add in 16 bits
 // when M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
@@ -470,7 +471,7 @@ inline int64_t SegmentLoop(const DirectPlan& d, const int32_t* v32, const uint8_
       __m512i cf;
       if ((sl | static_cast<__mmask32>(~lm)) == 0) [[likely]] {
         cf = code;
-        clipv = _mm512_add_epi16(clipv, _mm512_abs_epi16(_mm512_sub_epi16(dd, code)));
+        clipv = _mm512_mask_add_epi16(clipv, _mm512_cmpneq_epi16_mask(dd, code), clipv, one);
       } else {
         const __mmask32 fast = lm & ~sl;
         clipped += __builtin_popcount(_mm512_mask_cmpneq_epi16_mask(fast, code, dd));
@@ -595,8 +596,6 @@ int64_t ShiftSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
   const __m512i w1 = _mm512_loadu_si512(d.shift_tops.data() + 32);
   const __m512i one = _mm512_set1_epi16(1);
   const __m512i cb = _mm512_set1_epi16(static_cast<int16_t>(d.shift_cbase));
-  const __m512i m1 = _mm512_set1_epi16(-1);
-  const __m512i mp1 = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code + 1));
   auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
     __m512i r = _mm512_setzero_si512();
     for (int st = 0; st < MS; ++st) {
@@ -606,9 +605,7 @@ int64_t ShiftSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
     }
     const __m512i tt =
         MS == 6 ? _mm512_permutex2var_epi16(w0, r, w1) : _mm512_permutexvar_epi16(r, w0);
-    // outcome - 1 in [-1, M + 1] (the loop counts a clipped lane as |dd - code|).
-    *dd = _mm512_min_epi16(_mm512_max_epi16(_mm512_add_epi16(_mm512_add_epi16(p, cb), r), m1),
-                           mp1);
+    *dd = _mm512_add_epi16(_mm512_add_epi16(p, cb), r);
     // Slow: a top equal to u16, or u16 of 0 or 0xFFFF (u16 + 1 <= 1, wrapping).
     return _mm512_cmpeq_epi16_mask(uu, tt) |
            _mm512_cmple_epu16_mask(_mm512_add_epi16(uu, one), one);
@@ -655,8 +652,6 @@ int64_t ShiftBucketSegment(const DirectPlan& d, const int32_t* v32, const uint8_
   }
   const __m512i one = _mm512_set1_epi16(1);
   const __m512i cb = _mm512_set1_epi16(static_cast<int16_t>(d.shift_cbase));
-  const __m512i m1 = _mm512_set1_epi16(-1);
-  const __m512i mp1 = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code + 1));
   auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
     const __m512i b = _mm512_srli_epi16(uu, 16 - BB);
     auto look = [&](int c) {
@@ -671,8 +666,7 @@ int64_t ShiftBucketSegment(const DirectPlan& d, const int32_t* v32, const uint8_
       r = _mm512_add_epi16(r, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
       slow_m |= _mm512_cmpeq_epi16_mask(uu, t);
     }
-    // outcome - 1 in [-1, M + 1] (the loop counts a clipped lane as |dd - code|).
-    *dd = _mm512_min_epi16(_mm512_max_epi16(r, m1), mp1);
+    *dd = r;
     return slow_m;
   };
   return SegmentLoop(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns, decide);
