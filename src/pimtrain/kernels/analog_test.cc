@@ -1393,5 +1393,158 @@ TEST(AnalogKernelTest, DirectCodeOutputErrorsMatchTheReference) {
   EXPECT_NEAR(nz[0], nz[1], 5 * std::sqrt((nz[0] * (1 - nz[0]) + nz[1] * (1 - nz[1])) / n_out));
 }
 
+// ---- The shift form (DirectPlan::ShiftOutcome; docs/analog.md, "Shift-invariant laws") -------
+
+// Unit-step ADCs (lsb 1: every v's law one law shifted by v): the plan has a shift form, its
+// decision (the vector search's scalar model) gives the 64-bit count of thresholds reached where
+// it calls a draw fast, at random uniforms and at top halves equal to, one below and one above
+// every searched top and at 0 and 0xFFFF (random low 48 bits), for the bucket form and the binary
+// search alike, on every v including those that
+// clip below (v near 0) and above (full scale 40 over 128 rows: M = 63 at lsb 1); slow draws are
+// rare; a non-integer step (6 bits over 128: lsb 128/63) has none.
+TEST(AnalogKernelTest, DirectCodeShiftFormGivesTheLawsOutcome) {
+  struct Law {
+    int bits;
+    double full_scale, sigma;
+  };
+  const Law laws[] = {{8, 128.0, 0.02}, {8, 128.0, 0.3},  {8, 128.0, 0.5}, {8, 128.0, 1.0},
+                      {8, 128.0, 2.0},  {8, 128.0, 3.0},  {6, 40.0, 0.3},  {6, 40.0, 1.0},
+                      {6, 40.0, 2.5},   {4, 12.0, 0.7},   {8, 128.0, 1.7}};
+  const int64_t vmax = 128;
+  int with_tops = 0, buckets = 0;
+  // One decision (plan's: the bucket form where shift_c > 0, else the binary search) checked.
+  auto check = [&](const fast::internal::DirectPlan& plan, const Law& l, const std::string& what) {
+    const CounterRng rng(static_cast<uint64_t>(l.sigma * 1000) + static_cast<uint64_t>(l.bits));
+    int64_t slow = 0, clipped_lo = 0, clipped_hi = 0;
+    const int top_o = plan.law.max_code + 2;
+    for (uint64_t t = 0; t < 200000; ++t) {
+      const int64_t v = static_cast<int64_t>(rng.Below(2 * t, vmax + 1));
+      const std::array<uint32_t, 4> blk = rng.Block(2 * t + 1);
+      const uint64_t u = (static_cast<uint64_t>(blk[0]) << 32) | blk[1];
+      int o = 0;
+      if (!plan.ShiftOutcome(v, static_cast<uint32_t>(u >> 48), &o)) {
+        ++slow;
+        continue;
+      }
+      ASSERT_EQ(o, plan.ExactOutcome(v, u)) << what << " v " << v << " u " << u;
+      clipped_lo += o == 0;
+      clipped_hi += o == top_o;
+    }
+    EXPECT_LT(slow, 200) << what;
+    if (l.sigma >= 0.3) {
+      EXPECT_GT(clipped_lo, 0) << what;
+    }
+    if (l.full_scale < vmax) {
+      EXPECT_GT(clipped_hi, 0) << what;
+    }
+    std::vector<uint32_t> tops = {0, 0xFFFF};
+    for (int j = 0; j < 64 && plan.shift_tops[static_cast<size_t>(j)] != 0xFFFF; ++j) {
+      tops.push_back(plan.shift_tops[static_cast<size_t>(j)]);
+    }
+    with_tops += tops.size() > 2;
+    int64_t at = 0, at_fast = 0;
+    for (int64_t v = 0; v <= vmax; ++v) {
+      for (const uint32_t top : tops) {
+        for (const uint32_t u16 : {top - 1, top, top + 1}) {
+          if (u16 > 0xFFFF) continue;
+          const std::array<uint32_t, 4> blk = rng.Block(1000000 + static_cast<uint64_t>(at));
+          const uint64_t u = (static_cast<uint64_t>(u16) << 48) |
+                             (static_cast<uint64_t>(blk[0]) << 16) | (blk[1] & 0xFFFF);
+          int o = 0;
+          const bool f = plan.ShiftOutcome(v, u16, &o);
+          if (u16 == top) {
+            EXPECT_FALSE(f) << what << " v " << v << " top " << top;
+          }
+          if (f) {
+            ASSERT_EQ(o, plan.ExactOutcome(v, u)) << what << " v " << v << " u16 " << u16;
+            ++at_fast;
+          }
+          ++at;
+        }
+      }
+    }
+    EXPECT_GT(at_fast, at / 3) << what;
+  };
+  for (const Law& l : laws) {
+    const AdcTransfer adc = MakeAdcTransfer(l.bits, l.full_scale, 0.0, l.sigma);
+    ASSERT_EQ(adc.inv_lsb, 1.0f);
+    const fast::internal::DirectPlan plan(adc, vmax);
+    const std::string what = std::to_string(l.bits) + " bits, sigma " + std::to_string(l.sigma);
+    if (plan.win_k == 0) continue;  // the shift form shares the window's domain
+    ASSERT_GE(plan.shift_steps, 0) << what;
+    buckets += plan.shift_c > 0;
+    check(plan, l, what + (plan.shift_c > 0 ? " (buckets)" : " (search)"));
+    if (plan.shift_c > 0) {
+      fast::internal::DirectPlan search = plan;  // the binary search on the same law
+      search.shift_c = 0;
+      check(search, l, what + " (search)");
+    }
+  }
+  EXPECT_GT(with_tops, 12);
+  EXPECT_GT(buckets, 5);
+  // A non-integer step is not shift-invariant: no shift form (the per-v window).
+  const fast::internal::DirectPlan coarse(MakeAdcTransfer(6, 128.0, 0.0, 1.0), vmax);
+  EXPECT_GT(coarse.win_k, 0);
+  EXPECT_EQ(coarse.shift_steps, -1);
+}
+
+// The shift form in the kernel against the reference side (ref::AnalogMatMulAsFast) bit for bit
+// and against the per-v window (DirectShiftEnabled() = false) and the guide: unit-step ADCs
+// (clipping below, and above where the full scale is under the largest partial sum), sigma 0.02
+// to 3 units, 1-bit and wider DACs and cells, odd column counts, differential pairs, signed
+// inputs, 1 and 2 threads.
+TEST(AnalogKernelTest, DirectCodeShiftFormEqualsItsReferenceBitForBit) {
+  ThreadPool two(2);
+  const CounterRng rng(5151);
+  uint64_t i = 0;
+  const CaseShape shapes[] = {{8, 1, 1, 8, 128}, {8, 1, 1, 8, 64}, {6, 1, 2, 3, 40}, {8, 2, 1, 4, 37}};
+  const double sigmas[] = {0.02, 0.3, 0.5, 1.0, 2.0, 3.0};
+  int shifted = 0, clip_hi = 0;
+  for (int t = 0; t < 36; ++t) {
+    const auto& sh = shapes[t % 4];
+    Case c{1 + static_cast<int64_t>(rng.Below(i++, 4)), 0, 0, sh.x_bits, sh.dac_bits,
+           sh.cell_bits, sh.slices, 1 + static_cast<int>(rng.Below(i++, 2)), rng.Below(i++, 2) == 1,
+           false, rng.Below(i++, 4) != 0, sh.block, Dataflow::kA, 0, 0.0, 0.0, 0.0, 0.0};
+    c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block) * 2));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 40));
+    c.adc_bits = 6 + static_cast<int>(rng.Below(i++, 3));
+    // Full scale at most 2^bits - 1 units: lsb 1; below the largest partial sum it clips above.
+    const double vm = MaxPartialSum(c);
+    const double fs = std::min(vm, static_cast<double>((1 << c.adc_bits) - 1)) *
+                      (rng.Below(i++, 2) == 0 ? 1.0 : 0.3 + 0.6 * rng.Uniform(i++));
+    c.range_fraction = fs / vm;
+    c.sigma = sigmas[rng.Below(i++, 6)];
+    Data d = Make(c, 7000 + static_cast<uint64_t>(t));
+    if (!detail::DirectCodes(d.p)) continue;
+    if (d.p.readout.adc.inv_lsb != 1.0f) continue;
+    const fast::internal::DirectPlan plan(d.p.readout.adc,
+                                          static_cast<int64_t>(detail::MaxPartialSum(d.p)));
+    const std::string what = "case " + std::to_string(t) + " adc " + std::to_string(c.adc_bits) +
+                             " sigma " + std::to_string(c.sigma) + " n " + std::to_string(c.n);
+    const Result r = RunRefAsFast(d);
+    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    const Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    if (plan.shift_steps < 0) continue;
+    ++shifted;
+    clip_hi += fs < vm;
+    fast::internal::DirectShiftEnabled() = false;
+    const Result w = RunFast(d, &two, t % 2 == 0);
+    fast::internal::DirectShiftEnabled() = true;
+    fast::internal::DirectWindowEnabled() = false;
+    const Result g = RunFast(d, nullptr, t % 2 == 1);
+    fast::internal::DirectWindowEnabled() = true;
+    EXPECT_EQ(r.y, w.y) << what << " (window)";
+    EXPECT_EQ(r.y, g.y) << what << " (guide)";
+    ExpectSameCounts(r.counts, w.counts, what + " (window)");
+    ExpectSameCounts(r.counts, g.counts, what + " (guide)");
+  }
+  EXPECT_GT(shifted, 12);
+  EXPECT_GT(clip_hi, 3);
+}
+
 }  // namespace
 }  // namespace pim::kernels

@@ -6,7 +6,10 @@
 //   16-bit tops of K thresholds around the partial sum's most likely code, 32 conversions per
 //   vector, the thresholds looked up by permutes; a conversion whose top bits equal a
 //   threshold's, or fall outside the window, is listed and counted exactly against all
-//   thresholds with its whole U (~1e-4 of the draws);
+//   thresholds with its whole U (~1e-4 of the draws); where the law is shift-invariant (a unit
+//   step: every v's law is one law shifted by v), the shift form instead: one list of
+//   thresholds for all v, searched by a branchless binary search of permutes, the code
+//   clamp(v + c(U), 0, M);
 // - the guide table (any build): U's top 32 bits index a guide by (partial sum, top 10 bits);
 //   buckets that hold a threshold (~1-3 %) are resolved with the top 32 bits, and the low
 //   bits are drawn only where those equal a threshold's (~2^-32 per threshold).
@@ -52,6 +55,119 @@ DirectPlan::DirectPlan(const AdcTransfer& adc, int64_t vmax)
     }
   }
   BuildWindow(vmax);
+  BuildShift(vmax);
+}
+
+// The shift form (analog_worker.h; docs/analog.md, "Shift-invariant laws"): the law of the v with
+// the most thresholds, s and g = o_lo - v, taken as everyone's, and kept only if every v's
+// outcome equals clamp(v + g + #{k : U >= s_k}, 0, M + 2) for every U. Both sides are
+// nondecreasing step functions of U, constant from each of their breakpoints to the next, so
+// equality at U = 0 and at every breakpoint of either (v's thresholds and s) is equality
+// everywhere.
+void DirectPlan::BuildShift(int64_t vmax) {
+  shift_steps = -1;
+  if (win_k == 0) return;  // the same domain as the window (partial sums below 192)
+  auto count = [&](int64_t v) {
+    return static_cast<int64_t>(law.start[static_cast<size_t>(v + 1)] -
+                                law.start[static_cast<size_t>(v)]);
+  };
+  auto bounds = [&](int64_t v) { return law.bounds.data() + law.start[static_cast<size_t>(v)]; };
+  int64_t vs = 0;
+  for (int64_t v = 1; v <= vmax; ++v) {
+    if (count(v) > count(vs)) vs = v;
+  }
+  const std::vector<uint64_t> sl(bounds(vs), bounds(vs) + count(vs));
+  const int64_t g = law.o_lo[static_cast<size_t>(vs)] - vs, top = law.max_code + 2;
+  auto shifted = [&](int64_t v, uint64_t u) {
+    int64_t c = v + g;
+    for (const uint64_t x : sl) c += u >= x;
+    return std::clamp<int64_t>(c, 0, top);
+  };
+  for (int64_t v = 0; v <= vmax; ++v) {
+    if (shifted(v, 0) != ExactOutcome(v, 0)) return;
+    for (int64_t k = 0; k < count(v); ++k) {
+      if (shifted(v, bounds(v)[k]) != ExactOutcome(v, bounds(v)[k])) return;
+    }
+    for (const uint64_t x : sl) {
+      if (shifted(v, x) != ExactOutcome(v, x)) return;
+    }
+  }
+  // The tops: those of 0 are passed by every h16 > 0, those of 0xFFFF by no h16 < 0xFFFF.
+  int z0 = 0;
+  std::vector<uint16_t> mid;
+  for (const uint64_t x : sl) {
+    const uint16_t t = static_cast<uint16_t>(x >> 48);
+    if (t == 0) {
+      ++z0;
+    } else if (t != 0xFFFF) {
+      mid.push_back(t);
+    }
+  }
+  int m = 0;
+  while ((int64_t{1} << m) - 1 < static_cast<int64_t>(mid.size())) ++m;
+  if (m > 6) return;  // 64-entry tables (two registers) at most
+  shift_tops.assign(64, 0xFFFF);
+  std::copy(mid.begin(), mid.end(), shift_tops.begin());
+  shift_search.assign(static_cast<size_t>(64 * std::max(m, 1)), 0xFFFF);
+  for (int st = 0; st < m; ++st) {
+    const int h = 1 << (m - 1 - st);
+    for (int j = 0; j + h - 1 < 64; ++j) {
+      shift_search[static_cast<size_t>(st * 64 + j)] = shift_tops[static_cast<size_t>(j + h - 1)];
+    }
+  }
+  shift_cbase = static_cast<int>(g) + z0 - 1;
+  shift_steps = m;
+  // The bucket form: the fewest buckets (32 or 64) whose fullest holds at most 4 tops.
+  shift_c = 0;
+  for (const int bb : {5, 6}) {
+    const int width = 1 << (16 - bb);
+    int c_max = 0;
+    for (int b = 0; b < (1 << bb); ++b) {
+      int c = 0;
+      for (const uint16_t t : mid) c += t / width == b;
+      c_max = std::max(c_max, c);
+    }
+    if (c_max > 4) continue;
+    shift_c = std::max(c_max, 1);
+    shift_bucket_bits = bb;
+    shift_bucket.assign(static_cast<size_t>(64 * (shift_c + 1)), 0xFFFF);
+    for (int b = 0; b < 64; ++b) {
+      int below = 0, c = 0;
+      for (const uint16_t t : mid) {
+        if (b >= (1 << bb)) break;
+        if (t / width < b) {
+          ++below;
+        } else if (t / width == b) {
+          shift_bucket[static_cast<size_t>(64 * (c + 1) + b)] = t;
+          ++c;
+        }
+      }
+      shift_bucket[static_cast<size_t>(b)] = static_cast<uint16_t>(below);
+    }
+    break;
+  }
+}
+
+bool DirectPlan::ShiftOutcome(int64_t v, uint32_t u16, int* o) const {
+  if (u16 == 0 || u16 >= 0xFFFF) return false;
+  if (shift_c > 0) {  // the bucket form
+    const uint32_t b = u16 >> (16 - shift_bucket_bits);
+    int r = shift_bucket[b];
+    for (int c = 0; c < shift_c; ++c) {
+      const uint16_t t = shift_bucket[64 * (c + 1) + b];
+      if (t == u16) return false;
+      r += t < u16;
+    }
+    *o = static_cast<int>(std::clamp<int64_t>(v + shift_cbase + 1 + r, 0, law.max_code + 2));
+    return true;
+  }
+  int r = 0;
+  for (int st = 0; st < shift_steps; ++st) {
+    r += shift_search[static_cast<size_t>(st * 64 + r)] < u16 ? 1 << (shift_steps - 1 - st) : 0;
+  }
+  if (shift_tops[static_cast<size_t>(r)] == u16) return false;
+  *o = static_cast<int>(std::clamp<int64_t>(v + shift_cbase + 1 + r, 0, law.max_code + 2));
+  return true;
 }
 
 // The window (analog_worker.h): per partial sum v, n consecutive outcomes and the K = n + 1
@@ -311,48 +427,25 @@ int64_t DirectCodesSegmentAvx2(const uint16_t* guide, const int32_t* v, const ui
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 namespace {
-// The window's segment for K thresholds and T (1 or 3) tables of 64 partial sums: for the S slice
-// rows of partial sums (bytes v8 or int32 v32) and top-16-bit uniforms u[q ncp + cp],
-// acc[cp] += sign * sum_q (code << (q pr)) << shift_j, 32 columns a step. Each threshold by
-// one permute (a second one and a blend in vectors where some partial sum is 64 or more), its
-// compare as min(subs(u, t), 1) and equality as min(u ^ t) == 0 (vector compares into masks
-// cost more on this core). Slow draws (equal to a threshold's top bits, or outside the window)
-// add nothing and are listed in slow[*ns ..] as i = q ncp + cp; the caller adds their exact
-// codes. Returns the fast draws' clipped count. The slices' codes add in 16 bits when
-// M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
-template <int K, int T>
-int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
-                      const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                      int64_t* acc, uint32_t* slow, int64_t* ns) {
-  constexpr int64_t np = 64 * T;
-  const uint16_t* win = d.win.data();
-  const uint16_t* base = reinterpret_cast<const uint16_t*>(d.win_base.data());
+// One segment's loop (the window's and the shift form's): for the S slice rows of partial sums
+// (bytes v8 or int32 v32) and top-16-bit uniforms u[q ncp + cp],
+// acc[cp] += sign * sum_q (code << (q pr)) << shift_j, 32 columns a step. decide(p, uu, &dd)
+// gives per lane dd = outcome - 1 before clipping (code = clamp(dd, 0, M), clipped iff
+// dd != code) and returns the mask of slow lanes.
+// Slow draws (decide's) add nothing and are listed in slow[*ns ..] as i = q ncp + cp; the caller
+// adds their exact codes. Returns the fast draws' clipped count. The slices' codes add in 16 bits
+// when M sum_q 2^(q pr) < 2^16 (narrow), else in int32.
+template <class Decide>
+inline int64_t SegmentLoop(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                           const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                           int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns,
+                           const Decide& decide) {
   const bool narrow =
       static_cast<double>(d.law.max_code) * (std::ldexp(1.0, S * pr) - 1.0) /
           (std::ldexp(1.0, pr) - 1.0) < 65536.0;
   const __m512i one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   const __m512i mcode = _mm512_set1_epi16(static_cast<int16_t>(d.law.max_code));
-  const __m512i c64 = _mm512_set1_epi16(64), c128 = _mm512_set1_epi16(128);
-  const __m512i km2 = _mm512_set1_epi16(static_cast<int16_t>(K - 2));
   const __m128i vshift = _mm_cvtsi32_si128(shift_j);
-  // The first 64 entries of each table in registers.
-  __m512i t0[K], t1[K];
-  for (int k = 0; k < K; ++k) {
-    t0[k] = _mm512_loadu_si512(win + k * np);
-    t1[k] = _mm512_loadu_si512(win + k * np + 32);
-  }
-  const __m512i b0 = _mm512_loadu_si512(base), b1 = _mm512_loadu_si512(base + 32);
-  auto upper = [&](const uint16_t* tab, __m512i t, __m512i p, __mmask32 h1, __mmask32 h2) {
-    t = _mm512_mask_blend_epi16(
-        h1, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 64), p,
-                                         _mm512_loadu_si512(tab + 96)));
-    if (h2 != 0) {
-      t = _mm512_mask_blend_epi16(
-          h2, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 128), p,
-                                           _mm512_loadu_si512(tab + 160)));
-    }
-    return t;
-  };
   int64_t clipped = 0, k = *ns;
   __m512i clip32 = _mm512_setzero_si512();  // fast, whole vectors' clipped count, int32 lanes
   for (int64_t cp0 = 0; cp0 < ncp; cp0 += 32) {
@@ -372,36 +465,13 @@ int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8
                                _mm512_cvtepi32_epi16(vb), 1);
       }
       const __m512i uu = _mm512_maskz_loadu_epi16(lm, u + i0);
-      __m512i rk = zero, e = _mm512_set1_epi16(-1);
-      __m512i bs = _mm512_permutex2var_epi16(b0, p, b1);
-      const __mmask32 h1 = T > 1 ? _mm512_cmpge_epu16_mask(p, c64) : 0;
-      if (T > 1 && h1 != 0) {
-        const __mmask32 h2 = _mm512_cmpge_epu16_mask(p, c128);
-        bs = upper(base, bs, p, h1, h2);
-        for (int kk = 0; kk < K; ++kk) {
-          const __m512i t =
-              upper(win + kk * np, _mm512_permutex2var_epi16(t0[kk], p, t1[kk]), p, h1, h2);
-          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
-          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
-        }
-      } else {
-        for (int kk = 0; kk < K; ++kk) {
-          const __m512i t = _mm512_permutex2var_epi16(t0[kk], p, t1[kk]);
-          rk = _mm512_add_epi16(rk, _mm512_min_epu16(_mm512_subs_epu16(uu, t), one));
-          e = _mm512_min_epu16(e, _mm512_xor_si512(uu, t));
-        }
-      }
-      const __m512i r1 = _mm512_sub_epi16(rk, one);
-      const __m512i dd = _mm512_add_epi16(bs, r1);  // outcome - 1
+      __m512i dd;
+      __mmask32 sl = decide(p, uu, &dd) & lm;
       const __m512i code = _mm512_min_epi16(_mm512_max_epi16(dd, zero), mcode);
-      // Slow: rank 0 or K (rank - 1 > K - 2 unsigned) or an equal top.
-      const __m512i bad = _mm512_or_si512(_mm512_subs_epu16(r1, km2),
-                                          _mm512_xor_si512(_mm512_min_epu16(e, one), one));
-      __mmask32 sl = _mm512_test_epi16_mask(bad, bad) & lm;
       __m512i cf;
       if ((sl | static_cast<__mmask32>(~lm)) == 0) [[likely]] {
         cf = code;
-        clipv = _mm512_add_epi16(clipv, _mm512_abs_epi16(_mm512_sub_epi16(dd, code)));
+        clipv = _mm512_mask_add_epi16(clipv, _mm512_cmpneq_epi16_mask(dd, code), clipv, one);
       } else {
         const __mmask32 fast = lm & ~sl;
         clipped += __builtin_popcount(_mm512_mask_cmpneq_epi16_mask(fast, code, dd));
@@ -446,6 +516,103 @@ int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8
   return clipped + _mm512_reduce_add_epi32(clip32);
 }
 
+// The window's decision for K thresholds and T (1 or 3) tables of 64 partial sums. Each threshold
+// by one permute (a second one and a blend in vectors where some partial sum is 64 or more), its
+// compare into a mask and a masked add, equality into a mask (aspeed6: 6-9 % fewer samples in
+// this function on the 6-bit sigma-1 cell than min(subs(u, t), 1) and min(u ^ t) == 0).
+// Slow: rank 0 or K, or a top equal to u16.
+template <int K, int T>
+int64_t WindowSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                      const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                      int64_t* acc, uint32_t* slow, int64_t* ns) {
+  constexpr int64_t np = 64 * T;
+  const uint16_t* win = d.win.data();
+  const uint16_t* base = reinterpret_cast<const uint16_t*>(d.win_base.data());
+  const __m512i one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+  const __m512i c64 = _mm512_set1_epi16(64), c128 = _mm512_set1_epi16(128);
+  const __m512i km2 = _mm512_set1_epi16(static_cast<int16_t>(K - 2));
+  // The first 64 entries of each table in registers.
+  __m512i t0[K], t1[K];
+  for (int k = 0; k < K; ++k) {
+    t0[k] = _mm512_loadu_si512(win + k * np);
+    t1[k] = _mm512_loadu_si512(win + k * np + 32);
+  }
+  const __m512i b0 = _mm512_loadu_si512(base), b1 = _mm512_loadu_si512(base + 32);
+  auto upper = [&](const uint16_t* tab, __m512i t, __m512i p, __mmask32 h1, __mmask32 h2) {
+    t = _mm512_mask_blend_epi16(
+        h1, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 64), p,
+                                         _mm512_loadu_si512(tab + 96)));
+    if (h2 != 0) {
+      t = _mm512_mask_blend_epi16(
+          h2, t, _mm512_permutex2var_epi16(_mm512_loadu_si512(tab + 128), p,
+                                           _mm512_loadu_si512(tab + 160)));
+    }
+    return t;
+  };
+  auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
+    __m512i rk = zero;
+    __mmask32 eq = 0;
+    __m512i bs = _mm512_permutex2var_epi16(b0, p, b1);
+    const __mmask32 h1 = T > 1 ? _mm512_cmpge_epu16_mask(p, c64) : 0;
+    if (T > 1 && h1 != 0) {
+      const __mmask32 h2 = _mm512_cmpge_epu16_mask(p, c128);
+      bs = upper(base, bs, p, h1, h2);
+      for (int kk = 0; kk < K; ++kk) {
+        const __m512i t =
+            upper(win + kk * np, _mm512_permutex2var_epi16(t0[kk], p, t1[kk]), p, h1, h2);
+        rk = _mm512_mask_add_epi16(rk, _mm512_cmpgt_epu16_mask(uu, t), rk, one);
+        eq |= _mm512_cmpeq_epi16_mask(uu, t);
+      }
+    } else {
+      for (int kk = 0; kk < K; ++kk) {
+        const __m512i t = _mm512_permutex2var_epi16(t0[kk], p, t1[kk]);
+        rk = _mm512_mask_add_epi16(rk, _mm512_cmpgt_epu16_mask(uu, t), rk, one);
+        eq |= _mm512_cmpeq_epi16_mask(uu, t);
+      }
+    }
+    const __m512i r1 = _mm512_sub_epi16(rk, one);
+    *dd = _mm512_add_epi16(bs, r1);  // outcome - 1
+    // Slow: rank 0 or K (rank - 1 > K - 2 unsigned) or an equal top.
+    return eq | _mm512_cmpgt_epu16_mask(r1, km2);
+  };
+  return SegmentLoop(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns, decide);
+}
+
+// The shift form's decision (DirectPlan::ShiftOutcome) for MS search steps: the tables in
+// registers (one per step, two halves at MS = 6), r by MS permutes, compares into masks and
+// masked adds, the tie by one more permute; no per-v lookup.
+template <int MS>
+int64_t ShiftSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                     const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                     int64_t* acc, uint32_t* slow, int64_t* ns) {
+  constexpr int NS = MS > 0 ? MS : 1;
+  __m512i lo[NS], hi[NS], h[NS];
+  for (int st = 0; st < MS; ++st) {
+    lo[st] = _mm512_loadu_si512(d.shift_search.data() + st * 64);
+    hi[st] = _mm512_loadu_si512(d.shift_search.data() + st * 64 + 32);
+    h[st] = _mm512_set1_epi16(static_cast<int16_t>(1 << (MS - 1 - st)));
+  }
+  const __m512i w0 = _mm512_loadu_si512(d.shift_tops.data());
+  const __m512i w1 = _mm512_loadu_si512(d.shift_tops.data() + 32);
+  const __m512i one = _mm512_set1_epi16(1);
+  const __m512i cb = _mm512_set1_epi16(static_cast<int16_t>(d.shift_cbase));
+  auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
+    __m512i r = _mm512_setzero_si512();
+    for (int st = 0; st < MS; ++st) {
+      const __m512i t = MS == 6 ? _mm512_permutex2var_epi16(lo[st], r, hi[st])
+                                : _mm512_permutexvar_epi16(r, lo[st]);
+      r = _mm512_mask_add_epi16(r, _mm512_cmpgt_epu16_mask(uu, t), r, h[st]);
+    }
+    const __m512i tt =
+        MS == 6 ? _mm512_permutex2var_epi16(w0, r, w1) : _mm512_permutexvar_epi16(r, w0);
+    *dd = _mm512_add_epi16(_mm512_add_epi16(p, cb), r);
+    // Slow: a top equal to u16, or u16 of 0 or 0xFFFF (u16 + 1 <= 1, wrapping).
+    return _mm512_cmpeq_epi16_mask(uu, tt) |
+           _mm512_cmple_epu16_mask(_mm512_add_epi16(uu, one), one);
+  };
+  return SegmentLoop(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns, decide);
+}
+
 template <int T>
 int64_t WindowSegmentK(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
                        const uint16_t* u, int64_t ncp, int S, int pr, int shift_j, int64_t sign,
@@ -472,10 +639,79 @@ int64_t WindowSegmentK(const DirectPlan& d, const int32_t* v32, const uint8_t* v
 }
 }  // namespace
 
-// The table's direct_window_segment: the variant for the plan's K and tables.
+// The shift form's bucket decision (DirectPlan::shift_c, C tops per bucket, BB bucket bits):
+// the bucket's count below and its C tops by C + 1 independent permutes of h16 >> (16 - BB).
+template <int C, int BB>
+int64_t ShiftBucketSegment(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
+                           const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
+                           int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  __m512i lo[C + 1], hi[C + 1];
+  for (int c = 0; c <= C; ++c) {
+    lo[c] = _mm512_loadu_si512(d.shift_bucket.data() + 64 * c);
+    hi[c] = _mm512_loadu_si512(d.shift_bucket.data() + 64 * c + 32);
+  }
+  const __m512i one = _mm512_set1_epi16(1);
+  const __m512i cb = _mm512_set1_epi16(static_cast<int16_t>(d.shift_cbase));
+  auto decide = [&](__m512i p, __m512i uu, __m512i* dd) -> __mmask32 {
+    const __m512i b = _mm512_srli_epi16(uu, 16 - BB);
+    auto look = [&](int c) {
+      return BB == 6 ? _mm512_permutex2var_epi16(lo[c], b, hi[c])
+                     : _mm512_permutexvar_epi16(b, lo[c]);
+    };
+    __m512i r = _mm512_add_epi16(_mm512_add_epi16(p, cb), look(0));
+    // Slow: u16 of 0 or 0xFFFF (u16 + 1 <= 1, wrapping), or a top equal to u16.
+    __mmask32 slow_m = _mm512_cmple_epu16_mask(_mm512_add_epi16(uu, one), one);
+    for (int c = 1; c <= C; ++c) {
+      const __m512i t = look(c);
+      r = _mm512_mask_add_epi16(r, _mm512_cmpgt_epu16_mask(uu, t), r, one);
+      slow_m |= _mm512_cmpeq_epi16_mask(uu, t);
+    }
+    *dd = r;
+    return slow_m;
+  };
+  return SegmentLoop(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns, decide);
+}
+
+// The table's direct_window_segment: the shift form's variant for its steps where the plan has
+// one, else the window's for the plan's K and tables.
 int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
                                   const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
                                   int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns) {
+  if (d.shift_steps >= 0 && d.shift_c > 0 && DirectShiftEnabled()) {
+    switch (d.shift_c * 8 + d.shift_bucket_bits) {
+#define PIM_SHIFT_B(CC, BB) \
+  case CC * 8 + BB:         \
+    return ShiftBucketSegment<CC, BB>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+      PIM_SHIFT_B(1, 5)
+      PIM_SHIFT_B(2, 5)
+      PIM_SHIFT_B(3, 5)
+      PIM_SHIFT_B(4, 5)
+      PIM_SHIFT_B(1, 6)
+      PIM_SHIFT_B(2, 6)
+      PIM_SHIFT_B(3, 6)
+      PIM_SHIFT_B(4, 6)
+#undef PIM_SHIFT_B
+      default:
+        break;
+    }
+  }
+  if (d.shift_steps >= 0 && DirectShiftEnabled()) {
+    switch (d.shift_steps) {
+#define PIM_SHIFT_M(MM) \
+  case MM:              \
+    return ShiftSegment<MM>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
+      PIM_SHIFT_M(0)
+      PIM_SHIFT_M(1)
+      PIM_SHIFT_M(2)
+      PIM_SHIFT_M(3)
+      PIM_SHIFT_M(4)
+      PIM_SHIFT_M(5)
+      PIM_SHIFT_M(6)
+#undef PIM_SHIFT_M
+      default:
+        break;
+    }
+  }
   return d.win_tables == 1
              ? WindowSegmentK<1>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns)
              : WindowSegmentK<3>(d, v32, v8, u, ncp, S, pr, shift_j, sign, acc, slow, ns);
@@ -483,6 +719,11 @@ int64_t DirectWindowSegmentAvx512(const DirectPlan& d, const int32_t* v32, const
 #endif
 
 bool& DirectWindowEnabled() {
+  static bool enabled = true;
+  return enabled;
+}
+
+bool& DirectShiftEnabled() {
   static bool enabled = true;
   return enabled;
 }

@@ -131,6 +131,26 @@ struct DirectPlan {
   int win_k = 0, win_tables = 0;
   std::vector<uint16_t> win;
   std::vector<int16_t> win_base;
+  // The shift form (DirectShiftSegment; docs/analog.md, "Shift-invariant laws"): where every
+  // v's law is one law shifted by v (a unit step: thresholds depend on o - v only; verified at
+  // build on every v at every breakpoint), outcome = clamp(v + g + #{k : U >= s_k}, 0, M + 2)
+  // with one list s of thresholds. Decided from U's top 16 bits h16 by a branchless binary
+  // search of shift_steps steps over the tops of s strictly inside (0, 0xFFFF) (shift_tops,
+  // padded with 0xFFFF to 2^shift_steps entries): r = #{tops < h16}, code = clamp(v +
+  // shift_cbase + r, 0, M) (shift_cbase = g + #{tops == 0} - 1); slow when h16 equals a top
+  // (shift_tops[r] == h16), or h16 is 0 or 0xFFFF. shift_steps = -1: no shift form (the
+  // per-v window then).
+  int shift_steps = -1, shift_cbase = 0;
+  std::vector<uint16_t> shift_tops;
+  // The search's tables: shift_search[s * 64 + j] = shift_tops[j + 2^(shift_steps - 1 - s) - 1]
+  // (0xFFFF past the end), step s's compare at index r.
+  std::vector<uint16_t> shift_search;
+  // The bucket form of the same search, where every bucket of h16 (2^shift_bucket_bits of them,
+  // 5 or 6 bits) holds at most shift_c <= 4 tops (0: binary search): shift_bucket[b] = #{tops
+  // below bucket b}, shift_bucket[64 (c + 1) + b] = bucket b's c-th top (0xFFFF: none); then
+  // r = shift_bucket[b] + #{c : top_c(b) < h16}, every table looked up by one permute of b.
+  int shift_c = 0, shift_bucket_bits = 0;
+  std::vector<uint16_t> shift_bucket;
   DirectPlan(const AdcTransfer& adc, int64_t vmax);
   // The outcome of partial sum v for high word w1 (U's top 32 bits) of draw i (the low word
   // drawn only where w1 equals a threshold's high word).
@@ -140,9 +160,13 @@ struct DirectPlan {
   // The window's decision for top bits u16 (scalar, as the vector path decides): true and *o
   // the outcome when the draw is fast, false when it is slow.
   bool WindowOutcome(int64_t v, uint32_t u16, int* o) const;
+  // The shift form's decision (scalar model of the vector search): true and *o the outcome
+  // when fast, false when slow. Requires shift_steps >= 0.
+  bool ShiftOutcome(int64_t v, uint32_t u16, int* o) const;
 
  private:
   void BuildWindow(int64_t vmax);
+  void BuildShift(int64_t vmax);
 };
 // Bit position (within a 512-bit chunk of PackedAnalogWeights::row_bits) of bit line c < 512
 // of the chunk: where the bit-sliced counts' transpose to bytes reads it from.
@@ -156,6 +180,8 @@ void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out);
 #endif
 // Tests only: false makes the fast kernel use the guide where it would use the window.
 bool& DirectWindowEnabled();
+// Tests only: false makes the window segment use the per-v window where the plan has a shift form.
+bool& DirectShiftEnabled();
 // Words of ARS blocks (stream, b0 .. b0 + nb) into out[0 .. 4 nb).
 void FillCodeWords(const ArsKeys& ak, uint64_t stream, uint64_t b0, int64_t nb, uint32_t* out);
 
