@@ -321,6 +321,10 @@ void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool int
     (this->*kernels.convert_a_small_noise)(m, b, h, j, sign, integer);
     return;
   }
+  if (table != nullptr) {
+    ConvertATable(h, j, sign);
+    return;
+  }
   const AdcTransfer& adc = p.readout.adc;
   const int64_t ncp = this->ncp, len = S * ncp;
   const bool noisy = adc.sigma != 0.0f;
@@ -362,6 +366,179 @@ void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool int
       clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>(label.clipped);
     }
   }
+  c.adc_clipped += clipped;
+  c.adc_conversions += len;
+  c.sample_holds += len;
+  c.shift_adds += len;
+}
+
+}  // namespace pim::kernels::fast::internal
+
+// ---- Noiseless dataflow A by a code table (branch aspeed7) -------------------------------------
+namespace pim::kernels::fast::internal {
+
+CodeTable::CodeTable(const AdcTransfer& adc, int64_t vmax_in) : vmax(vmax_in) {
+  code.resize(static_cast<size_t>(vmax + 1));
+  clipped.resize(static_cast<size_t>(vmax + 1));
+  for (int64_t v = 0; v <= vmax; ++v) {
+    // The definition's conversion of partial sum v without noise (ref::AnalogMatMul:
+    // Convert(float(isum), 0)).
+    const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), 0.0f);
+    code[static_cast<size_t>(v)] = r.code;
+    clipped[static_cast<size_t>(v)] = r.clipped ? 1 : 0;
+    max_code = std::max(max_code, r.code);
+  }
+  vclip = vmax + 1;
+  for (int64_t v = 0; v <= vmax; ++v) {
+    if (clipped[static_cast<size_t>(v)] != 0) {
+      vclip = v;
+      break;
+    }
+  }
+  bool monotone = true;
+  for (int64_t v = vclip; v <= vmax; ++v) monotone = monotone && clipped[static_cast<size_t>(v)] != 0;
+  bytes = vmax <= 255 && max_code <= 255 && monotone;
+  if (bytes) {
+    for (int64_t v = 0; v <= vmax; ++v) code8[v] = static_cast<uint8_t>(code[static_cast<size_t>(v)]);
+  }
+}
+
+bool CodeTableApplies(const AnalogProblem& p) {
+  return p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma == 0.0f &&
+         p.conductance == nullptr && !LosslessReadout(p) &&
+         detail::MaxPartialSum(p) <= static_cast<double>(kCodeTableMaxV);
+}
+
+int64_t CodeTableSegmentScalar(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc) {
+  int64_t clipped = 0;
+  for (int q = 0; q < S; ++q) {
+    const int shift = shift_j + q * pr;
+    for (int64_t cp = 0; cp < ncp; ++cp) {
+      const int64_t i = q * ncp + cp;
+      const size_t v = v8 != nullptr ? v8[i] : static_cast<size_t>(v32[i]);
+      acc[cp] += sign * (static_cast<int64_t>(t.code[v]) << shift);
+      clipped += t.clipped[v];
+    }
+  }
+  return clipped;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+namespace {
+// 64 columns a step: per slice the 64 partial sums as bytes, their codes by one VPERMI2B (sums
+// below 128) or two and a blend on the sum's top bit, the clipped ones counted as v >= vclip;
+// the slices' codes shifted by q pr and added in 16 bits (kNarrow: M sum_q 2^(q pr) < 2^16) or
+// int32, then one int64 shift-add per column.
+template <bool kHi, bool kNarrow>
+int64_t TableSegment(const CodeTable& t, const int32_t* v32, const uint8_t* v8, int64_t ncp,
+                     int S, int pr, int shift_j, int64_t sign, int64_t* acc) {
+  const __m512i t0 = _mm512_loadu_si512(t.code8), t1 = _mm512_loadu_si512(t.code8 + 64);
+  const __m512i t2 = _mm512_loadu_si512(t.code8 + 128), t3 = _mm512_loadu_si512(t.code8 + 192);
+  const bool count_clip = t.vclip <= t.vmax;
+  const __m512i vclip = _mm512_set1_epi8(static_cast<char>(std::min<int64_t>(t.vclip, 255)));
+  const __m128i vshift = _mm_cvtsi32_si128(shift_j);
+  const __m512i zero = _mm512_setzero_si512();
+  int64_t clipped = 0;
+  for (int64_t cp0 = 0; cp0 < ncp; cp0 += 64) {
+    const int64_t nl = std::min<int64_t>(64, ncp - cp0);
+    const __mmask64 lm = nl == 64 ? ~__mmask64{0} : (__mmask64{1} << nl) - 1;
+    __m512i s[4] = {zero, zero, zero, zero};  // 16-bit: s[0], s[1]; int32: s[0..4)
+    for (int q = 0; q < S; ++q) {
+      const int64_t i0 = q * ncp + cp0;
+      __m512i v;
+      if (v8 != nullptr) {
+        v = _mm512_maskz_loadu_epi8(lm, v8 + i0);
+      } else {
+        __m128i b[4];
+        for (int g = 0; g < 4; ++g) {
+          b[g] = _mm512_cvtepi32_epi8(_mm512_maskz_loadu_epi32(
+              static_cast<__mmask16>(lm >> (16 * g)), v32 + i0 + 16 * g));
+        }
+        v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(b[0]), b[1], 1)),
+            _mm256_inserti128_si256(_mm256_castsi128_si256(b[2]), b[3], 1), 1);
+      }
+      __m512i c = _mm512_permutex2var_epi8(t0, v, t1);
+      if (kHi) {
+        c = _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), c, _mm512_permutex2var_epi8(t2, v, t3));
+      }
+      if (count_clip) {
+        clipped += __builtin_popcountll(_mm512_mask_cmpge_epu8_mask(lm, v, vclip));
+      }
+      // Lanes past ncp hold code[0]: their sums are never stored.
+      const __m128i qs = _mm_cvtsi32_si128(q * pr);
+      if (kNarrow) {
+        s[0] = _mm512_add_epi16(s[0], _mm512_sll_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(c)), qs));
+        s[1] = _mm512_add_epi16(s[1], _mm512_sll_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(c, 1)), qs));
+      } else {
+        for (int g = 0; g < 4; ++g) {
+          s[g] = _mm512_add_epi32(
+              s[g], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(c, g)), qs));
+        }
+      }
+    }
+    // acc[cp0 + 8 g ..] += sign * (sum << shift_j), int64, 8 columns per vector.
+    for (int g = 0; g < 8 && 8 * g < nl; ++g) {
+      __m512i x;
+      if (kNarrow) {
+        const __m512i sv = s[g >> 2];
+        const int part = g & 3;
+        x = _mm512_cvtepu16_epi64(part == 0   ? _mm512_castsi512_si128(sv)
+                                  : part == 1 ? _mm512_extracti32x4_epi32(sv, 1)
+                                  : part == 2 ? _mm512_extracti32x4_epi32(sv, 2)
+                                              : _mm512_extracti32x4_epi32(sv, 3));
+      } else {
+        const __m512i sv = s[g >> 1];
+        x = _mm512_cvtepu32_epi64((g & 1) == 0 ? _mm512_castsi512_si256(sv)
+                                               : _mm512_extracti64x4_epi64(sv, 1));
+      }
+      x = _mm512_sll_epi64(x, vshift);
+      const __mmask8 am = static_cast<__mmask8>(lm >> (8 * g));
+      int64_t* a = acc + cp0 + 8 * g;
+      const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
+      _mm512_mask_storeu_epi64(a, am,
+                               sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+    }
+  }
+  return clipped;
+}
+}  // namespace
+
+int64_t CodeTableSegmentAvx512(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc) {
+  if (!t.bytes) return CodeTableSegmentScalar(t, v32, v8, ncp, S, pr, shift_j, sign, acc);
+  const bool narrow = static_cast<double>(t.max_code) * (std::ldexp(1.0, S * pr) - 1.0) /
+                          (std::ldexp(1.0, pr) - 1.0) <
+                      65536.0;
+  const bool hi = t.vmax >= 128;
+  if (narrow) {
+    return hi ? TableSegment<true, true>(t, v32, v8, ncp, S, pr, shift_j, sign, acc)
+              : TableSegment<false, true>(t, v32, v8, ncp, S, pr, shift_j, sign, acc);
+  }
+  return hi ? TableSegment<true, false>(t, v32, v8, ncp, S, pr, shift_j, sign, acc)
+            : TableSegment<false, false>(t, v32, v8, ncp, S, pr, shift_j, sign, acc);
+}
+#endif
+
+void Worker::SetCodeTable(const CodeTable* t) {
+  // Only the vector variant is worth it: without one, TransferRow's vector float steps are
+  // faster than a scalar lookup per conversion.
+  use_table8 = t != nullptr && t->bytes && Kernels().code_table_segment != nullptr;
+  table = use_table8 ? t : nullptr;
+  // The byte sums of the row counts / row sums go to psb.
+  if (use_table8 && row_sums && psb.empty()) psb.resize(static_cast<size_t>(cycles * S * ncp));
+}
+
+void Worker::ConvertATable(int h, int j, int64_t sign) {
+  (void)h;
+  const int64_t len = S * ncp;
+  const int32_t* v32 = psi.data() + j * len;
+  const uint8_t* v8 = sums8 ? psb.data() + j * len : nullptr;
+  const int64_t clipped =
+      Kernels().code_table_segment(*table, v32, v8, ncp, S, pr, j * pd, sign, acc.data());
   c.adc_clipped += clipped;
   c.adc_conversions += len;
   c.sample_holds += len;
