@@ -1397,8 +1397,9 @@ TEST(AnalogKernelTest, DirectCodeOutputErrorsMatchTheReference) {
 // of the definition's codes per partial sum (fast::internal::CodeTable). Bit for bit the
 // definition (ref::AnalogMatMul), outputs and every count: ADC bits 2-8, full and calibrated
 // ranges, INL on and off, one or two polarities, signed and unsigned inputs, odd blocks (37, 85,
-// 255) and columns, sums below and above 128, multi-bit DACs and cells (the popcount's int32
-// sums), 12 slices (the slices' codes past 16 bits), dense inputs, 1 and 2 threads. Without noise
+// 255; 16 and 9, where cycles with few driven lines give only codes 0 or code = partial sum)
+// and columns, sums below and above 128, multi-bit DACs and cells (the popcount's int32 sums),
+// 12 slices (the slices' codes past 16 bits), dense inputs, 1 and 2 threads. Without noise
 // a partial sum v >= 0 cannot clip below; the cases reach code 0, code M and clip above M.
 TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
   ThreadPool two(2);
@@ -1406,11 +1407,11 @@ TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
   uint64_t i = 0;
   const CaseShape shapes[] = {{8, 1, 1, 8, 128}, {8, 1, 1, 8, 37},  {8, 1, 1, 8, 200},
                               {8, 1, 1, 8, 255}, {8, 2, 1, 4, 85},  {6, 1, 2, 3, 60},
-                              {8, 1, 1, 12, 100}};
+                              {8, 1, 1, 12, 100}, {8, 1, 1, 8, 16},  {8, 2, 1, 4, 9}};
   int tabled = 0, with_inl = 0, calibrated = 0;
   int64_t conversions = 0, clipped = 0;
-  for (int t = 0; t < 70; ++t) {
-    const auto& sh = shapes[t % 7];
+  for (int t = 0; t < 90; ++t) {
+    const auto& sh = shapes[t % 9];
     Case c = CaseOf(sh);
     c.m = 1 + static_cast<int64_t>(rng.Below(i++, 4));
     c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block) * 2));
@@ -1428,8 +1429,10 @@ TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
     c.nnsa_sigma = 0.0;
     Data d = Make(c, 7000 + static_cast<uint64_t>(t));
     if (t % 3 == 0) {
-      // Dense inputs: partial sums up to the block's largest.
+      // Dense inputs and a column of the largest levels: partial sums up to the block's largest.
       for (auto& v : d.x) v = v < 0 ? -((1 << c.x_bits) - 1) : (1 << c.x_bits) - 1;
+      const int64_t ncp = c.n * c.polarities;
+      for (int64_t r = 0; r < c.k; ++r) d.w[static_cast<size_t>(r * ncp)] = (1 << (c.slices * c.cell_bits)) - 1;
     }
     if (!fast::internal::CodeTableApplies(d.p)) continue;
     ++tabled;
@@ -1449,7 +1452,7 @@ TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
     conversions += r.counts.adc_conversions;
     clipped += r.counts.adc_clipped;
   }
-  EXPECT_GT(tabled, 45);
+  EXPECT_GT(tabled, 55);
   EXPECT_GT(with_inl, 10);
   EXPECT_GT(calibrated, 10);
   ASSERT_GT(conversions, 0);
@@ -1502,10 +1505,10 @@ TEST(AnalogKernelTest, CodeTableSegmentVariantsEqualTheScalarTable) {
     for (auto& a : acc0) a = static_cast<int64_t>(rng.Below(i++, 1 << 20)) - (1 << 19);
     std::vector<int64_t> want = acc0;
     const int64_t want_clip = fast::internal::CodeTableSegmentScalar(
-        table, v32.data(), nullptr, ncp, S, pr, shift_j, sign, want.data());
+        table, v32.data(), nullptr, ncp, S, pr, shift_j, sign, want.data(), nullptr, vmax);
     std::vector<int64_t> scalar8 = acc0;
     EXPECT_EQ(fast::internal::CodeTableSegmentScalar(table, nullptr, v8.data(), ncp, S, pr,
-                                                     shift_j, sign, scalar8.data()),
+                                                     shift_j, sign, scalar8.data(), nullptr, vmax),
               want_clip);
     EXPECT_EQ(scalar8, want);
     // The scalar variant against the definition's transfer, conversion by conversion.
@@ -1526,13 +1529,24 @@ TEST(AnalogKernelTest, CodeTableSegmentVariantsEqualTheScalarTable) {
     for (const bool bytes : {true, false}) {
       std::vector<int64_t> got = acc0;
       const int64_t clip = vector(table, bytes ? nullptr : v32.data(), bytes ? v8.data() : nullptr,
-                                  ncp, S, pr, shift_j, sign, got.data());
+                                  ncp, S, pr, shift_j, sign, got.data(), nullptr, vmax);
       const std::string what = "t " + std::to_string(t) + " bits " + std::to_string(bits) +
                                " vmax " + std::to_string(vmax) + " S " + std::to_string(S) +
                                " pr " + std::to_string(pr) + " ncp " + std::to_string(ncp) +
                                (bytes ? " bytes" : " int32");
       EXPECT_EQ(got, want) << what;
       EXPECT_EQ(clip, want_clip) << what;
+      // Into int32 accumulators (the scalar variant's and the vector one's).
+      std::vector<int32_t> a32(acc0.begin(), acc0.end()), s32 = a32;
+      EXPECT_EQ(vector(table, bytes ? nullptr : v32.data(), bytes ? v8.data() : nullptr, ncp, S,
+                       pr, shift_j, sign, nullptr, a32.data(), vmax),
+                want_clip)
+          << what;
+      fast::internal::CodeTableSegmentScalar(table, bytes ? nullptr : v32.data(),
+                                             bytes ? v8.data() : nullptr, ncp, S, pr, shift_j,
+                                             sign, nullptr, s32.data(), vmax);
+      EXPECT_EQ(std::vector<int64_t>(a32.begin(), a32.end()), want) << what;
+      EXPECT_EQ(a32, s32) << what;
     }
   }
   if (vector != nullptr) {

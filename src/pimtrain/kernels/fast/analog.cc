@@ -198,6 +198,14 @@ void Worker::Sample(int64_t m) {
           // C: the block's product replaces the cycles' partial sums (ReadoutCExact).
           continue;
         }
+        if (table != nullptr) {
+          if (nonzero <= table_few_lines) {
+            // So few driven lines that every code is 0 or its partial sum.
+            ConvertATableFewLines(r0, h, j, sign, nonzero, wn);
+            continue;
+          }
+          table_vbound = LinesBound(nonzero);
+        }
         sums8 = false;
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
@@ -289,6 +297,7 @@ void Worker::Sample(int64_t m) {
                             z_lines.data(), h == 0 ? 1 : -1, acc.data(), c);
     }
   }
+  if (!acc32.empty()) FoldTableAcc();  // the code table's int32 sums (ConvertATable)
   int64_t* y = p.y + m * p.ldy;
   if (lossless) {
     // Locals, not members: stores through a and cq could otherwise alias this->ncp, and the
@@ -432,13 +441,14 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     const int64_t len = p.slices * ncp;
     bool bits_wanted = false;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+    // The code table's vector variant reads byte counts (noiseless dataflow A, aspeed7).
+    const bool table8 = table != nullptr && table->bytes &&
+                        internal::Kernels().code_table_segment != nullptr;
     // B's lines take byte counts too (Worker::AddLinesBInt).
     bits_wanted = (direct != nullptr && direct->win_k > 0 &&
                    internal::Kernels().direct_window_segment != nullptr &&
                    internal::DirectWindowEnabled()) ||
-                  p.readout.dataflow == Dataflow::kB ||
-                  (table != nullptr && table->bytes &&
-                   internal::Kernels().code_table_segment != nullptr);
+                  p.readout.dataflow == Dataflow::kB || table8;
     if (bits_wanted && packed->row_bits.empty()) {
       const int64_t rw = (len + 511) / 512 * 8;
       packed->row_bit_words = rw;

@@ -214,21 +214,27 @@ struct CodeTable {
   int32_t max_code = 0;          // the largest code in the table
   bool bytes = false;            // codes fit a byte and clipped(v) <=> v >= vclip
   int64_t vclip = 0;             // the smallest clipped v (vmax + 1: none)
+  // code(u) = 0 unclipped for every u <= zero_to; code(u) = u unclipped for every u <= ident_to
+  // (both >= 0: code(0) = 0).
+  int64_t zero_to = 0, ident_to = 0;
   alignas(64) uint8_t code8[256] = {};  // code[v] as bytes (bytes only; 0 past vmax)
   CodeTable(const AdcTransfer& adc, int64_t vmax);
 };
 bool CodeTableApplies(const AnalogProblem& p);
 // One cycle's conversions of S slice rows of partial sums (bytes v8, or int32 v32 with v8 null,
-// [q ncp + cp]): acc[cp] += sign * sum_q (code[v] << (q pr)) << shift_j; returns the clipped
-// count. The scalar variant (any table) and the AVX-512 VBMI one (t.bytes: 64 lookups per
-// VPERMI2B pair, the slices' codes added in 16 bits where they fit, else int32).
+// [q ncp + cp]): acc[cp] += sign * sum_q (code[v] << (q pr)) << shift_j (into acc32 instead
+// where it is not null: the caller's int32 accumulators, which it has proved cannot overflow;
+// vbound: no sum exceeds it, the vector variant then skips the upper half of a 256-entry table);
+// returns the clipped count. The scalar variant (any table) and the AVX-512 VBMI one (t.bytes:
+// 64 lookups per VPERMI2B pair, slices grouped in bytes by Horner's rule, the groups added in
+// 16 bits where they fit, else int32).
 int64_t CodeTableSegmentScalar(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
                                int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                               int64_t* acc);
+                               int64_t* acc, int32_t* acc32, int64_t vbound);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 int64_t CodeTableSegmentAvx512(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
                                int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                               int64_t* acc);
+                               int64_t* acc, int32_t* acc32, int64_t vbound);
 #endif
 // ---- end of the code table's block --------------------------------------------------------------
 
@@ -415,6 +421,23 @@ struct Worker {
   const CodeTable* table = nullptr;
   bool use_table8 = false;
   void SetCodeTable(const CodeTable* t);
+  // The sample's table codes in int32 (SetCodeTable sizes it where no sum can overflow), added
+  // to acc at the end of the sample (FoldTableAcc).
+  std::vector<int32_t> acc32;
+  void FoldTableAcc();
+  // Few driven lines (CodeTable::zero_to, ident_to): a cycle whose nonzero driven lines
+  // cannot reach a partial sum above zero_to has only codes 0 (nothing to add); one that cannot
+  // exceed ident_to has code = partial sum everywhere, so its codes' shift-add is the cycle's
+  // exact product, sum over the driven rows of chunk_r level[r][cp], added from the levels
+  // without partial sums. table_few_lines: the most driven lines either holds for (-1: none).
+  int64_t table_zero_lines = -1, table_ident_lines = -1, table_few_lines = -1;
+  void ConvertATableFewLines(int64_t r0, int h, int j, int64_t sign, int64_t nonzero,
+                             int64_t wn);
+  // The largest partial sum a cycle with `lines` driven lines can give.
+  int64_t LinesBound(int64_t lines) const {
+    return lines * ((int64_t{1} << pd) - 1) * ((int64_t{1} << pr) - 1);
+  }
+  int64_t table_vbound = 0;  // the current cycle's LinesBound (TableSegment's lookups)
   // Dataflow A read-out of cycle j from the table (psb when sums8, else psi).
   void ConvertATable(int h, int j, int64_t sign);
 };
@@ -464,7 +487,7 @@ struct AnalogKernels {
   // (aspeed7).
   int64_t (*code_table_segment)(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
                                 int64_t ncp, int S, int pr, int shift_j, int64_t sign,
-                                int64_t* acc);
+                                int64_t* acc, int32_t* acc32, int64_t vbound);
 };
 const AnalogKernels& Kernels();
 
