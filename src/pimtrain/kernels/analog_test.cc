@@ -1481,7 +1481,9 @@ TEST(AnalogKernelTest, CodeTableSegmentVariantsEqualTheScalarTable) {
       const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), 0.0f);
       ASSERT_EQ(table.code[static_cast<size_t>(v)], r.code) << v;
       ASSERT_EQ(table.clipped[static_cast<size_t>(v)] != 0, r.clipped) << v;
-      if (table.bytes) ASSERT_EQ(table.code8[v], r.code) << v;
+      if (table.bytes) {
+        ASSERT_EQ(table.code8[v], r.code) << v;
+      }
       ASSERT_EQ(r.clipped, v >= table.vclip) << v;
     }
     ASSERT_TRUE(table.bytes);
