@@ -1546,5 +1546,168 @@ TEST(AnalogKernelTest, DirectCodeShiftFormEqualsItsReferenceBitForBit) {
   EXPECT_GT(clip_hi, 3);
 }
 
+// Noiseless dataflow A with integer partial sums (aspeed7): the fast kernel converts by a table
+// of the definition's codes per partial sum (fast::internal::CodeTable). Bit for bit the
+// definition (ref::AnalogMatMul), outputs and every count: ADC bits 2-8, full and calibrated
+// ranges, INL on and off, one or two polarities, signed and unsigned inputs, odd blocks (37, 85,
+// 255; 16 and 9, where cycles with few driven lines give only codes 0 or code = partial sum)
+// and columns, sums below and above 128, multi-bit DACs and cells (the popcount's int32 sums),
+// 12 slices (the slices' codes past 16 bits), dense inputs, 1 and 2 threads. Without noise
+// a partial sum v >= 0 cannot clip below; the cases reach code 0, code M and clip above M.
+TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
+  ThreadPool two(2);
+  const CounterRng rng(7070);
+  uint64_t i = 0;
+  const CaseShape shapes[] = {{8, 1, 1, 8, 128}, {8, 1, 1, 8, 37},  {8, 1, 1, 8, 200},
+                              {8, 1, 1, 8, 255}, {8, 2, 1, 4, 85},  {6, 1, 2, 3, 60},
+                              {8, 1, 1, 12, 100}, {8, 1, 1, 8, 16},  {8, 2, 1, 4, 9}};
+  int tabled = 0, with_inl = 0, calibrated = 0;
+  int64_t conversions = 0, clipped = 0;
+  for (int t = 0; t < 90; ++t) {
+    const auto& sh = shapes[t % 9];
+    Case c = CaseOf(sh);
+    c.m = 1 + static_cast<int64_t>(rng.Below(i++, 4));
+    c.k = sh.block + 1 + static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(sh.block) * 2));
+    c.n = 1 + static_cast<int64_t>(rng.Below(i++, 70));
+    c.polarities = 1 + static_cast<int>(rng.Below(i++, 2));
+    c.signed_inputs = rng.Below(i++, 2) == 1;
+    c.variation = false;
+    c.skip = rng.Below(i++, 4) != 0;
+    c.dataflow = Dataflow::kA;
+    c.adc_bits = 2 + static_cast<int>(rng.Below(i++, 7));
+    c.range_fraction = rng.Below(i++, 2) == 0 ? 1.0 : 0.05 + 0.55 * rng.Uniform(i++);
+    const double m_code = std::ldexp(1.0, c.adc_bits) - 1.0;
+    c.inl_lsb = rng.Below(i++, 2) == 0 ? 0.0 : 0.2 * m_code * rng.Uniform(i++);
+    c.sigma = 0.0;
+    c.nnsa_sigma = 0.0;
+    Data d = Make(c, 7000 + static_cast<uint64_t>(t));
+    if (t % 3 == 0) {
+      // Dense inputs and a column of the largest levels: partial sums up to the block's largest.
+      for (auto& v : d.x) v = v < 0 ? -((1 << c.x_bits) - 1) : (1 << c.x_bits) - 1;
+      const int64_t ncp = c.n * c.polarities;
+      for (int64_t r = 0; r < c.k; ++r) d.w[static_cast<size_t>(r * ncp)] = (1 << (c.slices * c.cell_bits)) - 1;
+    }
+    if (!fast::internal::CodeTableApplies(d.p)) continue;
+    ++tabled;
+    with_inl += c.inl_lsb != 0.0;
+    calibrated += c.range_fraction != 1.0;
+    const std::string what = "case " + std::to_string(t) + " adc " + std::to_string(c.adc_bits) +
+                             " range " + std::to_string(c.range_fraction) + " inl " +
+                             std::to_string(c.inl_lsb) + " block " + std::to_string(c.block) +
+                             " n " + std::to_string(c.n);
+    const Result r = RunRef(d);
+    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
+    const Result f2 = RunFast(d, &two, t % 2 == 1);
+    EXPECT_EQ(r.y, f1.y) << what;
+    EXPECT_EQ(r.y, f2.y) << what;
+    ExpectSameCounts(r.counts, f1.counts, what);
+    ExpectSameCounts(r.counts, f2.counts, what);
+    conversions += r.counts.adc_conversions;
+    clipped += r.counts.adc_clipped;
+  }
+  EXPECT_GT(tabled, 55);
+  EXPECT_GT(with_inl, 10);
+  EXPECT_GT(calibrated, 10);
+  ASSERT_GT(conversions, 0);
+  EXPECT_GT(clipped, 0);
+  EXPECT_LT(clipped, conversions);
+}
+
+// The code table itself: entry v is AdcTransfer::Convert(float(v), 0), clipping monotone in v;
+// the vector variant (fast::internal::Kernels().code_table_segment, where the build has it)
+// equals the scalar one on random partial sums as bytes and as int32, odd column counts, 1-12
+// slices, 1- and 2-bit cells, both signs, sums below and above 128.
+TEST(AnalogKernelTest, CodeTableSegmentVariantsEqualTheScalarTable) {
+  const CounterRng rng(7171);
+  uint64_t i = 0;
+  const auto vector = fast::internal::Kernels().code_table_segment;
+  int compared = 0;
+  for (int t = 0; t < 200; ++t) {
+    const int bits = 2 + static_cast<int>(rng.Below(i++, 7));
+    const int64_t vmax = std::array<int64_t, 5>{37, 100, 127, 128, 255}[rng.Below(i++, 5)];
+    const double fs = (0.05 + 1.0 * rng.Uniform(i++)) * static_cast<double>(vmax);
+    const double inl =
+        rng.Below(i++, 2) == 0 ? 0.0 : 0.2 * (std::ldexp(1.0, bits) - 1.0) * rng.Uniform(i++);
+    const AdcTransfer adc = MakeAdcTransfer(bits, fs, inl, 0.0);
+    const fast::internal::CodeTable table(adc, vmax);
+    for (int64_t v = 0; v <= vmax; ++v) {
+      const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), 0.0f);
+      ASSERT_EQ(table.code[static_cast<size_t>(v)], r.code) << v;
+      ASSERT_EQ(table.clipped[static_cast<size_t>(v)] != 0, r.clipped) << v;
+      if (table.bytes) {
+        ASSERT_EQ(table.code8[v], r.code) << v;
+      }
+      ASSERT_EQ(r.clipped, v >= table.vclip) << v;
+    }
+    ASSERT_TRUE(table.bytes);
+    const int pr = 1 + static_cast<int>(rng.Below(i++, 2));
+    const int S = 1 + static_cast<int>(rng.Below(i++, pr == 1 ? 12 : 6));
+    const int64_t ncp = std::array<int64_t, 6>{1, 17, 63, 64, 65, 130}[rng.Below(i++, 6)];
+    const int shift_j = static_cast<int>(rng.Below(i++, 8));
+    const int64_t sign = rng.Below(i++, 2) == 0 ? 1 : -1;
+    std::vector<int32_t> v32(static_cast<size_t>(S * ncp));
+    std::vector<uint8_t> v8(v32.size());
+    for (size_t e = 0; e < v32.size(); ++e) {
+      // Half the sums at the ends of the range (code 0 and the clipped ones).
+      const uint64_t kind = rng.Below(i++, 4);
+      const int64_t v = kind == 0   ? 0
+                        : kind == 1 ? vmax - static_cast<int64_t>(rng.Below(i++, 3))
+                                    : static_cast<int64_t>(rng.Below(i++, static_cast<uint64_t>(vmax) + 1));
+      v32[e] = static_cast<int32_t>(v);
+      v8[e] = static_cast<uint8_t>(v);
+    }
+    std::vector<int64_t> acc0(static_cast<size_t>(ncp));
+    for (auto& a : acc0) a = static_cast<int64_t>(rng.Below(i++, 1 << 20)) - (1 << 19);
+    std::vector<int64_t> want = acc0;
+    const int64_t want_clip = fast::internal::CodeTableSegmentScalar(
+        table, v32.data(), nullptr, ncp, S, pr, shift_j, sign, want.data(), nullptr, vmax);
+    std::vector<int64_t> scalar8 = acc0;
+    EXPECT_EQ(fast::internal::CodeTableSegmentScalar(table, nullptr, v8.data(), ncp, S, pr,
+                                                     shift_j, sign, scalar8.data(), nullptr, vmax),
+              want_clip);
+    EXPECT_EQ(scalar8, want);
+    // The scalar variant against the definition's transfer, conversion by conversion.
+    std::vector<int64_t> def = acc0;
+    int64_t def_clip = 0;
+    for (int q = 0; q < S; ++q) {
+      for (int64_t cp = 0; cp < ncp; ++cp) {
+        const AdcTransfer::Result r =
+            adc.Convert(static_cast<float>(v32[static_cast<size_t>(q * ncp + cp)]), 0.0f);
+        def[static_cast<size_t>(cp)] += sign * (static_cast<int64_t>(r.code) << (shift_j + q * pr));
+        def_clip += r.clipped;
+      }
+    }
+    EXPECT_EQ(want, def);
+    EXPECT_EQ(want_clip, def_clip);
+    if (vector == nullptr) continue;
+    ++compared;
+    for (const bool bytes : {true, false}) {
+      std::vector<int64_t> got = acc0;
+      const int64_t clip = vector(table, bytes ? nullptr : v32.data(), bytes ? v8.data() : nullptr,
+                                  ncp, S, pr, shift_j, sign, got.data(), nullptr, vmax);
+      const std::string what = "t " + std::to_string(t) + " bits " + std::to_string(bits) +
+                               " vmax " + std::to_string(vmax) + " S " + std::to_string(S) +
+                               " pr " + std::to_string(pr) + " ncp " + std::to_string(ncp) +
+                               (bytes ? " bytes" : " int32");
+      EXPECT_EQ(got, want) << what;
+      EXPECT_EQ(clip, want_clip) << what;
+      // Into int32 accumulators (the scalar variant's and the vector one's).
+      std::vector<int32_t> a32(acc0.begin(), acc0.end()), s32 = a32;
+      EXPECT_EQ(vector(table, bytes ? nullptr : v32.data(), bytes ? v8.data() : nullptr, ncp, S,
+                       pr, shift_j, sign, nullptr, a32.data(), vmax),
+                want_clip)
+          << what;
+      fast::internal::CodeTableSegmentScalar(table, bytes ? nullptr : v32.data(),
+                                             bytes ? v8.data() : nullptr, ncp, S, pr, shift_j,
+                                             sign, nullptr, s32.data(), vmax);
+      EXPECT_EQ(std::vector<int64_t>(a32.begin(), a32.end()), want) << what;
+      EXPECT_EQ(a32, s32) << what;
+    }
+  }
+  if (vector != nullptr) {
+    EXPECT_EQ(compared, 200);
+  }
+}
+
 }  // namespace
 }  // namespace pim::kernels

@@ -198,11 +198,19 @@ void Worker::Sample(int64_t m) {
           // C: the block's product replaces the cycles' partial sums (ReadoutCExact).
           continue;
         }
+        if (table != nullptr) {
+          if (nonzero <= table_few_lines) {
+            // So few driven lines that every code is 0 or its partial sum.
+            ConvertATableFewLines(r0, h, j, sign, nonzero, wn);
+            continue;
+          }
+          table_vbound = LinesBound(nonzero);
+        }
         sums8 = false;
         if (p.conductance != nullptr) {
           ConductanceSums(xm, r0, r1, h, j);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
-        } else if (row_sums && (use_window || b_bytes) && !psb.empty() &&
+        } else if (row_sums && (use_window || b_bytes || use_table8) && !psb.empty() &&
                    !pw.row_bits.empty()) {
           // Bit-sliced counts cost ~4 instructions per driven row and 512 bit lines: cheaper
           // than the popcount at any number of driven rows.
@@ -210,7 +218,7 @@ void Worker::Sample(int64_t m) {
           RowCountsAvx512(b, h, j, wn);
 #endif
         } else if (row_sums && !pw.bytes.empty() && nonzero <= kRowSumsMaxLines) {
-          sums8 = use_window && !psb.empty();
+          sums8 = (use_window || use_table8) && !psb.empty();
           (this->*Kernels().row_sums)(b, h, j, wn);
         } else if (words == 1) {
           PopcountSums<1>(b, h, j, 1);
@@ -289,6 +297,7 @@ void Worker::Sample(int64_t m) {
                             z_lines.data(), h == 0 ? 1 : -1, acc.data(), c);
     }
   }
+  if (!acc32.empty()) FoldTableAcc();  // the code table's int32 sums (ConvertATable)
   int64_t* y = p.y + m * p.ldy;
   if (lossless) {
     // Locals, not members: stores through a and cq could otherwise alias this->ncp, and the
@@ -397,6 +406,30 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     }
     direct = it->plan.get();
   }
+  // Noiseless dataflow A with integer partial sums: the code table (aspeed7), kept by the
+  // caller thread for the last few transfers as the plans above.
+  struct CachedTable {
+    std::array<float, 4> key;
+    int64_t vmax;
+    std::unique_ptr<internal::CodeTable> table;
+  };
+  thread_local std::vector<CachedTable> tables;
+  const internal::CodeTable* table = nullptr;
+  if (!lossless && internal::CodeTableApplies(p)) {
+    const int64_t vmax = static_cast<int64_t>(detail::MaxPartialSum(p));
+    const AdcTransfer& adc = p.readout.adc;
+    const std::array<float, 4> key = {adc.inv_lsb, adc.max_code, adc.inl_k, adc.sigma};
+    auto it = std::find_if(tables.begin(), tables.end(), [&](const CachedTable& c) {
+      return c.key == key && c.vmax == vmax;
+    });
+    if (it == tables.end()) {
+      constexpr size_t kMaxTables = 16;
+      if (tables.size() == kMaxTables) tables.erase(tables.begin());
+      tables.push_back({key, vmax, std::make_unique<internal::CodeTable>(adc, vmax)});
+      it = tables.end() - 1;
+    }
+    table = it->table.get();
+  }
   // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, or (the
   // direct codes' window, AVX-512 with GFNI) as bit rows for the bit-sliced counts; each built
   // once per programming (PackWeights clears them), when a call first needs it, here in the
@@ -408,11 +441,14 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
     const int64_t len = p.slices * ncp;
     bool bits_wanted = false;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+    // The code table's vector variant reads byte counts (noiseless dataflow A, aspeed7).
+    const bool table8 = table != nullptr && table->bytes &&
+                        internal::Kernels().code_table_segment != nullptr;
     // B's lines take byte counts too (Worker::AddLinesBInt).
     bits_wanted = (direct != nullptr && direct->win_k > 0 &&
                    internal::Kernels().direct_window_segment != nullptr &&
                    internal::DirectWindowEnabled()) ||
-                  p.readout.dataflow == Dataflow::kB;
+                  p.readout.dataflow == Dataflow::kB || table8;
     if (bits_wanted && packed->row_bits.empty()) {
       const int64_t rw = (len + 511) / 512 * 8;
       packed->row_bit_words = rw;
@@ -436,6 +472,7 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   bytes_lock.unlock();
   auto run = [&](int64_t m0, int64_t m1) {
     Worker wk(p, *packed, plan, direct);
+    wk.SetCodeTable(table);
     if (wk.lossless) wk.ExactProduct(m0, m1);
     for (int64_t m = m0; m < m1; ++m) wk.Sample(m);
     return wk.c;

@@ -321,6 +321,10 @@ void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool int
     (this->*kernels.convert_a_small_noise)(m, b, h, j, sign, integer);
     return;
   }
+  if (table != nullptr) {
+    ConvertATable(h, j, sign);
+    return;
+  }
   const AdcTransfer& adc = p.readout.adc;
   const int64_t ncp = this->ncp, len = S * ncp;
   const bool noisy = adc.sigma != 0.0f;
@@ -362,6 +366,295 @@ void Worker::ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool int
       clipped += static_cast<int64_t>(r.clipped) - static_cast<int64_t>(label.clipped);
     }
   }
+  c.adc_clipped += clipped;
+  c.adc_conversions += len;
+  c.sample_holds += len;
+  c.shift_adds += len;
+}
+
+}  // namespace pim::kernels::fast::internal
+
+// ---- Noiseless dataflow A by a code table (branch aspeed7) -------------------------------------
+namespace pim::kernels::fast::internal {
+
+CodeTable::CodeTable(const AdcTransfer& adc, int64_t vmax_in) : vmax(vmax_in) {
+  code.resize(static_cast<size_t>(vmax + 1));
+  clipped.resize(static_cast<size_t>(vmax + 1));
+  for (int64_t v = 0; v <= vmax; ++v) {
+    // The definition's conversion of partial sum v without noise (ref::AnalogMatMul:
+    // Convert(float(isum), 0)).
+    const AdcTransfer::Result r = adc.Convert(static_cast<float>(v), 0.0f);
+    code[static_cast<size_t>(v)] = r.code;
+    clipped[static_cast<size_t>(v)] = r.clipped ? 1 : 0;
+    max_code = std::max(max_code, r.code);
+  }
+  vclip = vmax + 1;
+  for (int64_t v = 0; v <= vmax; ++v) {
+    if (clipped[static_cast<size_t>(v)] != 0) {
+      vclip = v;
+      break;
+    }
+  }
+  bool monotone = true;
+  for (int64_t v = vclip; v <= vmax; ++v) monotone = monotone && clipped[static_cast<size_t>(v)] != 0;
+  bytes = vmax <= 255 && max_code <= 255 && monotone;
+  while (zero_to < vmax && code[static_cast<size_t>(zero_to + 1)] == 0 &&
+         clipped[static_cast<size_t>(zero_to + 1)] == 0) {
+    ++zero_to;
+  }
+  while (ident_to < vmax && code[static_cast<size_t>(ident_to + 1)] == ident_to + 1 &&
+         clipped[static_cast<size_t>(ident_to + 1)] == 0) {
+    ++ident_to;
+  }
+  if (bytes) {
+    for (int64_t v = 0; v <= vmax; ++v) code8[v] = static_cast<uint8_t>(code[static_cast<size_t>(v)]);
+  }
+}
+
+bool CodeTableApplies(const AnalogProblem& p) {
+  return p.readout.dataflow == Dataflow::kA && p.readout.adc.sigma == 0.0f &&
+         p.conductance == nullptr && !LosslessReadout(p) &&
+         detail::MaxPartialSum(p) <= static_cast<double>(kCodeTableMaxV);
+}
+
+int64_t CodeTableSegmentScalar(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int32_t* acc32, int64_t vbound) {
+  (void)vbound;
+  int64_t clipped = 0;
+  for (int q = 0; q < S; ++q) {
+    const int shift = shift_j + q * pr;
+    for (int64_t cp = 0; cp < ncp; ++cp) {
+      const int64_t i = q * ncp + cp;
+      const size_t v = v8 != nullptr ? v8[i] : static_cast<size_t>(v32[i]);
+      const int64_t d = sign * (static_cast<int64_t>(t.code[v]) << shift);
+      if (acc32 != nullptr) {
+        acc32[cp] += static_cast<int32_t>(d);
+      } else {
+        acc[cp] += d;
+      }
+      clipped += t.clipped[v];
+    }
+  }
+  return clipped;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+namespace {
+// 64 columns a step. Per slice the 64 partial sums as bytes, their codes by one VPERMI2B (sums
+// below 128) or two and a blend on the sum's top bit, the clipped ones counted as v >= vclip.
+// The slices' codes in groups of g (M sum_{q < g} 2^(q pr) <= 255) by Horner's rule in bytes
+// (s = (s << pr) + code, top slice first), each group widened to 16 bits (kNarrow: M sum_q
+// 2^(q pr) < 2^16) or int32 and added << (first slice pr); then one shift-add per column into
+// the int32 accumulators (kAcc32) or the int64 ones.
+template <bool kHi, bool kNarrow, bool kAcc32>
+int64_t TableSegment(const CodeTable& t, const int32_t* v32, const uint8_t* v8, int64_t ncp,
+                     int S, int pr, int shift_j, int64_t sign, int64_t* acc, int32_t* acc32,
+                     int g) {
+  const __m512i t0 = _mm512_loadu_si512(t.code8), t1 = _mm512_loadu_si512(t.code8 + 64);
+  const __m512i t2 = _mm512_loadu_si512(t.code8 + 128), t3 = _mm512_loadu_si512(t.code8 + 192);
+  const bool count_clip = t.vclip <= t.vmax;
+  const __m512i vclip = _mm512_set1_epi8(static_cast<char>(std::min<int64_t>(t.vclip, 255)));
+  const __m128i vshift = _mm_cvtsi32_si128(shift_j);
+  const __m512i zero = _mm512_setzero_si512();
+  int64_t clipped = 0;
+  for (int64_t cp0 = 0; cp0 < ncp; cp0 += 64) {
+    const int64_t nl = std::min<int64_t>(64, ncp - cp0);
+    const __mmask64 lm = nl == 64 ? ~__mmask64{0} : (__mmask64{1} << nl) - 1;
+    // The code of slice q's 64 sums (lanes past ncp: code[0], never stored).
+    auto codes = [&](int q) {
+      const int64_t i0 = q * ncp + cp0;
+      __m512i v;
+      if (v8 != nullptr) {
+        v = _mm512_maskz_loadu_epi8(lm, v8 + i0);
+      } else {
+        __m128i b[4];
+        for (int k = 0; k < 4; ++k) {
+          b[k] = _mm512_cvtepi32_epi8(_mm512_maskz_loadu_epi32(
+              static_cast<__mmask16>(lm >> (16 * k)), v32 + i0 + 16 * k));
+        }
+        v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(b[0]), b[1], 1)),
+            _mm256_inserti128_si256(_mm256_castsi128_si256(b[2]), b[3], 1), 1);
+      }
+      __m512i c = _mm512_permutex2var_epi8(t0, v, t1);
+      if (kHi) {
+        c = _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), c, _mm512_permutex2var_epi8(t2, v, t3));
+      }
+      if (count_clip) {
+        clipped += __builtin_popcountll(_mm512_mask_cmpge_epu8_mask(lm, v, vclip));
+      }
+      return c;
+    };
+    __m512i s[4] = {zero, zero, zero, zero};  // 16-bit: s[0], s[1]; int32: s[0..4)
+    for (int q0 = 0; q0 < S; q0 += g) {
+      const int q1 = std::min(S, q0 + g);
+      __m512i h = codes(q1 - 1);
+      for (int q = q1 - 2; q >= q0; --q) {
+        for (int b = 0; b < pr; ++b) h = _mm512_add_epi8(h, h);
+        h = _mm512_add_epi8(h, codes(q));
+      }
+      const __m128i qs = _mm_cvtsi32_si128(q0 * pr);
+      if (kNarrow) {
+        s[0] = _mm512_add_epi16(
+            s[0], _mm512_sll_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(h)), qs));
+        s[1] = _mm512_add_epi16(
+            s[1], _mm512_sll_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(h, 1)), qs));
+      } else {
+        for (int k = 0; k < 4; ++k) {
+          s[k] = _mm512_add_epi32(
+              s[k], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(h, k)), qs));
+        }
+      }
+    }
+    if (kAcc32) {
+      // acc32[cp0 + 16 k ..] += sign * (sum << shift_j), 16 columns per vector.
+      for (int k = 0; k < 4 && 16 * k < nl; ++k) {
+        __m512i x = kNarrow ? _mm512_cvtepu16_epi32((k & 1) == 0
+                                                        ? _mm512_castsi512_si256(s[k >> 1])
+                                                        : _mm512_extracti64x4_epi64(s[k >> 1], 1))
+                            : s[k];
+        x = _mm512_sll_epi32(x, vshift);
+        const __mmask16 am = static_cast<__mmask16>(lm >> (16 * k));
+        int32_t* a = acc32 + cp0 + 16 * k;
+        const __m512i a0 = _mm512_maskz_loadu_epi32(am, a);
+        _mm512_mask_storeu_epi32(a, am,
+                                 sign > 0 ? _mm512_add_epi32(a0, x) : _mm512_sub_epi32(a0, x));
+      }
+      continue;
+    }
+    // acc[cp0 + 8 k ..] += sign * (sum << shift_j), int64, 8 columns per vector.
+    for (int k = 0; k < 8 && 8 * k < nl; ++k) {
+      __m512i x;
+      if (kNarrow) {
+        const __m512i sv = s[k >> 2];
+        const int part = k & 3;
+        x = _mm512_cvtepu16_epi64(part == 0   ? _mm512_castsi512_si128(sv)
+                                  : part == 1 ? _mm512_extracti32x4_epi32(sv, 1)
+                                  : part == 2 ? _mm512_extracti32x4_epi32(sv, 2)
+                                              : _mm512_extracti32x4_epi32(sv, 3));
+      } else {
+        const __m512i sv = s[k >> 1];
+        x = _mm512_cvtepu32_epi64((k & 1) == 0 ? _mm512_castsi512_si256(sv)
+                                               : _mm512_extracti64x4_epi64(sv, 1));
+      }
+      x = _mm512_sll_epi64(x, vshift);
+      const __mmask8 am = static_cast<__mmask8>(lm >> (8 * k));
+      int64_t* a = acc + cp0 + 8 * k;
+      const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
+      _mm512_mask_storeu_epi64(a, am,
+                               sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+    }
+  }
+  return clipped;
+}
+}  // namespace
+
+int64_t CodeTableSegmentAvx512(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int32_t* acc32, int64_t vbound) {
+  if (!t.bytes) {
+    return CodeTableSegmentScalar(t, v32, v8, ncp, S, pr, shift_j, sign, acc, acc32, vbound);
+  }
+  // M sum_{q < n} 2^(q pr) (integers: S pr <= 16, M <= 255).
+  auto most = [&](int n) {
+    return static_cast<int64_t>(t.max_code) * (((int64_t{1} << (n * pr)) - 1) / ((1 << pr) - 1));
+  };
+  const bool narrow = most(S) < 65536;
+  // Slices per byte group: M sum_{q < g} 2^(q pr) <= 255 (at least one: M <= 255).
+  int g = 1;
+  while (g < S && most(g + 1) <= 255) ++g;
+  const bool hi = std::min(t.vmax, vbound) >= 128;
+#define PIM_TABLE_SEGMENT(H, N, A) \
+  return TableSegment<H, N, A>(t, v32, v8, ncp, S, pr, shift_j, sign, acc, acc32, g)
+  if (acc32 != nullptr) {
+    if (narrow) {
+      if (hi) PIM_TABLE_SEGMENT(true, true, true);
+      PIM_TABLE_SEGMENT(false, true, true);
+    }
+    if (hi) PIM_TABLE_SEGMENT(true, false, true);
+    PIM_TABLE_SEGMENT(false, false, true);
+  }
+  if (narrow) {
+    if (hi) PIM_TABLE_SEGMENT(true, true, false);
+    PIM_TABLE_SEGMENT(false, true, false);
+  }
+  if (hi) PIM_TABLE_SEGMENT(true, false, false);
+  PIM_TABLE_SEGMENT(false, false, false);
+#undef PIM_TABLE_SEGMENT
+}
+#endif
+
+void Worker::SetCodeTable(const CodeTable* t) {
+  // Only the vector variant is worth it: without one, TransferRow's vector float steps are
+  // faster than a scalar lookup per conversion.
+  use_table8 = t != nullptr && t->bytes && Kernels().code_table_segment != nullptr;
+  table = use_table8 ? t : nullptr;
+  // The byte sums of the row counts / row sums go to psb.
+  if (use_table8 && row_sums && psb.empty()) psb.resize(static_cast<size_t>(cycles * S * ncp));
+  // A sample's codes add up in int32 when even all of them at the largest code could not
+  // overflow it: blocks x phases x sum_j 2^(j pd) x max_code x sum_q 2^(q pr) < 2^31.
+  if (use_table8) {
+    const double bound = static_cast<double>(blocks) * (p.signed_inputs ? 2.0 : 1.0) *
+                         (std::ldexp(1.0, cycles * pd) - 1.0) / (std::ldexp(1.0, pd) - 1.0) *
+                         static_cast<double>(table->max_code) *
+                         (std::ldexp(1.0, S * pr) - 1.0) / (std::ldexp(1.0, pr) - 1.0);
+    if (bound < 2147483647.0) acc32.assign(static_cast<size_t>(ncp), 0);
+    const int64_t unit = LinesBound(1);
+    table_zero_lines = table->zero_to / unit;
+    table_ident_lines = table->ident_to / unit;
+    table_few_lines = std::max(table_zero_lines, table_ident_lines);
+  }
+}
+
+void Worker::ConvertATableFewLines(int64_t r0, int h, int j, int64_t sign, int64_t nonzero,
+                                   int64_t wn) {
+  const int64_t len = S * ncp;
+  c.adc_conversions += len;
+  c.sample_holds += len;
+  c.shift_adds += len;
+  if (nonzero <= table_zero_lines) return;  // every code 0, none clipped
+  // Every code equals its partial sum: sum_q code_q << (q pr) = sum_r chunk_r level[r][cp].
+  const int64_t ncp = this->ncp;
+  const int shift = j * pd;
+  for (int64_t w = 0; w < wn; ++w) {
+    uint64_t any = 0;
+    for (int a = 0; a < pd && j * pd + a < p.x_bits; ++a) any |= XPlane(h, j * pd + a)[w];
+    for (; any != 0; any &= any - 1) {
+      const int bit = __builtin_ctzll(any);
+      int64_t chunk = 0;
+      for (int a = 0; a < pd && j * pd + a < p.x_bits; ++a) {
+        chunk |= static_cast<int64_t>((XPlane(h, j * pd + a)[w] >> bit) & 1) << a;
+      }
+      const int32_t* lv = p.w + (r0 + 64 * w + bit) * ncp;
+      const int64_t f = sign * (chunk << shift);
+      if (!acc32.empty()) {
+        int32_t* a32 = acc32.data();
+        const int32_t f32 = static_cast<int32_t>(f);
+        for (int64_t cp = 0; cp < ncp; ++cp) a32[cp] += f32 * lv[cp];
+      } else {
+        int64_t* a64 = acc.data();
+        for (int64_t cp = 0; cp < ncp; ++cp) a64[cp] += f * lv[cp];
+      }
+    }
+  }
+}
+
+void Worker::FoldTableAcc() {
+  for (int64_t cp = 0; cp < ncp; ++cp) {
+    acc[static_cast<size_t>(cp)] += acc32[static_cast<size_t>(cp)];
+    acc32[static_cast<size_t>(cp)] = 0;
+  }
+}
+
+void Worker::ConvertATable(int h, int j, int64_t sign) {
+  (void)h;
+  const int64_t len = S * ncp;
+  const int32_t* v32 = psi.data() + j * len;
+  const uint8_t* v8 = sums8 ? psb.data() + j * len : nullptr;
+  const int64_t clipped =
+      Kernels().code_table_segment(*table, v32, v8, ncp, S, pr, j * pd, sign, acc.data(),
+                                   acc32.empty() ? nullptr : acc32.data(), table_vbound);
   c.adc_clipped += clipped;
   c.adc_conversions += len;
   c.sample_holds += len;

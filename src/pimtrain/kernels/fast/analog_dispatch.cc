@@ -37,6 +37,11 @@ const AnalogKernels& Kernels() {
 #else
       nullptr,
 #endif
+#if defined(__AVX512BW__) && defined(__AVX512VBMI__)
+      CodeTableSegmentAvx512,
+#else
+      nullptr,  // the code table's byte lookups need VBMI's VPERMI2B
+#endif
   };
 #else
   static constexpr AnalogKernels kTable = {
@@ -58,6 +63,7 @@ const AnalogKernels& Kernels() {
       DirectCodesSegmentScalar,
 #endif
       nullptr,  // the window needs AVX-512 BW
+      nullptr,  // the code table's byte lookups need AVX-512 VBMI (TransferRow then)
   };
 #endif
   return kTable;

@@ -223,6 +223,47 @@ int64_t GroupPairNormalsAvx512(uint64_t key, uint64_t stream, uint64_t g, float*
                                uint32_t pos, uint32_t* list, int64_t n);
 #endif
 
+// ---- Noiseless dataflow A by a code table (branch aspeed7; analog_convert_a.cc) ----------------
+// Without noise (adc.sigma == 0) and with integer partial sums (no programming variation), a
+// conversion's code and clipping are a pure function of its partial sum v, so they are tabulated
+// once per call with the definition's own float steps: entry v is AdcTransfer::Convert(float(v),
+// 0) (ref::AnalogMatMul's conversion of that partial sum; INL and calibrated ranges included).
+// CodeTableApplies(p): dataflow A, no noise, integer partial sums, not the lossless read-out,
+// partial sums up to kCodeTableMaxV. The vector variant needs bytes: vmax <= 255, every code
+// <= 255 and clipping monotone in v (it is: t = v inv_lsb is monotone, and so is t > M + 1/2;
+// checked when the table is built, else no vector path).
+constexpr int64_t kCodeTableMaxV = 255;
+struct CodeTable {
+  int64_t vmax = 0;
+  std::vector<int32_t> code;     // [v], v <= vmax
+  std::vector<uint8_t> clipped;  // [v]
+  int32_t max_code = 0;          // the largest code in the table
+  bool bytes = false;            // codes fit a byte and clipped(v) <=> v >= vclip
+  int64_t vclip = 0;             // the smallest clipped v (vmax + 1: none)
+  // code(u) = 0 unclipped for every u <= zero_to; code(u) = u unclipped for every u <= ident_to
+  // (both >= 0: code(0) = 0).
+  int64_t zero_to = 0, ident_to = 0;
+  alignas(64) uint8_t code8[256] = {};  // code[v] as bytes (bytes only; 0 past vmax)
+  CodeTable(const AdcTransfer& adc, int64_t vmax);
+};
+bool CodeTableApplies(const AnalogProblem& p);
+// One cycle's conversions of S slice rows of partial sums (bytes v8, or int32 v32 with v8 null,
+// [q ncp + cp]): acc[cp] += sign * sum_q (code[v] << (q pr)) << shift_j (into acc32 instead
+// where it is not null: the caller's int32 accumulators, which it has proved cannot overflow;
+// vbound: no sum exceeds it, the vector variant then skips the upper half of a 256-entry table);
+// returns the clipped count. The scalar variant (any table) and the AVX-512 VBMI one (t.bytes:
+// 64 lookups per VPERMI2B pair, slices grouped in bytes by Horner's rule, the groups added in
+// 16 bits where they fit, else int32).
+int64_t CodeTableSegmentScalar(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int32_t* acc32, int64_t vbound);
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+int64_t CodeTableSegmentAvx512(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                               int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                               int64_t* acc, int32_t* acc32, int64_t vbound);
+#endif
+// ---- end of the code table's block --------------------------------------------------------------
+
 // Per-thread state of one range of samples.
 struct Worker {
   const AnalogProblem& p;
@@ -399,6 +440,32 @@ struct Worker {
   void ConvertA(int64_t m, int64_t b, int h, int j, int64_t sign, bool integer);
 
   void Sample(int64_t m);
+
+  // ---- Noiseless dataflow A by a code table (aspeed7; analog_convert_a.cc) ----
+  // The call's table (CodeTableApplies), else null; use_table8: its vector variant runs, fed
+  // with byte sums (psb) where the row counts or row sums give them.
+  const CodeTable* table = nullptr;
+  bool use_table8 = false;
+  void SetCodeTable(const CodeTable* t);
+  // The sample's table codes in int32 (SetCodeTable sizes it where no sum can overflow), added
+  // to acc at the end of the sample (FoldTableAcc).
+  std::vector<int32_t> acc32;
+  void FoldTableAcc();
+  // Few driven lines (CodeTable::zero_to, ident_to): a cycle whose nonzero driven lines
+  // cannot reach a partial sum above zero_to has only codes 0 (nothing to add); one that cannot
+  // exceed ident_to has code = partial sum everywhere, so its codes' shift-add is the cycle's
+  // exact product, sum over the driven rows of chunk_r level[r][cp], added from the levels
+  // without partial sums. table_few_lines: the most driven lines either holds for (-1: none).
+  int64_t table_zero_lines = -1, table_ident_lines = -1, table_few_lines = -1;
+  void ConvertATableFewLines(int64_t r0, int h, int j, int64_t sign, int64_t nonzero,
+                             int64_t wn);
+  // The largest partial sum a cycle with `lines` driven lines can give.
+  int64_t LinesBound(int64_t lines) const {
+    return lines * ((int64_t{1} << pd) - 1) * ((int64_t{1} << pr) - 1);
+  }
+  int64_t table_vbound = 0;  // the current cycle's LinesBound (TableSegment's lookups)
+  // Dataflow A read-out of cycle j from the table (psb when sums8, else psi).
+  void ConvertATable(int h, int j, int64_t sign);
 };
 
 // ---- The one dispatch table of the ISA variants (XNNPACK style) ---------------------------------
@@ -442,6 +509,11 @@ struct AnalogKernels {
   int64_t (*direct_window_segment)(const DirectPlan& d, const int32_t* v32, const uint8_t* v8,
                                    const uint16_t* u, int64_t ncp, int S, int pr, int shift_j,
                                    int64_t sign, int64_t* acc, uint32_t* slow, int64_t* ns);
+  // Noiseless dataflow A from the code table, byte tables (null: no variant): analog_convert_a.cc
+  // (aspeed7).
+  int64_t (*code_table_segment)(const CodeTable& t, const int32_t* v32, const uint8_t* v8,
+                                int64_t ncp, int S, int pr, int shift_j, int64_t sign,
+                                int64_t* acc, int32_t* acc32, int64_t vbound);
 };
 const AnalogKernels& Kernels();
 
