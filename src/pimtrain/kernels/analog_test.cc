@@ -1709,5 +1709,28 @@ TEST(AnalogKernelTest, CodeTableSegmentVariantsEqualTheScalarTable) {
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GFNI__)
+// The bit-sliced counts' row bits straight from the levels (aspeed7) equal those through
+// LevelBitsRow's bytes: 1-12 slices, column counts multiples of 16 and not, bits past the row's
+// end zero.
+TEST(AnalogKernelTest, RowBitsFromLevelsEqualThoseFromBytes) {
+  const CounterRng rng(7272);
+  uint64_t i = 0;
+  for (const int S : {1, 3, 8, 12}) {
+    for (const int64_t ncp : {16, 48, 64, 256, 37, 130}) {
+      const int64_t len = S * ncp, words = (len + 511) / 512 * 8;
+      std::vector<int32_t> lv(static_cast<size_t>(ncp));
+      for (auto& v : lv) v = static_cast<int32_t>(rng.Below(i++, uint64_t{1} << S));
+      std::vector<uint8_t> row(static_cast<size_t>(words * 64), 0);
+      fast::internal::LevelBitsRow(lv.data(), ncp, S, row.data());
+      std::vector<uint64_t> want(static_cast<size_t>(words)), got(want.size(), ~uint64_t{0});
+      fast::internal::RowBitsFromBytes(row.data(), len, want.data());
+      fast::internal::RowBitsFromLevels(lv.data(), ncp, S, got.data());
+      EXPECT_EQ(got, want) << "S " << S << " ncp " << ncp;
+    }
+  }
+}
+#endif
+
 }  // namespace
 }  // namespace pim::kernels

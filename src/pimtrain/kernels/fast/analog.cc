@@ -455,6 +455,11 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
       packed->row_bits.assign(static_cast<size_t>(blocks * p.block * rw), 0);
       std::vector<uint8_t> row((len + 511) / 512 * 512, 0);
       for (int64_t r = 0; r < p.k; ++r) {
+        if (ncp % 16 == 0) {
+          internal::RowBitsFromLevels(p.w + r * ncp, ncp, p.slices,
+                                      packed->row_bits.data() + r * rw);
+          continue;
+        }
         internal::LevelBitsRow(p.w + r * ncp, ncp, p.slices, row.data());
         internal::RowBitsFromBytes(row.data(), len, packed->row_bits.data() + r * rw);
       }

@@ -343,8 +343,9 @@ int RowBitPosition(int c) {
   return table.pos[c];
 }
 
-void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out) {
-  // Byte w of mask o (bit lines 64 o + 8 w + k, k < 8) goes to byte g(o, w) = pos / 8.
+namespace {
+// Byte w of mask o (bit lines 64 o + 8 w + k, k < 8) goes to byte g(o, w) = pos / 8.
+__m512i RowBitIndex() {
   static const __m512i idx = [] {
     alignas(64) uint8_t ix[64];
     for (int o = 0; o < 8; ++o) {
@@ -352,6 +353,39 @@ void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out) {
     }
     return _mm512_load_si512(ix);
   }();
+  return idx;
+}
+}  // namespace
+
+void RowBitsFromLevels(const int32_t* lv, int64_t ncp, int S, uint64_t* out) {
+  const int64_t len = S * ncp;
+  if (ncp % 16 != 0) {
+    std::vector<uint8_t> row(static_cast<size_t>((len + 511) / 512 * 512), 0);
+    LevelBitsRow(lv, ncp, S, row.data());
+    RowBitsFromBytes(row.data(), len, out);
+    return;
+  }
+  // Bit line c = q ncp + cp at bit c of out (16 lines per test: ncp is a multiple of 16), then
+  // each 512-line chunk's bytes moved to their RowBitPosition in place.
+  const int64_t words = (len + 511) / 512 * 8;
+  std::fill(out, out + words, uint64_t{0});
+  auto* out_bytes = reinterpret_cast<unsigned char*>(out);
+  for (int q = 0; q < S; ++q) {
+    const __m512i bit = _mm512_set1_epi32(1 << q);
+    for (int64_t cp = 0; cp < ncp; cp += 16) {
+      const uint16_t b = _mm512_test_epi32_mask(_mm512_loadu_si512(lv + cp), bit);
+      std::memcpy(out_bytes + (q * ncp + cp) / 8, &b, 2);
+    }
+  }
+  const __m512i idx = RowBitIndex();
+  for (int64_t c0 = 0; c0 < len; c0 += 512) {
+    _mm512_storeu_si512(out + c0 / 64,
+                        _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(out + c0 / 64)));
+  }
+}
+
+void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out) {
+  const __m512i idx = RowBitIndex();
   for (int64_t c0 = 0; c0 < len; c0 += 512) {
     alignas(64) uint64_t m[8];
     for (int o = 0; o < 8; ++o) {

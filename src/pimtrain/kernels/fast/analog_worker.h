@@ -177,6 +177,9 @@ void LevelBitsRow(const int32_t* lv, int64_t ncp, int S, uint8_t* out);
 // A row's bit lines as bits at their RowBitPosition: bytes[0 .. len) (0 or 1; readable up to
 // the next multiple of 512) into out[0 .. 8 ceil(len / 512)).
 void RowBitsFromBytes(const uint8_t* bytes, int64_t len, uint64_t* out);
+// The same bits straight from one weight row's levels lv[0 .. ncp) (LevelBitsRow's bytes not
+// formed where ncp is a multiple of 16; aspeed7).
+void RowBitsFromLevels(const int32_t* lv, int64_t ncp, int S, uint64_t* out);
 #endif
 // Tests only: false makes the fast kernel use the guide where it would use the window.
 bool& DirectWindowEnabled();
