@@ -26,7 +26,9 @@ namespace {
 // Per preset: the least test accuracy after the default suite's 2048 samples (chance is 10 %),
 // and the largest gap to the FP32 twin in the slow test (10k samples x 2 epochs, 2k test
 // samples), as a fraction. Measured gaps (2026-12-07, bench/RESULTS.md "Analog presets"):
-// pimqat 1.40 points, neuralpim 1.10 (2.90 before adc.transposed_range: calibrated), isaac 0.30, cascade 0.30, rram_training -0.60 (mixed
+// pimqat 1.40 points (1.00 with batch norm and column weight scales, qat6: 87.40 % vs 88.40 %),
+// neuralpim 1.10 (2.90 before adc.transposed_range: calibrated), isaac 0.30, cascade 0.30,
+// rram_training -0.60 (mixed
 // precision with the weights mapped to 40 % of the range: 81.8 % vs 81.2 %; analog SGD without a
 // mapping gave 27.8 %, docs/fidelity.md), pcm_deployment 0.15; the limits add about two points (the runs are deterministic; the margin is for changes
 // that move a run within the 2k test samples' binomial spread, ~0.9 points).
