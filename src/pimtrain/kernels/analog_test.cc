@@ -181,6 +181,18 @@ void ExpectSameCounts(const AnalogCounts& a, const AnalogCounts& b, const std::s
   EXPECT_EQ(a.output_buffer_writes, b.output_buffer_writes) << what;
 }
 
+// The fast kernel at 1 thread and at 2 threads (case t prepacks the weights in one of them)
+// against the reference's result r: the same outputs and counts, bit for bit.
+void ExpectFastAtOneAndTwoThreads(const Result& r, Data& d, ThreadPool* two, int t,
+                                  const std::string& what) {
+  const Result f1 = RunFast(d, nullptr, t % 2 == 0);
+  const Result f2 = RunFast(d, two, t % 2 == 1);
+  EXPECT_EQ(r.y, f1.y) << what;
+  EXPECT_EQ(r.y, f2.y) << what;
+  ExpectSameCounts(r.counts, f1.counts, what);
+  ExpectSameCounts(r.counts, f2.counts, what);
+}
+
 TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
   ThreadPool two(2);
   const CounterRng rng(2024);
@@ -216,12 +228,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnRandomCasesWithNoiseAtOneAndTwoThreads) {
                              std::to_string(c.k) + " block " + std::to_string(c.block);
     direct_cases += detail::DirectCodes(d.p);
     Result r = RunRefAsFast(d);
-    Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     if (!detail::DirectCodes(d.p)) {
       EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition
     }
@@ -285,12 +292,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnIntegerDataflowsBAndC) {
                              std::to_string(static_cast<int>(c.dataflow)) + " k " +
                              std::to_string(c.k) + " block " + std::to_string(c.block);
     const Result r = RunRef(d);
-    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    const Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     conversions += r.counts.adc_conversions;
     clipped += r.counts.adc_clipped;
   }
@@ -352,12 +354,7 @@ TEST(AnalogKernelTest, FastEqualsRefOnPresetShapesAtOneAndTwoThreads) {
     if (sparse) {
       EXPECT_EQ(RunRefSparse(d).y, r.y) << what;
     }
-    Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     if (!sparse && !detail::DirectCodes(d.p)) {
       EXPECT_EQ(RunRef(d).y, r.y) << what;  // the definition off sparse tails and direct codes
     }
@@ -1059,12 +1056,7 @@ TEST(AnalogKernelTest, DirectCodesEqualTheirReferenceBitForBit) {
             .win_k > 0;
     windowed += window;
     const Result r = RunRefAsFast(d);
-    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    const Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     if (window) {
       // The guide on the same configuration: the same bits.
       fast::internal::DirectWindowEnabled() = false;
@@ -1522,12 +1514,7 @@ TEST(AnalogKernelTest, DirectCodeShiftFormEqualsItsReferenceBitForBit) {
     const std::string what = "case " + std::to_string(t) + " adc " + std::to_string(c.adc_bits) +
                              " sigma " + std::to_string(c.sigma) + " n " + std::to_string(c.n);
     const Result r = RunRefAsFast(d);
-    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    const Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     if (plan.shift_steps < 0) continue;
     ++shifted;
     clip_hi += fs < vm;
@@ -1596,12 +1583,7 @@ TEST(AnalogKernelTest, NoiselessCodeTableEqualsTheDefinitionBitForBit) {
                              std::to_string(c.inl_lsb) + " block " + std::to_string(c.block) +
                              " n " + std::to_string(c.n);
     const Result r = RunRef(d);
-    const Result f1 = RunFast(d, nullptr, t % 2 == 0);
-    const Result f2 = RunFast(d, &two, t % 2 == 1);
-    EXPECT_EQ(r.y, f1.y) << what;
-    EXPECT_EQ(r.y, f2.y) << what;
-    ExpectSameCounts(r.counts, f1.counts, what);
-    ExpectSameCounts(r.counts, f2.counts, what);
+    ExpectFastAtOneAndTwoThreads(r, d, &two, t, what);
     conversions += r.counts.adc_conversions;
     clipped += r.counts.adc_clipped;
   }
