@@ -501,9 +501,12 @@ int64_t TableSegment(const CodeTable& t, const int32_t* v32, const uint8_t* v8, 
         s[1] = _mm512_add_epi16(
             s[1], _mm512_sll_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(h, 1)), qs));
       } else {
+        // Immediate lane indices (a loop index is a constant only once the loop is unrolled,
+        // which -O2 does not do).
+        const __m128i h4[4] = {_mm512_castsi512_si128(h), _mm512_extracti32x4_epi32(h, 1),
+                               _mm512_extracti32x4_epi32(h, 2), _mm512_extracti32x4_epi32(h, 3)};
         for (int k = 0; k < 4; ++k) {
-          s[k] = _mm512_add_epi32(
-              s[k], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(h, k)), qs));
+          s[k] = _mm512_add_epi32(s[k], _mm512_sll_epi32(_mm512_cvtepu8_epi32(h4[k]), qs));
         }
       }
     }
