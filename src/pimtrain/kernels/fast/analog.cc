@@ -338,6 +338,33 @@ using detail::kGapSteps;
 using detail::TailPlan;
 
 
+namespace {
+// The caller thread's last few plans of one kind (tail plans, direct-code laws, code tables),
+// keyed by the transfer parameters they depend on: a network's layers and directions alternate
+// between several. The oldest is dropped past 16.
+template <class T, size_t K>
+class PlanCache {
+ public:
+  template <class Make>
+  const T* Get(const std::array<double, K>& key, Make make) {
+    auto it = std::find_if(items_.begin(), items_.end(),
+                           [&](const Item& c) { return c.key == key; });
+    if (it != items_.end()) return it->plan.get();
+    if (items_.size() == kMax) items_.erase(items_.begin());
+    items_.push_back({key, make()});
+    return items_.back().plan.get();
+  }
+
+ private:
+  static constexpr size_t kMax = 16;
+  struct Item {
+    std::array<double, K> key;
+    std::unique_ptr<T> plan;
+  };
+  std::vector<Item> items_;
+};
+}  // namespace
+
 void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, AnalogCounts& counts,
                   ThreadPool* pool) {
   PIM_CHECK(p.m >= 0 && p.k >= 0 && p.n >= 0 && p.block >= 1 && p.tile_cols >= 1);
@@ -357,14 +384,8 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   // Work per sample ~ conversions; chunks of whole samples.
   const int64_t per_sample = std::max<int64_t>(1, blocks * ncp * p.slices * 4);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_sample);
-  // The plan depends on sigma, M and vmax only: kept from the caller thread's last call.
-  // The plan depends on sigma, M and vmax only: the caller thread keeps the last few (a
-  // network's layers and directions alternate between several).
-  struct CachedPlan {
-    std::array<double, 3> key;
-    std::unique_ptr<TailPlan> plan;
-  };
-  thread_local std::vector<CachedPlan> plans;
+  // Sparse tails: the plan depends on sigma, M and vmax only.
+  thread_local PlanCache<TailPlan, 3> plans;
   const bool lossless = LosslessReadout(p) && !packed->pairs.empty();
   const TailPlan* plan = nullptr;
   if (lossless) {
@@ -373,62 +394,28 @@ void AnalogMatMul(const AnalogProblem& p, const PackedAnalogWeights* packed, Ana
   }
   if (lossless && p.readout.adc.sigma != 0.0f) {
     const double vmax = detail::MaxPartialSum(p);
-    const std::array<double, 3> key = {p.readout.adc.sigma, p.readout.adc.max_code, vmax};
-    auto it = std::find_if(plans.begin(), plans.end(),
-                           [&](const CachedPlan& c) { return c.key == key; });
-    if (it == plans.end()) {
-      constexpr size_t kMaxPlans = 16;
-      if (plans.size() == kMaxPlans) plans.erase(plans.begin());
-      plans.push_back({key, std::make_unique<TailPlan>(detail::MakeTailPlan(p.readout.adc, vmax))});
-      it = plans.end() - 1;
-    }
-    plan = it->plan.get();
+    plan = plans.Get({p.readout.adc.sigma, p.readout.adc.max_code, vmax}, [&] {
+      return std::make_unique<TailPlan>(detail::MakeTailPlan(p.readout.adc, vmax));
+    });
   }
-  // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only; the caller
-  // thread keeps the last few, as the tail plans.
-  struct CachedDirect {
-    std::array<double, 4> key;
-    std::unique_ptr<internal::DirectPlan> plan;
-  };
-  thread_local std::vector<CachedDirect> directs;
+  // Direct codes: the law and its guide depend on sigma, lsb, M and vmax only.
+  thread_local PlanCache<internal::DirectPlan, 4> directs;
   const internal::DirectPlan* direct = nullptr;
   if (!lossless && detail::DirectCodes(p) && p.conductance == nullptr) {
     const int64_t vmax = static_cast<int64_t>(detail::MaxPartialSum(p));
-    const std::array<double, 4> key = {p.readout.adc.sigma, p.readout.adc.inv_lsb,
-                                       p.readout.adc.max_code, static_cast<double>(vmax)};
-    auto it = std::find_if(directs.begin(), directs.end(),
-                           [&](const CachedDirect& c) { return c.key == key; });
-    if (it == directs.end()) {
-      constexpr size_t kMaxPlans = 16;
-      if (directs.size() == kMaxPlans) directs.erase(directs.begin());
-      directs.push_back({key, std::make_unique<internal::DirectPlan>(p.readout.adc, vmax)});
-      it = directs.end() - 1;
-    }
-    direct = it->plan.get();
+    direct = directs.Get({p.readout.adc.sigma, p.readout.adc.inv_lsb, p.readout.adc.max_code,
+                          static_cast<double>(vmax)},
+                         [&] { return std::make_unique<internal::DirectPlan>(p.readout.adc, vmax); });
   }
-  // Noiseless dataflow A with integer partial sums: the code table (aspeed7), kept by the
-  // caller thread for the last few transfers as the plans above.
-  struct CachedTable {
-    std::array<float, 4> key;
-    int64_t vmax;
-    std::unique_ptr<internal::CodeTable> table;
-  };
-  thread_local std::vector<CachedTable> tables;
+  // Noiseless dataflow A with integer partial sums: the code table (aspeed7), which depends on
+  // the transfer's lsb, M, INL and sigma and on vmax.
+  thread_local PlanCache<internal::CodeTable, 5> tables;
   const internal::CodeTable* table = nullptr;
   if (!lossless && internal::CodeTableApplies(p)) {
     const int64_t vmax = static_cast<int64_t>(detail::MaxPartialSum(p));
     const AdcTransfer& adc = p.readout.adc;
-    const std::array<float, 4> key = {adc.inv_lsb, adc.max_code, adc.inl_k, adc.sigma};
-    auto it = std::find_if(tables.begin(), tables.end(), [&](const CachedTable& c) {
-      return c.key == key && c.vmax == vmax;
-    });
-    if (it == tables.end()) {
-      constexpr size_t kMaxTables = 16;
-      if (tables.size() == kMaxTables) tables.erase(tables.begin());
-      tables.push_back({key, vmax, std::make_unique<internal::CodeTable>(adc, vmax)});
-      it = tables.end() - 1;
-    }
-    table = it->table.get();
+    table = tables.Get({adc.inv_lsb, adc.max_code, adc.inl_k, adc.sigma, static_cast<double>(vmax)},
+                       [&] { return std::make_unique<internal::CodeTable>(adc, vmax); });
   }
   // 1-bit DACs and cells: the cells as byte rows for partial sums by row addition, or (the
   // direct codes' window, AVX-512 with GFNI) as bit rows for the bit-sliced counts; each built

@@ -528,25 +528,8 @@ int64_t TableSegment(const CodeTable& t, const int32_t* v32, const uint8_t* v8, 
     }
     // acc[cp0 + 8 k ..] += sign * (sum << shift_j), int64, 8 columns per vector.
     for (int k = 0; k < 8 && 8 * k < nl; ++k) {
-      __m512i x;
-      if (kNarrow) {
-        const __m512i sv = s[k >> 2];
-        const int part = k & 3;
-        x = _mm512_cvtepu16_epi64(part == 0   ? _mm512_castsi512_si128(sv)
-                                  : part == 1 ? _mm512_extracti32x4_epi32(sv, 1)
-                                  : part == 2 ? _mm512_extracti32x4_epi32(sv, 2)
-                                              : _mm512_extracti32x4_epi32(sv, 3));
-      } else {
-        const __m512i sv = s[k >> 1];
-        x = _mm512_cvtepu32_epi64((k & 1) == 0 ? _mm512_castsi512_si256(sv)
-                                               : _mm512_extracti64x4_epi64(sv, 1));
-      }
-      x = _mm512_sll_epi64(x, vshift);
-      const __mmask8 am = static_cast<__mmask8>(lm >> (8 * k));
-      int64_t* a = acc + cp0 + 8 * k;
-      const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
-      _mm512_mask_storeu_epi64(a, am,
-                               sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+      const __m512i x = kNarrow ? Widen16To64(s[k >> 2], k & 3) : Widen32To64(s[k >> 1], k & 1);
+      ShiftAddInt64(acc + cp0, k, lm, x, vshift, sign);
     }
   }
   return clipped;

@@ -494,22 +494,8 @@ inline int64_t SegmentLoop(const DirectPlan& d, const int32_t* v32, const uint8_
     clip32 = _mm512_add_epi32(clip32, _mm512_madd_epi16(clipv, one));
     // acc[cp0 + 8 g ..] += sign * (sum << shift_j), int64, 8 columns per vector.
     for (int g = 0; g < 4 && 8 * g < nl; ++g) {
-      __m512i x;
-      if (narrow) {
-        x = _mm512_cvtepu16_epi64(g == 0   ? _mm512_castsi512_si128(sum)
-                                  : g == 1 ? _mm512_extracti32x4_epi32(sum, 1)
-                                  : g == 2 ? _mm512_extracti32x4_epi32(sum, 2)
-                                           : _mm512_extracti32x4_epi32(sum, 3));
-      } else {
-        const __m512i s32 = g < 2 ? sum_lo : sum_hi;
-        x = _mm512_cvtepu32_epi64((g & 1) == 0 ? _mm512_castsi512_si256(s32)
-                                               : _mm512_extracti64x4_epi64(s32, 1));
-      }
-      x = _mm512_sll_epi64(x, vshift);
-      const __mmask8 am = static_cast<__mmask8>(lm >> (8 * g));
-      int64_t* a = acc + cp0 + 8 * g;
-      const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
-      _mm512_mask_storeu_epi64(a, am, sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+      const __m512i x = narrow ? Widen16To64(sum, g) : Widen32To64(g < 2 ? sum_lo : sum_hi, g & 1);
+      ShiftAddInt64(acc + cp0, g, lm, x, vshift, sign);
     }
   }
   *ns = k;

@@ -520,4 +520,30 @@ struct AnalogKernels {
 };
 const AnalogKernels& Kernels();
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// The segments' int64 shift-add (the window's and the code table's): 8 columns a vector.
+// Lanes 8 g .. 8 g + 7 of 32 unsigned 16-bit sums, widened to int64 (g < 4).
+inline __m512i Widen16To64(__m512i v, int g) {
+  return _mm512_cvtepu16_epi64(g == 0   ? _mm512_castsi512_si128(v)
+                               : g == 1 ? _mm512_extracti32x4_epi32(v, 1)
+                               : g == 2 ? _mm512_extracti32x4_epi32(v, 2)
+                                        : _mm512_extracti32x4_epi32(v, 3));
+}
+// Lanes 8 half .. 8 half + 7 of 16 unsigned 32-bit sums, widened to int64 (half < 2).
+inline __m512i Widen32To64(__m512i v, int half) {
+  return _mm512_cvtepu32_epi64(half == 0 ? _mm512_castsi512_si256(v)
+                                         : _mm512_extracti64x4_epi64(v, 1));
+}
+// acc[8 g .. 8 g + 7] += sign * (x << shift), for the columns whose bits of lm (one per column
+// from acc[0]) are set.
+inline void ShiftAddInt64(int64_t* acc, int g, uint64_t lm, __m512i x, __m128i shift,
+                          int64_t sign) {
+  x = _mm512_sll_epi64(x, shift);
+  const __mmask8 am = static_cast<__mmask8>(lm >> (8 * g));
+  int64_t* a = acc + 8 * g;
+  const __m512i a0 = _mm512_maskz_loadu_epi64(am, a);
+  _mm512_mask_storeu_epi64(a, am, sign > 0 ? _mm512_add_epi64(a0, x) : _mm512_sub_epi64(a0, x));
+}
+#endif
+
 }  // namespace pim::kernels::fast::internal
