@@ -1181,7 +1181,9 @@ class AnalogCrossbarMacro final : public Macro, public AnalogTunable, public Ana
       Run(m, dir, ch, key, codes.data(), ctx, kc);
       kc.AddTo(cal);
       cal.Add("digital_macs", m * s.n);
-      if (!col_scale_.empty()) cal.Add("out_scale_multiplies", m * s.n);
+      // Column scales multiply a forward read's outputs; a transposed read's errors were scaled
+      // once, before quantization (counted with that read), not per candidate.
+      if (fwd && !col_scale_.empty()) cal.Add("out_scale_multiplies", m * s.n);
       MatrixView gv{got.data(), m, s.n, s.n};
       Finish(m, dir, ex, ch, codes.data(), 1.0, gv);
       double err = 0;
